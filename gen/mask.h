@@ -1,0 +1,98 @@
+/*
+** mask.h: the element predicate of a mask expression, and the run-time data
+** that document, blocks, random and topk atoms read.  This is the one
+** definition of "visible" that the plan, the reference and the tests share.
+** Internal to hattn; not installed.
+**
+** Positions (docs/spec.md): for query row q in [0, lq) and key row k in
+** [0, lk), qpos = q + (lk - lq), kpos = k, d = qpos - kpos.
+*/
+#ifndef HATTN_GEN_MASK_H
+#define HATTN_GEN_MASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec.h"
+
+/* An explicit block-sparse layout for blocks(NAME): block (q / bm, k / bn),
+** with q and k row indices, is visible when bits[(q / bm) * nkb + k / bn] is
+** nonzero.  Blocks outside nqb x nkb are not set. */
+typedef struct hattn__layout {
+  int64_t bm, bn;               /* > 0 */
+  int64_t nqb, nkb;             /* >= 0 */
+  const uint8_t *bits;          /* [nqb * nkb], row-major */
+} hattn__layout;
+
+/* Everything a mask may depend on besides (q, k). */
+typedef struct hattn__mask_env {
+  int64_t lq, lk;               /* sequence lengths, >= 0 */
+  int64_t batch, heads;         /* topk tables are per (batch entry, head) */
+  /* document: ndocs + 1 cumulative offsets over key positions, offsets[0] = 0,
+  ** nondecreasing, offsets[ndocs] = lk; document i holds [off[i], off[i+1]).
+  ** Empty documents are allowed.  Shared by every batch entry. */
+  const int64_t *doc_offsets;
+  int64_t ndocs;
+  /* blocks(NAME): layouts[i] for the spec's layout number i. */
+  const hattn__layout *layouts;
+  int nlayouts;
+  /* topk(K): topk_blocks[(bh * nqb64 + i) * topk_k + j], with
+  ** nqb64 = ceil(lk / 64) and bh = b * heads + h, is the j-th routed key
+  ** 64-block of query 64-block i (qpos / 64) for batch entry b and head h,
+  ** or -1.  topk_k must equal K of the atom.  Wherever this interface takes
+  ** a "head", it means this flattened index bh. */
+  const int32_t *topk_blocks;
+  int64_t topk_k;
+} hattn__mask_env;
+
+/* Number of 64-position blocks that cover [0, n). */
+static inline int64_t hattn__nblocks64(int64_t n) { return (n + HATTN_SPEC_BLOCK - 1) / HATTN_SPEC_BLOCK; }
+
+/*
+** Check that ENV carries well-formed run-time data for every atom of MASK
+** (offsets that start at 0, never decrease and end at lk; a layout for every
+** layout number; topk tables with the atom's K and indices in range).
+** Returns HATTN_OK, or HATTN_EINPUT with a sentence in ERR (ERRLEN bytes).
+*/
+int hattn__mask_env_check(const hattn__expr *mask, const hattn__mask_env *env,
+                          int nlayouts_in_spec, char *err, size_t errlen);
+
+/* Whether key row K is visible to query row Q of head HEAD.  When lq > lk
+** the first rows have negative qpos: they are in no document, no chunk
+** shared with a key, and no random or routed block. */
+int hattn__mask_visible(const hattn__expr *e, int64_t q, int64_t k, int64_t head,
+                        const hattn__mask_env *env);
+
+/* The document that holds position POS: the last i with off[i] <= pos and
+** off[i+1] > pos, found by binary search; -1 when POS is outside [0, lk). */
+int64_t hattn__doc_of(const hattn__mask_env *env, int64_t pos);
+
+/*
+** The R random key 64-blocks of query 64-block QB, drawn without repetition
+** from [0, nkb) by selection sampling with a splitmix64 generator seeded by
+** SEED and QB (all of [0, nkb) when R >= nkb).  Writes min(R, nkb) distinct
+** indices, in increasing order, to OUT and returns how many.  The same
+** arguments give the same blocks on every machine.  O(nkb) time, no memory.
+*/
+int64_t hattn__random_blocks(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t *out);
+
+/* Whether key 64-block KB is one of the random blocks of query 64-block QB. */
+int hattn__random_has(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t kb);
+
+/*
+** Route topk(K) in float64: for each head h and query 64-block i, the K key
+** 64-blocks j <= i with the highest pooled score mean(Q rows of block i) .
+** mean(K rows of block j) (ties to the lower j), written in increasing order
+** and padded with -1.  Q is [heads, lq, d], K is [kv_heads, lk, d],
+** contiguous, of one batch entry; query head h reads kv head
+** h / (heads / kv_heads).  OUT is [heads][ceil(lk / 64)][K]: call it once
+** per batch entry, at OUT + b * heads * ceil(lk / 64) * K.  Returns HATTN_OK
+** or HATTN_ENOMEM.
+*/
+int hattn__topk_route(const double *q, const double *k, int64_t heads, int64_t kv_heads,
+                      int64_t lq, int64_t lk, int64_t d, int64_t topk_k, int32_t *out);
+
+/* The ALiBi slope of head H of HEADS under pattern P's modifier (0 without). */
+double hattn__alibi_slope(const hattn__pattern *p, int64_t h, int64_t heads);
+
+#endif /* HATTN_GEN_MASK_H */

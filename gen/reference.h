@@ -1,0 +1,43 @@
+/*
+** reference.h: attention in float64 for any pattern, shape, GQA ratio and
+** score modifier.  It is the judge of every backend, so it stays simple:
+** one query row at a time, every key, the predicate of mask.h.
+** Internal to hattn; not installed.
+*/
+#ifndef HATTN_GEN_REFERENCE_H
+#define HATTN_GEN_REFERENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mask.h"
+#include "spec.h"
+
+/* The shape of one attention problem. */
+typedef struct hattn__shape {
+  int64_t batch, heads, kv_heads;   /* heads % kv_heads == 0 */
+  int64_t lq, lk;                   /* >= 0 */
+  int64_t head_dim;                 /* > 0 */
+} hattn__shape;
+
+/*
+** O = softmax(mask(modify(Q K^T * scale))) V for pattern P, and
+** LSE = log(sum(exp(s))) over the visible keys of each row (natural log).
+** Q, O are [batch, heads, lq, head_dim]; K, V are [batch, kv_heads, lk,
+** head_dim]; LSE is [batch, heads, lq]; all contiguous.  ENV carries the
+** run-time data (its lq, lk, heads must match SHAPE).  A row that sees no key
+** gets zeros in O and -inf in LSE.  Returns HATTN_OK, or HATTN_ESHAPE /
+** HATTN_EINPUT with a sentence in ERR.
+*/
+int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
+                     const hattn__mask_env *env, int nlayouts_in_spec,
+                     const double *q, const double *k, const double *v,
+                     double *o, double *lse, char *err, size_t errlen);
+
+/* The relative Frobenius error ||x - ref|| / ||ref|| of N values: 0 when
+** both are zero; infinity when ref is zero and x is not, when x has a NaN,
+** or when an infinite value (the -inf LSE of an empty row) is not matched
+** exactly.  Matched infinities count as equal and add nothing. */
+double hattn__rel_error(const double *x, const double *ref, size_t n);
+
+#endif /* HATTN_GEN_REFERENCE_H */

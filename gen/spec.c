@@ -1,0 +1,2488 @@
+/*
+** spec.c: the parser and checker of the pattern spec language (docs/spec.md,
+** docs/DECISIONS-spec.txt).  Bytes in; a canonical syntax tree, or one
+** compiler-style diagnostic per problem, out.
+**
+** The input is untrusted: it is read only within its length, recursion is
+** bounded by MAX_DEPTH, the number of reported errors by MAX_ERRORS, and
+** every integer is checked against 2^31 before it is multiplied.
+**
+** Memory: everything a spec holds lives in one arena owned by the spec, so
+** hattn__spec_destroy frees it in one sweep.  Diagnostics are malloc'd
+** separately, since they outlive a failed parse.
+*/
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hattn.h"
+#include "spec.h"
+
+#define MAX_DEPTH 200           /* nesting of ( and ! in one expression */
+#define MAX_ERRORS 50           /* diagnostics kept before the parse stops */
+#define MAX_ATOMS 1000          /* atoms in one pattern */
+#define MAX_LAYERS 1024         /* layers of one model */
+#define MAX_HEADS 1024          /* heads of one model */
+#define INT_LIMIT 2147483647LL  /* integers are below 2^31 */
+#define SHOWN 64                /* longest name or number quoted whole in a message */
+#define SUGGEST_MAX 64          /* longest name that gets a "did you mean" */
+#define EMPTY_MAX_CONSTS 32     /* more distinct constants: the empty check assumes non-empty */
+#define EMPTY_MAX_NODES 200     /* more canonical nodes: likewise */
+
+/* ------------------------------------------------------------------ */
+/* Arena                                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct arena_chunk {
+  struct arena_chunk *next;
+  size_t size, used;
+  max_align_t data[];
+} arena_chunk;
+
+#define ARENA_CHUNK 65536
+
+/* A spec as allocated: the public struct first, so a hattn_spec * is one of
+** these. */
+typedef struct spec_impl {
+  hattn_spec pub;
+  arena_chunk *arena;
+} spec_impl;
+
+/* N zeroed bytes from the arena at *HEAD, aligned for any type, or NULL
+** when memory runs out. */
+static void *arena_alloc(arena_chunk **head, size_t n)
+{
+  const size_t align = sizeof(max_align_t);
+  arena_chunk *c = *head;
+  void *r;
+
+  if (n == 0)
+    n = 1;
+  if (n > SIZE_MAX - align - sizeof(arena_chunk))
+    return NULL;
+  n = (n + align - 1) / align * align;
+  if (!c || c->size - c->used < n) {
+    size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+    c = malloc(sizeof(arena_chunk) + size);
+    if (!c)
+      return NULL;
+    c->size = size;
+    c->used = 0;
+    c->next = *head;
+    *head = c;
+  }
+  r = (char *)c->data + c->used;
+  c->used += n;
+  memset(r, 0, n);
+  return r;
+}
+
+static void arena_free(arena_chunk *c)
+{
+  while (c) {
+    arena_chunk *next = c->next;
+    free(c);
+    c = next;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* String builder                                                       */
+/* ------------------------------------------------------------------ */
+
+/* A growing malloc'd string; OOM is sticky and leaves P freed. */
+typedef struct sbuf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+static void sb_putn(sbuf *b, const char *s, size_t n)
+{
+  if (b->oom)
+    return;
+  if (b->cap - b->len <= n) {
+    size_t cap = b->cap ? b->cap : 64;
+    char *q;
+    while (cap - b->len <= n) {
+      if (cap > SIZE_MAX / 2) {
+        cap = 0;
+        break;
+      }
+      cap *= 2;
+    }
+    q = cap ? realloc(b->p, cap) : NULL;
+    if (!q) {
+      free(b->p);
+      b->p = NULL;
+      b->len = b->cap = 0;
+      b->oom = 1;
+      return;
+    }
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
+
+static void sb_putc(sbuf *b, char c) { sb_putn(b, &c, 1); }
+
+static void sb_vprintf(sbuf *b, const char *fmt, va_list ap)
+{
+  char small[256];
+  va_list ap2;
+  int n;
+
+  va_copy(ap2, ap);
+  n = vsnprintf(small, sizeof small, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) {
+    b->oom = 1;
+    return;
+  }
+  if ((size_t)n < sizeof small) {
+    sb_putn(b, small, (size_t)n);
+  } else {
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+      free(b->p);
+      b->p = NULL;
+      b->oom = 1;
+      return;
+    }
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    sb_putn(b, big, (size_t)n);
+    free(big);
+  }
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  sb_vprintf(b, fmt, ap);
+  va_end(ap);
+}
+
+/* The string built so far, handed to the caller (never NULL unless OOM). */
+static char *sb_take(sbuf *b)
+{
+  if (!b->oom && !b->p)
+    sb_putn(b, "", 0);
+  if (b->oom)
+    return NULL;
+  return b->p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Printing the canonical form                                          */
+/* ------------------------------------------------------------------ */
+
+/* An integer argument: with suffix m when a nonzero multiple of 2^20, k when
+** a multiple of 2^10. */
+static void put_int(sbuf *b, int64_t v)
+{
+  if (v != 0 && v % 1048576 == 0)
+    sb_printf(b, "%lldm", (long long)(v / 1048576));
+  else if (v != 0 && v % 1024 == 0)
+    sb_printf(b, "%lldk", (long long)(v / 1024));
+  else
+    sb_printf(b, "%lld", (long long)v);
+}
+
+/* The shortest text %.Ng (N = 1..17) gives that reads back as V exactly,
+** the smaller N on ties: 50 is "50", not "5e+01".  Assumes the C locale's
+** decimal point, as strtod in the lexer does. */
+static void format_real(char *buf, size_t n, double v)
+{
+  char try[64];
+  int prec;
+  snprintf(buf, n, "%.17g", v);
+  for (prec = 1; prec <= 17; prec++) {
+    snprintf(try, sizeof try, "%.*g", prec, v);
+    if (strtod(try, NULL) == v && strlen(try) < strlen(buf))
+      snprintf(buf, n, "%s", try);
+  }
+}
+
+static void put_real(sbuf *b, double v)
+{
+  char buf[64];
+  format_real(buf, sizeof buf, v);
+  sb_puts(b, buf);
+}
+
+static int is_atom(const hattn__expr *e) { return e->kind < HATTN_NODE_NOT; }
+
+static void put_expr(sbuf *b, const hattn__expr *e)
+{
+  int i;
+  switch (e->kind) {
+  case HATTN_NODE_FULL: sb_puts(b, "full"); break;
+  case HATTN_NODE_CAUSAL: sb_puts(b, "causal"); break;
+  case HATTN_NODE_DOCUMENT: sb_puts(b, "document"); break;
+  case HATTN_NODE_WINDOW:
+    sb_puts(b, "window(");
+    if (e->b == 0) {
+      put_int(b, e->a + 1);
+    } else {
+      put_int(b, e->a);
+      sb_puts(b, ", ");
+      put_int(b, e->b);
+    }
+    sb_putc(b, ')');
+    break;
+  case HATTN_NODE_DILATED:
+  case HATTN_NODE_RANDOM:
+    sb_puts(b, e->kind == HATTN_NODE_DILATED ? "dilated(" : "random(");
+    put_int(b, e->a);
+    sb_puts(b, ", ");
+    put_int(b, e->b);
+    sb_putc(b, ')');
+    break;
+  case HATTN_NODE_STRIDE:
+  case HATTN_NODE_SINK:
+  case HATTN_NODE_GLOBAL:
+  case HATTN_NODE_CHUNK:
+  case HATTN_NODE_TOPK:
+    sb_puts(b, e->kind == HATTN_NODE_STRIDE ? "stride("
+               : e->kind == HATTN_NODE_SINK ? "sink("
+               : e->kind == HATTN_NODE_GLOBAL ? "global("
+               : e->kind == HATTN_NODE_CHUNK ? "chunk(" : "topk(");
+    put_int(b, e->a);
+    sb_putc(b, ')');
+    break;
+  case HATTN_NODE_BLOCKS:
+    if (e->name)
+      sb_printf(b, "blocks(%s)", e->name);
+    else
+      sb_printf(b, "blocks(#%lld)", (long long)e->a);
+    break;
+  case HATTN_NODE_NOT:
+    sb_putc(b, '!');
+    if (e->nkids < 1) {
+      sb_puts(b, "?");
+    } else if (e->kids[0]->kind == HATTN_NODE_AND || e->kids[0]->kind == HATTN_NODE_OR) {
+      sb_putc(b, '(');
+      put_expr(b, e->kids[0]);
+      sb_putc(b, ')');
+    } else {
+      put_expr(b, e->kids[0]);
+    }
+    break;
+  case HATTN_NODE_AND:
+  case HATTN_NODE_OR:
+    for (i = 0; i < e->nkids; i++) {
+      int paren = e->kind == HATTN_NODE_AND && e->kids[i]->kind == HATTN_NODE_OR;
+      if (i > 0)
+        sb_puts(b, e->kind == HATTN_NODE_AND ? " & " : " | ");
+      if (paren)
+        sb_putc(b, '(');
+      put_expr(b, e->kids[i]);
+      if (paren)
+        sb_putc(b, ')');
+    }
+    break;
+  default:
+    sb_puts(b, "?");
+    break;
+  }
+}
+
+char *hattn__expr_text(const hattn__expr *e)
+{
+  sbuf b = {0};
+  put_expr(&b, e);
+  return sb_take(&b);
+}
+
+const char *hattn__dtype_name(hattn_dtype t)
+{
+  switch (t) {
+  case HATTN_DTYPE_FP32: return "fp32";
+  case HATTN_DTYPE_FP16: return "fp16";
+  case HATTN_DTYPE_BF16: return "bf16";
+  }
+  return "?";
+}
+
+int hattn__dtype_size(hattn_dtype t)
+{
+  switch (t) {
+  case HATTN_DTYPE_FP32: return 4;
+  case HATTN_DTYPE_FP16: return 2;
+  case HATTN_DTYPE_BF16: return 2;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Parser state                                                         */
+/* ------------------------------------------------------------------ */
+
+enum {
+  T_EOF, T_NAME, T_NUM, T_LPAREN, T_RPAREN, T_COMMA, T_EQ, T_OR, T_AND,
+  T_NOT, T_LBRACE, T_RBRACE, T_COLON, T_MINUS, T_BAD
+};
+
+/* A place in the text: byte offset, 1-based line and byte column. */
+typedef struct spos {
+  size_t off;
+  int line, col;
+} spos;
+
+typedef struct token {
+  int kind;
+  spos at;
+  size_t len;
+  size_t numlen;                /* T_NUM: digits, fraction and exponent */
+  int isfloat;                  /* T_NUM: has a fraction or an exponent */
+  int bol;                      /* the first token on its line */
+} token;
+
+typedef struct pdiag {
+  spos at;
+  int seq;
+  char *msg;
+} pdiag;
+
+/* One "layer" line of a model, as written. */
+typedef struct lline {
+  int64_t l0, l1, step, h0, h1;
+  int has_heads, bad;
+  spos l0at, l1at, h0at, h1at, nameat;
+  char *pname;
+} lline;
+
+typedef struct prec {
+  hattn__pattern pat;
+  size_t off;
+  int bad;
+} prec;
+
+enum { ST_LAYERS, ST_HEADS, ST_KV_HEADS, ST_HEAD_DIM, ST_DTYPE, ST_LAYER, ST_COUNT };
+
+static const char *const stmt_names[ST_COUNT] = {
+  "layers", "heads", "kv_heads", "head_dim", "dtype", "layer"
+};
+
+typedef struct mrec {
+  hattn__model m;
+  size_t off;
+  int bad;
+  int have[ST_DTYPE + 1];
+  spos valat[ST_DTYPE + 1];
+  lline *lines;
+  int nlines, caplines;
+} mrec;
+
+typedef struct parser {
+  const unsigned char *s;
+  size_t n, pos, line_start;
+  int line, at_bol;
+  token tok;
+  spos end;                     /* just after the current token */
+  spos prev_end;                /* just after the token before it */
+  const char *file;
+  arena_chunk *arena;
+  pdiag *diags;
+  int ndiags, capdiags;
+  int nerr;                     /* every error, including those not kept */
+  int stopped;                  /* MAX_ERRORS reached */
+  int halt;                     /* stop reading: stopped or out of memory */
+  int oom;
+  prec *pats;
+  int npats, cappats;
+  mrec *models;
+  int nmodels, capmodels;
+  char **layouts;
+  int nlayouts, caplayouts;
+  int atoms;                    /* atoms in the current pattern */
+} parser;
+
+static void set_oom(parser *p)
+{
+  p->oom = 1;
+  p->halt = 1;
+}
+
+static void *palloc(parser *p, size_t n)
+{
+  void *r = arena_alloc(&p->arena, n);
+  if (!r)
+    set_oom(p);
+  return r;
+}
+
+/* Grows a malloc'd array *V of *CAP elements of SIZE bytes so that one more
+** fits after N; returns 0, or -1 when memory runs out. */
+static int grow(parser *p, void **v, int n, int *cap, size_t size)
+{
+  void *q;
+  int nc;
+  if (n < *cap)
+    return 0;
+  if (*cap > INT_MAX / 2 || (size_t)(*cap ? *cap * 2 : 8) > SIZE_MAX / size) {
+    set_oom(p);
+    return -1;
+  }
+  nc = *cap ? *cap * 2 : 8;
+  q = realloc(*v, (size_t)nc * size);
+  if (!q) {
+    set_oom(p);
+    return -1;
+  }
+  *v = q;
+  *cap = nc;
+  return 0;
+}
+
+/* A NUL-terminated arena copy of N bytes at S. */
+static char *pstrndup(parser *p, const unsigned char *s, size_t n)
+{
+  char *r = n < SIZE_MAX ? palloc(p, n + 1) : NULL;
+  if (r)
+    memcpy(r, s, n);
+  return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Diagnostics                                                          */
+/* ------------------------------------------------------------------ */
+
+static void vdiag(parser *p, spos at, const char *fmt, va_list ap)
+{
+  sbuf b = {0};
+  pdiag *d;
+
+  p->nerr++;
+  if (p->stopped || p->oom)
+    return;
+  if (p->ndiags >= MAX_ERRORS) {
+    p->stopped = 1;
+    p->halt = 1;
+    return;
+  }
+  if (grow(p, (void **)&p->diags, p->ndiags, &p->capdiags, sizeof *p->diags) < 0)
+    return;
+  sb_vprintf(&b, fmt, ap);
+  if (!sb_take(&b)) {
+    set_oom(p);
+    return;
+  }
+  d = &p->diags[p->ndiags];
+  d->at = at;
+  d->seq = p->ndiags;
+  d->msg = b.p;
+  p->ndiags++;
+}
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
+
+static void diag(parser *p, spos at, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void diag(parser *p, spos at, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vdiag(p, at, fmt, ap);
+  va_end(ap);
+}
+
+/* Copies the bytes of T (a name or number: [A-Za-z0-9_.+-] only) to BUF as a
+** C string, cut at SHOWN bytes with "...". */
+static const char *tok_text(const parser *p, const token *t, char buf[SHOWN + 4])
+{
+  size_t n = t->len > SHOWN ? SHOWN : t->len;
+  memcpy(buf, p->s + t->at.off, n);
+  strcpy(buf + n, t->len > SHOWN ? "..." : "");
+  return buf;
+}
+
+/* Likewise for a NUL-terminated name held by the parser. */
+static const char *name_text(const char *name, char buf[SHOWN + 4])
+{
+  size_t n = strlen(name);
+  if (n > SHOWN)
+    n = SHOWN;
+  memcpy(buf, name, n);
+  strcpy(buf + n, strlen(name) > SHOWN ? "..." : "");
+  return buf;
+}
+
+static int tok_is(const parser *p, const char *word)
+{
+  size_t n = strlen(word);
+  return p->tok.kind == T_NAME && p->tok.len == n && memcmp(p->s + p->tok.at.off, word, n) == 0;
+}
+
+static int tok_eq(const parser *p, const token *t, const char *word)
+{
+  size_t n = strlen(word);
+  return t->kind == T_NAME && t->len == n && memcmp(p->s + t->at.off, word, n) == 0;
+}
+
+static int is_top_keyword(const parser *p);
+static int is_stmt_keyword(const parser *p);
+
+/* Whether the current token likely begins the next construct, so that
+** whatever was expected is missing before it rather than wrong at it. */
+static int starts_construct(const parser *p)
+{
+  return p->tok.kind == T_RBRACE || is_top_keyword(p) || is_stmt_keyword(p);
+}
+
+/* A syntax error at the current token: WHAT ("expected ')'"), or "unexpected
+** character" when the token is a byte the language does not use.  When the
+** token starts a line and the next construct, the error goes just after the
+** previous token instead, where the missing piece belongs. */
+static void syntax(parser *p, const char *what)
+{
+  if (p->tok.kind == T_BAD) {
+    unsigned c = p->s[p->tok.at.off];
+    if (c > 0x20 && c < 0x7f && c != '\'' && c != '\\')
+      diag(p, p->tok.at, "unexpected character '%c'", (int)c);
+    else
+      diag(p, p->tok.at, "unexpected character '\\x%02x'", c);
+  } else if (p->tok.bol && p->prev_end.line > 0 && starts_construct(p)) {
+    diag(p, p->prev_end, "%s", what);  /* after the last token before it */
+  } else {
+    diag(p, p->tok.at, "%s", what);
+  }
+}
+
+/* Edit distance between A and B (both at most SUGGEST_MAX bytes). */
+static int edit_distance(const char *a, size_t na, const char *b)
+{
+  int row[SUGGEST_MAX + 2];
+  size_t nb = strlen(b), i, j;
+
+  for (j = 0; j <= nb; j++)
+    row[j] = (int)j;
+  for (i = 1; i <= na; i++) {
+    int diag_prev = row[0];
+    row[0] = (int)i;
+    for (j = 1; j <= nb; j++) {
+      int up = row[j], best;
+      best = diag_prev + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      diag_prev = up;
+      row[j] = best;
+    }
+  }
+  return row[nb];
+}
+
+/* The closest of WORDS (NULL-terminated) to the N bytes at NAME, within an
+** edit distance of 2, or NULL. */
+static const char *suggest(const char *name, size_t n, const char *const *words)
+{
+  const char *best = NULL;
+  int bestd = 3;
+  if (n > SUGGEST_MAX)
+    return NULL;
+  for (; *words; words++) {
+    int d;
+    if (strlen(*words) > SUGGEST_MAX)
+      continue;
+    d = edit_distance(name, n, *words);
+    if (d < bestd) {
+      bestd = d;
+      best = *words;
+    }
+  }
+  return best;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lexer                                                                */
+/* ------------------------------------------------------------------ */
+
+static int is_digit(unsigned c) { return c >= '0' && c <= '9'; }
+static int is_alpha(unsigned c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+static int is_alnum(unsigned c) { return is_alpha(c) || is_digit(c); }
+
+static int col_of(const parser *p, size_t off)
+{
+  size_t c = off - p->line_start + 1;
+  return c > INT_MAX ? INT_MAX : (int)c;
+}
+
+/* Reads the next token into p->tok; after a halt, every token is T_EOF. */
+static void next(parser *p)
+{
+  const unsigned char *s = p->s;
+  size_t i = p->pos, n = p->n, j;
+  token t;
+
+  memset(&t, 0, sizeof t);
+  if (p->tok.kind != T_EOF)
+    p->prev_end = p->end;
+  if (p->halt) {
+    t.kind = T_EOF;
+    t.at = p->end;
+    p->tok = t;
+    return;
+  }
+  while (i < n) {
+    unsigned c = s[i];
+    if (c == '\n') {
+      i++;
+      if (p->line < INT_MAX)
+        p->line++;
+      p->line_start = i;
+      p->at_bol = 1;
+    } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+      i++;
+    } else if (c == '#') {
+      while (i < n && s[i] != '\n')
+        i++;
+    } else {
+      break;
+    }
+  }
+  if (i >= n) {
+    p->pos = n;
+    t.kind = T_EOF;
+    t.at = p->end;
+    p->tok = t;
+    return;
+  }
+  t.at.off = i;
+  t.at.line = p->line;
+  t.at.col = col_of(p, i);
+  t.bol = p->at_bol;
+  p->at_bol = 0;
+  j = i + 1;
+  if (is_alpha(s[i])) {
+    t.kind = T_NAME;
+    while (j < n && is_alnum(s[j]))
+      j++;
+  } else if (is_digit(s[i])) {
+    t.kind = T_NUM;
+    while (j < n && is_digit(s[j]))
+      j++;
+    if (j + 1 < n && s[j] == '.' && is_digit(s[j + 1])) {
+      t.isfloat = 1;
+      j += 2;
+      while (j < n && is_digit(s[j]))
+        j++;
+    }
+    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+      size_t k = j + 1;
+      if (k < n && (s[k] == '+' || s[k] == '-'))
+        k++;
+      if (k < n && is_digit(s[k])) {
+        t.isfloat = 1;
+        j = k;
+        while (j < n && is_digit(s[j]))
+          j++;
+      }
+    }
+    t.numlen = j - i;
+    while (j < n && is_alnum(s[j]))
+      j++;
+  } else {
+    switch (s[i]) {
+    case '(': t.kind = T_LPAREN; break;
+    case ')': t.kind = T_RPAREN; break;
+    case ',': t.kind = T_COMMA; break;
+    case '=': t.kind = T_EQ; break;
+    case '|': t.kind = T_OR; break;
+    case '&': t.kind = T_AND; break;
+    case '!': t.kind = T_NOT; break;
+    case '{': t.kind = T_LBRACE; break;
+    case '}': t.kind = T_RBRACE; break;
+    case ':': t.kind = T_COLON; break;
+    case '-': t.kind = T_MINUS; break;
+    default: t.kind = T_BAD; break;
+    }
+  }
+  t.len = j - i;
+  p->pos = j;
+  p->end.off = j;
+  p->end.line = t.at.line;
+  p->end.col = col_of(p, j);
+  p->tok = t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Numbers                                                              */
+/* ------------------------------------------------------------------ */
+
+/* The integer value of number token T, in [0, 2^31), into *OUT: 0, or -1
+** after reporting why it is not one. */
+static int num_int(parser *p, const token *t, int64_t *out)
+{
+  const unsigned char *s = p->s + t->at.off;
+  char lit[SHOWN + 4];
+  int64_t v = 0, mult = 1;
+  size_t i, nsuf = t->len - t->numlen;
+  int big = 0;
+
+  if (t->isfloat) {
+    diag(p, t->at, "expected an integer, got %s", tok_text(p, t, lit));
+    return -1;
+  }
+  for (i = 0; i < t->numlen && !big; i++) {
+    v = v * 10 + (s[i] - '0');
+    if (v > INT_LIMIT)
+      big = 1;
+  }
+  if (nsuf == 1 && s[t->numlen] == 'k') {
+    mult = 1024;
+  } else if (nsuf == 1 && s[t->numlen] == 'm') {
+    mult = 1048576;
+  } else if (nsuf > 0) {
+    diag(p, t->at, "unknown integer suffix '%.*s'", (int)(nsuf > SHOWN ? SHOWN : nsuf),
+         (const char *)s + t->numlen);
+    return -1;
+  }
+  if (big || v > INT_LIMIT / mult) {
+    diag(p, t->at, "number too large: %s (the limit is 2^31 - 1)", tok_text(p, t, lit));
+    return -1;
+  }
+  *out = v * mult;
+  return 0;
+}
+
+/* The real value of number token T into *OUT: 0, or -1 after reporting. */
+static int num_real(parser *p, const token *t, double *out)
+{
+  const unsigned char *s = p->s + t->at.off;
+  char buf[SHOWN + 4], *end;
+  size_t nsuf = t->len - t->numlen;
+  double v, mult = 1;
+
+  if (nsuf == 1 && s[t->numlen] == 'k') {
+    mult = 1024;
+  } else if (nsuf == 1 && s[t->numlen] == 'm') {
+    mult = 1048576;
+  } else if (nsuf > 0) {
+    diag(p, t->at, "unknown number suffix '%.*s'", (int)(nsuf > SHOWN ? SHOWN : nsuf),
+         (const char *)s + t->numlen);
+    return -1;
+  }
+  if (t->numlen > SHOWN) {
+    diag(p, t->at, "number too long: %s", tok_text(p, t, buf));
+    return -1;
+  }
+  memcpy(buf, s, t->numlen);
+  buf[t->numlen] = '\0';
+  v = strtod(buf, &end) * mult;
+  if (!isfinite(v)) {
+    diag(p, t->at, "number too large: %s", tok_text(p, t, buf));
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Mask expressions                                                     */
+/* ------------------------------------------------------------------ */
+
+static hattn__expr *mk(parser *p, hattn__node_kind kind, int64_t a, int64_t b, spos at)
+{
+  hattn__expr *e = palloc(p, sizeof *e);
+  if (!e)
+    return NULL;
+  e->kind = kind;
+  e->a = a;
+  e->b = b;
+  e->line = at.line;
+  e->col = at.col;
+  return e;
+}
+
+/* A growing list of nodes (malloc'd). */
+typedef struct nvec {
+  hattn__expr **v;
+  int n, cap;
+} nvec;
+
+static int nvec_push(parser *p, nvec *nv, hattn__expr *e)
+{
+  if (grow(p, (void **)&nv->v, nv->n, &nv->cap, sizeof *nv->v) < 0)
+    return -1;
+  nv->v[nv->n++] = e;
+  return 0;
+}
+
+/* A node of KIND whose children are the N nodes at KIDS (copied). */
+static hattn__expr *mk_nary(parser *p, hattn__node_kind kind, hattn__expr **kids, int n, spos at)
+{
+  hattn__expr *e = mk(p, kind, 0, 0, at);
+  if (!e)
+    return NULL;
+  e->kids = palloc(p, (size_t)n * sizeof *e->kids);
+  if (!e->kids)
+    return NULL;
+  memcpy(e->kids, kids, (size_t)n * sizeof *kids);
+  e->nkids = n;
+  return e;
+}
+
+typedef struct atom_info {
+  const char *name;
+  hattn__node_kind kind;
+  int minargs, maxargs;
+  const char *what[2];          /* the arguments, in messages */
+} atom_info;
+
+static const atom_info atom_table[] = {
+  {"full", HATTN_NODE_FULL, 0, 0, {0, 0}},
+  {"causal", HATTN_NODE_CAUSAL, 0, 0, {0, 0}},
+  {"window", HATTN_NODE_WINDOW, 1, 2, {"window size", 0}},
+  {"sink", HATTN_NODE_SINK, 1, 1, {"sink size", 0}},
+  {"global", HATTN_NODE_GLOBAL, 1, 1, {"global size", 0}},
+  {"stride", HATTN_NODE_STRIDE, 1, 1, {"stride", 0}},
+  {"dilated", HATTN_NODE_DILATED, 2, 2, {"dilated width", "dilated stride"}},
+  {"chunk", HATTN_NODE_CHUNK, 1, 1, {"chunk size", 0}},
+  {"prefix", HATTN_NODE_SINK, 1, 1, {"prefix length", 0}},
+  {"document", HATTN_NODE_DOCUMENT, 0, 0, {0, 0}},
+  {"blocks", HATTN_NODE_BLOCKS, 1, 1, {0, 0}},
+  {"random", HATTN_NODE_RANDOM, 2, 2, {"random block count", "random seed"}},
+  {"topk", HATTN_NODE_TOPK, 1, 1, {"topk count", 0}},
+};
+#define NATOMS ((int)(sizeof atom_table / sizeof atom_table[0]))
+
+static const char *const atom_names[] = {
+  "full", "causal", "window", "sink", "global", "stride", "dilated", "chunk",
+  "prefix", "document", "blocks", "random", "topk", NULL
+};
+
+static const char *const modifier_names[] = { "scale", "softcap", "alibi", NULL };
+
+enum { ARG_INT, ARG_NAME, ARG_BAD };
+
+typedef struct parg {
+  int kind;
+  int64_t v;
+  token t;                      /* the argument's first token ('-' if negative) */
+  token name;                   /* ARG_NAME: the name */
+  double real;                  /* modifiers */
+} parg;
+
+#define MAX_ARGS 4
+
+/* "(" arg { "," arg } ")" or "()" when the current token is "(": the first
+** MAX_ARGS arguments into ARGS and their count into *NARGS.  With REAL, the
+** arguments are numbers (modifiers), else integers or names.  Returns 0, or
+** -1 after a syntax error. */
+static int parse_args(parser *p, parg *args, int *nargs, int real)
+{
+  *nargs = 0;
+  if (p->tok.kind != T_LPAREN)
+    return 0;
+  next(p);
+  if (p->tok.kind == T_RPAREN) {
+    next(p);
+    return 0;
+  }
+  for (;;) {
+    parg a;
+    int neg = 0;
+    memset(&a, 0, sizeof a);
+    a.t = p->tok;
+    if (p->tok.kind == T_MINUS) {
+      neg = 1;
+      next(p);
+      if (p->tok.kind != T_NUM) {
+        syntax(p, "expected a number");
+        return -1;
+      }
+    }
+    if (p->tok.kind == T_NUM) {
+      if (real) {
+        a.kind = num_real(p, &p->tok, &a.real) < 0 ? ARG_BAD : ARG_INT;
+        if (neg)
+          a.real = -a.real;
+      } else {
+        a.kind = num_int(p, &p->tok, &a.v) < 0 ? ARG_BAD : ARG_INT;
+        if (neg)
+          a.v = -a.v;
+      }
+    } else if (p->tok.kind == T_NAME && !real) {
+      a.kind = ARG_NAME;
+      a.name = p->tok;
+    } else {
+      syntax(p, real ? "expected a number" : "expected an argument");
+      return -1;
+    }
+    next(p);
+    if (*nargs < MAX_ARGS)
+      args[*nargs] = a;
+    if (*nargs < INT_MAX)
+      (*nargs)++;
+    if (p->tok.kind == T_COMMA) {
+      next(p);
+      continue;
+    }
+    if (p->tok.kind == T_RPAREN) {
+      next(p);
+      return 0;
+    }
+    syntax(p, "expected ',' or ')'");
+    return -1;
+  }
+}
+
+/* The layout number of the N bytes at NAME, numbered in order of first use. */
+static int layout_index(parser *p, const unsigned char *name, size_t n)
+{
+  int i;
+  char *copy;
+  for (i = 0; i < p->nlayouts; i++)
+    if (strlen(p->layouts[i]) == n && memcmp(p->layouts[i], name, n) == 0)
+      return i;
+  if (grow(p, (void **)&p->layouts, p->nlayouts, &p->caplayouts, sizeof *p->layouts) < 0)
+    return -1;
+  copy = pstrndup(p, name, n);
+  if (!copy)
+    return -1;
+  p->layouts[p->nlayouts] = copy;
+  return p->nlayouts++;
+}
+
+/* Checks that integer argument A is at least MIN ("must be positive" for 1,
+** "must not be negative" for 0).  Returns 0 or -1 after reporting. */
+static int check_min(parser *p, const parg *a, const char *what, int64_t min)
+{
+  char buf[SHOWN + 4];
+  if (a->kind == ARG_BAD)
+    return -1;
+  if (a->kind == ARG_NAME) {
+    diag(p, a->t.at, "expected an integer, got '%s'", tok_text(p, &a->name, buf));
+    return -1;
+  }
+  if (a->v < min) {
+    diag(p, a->t.at, "%s must %s, got %lld", what, min > 0 ? "be positive" : "not be negative",
+         (long long)a->v);
+    return -1;
+  }
+  return 0;
+}
+
+/* atom := NAME [ "(" args ")" ]; the current token is the name.  Returns the
+** node (a placeholder after a reported semantic error), or NULL after a
+** syntax error. */
+static hattn__expr *parse_atom(parser *p)
+{
+  token name = p->tok;
+  const unsigned char *s = p->s + name.at.off;
+  const atom_info *ai = NULL;
+  parg args[MAX_ARGS];
+  int nargs, i, err = 0, had_parens;
+  char buf[SHOWN + 4];
+  hattn__expr *e;
+
+  next(p);
+  had_parens = p->tok.kind == T_LPAREN;
+  if (parse_args(p, args, &nargs, 0) < 0)
+    return NULL;
+  if (++p->atoms == MAX_ATOMS + 1)
+    diag(p, name.at, "pattern has more than %d atoms", MAX_ATOMS);
+  for (i = 0; i < NATOMS; i++)
+    if (tok_eq(p, &name, atom_table[i].name))
+      ai = &atom_table[i];
+  if (!ai) {
+    const char *sug = suggest((const char *)s, name.len, atom_names);
+    if (tok_eq(p, &name, "scale") || tok_eq(p, &name, "softcap") || tok_eq(p, &name, "alibi"))
+      diag(p, name.at, "%s is a score modifier; write it after 'with'", tok_text(p, &name, buf));
+    else if (sug)
+      diag(p, name.at, "unknown mask atom '%s'; did you mean '%s'?", tok_text(p, &name, buf), sug);
+    else
+      diag(p, name.at, "unknown mask atom '%s'", tok_text(p, &name, buf));
+    return mk(p, HATTN_NODE_FULL, 0, 0, name.at);
+  }
+  if (nargs < ai->minargs || nargs > ai->maxargs || (had_parens && ai->maxargs == 0)) {
+    if (ai->maxargs == 0)
+      diag(p, name.at, "%s takes no arguments", ai->name);
+    else if (ai->minargs == ai->maxargs)
+      diag(p, name.at, "%s takes %d argument%s, got %d", ai->name, ai->minargs,
+           ai->minargs == 1 ? "" : "s", nargs);
+    else
+      diag(p, name.at, "%s takes %d or %d arguments, got %d", ai->name, ai->minargs,
+           ai->maxargs, nargs);
+    return mk(p, HATTN_NODE_FULL, 0, 0, name.at);
+  }
+  e = mk(p, ai->kind, 0, 0, name.at);
+  if (!e)
+    return NULL;
+  switch (ai->kind) {
+  case HATTN_NODE_WINDOW:
+    if (nargs == 1) {
+      err |= check_min(p, &args[0], "window size", 1);
+      if (!err)
+        e->a = args[0].v - 1;
+    } else {
+      err |= check_min(p, &args[0], "window extent", 0);
+      err |= check_min(p, &args[1], "window extent", 0);
+      if (!err) {
+        e->a = args[0].v;
+        e->b = args[1].v;
+      }
+    }
+    break;
+  case HATTN_NODE_DILATED:
+    err |= check_min(p, &args[0], ai->what[0], 1);
+    err |= check_min(p, &args[1], ai->what[1], 1);
+    if (!err && args[0].v * args[1].v > INT_LIMIT) {
+      diag(p, name.at, "dilated span %lld * %lld is too large (the limit is 2^31 - 1)",
+           (long long)args[0].v, (long long)args[1].v);
+      err = -1;
+    }
+    if (!err) {
+      e->a = args[0].v;
+      e->b = args[1].v;
+    }
+    break;
+  case HATTN_NODE_RANDOM:
+    err |= check_min(p, &args[0], ai->what[0], 1);
+    err |= check_min(p, &args[1], ai->what[1], 0);
+    if (!err) {
+      e->a = args[0].v;
+      e->b = args[1].v;
+    }
+    break;
+  case HATTN_NODE_BLOCKS:
+    if (args[0].kind == ARG_INT) {
+      diag(p, args[0].t.at, "blocks takes a layout name, got %lld", (long long)args[0].v);
+      err = -1;
+    } else if (args[0].kind == ARG_NAME) {
+      int li = layout_index(p, p->s + args[0].name.at.off, args[0].name.len);
+      if (li < 0)
+        return NULL;
+      e->a = li;
+      e->name = p->layouts[li];
+    }
+    break;
+  case HATTN_NODE_SINK:
+  case HATTN_NODE_GLOBAL:
+  case HATTN_NODE_STRIDE:
+  case HATTN_NODE_CHUNK:
+  case HATTN_NODE_TOPK:
+    err |= check_min(p, &args[0], ai->what[0], 1);
+    if (!err)
+      e->a = args[0].v;
+    break;
+  default:
+    break;
+  }
+  if (err)
+    e->kind = HATTN_NODE_FULL;
+  return e;
+}
+
+static hattn__expr *parse_or(parser *p, int depth);
+
+static int is_top_keyword(const parser *p)
+{
+  return tok_is(p, "pattern") || tok_is(p, "model");
+}
+
+/* factor := "!" factor | "(" expr ")" | atom */
+static hattn__expr *parse_factor(parser *p, int depth)
+{
+  spos at = p->tok.at;
+  hattn__expr *e, *k;
+
+  if (depth >= MAX_DEPTH) {
+    diag(p, at, "expression nested too deeply");
+    return NULL;
+  }
+  switch (p->tok.kind) {
+  case T_NOT:
+    next(p);
+    k = parse_factor(p, depth + 1);
+    if (!k)
+      return NULL;
+    return mk_nary(p, HATTN_NODE_NOT, &k, 1, at);
+  case T_LPAREN:
+    next(p);
+    e = parse_or(p, depth + 1);
+    if (!e)
+      return NULL;
+    if (p->tok.kind != T_RPAREN) {
+      syntax(p, "expected ')'");
+      return NULL;
+    }
+    next(p);
+    return e;
+  case T_NAME:
+    if (!is_top_keyword(p))
+      return parse_atom(p);
+    /* fall through */
+  default:
+    syntax(p, "expected a mask atom");
+    return NULL;
+  }
+}
+
+/* term := factor { "&" factor }, and expr := term { "|" term } (KIND says
+** which). */
+static hattn__expr *parse_nary(parser *p, int depth, hattn__node_kind kind)
+{
+  nvec nv = {0};
+  spos at = p->tok.at;
+  hattn__expr *e = NULL;
+  int op = kind == HATTN_NODE_AND ? T_AND : T_OR;
+
+  for (;;) {
+    hattn__expr *k = kind == HATTN_NODE_AND ? parse_factor(p, depth) : parse_nary(p, depth, HATTN_NODE_AND);
+    if (!k || nvec_push(p, &nv, k) < 0)
+      goto done;
+    if (p->tok.kind != op)
+      break;
+    next(p);
+  }
+  e = nv.n == 1 ? nv.v[0] : mk_nary(p, kind, nv.v, nv.n, at);
+done:
+  free(nv.v);
+  return e;
+}
+
+static hattn__expr *parse_or(parser *p, int depth) { return parse_nary(p, depth, HATTN_NODE_OR); }
+
+/* ------------------------------------------------------------------ */
+/* Canonical form                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Whether every pair that atom-or-node X sees, Y sees too, by the rules of
+** docs/DECISIONS-spec.txt (a safe under-approximation of inclusion). */
+static int subset(const hattn__expr *x, const hattn__expr *y)
+{
+  if (y->kind == HATTN_NODE_FULL)
+    return 1;
+  if (!is_atom(x) || !is_atom(y))
+    return 0;
+  if (x->kind == y->kind && x->a == y->a && x->b == y->b)
+    return 1;
+  switch (x->kind) {
+  case HATTN_NODE_WINDOW:
+    if (x->a == 0 && x->b == 0 &&
+        (y->kind == HATTN_NODE_CAUSAL || y->kind == HATTN_NODE_STRIDE || y->kind == HATTN_NODE_CHUNK ||
+         y->kind == HATTN_NODE_DOCUMENT || y->kind == HATTN_NODE_DILATED))
+      return 1;
+    if (x->b == 0 && y->kind == HATTN_NODE_CAUSAL)
+      return 1;
+    return y->kind == HATTN_NODE_WINDOW && x->a <= y->a && x->b <= y->b;
+  case HATTN_NODE_DILATED:
+    if (y->kind == HATTN_NODE_CAUSAL)
+      return 1;
+    if (y->kind == HATTN_NODE_WINDOW)
+      return x->a * x->b - 1 <= y->a;
+    if (y->kind == HATTN_NODE_STRIDE)
+      return x->b % y->a == 0;
+    return y->kind == HATTN_NODE_DILATED && x->b == y->b && x->a <= y->a;
+  case HATTN_NODE_STRIDE:
+    return y->kind == HATTN_NODE_STRIDE && x->a % y->a == 0;
+  case HATTN_NODE_SINK:
+    return (y->kind == HATTN_NODE_SINK || y->kind == HATTN_NODE_GLOBAL) && x->a <= y->a;
+  case HATTN_NODE_GLOBAL:
+    return y->kind == HATTN_NODE_GLOBAL && x->a <= y->a;
+  case HATTN_NODE_CHUNK:
+    return y->kind == HATTN_NODE_CHUNK && y->a % x->a == 0;
+  default:
+    return 0;
+  }
+}
+
+/* An operand being sorted: composites carry their canonical text. */
+typedef struct cop {
+  hattn__expr *e;
+  char *text;
+  int drop;
+} cop;
+
+static int cmp_cop(const void *pa, const void *pb)
+{
+  const cop *x = pa, *y = pb;
+  int ax = is_atom(x->e), ay = is_atom(y->e);
+  if (ax != ay)
+    return ax ? -1 : 1;
+  if (!ax)
+    return strcmp(x->text, y->text);
+  if (x->e->kind != y->e->kind)
+    return x->e->kind < y->e->kind ? -1 : 1;
+  if (x->e->kind == HATTN_NODE_BLOCKS && x->e->name && y->e->name)
+    return strcmp(x->e->name, y->e->name);
+  if (x->e->a != y->e->a)
+    return x->e->a < y->e->a ? -1 : 1;
+  if (x->e->b != y->e->b)
+    return x->e->b < y->e->b ? -1 : 1;
+  return 0;
+}
+
+static hattn__expr *canon(parser *p, hattn__expr *e);
+
+/* The canonical form of an AND or OR node: flatten, fold, sort, dedupe,
+** collapse.  NULL when memory runs out. */
+static hattn__expr *canon_nary(parser *p, hattn__expr *e)
+{
+  int isand = e->kind == HATTN_NODE_AND;
+  cop *ops = NULL;
+  int n = 0, cap = 0, i, j, m, wi = -1, causal = 0;
+  hattn__expr *r = NULL, **kids = NULL;
+  spos at;
+
+  at.off = 0;
+  at.line = e->line;
+  at.col = e->col;
+  for (i = 0; i < e->nkids; i++) {
+    hattn__expr *c = canon(p, e->kids[i]);
+    int nk, k;
+    if (!c)
+      goto done;
+    nk = c->kind == e->kind ? c->nkids : 1;
+    for (k = 0; k < nk; k++) {
+      if (grow(p, (void **)&ops, n, &cap, sizeof *ops) < 0)
+        goto done;
+      ops[n].e = c->kind == e->kind ? c->kids[k] : c;
+      ops[n].text = NULL;
+      ops[n].drop = 0;
+      n++;
+    }
+  }
+  for (i = 0; i < n; i++) {
+    if (ops[i].e->kind != HATTN_NODE_FULL)
+      continue;
+    if (!isand) {
+      r = ops[i].e;
+      goto done;
+    }
+    ops[i].drop = 1;
+  }
+  if (isand) {
+    int64_t wa = 0, wb = 0;
+    for (i = 0; i < n; i++) {
+      if (ops[i].e->kind == HATTN_NODE_CAUSAL)
+        causal = 1;
+      if (ops[i].e->kind != HATTN_NODE_WINDOW)
+        continue;
+      if (wi < 0) {
+        wi = i;
+        wa = ops[i].e->a;
+        wb = ops[i].e->b;
+      } else {
+        wa = ops[i].e->a < wa ? ops[i].e->a : wa;
+        wb = ops[i].e->b < wb ? ops[i].e->b : wb;
+        ops[i].drop = 1;
+      }
+    }
+    if (wi >= 0 && causal)
+      wb = 0;
+    if (wi >= 0 && (wa != ops[wi].e->a || wb != ops[wi].e->b)) {
+      ops[wi].e = mk(p, HATTN_NODE_WINDOW, wa, wb, at);
+      if (!ops[wi].e)
+        goto done;
+    }
+  }
+  for (i = m = 0; i < n; i++)
+    if (!ops[i].drop)
+      ops[m++] = ops[i];
+  n = m;
+  if (n == 0) {
+    r = mk(p, HATTN_NODE_FULL, 0, 0, at);
+    goto done;
+  }
+  for (i = 0; i < n; i++) {
+    if (is_atom(ops[i].e))
+      continue;
+    ops[i].text = hattn__expr_text(ops[i].e);
+    if (!ops[i].text) {
+      set_oom(p);
+      goto done;
+    }
+  }
+  qsort(ops, (size_t)n, sizeof *ops, cmp_cop);
+  for (i = 1; i < n; i++)
+    if (cmp_cop(&ops[i - 1], &ops[i]) == 0)
+      ops[i].drop = 1;
+  for (i = 0; i < n; i++) {
+    if (ops[i].drop)
+      continue;
+    for (j = 0; j < n; j++) {
+      if (j == i || ops[j].drop)
+        continue;
+      if (isand ? subset(ops[j].e, ops[i].e) : subset(ops[i].e, ops[j].e)) {
+        ops[i].drop = 1;
+        break;
+      }
+    }
+  }
+  kids = malloc((size_t)n * sizeof *kids);
+  if (!kids) {
+    set_oom(p);
+    goto done;
+  }
+  for (i = m = 0; i < n; i++)
+    if (!ops[i].drop)
+      kids[m++] = ops[i].e;
+  r = m == 1 ? kids[0] : mk_nary(p, e->kind, kids, m, at);
+done:
+  for (i = 0; i < n; i++)
+    free(ops[i].text);
+  free(ops);
+  free(kids);
+  return r;
+}
+
+/* The canonical form of E (new nodes in the arena; E itself is unchanged
+** where it already is canonical), or NULL when memory runs out. */
+static hattn__expr *canon(parser *p, hattn__expr *e)
+{
+  spos at;
+  hattn__expr *k;
+
+  at.off = 0;
+  at.line = e->line;
+  at.col = e->col;
+  switch (e->kind) {
+  case HATTN_NODE_STRIDE:
+    return e->a == 1 ? mk(p, HATTN_NODE_FULL, 0, 0, at) : e;
+  case HATTN_NODE_NOT:
+    k = canon(p, e->kids[0]);
+    if (!k)
+      return NULL;
+    if (k->kind == HATTN_NODE_NOT)
+      return k->kids[0];
+    return k == e->kids[0] ? e : mk_nary(p, HATTN_NODE_NOT, &k, 1, at);
+  case HATTN_NODE_AND:
+  case HATTN_NODE_OR:
+    return canon_nary(p, e);
+  default:
+    return e;
+  }
+}
+
+static unsigned needs_of(const hattn__expr *e)
+{
+  unsigned r = 0;
+  int i;
+  switch (e->kind) {
+  case HATTN_NODE_DOCUMENT: return HATTN_NEEDS_DOCUMENT;
+  case HATTN_NODE_BLOCKS: return HATTN_NEEDS_BLOCKS;
+  case HATTN_NODE_RANDOM: return HATTN_NEEDS_RANDOM;
+  case HATTN_NODE_TOPK: return HATTN_NEEDS_TOPK;
+  default: break;
+  }
+  for (i = 0; i < e->nkids; i++)
+    r |= needs_of(e->kids[i]);
+  return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* The empty-pattern check                                              */
+/* ------------------------------------------------------------------ */
+
+enum { V_FALSE = 0, V_UNKNOWN = 1, V_TRUE = 2 };
+
+/* The mask at (QP, KP) in three-valued logic: run-time atoms are unknown,
+** except that a position is always in its own document. */
+static int eval3(const hattn__expr *e, int64_t qp, int64_t kp)
+{
+  int64_t d = qp - kp;
+  int i, v, r;
+  switch (e->kind) {
+  case HATTN_NODE_FULL: return V_TRUE;
+  case HATTN_NODE_CAUSAL: return d >= 0 ? V_TRUE : V_FALSE;
+  case HATTN_NODE_WINDOW: return d >= -e->b && d <= e->a ? V_TRUE : V_FALSE;
+  case HATTN_NODE_DILATED: return d >= 0 && d < e->a * e->b && d % e->b == 0 ? V_TRUE : V_FALSE;
+  case HATTN_NODE_STRIDE: return d % e->a == 0 ? V_TRUE : V_FALSE;
+  case HATTN_NODE_SINK: return kp < e->a ? V_TRUE : V_FALSE;
+  case HATTN_NODE_GLOBAL: return kp < e->a || qp < e->a ? V_TRUE : V_FALSE;
+  case HATTN_NODE_CHUNK: return qp / e->a == kp / e->a ? V_TRUE : V_FALSE;
+  case HATTN_NODE_DOCUMENT: return qp == kp ? V_TRUE : V_UNKNOWN;
+  case HATTN_NODE_BLOCKS:
+  case HATTN_NODE_RANDOM:
+  case HATTN_NODE_TOPK:
+    return V_UNKNOWN;
+  case HATTN_NODE_NOT:
+    return V_TRUE - eval3(e->kids[0], qp, kp);
+  case HATTN_NODE_AND:
+    r = V_TRUE;
+    for (i = 0; i < e->nkids && r != V_FALSE; i++) {
+      v = eval3(e->kids[i], qp, kp);
+      r = v < r ? v : r;
+    }
+    return r;
+  case HATTN_NODE_OR:
+    r = V_FALSE;
+    for (i = 0; i < e->nkids && r != V_TRUE; i++) {
+      v = eval3(e->kids[i], qp, kp);
+      r = v > r ? v : r;
+    }
+    return r;
+  default:
+    return V_UNKNOWN;
+  }
+}
+
+typedef struct ivec {
+  int64_t v[4096];
+  int n;
+} ivec;
+
+static void ivec_add(ivec *v, int64_t x)
+{
+  if (v->n < (int)(sizeof v->v / sizeof v->v[0]))
+    v->v[v->n++] = x;
+}
+
+/* Gathers the constants and strides of E into CONSTS and STRIDES (which drop
+** what does not fit: callers bound the node count first); returns the
+** number of nodes. */
+static int gather(const hattn__expr *e, ivec *consts, ivec *strides)
+{
+  int i, count = 1;
+  switch (e->kind) {
+  case HATTN_NODE_WINDOW:
+    ivec_add(consts, e->a);
+    ivec_add(consts, e->b);
+    break;
+  case HATTN_NODE_DILATED:
+    ivec_add(consts, e->a);
+    ivec_add(consts, e->b);
+    ivec_add(consts, e->a * e->b);
+    ivec_add(consts, e->a * e->b - e->b);
+    ivec_add(strides, e->b);
+    break;
+  case HATTN_NODE_STRIDE:
+    ivec_add(strides, e->a);
+    /* fall through */
+  case HATTN_NODE_SINK:
+  case HATTN_NODE_GLOBAL:
+  case HATTN_NODE_CHUNK:
+    ivec_add(consts, e->a);
+    break;
+  case HATTN_NODE_BLOCKS:
+  case HATTN_NODE_RANDOM:
+  case HATTN_NODE_TOPK:
+    ivec_add(consts, HATTN_SPEC_BLOCK);
+    break;
+  default:
+    break;
+  }
+  for (i = 0; i < e->nkids; i++)
+    count += gather(e->kids[i], consts, strides);
+  return count;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void ivec_sort_unique(ivec *v)
+{
+  int i, m = 0;
+  qsort(v->v, (size_t)v->n, sizeof v->v[0], cmp_i64);
+  for (i = 0; i < v->n; i++)
+    if (m == 0 || v->v[m - 1] != v->v[i])
+      v->v[m++] = v->v[i];
+  v->n = m;
+}
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+  while (b) {
+    int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+/*
+** Whether MASK (canonical) is FALSE at every critical sample.  Samples are
+** (qpos, qpos - d) and (kpos + d, kpos) for positions 0..3, each constant c,
+** c +- 1, 2c +- 1 and one beyond every constant, and distances 0, +-1, +-2,
+** +-c, +-(c +- 1), +- the lcm of the strides, and +- the multiples of each
+** stride around each constant (so that stride and dilated combinations are
+** not missed).  Masks with more than EMPTY_MAX_NODES nodes,
+** EMPTY_MAX_CONSTS constants or 4 strides are not sampled and count as
+** non-empty: the check only ever rejects what it has shown to be empty.
+** Returns 0 (not shown empty), 1 (empty), or -1 when memory runs out.
+*/
+static int mask_is_empty(const hattn__expr *mask)
+{
+  ivec *consts = malloc(sizeof *consts), *strides = malloc(sizeof *strides);
+  ivec *pos = malloc(sizeof *pos), *dist = malloc(sizeof *dist);
+  int r = -1, i, j, nodes;
+  int64_t maxc = 3, lcm = 1;
+
+  if (!consts || !strides || !pos || !dist)
+    goto done;
+  consts->n = strides->n = pos->n = dist->n = 0;
+  nodes = gather(mask, consts, strides);
+  ivec_sort_unique(consts);
+  ivec_sort_unique(strides);
+  r = 0;
+  if (nodes > EMPTY_MAX_NODES || consts->n > EMPTY_MAX_CONSTS || strides->n > 4)
+    goto done;
+  for (i = 0; i < strides->n && lcm > 0; i++) {
+    int64_t s = strides->v[i];
+    lcm = lcm / gcd64(lcm, s) * s;
+    if (lcm > INT_LIMIT)
+      lcm = 0;
+  }
+  for (i = 0; i <= 3; i++)
+    ivec_add(pos, i);
+  ivec_add(dist, 0);
+  ivec_add(dist, 1);
+  ivec_add(dist, 2);
+  if (lcm > 0)
+    ivec_add(dist, lcm);
+  for (i = 0; i < consts->n; i++) {
+    int64_t c = consts->v[i];
+    if (c > maxc)
+      maxc = c;
+    ivec_add(pos, c);
+    ivec_add(pos, c + 1);
+    ivec_add(pos, 2 * c + 1);
+    if (c >= 1) {
+      ivec_add(pos, c - 1);
+      ivec_add(pos, 2 * c - 1);
+    }
+    ivec_add(dist, c);
+    ivec_add(dist, c + 1);
+    if (c >= 1)
+      ivec_add(dist, c - 1);
+    for (j = 0; j < strides->n; j++) {
+      int64_t s = strides->v[j], k;
+      for (k = -2; k <= 3; k++)
+        if (c / s + k >= 0)
+          ivec_add(dist, (c / s + k) * s);
+    }
+  }
+  ivec_add(pos, 2 * maxc + 3);
+  for (i = 0, j = dist->n; i < j; i++)
+    ivec_add(dist, -dist->v[i]);
+  ivec_sort_unique(pos);
+  ivec_sort_unique(dist);
+  r = 1;
+  for (i = 0; i < pos->n && r; i++) {
+    for (j = 0; j < dist->n && r; j++) {
+      int64_t x = pos->v[i], d = dist->v[j];
+      if (x - d >= 0 && eval3(mask, x, x - d) != V_FALSE)
+        r = 0;
+      if (x + d >= 0 && eval3(mask, x + d, x) != V_FALSE)
+        r = 0;
+    }
+  }
+done:
+  free(consts);
+  free(strides);
+  free(pos);
+  free(dist);
+  return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Patterns                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Skips to the next "pattern" or "model" at top level. */
+static void recover_top(parser *p)
+{
+  while (p->tok.kind != T_EOF && !is_top_keyword(p))
+    next(p);
+}
+
+/* modifier { "," modifier } after "with"; returns 0 or -1 after a syntax
+** error. */
+static int parse_modifiers(parser *p, hattn__pattern *pat)
+{
+  int seen[3] = {0, 0, 0};
+  for (;;) {
+    token name = p->tok;
+    parg args[MAX_ARGS];
+    int nargs, which = -1, i, had_parens;
+    char buf[SHOWN + 4], num[64];
+
+    if (name.kind != T_NAME) {
+      syntax(p, "expected a score modifier");
+      return -1;
+    }
+    next(p);
+    had_parens = p->tok.kind == T_LPAREN;
+    if (parse_args(p, args, &nargs, 1) < 0)
+      return -1;
+    for (i = 0; modifier_names[i]; i++)
+      if (tok_eq(p, &name, modifier_names[i]))
+        which = i;
+    if (which < 0) {
+      diag(p, name.at, "unknown score modifier '%s'", tok_text(p, &name, buf));
+    } else if (seen[which]) {
+      diag(p, name.at, "%s given twice", modifier_names[which]);
+    } else if (which < 2 && nargs != 1) {
+      diag(p, name.at, "%s takes 1 argument, got %d", modifier_names[which], nargs);
+    } else if (which == 2 && (nargs > 1 || (had_parens && nargs == 0))) {
+      diag(p, name.at, "alibi takes 0 or 1 arguments, got %d", nargs);
+    } else if (nargs == 1 && args[0].kind == ARG_BAD) {
+      /* reported */
+    } else if (nargs == 1 && !(args[0].real > 0)) {
+      format_real(num, sizeof num, args[0].real);
+      diag(p, args[0].t.at, "%s must be positive, got %s",
+           which == 2 ? "alibi slope" : modifier_names[which], num);
+    } else if (which == 0) {
+      pat->scale = args[0].real;
+    } else if (which == 1) {
+      pat->softcap = args[0].real;
+    } else if (nargs == 1) {
+      pat->alibi = HATTN_ALIBI_FIXED;
+      pat->alibi_slope = args[0].real;
+    } else {
+      pat->alibi = HATTN_ALIBI_STANDARD;
+    }
+    if (which >= 0)
+      seen[which] = 1;
+    if (p->tok.kind != T_COMMA)
+      return 0;
+    next(p);
+  }
+}
+
+static void put_modifiers(sbuf *b, const hattn__pattern *pat)
+{
+  const char *sep = " with ";
+  if (pat->scale != 0) {
+    sb_puts(b, sep);
+    sb_puts(b, "scale(");
+    put_real(b, pat->scale);
+    sb_putc(b, ')');
+    sep = ", ";
+  }
+  if (pat->softcap != 0) {
+    sb_puts(b, sep);
+    sb_puts(b, "softcap(");
+    put_real(b, pat->softcap);
+    sb_putc(b, ')');
+    sep = ", ";
+  }
+  if (pat->alibi == HATTN_ALIBI_STANDARD) {
+    sb_puts(b, sep);
+    sb_puts(b, "alibi");
+  } else if (pat->alibi == HATTN_ALIBI_FIXED) {
+    sb_puts(b, sep);
+    sb_puts(b, "alibi(");
+    put_real(b, pat->alibi_slope);
+    sb_putc(b, ')');
+  }
+}
+
+static uint64_t fnv1a64(const char *s)
+{
+  uint64_t h = 14695981039346656037ULL;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+/* Canonicalises a pattern that parsed without errors, sets its text, key and
+** needs, and reports it when it masks every pair. */
+static void finish_pattern(parser *p, prec *pr, hattn__expr *mask)
+{
+  hattn__pattern *pat = &pr->pat;
+  sbuf b = {0};
+  spos at;
+  char buf[SHOWN + 4];
+  int empty;
+
+  pat->mask = canon(p, mask);
+  if (!pat->mask)
+    return;
+  put_expr(&b, pat->mask);
+  put_modifiers(&b, pat);
+  if (!sb_take(&b)) {
+    set_oom(p);
+    return;
+  }
+  pat->canon = pstrndup(p, (const unsigned char *)b.p, b.len);
+  free(b.p);
+  if (!pat->canon)
+    return;
+  pat->key = fnv1a64(pat->canon);
+  pat->needs = needs_of(pat->mask);
+  empty = mask_is_empty(pat->mask);
+  if (empty < 0) {
+    set_oom(p);
+  } else if (empty) {
+    at.off = pr->off;
+    at.line = pat->line;
+    at.col = pat->col;
+    diag(p, at, "pattern '%s' masks every (query, key) pair", name_text(pat->name, buf));
+    pr->bad = 1;
+  }
+}
+
+/* pattern := "pattern" NAME "=" expr [ "with" modifiers ] */
+static void parse_pattern(parser *p)
+{
+  int nerr0 = p->nerr, withs = 0;
+  prec *pr;
+  hattn__expr *mask;
+
+  next(p);
+  if (p->tok.kind != T_NAME) {
+    syntax(p, "expected a pattern name");
+    recover_top(p);
+    return;
+  }
+  if (grow(p, (void **)&p->pats, p->npats, &p->cappats, sizeof *p->pats) < 0)
+    return;
+  pr = &p->pats[p->npats];
+  memset(pr, 0, sizeof *pr);
+  pr->pat.name = pstrndup(p, p->s + p->tok.at.off, p->tok.len);
+  if (!pr->pat.name)
+    return;
+  pr->pat.line = p->tok.at.line;
+  pr->pat.col = p->tok.at.col;
+  pr->off = p->tok.at.off;
+  pr->bad = 1;
+  p->npats++;
+  next(p);
+  if (p->tok.kind != T_EQ) {
+    syntax(p, "expected '='");
+    recover_top(p);
+    return;
+  }
+  next(p);
+  p->atoms = 0;
+  mask = parse_or(p, 0);
+  if (!mask) {
+    recover_top(p);
+    return;
+  }
+  if (tok_is(p, "with")) {
+    withs = 1;
+    next(p);
+    if (parse_modifiers(p, &pr->pat) < 0) {
+      recover_top(p);
+      return;
+    }
+  }
+  if (p->tok.kind != T_EOF && !is_top_keyword(p)) {
+    syntax(p, withs ? "expected ','" : "expected '&', '|' or 'with'");
+    recover_top(p);
+    return;
+  }
+  if (p->nerr != nerr0)
+    return;
+  pr->bad = 0;
+  finish_pattern(p, pr, mask);
+}
+
+/* ------------------------------------------------------------------ */
+/* Models                                                               */
+/* ------------------------------------------------------------------ */
+
+static int is_stmt_keyword(const parser *p)
+{
+  int i;
+  for (i = 0; i < ST_COUNT; i++)
+    if (tok_is(p, stmt_names[i]))
+      return 1;
+  return 0;
+}
+
+/* Skips to the next statement of a model: a keyword that starts a line, or
+** "}". */
+static void recover_stmt(parser *p)
+{
+  while (p->tok.kind != T_EOF && p->tok.kind != T_RBRACE &&
+         !(p->tok.bol && (is_stmt_keyword(p) || is_top_keyword(p))))
+    next(p);
+}
+
+/* An unsigned integer token: 0 with *V and *AT; 1 when the number was bad
+** (reported, consumed); -1 after a syntax error (WHAT). */
+static int parse_uint(parser *p, const char *what, int64_t *v, spos *at)
+{
+  int r;
+  if (p->tok.kind != T_NUM) {
+    syntax(p, what);
+    return -1;
+  }
+  *at = p->tok.at;
+  r = num_int(p, &p->tok, v) < 0 ? 1 : 0;
+  next(p);
+  return r;
+}
+
+/* RANGE := INT [ "-" INT ]; WHAT is "layer" or "head".  Returns as
+** parse_uint does. */
+static int parse_range(parser *p, const char *what, int64_t *lo, int64_t *hi, spos *loat, spos *hiat)
+{
+  char expect[32];
+  int r, r2;
+  snprintf(expect, sizeof expect, "expected a %s number", what);
+  r = parse_uint(p, expect, lo, loat);
+  if (r < 0)
+    return -1;
+  *hi = *lo;
+  *hiat = *loat;
+  if (p->tok.kind == T_MINUS) {
+    next(p);
+    r2 = parse_uint(p, expect, hi, hiat);
+    if (r2 < 0)
+      return -1;
+    r |= r2;
+  }
+  if (r == 0 && *hi < *lo) {
+    diag(p, *loat, "%s range %lld-%lld is empty", what, (long long)*lo, (long long)*hi);
+    r = 1;
+  }
+  return r;
+}
+
+/* "layer" RANGE [ "step" INT ] [ "heads" RANGE ] ":" NAME, after "layer". */
+static int parse_layer_line(parser *p, mrec *m)
+{
+  lline L;
+  int r, bad = 0;
+  spos at;
+
+  memset(&L, 0, sizeof L);
+  L.step = 1;
+  r = parse_range(p, "layer", &L.l0, &L.l1, &L.l0at, &L.l1at);
+  if (r < 0)
+    return -1;
+  bad |= r;
+  if (tok_is(p, "step")) {
+    next(p);
+    r = parse_uint(p, "expected a step", &L.step, &at);
+    if (r < 0)
+      return -1;
+    if (r == 0 && L.step < 1) {
+      diag(p, at, "step must be positive, got %lld", (long long)L.step);
+      r = 1;
+    }
+    bad |= r;
+  }
+  if (tok_is(p, "heads")) {
+    next(p);
+    L.has_heads = 1;
+    r = parse_range(p, "head", &L.h0, &L.h1, &L.h0at, &L.h1at);
+    if (r < 0)
+      return -1;
+    bad |= r;
+  }
+  if (p->tok.kind != T_COLON) {
+    syntax(p, "expected ':'");
+    return -1;
+  }
+  next(p);
+  if (p->tok.kind != T_NAME) {
+    syntax(p, "expected a pattern name");
+    return -1;
+  }
+  L.nameat = p->tok.at;
+  L.pname = pstrndup(p, p->s + p->tok.at.off, p->tok.len);
+  if (!L.pname)
+    return -1;
+  next(p);
+  L.bad = bad;
+  if (grow(p, (void **)&m->lines, m->nlines, &m->caplines, sizeof *m->lines) < 0)
+    return -1;
+  m->lines[m->nlines++] = L;
+  return 0;
+}
+
+/* One statement of model M; returns 0, or -1 after a syntax error. */
+static int parse_stmt(parser *p, mrec *m)
+{
+  static const char *const kw[ST_COUNT + 1] = {
+    "layers", "heads", "kv_heads", "head_dim", "dtype", "layer", NULL
+  };
+  static const char *const dtypes[3] = {"fp32", "fp16", "bf16"};
+  token t = p->tok;
+  char buf[SHOWN + 4];
+  int which = -1, i, r, dup;
+  int64_t v = 0;
+  spos at;
+
+  if (t.kind != T_NAME) {
+    syntax(p, "expected a statement or '}'");
+    return -1;
+  }
+  for (i = 0; i < ST_COUNT; i++)
+    if (tok_eq(p, &t, stmt_names[i]))
+      which = i;
+  if (which < 0) {
+    const char *sug = suggest((const char *)p->s + t.at.off, t.len, kw);
+    if (sug)
+      diag(p, t.at, "unknown statement '%s'; did you mean '%s'?", tok_text(p, &t, buf), sug);
+    else
+      diag(p, t.at, "unknown statement '%s'", tok_text(p, &t, buf));
+    next(p);
+    return -1;
+  }
+  next(p);
+  if (which == ST_LAYER)
+    return parse_layer_line(p, m);
+  dup = m->have[which];
+  if (dup)
+    diag(p, t.at, "'%s' given twice", stmt_names[which]);
+  if (which == ST_DTYPE) {
+    if (p->tok.kind != T_NAME) {
+      syntax(p, "expected a dtype");
+      return -1;
+    }
+    at = p->tok.at;
+    for (i = 0; i < 3; i++)
+      if (tok_is(p, dtypes[i]))
+        break;
+    if (i == 3)
+      diag(p, at, "unknown dtype '%s' (expected fp32, fp16 or bf16)", tok_text(p, &p->tok, buf));
+    else if (!dup)
+      m->m.dtype = i == 0 ? HATTN_DTYPE_FP32 : i == 1 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16;
+    next(p);
+    if (i < 3 && !dup) {
+      m->have[which] = 1;
+      m->valat[which] = at;
+    }
+    return 0;
+  }
+  if (p->tok.kind == T_MINUS) {
+    at = p->tok.at;
+    next(p);
+    if (p->tok.kind != T_NUM) {
+      syntax(p, "expected a number");
+      return -1;
+    }
+    r = num_int(p, &p->tok, &v) < 0;
+    v = -v;
+    next(p);
+  } else {
+    r = parse_uint(p, "expected a number", &v, &at);
+    if (r < 0)
+      return -1;
+  }
+  if (r)
+    return 0;
+  if (v < 1) {
+    diag(p, at, "%s must be positive, got %lld", stmt_names[which], (long long)v);
+    return 0;
+  }
+  if ((which == ST_LAYERS && v > MAX_LAYERS) || (which != ST_LAYERS && which != ST_HEAD_DIM && v > MAX_HEADS)) {
+    diag(p, at, "too many %s: %lld (the limit is %d)", stmt_names[which], (long long)v,
+         which == ST_LAYERS ? MAX_LAYERS : MAX_HEADS);
+    return 0;
+  }
+  if (dup)
+    return 0;
+  m->have[which] = 1;
+  m->valat[which] = at;
+  switch (which) {
+  case ST_LAYERS: m->m.layers = (int)v; break;
+  case ST_HEADS: m->m.heads = (int)v; break;
+  case ST_KV_HEADS: m->m.kv_heads = (int)v; break;
+  default: m->m.head_dim = (int)v; break;
+  }
+  return 0;
+}
+
+/* model := "model" NAME "{" { stmt } "}" */
+static void parse_model(parser *p)
+{
+  int nerr0 = p->nerr;
+  mrec *m;
+
+  next(p);
+  if (p->tok.kind != T_NAME) {
+    syntax(p, "expected a model name");
+    recover_top(p);
+    return;
+  }
+  if (grow(p, (void **)&p->models, p->nmodels, &p->capmodels, sizeof *p->models) < 0)
+    return;
+  m = &p->models[p->nmodels];
+  memset(m, 0, sizeof *m);
+  m->m.name = pstrndup(p, p->s + p->tok.at.off, p->tok.len);
+  if (!m->m.name)
+    return;
+  m->m.line = p->tok.at.line;
+  m->m.col = p->tok.at.col;
+  m->m.dtype = HATTN_DTYPE_BF16;
+  m->off = p->tok.at.off;
+  p->nmodels++;
+  next(p);
+  if (p->tok.kind != T_LBRACE) {
+    syntax(p, "expected '{'");
+    m->bad = 1;
+    recover_top(p);
+    return;
+  }
+  next(p);
+  for (;;) {
+    if (p->tok.kind == T_RBRACE) {
+      next(p);
+      break;
+    }
+    if (p->tok.kind == T_EOF || is_top_keyword(p)) {
+      syntax(p, "expected '}'");
+      break;
+    }
+    if (parse_stmt(p, m) < 0)
+      recover_stmt(p);
+  }
+  if (p->nerr != nerr0)
+    m->bad = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks over the whole file                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct named {
+  const char *name;
+  int index;
+} named;
+
+static int cmp_named(const void *a, const void *b)
+{
+  const named *x = a, *y = b;
+  int c = strcmp(x->name, y->name);
+  return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* The sorted (name, index) table of the patterns or models, or NULL. */
+static named *name_table(parser *p, int models)
+{
+  int n = models ? p->nmodels : p->npats, i;
+  named *t = malloc((size_t)(n ? n : 1) * sizeof *t);
+  if (!t) {
+    set_oom(p);
+    return NULL;
+  }
+  for (i = 0; i < n; i++) {
+    t[i].name = models ? p->models[i].m.name : p->pats[i].pat.name;
+    t[i].index = i;
+  }
+  qsort(t, (size_t)n, sizeof *t, cmp_named);
+  return t;
+}
+
+/* Reports every name defined twice, at its later definitions. */
+static void check_duplicates(parser *p, const named *t, int n, int models)
+{
+  int i, first = 0;
+  char buf[SHOWN + 4];
+  for (i = 1; i < n; i++) {
+    spos at;
+    int line;
+    if (strcmp(t[i].name, t[first].name) != 0) {
+      first = i;
+      continue;
+    }
+    if (models) {
+      const mrec *m = &p->models[t[i].index];
+      at.off = m->off;
+      at.line = m->m.line;
+      at.col = m->m.col;
+      line = p->models[t[first].index].m.line;
+      diag(p, at, "model '%s' is already defined at line %d", name_text(t[i].name, buf), line);
+    } else {
+      const prec *pr = &p->pats[t[i].index];
+      at.off = pr->off;
+      at.line = pr->pat.line;
+      at.col = pr->pat.col;
+      line = p->pats[t[first].index].pat.line;
+      diag(p, at, "pattern '%s' is already defined at line %d", name_text(t[i].name, buf), line);
+    }
+  }
+}
+
+/* The first pattern named NAME, or -1. */
+static int lookup_pattern(const named *t, int n, const char *name)
+{
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (strcmp(t[mid].name, name) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < n && strcmp(t[lo].name, name) == 0 ? t[lo].index : -1;
+}
+
+/* Reports the (layer, head) cells of M that no line covers, runs coalesced. */
+static void report_coverage(parser *p, mrec *m, spos at)
+{
+  int L = m->m.layers, H = m->m.heads, l, h;
+  char buf[SHOWN + 4];
+  const char *name = name_text(m->m.name, buf);
+
+  for (l = 0; l < L;) {
+    int uncovered = 0;
+    for (h = 0; h < H; h++)
+      uncovered += m->m.assign[(size_t)l * H + h] < 0;
+    if (uncovered == H) {
+      int l1 = l;
+      for (;;) {
+        int all = l1 + 1 < L;
+        for (h = 0; all && h < H; h++)
+          all = m->m.assign[(size_t)(l1 + 1) * H + h] < 0;
+        if (!all)
+          break;
+        l1++;
+      }
+      if (l1 == l)
+        diag(p, at, "layer %d of model '%s' is not covered by any line", l, name);
+      else
+        diag(p, at, "layers %d-%d of model '%s' are not covered by any line", l, l1, name);
+      l = l1 + 1;
+      continue;
+    }
+    for (h = 0; h < H && uncovered;) {
+      int h1;
+      if (m->m.assign[(size_t)l * H + h] >= 0) {
+        h++;
+        continue;
+      }
+      for (h1 = h; h1 + 1 < H && m->m.assign[(size_t)l * H + h1 + 1] < 0; h1++)
+        ;
+      if (h1 == h)
+        diag(p, at, "layer %d head %d of model '%s' is not covered by any line", l, h, name);
+      else
+        diag(p, at, "layer %d heads %d-%d of model '%s' are not covered by any line", l, h, h1, name);
+      h = h1 + 1;
+    }
+    l++;
+  }
+}
+
+/* The checks of a model that need the whole file: required statements,
+** GQA, pattern names, ranges, coverage; then its assignment table. */
+static void finish_model(parser *p, mrec *m, const named *pt)
+{
+  char buf[SHOWN + 4];
+  const char *name = name_text(m->m.name, buf);
+  int nerr0 = p->nerr, i;
+  spos at;
+
+  at.off = m->off;
+  at.line = m->m.line;
+  at.col = m->m.col;
+  if (!m->bad) {
+    if (!m->have[ST_LAYERS])
+      diag(p, at, "model '%s' does not say how many layers", name);
+    if (!m->have[ST_HEADS])
+      diag(p, at, "model '%s' does not say how many heads", name);
+    if (!m->have[ST_HEAD_DIM])
+      diag(p, at, "model '%s' does not say its head_dim", name);
+  }
+  if (!m->have[ST_KV_HEADS] && m->have[ST_HEADS])
+    m->m.kv_heads = m->m.heads;
+  if (m->have[ST_KV_HEADS] && m->have[ST_HEADS] && m->m.heads % m->m.kv_heads != 0)
+    diag(p, m->valat[ST_KV_HEADS], "heads (%d) must be a multiple of kv_heads (%d)", m->m.heads,
+         m->m.kv_heads);
+  for (i = 0; i < m->nlines; i++) {
+    lline *L = &m->lines[i];
+    int pi = lookup_pattern(pt, p->npats, L->pname);
+    char pbuf[SHOWN + 4];
+    if (L->bad)
+      continue;
+    if (pi < 0) {
+      diag(p, L->nameat, "unknown pattern '%s'", name_text(L->pname, pbuf));
+      L->bad = 1;
+    }
+    if (m->have[ST_LAYERS] && (L->l0 >= m->m.layers || L->l1 >= m->m.layers)) {
+      int lo = L->l0 >= m->m.layers;
+      diag(p, lo ? L->l0at : L->l1at, "layer %lld is outside model '%s' (layers 0-%d)",
+           (long long)(lo ? L->l0 : L->l1), name, m->m.layers - 1);
+      L->bad = 1;
+    }
+    if (L->has_heads && m->have[ST_HEADS] && (L->h0 >= m->m.heads || L->h1 >= m->m.heads)) {
+      int lo = L->h0 >= m->m.heads;
+      diag(p, lo ? L->h0at : L->h1at, "head %lld is outside model '%s' (heads 0-%d)",
+           (long long)(lo ? L->h0 : L->h1), name, m->m.heads - 1);
+      L->bad = 1;
+    }
+  }
+  if (m->bad || p->nerr != nerr0) {
+    m->bad = 1;
+    return;
+  }
+  {
+    size_t cells = (size_t)m->m.layers * (size_t)m->m.heads, c;
+    m->m.assign = palloc(p, cells * sizeof *m->m.assign);
+    if (!m->m.assign)
+      return;
+    for (c = 0; c < cells; c++)
+      m->m.assign[c] = -1;
+  }
+  for (i = 0; i < m->nlines; i++) {
+    const lline *L = &m->lines[i];
+    int pi = lookup_pattern(pt, p->npats, L->pname);
+    int64_t l, h, h0 = L->has_heads ? L->h0 : 0, h1 = L->has_heads ? L->h1 : m->m.heads - 1;
+    for (l = L->l0; l <= L->l1; l += L->step)
+      for (h = h0; h <= h1; h++)
+        m->m.assign[l * m->m.heads + h] = pi;
+  }
+  report_coverage(p, m, at);
+}
+
+/* ------------------------------------------------------------------ */
+/* Output                                                               */
+/* ------------------------------------------------------------------ */
+
+static int cmp_diag(const void *a, const void *b)
+{
+  const pdiag *x = a, *y = b;
+  if (x->at.off != y->at.off)
+    return x->at.off < y->at.off ? -1 : 1;
+  return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* Appends the source line around AT and a caret under it to B.  Long lines
+** are shown as a window of about 160 bytes around the column. */
+static void put_source(sbuf *b, const parser *p, spos at)
+{
+  size_t off = at.off > p->n ? p->n : at.off, ls = off, le = off, st, en, i;
+  const size_t width = 160;
+
+  while (ls > 0 && p->s[ls - 1] != '\n')
+    ls--;
+  while (le < p->n && p->s[le] != '\n')
+    le++;
+  if (le > off && le > ls && p->s[le - 1] == '\r')
+    le--;
+  st = le - ls > width && off - ls > width / 2 ? off - width / 2 : ls;
+  en = le - st > width ? st + width : le;
+  sb_puts(b, "  ");
+  if (st > ls)
+    sb_puts(b, "...");
+  for (i = st; i < en; i++) {
+    unsigned c = p->s[i];
+    sb_putc(b, c == '\t' || (c >= 0x20 && c < 0x7f) ? (char)c : '?');
+  }
+  if (en < le)
+    sb_puts(b, "...");
+  sb_puts(b, "\n  ");
+  if (st > ls)
+    sb_puts(b, "   ");
+  for (i = st; i < off; i++)
+    sb_putc(b, p->s[i] == '\t' ? '\t' : ' ');
+  sb_puts(b, "^\n");
+}
+
+/* Moves the parser's diagnostics, sorted, into D.  Returns 0 or -1 (OOM). */
+static int emit_diags(parser *p, hattn__diags *d)
+{
+  sbuf b = {0};
+  const char *file = p->file ? p->file : "<spec>";
+  int i;
+
+  if (p->ndiags > 0)
+    qsort(p->diags, (size_t)p->ndiags, sizeof *p->diags, cmp_diag);
+  for (i = 0; i < p->ndiags; i++) {
+    sb_printf(&b, "%s:%d:%d: error: %s\n", file, p->diags[i].at.line, p->diags[i].at.col,
+              p->diags[i].msg);
+    put_source(&b, p, p->diags[i].at);
+  }
+  if (p->stopped)
+    sb_printf(&b, "%s: note: too many errors; stopped after %d\n", file, MAX_ERRORS);
+  if (!sb_take(&b))
+    return -1;
+  if (!d) {
+    free(b.p);
+    return 0;
+  }
+  d->text = b.p;
+  d->items = calloc((size_t)(p->ndiags ? p->ndiags : 1), sizeof *d->items);
+  if (!d->items) {
+    free(d->text);
+    d->text = NULL;
+    return -1;
+  }
+  for (i = 0; i < p->ndiags; i++) {
+    d->items[i].line = p->diags[i].at.line;
+    d->items[i].col = p->diags[i].at.col;
+    d->items[i].msg = p->diags[i].msg;
+    p->diags[i].msg = NULL;
+  }
+  d->count = p->ndiags;
+  return 0;
+}
+
+/* The spec the parser built (arena moved into it), or NULL when memory runs
+** out. */
+static hattn_spec *build_spec(parser *p)
+{
+  spec_impl *s = calloc(1, sizeof *s);
+  hattn_spec *pub;
+  int i;
+
+  if (!s)
+    return NULL;
+  pub = &s->pub;
+  pub->patterns = palloc(p, (size_t)(p->npats ? p->npats : 1) * sizeof *pub->patterns);
+  pub->models = palloc(p, (size_t)(p->nmodels ? p->nmodels : 1) * sizeof *pub->models);
+  pub->layouts = palloc(p, (size_t)(p->nlayouts ? p->nlayouts : 1) * sizeof *pub->layouts);
+  if (!pub->patterns || !pub->models || !pub->layouts) {
+    free(s);
+    return NULL;
+  }
+  for (i = 0; i < p->npats; i++)
+    pub->patterns[i] = p->pats[i].pat;
+  for (i = 0; i < p->nmodels; i++)
+    pub->models[i] = p->models[i].m;
+  for (i = 0; i < p->nlayouts; i++)
+    pub->layouts[i] = p->layouts[i];
+  pub->npatterns = p->npats;
+  pub->nmodels = p->nmodels;
+  pub->nlayouts = p->nlayouts;
+  s->arena = p->arena;
+  p->arena = NULL;
+  return pub;
+}
+
+int hattn__spec_parse(const char *text, size_t len, const char *filename,
+                      hattn_spec **out, hattn__diags *diags)
+{
+  parser p;
+  named *pt = NULL, *mt = NULL;
+  int rc = HATTN_ENOMEM, i;
+
+  *out = NULL;
+  if (diags)
+    memset(diags, 0, sizeof *diags);
+  memset(&p, 0, sizeof p);
+  p.s = (const unsigned char *)(text ? text : "");
+  p.n = text ? len : 0;
+  p.line = 1;
+  p.at_bol = 1;
+  p.end.line = 1;
+  p.end.col = 1;
+  p.file = filename;
+
+  next(&p);
+  while (p.tok.kind != T_EOF) {
+    if (tok_is(&p, "pattern")) {
+      parse_pattern(&p);
+    } else if (tok_is(&p, "model")) {
+      parse_model(&p);
+    } else {
+      const char *sug = NULL;
+      if (p.tok.kind == T_NAME) {
+        static const char *const top[] = {"pattern", "model", NULL};
+        sug = suggest((const char *)p.s + p.tok.at.off, p.tok.len, top);
+      }
+      if (sug)
+        diag(&p, p.tok.at, "expected 'pattern' or 'model'; did you mean '%s'?", sug);
+      else
+        syntax(&p, "expected 'pattern' or 'model'");
+      next(&p);
+      recover_top(&p);
+    }
+  }
+  if (!p.halt) {
+    pt = name_table(&p, 0);
+    mt = name_table(&p, 1);
+    if (pt && mt) {
+      check_duplicates(&p, pt, p.npats, 0);
+      check_duplicates(&p, mt, p.nmodels, 1);
+      for (i = 0; i < p.nmodels && !p.halt; i++)
+        finish_model(&p, &p.models[i], pt);
+    }
+  }
+  if (p.oom)
+    goto done;
+  if (p.nerr > 0) {
+    if (emit_diags(&p, diags) < 0)
+      goto done;
+    rc = HATTN_ESPEC;
+    goto done;
+  }
+  *out = build_spec(&p);
+  if (!*out)
+    goto done;
+  if (diags) {
+    diags->text = calloc(1, 1);
+    if (!diags->text) {
+      hattn__spec_destroy(*out);
+      *out = NULL;
+      goto done;
+    }
+  }
+  rc = HATTN_OK;
+done:
+  free(pt);
+  free(mt);
+  for (i = 0; i < p.ndiags; i++)
+    free(p.diags[i].msg);
+  free(p.diags);
+  free(p.pats);
+  for (i = 0; i < p.nmodels; i++)
+    free(p.models[i].lines);
+  free(p.models);
+  free(p.layouts);
+  arena_free(p.arena);
+  return rc;
+}
+
+void hattn__spec_destroy(hattn_spec *spec)
+{
+  spec_impl *s = (spec_impl *)spec;
+  if (!s)
+    return;
+  arena_free(s->arena);
+  free(s);
+}
+
+void hattn__diags_clear(hattn__diags *diags)
+{
+  int i;
+  if (!diags)
+    return;
+  for (i = 0; i < diags->count; i++)
+    free(diags->items[i].msg);
+  free(diags->items);
+  free(diags->text);
+  memset(diags, 0, sizeof *diags);
+}
+
+int hattn__spec_find_pattern(const hattn_spec *spec, const char *name)
+{
+  int i;
+  if (!spec || !name)
+    return -1;
+  for (i = 0; i < spec->npatterns; i++)
+    if (strcmp(spec->patterns[i].name, name) == 0)
+      return i;
+  return -1;
+}
+
+int hattn__spec_find_model(const hattn_spec *spec, const char *name)
+{
+  int i;
+  if (!spec || !name)
+    return -1;
+  for (i = 0; i < spec->nmodels; i++)
+    if (strcmp(spec->models[i].name, name) == 0)
+      return i;
+  return -1;
+}

@@ -1,0 +1,74 @@
+/*
+** tools.h: what the subcommands of the hattn command share.  Internal.
+*/
+#ifndef HATTN_TOOLS_H
+#define HATTN_TOOLS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mask.h"
+#include "plan.h"
+#include "spec.h"
+
+/* Exit statuses of the command: 0 success, 1 a failed check (verify), 2 a
+** usage error or bad input. */
+enum { TOOL_OK = 0, TOOL_FAIL = 1, TOOL_USAGE = 2 };
+
+/* Each subcommand: argc/argv start at the subcommand's name. */
+int hattn_cmd_check(int argc, char **argv);
+int hattn_cmd_plan(int argc, char **argv);
+int hattn_cmd_report(int argc, char **argv);
+
+/* Read and parse the spec file PATH.  Prints the spec's diagnostics (or why
+** the file could not be read) to stderr and returns NULL on failure. */
+hattn_spec *tool_load_spec(const char *path);
+
+/* Parse a length such as "4096", "128k" or "1m" into *OUT (> 0 unless
+** ALLOW_ZERO).  Prints "hattn: OPTION: ..." and returns -1 when it is not one. */
+int tool_parse_len(const char *opt, const char *s, int allow_zero, int64_t *out);
+
+/* Parse "A" or "A,B" into *A and *B (B = A when absent). */
+int tool_parse_pair(const char *opt, const char *s, int allow_zero, int64_t *a, int64_t *b);
+
+/* The visible pairs of full causal attention at lq x lk, bottom-right aligned. */
+int64_t tool_causal_pairs(int64_t lq, int64_t lk);
+
+/* Write N with thousands separators into BUF ("268,435,456"). */
+const char *tool_commas(int64_t n, char buf[32]);
+
+/* Run-time data for plan and report, from --docs, --doc-lens and --layout,
+** and stand-in topk tables (the K most recent eligible key blocks). */
+typedef struct tool_rtdata {
+  int64_t doc_len;             /* --docs: documents of this many tokens */
+  const char *doc_lens;        /* --doc-lens: a comma list */
+  const char *layout_args[16]; /* --layout NAME=FILE */
+  int nlayout_args;
+  /* filled by tool_rtdata_env */
+  int64_t *offsets;
+  hattn__layout *layouts;
+  uint8_t **layout_bits;
+  int nlayouts;
+  int32_t *topk;
+} tool_rtdata;
+
+/* Fill ENV for pattern P of SPEC at lq x lk (batch 1, one head) from RT.
+** Returns 0, or prints why and returns -1. */
+int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__pattern *p,
+                    int64_t lq, int64_t lk, hattn__mask_env *env);
+void tool_rtdata_free(tool_rtdata *rt);
+
+/* Handle --docs, --doc-lens, --layout: returns 1 when OPT was one of them. */
+int tool_rtdata_option(tool_rtdata *rt, int opt, const char *arg);
+
+/* Print the layers in SET (N increasing numbers) as ranges: "0-40 step 2, 41". */
+void tool_print_layers(FILE *out, const int *set, int n);
+
+/* Print the patterns of one layer of M: "local", or
+** "heads 0-3 global, heads 4-15 local". */
+void tool_print_layer_heads(FILE *out, const hattn_spec *spec, const hattn__model *m, int layer);
+
+/* Draw the plan's block classes as an SVG file at PATH; returns 0 or -1. */
+int tool_svg_write(const char *path, const hattn__plan *plan, const char *title);
+
+#endif /* HATTN_TOOLS_H */
