@@ -71,13 +71,13 @@ expect 2 "expected the block size" "$hattn" plan "$tmp/blocks.hattn" --seqlen 25
 # report: Gemma 3 keeps 1024 tokens in local layers and everything in the
 # ten global ones: 16 kv heads * 2 * 128 * 2 bytes per token.
 expect 0 "model gemma3_27b: 62 layers" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 128k
-expect 0 "same model, full causal in every layer" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 128k
+expect 0 "the same model with full causal attention in every layer" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 128k
 "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 128k >"$tmp/r" 2>&1
-kv_total=$(awk '/^total/ {print $NF}' "$tmp/r")
-kv_causal=$(awk '/^same model/ {print $NF}' "$tmp/r")
+kv_total=$(awk '/^total/ {print $4}' "$tmp/r")
+kv_causal=$(awk '/^causal/ {print $4}' "$tmp/r")
 [ "$kv_total" = "10656.00" ] && [ "$kv_causal" = "63488.00" ] ||
   { echo "FAIL: gemma3 KV MiB total '$kv_total' (10656.00) causal '$kv_causal' (63488.00)"; fails=$((fails + 1)); }
-expect 0 "    0  local" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 128k
+expect 0 "   0.778%        2.190         8.00  local" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 128k
 expect 0 "model streaming_llama2_7b" "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k
 expect 2 "has no model block" "$hattn" report "$ex/packed_documents.hattn" --seqlen 4k
 expect 2 "no model 'nope'" "$hattn" report "$ex/gemma3_27b.hattn" --model nope --seqlen 4k

@@ -152,7 +152,7 @@ static int report_model(const hattn_spec *spec, const hattn__model *m, int64_t n
   printf("model %s: %d layers, %d heads, %d kv heads, head_dim %d, %s\n", m->name, m->layers,
          m->heads, m->kv_heads, m->head_dim, hattn__dtype_name(m->dtype));
   printf("prefill of %s tokens (batch 1); KV cache to decode at %s tokens\n\n", tool_commas(n, b1), b1);
-  printf("layer  %-34s %9s %12s %12s\n", "patterns", "density", fname, "KV MiB");
+  printf("%-7s %9s %12s %12s  %s\n", "layer", "density", fname, "KV MiB", "patterns");
   for (l = 0; l < m->layers; l++) {
     const int *row = m->assign + (size_t)l * m->heads;
     double vis = 0, kv_tokens = 0;
@@ -179,23 +179,24 @@ static int report_model(const hattn_spec *spec, const hattn__model *m, int64_t n
     } else {
       snprintf(pats, sizeof pats, "?");
     }
-    printf("%5d  %-34s %8.3f%% ", l, pats, 100.0 * vis / ((double)n * (double)n * m->heads));
+    printf("%5d   %8.3f%% ", l, 100.0 * vis / ((double)n * (double)n * m->heads));
     print_flops(4.0 * d * vis, funit);
-    printf(" %12.2f\n", 2.0 * d * esize * kv_tokens / kunit);
+    printf(" %12.2f  %s\n", 2.0 * d * esize * kv_tokens / kunit, pats);
     tot_flops += 4.0 * d * vis;
     tot_kv += 2.0 * d * esize * kv_tokens;
   }
-  printf("\n%-41s %8.3f%% ", "total", 100.0 * tot_flops / (4.0 * d * (double)n * (double)n * m->heads * m->layers));
+  printf("\n%-7s %8.3f%% ", "total",
+         100.0 * tot_flops / (4.0 * d * (double)n * (double)n * m->heads * m->layers));
   print_flops(tot_flops, funit);
-  printf(" %12.2f\n", tot_kv / kunit);
-  printf("%-41s %8.3f%% ", "same model, full causal in every layer",
-         100.0 * (double)causal / ((double)n * (double)n));
+  printf(" %12.2f  this model\n", tot_kv / kunit);
+  printf("%-7s %8.3f%% ", "causal", 100.0 * (double)causal / ((double)n * (double)n));
   print_flops(causal_flops * m->layers, funit);
-  printf(" %12.2f\n", causal_kv * m->layers / kunit);
-  printf("%-41s %9s %11.2fx %11.2fx\n", "causal / this model", "",
-         tot_flops > 0 ? causal_flops * m->layers / tot_flops : 0.0,
-         tot_kv > 0 ? causal_kv * m->layers / tot_kv : 0.0);
-  printf("%-41s %9s %11.1f%% %11.1f%%\n", "saved", "", 100.0 * (1 - tot_flops / (causal_flops * m->layers)),
+  printf(" %12.2f  the same model with full causal attention in every layer\n",
+         causal_kv * m->layers / kunit);
+  printf("%-7s %9s %11.2fx %11.2fx  less than causal: %.1f%% of the FLOPs and %.1f%% of the KV cache saved\n",
+         "saving", "", tot_flops > 0 ? causal_flops * m->layers / tot_flops : 0.0,
+         tot_kv > 0 ? causal_kv * m->layers / tot_kv : 0.0,
+         100.0 * (1 - tot_flops / (causal_flops * m->layers)),
          100.0 * (1 - tot_kv / (causal_kv * m->layers)));
   free(uni);
   return 0;

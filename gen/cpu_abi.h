@@ -1,0 +1,77 @@
+/*
+** cpu_abi.h: the calling convention between the CPU kernels that
+** gen/emit_llvm.c writes and the runtime that calls them.  A CPU kernel is
+** one function, specialised for one pattern, dtype, head dim and tile
+** configuration:
+**
+**   void NAME(const hattn_cpu_args *args, int64_t bh, int64_t qb,
+**             float *scratch);
+**
+** It computes the output rows of query block QB (rows [qb*bm, min(lq,
+** (qb+1)*bm))) of flattened head BH = b * heads + h, reading the FULL and
+** PARTIAL key blocks of that query block from the plan tables in ARGS, and
+** writes O and LSE for those rows.  SCRATCH is at least
+** hattn_cpu_scratch_bytes(config) bytes, 64-byte aligned, private to the
+** calling thread.  Kernels never allocate, never call back, and touch
+** nothing but ARGS' tensors and SCRATCH.
+**
+** This header is part of what generated object files depend on: a change
+** to hattn_cpu_args bumps HATTN_CPU_ABI_VERSION.  Internal; not installed.
+*/
+#ifndef HATTN_GEN_CPU_ABI_H
+#define HATTN_GEN_CPU_ABI_H
+
+#include <stdint.h>
+
+#define HATTN_CPU_ABI_VERSION 1
+
+/* The arguments of one launch.  Field offsets are what the emitted code
+** reads: keep every field 8 bytes wide and never reorder them. */
+typedef struct hattn_cpu_args {
+  /* Tensors.  Q and O are [batch, heads, lq, head_dim], K and V are
+  ** [batch, kv_heads, lk, head_dim], all with the element strides below
+  ** (index 0 batch, 1 head, 2 sequence, 3 head dim; stride 3 must be 1).
+  ** Elements are the kernel's dtype (fp32, or fp16/bf16 as uint16_t).
+  ** LSE is float32 [batch, heads, lq] with strides lse_stride (may be NULL). */
+  const void *q, *k, *v;
+  void *o;
+  float *lse;
+  int64_t q_stride[4], k_stride[4], v_stride[4], o_stride[4];
+  int64_t lse_stride[3];
+  int64_t heads, kv_heads, lq, lk;
+  /* Score modifiers: the score scale (1/sqrt(head_dim) or scale(X)), and
+  ** the ALiBi slope of each head h (NULL without alibi).  softcap and a
+  ** fixed alibi(M) are compiled into the kernel. */
+  double scale;
+  const float *alibi_slopes;
+  /* The plan (gen/plan.h) for bm x bn blocks: table t = (plan_per_head ?
+  ** bh : 0); FULL key blocks of query block i are
+  ** full_idx[t][full_off[t][i] .. full_off[t][i+1]), PARTIAL likewise. */
+  const int64_t *const *full_off;
+  const int32_t *const *full_idx;
+  const int64_t *const *partial_off;
+  const int32_t *const *partial_idx;
+  int64_t plan_per_head;
+  /* Run-time data for the element predicate of PARTIAL blocks.
+  ** doc_id[pos] is the document of key position pos (int32, [lk]);
+  ** layouts[i] are the spec's block layouts; random_bits[j] is the bit set
+  ** of the j-th random() atom of the mask (in depth-first, left-to-right
+  ** order of the canonical tree) over (query 64-block, key 64-block)
+  ** pairs: row i (qpos / 64) holds words_per_row 64-bit words, bit kb of
+  ** the row is key 64-block kb, words_per_row = ceil(ceil(lk / 64) / 64);
+  ** topk_blocks as in gen/mask.h (flattened head bh). */
+  const int32_t *doc_id;
+  const struct hattn_cpu_layout *layouts;
+  const uint64_t *const *random_bits;
+  int64_t random_words_per_row;
+  const int32_t *topk_blocks;
+  int64_t topk_k;
+} hattn_cpu_args;
+
+/* A block layout as the kernels read it. */
+typedef struct hattn_cpu_layout {
+  int64_t bm, bn, nqb, nkb;
+  const uint8_t *bits;
+} hattn_cpu_layout;
+
+#endif /* HATTN_GEN_CPU_ABI_H */

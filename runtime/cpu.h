@@ -1,0 +1,96 @@
+/*
+** cpu.h: the CPU backend's runtime: the LLVM JIT host, object files for
+** named CPUs, the thread pool, and the launch of a kernel over a problem.
+** Internal; not installed.
+*/
+#ifndef HATTN_RUNTIME_CPU_H
+#define HATTN_RUNTIME_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu_abi.h"
+#include "mask.h"
+#include "reference.h"
+#include "spec.h"
+
+struct hattn_cpu_config;
+struct hattn_cpu_kernel_desc;
+
+/* A compiled kernel function (cpu_abi.h). */
+typedef void (*hattn_cpu_fn)(const hattn_cpu_args *args, int64_t bh, int64_t qb, float *scratch);
+
+/* ---- thread pool (runtime/pool.c) --------------------------------------- */
+
+typedef struct hattn__pool hattn__pool;
+
+/* A pool of NTHREADS workers (0: HATTN_NUM_THREADS if set, else the number
+** of online cores; the calling thread counts as one). */
+int hattn__pool_create(int nthreads, hattn__pool **out);
+void hattn__pool_destroy(hattn__pool *pool);
+int hattn__pool_threads(const hattn__pool *pool);
+
+/* Call FN(CTX, ORDER[i], thread) for every i in [0, N), items taken in
+** order by whichever thread is free (so put the longest first), thread in
+** [0, threads).  Returns when all are done.  ORDER may be NULL (identity). */
+void hattn__pool_run(hattn__pool *pool, int64_t n, const int64_t *order,
+                     void (*fn)(void *ctx, int64_t item, int thread), void *ctx);
+
+/* ---- LLVM JIT host and object files (runtime/cpu_jit.c) ------------------ */
+
+typedef struct hattn__jit hattn__jit;
+
+/* An LLJIT for the host CPU (its name and features), with a process-symbol
+** generator.  Returns HATTN_OK, or HATTN_ENOTSUP when hattn was built
+** without LLVM, with a sentence in ERR. */
+int hattn__jit_create(hattn__jit **out, char *err, size_t errlen);
+void hattn__jit_destroy(hattn__jit *jit);
+
+/* The host CPU's name ("znver3") and its vector width in floats (8 or 16). */
+const char *hattn__jit_cpu_name(const hattn__jit *jit);
+int hattn__jit_vec(const hattn__jit *jit);
+
+/* Emit, optimise (default<O3>) and add the kernel of DESC and CFG; sets *FN.
+** Returns HATTN_OK, or HATTN_ECOMPILE/HATTN_EINVAL/HATTN_ENOTSUP with the
+** LLVM message in ERR. */
+int hattn__jit_compile(hattn__jit *jit, const struct hattn_cpu_kernel_desc *desc,
+                       const struct hattn_cpu_config *cfg, hattn_cpu_fn *fn,
+                       char *err, size_t errlen);
+
+/* Write the kernel of DESC and CFG, named FN_NAME, as a relocatable
+** position-independent object file at PATH for CPU (an LLVM CPU name such
+** as "x86-64-v3", "znver1", "sapphirerapids"; NULL for the host).  Returns
+** HATTN_OK, or an error code with a sentence in ERR. */
+int hattn__llvm_write_object(const struct hattn_cpu_kernel_desc *desc,
+                             const struct hattn_cpu_config *cfg, const char *fn_name,
+                             const char *cpu, const char *path, char *err, size_t errlen);
+
+/* The LLVM version hattn was built with ("16.0.6"), or NULL without LLVM. */
+const char *hattn__llvm_version(void);
+
+/* ---- launching (runtime/cpu_run.c) --------------------------------------- */
+
+/* A strided tensor: element (i0, i1, i2, i3) is at data + sum(i * stride)
+** elements; stride[3] must be 1. */
+typedef struct hattn__tensor {
+  void *data;
+  int64_t stride[4];
+} hattn__tensor;
+
+/*
+** Run kernel FN (compiled for DESC and CFG) on SHAPE: Q, O are [batch,
+** heads, lq, head_dim], K, V [batch, kv_heads, lk, head_dim], in DESC's
+** dtype; LSE (float32, may have data NULL) is [batch, heads, lq] with
+** strides 0..2.  ENV carries the run-time data (documents, layouts, topk)
+** and must match SHAPE.  Builds the plan for CFG's blocks, the run-time
+** tables, and spreads (bh, query block) work over POOL longest first.
+** Returns HATTN_OK, or HATTN_ESHAPE / HATTN_EINPUT / HATTN_ENOMEM with a
+** sentence in ERR.
+*/
+int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc,
+                       const struct hattn_cpu_config *cfg, const hattn__shape *shape,
+                       const hattn__mask_env *env, const hattn__tensor *q,
+                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);
+
+#endif /* HATTN_RUNTIME_CPU_H */
