@@ -8,6 +8,7 @@
 ** atoms are classified exactly from these few numbers.  Run-time atoms are
 ** classified exactly by counting what their data selects in the rectangle.
 */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +52,13 @@ typedef struct aux {
   struct aux *kids;
   /* blocks: prefix[(i * (nkb + 1)) + j] = set blocks in rows < i, cols < j. */
   int64_t *prefix;
-  /* random: the chosen key 64-blocks of query 64-blocks [rnd_qb0, rnd_qb0 +
-  ** rnd_nq), rnd_len[i] of them at rnd[i * rnd_r], refilled as the build
-  ** walks down the query blocks. */
-  int64_t *rnd, *rnd_len;
-  int64_t rnd_r, rnd_cap, rnd_qb0, rnd_nq;
+  /* random: a direct-mapped cache of the chosen key 64-blocks per query
+  ** 64-block: query 64-block rnd_tag[i] (or -1) has rnd_len[i] of them at
+  ** rnd[i * rnd_r], with i = qb % rnd_cap; rnd_cap exceeds the 64-blocks
+  ** that one query block spans, so walking a query block misses once per
+  ** 64-block. */
+  int64_t *rnd, *rnd_len, *rnd_tag;
+  int64_t rnd_r, rnd_cap;
   /* topk: every row of the routed table sorted, without -1 and duplicates:
   ** topk_len[row] entries at topk[row * topk_k]. */
   int32_t *topk;
@@ -133,20 +136,19 @@ static hattn__block classify_blocks(const hattn__expr *e, const aux *x, const re
   return from_count(count, area);
 }
 
-/* Make sure X caches the random blocks of query 64-block QB; returns its
-** row, or NULL when the cache does not apply. */
+/* The random blocks of query 64-block QB from X's cache (filled on a
+** miss), or NULL when X has no cache. */
 static const int64_t *random_cached(const hattn__expr *e, aux *x, int64_t nkb64, int64_t qb,
                                     int64_t *len) {
   int64_t i;
   if (x == NULL || x->rnd == NULL) return NULL;
-  if (qb < x->rnd_qb0 || qb >= x->rnd_qb0 + x->rnd_nq) {
-    x->rnd_qb0 = qb;
-    x->rnd_nq = min64(x->rnd_cap, nkb64 - qb);
-    for (i = 0; i < x->rnd_nq; i++)
-      x->rnd_len[i] = hattn__random_blocks(e->b, e->a, nkb64, qb + i, x->rnd + i * x->rnd_r);
+  i = qb % x->rnd_cap;
+  if (x->rnd_tag[i] != qb) {
+    x->rnd_len[i] = hattn__random_blocks(e->b, e->a, nkb64, qb, x->rnd + i * x->rnd_r);
+    x->rnd_tag[i] = qb;
   }
-  *len = x->rnd_len[qb - x->rnd_qb0];
-  return x->rnd + (qb - x->rnd_qb0) * x->rnd_r;
+  *len = x->rnd_len[i];
+  return x->rnd + i * x->rnd_r;
 }
 
 static hattn__block classify_random(const hattn__expr *e, aux *x, const rect *r,
@@ -502,14 +504,13 @@ static int has_kind(const hattn__expr *e, hattn__node_kind kind) {
   return 0;
 }
 
-/* One more than the largest layout number in E (0 without blocks). */
+/* One more than the largest layout number in E (0 without blocks), at
+** most INT_MAX. */
 static int layouts_used(const hattn__expr *e) {
-  int i, n = e->kind == HATTN_NODE_BLOCKS ? (int)e->a + 1 : 0;
-  for (i = 0; i < e->nkids; i++) {
-    int m = layouts_used(e->kids[i]);
-    if (m > n) n = m;
-  }
-  return n;
+  int64_t n = e->kind == HATTN_NODE_BLOCKS ? min64(e->a, INT_MAX - 1) + 1 : 0;
+  int i;
+  for (i = 0; i < e->nkids; i++) n = max64(n, layouts_used(e->kids[i]));
+  return (int)n;
 }
 
 static void aux_free(const hattn__expr *e, aux *x) {
@@ -521,6 +522,7 @@ static void aux_free(const hattn__expr *e, aux *x) {
   free(x->prefix);
   free(x->rnd);
   free(x->rnd_len);
+  free(x->rnd_tag);
   free(x->topk);
   free(x->topk_len);
 }
@@ -529,7 +531,8 @@ static void aux_free(const hattn__expr *e, aux *x) {
 ** HATTN_ENOMEM.  On failure X still holds what aux_free releases. */
 static int aux_init(const hattn__expr *e, aux *x, const hattn__mask_env *env, int64_t bm,
                     int64_t ntables) {
-  int i, rc;
+  int64_t i;
+  int rc;
   switch (e->kind) {
   case HATTN_NODE_BLOCKS: {
     const hattn__layout *l = &env->layouts[e->a];
@@ -557,8 +560,9 @@ static int aux_init(const hattn__expr *e, aux *x, const hattn__mask_env *env, in
     if ((uint64_t)x->rnd_cap > SIZE_MAX / sizeof(int64_t) / (uint64_t)x->rnd_r) return HATTN_ENOMEM;
     x->rnd = malloc((size_t)(x->rnd_cap * x->rnd_r) * sizeof *x->rnd);
     x->rnd_len = malloc((size_t)x->rnd_cap * sizeof *x->rnd_len);
-    if (x->rnd == NULL || x->rnd_len == NULL) return HATTN_ENOMEM;
-    x->rnd_qb0 = x->rnd_nq = 0;
+    x->rnd_tag = malloc((size_t)x->rnd_cap * sizeof *x->rnd_tag);
+    if (x->rnd == NULL || x->rnd_len == NULL || x->rnd_tag == NULL) return HATTN_ENOMEM;
+    for (i = 0; i < x->rnd_cap; i++) x->rnd_tag[i] = -1;
     return HATTN_OK;
   }
   case HATTN_NODE_TOPK: {
@@ -824,6 +828,32 @@ static int64_t count_memo(memo_slot *memo, const hattn__expr *e, int64_t dmin, i
   return count_by_distance(e, dmin, rows, cols);
 }
 
+/* Visible pairs of a PARTIAL rectangle: split it in halves along its longer
+** side and classify the halves, down to single elements, where
+** classification is exact; work follows the boundary, not the area. */
+static int64_t count_split(const hattn__expr *mask, aux *x, const rect *r, int64_t head,
+                           const hattn__mask_env *env) {
+  int64_t rows = r->q1 - r->q0, cols = r->k1 - r->k0, n = 0;
+  rect half[2];
+  int i;
+  if (rows == 1 && cols == 1) return hattn__mask_visible(mask, r->q0, r->k0, head, env);
+  if (rows >= cols) {
+    int64_t m = r->q0 + rows / 2;
+    rect_set(&half[0], r->q0, m, r->k0, r->k1, env);
+    rect_set(&half[1], m, r->q1, r->k0, r->k1, env);
+  } else {
+    int64_t m = r->k0 + cols / 2;
+    rect_set(&half[0], r->q0, r->q1, r->k0, m, env);
+    rect_set(&half[1], r->q0, r->q1, m, r->k1, env);
+  }
+  for (i = 0; i < 2; i++) {
+    hattn__block c = classify(mask, x, &half[i], head, env);
+    if (c == HATTN_BLOCK_FULL) n += (half[i].q1 - half[i].q0) * (half[i].k1 - half[i].k0);
+    else if (c == HATTN_BLOCK_PARTIAL) n += count_split(mask, x, &half[i], head, env);
+  }
+  return n;
+}
+
 int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__expr *mask,
                                   int64_t table, const hattn__mask_env *env) {
   int dist = distance_only(mask);
@@ -831,6 +861,10 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__expr *ma
   int64_t i, j, total = 0, shift = plan->lk - plan->lq;
   const int64_t *fo = plan->full_off[table], *po = plan->partial_off[table];
   const int32_t *fi = plan->full_idx[table], *pi = plan->partial_idx[table];
+  aux root, *x = NULL;
+  memset(&root, 0, sizeof root);
+  /* Without memory for the prepared data, classification reads ENV directly. */
+  if (!dist && aux_init(mask, &root, env, plan->bm, plan->ntables) == HATTN_OK) x = &root;
   for (i = 0; i < plan->nqb; i++) {
     int64_t q0 = i * plan->bm, q1 = min64(q0 + plan->bm, plan->lq), rows = q1 - q0;
     for (j = fo[i]; j < fo[i + 1]; j++) {
@@ -838,15 +872,17 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__expr *ma
       total += rows * (k1 - k0);
     }
     for (j = po[i]; j < po[i + 1]; j++) {
-      int64_t k0 = (int64_t)pi[j] * plan->bn, k1 = min64(k0 + plan->bn, plan->lk), q, k;
+      int64_t k0 = (int64_t)pi[j] * plan->bn, k1 = min64(k0 + plan->bn, plan->lk);
+      rect r;
       if (dist) {
         total += count_memo(memo, mask, q0 + shift - (k1 - 1), rows, k1 - k0);
-        continue;
+      } else {
+        rect_set(&r, q0, q1, k0, k1, env);
+        total += count_split(mask, x, &r, table, env);
       }
-      for (q = q0; q < q1; q++)
-        for (k = k0; k < k1; k++) total += hattn__mask_visible(mask, q, k, table, env);
     }
   }
+  aux_free(mask, &root);
   free(memo);
   return total;
 }
