@@ -25,6 +25,14 @@ static const char usage[] =
   "                 density, FLOPs against dense causal, and an SVG of the mask\n"
   "  report FILE    for a model: per layer the patterns, density, attention FLOPs\n"
   "                 and KV-cache bytes, with totals against full causal attention\n"
+  "  run FILE       run one pattern's kernel on random inputs (or --in DIR) and\n"
+  "                 write q, k, v, o and lse as .npy files (--out DIR)\n"
+  "  verify FILE    run, then compare with the float64 reference: exit 0 within\n"
+  "                 the dtype's tolerance, 1 outside it\n"
+  "  gen FILE       write object files and a header of kernels for a named CPU,\n"
+  "                 for programs that run them without LLVM\n"
+  "  bench          GFLOP/s of the CPU kernels beside a plain loop nest and the\n"
+  "                 BLAS path, as a fraction of the CPU's FMA peak\n"
   "\n"
   "Run 'hattn COMMAND --help' for a command's options.\n"
   "  --version      print the version\n";
@@ -45,6 +53,10 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "check")) return hattn_cmd_check(argc - 1, argv + 1);
   if (!strcmp(argv[1], "plan")) return hattn_cmd_plan(argc - 1, argv + 1);
   if (!strcmp(argv[1], "report")) return hattn_cmd_report(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "run")) return hattn_cmd_run(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "bench")) return hattn_cmd_bench(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "verify")) return hattn_cmd_verify(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "gen")) return hattn_cmd_gen(argc - 1, argv + 1);
   fprintf(stderr, "hattn: unknown command '%s'\n\n%s", argv[1], usage);
   return TOOL_USAGE;
 }

@@ -19,6 +19,18 @@ enum { TOOL_OK = 0, TOOL_FAIL = 1, TOOL_USAGE = 2 };
 int hattn_cmd_check(int argc, char **argv);
 int hattn_cmd_plan(int argc, char **argv);
 int hattn_cmd_report(int argc, char **argv);
+int hattn_cmd_run(int argc, char **argv);     /* cmd_run.c */
+int hattn_cmd_verify(int argc, char **argv);  /* cmd_run.c */
+int hattn_cmd_gen(int argc, char **argv);     /* cmd_gen.c */
+int hattn_cmd_bench(int argc, char **argv);   /* cmd_bench.c */
+
+/* Parse "fp32", "fp16" or "bf16" into *OUT.  Prints "hattn: OPTION: ..."
+** and returns -1 when it is none of them.  (cmd_run.c) */
+int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out);
+
+/* Create the directory DIR and its missing parents.  Returns 0, or prints
+** "hattn CMD: ..." and returns -1.  (cmd_run.c) */
+int tool_make_dir(const char *cmd, const char *dir);
 
 /* Read and parse the spec file PATH.  Prints the spec's diagnostics (or why
 ** the file could not be read) to stderr and returns NULL on failure. */

@@ -1,0 +1,719 @@
+/*
+** cmd_run.c: hattn run and hattn verify: run one pattern's CPU kernel on
+** random inputs (or inputs read from .npy files), write the tensors as .npy
+** files, and compare the output with the float64 reference.
+*/
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hattn.h"
+#include "cpu.h"
+#include "npy.h"
+#include "reference.h"
+#include "tools.h"
+#include "cpu_config.h"
+
+#define RUN_OPTIONS                                                                          \
+  "options:\n"                                                                               \
+  "  -p, --pattern P       the pattern (optional when the file has one)\n"                  \
+  "      --backend B       cpu (the default; cuda is not built yet)\n"                      \
+  "  -B, --batch N         batch entries (default 1)\n"                                     \
+  "  -H, --heads N         query heads (default 8)\n"                                       \
+  "      --kv-heads N      key/value heads, dividing --heads (default --heads)\n"           \
+  "  -d, --head-dim D      head dimension (default 128)\n"                                  \
+  "  -s, --seqlen N[,M]    query and key lengths (M = N when absent)\n"                     \
+  "  -t, --dtype T         fp32 (default), fp16 or bf16\n"                                  \
+  "      --seed S          seed of the random inputs (default: from the clock; printed)\n" \
+  "  -o, --out DIR         write q.npy k.npy v.npy o.npy lse.npy to DIR (created)\n"        \
+  "  -i, --in DIR          read q.npy k.npy v.npy from DIR instead of drawing them;\n"     \
+  "                        options not given are taken from their shapes and dtype\n"     \
+  "      --threads N       worker threads (default HATTN_NUM_THREADS, else the cores)\n"   \
+  "  -b, --block BM,BN     tile size of the kernel (default: chosen for head_dim)\n"       \
+  "      --rows R          query rows held in registers (default: chosen)\n"              \
+  "      --docs LEN        document: packed documents of LEN tokens (default one)\n"        \
+  "      --doc-lens A,B,.. document: these lengths; the last takes the rest\n"            \
+  "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"           \
+  "  -h, --help            this text\n"                                                     \
+  "\n"                                                                                       \
+  "Q and O are [batch, heads, N, D], K and V [batch, kv_heads, M, D], in the dtype\n"     \
+  "('<f4', '<f2', or '<u2' holding bf16 words); LSE is float32 [batch, heads, N],\n"      \
+  "the natural log of each row's sum of exp(score).  Random inputs are uniform in\n"      \
+  "[-1, 1), drawn for Q, then K, then V by splitmix64 from the seed, and rounded\n"       \
+  "to the dtype (to nearest even).  topk(K) is routed from the inputs.  The time\n"      \
+  "is of one run of the kernel after one warm-up run.\n"
+
+static const char run_usage[] =
+  "usage: hattn run FILE --seqlen N[,M] [options]\n"
+  "\n"
+  "Run pattern P of the spec FILE on the CPU backend and print a summary:\n"
+  "pattern, shape, dtype, kernel configuration and time.\n"
+  "\n" RUN_OPTIONS;
+
+static const char verify_usage[] =
+  "usage: hattn verify FILE --seqlen N[,M] [options]\n"
+  "\n"
+  "Run pattern P of the spec FILE on the CPU backend, compute the same attention\n"
+  "in float64 from the same (dtype-rounded) inputs, and print the relative\n"
+  "Frobenius error of O and of LSE.  Exits 0 when both are within the dtype's\n"
+  "tolerance (fp32 1e-5, fp16 and bf16 1e-2), 1 when not, 2 on bad input.\n"
+  "\n" RUN_OPTIONS;
+
+int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out) {
+  if (!strcmp(s, "fp32")) *out = HATTN_DTYPE_FP32;
+  else if (!strcmp(s, "fp16")) *out = HATTN_DTYPE_FP16;
+  else if (!strcmp(s, "bf16")) *out = HATTN_DTYPE_BF16;
+  else {
+    fprintf(stderr, "hattn: %s: unknown dtype '%s' (expected fp32, fp16 or bf16)\n", opt, s);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- numbers ------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static uint32_t f32_bits(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  return x;
+}
+
+static float f32_from_bits(uint32_t x) {
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+/* float32 to bfloat16, rounding to nearest even; NaN stays NaN. */
+static uint16_t f32_to_bf16(float f) {
+  uint32_t x = f32_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+  return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+static float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+
+/* float32 to IEEE half, rounding to nearest even, with subnormals,
+** overflow to infinity and NaN kept. */
+static uint16_t f32_to_f16(float f) {
+  uint32_t x = f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu, r, rem, half;
+  int e, shift;
+  if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* 65520 and up round to inf */
+  if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal */
+    e = (int)(ax >> 23);
+    if (e < 102) return (uint16_t)sign; /* below 2^-25 */
+    shift = 126 - e;
+    r = ((ax & 0x7fffffu) | 0x800000u) >> shift;
+    rem = ((ax & 0x7fffffu) | 0x800000u) & ((1u << shift) - 1);
+    half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return (uint16_t)(sign | r);
+  }
+  r = (ax >> 13) - (112u << 10);
+  rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
+  return (uint16_t)(sign | r);
+}
+
+static float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu;
+  if (e == 0x1f) return f32_from_bits(sign | 0x7f800000u | (m << 13));
+  if (e == 0) return (sign ? -1.0f : 1.0f) * (float)m * 0x1p-24f;
+  return f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
+}
+
+/* Element I of X in DTYPE, as a double. */
+static double elem_get(const void *x, hattn_dtype t, size_t i) {
+  switch (t) {
+  case HATTN_DTYPE_FP16: return f16_to_f32(((const uint16_t *)x)[i]);
+  case HATTN_DTYPE_BF16: return bf16_to_f32(((const uint16_t *)x)[i]);
+  default: return ((const float *)x)[i];
+  }
+}
+
+/* Store F in element I of X, rounded to DTYPE. */
+static void elem_set(void *x, hattn_dtype t, size_t i, float f) {
+  switch (t) {
+  case HATTN_DTYPE_FP16: ((uint16_t *)x)[i] = f32_to_f16(f); break;
+  case HATTN_DTYPE_BF16: ((uint16_t *)x)[i] = f32_to_bf16(f); break;
+  default: ((float *)x)[i] = f; break;
+  }
+}
+
+static tool_npy_type npy_type_of(hattn_dtype t) {
+  return t == HATTN_DTYPE_FP16 ? TOOL_NPY_F2 : t == HATTN_DTYPE_BF16 ? TOOL_NPY_U2 : TOOL_NPY_F4;
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+typedef struct run_args {
+  const char *file, *pattern, *backend, *in_dir, *out_dir;
+  int64_t batch, heads, kv_heads, head_dim, lq, lk; /* 0: not given */
+  hattn_dtype dtype;
+  int have_dtype, have_seed;
+  uint64_t seed;
+  int64_t threads, bm, bn, rows;                      /* 0: the default */
+  tool_rtdata rt;
+} run_args;
+
+static int parse_seed(const char *s, uint64_t *out) {
+  char *end;
+  unsigned long long v;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (end == s || *end || errno || *s == '-') {
+    fprintf(stderr, "hattn: --seed: expected a non-negative integer below 2^64, got '%s'\n", s);
+    return -1;
+  }
+  *out = (uint64_t)v;
+  return 0;
+}
+
+/* Parse ARGV into A: 1 for --help (printed), 0 to go on, -1 on a usage
+** error (printed). */
+static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
+  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS };
+  static const struct option opts[] = {
+    {"pattern", required_argument, 0, 'p'},  {"backend", required_argument, 0, O_BACKEND},
+    {"batch", required_argument, 0, 'B'},    {"heads", required_argument, 0, 'H'},
+    {"kv-heads", required_argument, 0, O_KVHEADS}, {"head-dim", required_argument, 0, 'd'},
+    {"seqlen", required_argument, 0, 's'},   {"dtype", required_argument, 0, 't'},
+    {"seed", required_argument, 0, O_SEED},  {"out", required_argument, 0, 'o'},
+    {"in", required_argument, 0, 'i'},       {"threads", required_argument, 0, O_THREADS},
+    {"block", required_argument, 0, 'b'},    {"rows", required_argument, 0, O_ROWS},
+    {"docs", required_argument, 0, 'D'},     {"doc-lens", required_argument, 0, 'L'},
+    {"layout", required_argument, 0, 'Y'},   {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "p:B:H:d:s:t:o:i:b:h", opts, NULL)) != -1) {
+    int r = tool_rtdata_option(&a->rt, c, optarg);
+    if (r < 0) return -1;
+    if (r > 0) continue;
+    switch (c) {
+    case 'p': a->pattern = optarg; break;
+    case O_BACKEND: a->backend = optarg; break;
+    case 'B': if (tool_parse_len("--batch", optarg, 0, &a->batch)) return -1; break;
+    case 'H': if (tool_parse_len("--heads", optarg, 0, &a->heads)) return -1; break;
+    case O_KVHEADS: if (tool_parse_len("--kv-heads", optarg, 0, &a->kv_heads)) return -1; break;
+    case 'd': if (tool_parse_len("--head-dim", optarg, 0, &a->head_dim)) return -1; break;
+    case 's': if (tool_parse_pair("--seqlen", optarg, 0, &a->lq, &a->lk)) return -1; break;
+    case 't':
+      if (tool_parse_dtype("--dtype", optarg, &a->dtype)) return -1;
+      a->have_dtype = 1;
+      break;
+    case O_SEED:
+      if (parse_seed(optarg, &a->seed)) return -1;
+      a->have_seed = 1;
+      break;
+    case 'o': a->out_dir = optarg; break;
+    case 'i': a->in_dir = optarg; break;
+    case O_THREADS: if (tool_parse_len("--threads", optarg, 0, &a->threads)) return -1; break;
+    case 'b': if (tool_parse_pair("--block", optarg, 0, &a->bm, &a->bn)) return -1; break;
+    case O_ROWS: if (tool_parse_len("--rows", optarg, 0, &a->rows)) return -1; break;
+    case 'h': fputs(usage, stdout); return 1;
+    default: fputs(usage, stderr); return -1;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf(stderr, "hattn %s: expected one spec FILE\n\n%s", argv[0], usage);
+    return -1;
+  }
+  a->file = argv[optind];
+  if (a->lq == 0 && a->in_dir == NULL) {
+    fprintf(stderr, "hattn %s: --seqlen is required (or --in DIR)\n\n%s", argv[0], usage);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- tensors -------------------------------------------------------------- */
+
+/* The tensors of one problem: Q, K, V, O in the dtype, LSE in float32, and
+** double copies of the inputs when the reference or routing needs them. */
+typedef struct run_data {
+  hattn__shape shape;
+  hattn_dtype dtype;
+  size_t nq, nkv, nlse;       /* elements of Q (and O), of K (and V), of LSE */
+  void *q, *k, *v, *o;
+  float *lse;
+  double *qd, *kd, *vd;
+  int32_t *topk;
+} run_data;
+
+static void data_free(run_data *d) {
+  free(d->q);
+  free(d->k);
+  free(d->v);
+  free(d->o);
+  free(d->lse);
+  free(d->qd);
+  free(d->kd);
+  free(d->vd);
+  free(d->topk);
+}
+
+/* A * B * C * D, or -1 when the product passes 2^40 elements. */
+static int64_t count4(int64_t a, int64_t b, int64_t c, int64_t d) {
+  const int64_t lim = (int64_t)1 << 40;
+  if (a > lim / b) return -1;
+  a *= b;
+  if (a > lim / c) return -1;
+  a *= c;
+  if (a > lim / d) return -1;
+  return a * d;
+}
+
+/* Check that the file PATH read into X holds a [d0, d1, d2, d3] array of
+** dtype T; prints why not and returns -1. */
+static int check_input(const char *cmd, const char *path, const tool_npy *x, hattn_dtype t,
+                       const int64_t want[4]) {
+  int i;
+  if (x->type != npy_type_of(t)) {
+    fprintf(stderr, "hattn %s: %s holds '%s' elements, but the dtype is %s ('%s')\n", cmd, path,
+            tool_npy_descr(x->type), hattn__dtype_name(t), tool_npy_descr(npy_type_of(t)));
+    return -1;
+  }
+  for (i = 0; i < 4 && x->rank == 4; i++)
+    if (x->shape[i] != want[i]) break;
+  if (x->rank != 4 || i < 4) {
+    char got[128];
+    int n = 0;
+    for (i = 0; i < x->rank; i++)
+      n += snprintf(got + n, sizeof got - (size_t)n, "%s%lld", i ? ", " : "", (long long)x->shape[i]);
+    got[n] = '\0';
+    fprintf(stderr, "hattn %s: %s has shape (%s), but the options ask for (%lld, %lld, %lld, %lld)\n",
+            cmd, path, got, (long long)want[0], (long long)want[1], (long long)want[2],
+            (long long)want[3]);
+    return -1;
+  }
+  return 0;
+}
+
+/* Take what the options leave open from the shapes and dtype of Q and K. */
+static int fill_from_inputs(const char *cmd, run_args *a, const char *qpath, const tool_npy *q,
+                            const char *kpath, const tool_npy *k) {
+  int i;
+  if (q->rank != 4 || k->rank != 4) {
+    fprintf(stderr, "hattn %s: %s must have rank 4 ([batch, heads, seqlen, head_dim]), it has rank %d\n",
+            cmd, q->rank != 4 ? qpath : kpath, q->rank != 4 ? q->rank : k->rank);
+    return -1;
+  }
+  for (i = 0; i < 8; i++) {
+    int64_t n = i < 4 ? q->shape[i] : k->shape[i - 4];
+    if (n < 1 || n > INT32_MAX) {
+      fprintf(stderr, "hattn %s: %s has a dimension of %lld; every dimension must be in [1, 2^31)\n", cmd,
+              i < 4 ? qpath : kpath, (long long)n);
+      return -1;
+    }
+  }
+  if (!a->have_dtype) {
+    if (q->type == TOOL_NPY_F4) a->dtype = HATTN_DTYPE_FP32;
+    else if (q->type == TOOL_NPY_F2) a->dtype = HATTN_DTYPE_FP16;
+    else if (q->type == TOOL_NPY_U2) a->dtype = HATTN_DTYPE_BF16;
+    else {
+      fprintf(stderr, "hattn %s: %s holds '%s' elements; inputs are '<f4', '<f2' or '<u2' (bf16)\n", cmd,
+              qpath, tool_npy_descr(q->type));
+      return -1;
+    }
+    a->have_dtype = 1;
+  }
+  if (a->batch == 0) a->batch = q->shape[0];
+  if (a->heads == 0) a->heads = q->shape[1];
+  if (a->lq == 0) a->lq = q->shape[2], a->lk = k->shape[2];
+  if (a->head_dim == 0) a->head_dim = q->shape[3];
+  if (a->kv_heads == 0) a->kv_heads = k->shape[1];
+  return 0;
+}
+
+/* Read q.npy, k.npy and v.npy from A->in_dir into X and take the shape and
+** dtype the options leave open from them, or print why not and return -1. */
+static int read_inputs(const char *cmd, run_args *a, tool_npy x[3]) {
+  static const char *const names[3] = {"q.npy", "k.npy", "v.npy"};
+  char path[3][4096], err[4400];
+  int i;
+  for (i = 0; i < 3; i++) {
+    snprintf(path[i], sizeof path[i], "%s/%s", a->in_dir, names[i]);
+    if (tool_npy_read(path[i], &x[i], err, sizeof err)) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      return -1;
+    }
+  }
+  return fill_from_inputs(cmd, a, path[0], &x[0], path[1], &x[1]);
+}
+
+/* Allocate D for the shape in A, and fill Q, K, V from the files X (when
+** given) or the seeded generator.  Makes double copies when WANT_DOUBLE. */
+static int make_inputs(const char *cmd, const run_args *a, run_data *d, tool_npy *x, int want_double) {
+  const hattn__shape *s = &d->shape;
+  int64_t nq = count4(s->batch, s->heads, s->lq, s->head_dim);
+  int64_t nkv = count4(s->batch, s->kv_heads, s->lk, s->head_dim);
+  int64_t nlse = count4(s->batch, s->heads, s->lq, 1);
+  int esz = hattn__dtype_size(d->dtype), i;
+  size_t j;
+
+  if (nq < 0 || nkv < 0 || nlse < 0) {
+    fprintf(stderr, "hattn %s: the problem is too large (over 2^40 elements in a tensor)\n", cmd);
+    return -1;
+  }
+  d->nq = (size_t)nq;
+  d->nkv = (size_t)nkv;
+  d->nlse = (size_t)nlse;
+  if (x) {
+    const int64_t wq[4] = {s->batch, s->heads, s->lq, s->head_dim};
+    const int64_t wk[4] = {s->batch, s->kv_heads, s->lk, s->head_dim};
+    char path[4096];
+    for (i = 0; i < 3; i++) {
+      snprintf(path, sizeof path, "%s/%c.npy", a->in_dir, "qkv"[i]);
+      if (check_input(cmd, path, &x[i], d->dtype, i == 0 ? wq : wk)) return -1;
+    }
+    d->q = x[0].data;
+    d->k = x[1].data;
+    d->v = x[2].data;
+    x[0].data = x[1].data = x[2].data = NULL;
+  } else {
+    uint64_t state = a->seed;
+    d->q = malloc(d->nq * (size_t)esz + 1);
+    d->k = malloc(d->nkv * (size_t)esz + 1);
+    d->v = malloc(d->nkv * (size_t)esz + 1);
+    if (!d->q || !d->k || !d->v) goto nomem;
+    for (j = 0; j < d->nq; j++)
+      elem_set(d->q, d->dtype, j, (float)(splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
+    for (j = 0; j < d->nkv; j++)
+      elem_set(d->k, d->dtype, j, (float)(splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
+    for (j = 0; j < d->nkv; j++)
+      elem_set(d->v, d->dtype, j, (float)(splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
+  }
+  d->o = malloc(d->nq * (size_t)esz + 1);
+  d->lse = malloc(d->nlse * sizeof *d->lse + 1);
+  if (!d->o || !d->lse) goto nomem;
+  if (want_double) {
+    d->qd = malloc(d->nq * sizeof *d->qd + 1);
+    d->kd = malloc(d->nkv * sizeof *d->kd + 1);
+    d->vd = malloc(d->nkv * sizeof *d->vd + 1);
+    if (!d->qd || !d->kd || !d->vd) goto nomem;
+    for (j = 0; j < d->nq; j++) d->qd[j] = elem_get(d->q, d->dtype, j);
+    for (j = 0; j < d->nkv; j++) d->kd[j] = elem_get(d->k, d->dtype, j);
+    for (j = 0; j < d->nkv; j++) d->vd[j] = elem_get(d->v, d->dtype, j);
+  }
+  return 0;
+nomem:
+  fprintf(stderr, "hattn %s: out of memory for the tensors\n", cmd);
+  return -1;
+}
+
+/* Fill O and LSE with NaN, so that what the kernel does not write shows. */
+static void poison(run_data *d) {
+  size_t j;
+  for (j = 0; j < d->nq; j++) elem_set(d->o, d->dtype, j, NAN);
+  for (j = 0; j < d->nlse; j++) d->lse[j] = NAN;
+}
+
+/* Route topk(K) from the inputs for every batch entry into ENV. */
+static int route_topk(const char *cmd, run_data *d, hattn__mask_env *env) {
+  const hattn__shape *s = &d->shape;
+  int64_t nb = hattn__nblocks64(s->lk), per = s->heads * nb * env->topk_k, b;
+  if ((d->topk = malloc((size_t)(s->batch * per) * sizeof *d->topk + 1)) == NULL) {
+    fprintf(stderr, "hattn %s: out of memory for the routing tables\n", cmd);
+    return -1;
+  }
+  for (b = 0; b < s->batch; b++)
+    if (hattn__topk_route(d->qd + (size_t)(b * s->heads * s->lq * s->head_dim),
+                          d->kd + (size_t)(b * s->kv_heads * s->lk * s->head_dim), s->heads,
+                          s->kv_heads, s->lq, s->lk, s->head_dim, env->topk_k,
+                          d->topk + b * per) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: out of memory routing topk\n", cmd);
+      return -1;
+    }
+  env->topk_blocks = d->topk;
+  return 0;
+}
+
+int tool_make_dir(const char *cmd, const char *dir) {
+  char path[4096];
+  size_t i, n = strlen(dir);
+  struct stat st;
+  if (n == 0 || n >= sizeof path) {
+    fprintf(stderr, "hattn %s: --out: bad directory name\n", cmd);
+    return -1;
+  }
+  memcpy(path, dir, n + 1);
+  for (i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != '\0') continue;
+    path[i] = '\0';
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+      fprintf(stderr, "hattn %s: cannot create the directory %s: %s\n", cmd, path, strerror(errno));
+      return -1;
+    }
+    path[i] = dir[i];
+  }
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "hattn %s: %s is not a directory\n", cmd, dir);
+    return -1;
+  }
+  return 0;
+}
+
+static int write_outputs(const char *cmd, const char *dir, const run_data *d) {
+  const hattn__shape *s = &d->shape;
+  const int64_t sq[4] = {s->batch, s->heads, s->lq, s->head_dim};
+  const int64_t sk[4] = {s->batch, s->kv_heads, s->lk, s->head_dim};
+  tool_npy_type t = npy_type_of(d->dtype);
+  char path[4200], err[4400];
+  struct {
+    const char *name;
+    tool_npy_type type;
+    int rank;
+    const int64_t *shape;
+    const void *data;
+  } files[5] = {{"q", t, 4, sq, d->q}, {"k", t, 4, sk, d->k}, {"v", t, 4, sk, d->v},
+                {"o", t, 4, sq, d->o}, {"lse", TOOL_NPY_F4, 3, sq, d->lse}};
+  int i;
+  if (tool_make_dir(cmd, dir)) return -1;
+  for (i = 0; i < 5; i++) {
+    snprintf(path, sizeof path, "%s/%s.npy", dir, files[i].name);
+    if (tool_npy_write(path, files[i].type, files[i].rank, files[i].shape, files[i].data, err,
+                       sizeof err)) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ---- the kernel ----------------------------------------------------------- */
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/*
+** Compile pattern P's kernel for D's shape and dtype with the options of A,
+** run it once to warm up and once timed, on NaN-poisoned outputs.  Writes
+** the configuration into CONFIG and the time into *MS.  Returns TOOL_OK, or
+** prints why not and returns TOOL_USAGE.
+*/
+static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *p,
+                      const hattn__mask_env *env, run_data *d, char *config, size_t configlen,
+                      double *ms) {
+  const hattn__shape *s = &d->shape;
+  hattn__jit *jit = NULL;
+  hattn__pool *pool = NULL;
+  hattn_cpu_config cfg;
+  hattn_cpu_kernel_desc desc;
+  hattn_cpu_fn fn = NULL;
+  hattn__tensor tq, tk, tv, to, tl;
+  char err[2048];
+  int rc = TOOL_USAGE, st, i;
+  double t0;
+
+  if ((st = hattn__jit_create(&jit, err, sizeof err)) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
+  }
+  hattn__cpu_config_default((int)s->head_dim, hattn__jit_vec(jit), &cfg);
+  if (a->bm) cfg.bm = (int)a->bm, cfg.bn = (int)a->bn;
+  if (a->rows) cfg.rows = (int)a->rows;
+  if (hattn__cpu_config_check(&cfg, (int)s->head_dim, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
+  }
+  desc.pattern = p;
+  desc.dtype = d->dtype;
+  desc.head_dim = (int)s->head_dim;
+  if ((st = hattn__jit_compile(jit, &desc, &cfg, &fn, err, sizeof err)) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: cannot compile the kernel of '%s': %s\n", cmd, p->name, err);
+    goto done;
+  }
+  if ((st = hattn__pool_create((int)a->threads, &pool)) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: cannot start %lld threads: %s\n", cmd, (long long)a->threads,
+            hattn_strerror(st));
+    goto done;
+  }
+  tq.data = d->q, tk.data = d->k, tv.data = d->v, to.data = d->o, tl.data = d->lse;
+  tq.stride[0] = to.stride[0] = s->heads * s->lq * s->head_dim;
+  tq.stride[1] = to.stride[1] = s->lq * s->head_dim;
+  tq.stride[2] = to.stride[2] = s->head_dim;
+  tk.stride[0] = tv.stride[0] = s->kv_heads * s->lk * s->head_dim;
+  tk.stride[1] = tv.stride[1] = s->lk * s->head_dim;
+  tk.stride[2] = tv.stride[2] = s->head_dim;
+  tq.stride[3] = tk.stride[3] = tv.stride[3] = to.stride[3] = 1;
+  tl.stride[0] = s->heads * s->lq;
+  tl.stride[1] = s->lq;
+  tl.stride[2] = 1;
+  tl.stride[3] = 1;
+  for (i = 0; i < 2; i++) {
+    poison(d);
+    t0 = now_ms();
+    st = hattn__cpu_forward(fn, &desc, &cfg, s, env, &tq, &tk, &tv, &to, &tl, pool, err, sizeof err);
+    *ms = now_ms() - t0;
+    if (st != HATTN_OK) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+  }
+  snprintf(config, configlen, "cpu %s block %dx%d rows %d vec %d, %d threads", hattn__jit_cpu_name(jit),
+           cfg.bm, cfg.bn, cfg.rows, cfg.vec, hattn__pool_threads(pool));
+  rc = TOOL_OK;
+done:
+  hattn__pool_destroy(pool);
+  hattn__jit_destroy(jit);
+  return rc;
+}
+
+/* ---- run and verify -------------------------------------------------------- */
+
+static int run_main(int argc, char **argv, int verify) {
+  const char *cmd = verify ? "verify" : "run";
+  run_args a;
+  run_data d;
+  tool_npy x[3];
+  hattn_spec *spec = NULL;
+  hattn__mask_env env;
+  const hattn__pattern *p;
+  double *oref = NULL, *lref = NULL, *ogot = NULL, *lgot = NULL, ms = 0, eo = 0, el = 0, tol = 0;
+  char config[256] = "", err[1024];
+  int rc = TOOL_USAGE, pi, r;
+  size_t j;
+
+  memset(&a, 0, sizeof a);
+  memset(&d, 0, sizeof d);
+  memset(x, 0, sizeof x);
+  r = parse_args(argc, argv, verify ? verify_usage : run_usage, &a);
+  if (r != 0) {
+    rc = r > 0 ? TOOL_OK : TOOL_USAGE;
+    goto done;
+  }
+  if (a.backend && strcmp(a.backend, "cpu") != 0) {
+    if (!strcmp(a.backend, "cuda"))
+      fprintf(stderr, "hattn %s: the cuda backend is not built yet; use --backend cpu\n", cmd);
+    else
+      fprintf(stderr, "hattn %s: --backend: unknown backend '%s' (expected cpu or cuda)\n", cmd, a.backend);
+    goto done;
+  }
+  if ((spec = tool_load_spec(a.file)) == NULL) goto done;
+  if (a.pattern == NULL && spec->npatterns != 1) {
+    fprintf(stderr, "hattn %s: %s has %d patterns: name one with --pattern\n", cmd, a.file,
+            spec->npatterns);
+    goto done;
+  }
+  pi = a.pattern ? hattn__spec_find_pattern(spec, a.pattern) : 0;
+  if (pi < 0) {
+    fprintf(stderr, "hattn %s: no pattern '%s' in %s\n", cmd, a.pattern, a.file);
+    goto done;
+  }
+  p = &spec->patterns[pi];
+  if (a.in_dir && read_inputs(cmd, &a, x)) goto done;
+
+  /* The shape: the options, then what --in gave, then the defaults. */
+  if (a.batch == 0) a.batch = 1;
+  if (a.heads == 0) a.heads = 8;
+  if (a.kv_heads == 0) a.kv_heads = a.heads;
+  if (a.head_dim == 0) a.head_dim = 128;
+  if (a.heads % a.kv_heads != 0) {
+    fprintf(stderr, "hattn %s: --kv-heads %lld must divide --heads %lld\n", cmd, (long long)a.kv_heads,
+            (long long)a.heads);
+    goto done;
+  }
+  if (a.head_dim > 1024) {
+    fprintf(stderr, "hattn %s: --head-dim %lld is above the limit of 1024\n", cmd, (long long)a.head_dim);
+    goto done;
+  }
+  if (!a.have_seed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    a.seed = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
+    a.seed %= 1000000000000ull; /* short enough to retype */
+  }
+  d.shape.batch = a.batch;
+  d.shape.heads = a.heads;
+  d.shape.kv_heads = a.kv_heads;
+  d.shape.lq = a.lq;
+  d.shape.lk = a.lk;
+  d.shape.head_dim = a.head_dim;
+  d.dtype = a.dtype;
+  if (make_inputs(cmd, &a, &d, a.in_dir ? x : NULL, verify || (p->needs & HATTN_NEEDS_TOPK))) goto done;
+
+  if (tool_rtdata_env(&a.rt, spec, p, a.lq, a.lk, &env)) goto done;
+  env.batch = a.batch;
+  env.heads = a.heads;
+  if ((p->needs & HATTN_NEEDS_TOPK) && route_topk(cmd, &d, &env)) goto done;
+
+  if ((rc = run_kernel(cmd, &a, p, &env, &d, config, sizeof config, &ms)) != TOOL_OK) goto done;
+  rc = TOOL_USAGE;
+
+  if (verify) {
+    oref = malloc(d.nq * sizeof *oref + 1);
+    ogot = malloc(d.nq * sizeof *ogot + 1);
+    lref = malloc(d.nlse * sizeof *lref + 1);
+    lgot = malloc(d.nlse * sizeof *lgot + 1);
+    if (!oref || !ogot || !lref || !lgot) {
+      fprintf(stderr, "hattn %s: out of memory for the reference\n", cmd);
+      goto done;
+    }
+    if (hattn__reference(p, &d.shape, &env, spec->nlayouts, d.qd, d.kd, d.vd, oref, lref, err,
+                         sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: the reference: %s\n", cmd, err);
+      goto done;
+    }
+    for (j = 0; j < d.nq; j++) ogot[j] = elem_get(d.o, d.dtype, j);
+    for (j = 0; j < d.nlse; j++) lgot[j] = d.lse[j];
+    eo = hattn__rel_error(ogot, oref, d.nq);
+    el = hattn__rel_error(lgot, lref, d.nlse);
+  }
+  if (a.out_dir && write_outputs(cmd, a.out_dir, &d)) goto done;
+
+  printf("%s = %s | q %lldx%lldx%lldx%lld kv %lldx%lldx%lldx%lld %s", p->name, p->canon,
+         (long long)a.batch, (long long)a.heads, (long long)a.lq, (long long)a.head_dim,
+         (long long)a.batch, (long long)a.kv_heads, (long long)a.lk, (long long)a.head_dim,
+         hattn__dtype_name(d.dtype));
+  if (a.in_dir) printf(" from %s", a.in_dir);
+  else printf(" seed %llu", (unsigned long long)a.seed);
+  printf(" | %s | kernel %.3f ms", config, ms);
+  if (a.out_dir) printf(" | wrote %s", a.out_dir);
+  rc = TOOL_OK;
+  if (verify) {
+    tol = d.dtype == HATTN_DTYPE_FP32 ? 1e-5 : 1e-2;
+    r = eo <= tol && el <= tol;
+    printf(" | error O %.3g LSE %.3g, tolerance %g: %s", eo, el, tol, r ? "ok" : "FAIL");
+    if (!r) rc = TOOL_FAIL;
+  }
+  printf("\n");
+  fflush(stdout);
+  if (rc == TOOL_FAIL)
+    fprintf(stderr, "hattn verify: the error of %s exceeds the %s tolerance %g\n",
+            eo > tol ? "O" : "LSE", hattn__dtype_name(d.dtype), tol);
+done:
+  free(oref);
+  free(ogot);
+  free(lref);
+  free(lgot);
+  data_free(&d);
+  tool_npy_free(&x[0]);
+  tool_npy_free(&x[1]);
+  tool_npy_free(&x[2]);
+  hattn__spec_destroy(spec);
+  tool_rtdata_free(&a.rt);
+  return rc;
+}
+
+int hattn_cmd_run(int argc, char **argv) { return run_main(argc, argv, 0); }
+
+int hattn_cmd_verify(int argc, char **argv) { return run_main(argc, argv, 1); }
