@@ -1,0 +1,53 @@
+/*
+** cuda_abi.h: the calling convention between the CUDA kernels that
+** gen/emit_cuda.c writes and the runtime that launches them.  This file is
+** valid C and CUDA C++: the emitter pastes it, verbatim from the copy
+** embedded in the library, into every generated source.
+**
+** A kernel is  extern "C" __global__ void NAME(const hattn_cuda_args args)
+** launched on a grid of (number of query blocks, batch * heads) CTAs of
+** hattn_cuda_config.warps * 32 threads, with the dynamic shared memory
+** that hattn__cuda_smem_bytes says.  CTA (x, y) computes query block x of
+** flattened head y = b * heads + h.  Internal; not installed.
+*/
+#ifndef HATTN_GEN_CUDA_ABI_H
+#define HATTN_GEN_CUDA_ABI_H
+
+#define HATTN_CUDA_ABI_VERSION 1
+
+typedef struct hattn_cuda_args {
+  /* Tensors in device memory.  Q and O are [batch, heads, lq, head_dim],
+  ** K and V [batch, kv_heads, lk, head_dim], bf16 or fp16, with element
+  ** strides (index 0 batch, 1 head, 2 sequence, 3 head dim, which is 1);
+  ** every row start 16-byte aligned.  LSE float32 [batch, heads, lq] with
+  ** lse_stride, or NULL. */
+  const void *q, *k, *v;
+  void *o;
+  float *lse;
+  long long q_stride[4], k_stride[4], v_stride[4], o_stride[4], lse_stride[3];
+  int heads, kv_heads, lq, lk;
+  float scale_log2;          /* the score scale times log2(e) */
+  float scale;               /* the score scale */
+  const float *alibi_slopes; /* [heads], device memory, or NULL */
+  /* The plan for block_m x block_n blocks (gen/plan.h), in device memory
+  ** as int32: the FULL key blocks of query block i of table t are
+  ** full_idx[t * idx_stride + full_off[t * off_stride + i] ...
+  ** full_off[t * off_stride + i + 1]), PARTIAL likewise; t = per_head ?
+  ** y : 0.  Offsets are relative to the table's own idx start. */
+  const int *full_off, *full_idx, *partial_off, *partial_idx;
+  long long off_stride, full_idx_stride, partial_idx_stride;
+  int per_head;
+  /* Run-time data of PARTIAL blocks, in device memory: doc_id[kpos]
+  ** (int32, [lk]); layout bits (uint8) and shape per layout number;
+  ** random bit sets (uint64 words, rows of random_words per query 64-block)
+  ** per random atom in depth-first order; routed blocks as gen/mask.h. */
+  const int *doc_id;
+  const unsigned char *layout_bits[4];
+  long long layout_shape[4][4];  /* bm, bn, nqb, nkb */
+  const unsigned long long *random_bits[4];
+  long long random_words;
+  const int *topk_blocks;
+  int topk_k;
+} hattn_cuda_args;
+
+#endif /* HATTN_GEN_CUDA_ABI_H */

@@ -1,0 +1,93 @@
+/*
+** cuda.h: the CUDA backend's runtime: NVRTC compilation, the driver API
+** through dlopen("libcuda.so.1"), module cache, and the launch of a kernel
+** over a problem.  Internal; not installed.
+*/
+#ifndef HATTN_RUNTIME_CUDA_H
+#define HATTN_RUNTIME_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu.h"         /* hattn__tensor */
+#include "emit_cuda.h"
+#include "mask.h"
+#include "reference.h"
+
+/* ---- NVRTC (runtime/cuda_nvrtc.c) ---------------------------------------- */
+
+/* Compile SOURCE (named NAME in messages) for ARCH ("sm_80", "sm_90a") to a
+** cubin: *CUBIN (malloc'd) and *SIZE.  On failure returns HATTN_ECOMPILE
+** with the NVRTC log in ERR, or HATTN_ENOTSUP when hattn was built without
+** NVRTC. */
+int hattn__nvrtc_compile(const char *source, const char *name, const char *arch,
+                         void **cubin, size_t *size, char *err, size_t errlen);
+
+/* The NVRTC version ("13.0"), or NULL without NVRTC. */
+const char *hattn__nvrtc_version(void);
+
+/* ---- the driver (runtime/cuda_driver.c) ----------------------------------- */
+
+typedef struct hattn__cuda hattn__cuda;
+
+/* Open device ORDINAL through a dlopen'ed libcuda.so.1 (its primary
+** context made current on the calling thread).  Returns HATTN_OK, or
+** HATTN_ENODEV with "no CUDA driver: ..." / "no CUDA device: ..." in ERR. */
+int hattn__cuda_open(int ordinal, hattn__cuda **out, char *err, size_t errlen);
+void hattn__cuda_close(hattn__cuda *cu);
+
+/* The device's name, compute capability (90 for 9.0), arch for NVRTC
+** ("sm_90a" on 9.0, else "sm_XY"), SM count. */
+const char *hattn__cuda_name(const hattn__cuda *cu);
+int hattn__cuda_sm(const hattn__cuda *cu);
+const char *hattn__cuda_arch(const hattn__cuda *cu);
+int hattn__cuda_sm_count(const hattn__cuda *cu);
+
+/* A loaded kernel (module + function + its launch shape). */
+typedef struct hattn__cuda_kernel hattn__cuda_kernel;
+
+/* Emit, compile (cached by source within CU) and load the kernel of DESC
+** and CFG for this device; raises the dynamic shared-memory limit as
+** needed.  Returns HATTN_OK or an error with the NVRTC log / driver error
+** in ERR. */
+int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
+                           char *err, size_t errlen);
+
+/* Device memory. */
+int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen);
+void hattn__cuda_free(hattn__cuda *cu, void *dptr);
+int hattn__cuda_upload(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen);
+int hattn__cuda_download(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen);
+int hattn__cuda_memset(hattn__cuda *cu, void *dst, int byte, size_t bytes, char *err, size_t errlen);
+int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen);
+
+/* A plan and run-time tables uploaded for one kernel configuration and
+** problem: build once, launch many times. */
+typedef struct hattn__cuda_plan hattn__cuda_plan;
+
+int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const hattn__shape *shape,
+                            const hattn__mask_env *env, hattn__cuda_plan **out,
+                            char *err, size_t errlen);
+void hattn__cuda_plan_destroy(hattn__cuda_plan *plan);
+
+/*
+** Launch KERN on STREAM (NULL: the default stream) for SHAPE with the
+** device tensors Q, K, V, O and LSE (data NULL: not written), strides in
+** elements as in cuda_abi.h, using PLAN.  Asynchronous.  Returns HATTN_OK,
+** or HATTN_ESHAPE / HATTN_EINPUT with a sentence in ERR.
+*/
+int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
+                       const hattn__shape *shape, const hattn__tensor *q,
+                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                       hattn__tensor *lse, void *stream, char *err, size_t errlen);
+
+/* Time LAUNCHES launches of KERN with device events: the median of REPS
+** timed runs (each of one launch) after WARMUP, in milliseconds. */
+int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
+                     const hattn__shape *shape, const hattn__tensor *q, const hattn__tensor *k,
+                     const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, int warmup,
+                     int reps, double *median_ms, char *err, size_t errlen);
+
+#endif /* HATTN_RUNTIME_CUDA_H */

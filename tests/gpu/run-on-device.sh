@@ -1,0 +1,72 @@
+#!/bin/bash
+# Build, test and benchmark hattn on the GPU machine in one go.
+#
+# Here (the CPU machine), once per checkout and after each change:
+#   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
+#   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
+# There, in one call (carry .device-deps and .device-dist):
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check gpu-bench sanitize
+# Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
+# libtool, llvm-config or Check: the tarball needs no autoreconf, and the
+# precious variables point configure at .device-deps.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-$root/device-out}
+mkdir -p "$out"
+
+if [ "${1:-}" = --pack ]; then
+  set -e
+  mkdir -p "$root/.device-dist"
+  grep -qx '/.device-dist/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device-dist/' >>"$root/.git/info/exclude"
+  cd "$root/build"
+  make dist >/dev/null
+  rm -f "$root"/.device-dist/hattn-*.tar.gz
+  cp hattn-*.tar.gz "$root/.device-dist/"
+  ls -la "$root/.device-dist"
+  exit 0
+fi
+
+phases=${*:-check cpu-bench gpu-check gpu-bench}
+D=$root/.device-deps
+b=/tmp/hattn-build
+rm -rf "$b" && mkdir -p "$b"
+tar -xzf "$root"/.device-dist/hattn-*.tar.gz -C "$b" --strip-components=1
+cd "$b"
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-200
+} >"$out/machine.txt" 2>&1
+./configure --enable-werror \
+  LLVM_CFLAGS="-I$D/include" LLVM_LIBS="-l:libLLVM-16.so.1" \
+  SQLITE3_CFLAGS="-I$D/include" SQLITE3_LIBS="-l:libsqlite3.so.0" \
+  CHECK_CFLAGS="-I$D/include" CHECK_LIBS="$D/lib/libcheck.a $D/lib/libsubunit.a -lm -lrt -lpthread" \
+  DLPACK_CFLAGS="-I$D/include" >"$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+tail -14 "$out/configure.log"
+make -j16 >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
+echo "build: ok"
+
+for phase in $phases; do
+  echo "== $phase"
+  case $phase in
+    check)
+      make -j16 check >"$out/check.log" 2>&1
+      grep -E "^(PASS|FAIL|ERROR|SKIP|XFAIL)" "$out/check.log"
+      for t in tests/*.log; do grep -q "^FAIL\|^ERROR" "${t%.log}.trs" 2>/dev/null && tail -30 "$t"; done
+      ;;
+    gpu-check)
+      ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
+      ;;
+    sanitize)
+      HATTN_TEST_QUICK=1 compute-sanitizer --tool memcheck ./tests/test_cuda >"$out/sanitizer.log" 2>&1
+      tail -5 "$out/sanitizer.log"
+      ;;
+    cpu-bench)
+      ./tools/hattn bench --backend cpu --seqlen 4k,16k --baselines none 2>&1 | tee "$out/bench_cpu.md"
+      PYTHONUNBUFFERED=1 python3 "$root/tests/gpu/bench_torch.py" --cpu 2>&1 | tee "$out/bench_torch_cpu.md"
+      ;;
+    gpu-bench)
+      ./tools/hattn bench --backend cuda 2>&1 | tee "$out/bench_cuda.md"
+      PYTHONUNBUFFERED=1 python3 "$root/tests/gpu/bench_torch.py" 2>&1 | tee "$out/bench_torch.md"
+      ;;
+  esac
+done
