@@ -76,7 +76,8 @@ int tool_svg_write(const char *path, const hattn__plan *plan, const char *title)
           "<text x=\"4\" y=\"30\"><tspan fill=\"%s\">&#9632;</tspan> FULL  <tspan fill=\"%s\">&#9632;</tspan> PARTIAL  "
           "<tspan fill=\"%s\" stroke=\"#999\">&#9632;</tspan> EMPTY%s</text>\n"
           "<g transform=\"translate(4,40)\">\n<rect width=\"%lld\" height=\"%lld\" fill=\"%s\" stroke=\"#999\"/>\n",
-          (long long)(cols * cs + 8 > 420 ? cols * cs + 8 : 420), (long long)(rows * cs + 48), esc,
+          (long long)(cols * cs + 8 > 7 * (int64_t)strlen(title) ? cols * cs + 8 : 7 * (int64_t)strlen(title)),
+          (long long)(rows * cs + 48), esc,
           esc, fill[2], fill[1], fill[0], f > 1 ? "  (cells merge blocks)" : "", (long long)(cols * cs),
           (long long)(rows * cs), fill[0]);
   for (r = 0; r < rows; r++) {
