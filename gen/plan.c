@@ -496,14 +496,6 @@ int hattn__mask_closed_form(const hattn__expr *mask) {
 ** The plan.
 ** ---------------------------------------------------------------- */
 
-static int has_kind(const hattn__expr *e, hattn__node_kind kind) {
-  int i;
-  if (e->kind == kind) return 1;
-  for (i = 0; i < e->nkids; i++)
-    if (has_kind(e->kids[i], kind)) return 1;
-  return 0;
-}
-
 /* One more than the largest layout number in E (0 without blocks), at
 ** most INT_MAX. */
 static int layouts_used(const hattn__expr *e) {
@@ -663,7 +655,7 @@ int hattn__plan_build(const hattn__expr *mask, const hattn__mask_env *env,
   }
   rc = hattn__mask_env_check(mask, env, layouts_used(mask), err, errlen);
   if (rc != HATTN_OK) return rc;
-  if (has_kind(mask, HATTN_NODE_TOPK)) {
+  if (hattn__expr_count(mask, HATTN_NODE_TOPK)) {
     if (env->batch > INT64_MAX / env->heads) {
       snprintf(err, errlen, "batch %lld times heads %lld is too large", (long long)env->batch,
                (long long)env->heads);

@@ -2486,3 +2486,17 @@ int hattn__spec_find_model(const hattn_spec *spec, const char *name)
       return i;
   return -1;
 }
+
+int hattn__expr_count(const hattn__expr *e, hattn__node_kind kind) {
+  int i, n = e->kind == kind;
+  for (i = 0; i < e->nkids; i++) n += hattn__expr_count(e->kids[i], kind);
+  return n;
+}
+
+const hattn__expr *hattn__expr_find(const hattn__expr *e, hattn__node_kind kind) {
+  const hattn__expr *hit = NULL;
+  int i;
+  if (e->kind == kind) return e;
+  for (i = 0; i < e->nkids && hit == NULL; i++) hit = hattn__expr_find(e->kids[i], kind);
+  return hit;
+}

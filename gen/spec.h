@@ -143,6 +143,12 @@ int hattn__spec_find_model(const hattn_spec *spec, const char *name);
 */
 char *hattn__expr_text(const hattn__expr *e);
 
+/* The number of nodes of KIND in the tree E (0 when there is none). */
+int hattn__expr_count(const hattn__expr *e, hattn__node_kind kind);
+
+/* The first node of KIND in E, depth first and left to right, or NULL. */
+const hattn__expr *hattn__expr_find(const hattn__expr *e, hattn__node_kind kind);
+
 /* The name of a dtype ("bf16"). */
 const char *hattn__dtype_name(hattn_dtype t);
 

@@ -57,20 +57,6 @@ static void collect_random(const hattn__expr *e, const hattn__expr **out, int *n
   for (i = 0; i < e->nkids; i++) collect_random(e->kids[i], out, n);
 }
 
-static int count_random(const hattn__expr *e) {
-  int i, n = e->kind == HATTN_NODE_RANDOM;
-  for (i = 0; i < e->nkids; i++) n += count_random(e->kids[i]);
-  return n;
-}
-
-static int has_kind(const hattn__expr *e, hattn__node_kind k) {
-  int i;
-  if (e->kind == k) return 1;
-  for (i = 0; i < e->nkids; i++)
-    if (has_kind(e->kids[i], k)) return 1;
-  return 0;
-}
-
 int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc,
                        const struct hattn_cpu_config *cfg, const hattn__shape *shape,
                        const hattn__mask_env *env, const hattn__tensor *q,
@@ -158,7 +144,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     args.alibi_slopes = slopes;
   }
 
-  if (has_kind(pat->mask, HATTN_NODE_DOCUMENT)) {
+  if (hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT)) {
     doc_id = malloc(((size_t)LK + 1) * sizeof *doc_id);
     if (doc_id == NULL) goto fail_nomem;
     for (t = 0; t < env->ndocs; t++)
@@ -166,7 +152,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     args.doc_id = doc_id;
   }
 
-  if (has_kind(pat->mask, HATTN_NODE_BLOCKS) && env->nlayouts > 0) {
+  if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS) && env->nlayouts > 0) {
     layouts = calloc((size_t)env->nlayouts, sizeof *layouts);
     if (layouts == NULL) goto fail_nomem;
     for (i = 0; i < env->nlayouts; i++) {
@@ -182,7 +168,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
   /* One bit set per random() atom: row qpos / 64, bit kpos / 64. */
   nqb64 = hattn__nblocks64(LK);
   wpr = (nqb64 + 63) / 64;
-  nrandom = count_random(pat->mask);
+  nrandom = hattn__expr_count(pat->mask, HATTN_NODE_RANDOM);
   if (nrandom > 0) {
     int64_t *picked;
     int got = 0;
@@ -211,7 +197,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     args.random_bits = (const uint64_t *const *)random_bits;
     args.random_words_per_row = wpr;
   }
-  if (has_kind(pat->mask, HATTN_NODE_TOPK)) {
+  if (hattn__expr_count(pat->mask, HATTN_NODE_TOPK)) {
     args.topk_blocks = env->topk_blocks;
     args.topk_k = env->topk_k;
   }

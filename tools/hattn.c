@@ -265,23 +265,6 @@ done:
   return rc;
 }
 
-static int has_kind(const hattn__expr *e, hattn__node_kind kind) {
-  int i;
-  if (e->kind == kind) return 1;
-  for (i = 0; i < e->nkids; i++)
-    if (has_kind(e->kids[i], kind)) return 1;
-  return 0;
-}
-
-static int64_t topk_of(const hattn__expr *e) {
-  int i;
-  int64_t k;
-  if (e->kind == HATTN_NODE_TOPK) return e->a;
-  for (i = 0; i < e->nkids; i++)
-    if ((k = topk_of(e->kids[i])) > 0) return k;
-  return 0;
-}
-
 int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__pattern *p,
                     int64_t lq, int64_t lk, hattn__mask_env *env) {
   int i, j;
@@ -306,7 +289,7 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__patter
             break;
           }
         }
-        if (j == rt->nlayout_args && has_kind(p->mask, HATTN_NODE_BLOCKS)) {
+        if (j == rt->nlayout_args && hattn__expr_count(p->mask, HATTN_NODE_BLOCKS)) {
           fprintf(stderr, "hattn: pattern '%s' uses blocks(%s): give its layout with --layout %s=FILE\n",
                   p->name, name, name);
           return -1;
@@ -317,7 +300,7 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__patter
     env->nlayouts = rt->nlayouts;
   }
   if (p->needs & HATTN_NEEDS_TOPK) {
-    int64_t k = topk_of(p->mask), nb = hattn__nblocks64(lk), b, t;
+    int64_t k = hattn__expr_find(p->mask, HATTN_NODE_TOPK)->a, nb = hattn__nblocks64(lk), b, t;
     free(rt->topk);
     if ((rt->topk = malloc((size_t)(nb * k + 1) * sizeof *rt->topk)) == NULL) return -1;
     /* A stand-in for data-dependent routing: the K most recent eligible blocks. */
