@@ -143,6 +143,39 @@ int64_t hattn__random_blocks(int64_t seed, int64_t r, int64_t nkb, int64_t qb, i
   return n;
 }
 
+static void random_atoms(const hattn__expr *e, const hattn__expr **out, int max, int *n) {
+  int i;
+  if (e->kind == HATTN_NODE_RANDOM) {
+    if (*n < max) out[*n] = e;
+    (*n)++;
+  }
+  for (i = 0; i < e->nkids; i++) random_atoms(e->kids[i], out, max, n);
+}
+
+int hattn__mask_random_atoms(const hattn__expr *mask, const hattn__expr **out, int max) {
+  int n = 0;
+  random_atoms(mask, out, max, &n);
+  return n;
+}
+
+int hattn__random_bitset(const hattn__expr *a, int64_t lk, uint64_t *out) {
+  int64_t nb = hattn__nblocks64(lk), words = hattn__random_words(lk), i, j, m;
+  int64_t *picked = malloc(((size_t)nb + 1) * sizeof *picked);
+  if (picked == NULL) return HATTN_ENOMEM;
+  for (i = 0; i < nb; i++) {
+    m = hattn__random_blocks(a->b, a->a, nb, i, picked);
+    for (j = 0; j < m; j++) out[i * words + picked[j] / 64] |= UINT64_C(1) << (picked[j] % 64);
+  }
+  free(picked);
+  return HATTN_OK;
+}
+
+void hattn__doc_ids(const hattn__mask_env *env, int32_t *out) {
+  int64_t d, pos;
+  for (d = 0; d < env->ndocs; d++)
+    for (pos = env->doc_offsets[d]; pos < env->doc_offsets[d + 1]; pos++) out[pos] = (int32_t)d;
+}
+
 int hattn__random_has(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t kb) {
   uint64_t state = random_state(seed, qb);
   int64_t n = 0, j;

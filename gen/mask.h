@@ -76,6 +76,26 @@ int64_t hattn__doc_of(const hattn__mask_env *env, int64_t pos);
 */
 int64_t hattn__random_blocks(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t *out);
 
+/* The random() atoms of MASK in depth-first, left-to-right order (the
+** order the kernels number them in): writes at most MAX to OUT and returns
+** how many there are. */
+int hattn__mask_random_atoms(const hattn__expr *mask, const hattn__expr **out, int max);
+
+/* 64-bit words a row of a random bit set has for LK keys. */
+static inline int64_t hattn__random_words(int64_t lk) { return (hattn__nblocks64(lk) + 63) / 64; }
+
+/*
+** The bit set of atom A (random(R, SEED)) for LK keys: row i (query
+** 64-block i) holds hattn__random_words(lk) words, bit kb set when key
+** 64-block kb is one of the row's random blocks.  OUT has ceil(lk / 64)
+** rows and must be zeroed.  Returns HATTN_OK or HATTN_ENOMEM.
+*/
+int hattn__random_bitset(const hattn__expr *a, int64_t lk, uint64_t *out);
+
+/* The document of every key position of ENV (offsets already checked):
+** OUT[pos] for pos in [0, lk). */
+void hattn__doc_ids(const hattn__mask_env *env, int32_t *out);
+
 /* Whether key 64-block KB is one of the random blocks of query 64-block QB. */
 int hattn__random_has(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t kb);
 

@@ -50,13 +50,6 @@ static int check_tensor(const char *name, const hattn__tensor *t, int64_t n0, in
   return HATTN_OK;
 }
 
-/* Collect the random() atoms of E in depth-first, left-to-right order. */
-static void collect_random(const hattn__expr *e, const hattn__expr **out, int *n) {
-  int i;
-  if (e->kind == HATTN_NODE_RANDOM) out[(*n)++] = e;
-  for (i = 0; i < e->nkids; i++) collect_random(e->kids[i], out, n);
-}
-
 int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc,
                        const struct hattn_cpu_config *cfg, const hattn__shape *shape,
                        const hattn__mask_env *env, const hattn__tensor *q,
@@ -74,7 +67,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
   char *scratch = NULL;
   int nrandom = 0, nthreads, rc, i;
   int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq,
-          LK = shape->lk, D = shape->head_dim, n, t, j, nqb64, wpr;
+          LK = shape->lk, D = shape->head_dim, n, t, nqb64, wpr;
   size_t sbytes;
   run_ctx ctx;
 
@@ -147,8 +140,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
   if (hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT)) {
     doc_id = malloc(((size_t)LK + 1) * sizeof *doc_id);
     if (doc_id == NULL) goto fail_nomem;
-    for (t = 0; t < env->ndocs; t++)
-      for (j = env->doc_offsets[t]; j < env->doc_offsets[t + 1]; j++) doc_id[j] = (int32_t)t;
+    hattn__doc_ids(env, doc_id);
     args.doc_id = doc_id;
   }
 
@@ -167,33 +159,18 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
 
   /* One bit set per random() atom: row qpos / 64, bit kpos / 64. */
   nqb64 = hattn__nblocks64(LK);
-  wpr = (nqb64 + 63) / 64;
+  wpr = hattn__random_words(LK);
   nrandom = hattn__expr_count(pat->mask, HATTN_NODE_RANDOM);
   if (nrandom > 0) {
-    int64_t *picked;
-    int got = 0;
     random_atoms = calloc((size_t)nrandom, sizeof *random_atoms);
     random_bits = calloc((size_t)nrandom, sizeof *random_bits);
-    picked = malloc(((size_t)nqb64 + 1) * sizeof *picked);
-    if (random_atoms == NULL || random_bits == NULL || picked == NULL) {
-      free(picked);
-      goto fail_nomem;
-    }
-    collect_random(pat->mask, random_atoms, &got);
+    if (random_atoms == NULL || random_bits == NULL) goto fail_nomem;
+    hattn__mask_random_atoms(pat->mask, random_atoms, nrandom);
     for (i = 0; i < nrandom; i++) {
-      const hattn__expr *a = random_atoms[i];
       random_bits[i] = calloc((size_t)(nqb64 * wpr) + 1, sizeof **random_bits);
-      if (random_bits[i] == NULL) {
-        free(picked);
+      if (random_bits[i] == NULL || hattn__random_bitset(random_atoms[i], LK, random_bits[i]) != HATTN_OK)
         goto fail_nomem;
-      }
-      for (t = 0; t < nqb64; t++) {
-        int64_t m = hattn__random_blocks(a->b, a->a, nqb64, t, picked), x;
-        for (x = 0; x < m; x++)
-          random_bits[i][t * wpr + picked[x] / 64] |= UINT64_C(1) << (picked[x] % 64);
-      }
     }
-    free(picked);
     args.random_bits = (const uint64_t *const *)random_bits;
     args.random_words_per_row = wpr;
   }

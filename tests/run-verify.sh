@@ -116,7 +116,12 @@ expect 2 "no pattern 'nope'" "$hattn" verify "$tmp/s.hattn" --pattern nope --seq
 expect 2 "has 7 patterns: name one with --pattern" "$hattn" run "$tmp/s.hattn" --seqlen 64
 expect 2 "--dtype: unknown dtype 'fp8' (expected fp32, fp16 or bf16)" "$hattn" run "$tmp/one.hattn" --seqlen 64 --dtype fp8
 expect 2 "--kv-heads 3 must divide --heads 8" "$hattn" run "$tmp/one.hattn" --seqlen 64 --kv-heads 3
-expect 2 "the cuda backend is not built yet" "$hattn" run "$tmp/one.hattn" --seqlen 64 --backend cuda
+# Without a GPU driver the cuda backend says so; with one, it verifies.
+if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+  expect 0 "tolerance 0.01: ok" "$hattn" verify "$tmp/one.hattn" --seqlen 300 --backend cuda --head-dim 64
+else
+  expect 2 "no CUDA driver: libcuda.so.1" "$hattn" run "$tmp/one.hattn" --seqlen 64 --backend cuda
+fi
 expect 2 "unknown backend 'tpu'" "$hattn" verify "$tmp/one.hattn" --seqlen 64 --backend tpu
 expect 2 "--seqlen is required" "$hattn" run "$tmp/one.hattn"
 expect 2 "--seqlen is required" "$hattn" verify "$tmp/one.hattn" --heads 2

@@ -2,7 +2,9 @@
 ** cmd_bench.c: hattn bench: GFLOP/s of hattn's CPU kernels on the patterns
 ** of the benchmark, side by side in the same run with a plain loop nest and
 ** the BLAS path a user would write, and each as a fraction of the CPU's
-** fp32 FMA peak.  A benchmark, not a test: it asserts nothing.
+** fp32 FMA peak; with --backend cuda, TFLOP/s of the CUDA kernels on GPU 0
+** and the cold cost of turning a spec into a runnable kernel.  A benchmark,
+** not a test: it asserts nothing.
 */
 #include <getopt.h>
 #include <stdatomic.h>
@@ -14,6 +16,7 @@
 
 #include "hattn.h"
 #include "bench_native.h"
+#include "cuda.h"
 #include "cpu_config.h"
 #include "tools.h"
 
@@ -29,12 +32,12 @@ static const char bench_usage[] =
   "cores x FMA pipes x fp32 lanes x 2 x clock, with the assumptions printed.\n"
   "\n"
   "options:\n"
-  "      --backend cpu       the backend (cpu)\n"
+  "      --backend B         cpu (the default) or cuda (see below)\n"
   "  -s, --seqlen N[,M..]    sequence lengths (default 4k,16k)\n"
   "  -d, --head-dim D        head dimension (default 128)\n"
   "  -H, --heads H           heads (default: the thread count)\n"
   "  -t, --threads N         threads (default: HATTN_NUM_THREADS, else all cores)\n"
-  "  -r, --reps R            timed runs per case (default 3)\n"
+  "  -r, --reps R            timed runs per case (default 3; cuda 30)\n"
   "      --baselines WHICH   all, blas or none (default all)\n"
   "      --window W          window of the window patterns (default 1k)\n"
   "      --sink G            sink tokens (default 64)\n"
@@ -42,7 +45,17 @@ static const char bench_usage[] =
   "  -h, --help              this text\n"
   "\n"
   "Peak assumptions may be overridden with HATTN_FMA_PIPES, HATTN_FMA_LANES\n"
-  "and HATTN_CLOCK_MHZ.\n";
+  "and HATTN_CLOCK_MHZ.\n"
+  "\n"
+  "With --backend cuda: the same patterns on GPU 0 in bf16 (or --dtype fp16), lq = lk,\n"
+  "[batch, heads, S, D] inputs; TFLOP/s count 4 * head_dim per visible pair over the\n"
+  "median of the timed runs (device events) after 3 warm-up runs.  Inputs smaller\n"
+  "than 100 MB are rotated among several copies so that the 50 MB L2 holds none\n"
+  "of them.  The cold column is the wall time from spec to runnable kernel (emit,\n"
+  "NVRTC, module load) the first time a kernel is needed.\n"
+  "      --batch-heads N[,M..] batch x heads per sequence length (default 256k / S:\n"
+  "                          64 at 4k, 16 at 16k); heads 16 where N is a multiple\n"
+  "      --dtype T           bf16 (default) or fp16\n";
 
 static double now(void) {
   struct timespec ts;
@@ -149,6 +162,254 @@ static double median_time(double *t, int n) {
   return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
+/* Take the next length of the comma list *LIST (option OPT) into *OUT:
+** returns 1, 0 at the end of the list, or -1 after printing why not. */
+static int next_len(const char **list, const char *opt, int64_t *out) {
+  char tok[32];
+  size_t t = strcspn(*list, ",");
+  if (**list == '\0') return 0;
+  if (t == 0 || t >= sizeof tok) {
+    fprintf(stderr, "hattn bench: %s: expected lengths separated by commas\n", opt);
+    return -1;
+  }
+  memcpy(tok, *list, t);
+  tok[t] = '\0';
+  *list += t + ((*list)[t] == ',');
+  return tool_parse_len(opt, tok, 0, out) ? -1 : 1;
+}
+
+/* ---- the CUDA benchmark ---------------------------------------------------- */
+
+/* The options of the CUDA benchmark. */
+typedef struct cuda_bench_opts {
+  const char *seqlens, *batch_heads;
+  int64_t head_dim, reps, window, sink, doc;
+  hattn_dtype dtype;
+} cuda_bench_opts;
+
+/* Inputs under this size are rotated among copies (twice the H100's L2). */
+#define ROTATE_BYTES ((size_t)100 << 20)
+
+/* One set of device tensors of a case. */
+typedef struct cuda_set {
+  void *q, *k, *v, *o;
+} cuda_set;
+
+/* Float F as a bf16 or fp16 word (round to nearest even; finite inputs). */
+static uint16_t half_bits(float f, hattn_dtype t) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if (t == HATTN_DTYPE_BF16) return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+  {
+    _Float16 h = (_Float16)f;
+    uint16_t u;
+    memcpy(&u, &h, 2);
+    return u;
+  }
+}
+
+/* Time one pattern at one length; prints its row.  Returns 0, or -1 after
+** printing why (the row then says error). */
+static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char *name, const char *text,
+                           int64_t S, int64_t BH, char *kseen, double *cold_ms) {
+  int64_t H = BH % 16 == 0 ? 16 : BH, B = BH / H, ndocs = (S + o->doc - 1) / o->doc, r;
+  hattn__shape shape;
+  hattn__mask_env env;
+  hattn_spec *spec = NULL;
+  hattn__diags diags = {0};
+  hattn_cuda_kernel_desc desc;
+  hattn_cuda_config cfg;
+  hattn__cuda_kernel *kern = NULL;
+  hattn__cuda_plan *plan = NULL;
+  hattn__plan *hplan = NULL;
+  hattn__tensor tq, tk, tv, to, tl = {NULL, {0, 0, 0, 0}};
+  cuda_set sets[64];
+  size_t n = (size_t)(BH * S * o->head_dim), esz = 2, set_bytes = 4 * n * esz, i;
+  int nsets, ns = 0, rc = -1, bad = 0;
+  int64_t *offsets = NULL;
+  uint16_t *host = NULL;
+  double *times = NULL, flops, t0, plan_ms, ms = 0, cold = -1;
+  char err[16384];
+
+  memset(sets, 0, sizeof sets);
+  nsets = set_bytes >= ROTATE_BYTES ? 1 : (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
+  if (nsets > 64) nsets = 64;
+  shape.batch = B, shape.heads = H, shape.kv_heads = H, shape.lq = S, shape.lk = S, shape.head_dim = o->head_dim;
+  offsets = malloc((size_t)(ndocs + 1) * sizeof *offsets);
+  times = malloc((size_t)o->reps * sizeof *times);
+  host = malloc(n * esz + 1);
+  if (offsets == NULL || times == NULL || host == NULL) {
+    snprintf(err, sizeof err, "out of memory");
+    goto done;
+  }
+  for (r = 0; r <= ndocs; r++) offsets[r] = r * o->doc < S ? r * o->doc : S;
+  memset(&env, 0, sizeof env);
+  env.batch = B, env.heads = H, env.lq = env.lk = S, env.doc_offsets = offsets, env.ndocs = ndocs;
+  if (hattn__spec_parse(text, strlen(text), "bench", &spec, &diags) != HATTN_OK) {
+    snprintf(err, sizeof err, "%s", diags.text ? diags.text : "parse failed");
+    goto done;
+  }
+  desc.pattern = &spec->patterns[0];
+  desc.dtype = o->dtype;
+  desc.head_dim = (int)o->head_dim;
+  hattn__cuda_config_default((int)o->head_dim, hattn__cuda_sm(cu), &cfg);
+
+  /* Spec to runnable kernel, cold the first time this run needs it. */
+  t0 = now();
+  if (hattn__cuda_kernel_get(cu, &desc, &cfg, &kern, err, sizeof err) != HATTN_OK) goto done;
+  if (!*kseen) {
+    cold = (now() - t0) * 1e3;
+    *kseen = 1;
+    *cold_ms = cold;
+  }
+  t0 = now();
+  if (hattn__cuda_plan_create(cu, &desc, &cfg, &shape, &env, &plan, err, sizeof err) != HATTN_OK) goto done;
+  plan_ms = (now() - t0) * 1e3;
+
+  /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
+  if (hattn__plan_build(desc.pattern->mask, &env, 128, 128, &hplan, err, sizeof err) != HATTN_OK) goto done;
+  flops = 4.0 * (double)o->head_dim * (double)hattn__plan_count_visible(hplan, desc.pattern->mask, 0, &env) *
+          (double)BH;
+
+  /* Inputs uniform in [-1, 1), the same values in every set. */
+  {
+    uint64_t state = 12345;
+    for (i = 0; i < n; i++) {
+      state = state * 6364136223846793005u + 1442695040888963407u;
+      host[i] = half_bits((float)((double)(state >> 40) / (double)(1 << 24) * 2 - 1), o->dtype);
+    }
+  }
+  for (ns = 0; ns < nsets; ns++) {
+    cuda_set *st = &sets[ns];
+    if (hattn__cuda_alloc(cu, n * esz, &st->q, err, sizeof err) != HATTN_OK ||
+        hattn__cuda_alloc(cu, n * esz, &st->k, err, sizeof err) != HATTN_OK ||
+        hattn__cuda_alloc(cu, n * esz, &st->v, err, sizeof err) != HATTN_OK ||
+        hattn__cuda_alloc(cu, n * esz, &st->o, err, sizeof err) != HATTN_OK) {
+      ns++;
+      goto done;
+    }
+    if (hattn__cuda_upload(cu, st->q, host, n * esz, err, sizeof err) != HATTN_OK ||
+        hattn__cuda_upload(cu, st->k, host, n * esz, err, sizeof err) != HATTN_OK ||
+        hattn__cuda_upload(cu, st->v, host, n * esz, err, sizeof err) != HATTN_OK ||
+        hattn__cuda_memset(cu, st->o, 0xff, n * esz, err, sizeof err) != HATTN_OK) {
+      ns++;
+      goto done;
+    }
+  }
+  tq.stride[0] = tk.stride[0] = tv.stride[0] = to.stride[0] = H * S * o->head_dim;
+  tq.stride[1] = tk.stride[1] = tv.stride[1] = to.stride[1] = S * o->head_dim;
+  tq.stride[2] = tk.stride[2] = tv.stride[2] = to.stride[2] = o->head_dim;
+  tq.stride[3] = tk.stride[3] = tv.stride[3] = to.stride[3] = 1;
+#define USE_SET(j) (tq.data = sets[j].q, tk.data = sets[j].k, tv.data = sets[j].v, to.data = sets[j].o)
+  if (nsets == 1) {
+    USE_SET(0);
+    if (hattn__cuda_time(kern, plan, &shape, &tq, &tk, &tv, &to, &tl, 3, (int)o->reps, &ms, err, sizeof err) !=
+        HATTN_OK)
+      goto done;
+  } else {
+    /* One timed launch per call, each on another set than the last. */
+    for (r = 0; r < nsets; r++) {
+      USE_SET(r);
+      if (hattn__cuda_time(kern, plan, &shape, &tq, &tk, &tv, &to, &tl, r == 0 ? 2 : 0, 1, &ms, err,
+                           sizeof err) != HATTN_OK)
+        goto done;
+    }
+    for (r = 0; r < o->reps; r++) {
+      USE_SET(r % nsets);
+      if (hattn__cuda_time(kern, plan, &shape, &tq, &tk, &tv, &to, &tl, 0, 1, &times[r], err, sizeof err) !=
+          HATTN_OK)
+        goto done;
+    }
+    ms = median_time(times, (int)o->reps);
+  }
+#undef USE_SET
+  /* Every output element written and finite (checks O of the first set). */
+  if (hattn__cuda_download(cu, host, sets[0].o, n * esz, err, sizeof err) != HATTN_OK) goto done;
+  for (i = 0; i < n; i++)
+    if ((host[i] & 0x7fffu) >= (o->dtype == HATTN_DTYPE_BF16 ? 0x7f80u : 0x7c00u)) bad++;
+
+  printf("| %s | %lld | %lldx%lld | %.3f | %.1f | ", name, (long long)S, (long long)B, (long long)H, ms,
+         flops / (ms * 1e-3) / 1e12);
+  if (cold >= 0) printf("%.0f | ", cold); else printf("(cached) | ");
+  printf("%.1f | %d | %s |\n", plan_ms, nsets, bad ? "NaN/inf in O!" : "ok");
+  fflush(stdout);
+  rc = 0;
+done:
+  if (rc != 0) {
+    char *nl;
+    while ((nl = strchr(err, '\n')) != NULL) *nl = ' ';
+    printf("| %s | %lld | %lldx%lld | error: %.300s | | | | | |\n", name, (long long)S, (long long)B, (long long)H, err);
+    fflush(stdout);
+  }
+  for (r = 0; r < ns; r++) {
+    hattn__cuda_free(cu, sets[r].q);
+    hattn__cuda_free(cu, sets[r].k);
+    hattn__cuda_free(cu, sets[r].v);
+    hattn__cuda_free(cu, sets[r].o);
+  }
+  hattn__cuda_plan_destroy(plan);
+  hattn__plan_destroy(hplan);
+  hattn__spec_destroy(spec);
+  hattn__diags_clear(&diags);
+  free(offsets);
+  free(times);
+  free(host);
+  return rc;
+}
+
+static int cuda_bench(const cuda_bench_opts *o) {
+  const char *names[5], *texts[5];
+  char nbuf[3][96], tbuf[5][160], err[1024], seen[5] = {0, 0, 0, 0, 0};
+  double cold[5] = {0, 0, 0, 0, 0};
+  hattn__cuda *cu = NULL;
+  const char *sl = o->seqlens, *bl = o->batch_heads;
+  int ci, got, errors = 0;
+  int64_t S, BH;
+
+  snprintf(nbuf[0], sizeof nbuf[0], "causal & window(%lld)", (long long)o->window);
+  snprintf(nbuf[1], sizeof nbuf[1], "causal & (window(%lld) | sink(%lld))", (long long)o->window, (long long)o->sink);
+  snprintf(nbuf[2], sizeof nbuf[2], "document & causal, docs of %lld", (long long)o->doc);
+  names[0] = "dense", names[1] = "causal", names[2] = nbuf[0], names[3] = nbuf[1], names[4] = nbuf[2];
+  snprintf(tbuf[0], sizeof tbuf[0], "pattern p = full");
+  snprintf(tbuf[1], sizeof tbuf[1], "pattern p = causal");
+  snprintf(tbuf[2], sizeof tbuf[2], "pattern p = causal & window(%lld)", (long long)o->window);
+  snprintf(tbuf[3], sizeof tbuf[3], "pattern p = causal & (window(%lld) | sink(%lld))", (long long)o->window,
+           (long long)o->sink);
+  snprintf(tbuf[4], sizeof tbuf[4], "pattern p = document & causal");
+  for (ci = 0; ci < 5; ci++) texts[ci] = tbuf[ci];
+
+  if (hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn bench: %s\n", err);
+    return TOOL_USAGE;
+  }
+  printf("hattn bench: CUDA backend on %s (%s, %d SMs), NVRTC %s, %s, head_dim %lld, lq = lk, "
+         "median of %lld runs after 3 warm-up runs\n\n",
+         hattn__cuda_name(cu), hattn__cuda_arch(cu), hattn__cuda_sm_count(cu),
+         hattn__nvrtc_version() ? hattn__nvrtc_version() : "?", hattn__dtype_name(o->dtype), (long long)o->head_dim,
+         (long long)o->reps);
+  printf("| pattern | S | B x H | hattn ms | TFLOP/s | cold ms (emit + NVRTC + load) | plan ms | input sets | O |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  fflush(stdout);
+  while ((got = next_len(&sl, "--seqlen", &S)) > 0) {
+    BH = 0;
+    if (bl != NULL && *bl) {
+      if (next_len(&bl, "--batch-heads", &BH) < 0) goto fail;
+    }
+    if (BH == 0) BH = (int64_t)262144 / S > 0 ? (int64_t)262144 / S : 1;
+    for (ci = 0; ci < 5; ci++)
+      if (cuda_bench_case(cu, o, names[ci], texts[ci], S, BH, &seen[ci], &cold[ci]) != 0) errors++;
+  }
+  if (got < 0) goto fail;
+  printf("\nTFLOP/s count 4 * head_dim per visible (query, key) pair.  Cold is the wall time of the first\n"
+         "hattn__cuda_kernel_get of each pattern in this process (NVRTC's own caches aside); plan is the\n"
+         "host plan build and its upload.\n");
+  hattn__cuda_close(cu);
+  return errors ? TOOL_FAIL : TOOL_OK;
+fail:
+  hattn__cuda_close(cu);
+  return TOOL_USAGE;
+}
+
 int hattn_cmd_bench(int argc, char **argv) {
   static const struct option opts[] = {
     {"backend", required_argument, 0, 'B'}, {"seqlen", required_argument, 0, 's'},
@@ -156,9 +417,12 @@ int hattn_cmd_bench(int argc, char **argv) {
     {"threads", required_argument, 0, 't'}, {"reps", required_argument, 0, 'r'},
     {"baselines", required_argument, 0, 'A'}, {"window", required_argument, 0, 'W'},
     {"sink", required_argument, 0, 'G'},    {"doc", required_argument, 0, 'C'},
+    {"batch-heads", required_argument, 0, 'N'}, {"dtype", required_argument, 0, 'T'},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-  const char *seqlens = "4k,16k", *baselines = "all";
-  int64_t hd = 128, heads = 0, threads = 0, reps = 3, window = 1024, sink = 64, doc = 1024;
+  const char *seqlens = "4k,16k", *baselines = "all", *batch_heads = NULL;
+  int64_t hd = 128, heads = 0, threads = 0, reps = 0, window = 1024, sink = 64, doc = 1024;
+  hattn_dtype dtype = HATTN_DTYPE_BF16;
+  int cuda = 0;
   bench_case cases[5] = {{"dense", BENCH_DENSE, ""}, {"causal", BENCH_CAUSAL, ""},
                          {"", BENCH_WINDOW, ""}, {"", BENCH_WINDOW_SINK, ""}, {"", BENCH_DOCUMENT, ""}};
   char names[3][96], how[512], err[1024];
@@ -172,10 +436,15 @@ int hattn_cmd_bench(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "s:d:H:t:r:h", opts, NULL)) != -1) {
     switch (c) {
     case 'B':
-      if (strcmp(optarg, "cpu")) {
-        fprintf(stderr, "hattn bench: --backend %s: only the cpu backend is built\n", optarg);
+      if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+        fprintf(stderr, "hattn bench: --backend: unknown backend '%s' (expected cpu or cuda)\n", optarg);
         return TOOL_USAGE;
       }
+      cuda = !strcmp(optarg, "cuda");
+      break;
+    case 'N': batch_heads = optarg; break;
+    case 'T':
+      if (tool_parse_dtype("--dtype", optarg, &dtype)) return TOOL_USAGE;
       break;
     case 's': seqlens = optarg; break;
     case 'd': if (tool_parse_len("--head-dim", optarg, 0, &hd)) return TOOL_USAGE; break;
@@ -200,6 +469,17 @@ int hattn_cmd_bench(int argc, char **argv) {
     fputs(bench_usage, stderr);
     return TOOL_USAGE;
   }
+  if (cuda) {
+    cuda_bench_opts o;
+    if (dtype == HATTN_DTYPE_FP32) {
+      fprintf(stderr, "hattn bench: the cuda backend runs bf16 and fp16, not fp32\n");
+      return TOOL_USAGE;
+    }
+    o.seqlens = seqlens, o.batch_heads = batch_heads, o.head_dim = hd, o.reps = reps ? reps : 30;
+    o.window = window, o.sink = sink, o.doc = doc, o.dtype = dtype;
+    return cuda_bench(&o);
+  }
+  if (reps == 0) reps = 3;
   snprintf(names[0], sizeof names[0], "causal & window(%lld)", (long long)window);
   snprintf(names[1], sizeof names[1], "causal & (window(%lld) | sink(%lld))", (long long)window, (long long)sink);
   snprintf(names[2], sizeof names[2], "document & causal, docs of %lld", (long long)doc);
@@ -232,16 +512,7 @@ int hattn_cmd_bench(int argc, char **argv) {
 
   for (sl = seqlens; *sl;) {
     int64_t S;
-    char tok[32];
-    size_t t = strcspn(sl, ",");
-    if (t == 0 || t >= sizeof tok) {
-      fprintf(stderr, "hattn bench: --seqlen: expected lengths separated by commas\n");
-      goto done;
-    }
-    memcpy(tok, sl, t);
-    tok[t] = '\0';
-    sl += t + (sl[t] == ',');
-    if (tool_parse_len("--seqlen", tok, 0, &S)) goto done;
+    if (next_len(&sl, "--seqlen", &S) < 0) goto done;
     for (ci = 0; ci < 5; ci++) {
       bench_case *bc = &cases[ci];
       size_t n = (size_t)(heads * S * hd), i;

@@ -1,7 +1,7 @@
 /*
-** cmd_run.c: hattn run and hattn verify: run one pattern's CPU kernel on
-** random inputs (or inputs read from .npy files), write the tensors as .npy
-** files, and compare the output with the float64 reference.
+** cmd_run.c: hattn run and hattn verify: run one pattern's CPU or CUDA
+** kernel on random inputs (or inputs read from .npy files), write the
+** tensors as .npy files, and compare the output with the float64 reference.
 */
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +16,7 @@
 
 #include "hattn.h"
 #include "cpu.h"
+#include "cuda.h"
 #include "npy.h"
 #include "reference.h"
 #include "tools.h"
@@ -24,20 +25,20 @@
 #define RUN_OPTIONS                                                                          \
   "options:\n"                                                                               \
   "  -p, --pattern P       the pattern (optional when the file has one)\n"                  \
-  "      --backend B       cpu (the default; cuda is not built yet)\n"                      \
+  "      --backend B       cpu (the default) or cuda (GPU 0 through the CUDA driver)\n"    \
   "  -B, --batch N         batch entries (default 1)\n"                                     \
   "  -H, --heads N         query heads (default 8)\n"                                       \
   "      --kv-heads N      key/value heads, dividing --heads (default --heads)\n"           \
   "  -d, --head-dim D      head dimension (default 128)\n"                                  \
   "  -s, --seqlen N[,M]    query and key lengths (M = N when absent)\n"                     \
-  "  -t, --dtype T         fp32 (default), fp16 or bf16\n"                                  \
+  "  -t, --dtype T         fp32 (the cpu default), fp16 or bf16 (the cuda default)\n"     \
   "      --seed S          seed of the random inputs (default: from the clock; printed)\n" \
   "  -o, --out DIR         write q.npy k.npy v.npy o.npy lse.npy to DIR (created)\n"        \
   "  -i, --in DIR          read q.npy k.npy v.npy from DIR instead of drawing them;\n"     \
   "                        options not given are taken from their shapes and dtype\n"     \
   "      --threads N       worker threads (default HATTN_NUM_THREADS, else the cores)\n"   \
   "  -b, --block BM,BN     tile size of the kernel (default: chosen for head_dim)\n"       \
-  "      --rows R          query rows held in registers (default: chosen)\n"              \
+  "      --rows R          query rows held in registers (default: chosen; cpu only)\n"    \
   "      --docs LEN        document: packed documents of LEN tokens (default one)\n"        \
   "      --doc-lens A,B,.. document: these lengths; the last takes the rest\n"            \
   "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"           \
@@ -47,20 +48,21 @@
   "('<f4', '<f2', or '<u2' holding bf16 words); LSE is float32 [batch, heads, N],\n"      \
   "the natural log of each row's sum of exp(score).  Random inputs are uniform in\n"      \
   "[-1, 1), drawn for Q, then K, then V by splitmix64 from the seed, and rounded\n"       \
-  "to the dtype (to nearest even).  topk(K) is routed from the inputs.  The time\n"      \
-  "is of one run of the kernel after one warm-up run.\n"
+  "to the dtype (to nearest even).  topk(K) is routed from the inputs.  On the cpu\n"   \
+  "the time is of one run of the kernel after one warm-up run; on cuda it is the\n"     \
+  "median of 20 runs after 3 warm-up runs, by device events (the kernel alone).\n"
 
 static const char run_usage[] =
   "usage: hattn run FILE --seqlen N[,M] [options]\n"
   "\n"
-  "Run pattern P of the spec FILE on the CPU backend and print a summary:\n"
+  "Run pattern P of the spec FILE on the CPU (or CUDA) backend and print a summary:\n"
   "pattern, shape, dtype, kernel configuration and time.\n"
   "\n" RUN_OPTIONS;
 
 static const char verify_usage[] =
   "usage: hattn verify FILE --seqlen N[,M] [options]\n"
   "\n"
-  "Run pattern P of the spec FILE on the CPU backend, compute the same attention\n"
+  "Run pattern P of the spec FILE on the CPU (or CUDA) backend, compute the same attention\n"
   "in float64 from the same (dtype-rounded) inputs, and print the relative\n"
   "Frobenius error of O and of LSE.  Exits 0 when both are within the dtype's\n"
   "tolerance (fp32 1e-5, fp16 and bf16 1e-2), 1 when not, 2 on bad input.\n"
@@ -498,6 +500,9 @@ static int write_outputs(const char *cmd, const char *dir, const run_data *d) {
 
 /* ---- the kernel ----------------------------------------------------------- */
 
+static void contiguous_strides(const hattn__shape *s, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
+                               hattn__tensor *to, hattn__tensor *tl);
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -548,17 +553,7 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
     goto done;
   }
   tq.data = d->q, tk.data = d->k, tv.data = d->v, to.data = d->o, tl.data = d->lse;
-  tq.stride[0] = to.stride[0] = s->heads * s->lq * s->head_dim;
-  tq.stride[1] = to.stride[1] = s->lq * s->head_dim;
-  tq.stride[2] = to.stride[2] = s->head_dim;
-  tk.stride[0] = tv.stride[0] = s->kv_heads * s->lk * s->head_dim;
-  tk.stride[1] = tv.stride[1] = s->lk * s->head_dim;
-  tk.stride[2] = tv.stride[2] = s->head_dim;
-  tq.stride[3] = tk.stride[3] = tv.stride[3] = to.stride[3] = 1;
-  tl.stride[0] = s->heads * s->lq;
-  tl.stride[1] = s->lq;
-  tl.stride[2] = 1;
-  tl.stride[3] = 1;
+  contiguous_strides(s, &tq, &tk, &tv, &to, &tl);
   for (i = 0; i < 2; i++) {
     poison(d);
     t0 = now_ms();
@@ -578,6 +573,103 @@ done:
   return rc;
 }
 
+/* Element strides of contiguous [batch, heads, seq, head_dim] tensors: Q
+** and O, K and V, LSE (of the shape S) into the tensors. */
+static void contiguous_strides(const hattn__shape *s, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
+                               hattn__tensor *to, hattn__tensor *tl) {
+  tq->stride[0] = to->stride[0] = s->heads * s->lq * s->head_dim;
+  tq->stride[1] = to->stride[1] = s->lq * s->head_dim;
+  tq->stride[2] = to->stride[2] = s->head_dim;
+  tk->stride[0] = tv->stride[0] = s->kv_heads * s->lk * s->head_dim;
+  tk->stride[1] = tv->stride[1] = s->lk * s->head_dim;
+  tk->stride[2] = tv->stride[2] = s->head_dim;
+  tq->stride[3] = tk->stride[3] = tv->stride[3] = to->stride[3] = 1;
+  tl->stride[0] = s->heads * s->lq;
+  tl->stride[1] = s->lq;
+  tl->stride[2] = 1;
+  tl->stride[3] = 1;
+}
+
+/*
+** The CUDA counterpart of run_kernel: emit, compile and load pattern P's
+** kernel on GPU 0, upload D's inputs and the plan, run once on outputs
+** poisoned with 0xFF bytes (NaN), download O and LSE into D, then time the
+** kernel (median of 20 runs after 3 warm-up runs, device events).
+*/
+static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__pattern *p,
+                           const hattn__mask_env *env, run_data *d, char *config, size_t configlen,
+                           double *ms) {
+  const hattn__shape *s = &d->shape;
+  hattn__cuda *cu = NULL;
+  hattn__cuda_kernel *kern = NULL;
+  hattn__cuda_plan *plan = NULL;
+  hattn_cuda_config cfg;
+  hattn_cuda_kernel_desc desc;
+  hattn__tensor tq, tk, tv, to, tl;
+  void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
+  size_t esz = (size_t)hattn__dtype_size(d->dtype);
+  char err[16384];
+  int rc = TOOL_USAGE;
+
+  if (a->rows) {
+    fprintf(stderr, "hattn %s: --rows applies to the cpu backend only\n", cmd);
+    return TOOL_USAGE;
+  }
+  if (hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    return TOOL_USAGE;
+  }
+  hattn__cuda_config_default((int)s->head_dim, hattn__cuda_sm(cu), &cfg);
+  if (a->bm) cfg.block_m = (int)a->bm, cfg.block_n = (int)a->bn;
+  desc.pattern = p;
+  desc.dtype = d->dtype;
+  desc.head_dim = (int)s->head_dim;
+  if (hattn__cuda_config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
+  }
+  if (hattn__cuda_kernel_get(cu, &desc, &cfg, &kern, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: cannot build the CUDA kernel of '%s': %s\n", cmd, p->name, err);
+    goto done;
+  }
+  if (hattn__cuda_plan_create(cu, &desc, &cfg, s, env, &plan, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_alloc(cu, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_alloc(cu, d->nkv * esz, &dk, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_alloc(cu, d->nkv * esz, &dv, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_alloc(cu, d->nq * esz, &dout, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_alloc(cu, d->nlse * sizeof(float), &dl, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_upload(cu, dq, d->q, d->nq * esz, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_upload(cu, dk, d->k, d->nkv * esz, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_upload(cu, dv, d->v, d->nkv * esz, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_memset(cu, dout, 0xff, d->nq * esz, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_memset(cu, dl, 0xff, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
+  }
+  tq.data = dq, tk.data = dk, tv.data = dv, to.data = dout, tl.data = dl;
+  contiguous_strides(s, &tq, &tk, &tv, &to, &tl);
+  if (hattn__cuda_launch(kern, plan, s, &tq, &tk, &tv, &to, &tl, NULL, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_sync(cu, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_download(cu, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
+      hattn__cuda_download(cu, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK ||
+      hattn__cuda_time(kern, plan, s, &tq, &tk, &tv, &to, &tl, 3, 20, ms, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
+  }
+  snprintf(config, configlen, "cuda %s %s block %dx%d warps %d stages %d", hattn__cuda_name(cu),
+           hattn__cuda_arch(cu), cfg.block_m, cfg.block_n, cfg.warps, cfg.stages);
+  rc = TOOL_OK;
+done:
+  hattn__cuda_free(cu, dq);
+  hattn__cuda_free(cu, dk);
+  hattn__cuda_free(cu, dv);
+  hattn__cuda_free(cu, dout);
+  hattn__cuda_free(cu, dl);
+  hattn__cuda_plan_destroy(plan);
+  hattn__cuda_close(cu);
+  return rc;
+}
+
 /* ---- run and verify -------------------------------------------------------- */
 
 static int run_main(int argc, char **argv, int verify) {
@@ -590,7 +682,7 @@ static int run_main(int argc, char **argv, int verify) {
   const hattn__pattern *p;
   double *oref = NULL, *lref = NULL, *ogot = NULL, *lgot = NULL, ms = 0, eo = 0, el = 0, tol = 0;
   char config[256] = "", err[1024];
-  int rc = TOOL_USAGE, pi, r;
+  int rc = TOOL_USAGE, pi, r, cuda;
   size_t j;
 
   memset(&a, 0, sizeof a);
@@ -601,13 +693,11 @@ static int run_main(int argc, char **argv, int verify) {
     rc = r > 0 ? TOOL_OK : TOOL_USAGE;
     goto done;
   }
-  if (a.backend && strcmp(a.backend, "cpu") != 0) {
-    if (!strcmp(a.backend, "cuda"))
-      fprintf(stderr, "hattn %s: the cuda backend is not built yet; use --backend cpu\n", cmd);
-    else
-      fprintf(stderr, "hattn %s: --backend: unknown backend '%s' (expected cpu or cuda)\n", cmd, a.backend);
+  if (a.backend && strcmp(a.backend, "cpu") != 0 && strcmp(a.backend, "cuda") != 0) {
+    fprintf(stderr, "hattn %s: --backend: unknown backend '%s' (expected cpu or cuda)\n", cmd, a.backend);
     goto done;
   }
+  cuda = a.backend != NULL && !strcmp(a.backend, "cuda");
   if ((spec = tool_load_spec(a.file)) == NULL) goto done;
   if (a.pattern == NULL && spec->npatterns != 1) {
     fprintf(stderr, "hattn %s: %s has %d patterns: name one with --pattern\n", cmd, a.file,
@@ -630,6 +720,11 @@ static int run_main(int argc, char **argv, int verify) {
   if (a.heads % a.kv_heads != 0) {
     fprintf(stderr, "hattn %s: --kv-heads %lld must divide --heads %lld\n", cmd, (long long)a.kv_heads,
             (long long)a.heads);
+    goto done;
+  }
+  if (cuda && !a.have_dtype) a.dtype = HATTN_DTYPE_BF16;
+  if (cuda && a.dtype == HATTN_DTYPE_FP32) {
+    fprintf(stderr, "hattn %s: the cuda backend runs fp16 and bf16, not fp32 (use --dtype)\n", cmd);
     goto done;
   }
   if (a.head_dim > 1024) {
@@ -656,7 +751,9 @@ static int run_main(int argc, char **argv, int verify) {
   env.heads = a.heads;
   if ((p->needs & HATTN_NEEDS_TOPK) && route_topk(cmd, &d, &env)) goto done;
 
-  if ((rc = run_kernel(cmd, &a, p, &env, &d, config, sizeof config, &ms)) != TOOL_OK) goto done;
+  rc = cuda ? run_kernel_cuda(cmd, &a, p, &env, &d, config, sizeof config, &ms)
+            : run_kernel(cmd, &a, p, &env, &d, config, sizeof config, &ms);
+  if (rc != TOOL_OK) goto done;
   rc = TOOL_USAGE;
 
   if (verify) {

@@ -1,0 +1,484 @@
+/*
+** emit_cuda.c: the CUDA kernel emitter.  See emit_cuda.h and cuda_abi.h.
+**
+** A generated source is, in order: a line that says it is generated, a
+** comment with the pattern's canonical text and key, the text of
+** cuda_abi.h, the configuration as constants, the element predicate
+** hattn_visible() written from the mask tree (one line per node, children
+** before parents), the score modifiers hattn_score() and hattn_slope(), the
+** kernel body of templates/attn_fwd.cuh, and the extern "C" entry point that
+** instantiates it.  Nothing of the spec's text reaches the source except the
+** canonical text, inside a comment.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hattn.h"
+#include "emit_cuda.h"
+#include "templates.h"
+
+/* Shared memory a CTA may use on the largest supported device (sm_90). */
+#define SMEM_LIMIT (227 * 1024)
+
+/* ---- a growing string ---------------------------------------------------- */
+
+typedef struct sbuf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+static void sb_grow(sbuf *b, size_t need) {
+  size_t cap;
+  char *p;
+  if (b->oom || b->len + need + 1 <= b->cap) return;
+  cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + need + 1) cap *= 2;
+  p = realloc(b->p, cap);
+  if (p == NULL) {
+    b->oom = 1;
+    return;
+  }
+  b->p = p;
+  b->cap = cap;
+}
+
+static void sb_puts(sbuf *b, const char *s) {
+  size_t n = strlen(s);
+  sb_grow(b, n);
+  if (b->oom) return;
+  memcpy(b->p + b->len, s, n + 1);
+  b->len += n;
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    b->oom = 1;
+    return;
+  }
+  sb_grow(b, (size_t)n);
+  if (b->oom) return;
+  va_start(ap, fmt);
+  vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+/* ---- configuration -------------------------------------------------------- */
+
+void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out) {
+  (void)sm; /* the same tiles serve sm_80 and sm_90 (mma.sync) */
+  if (head_dim <= 64) {
+    out->block_m = 128;
+    out->block_n = 64;
+    out->warps = 8;
+    out->stages = 2;
+  } else if (head_dim <= 128) {
+    out->block_m = 128;
+    out->block_n = 64;
+    out->warps = 8;
+    out->stages = 2;
+  } else {
+    out->block_m = 64;
+    out->block_n = 32;
+    out->warps = 4;
+    out->stages = 2;
+  }
+}
+
+size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg) {
+  size_t d = (size_t)desc->head_dim, elem = 2;
+  return (size_t)cfg->block_m * d * elem + 2 * (size_t)cfg->stages * (size_t)cfg->block_n * d * elem;
+}
+
+int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             char *err, size_t errlen) {
+  int rows;
+  size_t smem;
+  if (desc->dtype != HATTN_DTYPE_BF16 && desc->dtype != HATTN_DTYPE_FP16) {
+    snprintf(err, errlen, "the CUDA backend supports bf16 and fp16, not %s",
+             hattn__dtype_name(desc->dtype));
+    return HATTN_ENOTSUP;
+  }
+  if (desc->head_dim != 64 && desc->head_dim != 128 && desc->head_dim != 256) {
+    snprintf(err, errlen, "the CUDA backend supports head dims 64, 128 and 256, not %d",
+             desc->head_dim);
+    return HATTN_ENOTSUP;
+  }
+  if (cfg->block_m != 64 && cfg->block_m != 128) {
+    snprintf(err, errlen, "block_m must be 64 or 128, got %d", cfg->block_m);
+    return HATTN_EINVAL;
+  }
+  if (cfg->block_n != 32 && cfg->block_n != 64 && cfg->block_n != 128) {
+    snprintf(err, errlen, "block_n must be 32, 64 or 128, got %d", cfg->block_n);
+    return HATTN_EINVAL;
+  }
+  if (cfg->warps != 4 && cfg->warps != 8) {
+    snprintf(err, errlen, "warps must be 4 or 8, got %d", cfg->warps);
+    return HATTN_EINVAL;
+  }
+  rows = cfg->block_m / cfg->warps;
+  if (rows != 16 && rows != 32) {
+    snprintf(err, errlen, "each warp must own 16 or 32 query rows, but block_m %d over %d warps gives %d",
+             cfg->block_m, cfg->warps, rows);
+    return HATTN_EINVAL;
+  }
+  if (cfg->stages < 1 || cfg->stages > 3) {
+    snprintf(err, errlen, "stages must be 1, 2 or 3, got %d", cfg->stages);
+    return HATTN_EINVAL;
+  }
+  /* Registers: a thread holds rows * head_dim / 32 accumulator floats and
+  ** rows * block_n / 32 score floats; beyond 192 the kernel spills. */
+  if (rows * desc->head_dim / 32 + rows * cfg->block_n / 32 > 192) {
+    snprintf(err, errlen,
+             "%d query rows a warp at head dim %d and block_n %d need more than 192 accumulator registers a thread",
+             rows, desc->head_dim, cfg->block_n);
+    return HATTN_EINVAL;
+  }
+  smem = hattn__cuda_smem_bytes(desc, cfg);
+  if (smem > SMEM_LIMIT) {
+    snprintf(err, errlen, "the configuration needs %zu bytes of shared memory, more than %d",
+             smem, SMEM_LIMIT);
+    return HATTN_EINVAL;
+  }
+  return HATTN_OK;
+}
+
+/* ---- the element predicate ------------------------------------------------ */
+
+typedef struct pred {
+  sbuf *b;
+  int nvars;       /* v0, v1, ... */
+  int nrandom;     /* random atoms seen, depth-first */
+  int need_d;      /* some atom reads d */
+  char *err;
+  size_t errlen;
+  int rc;
+} pred;
+
+static void indent(pred *p, int depth) {
+  int i;
+  for (i = 0; i < depth + 1; i++) sb_puts(p->b, "  ");
+}
+
+/* Emit the code of node X at DEPTH (for indentation); returns its variable. */
+static int emit_node(pred *p, const hattn__expr *x, int depth) {
+  int v, i, *kid;
+  long long A = (long long)x->a, B = (long long)x->b;
+  switch (x->kind) {
+  case HATTN_NODE_NOT:
+  case HATTN_NODE_AND:
+  case HATTN_NODE_OR:
+    kid = calloc((size_t)x->nkids + 1, sizeof *kid);
+    if (kid == NULL) {
+      p->b->oom = 1;
+      return 0;
+    }
+    for (i = 0; i < x->nkids; i++) kid[i] = emit_node(p, x->kids[i], depth);
+    v = p->nvars++;
+    indent(p, depth);
+    if (x->kind == HATTN_NODE_NOT) {
+      sb_printf(p->b, "const bool v%d = !v%d;\n", v, kid[0]);
+    } else {
+      sb_printf(p->b, "const bool v%d = ", v);
+      for (i = 0; i < x->nkids; i++)
+        sb_printf(p->b, "%sv%d", i ? (x->kind == HATTN_NODE_AND ? " && " : " || ") : "", kid[i]);
+      sb_puts(p->b, ";\n");
+    }
+    free(kid);
+    return v;
+  default:
+    break;
+  }
+  v = p->nvars++;
+  switch (x->kind) {
+  case HATTN_NODE_FULL:
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = true;  /* full */\n", v);
+    break;
+  case HATTN_NODE_CAUSAL:
+    p->need_d = 1;
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = d >= 0;  /* causal */\n", v);
+    break;
+  case HATTN_NODE_WINDOW:
+    p->need_d = 1;
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = d >= -%lld && d <= %lld;  /* window(%lld, %lld) */\n", v, B,
+              A, A, B);
+    break;
+  case HATTN_NODE_DILATED:
+    p->need_d = 1;
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = d >= 0 && d < %lld && d %% %lld == 0;  /* dilated(%lld, %lld) */\n",
+              v, A * B, B, A, B);
+    break;
+  case HATTN_NODE_STRIDE:
+    p->need_d = 1;
+    indent(p, depth);
+    /* C++ %: the remainder takes the sign of d, as in mask.c. */
+    sb_printf(p->b, "const bool v%d = d %% %lld == 0;  /* stride(%lld) */\n", v, A, A);
+    break;
+  case HATTN_NODE_SINK:
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = kpos < %lld;  /* sink(%lld) */\n", v, A, A);
+    break;
+  case HATTN_NODE_GLOBAL:
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = kpos < %lld || qpos < %lld;  /* global(%lld) */\n", v, A, A, A);
+    break;
+  case HATTN_NODE_CHUNK:
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = hattn_floordiv(qpos, %lld) == kpos / %lld;  /* chunk(%lld) */\n",
+              v, A, A, A);
+    break;
+  case HATTN_NODE_DOCUMENT:
+    indent(p, depth);
+    sb_printf(p->b, "/* document: a query position before 0 is in no document */\n");
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = qpos >= 0 && a.doc_id[qpos] == a.doc_id[kpos];\n", v);
+    break;
+  case HATTN_NODE_BLOCKS:
+    if (x->a >= 4) {
+      snprintf(p->err, p->errlen,
+               "the CUDA backend supports at most 4 block layouts, but the pattern uses layout number %lld",
+               A);
+      p->rc = HATTN_ENOTSUP;
+      return v;
+    }
+    indent(p, depth);
+    sb_printf(p->b, "/* blocks(%s): layout %lld, by row indices q and k */\n",
+              x->name ? x->name : "?", A);
+    indent(p, depth);
+    sb_printf(p->b, "const long long bq%d = q / a.layout_shape[%lld][0];\n", v, A);
+    indent(p, depth);
+    sb_printf(p->b, "const long long bk%d = kpos / a.layout_shape[%lld][1];\n", v, A);
+    indent(p, depth);
+    sb_printf(p->b,
+              "const bool v%d = bq%d < a.layout_shape[%lld][2] && bk%d < a.layout_shape[%lld][3] &&\n",
+              v, v, A, v, A);
+    indent(p, depth + 2);
+    sb_printf(p->b, "a.layout_bits[%lld][bq%d * a.layout_shape[%lld][3] + bk%d] != 0;\n", A, v, A, v);
+    break;
+  case HATTN_NODE_RANDOM: {
+    int j = p->nrandom++;
+    if (j >= 4) {
+      snprintf(p->err, p->errlen,
+               "the CUDA backend supports at most 4 random atoms in a pattern");
+      p->rc = HATTN_ENOTSUP;
+      return v;
+    }
+    indent(p, depth);
+    sb_printf(p->b, "/* random(%lld, %lld): bit (kpos / 64) of row (qpos / 64) of table %d */\n", A,
+              B, j);
+    indent(p, depth);
+    sb_printf(p->b, "const bool v%d = qpos >= 0 &&\n", v);
+    indent(p, depth + 2);
+    sb_printf(p->b,
+              "((a.random_bits[%d][(long long)(qpos >> 6) * a.random_words + (kpos >> 12)] >> ((kpos >> 6) & 63)) & 1ull) != 0;\n",
+              j);
+    break;
+  }
+  case HATTN_NODE_TOPK:
+    indent(p, depth);
+    sb_printf(p->b, "/* topk(%lld): key 64-block among the routed blocks of query 64-block qpos / 64 */\n", A);
+    indent(p, depth);
+    sb_printf(p->b, "bool v%d = false;\n", v);
+    indent(p, depth);
+    sb_printf(p->b, "if (qpos >= 0) {\n");
+    indent(p, depth + 1);
+    sb_printf(p->b,
+              "const int *row = a.topk_blocks + ((long long)bh * ((a.lk + 63) >> 6) + (qpos >> 6)) * a.topk_k;\n");
+    indent(p, depth + 1);
+    sb_printf(p->b, "for (int i = 0; i < %lld; i++)\n", A);
+    indent(p, depth + 2);
+    sb_printf(p->b, "if (row[i] == (kpos >> 6)) v%d = true;\n", v);
+    indent(p, depth);
+    sb_puts(p->b, "}\n");
+    break;
+  default:
+    snprintf(p->err, p->errlen, "the CUDA emitter met an unknown mask node kind %d", (int)x->kind);
+    p->rc = HATTN_EINVAL;
+    break;
+  }
+  return v;
+}
+
+static int emit_visible(sbuf *b, const hattn__pattern *pat, char *err, size_t errlen) {
+  pred p;
+  sbuf body = {0};
+  int v;
+  memset(&p, 0, sizeof p);
+  p.b = &body;
+  p.err = err;
+  p.errlen = errlen;
+  p.rc = HATTN_OK;
+  v = emit_node(&p, pat->mask, 0);
+  if (p.rc != HATTN_OK || body.oom) {
+    free(body.p);
+    if (body.oom) b->oom = 1;
+    return p.rc;
+  }
+  sb_puts(b,
+          "/*\n"
+          "** Whether key row k (position kpos) is visible to query row q (position\n"
+          "** qpos = q + lk - lq) of flattened head bh; gen/mask.c's hattn__mask_visible.\n"
+          "** Called only for q < lq and kpos < lk.\n"
+          "*/\n"
+          "__device__ __forceinline__ bool hattn_visible(int q, int qpos, int kpos,\n"
+          "                                              const hattn_cuda_args &a, int bh) {\n");
+  sb_puts(b, "  (void)q;\n  (void)qpos;\n  (void)kpos;\n  (void)a;\n  (void)bh;\n");
+  if (p.need_d) sb_puts(b, "  const int d = qpos - kpos;\n");
+  sb_puts(b, body.p ? body.p : "");
+  sb_printf(b, "  return v%d;\n}\n\n", v);
+  free(body.p);
+  return HATTN_OK;
+}
+
+/* ---- modifiers ------------------------------------------------------------ */
+
+/* V as a C++ float literal ("50.0f", "0.0199999996f"): round trip exact. */
+static const char *float_lit(char *buf, size_t n, double v) {
+  snprintf(buf, n - 3, "%.9g", v);
+  if (strpbrk(buf, ".e") == NULL) strcat(buf, ".0");
+  strcat(buf, "f");
+  return buf;
+}
+
+static void emit_modifiers(sbuf *b, const hattn__pattern *pat) {
+  char l1[48], l2[48];
+  int has_mod = pat->softcap > 0 || pat->alibi != HATTN_ALIBI_NONE;
+  sb_printf(b, "/* Whether hattn_score is more than the identity. */\n"
+               "constexpr bool HATTN_HAS_SCORE_MOD = %s;\n\n",
+            has_mod ? "true" : "false");
+  sb_puts(b, "/* The ALiBi slope of head h (0 without ALiBi). */\n"
+             "__device__ __forceinline__ float hattn_slope(const hattn_cuda_args &a, int h) {\n");
+  switch (pat->alibi) {
+  case HATTN_ALIBI_STANDARD:
+    sb_puts(b, "  /* standard slopes m_h = 2^(-8 (h + 1) / H), unless the caller gave them */\n"
+               "  if (a.alibi_slopes != 0) return a.alibi_slopes[h];\n"
+               "  return exp2f(-8.0f * (float)(h + 1) / (float)a.heads);\n");
+    break;
+  case HATTN_ALIBI_FIXED:
+    sb_printf(b, "  (void)a;\n  (void)h;\n  return %s;  /* alibi(M) */\n",
+              float_lit(l1, sizeof l1, pat->alibi_slope));
+    break;
+  default:
+    sb_puts(b, "  (void)a;\n  (void)h;\n  return 0.0f;\n");
+    break;
+  }
+  sb_puts(b, "}\n\n");
+  sb_puts(b, "/* The score of a pair from q.k * scale, in natural units: softcap, then ALiBi. */\n"
+             "__device__ __forceinline__ float hattn_score(float s, int qpos, int kpos, float slope) {\n"
+             "  (void)qpos;\n  (void)kpos;\n  (void)slope;\n");
+  if (pat->softcap > 0)
+    sb_printf(b, "  s = %s * tanhf(s * %s);  /* softcap(%.9g) */\n",
+              float_lit(l1, sizeof l1, pat->softcap), float_lit(l2, sizeof l2, 1.0 / pat->softcap),
+              pat->softcap);
+  if (pat->alibi != HATTN_ALIBI_NONE)
+    sb_puts(b, "  s += slope * (float)(kpos - qpos);  /* alibi */\n");
+  sb_puts(b, "  return s;\n}\n\n");
+}
+
+/* ---- the whole source ------------------------------------------------------ */
+
+/* Append S to B inside a comment: no "*" followed by "/", and only printable
+** ASCII (the canonical text is ASCII already; this is a guard). */
+static void comment_text(sbuf *b, const char *s) {
+  char prev = 0;
+  for (; *s; s++) {
+    char c = *s;
+    char one[2];
+    if ((unsigned char)c < 0x20 || (unsigned char)c > 0x7e) c = '?';
+    if (c == '/' && prev == '*') sb_puts(b, " ");
+    one[0] = c;
+    one[1] = 0;
+    sb_puts(b, one);
+    prev = c;
+  }
+}
+
+static int valid_name(const char *s) {
+  const char *c;
+  if (s == NULL || *s == 0) return 0;
+  if (*s >= '0' && *s <= '9') return 0;
+  for (c = s; *c; c++)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+          *c == '_'))
+      return 0;
+  return 1;
+}
+
+int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                     const char *fn_name, char **out, char *err, size_t errlen) {
+  sbuf b = {0};
+  const hattn__pattern *pat = desc->pattern;
+  int rc;
+
+  *out = NULL;
+  if (pat == NULL || pat->mask == NULL) {
+    snprintf(err, errlen, "no pattern to emit");
+    return HATTN_EINVAL;
+  }
+  if (!valid_name(fn_name)) {
+    snprintf(err, errlen, "a kernel name must be letters, digits and '_', not starting with a digit");
+    return HATTN_EINVAL;
+  }
+  rc = hattn__cuda_config_check(desc, cfg, err, errlen);
+  if (rc != HATTN_OK) return rc;
+
+  sb_puts(&b, "// Generated by hattn (gen/emit_cuda.c): do not edit.\n");
+  sb_puts(&b, "/*\n** pattern: ");
+  comment_text(&b, pat->canon ? pat->canon : "?");
+  sb_printf(&b, "\n** key:     0x%016llx\n", (unsigned long long)pat->key);
+  sb_printf(&b, "** dtype %s, head dim %d; block_m %d, block_n %d, %d warps, %d stages;\n"
+                "** %zu bytes of dynamic shared memory, grid (ceil(lq / %d), batch * heads).\n*/\n\n",
+            hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
+            cfg->stages, hattn__cuda_smem_bytes(desc, cfg), cfg->block_m);
+  sb_puts(&b, hattn__tmpl_cuda_abi);
+  sb_puts(&b, "\n/* ---- configuration ---- */\n\n");
+  sb_printf(&b, "constexpr int HATTN_BLOCK_M = %d;\n", cfg->block_m);
+  sb_printf(&b, "constexpr int HATTN_BLOCK_N = %d;\n", cfg->block_n);
+  sb_printf(&b, "constexpr int HATTN_HEAD_DIM = %d;\n", desc->head_dim);
+  sb_printf(&b, "constexpr int HATTN_WARPS = %d;\n", cfg->warps);
+  sb_printf(&b, "constexpr int HATTN_STAGES = %d;\n", cfg->stages);
+  sb_printf(&b, "constexpr bool HATTN_IS_BF16 = %s;  /* else fp16 */\n\n",
+            desc->dtype == HATTN_DTYPE_BF16 ? "true" : "false");
+  sb_puts(&b, "/* ---- the pattern ---- */\n\n");
+  sb_puts(&b, "/* Floor division by a positive divisor (a may be negative). */\n"
+              "__device__ __forceinline__ int hattn_floordiv(int a, int b) {\n"
+              "  const int q = a / b;\n"
+              "  return (a % b != 0 && a < 0) ? q - 1 : q;\n"
+              "}\n\n");
+  rc = emit_visible(&b, pat, err, errlen);
+  if (rc != HATTN_OK) goto fail;
+  emit_modifiers(&b, pat);
+  sb_puts(&b, "/* ---- the kernel body (templates/attn_fwd.cuh) ---- */\n\n");
+  sb_puts(&b, hattn__tmpl_attn_fwd);
+  sb_puts(&b, "\n/* ---- the entry point ---- */\n\n");
+  sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
+            cfg->warps * 32, fn_name);
+  sb_puts(&b, "  hattn_attn_fwd<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_WARPS, HATTN_STAGES,\n"
+              "                 HATTN_IS_BF16>(args);\n}\n");
+  if (b.oom) {
+    rc = HATTN_ENOMEM;
+    snprintf(err, errlen, "out of memory while writing the CUDA source");
+    goto fail;
+  }
+  *out = b.p;
+  return HATTN_OK;
+fail:
+  if (b.oom && rc == HATTN_OK) rc = HATTN_ENOMEM;
+  free(b.p);
+  return rc;
+}

@@ -1,0 +1,15 @@
+/*
+** templates.h: the CUDA templates of templates/, embedded in the library as
+** NUL-terminated strings by templates/embed.sh (the build's
+** templates_embed.c).  Internal; not installed.
+*/
+#ifndef HATTN_GEN_TEMPLATES_H
+#define HATTN_GEN_TEMPLATES_H
+
+/* templates/attn_fwd.cuh: the forward kernel body (see gen/emit_cuda.c). */
+extern const char hattn__tmpl_attn_fwd[];
+
+/* gen/cuda_abi.h, verbatim: pasted into every generated source. */
+extern const char hattn__tmpl_cuda_abi[];
+
+#endif /* HATTN_GEN_TEMPLATES_H */

@@ -1,0 +1,879 @@
+/*
+** cuda_driver.c: the CUDA backend's driver side (runtime/cuda.h): the
+** driver API through dlopen("libcuda.so.1"), the per-device module cache,
+** device memory, the plan and run-time tables in device memory, the launch
+** and its timing.
+**
+** The driver's types are declared here, mirroring cuda.h's ABI (the
+** toolkit's cuda.h cannot be included: runtime/cuda.h shadows it on the
+** include path, and nothing here needs more than these few types).
+*/
+#include <assert.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hattn.h"
+#include "cuda.h"
+#include "plan.h"
+
+#ifdef HATTN_HAVE_CUDA
+
+#include <dlfcn.h>
+
+/* ---- the driver's ABI (cuda.h, CUDA 13; stable since CUDA 4) ------------ */
+
+typedef int CUresult;                       /* CUDA_SUCCESS is 0 */
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;     /* CUdeviceptr_v2 on 64-bit hosts */
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUevent_st *CUevent;
+typedef struct CUstream_st *CUstream;
+typedef int CUdevice_attribute;
+typedef int CUfunction_attribute;
+
+enum {
+  CUDA_SUCCESS = 0,
+  CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK = 8,
+  CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
+  CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
+  CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
+  CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97,
+  CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
+  CU_EVENT_DEFAULT = 0
+};
+
+/* Dynamic shared memory a kernel may use without opting in. */
+#define SMEM_DEFAULT_LIMIT (48 * 1024)
+
+/* Positions are 32-bit integers inside the kernels. */
+#define MAX_LEN (INT64_C(1) << 30)
+
+/* The driver's entry points, one pointer each. */
+typedef struct cuda_fns {
+#define HATTN_CUDA_FN(name, symbol, fallback, params) CUresult (*name) params;
+#include "cuda_functions.h"
+#undef HATTN_CUDA_FN
+} cuda_fns;
+
+struct hattn__cuda_kernel {
+  struct hattn__cuda_kernel *next;   /* the device's cache, newest first */
+  hattn__cuda *cu;
+  char *source;                      /* the key of the cache */
+  CUmodule module;
+  CUfunction fn;
+  hattn_dtype dtype;
+  int head_dim;
+  hattn_cuda_config cfg;
+  size_t smem;                       /* dynamic shared memory per launch */
+};
+
+struct hattn__cuda {
+  void *lib;                         /* dlopen handle of libcuda.so.1 */
+  cuda_fns f;
+  CUdevice dev;
+  CUcontext ctx;                     /* the primary context, retained */
+  int ordinal, sm, sm_count, smem_optin, driver_version;
+  char name[256];
+  char arch[16];
+  hattn__cuda_kernel *kernels;       /* owned: freed by hattn__cuda_close */
+};
+
+struct hattn__cuda_plan {
+  hattn__cuda *cu;
+  hattn__shape shape;
+  hattn_dtype dtype;
+  int head_dim, block_m, block_n;
+  int64_t nqb;
+  CUdeviceptr mem;                   /* every table, in one allocation */
+  hattn_cuda_args args;              /* all but the tensors and their strides */
+};
+
+/* Write "CALL: NAME (description)" for driver error R into ERR. */
+static int cu_fail(const hattn__cuda *cu, CUresult r, const char *call, int code, char *err,
+                   size_t errlen) {
+  const char *name = NULL, *text = NULL;
+  if (cu->f.cuGetErrorName == NULL || cu->f.cuGetErrorName(r, &name) != CUDA_SUCCESS) name = NULL;
+  if (cu->f.cuGetErrorString == NULL || cu->f.cuGetErrorString(r, &text) != CUDA_SUCCESS) text = NULL;
+  snprintf(err, errlen, "%s failed: %s (%s)", call, name ? name : "CUDA error",
+           text ? text : "unknown error code");
+  if (name == NULL && text == NULL) {
+    size_t n = strlen(err);
+    snprintf(err + n, errlen > n ? errlen - n : 0, " %d", (int)r);
+  }
+  return code;
+}
+
+/* Evaluate driver call EXPR; on failure set rc to CODE, write the message
+** and go to LABEL. */
+#define CU_CHECK_CODE(cu, expr, call, code, label)                            \
+  do {                                                                         \
+    CUresult r_ = (expr);                                                      \
+    if (r_ != CUDA_SUCCESS) {                                                  \
+      rc = cu_fail((cu), r_, (call), (code), err, errlen);                     \
+      goto label;                                                              \
+    }                                                                          \
+  } while (0)
+
+/* A failed copy, launch or synchronisation is an input/output error. */
+#define CU_CHECK(cu, expr, call, label) CU_CHECK_CODE(cu, expr, call, HATTN_EIO, label)
+
+static CUdeviceptr dptr_of(const void *p) { return (CUdeviceptr)(uintptr_t)p; }
+static void *ptr_of(CUdeviceptr d) { return (void *)(uintptr_t)d; }
+
+/* ---- the device ----------------------------------------------------------- */
+
+int hattn__cuda_open(int ordinal, hattn__cuda **out, char *err, size_t errlen) {
+  hattn__cuda *cu;
+  CUresult r;
+  int count = 0, major = 0, minor = 0, rc;
+  const char *missing = NULL;
+
+  *out = NULL;
+  cu = calloc(1, sizeof *cu);
+  if (cu == NULL) {
+    snprintf(err, errlen, "out of memory opening the CUDA device");
+    return HATTN_ENOMEM;
+  }
+  cu->lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (cu->lib == NULL) {
+    const char *why = dlerror();
+    if (why != NULL && strncmp(why, "libcuda.so.1", 12) == 0) /* dlerror names the file */
+      snprintf(err, errlen, "no CUDA driver: %s", why);
+    else
+      snprintf(err, errlen, "no CUDA driver: libcuda.so.1: %s", why ? why : "cannot be loaded");
+    rc = HATTN_ENODEV;
+    goto fail_lib;
+  }
+  /* Resolve every entry point through the list macro. */
+#define HATTN_CUDA_FN(name, symbol, fallback, params)                         \
+  {                                                                            \
+    void *p_ = dlsym(cu->lib, symbol);                                         \
+    if (p_ == NULL) p_ = dlsym(cu->lib, fallback);                             \
+    if (p_ == NULL && missing == NULL) missing = symbol;                       \
+    memcpy(&cu->f.name, &p_, sizeof p_);                                       \
+  }
+#include "cuda_functions.h"
+#undef HATTN_CUDA_FN
+  if (missing != NULL) {
+    snprintf(err, errlen, "no CUDA driver: libcuda.so.1 lacks %s (the driver is too old)", missing);
+    rc = HATTN_ENODEV;
+    goto fail_sym;
+  }
+  r = cu->f.cuInit(0);
+  if (r != CUDA_SUCCESS) {
+    char why[512];
+    cu_fail(cu, r, "cuInit", 0, why, sizeof why);
+    snprintf(err, errlen, "no CUDA device: %s", why);
+    rc = HATTN_ENODEV;
+    goto fail_sym;
+  }
+  r = cu->f.cuDeviceGetCount(&count);
+  if (r != CUDA_SUCCESS) {
+    char why[512];
+    cu_fail(cu, r, "cuDeviceGetCount", 0, why, sizeof why);
+    snprintf(err, errlen, "no CUDA device: %s", why);
+    rc = HATTN_ENODEV;
+    goto fail_sym;
+  }
+  if (count <= 0 || ordinal < 0 || ordinal >= count) {
+    snprintf(err, errlen, "no CUDA device: device %d was asked for, and the driver sees %d", ordinal, count);
+    rc = HATTN_ENODEV;
+    goto fail_sym;
+  }
+  cu->ordinal = ordinal;
+  cu->f.cuDriverGetVersion(&cu->driver_version);
+#define OPEN_CHECK(expr, call)                                                 \
+  do {                                                                         \
+    CUresult r_ = (expr);                                                      \
+    if (r_ != CUDA_SUCCESS) {                                                  \
+      char why_[512];                                                          \
+      cu_fail(cu, r_, (call), 0, why_, sizeof why_);                           \
+      snprintf(err, errlen, "no CUDA device: %s", why_);                       \
+      rc = HATTN_ENODEV;                                                       \
+      goto fail_sym;                                                           \
+    }                                                                          \
+  } while (0)
+  OPEN_CHECK(cu->f.cuDeviceGet(&cu->dev, ordinal), "cuDeviceGet");
+  OPEN_CHECK(cu->f.cuDeviceGetName(cu->name, (int)sizeof cu->name - 1, cu->dev), "cuDeviceGetName");
+  OPEN_CHECK(cu->f.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, cu->dev),
+             "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MAJOR)");
+  OPEN_CHECK(cu->f.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, cu->dev),
+             "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)");
+  OPEN_CHECK(cu->f.cuDeviceGetAttribute(&cu->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, cu->dev),
+             "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
+  OPEN_CHECK(cu->f.cuDeviceGetAttribute(&cu->smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                                        cu->dev),
+             "cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)");
+  OPEN_CHECK(cu->f.cuDevicePrimaryCtxRetain(&cu->ctx, cu->dev), "cuDevicePrimaryCtxRetain");
+#undef OPEN_CHECK
+  r = cu->f.cuCtxSetCurrent(cu->ctx);
+  if (r != CUDA_SUCCESS) {
+    char why[512];
+    cu_fail(cu, r, "cuCtxSetCurrent", 0, why, sizeof why);
+    snprintf(err, errlen, "no CUDA device: %s", why);
+    rc = HATTN_ENODEV;
+    goto fail_ctx;
+  }
+  cu->sm = major * 10 + minor;
+  if (cu->sm == 90) snprintf(cu->arch, sizeof cu->arch, "sm_90a");
+  else snprintf(cu->arch, sizeof cu->arch, "sm_%d", cu->sm);
+  *out = cu;
+  return HATTN_OK;
+
+fail_ctx:
+  cu->f.cuDevicePrimaryCtxRelease(cu->dev);
+fail_sym:
+  dlclose(cu->lib);
+fail_lib:
+  free(cu);
+  return rc;
+}
+
+void hattn__cuda_close(hattn__cuda *cu) {
+  hattn__cuda_kernel *k, *next;
+  if (cu == NULL) return;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  for (k = cu->kernels; k != NULL; k = next) {
+    next = k->next;
+    cu->f.cuModuleUnload(k->module);
+    free(k->source);
+    free(k);
+  }
+  cu->f.cuDevicePrimaryCtxRelease(cu->dev);
+  dlclose(cu->lib);
+  free(cu);
+}
+
+const char *hattn__cuda_name(const hattn__cuda *cu) { return cu->name; }
+int hattn__cuda_sm(const hattn__cuda *cu) { return cu->sm; }
+const char *hattn__cuda_arch(const hattn__cuda *cu) { return cu->arch; }
+int hattn__cuda_sm_count(const hattn__cuda *cu) { return cu->sm_count; }
+
+/* ---- kernels -------------------------------------------------------------- */
+
+int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
+                           char *err, size_t errlen) {
+  hattn__cuda_kernel *k = NULL;
+  char name[128];
+  char *source = NULL;
+  void *cubin = NULL;
+  size_t cubin_size = 0, smem;
+  int rc;
+
+  assert(cu != NULL && desc != NULL && desc->pattern != NULL && cfg != NULL && out != NULL);
+  *out = NULL;
+  rc = hattn__cuda_config_check(desc, cfg, err, errlen);
+  if (rc != HATTN_OK) return rc;
+  snprintf(name, sizeof name, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d",
+           (unsigned long long)desc->pattern->key, hattn__dtype_name(desc->dtype), desc->head_dim,
+           cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
+  rc = hattn__emit_cuda(desc, cfg, name, &source, err, errlen);
+  if (rc != HATTN_OK) return rc;
+  for (k = cu->kernels; k != NULL; k = k->next)
+    if (strcmp(k->source, source) == 0) {
+      free(source);
+      *out = k;
+      return HATTN_OK;
+    }
+
+  smem = hattn__cuda_smem_bytes(desc, cfg);
+  if (smem > (size_t)cu->smem_optin) {
+    snprintf(err, errlen,
+             "the kernel needs %zu bytes of shared memory per block (block %dx%d, %d stages, head_dim %d), "
+             "but %s allows at most %d",
+             smem, cfg->block_m, cfg->block_n, cfg->stages, desc->head_dim, cu->name, cu->smem_optin);
+    rc = HATTN_ENOTSUP;
+    goto fail_source;
+  }
+  rc = hattn__nvrtc_compile(source, name, cu->arch, &cubin, &cubin_size, err, errlen);
+  if (rc != HATTN_OK) goto fail_source;
+
+  k = calloc(1, sizeof *k);
+  if (k == NULL) {
+    snprintf(err, errlen, "out of memory loading a CUDA kernel");
+    rc = HATTN_ENOMEM;
+    goto fail_cubin;
+  }
+  CU_CHECK(cu, cu->f.cuCtxSetCurrent(cu->ctx), "cuCtxSetCurrent", fail_kernel);
+  CU_CHECK_CODE(cu, cu->f.cuModuleLoadData(&k->module, cubin), "cuModuleLoadData", HATTN_ECOMPILE, fail_kernel);
+  CU_CHECK_CODE(cu, cu->f.cuModuleGetFunction(&k->fn, k->module, name), "cuModuleGetFunction", HATTN_ECOMPILE,
+                fail_module);
+  if (smem > SMEM_DEFAULT_LIMIT)
+    CU_CHECK(cu, cu->f.cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem),
+             "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", fail_module);
+  free(cubin);
+  k->cu = cu;
+  k->source = source;
+  k->dtype = desc->dtype;
+  k->head_dim = desc->head_dim;
+  k->cfg = *cfg;
+  k->smem = smem;
+  k->next = cu->kernels;
+  cu->kernels = k;
+  *out = k;
+  return HATTN_OK;
+
+fail_module:
+  cu->f.cuModuleUnload(k->module);
+fail_kernel:
+  free(k);
+fail_cubin:
+  free(cubin);
+fail_source:
+  free(source);
+  return rc;
+}
+
+/* ---- memory --------------------------------------------------------------- */
+
+int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen) {
+  CUdeviceptr d = 0;
+  CUresult r;
+  *dptr = NULL;
+  if (bytes == 0) return HATTN_OK;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  r = cu->f.cuMemAlloc(&d, bytes);
+  if (r != CUDA_SUCCESS) {
+    char why[400];
+    cu_fail(cu, r, "cuMemAlloc", 0, why, sizeof why);
+    snprintf(err, errlen, "cannot allocate %zu bytes on %s: %s", bytes, cu->name, why);
+    return HATTN_ENOMEM;
+  }
+  *dptr = ptr_of(d);
+  return HATTN_OK;
+}
+
+void hattn__cuda_free(hattn__cuda *cu, void *dptr) {
+  if (cu == NULL || dptr == NULL) return;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  cu->f.cuMemFree(dptr_of(dptr));
+}
+
+int hattn__cuda_upload(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err,
+                       size_t errlen) {
+  int rc = HATTN_OK;
+  if (bytes == 0) return HATTN_OK;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuMemcpyHtoD(dptr_of(dst), src, bytes), "cuMemcpyHtoD", done);
+done:
+  return rc;
+}
+
+int hattn__cuda_download(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err,
+                         size_t errlen) {
+  int rc = HATTN_OK;
+  if (bytes == 0) return HATTN_OK;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuMemcpyDtoH(dst, dptr_of(src), bytes), "cuMemcpyDtoH", done);
+done:
+  return rc;
+}
+
+int hattn__cuda_memset(hattn__cuda *cu, void *dst, int byte, size_t bytes, char *err, size_t errlen) {
+  int rc = HATTN_OK;
+  if (bytes == 0) return HATTN_OK;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuMemsetD8(dptr_of(dst), (unsigned char)byte, bytes), "cuMemsetD8", done);
+done:
+  return rc;
+}
+
+int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen) {
+  int rc = HATTN_OK;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuCtxSynchronize(), "cuCtxSynchronize", done);
+done:
+  return rc;
+}
+
+/* ---- the plan ------------------------------------------------------------- */
+
+/* A host staging buffer of the plan's tables: segments 256-byte aligned,
+** uploaded in one copy. */
+typedef struct stage {
+  unsigned char *buf;
+  size_t size, cap;
+} stage;
+
+/* Reserve BYTES (zeroed) in S; returns the segment's offset or (size_t)-1. */
+static size_t stage_add(stage *s, size_t bytes) {
+  size_t at = (s->size + 255) / 256 * 256, need = at + (bytes ? bytes : 1);
+  if (need > s->cap) {
+    size_t cap = s->cap ? s->cap : 4096;
+    unsigned char *b;
+    while (cap < need) cap *= 2;
+    b = realloc(s->buf, cap);
+    if (b == NULL) return (size_t)-1;
+    memset(b + s->cap, 0, cap - s->cap);
+    s->buf = b;
+    s->cap = cap;
+  }
+  s->size = need;
+  return at;
+}
+
+int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const hattn__shape *shape,
+                            const hattn__mask_env *env, hattn__cuda_plan **out,
+                            char *err, size_t errlen) {
+  const hattn__pattern *pat = desc->pattern;
+  const hattn__expr *random_atoms[4];
+  hattn__cuda_plan *cp = NULL;
+  hattn__plan *plan = NULL;
+  stage st = {NULL, 0, 0};
+  size_t o_full_off = 0, o_full_idx = 0, o_part_off = 0, o_part_idx = 0, o_doc = 0, o_slopes = 0,
+         o_topk = 0, o_layout[4] = {0, 0, 0, 0}, o_random[4] = {0, 0, 0, 0};
+  int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk;
+  int64_t t, i, j, full_max = 1, part_max = 1, nqb64, wpr = 0, ntopk = 0;
+  int nrandom = 0, rc, l;
+  void *mem = NULL;
+
+  assert(cu != NULL && desc != NULL && pat != NULL && cfg != NULL && shape != NULL && env != NULL);
+  *out = NULL;
+  if (B < 1 || H < 1 || HK < 1 || H % HK != 0) {
+    snprintf(err, errlen, "bad shape: batch %lld, heads %lld, kv_heads %lld (all positive, heads a multiple of kv_heads)",
+             (long long)B, (long long)H, (long long)HK);
+    return HATTN_ESHAPE;
+  }
+  if (LQ < 0 || LK < 0 || LQ >= MAX_LEN || LK >= MAX_LEN) {
+    snprintf(err, errlen, "bad shape: sequence lengths %lld and %lld must be in [0, 2^30)", (long long)LQ,
+             (long long)LK);
+    return HATTN_ESHAPE;
+  }
+  if (shape->head_dim != desc->head_dim) {
+    snprintf(err, errlen, "bad shape: head_dim %lld, but the kernel is for %d", (long long)shape->head_dim,
+             desc->head_dim);
+    return HATTN_ESHAPE;
+  }
+  if (B * H > 65535) {
+    snprintf(err, errlen, "bad shape: batch x heads is %lld, above the CUDA grid's limit of 65535",
+             (long long)(B * H));
+    return HATTN_ESHAPE;
+  }
+  if (env->lq != LQ || env->lk != LK || env->heads != H || env->batch != B) {
+    snprintf(err, errlen, "the run-time data was made for another shape (lq %lld, lk %lld, batch %lld, heads %lld)",
+             (long long)env->lq, (long long)env->lk, (long long)env->batch, (long long)env->heads);
+    return HATTN_EINPUT;
+  }
+  rc = hattn__mask_env_check(pat->mask, env, env->nlayouts, err, errlen);
+  if (rc != HATTN_OK) return rc;
+  if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS) && env->nlayouts > 4) {
+    snprintf(err, errlen, "the CUDA backend takes at most 4 block layouts, the pattern has %d", env->nlayouts);
+    return HATTN_ENOTSUP;
+  }
+  nrandom = hattn__mask_random_atoms(pat->mask, random_atoms, 4);
+  if (nrandom > 4) {
+    snprintf(err, errlen, "the CUDA backend takes at most 4 random() atoms in a pattern, it has %d", nrandom);
+    return HATTN_ENOTSUP;
+  }
+
+  cp = calloc(1, sizeof *cp);
+  if (cp == NULL) goto fail_nomem;
+  cp->cu = cu;
+  cp->shape = *shape;
+  cp->dtype = desc->dtype;
+  cp->head_dim = desc->head_dim;
+  cp->block_m = cfg->block_m;
+  cp->block_n = cfg->block_n;
+
+  rc = hattn__plan_build(pat->mask, env, cfg->block_m, cfg->block_n, &plan, err, errlen);
+  if (rc != HATTN_OK) goto fail_plan;
+  cp->nqb = plan->nqb;
+
+  /* The lists, as int32 with offsets relative to each table's idx start. */
+  for (t = 0; t < plan->ntables; t++) {
+    int64_t nf = plan->full_off[t][plan->nqb] - plan->full_off[t][0];
+    int64_t np = plan->partial_off[t][plan->nqb] - plan->partial_off[t][0];
+    if (nf > full_max) full_max = nf;
+    if (np > part_max) part_max = np;
+  }
+  if (full_max * plan->ntables >= INT32_MAX || part_max * plan->ntables >= INT32_MAX) {
+    snprintf(err, errlen, "the plan has too many blocks for 32-bit tables (%lld tables of up to %lld blocks)",
+             (long long)plan->ntables, (long long)(full_max > part_max ? full_max : part_max));
+    rc = HATTN_ENOTSUP;
+    goto fail_plan;
+  }
+  {
+    size_t noff = (size_t)(plan->ntables * (plan->nqb + 1)) * sizeof(int32_t);
+    if ((o_full_off = stage_add(&st, noff)) == (size_t)-1 ||
+        (o_part_off = stage_add(&st, noff)) == (size_t)-1 ||
+        (o_full_idx = stage_add(&st, (size_t)(plan->ntables * full_max) * sizeof(int32_t))) == (size_t)-1 ||
+        (o_part_idx = stage_add(&st, (size_t)(plan->ntables * part_max) * sizeof(int32_t))) == (size_t)-1)
+      goto fail_nomem;
+  }
+  for (t = 0; t < plan->ntables; t++) {
+    int32_t *fo = (int32_t *)(void *)(st.buf + o_full_off) + t * (plan->nqb + 1);
+    int32_t *po = (int32_t *)(void *)(st.buf + o_part_off) + t * (plan->nqb + 1);
+    int32_t *fi = (int32_t *)(void *)(st.buf + o_full_idx) + t * full_max;
+    int32_t *pi = (int32_t *)(void *)(st.buf + o_part_idx) + t * part_max;
+    int64_t f0 = plan->full_off[t][0], p0 = plan->partial_off[t][0];
+    for (i = 0; i <= plan->nqb; i++) {
+      fo[i] = (int32_t)(plan->full_off[t][i] - f0);
+      po[i] = (int32_t)(plan->partial_off[t][i] - p0);
+    }
+    for (j = 0; j < plan->full_off[t][plan->nqb] - f0; j++) fi[j] = plan->full_idx[t][f0 + j];
+    for (j = 0; j < plan->partial_off[t][plan->nqb] - p0; j++) pi[j] = plan->partial_idx[t][p0 + j];
+  }
+
+  /* Run-time data, as cpu_run.c builds it. */
+  if (pat->alibi != HATTN_ALIBI_NONE) {
+    if ((o_slopes = stage_add(&st, (size_t)H * sizeof(float))) == (size_t)-1) goto fail_nomem;
+    for (t = 0; t < H; t++) ((float *)(void *)(st.buf + o_slopes))[t] = (float)hattn__alibi_slope(pat, t, H);
+  }
+  if (hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT)) {
+    int32_t *doc;
+    if ((o_doc = stage_add(&st, ((size_t)LK + 1) * sizeof(int32_t))) == (size_t)-1) goto fail_nomem;
+    doc = (int32_t *)(void *)(st.buf + o_doc);
+    hattn__doc_ids(env, doc);
+  }
+  if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS))
+    for (l = 0; l < env->nlayouts; l++) {
+      size_t n = (size_t)(env->layouts[l].nqb * env->layouts[l].nkb);
+      if ((o_layout[l] = stage_add(&st, n)) == (size_t)-1) goto fail_nomem;
+      if (n > 0) memcpy(st.buf + o_layout[l], env->layouts[l].bits, n);
+    }
+  nqb64 = hattn__nblocks64(LK);
+  if (nrandom > 0) {
+    wpr = hattn__random_words(LK);
+    for (l = 0; l < nrandom; l++) {
+      if ((o_random[l] = stage_add(&st, (size_t)(nqb64 * wpr) * sizeof(uint64_t))) == (size_t)-1) goto fail_nomem;
+      if (hattn__random_bitset(random_atoms[l], LK, (uint64_t *)(void *)(st.buf + o_random[l])) != HATTN_OK)
+        goto fail_nomem;
+    }
+  }
+  if (hattn__expr_count(pat->mask, HATTN_NODE_TOPK)) {
+    ntopk = B * H * nqb64 * env->topk_k;
+    if ((o_topk = stage_add(&st, (size_t)ntopk * sizeof(int32_t))) == (size_t)-1) goto fail_nomem;
+    if (ntopk > 0) memcpy(st.buf + o_topk, env->topk_blocks, (size_t)ntopk * sizeof(int32_t));
+  }
+
+  rc = hattn__cuda_alloc(cu, st.size, &mem, err, errlen);
+  if (rc != HATTN_OK) goto fail_plan;
+  cp->mem = dptr_of(mem);
+  rc = hattn__cuda_upload(cu, mem, st.buf, st.size, err, errlen);
+  if (rc != HATTN_OK) goto fail_mem;
+
+#define DEV(off) ((const void *)((const unsigned char *)mem + (off)))
+  {
+    hattn_cuda_args *a = &cp->args;
+    double scale = pat->scale > 0 ? pat->scale : 1.0 / sqrt((double)desc->head_dim);
+    memset(a, 0, sizeof *a);
+    a->heads = (int)H;
+    a->kv_heads = (int)HK;
+    a->lq = (int)LQ;
+    a->lk = (int)LK;
+    a->scale = (float)scale;
+    a->scale_log2 = (float)(scale * 1.4426950408889634074);
+    a->alibi_slopes = pat->alibi != HATTN_ALIBI_NONE ? (const float *)DEV(o_slopes) : NULL;
+    a->full_off = (const int *)DEV(o_full_off);
+    a->full_idx = (const int *)DEV(o_full_idx);
+    a->partial_off = (const int *)DEV(o_part_off);
+    a->partial_idx = (const int *)DEV(o_part_idx);
+    a->off_stride = plan->nqb + 1;
+    a->full_idx_stride = full_max;
+    a->partial_idx_stride = part_max;
+    a->per_head = plan->ntables > 1;
+    a->doc_id = hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT) ? (const int *)DEV(o_doc) : NULL;
+    if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS))
+      for (l = 0; l < env->nlayouts; l++) {
+        a->layout_bits[l] = (const unsigned char *)DEV(o_layout[l]);
+        a->layout_shape[l][0] = env->layouts[l].bm;
+        a->layout_shape[l][1] = env->layouts[l].bn;
+        a->layout_shape[l][2] = env->layouts[l].nqb;
+        a->layout_shape[l][3] = env->layouts[l].nkb;
+      }
+    for (l = 0; l < nrandom; l++) a->random_bits[l] = (const unsigned long long *)DEV(o_random[l]);
+    a->random_words = wpr;
+    if (hattn__expr_count(pat->mask, HATTN_NODE_TOPK)) {
+      a->topk_blocks = (const int *)DEV(o_topk);
+      a->topk_k = (int)env->topk_k;
+    }
+  }
+#undef DEV
+  free(st.buf);
+  hattn__plan_destroy(plan);
+  *out = cp;
+  return HATTN_OK;
+
+fail_nomem:
+  snprintf(err, errlen, "out of memory for the run-time tables of a CUDA plan");
+  rc = HATTN_ENOMEM;
+  goto fail_plan;
+fail_mem:
+  hattn__cuda_free(cu, mem);
+fail_plan:
+  free(st.buf);
+  hattn__plan_destroy(plan);
+  free(cp);
+  return rc;
+}
+
+void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) {
+  if (plan == NULL) return;
+  hattn__cuda_free(plan->cu, ptr_of(plan->mem));
+  free(plan);
+}
+
+/* ---- launching ------------------------------------------------------------ */
+
+/* Check tensor NAME of dims N[4] (LSE: rank 3) with element size ESZ:
+** present, contiguous in its last dimension, and every row start 16-byte
+** aligned (4-byte for LSE). */
+static int check_tensor(const char *name, const hattn__tensor *t, const int64_t n[4], int rank, int esz,
+                        char *err, size_t errlen) {
+  int64_t elems = n[0] * n[1] * n[2] * (rank == 4 ? n[3] : 1);
+  size_t align = rank == 4 ? 16 : 4;
+  int i;
+  if (t == NULL) {
+    snprintf(err, errlen, "tensor %s is missing", name);
+    return HATTN_ESHAPE;
+  }
+  if (rank == 4 && t->stride[3] != 1) {
+    snprintf(err, errlen, "tensor %s must be contiguous in the head dimension (stride 3 is 1), got %lld", name,
+             (long long)t->stride[3]);
+    return HATTN_ESHAPE;
+  }
+  if (elems == 0) return HATTN_OK;
+  if (t->data == NULL) {
+    snprintf(err, errlen, "tensor %s has no data", name);
+    return HATTN_ESHAPE;
+  }
+  if ((uintptr_t)t->data % align != 0) {
+    snprintf(err, errlen, "tensor %s must start on a %zu-byte boundary in device memory, its address is %p", name,
+             align, t->data);
+    return HATTN_ESHAPE;
+  }
+  for (i = 0; i < (rank == 4 ? 3 : 0); i++)
+    if (n[i] > 1 && (t->stride[i] * esz) % (int64_t)align != 0) {
+      snprintf(err, errlen,
+               "tensor %s: stride %d is %lld elements (%lld bytes); rows must start on 16-byte boundaries, "
+               "so strides 0-2 must be multiples of %d elements",
+               name, i, (long long)t->stride[i], (long long)(t->stride[i] * esz), 16 / esz);
+      return HATTN_ESHAPE;
+    }
+  return HATTN_OK;
+}
+
+/* Fill ARGS for one launch: the plan's tables and the tensors. */
+static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, const hattn__shape *shape,
+                       const hattn__tensor *q, const hattn__tensor *k, const hattn__tensor *v,
+                       const hattn__tensor *o, const hattn__tensor *lse, hattn_cuda_args *args, char *err,
+                       size_t errlen) {
+  const hattn__shape *s = &plan->shape;
+  int64_t dq[4] = {shape->batch, shape->heads, shape->lq, shape->head_dim};
+  int64_t dk[4] = {shape->batch, shape->kv_heads, shape->lk, shape->head_dim};
+  int esz = hattn__dtype_size(kern->dtype), rc, i;
+
+  if (shape->batch != s->batch || shape->heads != s->heads || shape->kv_heads != s->kv_heads ||
+      shape->lq != s->lq || shape->lk != s->lk || shape->head_dim != s->head_dim) {
+    snprintf(err, errlen,
+             "bad shape: the plan was made for batch %lld, heads %lld, kv_heads %lld, lq %lld, lk %lld, head_dim %lld",
+             (long long)s->batch, (long long)s->heads, (long long)s->kv_heads, (long long)s->lq, (long long)s->lk,
+             (long long)s->head_dim);
+    return HATTN_ESHAPE;
+  }
+  if (shape->head_dim != kern->head_dim) {
+    snprintf(err, errlen, "bad shape: head_dim %lld, but the kernel was compiled for %d", (long long)shape->head_dim,
+             kern->head_dim);
+    return HATTN_ESHAPE;
+  }
+  if (plan->block_m != kern->cfg.block_m || plan->block_n != kern->cfg.block_n || plan->dtype != kern->dtype) {
+    snprintf(err, errlen, "the plan was made for %dx%d blocks of %s, but the kernel uses %dx%d blocks of %s",
+             plan->block_m, plan->block_n, hattn__dtype_name(plan->dtype), kern->cfg.block_m, kern->cfg.block_n,
+             hattn__dtype_name(kern->dtype));
+    return HATTN_EINPUT;
+  }
+  if ((rc = check_tensor("Q", q, dq, 4, esz, err, errlen)) != HATTN_OK ||
+      (rc = check_tensor("K", k, dk, 4, esz, err, errlen)) != HATTN_OK ||
+      (rc = check_tensor("V", v, dk, 4, esz, err, errlen)) != HATTN_OK ||
+      (rc = check_tensor("O", o, dq, 4, esz, err, errlen)) != HATTN_OK)
+    return rc;
+  if (lse != NULL && lse->data != NULL && (rc = check_tensor("LSE", lse, dq, 3, 4, err, errlen)) != HATTN_OK)
+    return rc;
+
+  *args = plan->args;
+  args->q = q->data;
+  args->k = k->data;
+  args->v = v->data;
+  args->o = o->data;
+  args->lse = lse != NULL && lse->data != NULL ? (float *)lse->data : NULL;
+  for (i = 0; i < 4; i++) {
+    args->q_stride[i] = q->stride[i];
+    args->k_stride[i] = k->stride[i];
+    args->v_stride[i] = v->stride[i];
+    args->o_stride[i] = o->stride[i];
+    if (i < 3) args->lse_stride[i] = args->lse != NULL ? lse->stride[i] : 0;
+  }
+  return HATTN_OK;
+}
+
+static int launch_one(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, hattn_cuda_args *args,
+                      CUstream stream, char *err, size_t errlen) {
+  hattn__cuda *cu = kern->cu;
+  void *params[1];
+  int rc = HATTN_OK;
+  if (plan->nqb == 0) return HATTN_OK;
+  params[0] = args;
+  CU_CHECK(cu,
+           cu->f.cuLaunchKernel(kern->fn, (unsigned)plan->nqb, (unsigned)(plan->shape.batch * plan->shape.heads), 1,
+                                (unsigned)(kern->cfg.warps * 32), 1, 1, (unsigned)kern->smem, stream, params, NULL),
+           "cuLaunchKernel", done);
+done:
+  return rc;
+}
+
+int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
+                       const hattn__shape *shape, const hattn__tensor *q,
+                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                       hattn__tensor *lse, void *stream, char *err, size_t errlen) {
+  hattn_cuda_args args;
+  int rc;
+  assert(kern != NULL && plan != NULL && shape != NULL);
+  rc = launch_args(kern, plan, shape, q, k, v, o, lse, &args, err, errlen);
+  if (rc != HATTN_OK) return rc;
+  kern->cu->f.cuCtxSetCurrent(kern->cu->ctx);
+  return launch_one(kern, plan, &args, (CUstream)stream, err, errlen);
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
+                     const hattn__shape *shape, const hattn__tensor *q, const hattn__tensor *k,
+                     const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, int warmup,
+                     int reps, double *median_ms, char *err, size_t errlen) {
+  hattn__cuda *cu = kern->cu;
+  hattn_cuda_args args;
+  CUevent start = NULL, stop = NULL;
+  float *times = NULL;
+  int rc, i;
+
+  *median_ms = 0;
+  if (reps < 1) reps = 1;
+  rc = launch_args(kern, plan, shape, q, k, v, o, lse, &args, err, errlen);
+  if (rc != HATTN_OK) return rc;
+  times = malloc((size_t)reps * sizeof *times);
+  if (times == NULL) {
+    snprintf(err, errlen, "out of memory timing a CUDA kernel");
+    return HATTN_ENOMEM;
+  }
+  CU_CHECK(cu, cu->f.cuCtxSetCurrent(cu->ctx), "cuCtxSetCurrent", fail_times);
+  CU_CHECK(cu, cu->f.cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate", fail_times);
+  CU_CHECK(cu, cu->f.cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate", fail_start);
+  for (i = 0; i < warmup; i++)
+    if ((rc = launch_one(kern, plan, &args, NULL, err, errlen)) != HATTN_OK) goto fail_events;
+  CU_CHECK(cu, cu->f.cuCtxSynchronize(), "cuCtxSynchronize (after the warm-up launches)", fail_events);
+  for (i = 0; i < reps; i++) {
+    CU_CHECK(cu, cu->f.cuEventRecord(start, NULL), "cuEventRecord", fail_events);
+    if ((rc = launch_one(kern, plan, &args, NULL, err, errlen)) != HATTN_OK) goto fail_events;
+    CU_CHECK(cu, cu->f.cuEventRecord(stop, NULL), "cuEventRecord", fail_events);
+    CU_CHECK(cu, cu->f.cuEventSynchronize(stop), "cuEventSynchronize (after a timed launch)", fail_events);
+    CU_CHECK(cu, cu->f.cuEventElapsedTime(&times[i], start, stop), "cuEventElapsedTime", fail_events);
+  }
+  qsort(times, (size_t)reps, sizeof *times, cmp_float);
+  *median_ms = reps % 2 ? times[reps / 2] : 0.5 * ((double)times[reps / 2 - 1] + (double)times[reps / 2]);
+  rc = HATTN_OK;
+fail_events:
+  cu->f.cuEventDestroy(stop);
+fail_start:
+  cu->f.cuEventDestroy(start);
+fail_times:
+  free(times);
+  return rc;
+}
+
+#else /* !HATTN_HAVE_CUDA */
+
+/* Without NVRTC no device is ever opened, so every other entry point is
+** unreachable with a valid handle. */
+
+static int off(char *err, size_t errlen) {
+  snprintf(err, errlen, "hattn was built without NVRTC: the CUDA backend is off");
+  return HATTN_ENOTSUP;
+}
+
+int hattn__cuda_open(int ordinal, hattn__cuda **out, char *err, size_t errlen) {
+  (void)ordinal;
+  *out = NULL;
+  return off(err, errlen);
+}
+
+void hattn__cuda_close(hattn__cuda *cu) { (void)cu; }
+const char *hattn__cuda_name(const hattn__cuda *cu) { (void)cu; return "none"; }
+int hattn__cuda_sm(const hattn__cuda *cu) { (void)cu; return 0; }
+const char *hattn__cuda_arch(const hattn__cuda *cu) { (void)cu; return "none"; }
+int hattn__cuda_sm_count(const hattn__cuda *cu) { (void)cu; return 0; }
+
+int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
+                           char *err, size_t errlen) {
+  (void)cu, (void)desc, (void)cfg;
+  *out = NULL;
+  return off(err, errlen);
+}
+
+int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen) {
+  (void)cu, (void)bytes;
+  *dptr = NULL;
+  return off(err, errlen);
+}
+
+void hattn__cuda_free(hattn__cuda *cu, void *dptr) { (void)cu, (void)dptr; }
+
+int hattn__cuda_upload(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+  (void)cu, (void)dst, (void)src, (void)bytes;
+  return off(err, errlen);
+}
+
+int hattn__cuda_download(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+  (void)cu, (void)dst, (void)src, (void)bytes;
+  return off(err, errlen);
+}
+
+int hattn__cuda_memset(hattn__cuda *cu, void *dst, int byte, size_t bytes, char *err, size_t errlen) {
+  (void)cu, (void)dst, (void)byte, (void)bytes;
+  return off(err, errlen);
+}
+
+int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen) {
+  (void)cu;
+  return off(err, errlen);
+}
+
+int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const hattn__shape *shape,
+                            const hattn__mask_env *env, hattn__cuda_plan **out,
+                            char *err, size_t errlen) {
+  (void)cu, (void)desc, (void)cfg, (void)shape, (void)env;
+  *out = NULL;
+  return off(err, errlen);
+}
+
+void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) { (void)plan; }
+
+int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
+                       const hattn__shape *shape, const hattn__tensor *q,
+                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                       hattn__tensor *lse, void *stream, char *err, size_t errlen) {
+  (void)kern, (void)plan, (void)shape, (void)q, (void)k, (void)v, (void)o, (void)lse, (void)stream;
+  return off(err, errlen);
+}
+
+int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
+                     const hattn__shape *shape, const hattn__tensor *q, const hattn__tensor *k,
+                     const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, int warmup,
+                     int reps, double *median_ms, char *err, size_t errlen) {
+  (void)kern, (void)plan, (void)shape, (void)q, (void)k, (void)v, (void)o, (void)lse, (void)warmup, (void)reps;
+  *median_ms = 0;
+  return off(err, errlen);
+}
+
+#endif /* HATTN_HAVE_CUDA */

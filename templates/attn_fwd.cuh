@@ -1,0 +1,435 @@
+/*
+** attn_fwd.cuh: the forward attention kernel body (the FlashAttention 2
+** recipe), pasted by gen/emit_cuda.c after the generated configuration and
+** device functions.  It expects, defined before it:
+**
+**   struct hattn_cuda_args                     (gen/cuda_abi.h)
+**   bool  hattn_visible(q, qpos, kpos, args, bh)   the element predicate
+**   float hattn_score(s_scaled, qpos, kpos, slope) the score modifiers
+**   float hattn_slope(args, h)                     the ALiBi slope of head h
+**   constexpr bool HATTN_HAS_SCORE_MOD             whether hattn_score is
+**                                                  more than the identity
+**
+** One CTA computes BLOCK_M query rows of one flattened head bh (grid x: the
+** query block, grid y: bh).  Warp w owns rows [w * WROWS, (w + 1) * WROWS)
+** of the tile, WROWS = 16 * MT, as MT slabs of 16 rows.  The key blocks of
+** the plan (FULL, then PARTIAL) stream through STAGES shared-memory buffers
+** of K and V filled by 16-byte cp.async.  Per key block:
+**   S = Q K^T        mma.m16n8k16, Q fragments from registers (head dim up
+**                    to 128) or ldmatrix from shared memory, K by ldmatrix
+**   mask, modifiers  PARTIAL blocks evaluate hattn_visible per element; every
+**                    block masks keys >= lk
+**   online softmax   base 2, row statistics shared by the 4 lanes of a quad
+**   O += P V         P re-packed from the S accumulators, V by ldmatrix.trans
+** and finally O / l and LSE are written.
+**
+** Shared memory (dynamic, 128-byte aligned), elements of 2 bytes:
+**   sQ [BLOCK_M][HEAD_DIM], sK [STAGES][BLOCK_N][HEAD_DIM], sV likewise.
+** Every row is HEAD_DIM / 8 chunks of 16 bytes; chunk c of row r is stored
+** at chunk position c ^ (r & 7) (HEAD_DIM >= 64, so at least 8 chunks): the
+** 8 row addresses of one ldmatrix 8x8 matrix fall into 8 distinct 16-byte
+** bank groups, so ldmatrix and cp.async are free of bank conflicts.
+**
+** Fragment layouts of mma.m16n8k16 (PTX ISA), g = lane / 4, t = lane % 4:
+**   A 16x16 row-major, 4 registers of 2 elements (low half = lower column):
+**     a0 (row g,   cols 2t, 2t+1)   a1 (row g+8, cols 2t, 2t+1)
+**     a2 (row g,   cols 2t+8, +9)   a3 (row g+8, cols 2t+8, +9)
+**   B 16x8 (k x n), 2 registers:
+**     b0 (rows k = 2t, 2t+1, col n = g)   b1 (rows k = 2t+8, 2t+9, col g)
+**   C/D 16x8 fp32, 4 registers:
+**     c0, c1 (row g, cols 2t, 2t+1)   c2, c3 (row g+8, cols 2t, 2t+1)
+** ldmatrix .x4: lanes 8i .. 8i+7 give the 8 row addresses of matrix i; the
+** result register i of lane l holds row l / 4, cols 2 (l % 4) + {0, 1} of
+** matrix i, or with .trans, rows 2 (l % 4) + {0, 1} of column l / 4.
+*/
+
+/* ---- PTX wrappers -------------------------------------------------------- */
+
+/* The shared-state-space address of a generic pointer into shared memory. */
+__device__ __forceinline__ unsigned hattn_smem_addr(const void *p) {
+  unsigned r;
+  asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }"
+               : "=r"(r) : "l"(p));
+  return r;
+}
+
+/* Copy 16 bytes global -> shared; with VALID false write 16 zero bytes
+** (src-size 0: nothing is read from SRC). */
+__device__ __forceinline__ void hattn_cp_async16(unsigned dst, const void *src, bool valid) {
+  int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(n)
+               : "memory");
+}
+
+__device__ __forceinline__ void hattn_cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+/* Wait until at most N of this thread's committed groups are pending. */
+template <int N>
+__device__ __forceinline__ void hattn_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
+}
+
+__device__ __forceinline__ void hattn_ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+__device__ __forceinline__ void hattn_ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+/* D += A B for one m16n8k16 tile with fp32 accumulators. */
+template <bool IS_BF16>
+__device__ __forceinline__ void hattn_mma(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                          unsigned b1) {
+  if constexpr (IS_BF16) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+/* Two floats rounded to nearest-even and packed: LO in bits 0-15. */
+template <bool IS_BF16>
+__device__ __forceinline__ unsigned hattn_pack2(float lo, float hi) {
+  unsigned r;
+  if constexpr (IS_BF16)
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float hattn_neg_inf() { return __int_as_float(0xff800000); }
+
+/* Byte offset of element (ROW, COL) (COL a multiple of 8 for 16-byte
+** accesses) in a swizzled tile of rows of HEAD_DIM elements. */
+template <int HEAD_DIM>
+__device__ __forceinline__ unsigned hattn_swz(int row, int col) {
+  return (unsigned)(row * HEAD_DIM * 2 + ((((col >> 3) ^ (row & 7))) << 4) + (col & 7) * 2);
+}
+
+/* ---- the kernel body ----------------------------------------------------- */
+
+/* Copy ROWS rows of HEAD_DIM elements starting at row ROW0 of the matrix at
+** SRC (bytes; row stride STRIDE elements) into the swizzled tile at DST;
+** rows at or beyond NROWS are zero-filled. */
+template <int ROWS, int HEAD_DIM, int THREADS>
+__device__ __forceinline__ void hattn_load_tile(unsigned dst, const char *src, long long stride,
+                                                int row0, int nrows, int tid) {
+  constexpr int CHUNKS = HEAD_DIM / 8;
+  constexpr int TOTAL = ROWS * CHUNKS;
+#pragma unroll
+  for (int i0 = 0; i0 < TOTAL; i0 += THREADS) {
+    const int i = i0 + tid;
+    if (TOTAL % THREADS == 0 || i < TOTAL) {
+      const int r = i / CHUNKS, c = i % CHUNKS;
+      const bool valid = row0 + r < nrows;
+      const char *g = valid ? src + ((long long)(row0 + r) * stride + c * 8) * 2 : src;
+      hattn_cp_async16(dst + hattn_swz<HEAD_DIM>(r, c * 8), g, valid);
+    }
+  }
+}
+
+template <int BLOCK_M, int BLOCK_N, int HEAD_DIM, int WARPS, int STAGES, bool IS_BF16>
+__device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
+  constexpr int THREADS = WARPS * 32;
+  constexpr int WROWS = BLOCK_M / WARPS;       /* query rows per warp */
+  constexpr int MT = WROWS / 16;               /* 16-row slabs per warp */
+  constexpr int NT = BLOCK_N / 8;              /* 8-key column tiles of S */
+  constexpr int DT = HEAD_DIM / 8;             /* 8-wide column tiles of O */
+  constexpr int KD = HEAD_DIM / 16;            /* k-steps of Q K^T */
+  constexpr bool Q_IN_REGS = HEAD_DIM <= 128;  /* else ldmatrix Q per block */
+  constexpr float LOG2E = 1.4426950408889634f;
+  constexpr float LN2 = 0.6931471805599453f;
+  constexpr unsigned Q_BYTES = BLOCK_M * HEAD_DIM * 2;
+  constexpr unsigned KV_BYTES = BLOCK_N * HEAD_DIM * 2;
+  static_assert(MT >= 1 && WROWS % 16 == 0, "each warp owns a multiple of 16 rows");
+  static_assert(BLOCK_N % 16 == 0 && HEAD_DIM % 64 == 0, "tile sizes");
+  static_assert(STAGES >= 1 && STAGES <= 3, "1 to 3 stages");
+
+  extern __shared__ __align__(128) unsigned char hattn_smem[];
+  const unsigned sQ = hattn_smem_addr(hattn_smem);
+  const unsigned sK = sQ + Q_BYTES;
+  const unsigned sV = sK + STAGES * KV_BYTES;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int qb = blockIdx.x, bh = blockIdx.y;
+  const int b = bh / args.heads, h = bh % args.heads;
+  const int kvh = h / (args.heads / args.kv_heads);
+  const int lq = args.lq, lk = args.lk;
+  const int q0 = qb * BLOCK_M;                  /* first query row of the CTA */
+  const int qoff = lk - lq;                     /* qpos = q + qoff */
+  const float slope = hattn_slope(args, h);
+
+  const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
+  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
+  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
+
+  /* The plan row of this query block: nf FULL then np PARTIAL key blocks. */
+  const long long tab = args.per_head ? bh : 0;
+  const int *foff = args.full_off + tab * args.off_stride + qb;
+  const int *poff = args.partial_off + tab * args.off_stride + qb;
+  const int *fidx = args.full_idx + tab * args.full_idx_stride + foff[0];
+  const int *pidx = args.partial_idx + tab * args.partial_idx_stride + poff[0];
+  const int nf = foff[1] - foff[0];
+  const int nblocks = nf + (poff[1] - poff[0]);
+
+  /* Q: its own cp.async group, committed first. */
+  hattn_load_tile<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);
+  hattn_cp_async_commit();
+
+  /* Prologue: key blocks 0 .. STAGES-2, one group each (empty groups too, so
+  ** that group j + 1 always holds key block j). */
+#pragma unroll
+  for (int j = 0; j < STAGES - 1; j++) {
+    if (j < nblocks) {
+      const int kb = j < nf ? fidx[j] : pidx[j - nf];
+      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK + j * KV_BYTES, kg, args.k_stride[2],
+                                                  kb * BLOCK_N, lk, tid);
+      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV + j * KV_BYTES, vg, args.v_stride[2],
+                                                  kb * BLOCK_N, lk, tid);
+    }
+    hattn_cp_async_commit();
+  }
+
+  /* Wait for Q alone (the STAGES - 1 newest groups may still be pending). */
+  hattn_cp_async_wait<STAGES - 1>();
+  __syncthreads();
+
+  const int wrow0 = warp * WROWS;               /* first tile row of this warp */
+
+  /* Q fragments (A operands): qf[mt][kk] covers rows wrow0 + 16 mt .. + 15,
+  ** head-dim columns 16 kk .. + 15.  Lane l addresses row (l % 16), column
+  ** 8 (l / 16) of the 16x16 tile: matrices 0..3 = a0..a3. */
+  unsigned qf[Q_IN_REGS ? MT : 1][Q_IN_REGS ? KD : 1][4];
+  if constexpr (Q_IN_REGS) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int kk = 0; kk < KD; kk++)
+        hattn_ldmatrix_x4(qf[mt][kk], sQ + hattn_swz<HEAD_DIM>(wrow0 + mt * 16 + lane % 16,
+                                                               kk * 16 + (lane / 16) * 8));
+  }
+
+  /* Running state of rows (wrow0 + 16 mt + g) [index 0] and (+ 8) [index 1]:
+  ** the maximum in the base-2 domain, this lane's partial row sum, and O. */
+  float m_i[MT][2], l_i[MT][2];
+  float acc_o[MT][DT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      m_i[mt][r] = hattn_neg_inf();
+      l_i[mt][r] = 0.0f;
+    }
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) acc_o[mt][dt][c] = 0.0f;
+  }
+
+  for (int j = 0; j < nblocks; j++) {
+    const int stage = j % STAGES;
+    if constexpr (STAGES == 1) {
+      /* Everyone is done with the only buffer before it is refilled. */
+      __syncthreads();
+      const int kb = j < nf ? fidx[j] : pidx[j - nf];
+      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK, kg, args.k_stride[2], kb * BLOCK_N, lk, tid);
+      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV, vg, args.v_stride[2], kb * BLOCK_N, lk, tid);
+      hattn_cp_async_commit();
+      hattn_cp_async_wait<0>();
+      __syncthreads();
+    } else {
+      /* Block j's group is complete; after the barrier every thread's copies
+      ** are visible and every warp has finished block j - 1, whose buffer
+      ** now receives block j + STAGES - 1. */
+      hattn_cp_async_wait<(STAGES >= 2 ? STAGES - 2 : 0)>();
+      __syncthreads();
+      const int jn = j + STAGES - 1;
+      if (jn < nblocks) {
+        const int kbn = jn < nf ? fidx[jn] : pidx[jn - nf];
+        const int sn = jn % STAGES;
+        hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK + sn * KV_BYTES, kg, args.k_stride[2],
+                                                    kbn * BLOCK_N, lk, tid);
+        hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV + sn * KV_BYTES, vg, args.v_stride[2],
+                                                    kbn * BLOCK_N, lk, tid);
+      }
+      hattn_cp_async_commit();
+    }
+    const bool partial = j >= nf;
+    const int kb = partial ? pidx[j - nf] : fidx[j];
+    const int k0 = kb * BLOCK_N;                /* first key row of the block */
+    const unsigned sKs = sK + stage * KV_BYTES, sVs = sV + stage * KV_BYTES;
+
+    /* ---- S = Q K^T ---- */
+    float s[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) s[mt][nt][c] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KD; kk++) {
+      unsigned a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        if constexpr (Q_IN_REGS) {
+#pragma unroll
+          for (int c = 0; c < 4; c++) a[mt][c] = qf[mt][kk][c];
+        } else {
+          hattn_ldmatrix_x4(a[mt], sQ + hattn_swz<HEAD_DIM>(wrow0 + mt * 16 + lane % 16,
+                                                           kk * 16 + (lane / 16) * 8));
+        }
+      }
+      /* K rows n .. n+15 as the B operands of column tiles n/8 and n/8 + 1:
+      ** matrices (keys +0..7, dims +0..7) = b0 of the first tile, (keys
+      ** +0..7, dims +8..15) = its b1, then the same for keys +8..15.  Lane
+      ** l addresses key row (l % 8) + 8 (l / 16), column 8 ((l / 8) % 2). */
+#pragma unroll
+      for (int np = 0; np < NT / 2; np++) {
+        unsigned kf[4];
+        hattn_ldmatrix_x4(kf, sKs + hattn_swz<HEAD_DIM>(np * 16 + lane % 8 + (lane / 16) * 8,
+                                                        kk * 16 + ((lane / 8) % 2) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          hattn_mma<IS_BF16>(s[mt][2 * np], a[mt], kf[0], kf[1]);
+          hattn_mma<IS_BF16>(s[mt][2 * np + 1], a[mt], kf[2], kf[3]);
+        }
+      }
+    }
+
+    /* ---- scores in the base-2 domain, masked ---- */
+    /* s[mt][nt][c]: row wrow0 + 16 mt + g + 8 (c / 2), key k0 + 8 nt + 2 t + c % 2. */
+    const bool edge = k0 + BLOCK_N > lk;        /* keys beyond lk in this block */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          const int q = q0 + wrow0 + mt * 16 + g + 8 * (c / 2);
+          const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+          const int qpos = q + qoff;
+          float x;
+          if constexpr (HATTN_HAS_SCORE_MOD)
+            x = hattn_score(s[mt][nt][c] * args.scale, qpos, kpos, slope) * LOG2E;
+          else
+            x = s[mt][nt][c] * args.scale_log2;
+          if (partial) {
+            if (!(kpos < lk && q < lq && hattn_visible(q, qpos, kpos, args, bh)))
+              x = hattn_neg_inf();
+          } else if (edge) {
+            if (kpos >= lk) x = hattn_neg_inf();
+          }
+          s[mt][nt][c] = x;
+        }
+      }
+    }
+
+    /* ---- online softmax ---- */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        float mx = m_i[mt][r];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+        /* The quad's 4 lanes hold the row's other columns. */
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        /* A row that has seen no key keeps max -inf: subtract 0 instead, so
+        ** that exp2(-inf - m) is 0, never NaN. */
+        const float mref = mx == hattn_neg_inf() ? 0.0f : mx;
+        const float alpha = exp2f(m_i[mt][r] - mref);
+        m_i[mt][r] = mx;
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+          s[mt][nt][2 * r] = exp2f(s[mt][nt][2 * r] - mref);
+          s[mt][nt][2 * r + 1] = exp2f(s[mt][nt][2 * r + 1] - mref);
+          sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+        }
+        l_i[mt][r] = l_i[mt][r] * alpha + sum;
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+          acc_o[mt][dt][2 * r] *= alpha;
+          acc_o[mt][dt][2 * r + 1] *= alpha;
+        }
+      }
+    }
+
+    /* ---- O += P V ---- */
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+      /* P as the A operand of keys 16 kk .. + 15: the accumulators of column
+      ** tiles 2 kk (a0, a1) and 2 kk + 1 (a2, a3). */
+      unsigned pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        pa[mt][0] = hattn_pack2<IS_BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = hattn_pack2<IS_BF16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+      /* V rows (keys) 16 kk .. + 15, head-dim columns n .. n+15, transposed:
+      ** matrices (keys +0..7, dims +0..7) = b0 of column tile n/8, (keys
+      ** +8..15, dims +0..7) = its b1, then dims +8..15 for tile n/8 + 1.
+      ** Lane l addresses key row (l % 8) + 8 ((l / 8) % 2), column 8 (l / 16). */
+#pragma unroll
+      for (int dp = 0; dp < DT / 2; dp++) {
+        unsigned vf[4];
+        hattn_ldmatrix_x4_trans(vf, sVs + hattn_swz<HEAD_DIM>(kk * 16 + lane % 8 + ((lane / 8) % 2) * 8,
+                                                              dp * 16 + (lane / 16) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          hattn_mma<IS_BF16>(acc_o[mt][2 * dp], pa[mt], vf[0], vf[1]);
+          hattn_mma<IS_BF16>(acc_o[mt][2 * dp + 1], pa[mt], vf[2], vf[3]);
+        }
+      }
+    }
+  }
+
+  /* No copy may still be landing when the CTA exits (empty groups only, but
+  ** also Q when there was no key block at all). */
+  hattn_cp_async_wait<0>();
+
+  /* ---- epilogue: O / l, LSE ---- */
+  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1]) * 2;
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      float l = l_i[mt][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      const int q = q0 + wrow0 + mt * 16 + g + 8 * r;
+      if (q < lq) {
+        char *orow = og + (long long)q * args.o_stride[2] * 2;
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+          const unsigned v = hattn_pack2<IS_BF16>(acc_o[mt][dt][2 * r] * inv,
+                                                  acc_o[mt][dt][2 * r + 1] * inv);
+          *(unsigned *)(orow + (dt * 8 + 2 * t) * 2) = v;
+        }
+        if (args.lse != 0 && t == 0) {
+          const float lse = l > 0.0f ? (m_i[mt][r] + log2f(l)) * LN2 : hattn_neg_inf();
+          args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
+        }
+      }
+    }
+  }
+}
