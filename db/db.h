@@ -62,6 +62,11 @@ void hattn__db_close(hattn__db *db);
 const char *hattn__db_path(const hattn__db *db);
 int hattn__db_readonly(const hattn__db *db);
 
+/* Set the busy timeout of DB to MS milliseconds (default HATTN__DB_BUSY_MS).
+** A write that finds the file busy waits this long, six times in all,
+** before it fails with HATTN_EDB. */
+void hattn__db_busy_timeout(hattn__db *db, int ms);
+
 /* ---- checksums ------------------------------------------------------------ */
 
 /* The SHA-256 of N bytes at DATA as 64 lower-case hex digits and a NUL. */
@@ -98,6 +103,11 @@ typedef struct hattn__db_device {
 ** kept with every record instead).  Returns the length it needs, as
 ** snprintf does. */
 int hattn__db_device_model(const hattn__db_device *dev, char *buf, size_t len);
+
+/* The models of every device DB records, in order: *MODELS is a
+** NULL-terminated malloc'd array of malloc'd strings (free each, then the
+** array), *N their count (may be NULL). */
+int hattn__db_device_models(hattn__db *db, char ***models, int *n, char *err, size_t errlen);
 
 /* Insert DEV, or update the row of its model (driver, toolkit, last seen). */
 int hattn__db_device_put(hattn__db *db, const hattn__db_device *dev, char *err, size_t errlen);

@@ -1327,7 +1327,7 @@ static hattn__expr *canon_nary(parser *p, hattn__expr *e)
       }
     }
   }
-  kids = malloc((size_t)n * sizeof *kids);
+  kids = malloc((size_t)(n > 0 ? n : 1) * sizeof *kids);
   if (!kids) {
     set_oom(p);
     goto done;

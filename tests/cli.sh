@@ -30,7 +30,7 @@ expect() {
 # Every example checks, and every subcommand has --help.
 for f in "$ex"/*.hattn; do expect 0 "pattern" "$hattn" check "$f"; done
 expect 0 "usage: hattn COMMAND" "$hattn" --help
-for c in check plan report run verify gen bench; do expect 0 "usage: hattn $c" "$hattn" "$c" --help; done
+for c in check plan report run verify gen bench db; do expect 0 "usage: hattn $c" "$hattn" "$c" --help; done
 expect 2 "unknown command 'frobnicate'" "$hattn" frobnicate
 
 # check: canonical forms, keys and model assignments.
@@ -81,6 +81,12 @@ expect 0 "   0.778%        2.190         8.00  local" "$hattn" report "$ex/gemma
 expect 0 "model streaming_llama2_7b" "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k
 expect 2 "has no model block" "$hattn" report "$ex/packed_documents.hattn" --seqlen 4k
 expect 2 "no model 'nope'" "$hattn" report "$ex/gemma3_27b.hattn" --model nope --seqlen 4k
+
+# db: the kernel database's command.
+expect 0 "usage: hattn db" "$hattn" db --help
+expect 2 "unknown" "$hattn" db frobnicate --db "$tmp/k.db"
+head -c 4096 /dev/urandom >"$tmp/junk.db"
+expect 1 "$tmp/junk.db" "$hattn" db list --db "$tmp/junk.db"
 
 echo "cli.sh: $fails failure(s)"
 [ "$fails" -eq 0 ]

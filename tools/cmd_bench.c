@@ -68,10 +68,12 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* A chain of dependent integer adds: one a cycle on every x86 core, so the
-** time it takes gives the clock the cores actually run at.  Every thread
-** runs one chain, all at once: each waits until all have started. */
-#define CLOCK_CHAIN 100000000L
+/* A chain of dependent 64-bit multiplies: three cycles each on every x86
+** core of the last decade (a chain of adds is not safe: Golden Cove folds
+** immediate adds and runs two a cycle), so the time it takes gives the
+** clock the cores actually run at.  Every thread runs one chain, all at
+** once: each waits until all have started. */
+#define CLOCK_CHAIN 30000000L
 typedef struct clock_job {
   atomic_int started;
   int threads;
@@ -88,8 +90,8 @@ static void add_chain(void *ctx, int64_t item, int thread) {
   t0 = now();
   for (i = 0; i < CLOCK_CHAIN / 10; i++) {
 #if defined(__x86_64__)
-    __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-                     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+    __asm__ volatile("imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\t"
+                     "imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0"
                      : "+r"(x));
 #else
     x += 10;
@@ -110,7 +112,7 @@ static double measure_clock_mhz(hattn__pool *pool) {
     atomic_init(&job.started, 0);
     hattn__pool_run(pool, job.threads, NULL, add_chain, &job);
     for (i = 0; i < job.threads; i++) worst = fmax(worst, job.seconds[i]);
-    best = fmax(best, (double)CLOCK_CHAIN / worst / 1e6);
+    best = fmax(best, 3.0 * (double)CLOCK_CHAIN / worst / 1e6);
   }
   return best;
 }
@@ -136,7 +138,7 @@ static double fma_peak(hattn__pool *pool, char *how, size_t n) {
   if (f) fclose(f);
 #if defined(__x86_64__)
   mhz = measure_clock_mhz(pool);
-  clock_src = "timing a chain of dependent adds on every thread at once, best of 7";
+  clock_src = "timing a chain of dependent multiplies on every thread at once, best of 7";
 #endif
   /* Two FMA pipes on every x86 core this targets; AMD before Zen 5 runs
   ** AVX-512 on 256-bit pipes, so 8 fp32 lanes a pipe there. */
@@ -253,6 +255,14 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   desc.dtype = o->dtype;
   desc.head_dim = (int)o->head_dim;
   hattn__cuda_config_default((int)o->head_dim, hattn__cuda_sm(cu), &cfg);
+  /* HATTN_CUDA_CONFIG="BLOCK_M,BLOCK_N,WARPS,STAGES" overrides the default,
+  ** to compare configurations by hand until the tuner does it. */
+  if (getenv("HATTN_CUDA_CONFIG") &&
+      sscanf(getenv("HATTN_CUDA_CONFIG"), "%d,%d,%d,%d", &cfg.block_m, &cfg.block_n, &cfg.warps,
+             &cfg.stages) != 4) {
+    snprintf(err, sizeof err, "HATTN_CUDA_CONFIG must be BLOCK_M,BLOCK_N,WARPS,STAGES");
+    goto done;
+  }
 
   /* Spec to runnable kernel, cold the first time this run needs it. */
   t0 = now();

@@ -33,6 +33,8 @@ static const char usage[] =
   "                 for programs that run them without LLVM\n"
   "  bench          GFLOP/s of the CPU kernels beside a plain loop nest and the\n"
   "                 BLAS path, as a fraction of the CPU's FMA peak\n"
+  "  db ACTION      the kernel database: list, show KEY, export FILE, import FILE,\n"
+  "                 prune, verify\n"
   "\n"
   "Run 'hattn COMMAND --help' for a command's options.\n"
   "  --version      print the version\n";
@@ -57,6 +59,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "bench")) return hattn_cmd_bench(argc - 1, argv + 1);
   if (!strcmp(argv[1], "verify")) return hattn_cmd_verify(argc - 1, argv + 1);
   if (!strcmp(argv[1], "gen")) return hattn_cmd_gen(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "db")) return hattn_cmd_db(argc - 1, argv + 1);
   fprintf(stderr, "hattn: unknown command '%s'\n\n%s", argv[1], usage);
   return TOOL_USAGE;
 }

@@ -298,6 +298,12 @@ def main():
     except Exception as e:
         print("error: cannot import torch: %s" % short_error(e))
         return 1
+    # Every (pattern, shape) compiles FlexAttention anew: allow more than
+    # dynamo's default of 8 recompilations, or later cases fall back to
+    # the unfused implementation.
+    for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 1024)
     if args.cpu:
         cpu_section(args, torch)
         return 0
