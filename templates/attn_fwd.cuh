@@ -23,7 +23,7 @@
 **   O += P V         P re-packed from the S accumulators, V by ldmatrix.trans
 ** and finally O / l and LSE are written.
 **
-** Shared memory (dynamic, 128-byte aligned), elements of 2 bytes:
+** Shared memory (dynamic, 1024-byte aligned), elements of 2 bytes:
 **   sQ [BLOCK_M][HEAD_DIM], sK [STAGES][BLOCK_N][HEAD_DIM], sV likewise.
 ** Every row is HEAD_DIM / 8 chunks of 16 bytes; chunk c of row r is stored
 ** at chunk position c ^ (r & 7) (HEAD_DIM >= 64, so at least 8 chunks): the
@@ -111,6 +111,20 @@ __device__ __forceinline__ unsigned hattn_pack2(float lo, float hi) {
 
 __device__ __forceinline__ float hattn_neg_inf() { return __int_as_float(0xff800000); }
 
+/* 2^x by one MUFU.EX2 (flush-to-zero; exp2f adds range fix-ups). */
+__device__ __forceinline__ float hattn_ex2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+
+/* X, opaque to the compiler: keeps it from hoisting the addresses derived
+** from X out of the key-block loop into registers of their own. */
+__device__ __forceinline__ unsigned hattn_opaque(unsigned x) {
+  asm volatile("mov.b32 %0, %0;\n" : "+r"(x));
+  return x;
+}
+
 /* Byte offset of element (ROW, COL) (COL a multiple of 8 for 16-byte
 ** accesses) in a swizzled tile of rows of HEAD_DIM elements. */
 template <int HEAD_DIM>
@@ -148,7 +162,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   constexpr int NT = BLOCK_N / 8;              /* 8-key column tiles of S */
   constexpr int DT = HEAD_DIM / 8;             /* 8-wide column tiles of O */
   constexpr int KD = HEAD_DIM / 16;            /* k-steps of Q K^T */
-  constexpr bool Q_IN_REGS = HEAD_DIM <= 128;  /* else ldmatrix Q per block */
+  /* Q fragments in registers only for one 16-row slab a warp: at two slabs
+  ** (128 x 64 tiles of 4 warps) they would push the kernel past 255. */
+  constexpr bool Q_IN_REGS = HEAD_DIM <= 128 && WROWS == 16;
+  constexpr unsigned RB = HEAD_DIM * 2;        /* bytes of a tile row */
   constexpr float LOG2E = 1.4426950408889634f;
   constexpr float LN2 = 0.6931471805599453f;
   constexpr unsigned Q_BYTES = BLOCK_M * HEAD_DIM * 2;
@@ -157,10 +174,14 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   static_assert(BLOCK_N % 16 == 0 && HEAD_DIM % 64 == 0, "tile sizes");
   static_assert(STAGES >= 1 && STAGES <= 3, "1 to 3 stages");
 
-  extern __shared__ __align__(128) unsigned char hattn_smem[];
+  /* 1024-aligned: the ldmatrix addresses below XOR column offsets into
+  ** the low bits of a whole address (tile bases are multiples of HEAD_DIM * 2
+  ** bytes from here). */
+  extern __shared__ __align__(1024) unsigned char hattn_smem[];
   const unsigned sQ = hattn_smem_addr(hattn_smem);
   const unsigned sK = sQ + Q_BYTES;
   const unsigned sV = sK + STAGES * KV_BYTES;
+  if (sQ % RB != 0) __trap();                   /* the XOR addressing needs it */
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -209,6 +230,16 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 
   const int wrow0 = warp * WROWS;               /* first tile row of this warp */
 
+  /* ldmatrix lane offsets.  Lane l of a 16x16 operand tile addresses row
+  ** R(l) with R(l) & 7 = l & 7 and chunk 2 kk + c0(l), c0 in {0, 1}; its
+  ** swizzled chunk (2 kk + c0) ^ (l & 7) = ((c0 ^ (l & 7)) ^ 2 kk), so the
+  ** address of k-step kk is (base + R(l) * RB + 16 (c0 ^ (l & 7))) ^ 32 kk,
+  ** given a base that is a multiple of RB (32 kk < RB).  Row offsets that
+  ** are multiples of 8 rows are added afterwards as immediates. */
+  const unsigned offQ = (wrow0 + lane % 16) * RB + (((lane / 16) ^ (lane & 7)) << 4);
+  const unsigned offK = (lane % 8 + (lane / 16) * 8) * RB + ((((lane / 8) % 2) ^ (lane & 7)) << 4);
+  const unsigned offV = (lane % 8 + ((lane / 8) % 2) * 8) * RB + (((lane / 16) ^ (lane & 7)) << 4);
+
   /* Q fragments (A operands): qf[mt][kk] covers rows wrow0 + 16 mt .. + 15,
   ** head-dim columns 16 kk .. + 15.  Lane l addresses row (l % 16), column
   ** 8 (l / 16) of the 16x16 tile: matrices 0..3 = a0..a3. */
@@ -218,8 +249,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
       for (int kk = 0; kk < KD; kk++)
-        hattn_ldmatrix_x4(qf[mt][kk], sQ + hattn_swz<HEAD_DIM>(wrow0 + mt * 16 + lane % 16,
-                                                               kk * 16 + (lane / 16) * 8));
+        hattn_ldmatrix_x4(qf[mt][kk], ((sQ + offQ) ^ (kk * 32)) + mt * 16 * RB);
   }
 
   /* Running state of rows (wrow0 + 16 mt + g) [index 0] and (+ 8) [index 1]:
@@ -271,6 +301,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     const int kb = partial ? pidx[j - nf] : fidx[j];
     const int k0 = kb * BLOCK_N;                /* first key row of the block */
     const unsigned sKs = sK + stage * KV_BYTES, sVs = sV + stage * KV_BYTES;
+    const unsigned aQ = hattn_opaque(sQ + offQ), aK = sKs + offK, aV = sVs + offV;
 
     /* ---- S = Q K^T ---- */
     float s[MT][NT][4];
@@ -289,8 +320,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 #pragma unroll
           for (int c = 0; c < 4; c++) a[mt][c] = qf[mt][kk][c];
         } else {
-          hattn_ldmatrix_x4(a[mt], sQ + hattn_swz<HEAD_DIM>(wrow0 + mt * 16 + lane % 16,
-                                                           kk * 16 + (lane / 16) * 8));
+          hattn_ldmatrix_x4(a[mt], (aQ ^ (kk * 32)) + mt * 16 * RB);
         }
       }
       /* K rows n .. n+15 as the B operands of column tiles n/8 and n/8 + 1:
@@ -300,8 +330,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 #pragma unroll
       for (int np = 0; np < NT / 2; np++) {
         unsigned kf[4];
-        hattn_ldmatrix_x4(kf, sKs + hattn_swz<HEAD_DIM>(np * 16 + lane % 8 + (lane / 16) * 8,
-                                                        kk * 16 + ((lane / 8) % 2) * 8));
+        hattn_ldmatrix_x4(kf, (aK ^ (kk * 32)) + np * 16 * RB);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           hattn_mma<IS_BF16>(s[mt][2 * np], a[mt], kf[0], kf[1]);
@@ -310,7 +339,9 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       }
     }
 
-    /* ---- scores in the base-2 domain, masked ---- */
+    /* ---- scores, masked: in the base-2 domain with modifiers, else raw
+    ** (scale > 0, so the raw maximum scales to the base-2 one and the
+    ** softmax folds the scale into one FFMA per element) ---- */
     /* s[mt][nt][c]: row wrow0 + 16 mt + g + 8 (c / 2), key k0 + 8 nt + 2 t + c % 2. */
     const bool edge = k0 + BLOCK_N > lk;        /* keys beyond lk in this block */
 #pragma unroll
@@ -326,7 +357,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
           if constexpr (HATTN_HAS_SCORE_MOD)
             x = hattn_score(s[mt][nt][c] * args.scale, qpos, kpos, slope) * LOG2E;
           else
-            x = s[mt][nt][c] * args.scale_log2;
+            x = s[mt][nt][c];                   /* scaled in the softmax */
           if (partial) {
             if (!(kpos < lk && q < lq && hattn_visible(q, qpos, kpos, args, bh)))
               x = hattn_neg_inf();
@@ -339,6 +370,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     }
 
     /* ---- online softmax ---- */
+    const float sl2 = HATTN_HAS_SCORE_MOD ? 1.0f : args.scale_log2;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -352,14 +384,15 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         /* A row that has seen no key keeps max -inf: subtract 0 instead, so
         ** that exp2(-inf - m) is 0, never NaN. */
-        const float mref = mx == hattn_neg_inf() ? 0.0f : mx;
-        const float alpha = exp2f(m_i[mt][r] - mref);
-        m_i[mt][r] = mx;
+        const float mx2 = mx * sl2;              /* base 2 (-inf stays -inf) */
+        const float mref = mx2 == hattn_neg_inf() ? 0.0f : mx2;
+        const float alpha = hattn_ex2(m_i[mt][r] - mref);
+        m_i[mt][r] = mx2;
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
-          s[mt][nt][2 * r] = exp2f(s[mt][nt][2 * r] - mref);
-          s[mt][nt][2 * r + 1] = exp2f(s[mt][nt][2 * r + 1] - mref);
+          s[mt][nt][2 * r] = hattn_ex2(fmaf(s[mt][nt][2 * r], sl2, -mref));
+          s[mt][nt][2 * r + 1] = hattn_ex2(fmaf(s[mt][nt][2 * r + 1], sl2, -mref));
           sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
         }
         l_i[mt][r] = l_i[mt][r] * alpha + sum;
@@ -372,18 +405,22 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     }
 
     /* ---- O += P V ---- */
+    /* P as the A operand of keys 16 kk .. + 15: the accumulators of column
+    ** tiles 2 kk (a0, a1) and 2 kk + 1 (a2, a3); packed all at once, so that
+    ** the fp32 scores die before the P V products. */
+    unsigned pk[BLOCK_N / 16][MT][4];
 #pragma unroll
-    for (int kk = 0; kk < BLOCK_N / 16; kk++) {
-      /* P as the A operand of keys 16 kk .. + 15: the accumulators of column
-      ** tiles 2 kk (a0, a1) and 2 kk + 1 (a2, a3). */
-      unsigned pa[MT][4];
+    for (int kk = 0; kk < BLOCK_N / 16; kk++)
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
-        pa[mt][0] = hattn_pack2<IS_BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = hattn_pack2<IS_BF16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        pk[kk][mt][0] = hattn_pack2<IS_BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pk[kk][mt][1] = hattn_pack2<IS_BF16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pk[kk][mt][2] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pk[kk][mt][3] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+      const unsigned (&pa)[MT][4] = pk[kk];
       /* V rows (keys) 16 kk .. + 15, head-dim columns n .. n+15, transposed:
       ** matrices (keys +0..7, dims +0..7) = b0 of column tile n/8, (keys
       ** +8..15, dims +0..7) = its b1, then dims +8..15 for tile n/8 + 1.
@@ -391,8 +428,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 #pragma unroll
       for (int dp = 0; dp < DT / 2; dp++) {
         unsigned vf[4];
-        hattn_ldmatrix_x4_trans(vf, sVs + hattn_swz<HEAD_DIM>(kk * 16 + lane % 8 + ((lane / 8) % 2) * 8,
-                                                              dp * 16 + (lane / 16) * 8));
+        hattn_ldmatrix_x4_trans(vf, (aV ^ (dp * 32)) + kk * 16 * RB);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           hattn_mma<IS_BF16>(acc_o[mt][2 * dp], pa[mt], vf[0], vf[1]);

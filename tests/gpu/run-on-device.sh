@@ -54,7 +54,7 @@ for phase in $phases; do
       for t in tests/*.log; do grep -q "^FAIL\|^ERROR" "${t%.log}.trs" 2>/dev/null && tail -30 "$t"; done
       ;;
     gpu-check)
-      ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
+      make tests/test_cuda >/dev/null && ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
       ;;
     sanitize)
       HATTN_TEST_QUICK=1 compute-sanitizer --tool memcheck ./tests/test_cuda >"$out/sanitizer.log" 2>&1
