@@ -57,7 +57,7 @@ for phase in $phases; do
       make tests/test_cuda >/dev/null && ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
       ;;
     sanitize)
-      HATTN_TEST_QUICK=1 compute-sanitizer --tool memcheck ./tests/test_cuda >"$out/sanitizer.log" 2>&1
+      make tests/test_cuda >/dev/null && compute-sanitizer --tool memcheck ./tests/test_cuda >"$out/sanitizer.log" 2>&1
       tail -5 "$out/sanitizer.log"
       ;;
     cpu-bench)
