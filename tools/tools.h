@@ -24,6 +24,7 @@ int hattn_cmd_verify(int argc, char **argv);  /* cmd_run.c */
 int hattn_cmd_gen(int argc, char **argv);     /* cmd_gen.c */
 int hattn_cmd_bench(int argc, char **argv);   /* cmd_bench.c */
 int hattn_cmd_db(int argc, char **argv);      /* cmd_db.c */
+int hattn_cmd_tune(int argc, char **argv);    /* cmd_tune.c */
 
 /* Parse "fp32", "fp16" or "bf16" into *OUT.  Prints "hattn: OPTION: ..."
 ** and returns -1 when it is none of them.  (cmd_run.c) */

@@ -1,0 +1,177 @@
+/*
+** kernel_cache.h: the runtime's kernel lookup.  A kernel is asked for by
+** pattern, dtype, head dim and problem shape; the answer comes from, in
+** order: the in-process cache; the database (this device's tuned winner
+** for the shape bucket, else the nearest tuned bucket, else the kernel of
+** the default configuration when an earlier process stored it); and last a
+** compile of the default configuration, which is stored in the database so
+** that the next process finds it.  Also the identities that key kernels
+** and tuning records (kernel keys, the host CPU as a device, compiler
+** identities), shared with the tuner.  Internal; not installed.
+**
+** A cache is used by one thread at a time.  Every function returns HATTN_OK
+** or a negative HATTN_E* code with a sentence in ERR (ERRLEN bytes).
+*/
+#ifndef HATTN_RUNTIME_KERNEL_CACHE_H
+#define HATTN_RUNTIME_KERNEL_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu.h"
+#include "cpu_config.h"
+#include "cuda.h"
+#include "db.h"
+#include "emit_cuda.h"
+#include "spec.h"
+
+typedef enum hattn__backend {
+  HATTN__BACKEND_CPU = 0,
+  HATTN__BACKEND_CUDA
+} hattn__backend;
+
+/* "cpu" or "cuda". */
+const char *hattn__backend_name(hattn__backend b);
+
+/* ---- identities ------------------------------------------------------------- */
+
+/* The length of a key: "k" or "c", 16 hex digits, a NUL. */
+#define HATTN__KC_KEY_LEN 18
+
+/*
+** The kernel key of a kernel: FNV-1a 64 over the canonical pattern (its
+** modifiers included), dtype, head dim, backend, target and CONFIG, as
+** "k" and 16 hex digits.  With CONFIG NULL it is the kernel class (the key
+** of tuning records), "c" and 16 hex digits.
+*/
+void hattn__kc_key(const char *canon, hattn_dtype dtype, int head_dim, hattn__backend backend,
+                   const char *target, const char *config, char out[HATTN__KC_KEY_LEN]);
+
+/* The host CPU as hattn sees it: LLVM's name for it, the features that
+** matter to the kernels (comma separated: "avx2,fma,avx512f"), the core
+** count, the kernel target ("znver3/" and a 16-digit hash of every LLVM
+** feature, so that kernels built for another feature set never load), the
+** vector width in floats, the device record and the compiler identity
+** ("llvm 16.0.6").  Static storage, filled once. */
+typedef struct hattn__kc_host {
+  char cpu[64];
+  char features[256];
+  char target[96];
+  int cores;
+  int vec;
+  char compiler[32];
+  hattn__db_device device;
+  char model[512];             /* hattn__db_device_model of device */
+} hattn__kc_host;
+
+/* HATTN_ENOTSUP without LLVM. */
+int hattn__kc_host_cpu(const hattn__kc_host **out, char *err, size_t errlen);
+
+/* A GPU as a device record and its model string ("gpu:NAME:sm_90:132"),
+** with the compiler identity ("nvrtc 12.4"); into caller storage. */
+typedef struct hattn__kc_gpu {
+  char name[128];
+  char arch[16];
+  char compiler[32];
+  hattn__db_device device;
+  char model[256];
+} hattn__kc_gpu;
+
+void hattn__kc_gpu_identity(hattn__cuda *cu, hattn__kc_gpu *out);
+
+/* Configurations as text, the form kept in the database:
+** "bm=128 bn=64 rows=4 vec=8" (with " threads=N" when THREADS > 0) and
+** "bm=64 bn=64 warps=4 stages=2".  Parsing accepts what formatting writes
+** (and a CPU config without threads: *THREADS = 0). */
+void hattn__kc_cpu_config_text(const hattn_cpu_config *cfg, int threads, char *buf, size_t len);
+int hattn__kc_cpu_config_parse(const char *text, hattn_cpu_config *cfg, int *threads);
+void hattn__kc_cuda_config_text(const hattn_cuda_config *cfg, char *buf, size_t len);
+int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg);
+
+/* ---- CPU object files -------------------------------------------------------- */
+
+/* The kernel of DESC and CFG for the host CPU as a relocatable object
+** whose function is FN_NAME: *BYTES (malloc'd; the caller frees) and
+** *SIZE.  Codegen through hattn__llvm_write_object into a temporary file. */
+int hattn__kc_cpu_object(const hattn_cpu_kernel_desc *desc, const hattn_cpu_config *cfg,
+                         const char *fn_name, void **bytes, size_t *size, char *err, size_t errlen);
+
+/* The function name a stored CPU kernel of KEY carries: "hattn_" KEY. */
+void hattn__kc_cpu_fn_name(const char *key, char *buf, size_t len);
+
+/* An LLJIT that loads object files built for the host (no codegen). */
+typedef struct hattn__kc_loader hattn__kc_loader;
+
+int hattn__kc_loader_create(hattn__kc_loader **out, char *err, size_t errlen);
+void hattn__kc_loader_destroy(hattn__kc_loader *ld);
+
+/* Add the object file of SIZE bytes at BYTES (copied) and look FN_NAME up. */
+int hattn__kc_loader_add(hattn__kc_loader *ld, const void *bytes, size_t size, const char *fn_name,
+                         hattn_cpu_fn *fn, char *err, size_t errlen);
+
+/* ---- the cache ------------------------------------------------------------------ */
+
+typedef struct hattn__kcache hattn__kcache;
+
+typedef struct hattn__kcache_opts {
+  hattn__backend backend;
+  const char *db_path;   /* NULL: hattn__db_default_path; "": no database */
+  hattn__cuda *cu;       /* the CUDA device (backend cuda); not owned */
+  int quiet;             /* do not print warnings to stderr (they are kept anyway) */
+} hattn__kcache_opts;
+
+/* Where a kernel came from. */
+typedef enum hattn__kc_source {
+  HATTN__KC_MEMORY = 1,  /* this process had it */
+  HATTN__KC_DB,          /* the database had its binary */
+  HATTN__KC_COMPILED     /* compiled now (and stored when a database is open) */
+} hattn__kc_source;
+
+const char *hattn__kc_source_name(hattn__kc_source s);
+
+/* A runnable kernel.  Owned by the cache; valid until hattn__kcache_close.
+** The descriptors point at the pattern passed to hattn__kcache_get, which
+** must outlive the cache. */
+typedef struct hattn__kc_kernel {
+  hattn__backend backend;
+  char key[HATTN__KC_KEY_LEN];
+  char kclass[HATTN__KC_KEY_LEN];
+  char config[96];
+  hattn__kc_source source;     /* of the last hattn__kcache_get that returned it */
+  int tuned;                   /* 1: the config is a tuning's winner */
+  int lk_log2, bh_class;       /* the tuned bucket used (tuned only) */
+  int threads;                 /* CPU: the tuned thread count, 0: all */
+  hattn_cpu_kernel_desc cpu_desc;
+  hattn_cpu_config cpu;
+  hattn_cpu_fn fn;
+  hattn_cuda_kernel_desc cuda_desc;
+  hattn_cuda_config cuda;
+  hattn__cuda_kernel *cuda_kern;
+} hattn__kc_kernel;
+
+/* Open a cache.  A database that cannot be opened is not a failure: the
+** cache warns ("hattn: warning: ...", on stderr unless OPT->quiet, and in
+** hattn__kcache_warning) and compiles without storing. */
+int hattn__kcache_open(const hattn__kcache_opts *opt, hattn__kcache **out, char *err, size_t errlen);
+void hattn__kcache_close(hattn__kcache *kc);
+
+/* The database, or NULL when none is open. */
+hattn__db *hattn__kcache_db(hattn__kcache *kc);
+
+/* The last warning ("" when none). */
+const char *hattn__kcache_warning(const hattn__kcache *kc);
+
+/* The kernel of pattern P in DTYPE at HEAD_DIM for a problem of LK keys and
+** BH = batch * heads: *OUT (owned by the cache), whose source says where
+** it came from.  Database failures warn and fall through to a compile. */
+int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
+                      int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
+
+/* Load a CUDA cubin as a kernel.  Not possible through runtime/cuda.h
+** today (it exposes no module load of a given image): returns
+** HATTN_ENOTSUP, and the GPU lookup compiles instead. */
+int hattn__kc_cuda_load_cubin(hattn__cuda *cu, const void *cubin, size_t size,
+                              const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                              hattn__cuda_kernel **out, char *err, size_t errlen);
+
+#endif /* HATTN_RUNTIME_KERNEL_CACHE_H */
