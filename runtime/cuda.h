@@ -54,6 +54,17 @@ int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                            const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
                            char *err, size_t errlen);
 
+/* Load CUBIN (SIZE bytes, compiled earlier from the source of DESC and CFG
+** for this device's arch, as hattn__cuda_kernel_cubin hands out) without
+** NVRTC; cached like hattn__cuda_kernel_get.  A cubin that the driver
+** refuses gives HATTN_ECOMPILE with the driver's message. */
+int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
+                            hattn__cuda_kernel **out, char *err, size_t errlen);
+
+/* The cubin KERN was loaded from: owned by KERN, valid while it lives. */
+void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *kern, const void **cubin, size_t *size);
+
 /* Device memory. */
 int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen);
 void hattn__cuda_free(hattn__cuda *cu, void *dptr);

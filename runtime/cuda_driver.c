@@ -70,6 +70,8 @@ struct hattn__cuda_kernel {
   int head_dim;
   hattn_cuda_config cfg;
   size_t smem;                       /* dynamic shared memory per launch */
+  void *cubin;                       /* what was loaded, for the database */
+  size_t cubin_size;
 };
 
 struct hattn__cuda {
@@ -242,6 +244,7 @@ void hattn__cuda_close(hattn__cuda *cu) {
     next = k->next;
     cu->f.cuModuleUnload(k->module);
     free(k->source);
+    free(k->cubin);
     free(k);
   }
   cu->f.cuDevicePrimaryCtxRelease(cu->dev);
@@ -256,9 +259,11 @@ int hattn__cuda_sm_count(const hattn__cuda *cu) { return cu->sm_count; }
 
 /* ---- kernels -------------------------------------------------------------- */
 
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
-                           char *err, size_t errlen) {
+/* The kernel of DESC and CFG: from the device's cache, else loaded from
+** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled. */
+static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                      const void *given, size_t given_size, hattn__cuda_kernel **out, char *err,
+                      size_t errlen) {
   hattn__cuda_kernel *k = NULL;
   char name[128];
   char *source = NULL;
@@ -291,8 +296,18 @@ int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     rc = HATTN_ENOTSUP;
     goto fail_source;
   }
-  rc = hattn__nvrtc_compile(source, name, cu->arch, &cubin, &cubin_size, err, errlen);
-  if (rc != HATTN_OK) goto fail_source;
+  if (given != NULL) {
+    if ((cubin = malloc(given_size ? given_size : 1)) == NULL) {
+      snprintf(err, errlen, "out of memory loading a CUDA kernel");
+      rc = HATTN_ENOMEM;
+      goto fail_source;
+    }
+    memcpy(cubin, given, given_size);
+    cubin_size = given_size;
+  } else {
+    rc = hattn__nvrtc_compile(source, name, cu->arch, &cubin, &cubin_size, err, errlen);
+    if (rc != HATTN_OK) goto fail_source;
+  }
 
   k = calloc(1, sizeof *k);
   if (k == NULL) {
@@ -307,7 +322,8 @@ int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   if (smem > SMEM_DEFAULT_LIMIT)
     CU_CHECK(cu, cu->f.cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem),
              "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", fail_module);
-  free(cubin);
+  k->cubin = cubin;
+  k->cubin_size = cubin_size;
   k->cu = cu;
   k->source = source;
   k->dtype = desc->dtype;
@@ -328,6 +344,24 @@ fail_cubin:
 fail_source:
   free(source);
   return rc;
+}
+
+int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
+                           char *err, size_t errlen) {
+  return kernel_get(cu, desc, cfg, NULL, 0, out, err, errlen);
+}
+
+int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
+                            hattn__cuda_kernel **out, char *err, size_t errlen) {
+  assert(cubin != NULL);
+  return kernel_get(cu, desc, cfg, cubin, size, out, err, errlen);
+}
+
+void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *k, const void **cubin, size_t *size) {
+  *cubin = k->cubin;
+  *size = k->cubin_size;
 }
 
 /* ---- memory --------------------------------------------------------------- */
@@ -818,6 +852,20 @@ int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   (void)cu, (void)desc, (void)cfg;
   *out = NULL;
   return off(err, errlen);
+}
+
+int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
+                            hattn__cuda_kernel **out, char *err, size_t errlen) {
+  (void)cu, (void)desc, (void)cfg, (void)cubin, (void)size;
+  *out = NULL;
+  return off(err, errlen);
+}
+
+void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *k, const void **cubin, size_t *size) {
+  (void)k;
+  *cubin = NULL;
+  *size = 0;
 }
 
 int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen) {

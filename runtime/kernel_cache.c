@@ -326,18 +326,6 @@ done:
   return rc;
 }
 
-int hattn__kc_cuda_load_cubin(hattn__cuda *cu, const void *cubin, size_t size,
-                              const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                              hattn__cuda_kernel **out, char *err, size_t errlen) {
-  (void)cu, (void)cubin, (void)size, (void)desc, (void)cfg;
-  /* TODO: runtime/cuda.h has no entry that loads a given cubin
-  ** (cuModuleLoadData + cuModuleGetFunction + the shared-memory attribute);
-  ** once it has one, call it here and the GPU warm path skips NVRTC. */
-  *out = NULL;
-  snprintf(err, errlen, "loading a stored cubin is not supported yet (runtime/cuda.h has no module load)");
-  return HATTN_ENOTSUP;
-}
-
 /* ---- the cache ------------------------------------------------------------------ */
 
 /* One entry of the memory cache: the kernel of a class and bucket. */
@@ -492,19 +480,32 @@ static int load_cuda(hattn__kcache *kc, const hattn__kc_gpu *gpu, hattn__kc_kern
   int rc;
 
   if (kc->db && hattn__db_kernel_get(kc->db, k->key, gpu->compiler, &row, NULL, dberr, sizeof dberr) == HATTN_OK) {
-    rc = hattn__kc_cuda_load_cubin(kc->opt.cu, row->binary, row->size, &k->cuda_desc, &k->cuda, &k->cuda_kern,
-                                   dberr, sizeof dberr);
+    rc = hattn__cuda_kernel_load(kc->opt.cu, &k->cuda_desc, &k->cuda, row->binary, row->size, &k->cuda_kern,
+                                 dberr, sizeof dberr);
     free(row);
     if (rc == HATTN_OK) {
       k->source = HATTN__KC_DB;
       return HATTN_OK;
     }
+    warn(kc, "the stored kernel would not load (%s); compiling it again", dberr);
   }
-  /* TODO: store the cubin once hattn__kc_cuda_load_cubin can load it;
-  ** until then a stored cubin would never be used by this path. */
   rc = hattn__cuda_kernel_get(kc->opt.cu, &k->cuda_desc, &k->cuda, &k->cuda_kern, err, errlen);
-  if (rc == HATTN_OK) k->source = HATTN__KC_COMPILED;
-  return rc;
+  if (rc != HATTN_OK) return rc;
+  k->source = HATTN__KC_COMPILED;
+  if (kc->db && !hattn__db_readonly(kc->db)) {
+    hattn__db_kernel put;
+    memset(&put, 0, sizeof put);
+    put.key = k->key;
+    put.canon = k->cuda_desc.pattern->canon;
+    put.backend = "cuda";
+    put.target = gpu->arch;
+    put.config = k->config;
+    put.compiler = gpu->compiler;
+    hattn__cuda_kernel_cubin(k->cuda_kern, &put.binary, &put.size);
+    if (hattn__db_kernel_put(kc->db, &put, dberr, sizeof dberr) != HATTN_OK)
+      warn(kc, "%s; the kernel is not kept", dberr);
+  }
+  return HATTN_OK;
 }
 
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,

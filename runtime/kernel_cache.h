@@ -167,11 +167,4 @@ const char *hattn__kcache_warning(const hattn__kcache *kc);
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
                       int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
 
-/* Load a CUDA cubin as a kernel.  Not possible through runtime/cuda.h
-** today (it exposes no module load of a given image): returns
-** HATTN_ENOTSUP, and the GPU lookup compiles instead. */
-int hattn__kc_cuda_load_cubin(hattn__cuda *cu, const void *cubin, size_t size,
-                              const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                              hattn__cuda_kernel **out, char *err, size_t errlen);
-
 #endif /* HATTN_RUNTIME_KERNEL_CACHE_H */

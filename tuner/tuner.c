@@ -818,7 +818,8 @@ int hattn__tune_store(hattn__db *db, const hattn__tune_problem *p, const hattn__
     k.backend = "cpu";
   } else {
     hattn_cuda_kernel_desc desc;
-    char *src = NULL;
+    hattn__cuda_kernel *kern;
+    const void *image;
     if (opt->cu == NULL) {
       snprintf(err, errlen, "the cuda backend needs an open device");
       return HATTN_EINVAL;
@@ -827,11 +828,15 @@ int hattn__tune_store(hattn__db *db, const hattn__tune_problem *p, const hattn__
     dev = &gpu.device;
     desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
     snprintf(cfg, sizeof cfg, "%s", w->config);
-    hattn__kc_cpu_fn_name(r->winner_key, fn_name, sizeof fn_name);
-    if ((rc = hattn__emit_cuda(&desc, &w->cuda, fn_name, &src, err, errlen)) != HATTN_OK) return rc;
-    rc = hattn__nvrtc_compile(src, fn_name, gpu.arch, &bin, &size, err, errlen);
-    free(src);
-    if (rc != HATTN_OK) return rc;
+    /* The cubin the timed kernel was loaded from (the driver's cache holds
+    ** it), so that hattn__cuda_kernel_load finds the same entry point. */
+    if ((rc = hattn__cuda_kernel_get(opt->cu, &desc, &w->cuda, &kern, err, errlen)) != HATTN_OK) return rc;
+    hattn__cuda_kernel_cubin(kern, &image, &size);
+    if ((bin = malloc(size ? size : 1)) == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return HATTN_ENOMEM;
+    }
+    memcpy(bin, image, size);
     k.backend = "cuda";
   }
   k.key = r->winner_key;
