@@ -30,7 +30,7 @@ expect() {
 # Every example checks, and every subcommand has --help.
 for f in "$ex"/*.hattn; do expect 0 "pattern" "$hattn" check "$f"; done
 expect 0 "usage: hattn COMMAND" "$hattn" --help
-for c in check plan report run verify gen bench db; do expect 0 "usage: hattn $c" "$hattn" "$c" --help; done
+for c in check plan report run verify gen bench db tune; do expect 0 "usage: hattn $c" "$hattn" "$c" --help; done
 expect 2 "unknown command 'frobnicate'" "$hattn" frobnicate
 
 # check: canonical forms, keys and model assignments.
