@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hattn.h"
+#include "dtype.h"
 #include "mask.h"
 
 /* Floor division for a possibly negative numerator and a positive divisor. */
@@ -117,14 +118,6 @@ int64_t hattn__doc_of(const hattn__mask_env *env, int64_t pos) {
   return lo;
 }
 
-/* splitmix64: one step of a small, well-mixed generator. */
-static uint64_t splitmix64(uint64_t *state) {
-  uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-  return z ^ (z >> 31);
-}
-
 /* The generator state for the random blocks of query 64-block QB. */
 static uint64_t random_state(int64_t seed, int64_t qb) {
   return (uint64_t)seed * UINT64_C(0xd1b54a32d192ed03) ^ (uint64_t)qb * UINT64_C(0x8cb92ba72f3d8dd7);
@@ -138,7 +131,7 @@ int64_t hattn__random_blocks(int64_t seed, int64_t r, int64_t nkb, int64_t qb, i
   int64_t n = 0, j;
   if (nkb <= 0 || r <= 0) return 0;
   for (j = 0; j < nkb && n < r; j++) {
-    if (r >= nkb || (int64_t)(splitmix64(&state) % (uint64_t)(nkb - j)) < r - n) out[n++] = j;
+    if (r >= nkb || (int64_t)(hattn__splitmix64(&state) % (uint64_t)(nkb - j)) < r - n) out[n++] = j;
   }
   return n;
 }
@@ -182,7 +175,7 @@ int hattn__random_has(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t 
   if (kb < 0 || kb >= nkb || r <= 0) return 0;
   if (r >= nkb) return 1;
   for (j = 0; j <= kb && n < r; j++) {
-    int take = (int64_t)(splitmix64(&state) % (uint64_t)(nkb - j)) < r - n;
+    int take = (int64_t)(hattn__splitmix64(&state) % (uint64_t)(nkb - j)) < r - n;
     if (take && j == kb) return 1;
     n += take;
   }

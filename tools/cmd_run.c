@@ -19,6 +19,7 @@
 #include "cuda.h"
 #include "npy.h"
 #include "reference.h"
+#include "dtype.h"
 #include "tools.h"
 #include "cpu_config.h"
 
@@ -81,81 +82,6 @@ int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out) {
 
 /* ---- numbers ------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static uint32_t f32_bits(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  return x;
-}
-
-static float f32_from_bits(uint32_t x) {
-  float f;
-  memcpy(&f, &x, 4);
-  return f;
-}
-
-/* float32 to bfloat16, rounding to nearest even; NaN stays NaN. */
-static uint16_t f32_to_bf16(float f) {
-  uint32_t x = f32_bits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
-  return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-}
-
-static float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
-
-/* float32 to IEEE half, rounding to nearest even, with subnormals,
-** overflow to infinity and NaN kept. */
-static uint16_t f32_to_f16(float f) {
-  uint32_t x = f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu, r, rem, half;
-  int e, shift;
-  if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
-  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* 65520 and up round to inf */
-  if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal */
-    e = (int)(ax >> 23);
-    if (e < 102) return (uint16_t)sign; /* below 2^-25 */
-    shift = 126 - e;
-    r = ((ax & 0x7fffffu) | 0x800000u) >> shift;
-    rem = ((ax & 0x7fffffu) | 0x800000u) & ((1u << shift) - 1);
-    half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (r & 1))) r++;
-    return (uint16_t)(sign | r);
-  }
-  r = (ax >> 13) - (112u << 10);
-  rem = ax & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
-  return (uint16_t)(sign | r);
-}
-
-static float f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu;
-  if (e == 0x1f) return f32_from_bits(sign | 0x7f800000u | (m << 13));
-  if (e == 0) return (sign ? -1.0f : 1.0f) * (float)m * 0x1p-24f;
-  return f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
-}
-
-/* Element I of X in DTYPE, as a double. */
-static double elem_get(const void *x, hattn_dtype t, size_t i) {
-  switch (t) {
-  case HATTN_DTYPE_FP16: return f16_to_f32(((const uint16_t *)x)[i]);
-  case HATTN_DTYPE_BF16: return bf16_to_f32(((const uint16_t *)x)[i]);
-  default: return ((const float *)x)[i];
-  }
-}
-
-/* Store F in element I of X, rounded to DTYPE. */
-static void elem_set(void *x, hattn_dtype t, size_t i, float f) {
-  switch (t) {
-  case HATTN_DTYPE_FP16: ((uint16_t *)x)[i] = f32_to_f16(f); break;
-  case HATTN_DTYPE_BF16: ((uint16_t *)x)[i] = f32_to_bf16(f); break;
-  default: ((float *)x)[i] = f; break;
-  }
-}
 
 static tool_npy_type npy_type_of(hattn_dtype t) {
   return t == HATTN_DTYPE_FP16 ? TOOL_NPY_F2 : t == HATTN_DTYPE_BF16 ? TOOL_NPY_U2 : TOOL_NPY_F4;
@@ -395,11 +321,11 @@ static int make_inputs(const char *cmd, const run_args *a, run_data *d, tool_npy
     d->v = malloc(d->nkv * (size_t)esz + 1);
     if (!d->q || !d->k || !d->v) goto nomem;
     for (j = 0; j < d->nq; j++)
-      elem_set(d->q, d->dtype, j, (float)(splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
+      hattn__elem_set(d->q, d->dtype, j, (float)(hattn__splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
     for (j = 0; j < d->nkv; j++)
-      elem_set(d->k, d->dtype, j, (float)(splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
+      hattn__elem_set(d->k, d->dtype, j, (float)(hattn__splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
     for (j = 0; j < d->nkv; j++)
-      elem_set(d->v, d->dtype, j, (float)(splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
+      hattn__elem_set(d->v, d->dtype, j, (float)(hattn__splitmix64(&state) >> 40) * 0x1p-23f - 1.0f);
   }
   d->o = malloc(d->nq * (size_t)esz + 1);
   d->lse = malloc(d->nlse * sizeof *d->lse + 1);
@@ -409,9 +335,9 @@ static int make_inputs(const char *cmd, const run_args *a, run_data *d, tool_npy
     d->kd = malloc(d->nkv * sizeof *d->kd + 1);
     d->vd = malloc(d->nkv * sizeof *d->vd + 1);
     if (!d->qd || !d->kd || !d->vd) goto nomem;
-    for (j = 0; j < d->nq; j++) d->qd[j] = elem_get(d->q, d->dtype, j);
-    for (j = 0; j < d->nkv; j++) d->kd[j] = elem_get(d->k, d->dtype, j);
-    for (j = 0; j < d->nkv; j++) d->vd[j] = elem_get(d->v, d->dtype, j);
+    for (j = 0; j < d->nq; j++) d->qd[j] = hattn__elem_get(d->q, d->dtype, j);
+    for (j = 0; j < d->nkv; j++) d->kd[j] = hattn__elem_get(d->k, d->dtype, j);
+    for (j = 0; j < d->nkv; j++) d->vd[j] = hattn__elem_get(d->v, d->dtype, j);
   }
   return 0;
 nomem:
@@ -422,7 +348,7 @@ nomem:
 /* Fill O and LSE with NaN, so that what the kernel does not write shows. */
 static void poison(run_data *d) {
   size_t j;
-  for (j = 0; j < d->nq; j++) elem_set(d->o, d->dtype, j, NAN);
+  for (j = 0; j < d->nq; j++) hattn__elem_set(d->o, d->dtype, j, NAN);
   for (j = 0; j < d->nlse; j++) d->lse[j] = NAN;
 }
 
@@ -770,7 +696,7 @@ static int run_main(int argc, char **argv, int verify) {
       fprintf(stderr, "hattn %s: the reference: %s\n", cmd, err);
       goto done;
     }
-    for (j = 0; j < d.nq; j++) ogot[j] = elem_get(d.o, d.dtype, j);
+    for (j = 0; j < d.nq; j++) ogot[j] = hattn__elem_get(d.o, d.dtype, j);
     for (j = 0; j < d.nlse; j++) lgot[j] = d.lse[j];
     eo = hattn__rel_error(ogot, oref, d.nq);
     el = hattn__rel_error(lgot, lref, d.nlse);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hattn.h"
+#include "dtype.h"
 #include "reference.h"
 #include "tuner.h"
 
@@ -194,69 +195,6 @@ int hattn__tune_agree(const hattn__tune_result *a, const hattn__tune_result *b) 
   return within(a, wb) || within(b, wa) ? HATTN__TUNE_WITHIN : HATTN__TUNE_DIFFER;
 }
 
-/* ---- numbers --------------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static uint32_t f32_bits(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  return x;
-}
-
-static float f32_from_bits(uint32_t x) {
-  float f;
-  memcpy(&f, &x, 4);
-  return f;
-}
-
-static uint16_t f32_to_bf16(float f) {
-  uint32_t x = f32_bits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
-  return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-}
-
-/* float32 to IEEE half, to nearest even; the inputs here are in [-1, 1)
-** and NaN, so subnormals flush to zero (they do not occur in the draws). */
-static uint16_t f32_to_f16(float f) {
-  uint32_t x = f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu, r, rem;
-  if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
-  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-  if (ax < 0x38800000u) return (uint16_t)sign;
-  r = (ax >> 13) - (112u << 10);
-  rem = ax & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
-  return (uint16_t)(sign | r);
-}
-
-static float f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu;
-  if (e == 0x1f) return f32_from_bits(sign | 0x7f800000u | (m << 13));
-  if (e == 0) return (sign ? -1.0f : 1.0f) * (float)m * 0x1p-24f;
-  return f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
-}
-
-static double elem_get(const void *x, hattn_dtype t, size_t i) {
-  switch (t) {
-  case HATTN_DTYPE_FP16: return f16_to_f32(((const uint16_t *)x)[i]);
-  case HATTN_DTYPE_BF16: return f32_from_bits((uint32_t)((const uint16_t *)x)[i] << 16);
-  default: return ((const float *)x)[i];
-  }
-}
-
-static void elem_set(void *x, hattn_dtype t, size_t i, float f) {
-  switch (t) {
-  case HATTN_DTYPE_FP16: ((uint16_t *)x)[i] = f32_to_f16(f); break;
-  case HATTN_DTYPE_BF16: ((uint16_t *)x)[i] = f32_to_bf16(f); break;
-  default: ((float *)x)[i] = f; break;
-  }
-}
-
 /* ---- problems and inputs ------------------------------------------------------------ */
 
 /* One set of host tensors of a shape: Q, K, V, O in the dtype, LSE float32. */
@@ -335,18 +273,18 @@ static int tproblem_inputs(tproblem *t, const hattn__pattern *p, int nlayouts, h
     s->q = malloc(t->nq * esz + 1), s->k = malloc(t->nkv * esz + 1), s->v = malloc(t->nkv * esz + 1);
     s->o = malloc(t->nq * esz + 1), s->lse = malloc(t->nlse * sizeof(float) + 1);
     if (!s->q || !s->k || !s->v || !s->o || !s->lse) goto nomem;
-    for (j = 0; j < t->nq; j++) elem_set(s->q, dtype, j, (float)(splitmix64(&st) >> 40) * 0x1p-23f - 1.0f);
-    for (j = 0; j < t->nkv; j++) elem_set(s->k, dtype, j, (float)(splitmix64(&st) >> 40) * 0x1p-23f - 1.0f);
-    for (j = 0; j < t->nkv; j++) elem_set(s->v, dtype, j, (float)(splitmix64(&st) >> 40) * 0x1p-23f - 1.0f);
+    for (j = 0; j < t->nq; j++) hattn__elem_set(s->q, dtype, j, (float)(hattn__splitmix64(&st) >> 40) * 0x1p-23f - 1.0f);
+    for (j = 0; j < t->nkv; j++) hattn__elem_set(s->k, dtype, j, (float)(hattn__splitmix64(&st) >> 40) * 0x1p-23f - 1.0f);
+    for (j = 0; j < t->nkv; j++) hattn__elem_set(s->v, dtype, j, (float)(hattn__splitmix64(&st) >> 40) * 0x1p-23f - 1.0f);
   }
   if (!want_ref) return HATTN_OK;
   t->qd = malloc(t->nq * sizeof(double) + 1), t->kd = malloc(t->nkv * sizeof(double) + 1);
   t->vd = malloc(t->nkv * sizeof(double) + 1), t->oref = malloc(t->nq * sizeof(double) + 1);
   t->lref = malloc(t->nlse * sizeof(double) + 1);
   if (!t->qd || !t->kd || !t->vd || !t->oref || !t->lref) goto nomem;
-  for (j = 0; j < t->nq; j++) t->qd[j] = elem_get(t->sets[0].q, dtype, j);
-  for (j = 0; j < t->nkv; j++) t->kd[j] = elem_get(t->sets[0].k, dtype, j);
-  for (j = 0; j < t->nkv; j++) t->vd[j] = elem_get(t->sets[0].v, dtype, j);
+  for (j = 0; j < t->nq; j++) t->qd[j] = hattn__elem_get(t->sets[0].q, dtype, j);
+  for (j = 0; j < t->nkv; j++) t->kd[j] = hattn__elem_get(t->sets[0].k, dtype, j);
+  for (j = 0; j < t->nkv; j++) t->vd[j] = hattn__elem_get(t->sets[0].v, dtype, j);
   return hattn__reference(p, &t->shape, &t->env, nlayouts, t->qd, t->kd, t->vd, t->oref, t->lref, err, errlen);
 nomem:
   snprintf(err, errlen, "out of memory for the tuning inputs");
@@ -388,7 +326,7 @@ static int gate_check(tproblem *g, hattn_dtype dtype, const hattn__tune_opts *op
     return -1;
   }
   if (opt->hooks.corrupt) opt->hooks.corrupt(opt->hooks.ctx, c, g->sets[0].o, g->nq, dtype);
-  for (j = 0; j < g->nq; j++) od[j] = elem_get(g->sets[0].o, dtype, j);
+  for (j = 0; j < g->nq; j++) od[j] = hattn__elem_get(g->sets[0].o, dtype, j);
   for (j = 0; j < g->nlse; j++) ld[j] = g->sets[0].lse[j];
   eo = hattn__rel_error(od, g->oref, g->nq);
   el = hattn__rel_error(ld, g->lref, g->nlse);
@@ -544,7 +482,7 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
       goto next;
     }
     /* The gate: NaN-poisoned outputs, the small problem, the reference. */
-    for (j2 = 0; j2 < g.nq; j2++) elem_set(g.sets[0].o, p->dtype, j2, NAN);
+    for (j2 = 0; j2 < g.nq; j2++) hattn__elem_set(g.sets[0].o, p->dtype, j2, NAN);
     for (j2 = 0; j2 < g.nlse; j2++) g.sets[0].lse[j2] = NAN;
     gq.data = g.sets[0].q, gk.data = g.sets[0].k, gv.data = g.sets[0].v, go.data = g.sets[0].o,
     gl.data = g.sets[0].lse;
