@@ -170,6 +170,10 @@ expect 2 "$tmp/c/v.npy holds '<u2' elements, but the dtype is fp32" "$hattn" ver
 rm "$tmp/c/v.npy"
 expect 2 "cannot open $tmp/c/v.npy" "$hattn" verify "$tmp/one.hattn" --in "$tmp/c"
 
+# --db: the runtime's lookup compiles and stores the first time, then loads.
+expect 0 "kernel compiled" "$hattn" verify "$tmp/one.hattn" --seqlen 200 --heads 2 --db "$tmp/k.db"
+expect 0 "kernel db" "$hattn" verify "$tmp/one.hattn" --seqlen 200 --heads 2 --db "$tmp/k.db"
+
 # gen: what does not need a working compiler.
 expect 2 "the cuda backend is not built yet" "$hattn" gen "$tmp/one.hattn" --backend cuda --cpu x86-64-v3 --out "$tmp/g"
 expect 2 "--cpu is required" "$hattn" gen "$tmp/one.hattn" --out "$tmp/g"

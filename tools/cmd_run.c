@@ -20,6 +20,7 @@
 #include "npy.h"
 #include "reference.h"
 #include "dtype.h"
+#include "kernel_cache.h"
 #include "tools.h"
 #include "cpu_config.h"
 
@@ -40,6 +41,9 @@
   "      --threads N       worker threads (default HATTN_NUM_THREADS, else the cores)\n"   \
   "  -b, --block BM,BN     tile size of the kernel (default: chosen for head_dim)\n"       \
   "      --rows R          query rows held in registers (default: chosen; cpu only)\n"    \
+  "      --db PATH         take the kernel from the runtime's lookup: this process,\n"    \
+  "                        then the database at PATH (a tuned winner), then a compile\n"   \
+  "                        of the default configuration, stored there\n"                  \
   "      --docs LEN        document: packed documents of LEN tokens (default one)\n"        \
   "      --doc-lens A,B,.. document: these lengths; the last takes the rest\n"            \
   "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"           \
@@ -96,6 +100,7 @@ typedef struct run_args {
   int have_dtype, have_seed;
   uint64_t seed;
   int64_t threads, bm, bn, rows;                      /* 0: the default */
+  const char *db;                                     /* --db: kernels from the runtime's lookup */
   tool_rtdata rt;
 } run_args;
 
@@ -115,7 +120,7 @@ static int parse_seed(const char *s, uint64_t *out) {
 /* Parse ARGV into A: 1 for --help (printed), 0 to go on, -1 on a usage
 ** error (printed). */
 static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
-  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS };
+  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB };
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'},  {"backend", required_argument, 0, O_BACKEND},
     {"batch", required_argument, 0, 'B'},    {"heads", required_argument, 0, 'H'},
@@ -123,6 +128,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     {"seqlen", required_argument, 0, 's'},   {"dtype", required_argument, 0, 't'},
     {"seed", required_argument, 0, O_SEED},  {"out", required_argument, 0, 'o'},
     {"in", required_argument, 0, 'i'},       {"threads", required_argument, 0, O_THREADS},
+    {"db", required_argument, 0, O_DB},
     {"block", required_argument, 0, 'b'},    {"rows", required_argument, 0, O_ROWS},
     {"docs", required_argument, 0, 'D'},     {"doc-lens", required_argument, 0, 'L'},
     {"layout", required_argument, 0, 'Y'},   {"help", no_argument, 0, 'h'},
@@ -154,6 +160,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     case O_THREADS: if (tool_parse_len("--threads", optarg, 0, &a->threads)) return -1; break;
     case 'b': if (tool_parse_pair("--block", optarg, 0, &a->bm, &a->bn)) return -1; break;
     case O_ROWS: if (tool_parse_len("--rows", optarg, 0, &a->rows)) return -1; break;
+    case O_DB: a->db = optarg; break;
     case 'h': fputs(usage, stdout); return 1;
     default: fputs(usage, stderr); return -1;
     }
@@ -450,6 +457,8 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
   hattn_cpu_config cfg;
   hattn_cpu_kernel_desc desc;
   hattn_cpu_fn fn = NULL;
+  hattn__kcache *kc = NULL;
+  const char *from = "compiled";
   hattn__tensor tq, tk, tv, to, tl;
   char err[2048];
   int rc = TOOL_USAGE, st, i;
@@ -459,19 +468,35 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     goto done;
   }
-  hattn__cpu_config_default((int)s->head_dim, hattn__jit_vec(jit), &cfg);
-  if (a->bm) cfg.bm = (int)a->bm, cfg.bn = (int)a->bn;
-  if (a->rows) cfg.rows = (int)a->rows;
-  if (hattn__cpu_config_check(&cfg, (int)s->head_dim, err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: %s\n", cmd, err);
-    goto done;
-  }
   desc.pattern = p;
   desc.dtype = d->dtype;
   desc.head_dim = (int)s->head_dim;
-  if ((st = hattn__jit_compile(jit, &desc, &cfg, &fn, err, sizeof err)) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: cannot compile the kernel of '%s': %s\n", cmd, p->name, err);
-    goto done;
+  if (a->db) {
+    /* The runtime's lookup: memory, then the database, then a compile of
+    ** the default configuration that it stores. */
+    hattn__kcache_opts ko = {HATTN__BACKEND_CPU, a->db, NULL, 0};
+    hattn__kc_kernel *kk;
+    if ((st = hattn__kcache_open(&ko, &kc, err, sizeof err)) != HATTN_OK ||
+        (st = hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
+                                sizeof err)) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: cannot get the kernel of '%s': %s\n", cmd, p->name, err);
+      goto done;
+    }
+    fn = kk->fn;
+    cfg = kk->cpu;
+    from = hattn__kc_source_name(kk->source);
+  } else {
+    hattn__cpu_config_default((int)s->head_dim, hattn__jit_vec(jit), &cfg);
+    if (a->bm) cfg.bm = (int)a->bm, cfg.bn = (int)a->bn;
+    if (a->rows) cfg.rows = (int)a->rows;
+    if (hattn__cpu_config_check(&cfg, (int)s->head_dim, err, sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+    if ((st = hattn__jit_compile(jit, &desc, &cfg, &fn, err, sizeof err)) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: cannot compile the kernel of '%s': %s\n", cmd, p->name, err);
+      goto done;
+    }
   }
   if ((st = hattn__pool_create((int)a->threads, &pool)) != HATTN_OK) {
     fprintf(stderr, "hattn %s: cannot start %lld threads: %s\n", cmd, (long long)a->threads,
@@ -490,11 +515,12 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
       goto done;
     }
   }
-  snprintf(config, configlen, "cpu %s block %dx%d rows %d vec %d, %d threads", hattn__jit_cpu_name(jit),
-           cfg.bm, cfg.bn, cfg.rows, cfg.vec, hattn__pool_threads(pool));
+  snprintf(config, configlen, "cpu %s block %dx%d rows %d vec %d, %d threads, kernel %s",
+           hattn__jit_cpu_name(jit), cfg.bm, cfg.bn, cfg.rows, cfg.vec, hattn__pool_threads(pool), from);
   rc = TOOL_OK;
 done:
   hattn__pool_destroy(pool);
+  hattn__kcache_close(kc);
   hattn__jit_destroy(jit);
   return rc;
 }
@@ -528,6 +554,8 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
   const hattn__shape *s = &d->shape;
   hattn__cuda *cu = NULL;
   hattn__cuda_kernel *kern = NULL;
+  hattn__kcache *kc = NULL;
+  const char *from = "compiled";
   hattn__cuda_plan *plan = NULL;
   hattn_cuda_config cfg;
   hattn_cuda_kernel_desc desc;
@@ -545,18 +573,32 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     return TOOL_USAGE;
   }
-  hattn__cuda_config_default((int)s->head_dim, hattn__cuda_sm(cu), &cfg);
-  if (a->bm) cfg.block_m = (int)a->bm, cfg.block_n = (int)a->bn;
   desc.pattern = p;
   desc.dtype = d->dtype;
   desc.head_dim = (int)s->head_dim;
-  if (hattn__cuda_config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: %s\n", cmd, err);
-    goto done;
-  }
-  if (hattn__cuda_kernel_get(cu, &desc, &cfg, &kern, err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: cannot build the CUDA kernel of '%s': %s\n", cmd, p->name, err);
-    goto done;
+  if (a->db) {
+    hattn__kcache_opts ko = {HATTN__BACKEND_CUDA, a->db, cu, 0};
+    hattn__kc_kernel *kk;
+    if (hattn__kcache_open(&ko, &kc, err, sizeof err) != HATTN_OK ||
+        hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
+                          sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: cannot get the CUDA kernel of '%s': %s\n", cmd, p->name, err);
+      goto done;
+    }
+    kern = kk->cuda_kern;
+    cfg = kk->cuda;
+    from = hattn__kc_source_name(kk->source);
+  } else {
+    hattn__cuda_config_default((int)s->head_dim, hattn__cuda_sm(cu), &cfg);
+    if (a->bm) cfg.block_m = (int)a->bm, cfg.block_n = (int)a->bn;
+    if (hattn__cuda_config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+    if (hattn__cuda_kernel_get(cu, &desc, &cfg, &kern, err, sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: cannot build the CUDA kernel of '%s': %s\n", cmd, p->name, err);
+      goto done;
+    }
   }
   if (hattn__cuda_plan_create(cu, &desc, &cfg, s, env, &plan, err, sizeof err) != HATTN_OK ||
       hattn__cuda_alloc(cu, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
@@ -582,8 +624,8 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     goto done;
   }
-  snprintf(config, configlen, "cuda %s %s block %dx%d warps %d stages %d", hattn__cuda_name(cu),
-           hattn__cuda_arch(cu), cfg.block_m, cfg.block_n, cfg.warps, cfg.stages);
+  snprintf(config, configlen, "cuda %s %s block %dx%d warps %d stages %d, kernel %s", hattn__cuda_name(cu),
+           hattn__cuda_arch(cu), cfg.block_m, cfg.block_n, cfg.warps, cfg.stages, from);
   rc = TOOL_OK;
 done:
   hattn__cuda_free(cu, dq);
@@ -592,6 +634,7 @@ done:
   hattn__cuda_free(cu, dout);
   hattn__cuda_free(cu, dl);
   hattn__cuda_plan_destroy(plan);
+  hattn__kcache_close(kc);
   hattn__cuda_close(cu);
   return rc;
 }
