@@ -173,6 +173,13 @@ expect 2 "cannot open $tmp/c/v.npy" "$hattn" verify "$tmp/one.hattn" --in "$tmp/
 # --db: the runtime's lookup compiles and stores the first time, then loads.
 expect 0 "kernel compiled" "$hattn" verify "$tmp/one.hattn" --seqlen 200 --heads 2 --db "$tmp/k.db"
 expect 0 "kernel db" "$hattn" verify "$tmp/one.hattn" --seqlen 200 --heads 2 --db "$tmp/k.db"
+# A stored binary that fails its checksum is ignored, rebuilt and stored again.
+if command -v sqlite3 >/dev/null; then
+  sqlite3 "$tmp/k.db" "UPDATE kernels SET binary = zeroblob(length(binary))"
+  expect 0 "fails its checksum: it is rebuilt; compiling the kernel again" "$hattn" verify "$tmp/one.hattn" \
+    --seqlen 200 --heads 2 --db "$tmp/k.db"
+  expect 0 "kernel db" "$hattn" verify "$tmp/one.hattn" --seqlen 200 --heads 2 --db "$tmp/k.db"
+fi
 
 # gen: what does not need a working compiler.
 expect 2 "the cuda backend is not built yet" "$hattn" gen "$tmp/one.hattn" --backend cuda --cpu x86-64-v3 --out "$tmp/g"
