@@ -77,6 +77,12 @@ typedef struct hattn__tensor {
   int64_t stride[4];
 } hattn__tensor;
 
+/* Contiguous element strides for SHAPE: Q and O as [batch, heads, lq,
+** head_dim], K and V as [batch, kv_heads, lk, head_dim], LSE as [batch,
+** heads, lq] (its stride[3] is 1 and unused).  Data pointers untouched. */
+void hattn__tensor_strides(const hattn__shape *shape, hattn__tensor *q, hattn__tensor *k,
+                           hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse);
+
 /*
 ** Run kernel FN (compiled for DESC and CFG) on SHAPE: Q, O are [batch,
 ** heads, lq, head_dim], K, V [batch, kv_heads, lk, head_dim], in DESC's

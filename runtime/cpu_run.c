@@ -233,3 +233,17 @@ done:
   hattn__plan_destroy(plan);
   return rc;
 }
+
+void hattn__tensor_strides(const hattn__shape *s, hattn__tensor *q, hattn__tensor *k, hattn__tensor *v,
+                           hattn__tensor *o, hattn__tensor *lse) {
+  q->stride[0] = o->stride[0] = s->heads * s->lq * s->head_dim;
+  q->stride[1] = o->stride[1] = s->lq * s->head_dim;
+  q->stride[2] = o->stride[2] = s->head_dim;
+  k->stride[0] = v->stride[0] = s->kv_heads * s->lk * s->head_dim;
+  k->stride[1] = v->stride[1] = s->lk * s->head_dim;
+  k->stride[2] = v->stride[2] = s->head_dim;
+  q->stride[3] = k->stride[3] = v->stride[3] = o->stride[3] = 1;
+  lse->stride[0] = s->heads * s->lq;
+  lse->stride[1] = s->lq;
+  lse->stride[2] = lse->stride[3] = 1;
+}

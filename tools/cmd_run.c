@@ -433,8 +433,6 @@ static int write_outputs(const char *cmd, const char *dir, const run_data *d) {
 
 /* ---- the kernel ----------------------------------------------------------- */
 
-static void contiguous_strides(const hattn__shape *s, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
-                               hattn__tensor *to, hattn__tensor *tl);
 
 static double now_ms(void) {
   struct timespec ts;
@@ -504,7 +502,7 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
     goto done;
   }
   tq.data = d->q, tk.data = d->k, tv.data = d->v, to.data = d->o, tl.data = d->lse;
-  contiguous_strides(s, &tq, &tk, &tv, &to, &tl);
+  hattn__tensor_strides(s, &tq, &tk, &tv, &to, &tl);
   for (i = 0; i < 2; i++) {
     poison(d);
     t0 = now_ms();
@@ -523,23 +521,6 @@ done:
   hattn__kcache_close(kc);
   hattn__jit_destroy(jit);
   return rc;
-}
-
-/* Element strides of contiguous [batch, heads, seq, head_dim] tensors: Q
-** and O, K and V, LSE (of the shape S) into the tensors. */
-static void contiguous_strides(const hattn__shape *s, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
-                               hattn__tensor *to, hattn__tensor *tl) {
-  tq->stride[0] = to->stride[0] = s->heads * s->lq * s->head_dim;
-  tq->stride[1] = to->stride[1] = s->lq * s->head_dim;
-  tq->stride[2] = to->stride[2] = s->head_dim;
-  tk->stride[0] = tv->stride[0] = s->kv_heads * s->lk * s->head_dim;
-  tk->stride[1] = tv->stride[1] = s->lk * s->head_dim;
-  tk->stride[2] = tv->stride[2] = s->head_dim;
-  tq->stride[3] = tk->stride[3] = tv->stride[3] = to->stride[3] = 1;
-  tl->stride[0] = s->heads * s->lq;
-  tl->stride[1] = s->lq;
-  tl->stride[2] = 1;
-  tl->stride[3] = 1;
 }
 
 /*
@@ -615,7 +596,7 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
     goto done;
   }
   tq.data = dq, tk.data = dk, tv.data = dv, to.data = dout, tl.data = dl;
-  contiguous_strides(s, &tq, &tk, &tv, &to, &tl);
+  hattn__tensor_strides(s, &tq, &tk, &tv, &to, &tl);
   if (hattn__cuda_launch(kern, plan, s, &tq, &tk, &tv, &to, &tl, NULL, err, sizeof err) != HATTN_OK ||
       hattn__cuda_sync(cu, err, sizeof err) != HATTN_OK ||
       hattn__cuda_download(cu, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||

@@ -300,20 +300,6 @@ static int sets_for(size_t set_bytes) {
   return (int)n;
 }
 
-static void strides(const hattn__shape *s, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
-                    hattn__tensor *to, hattn__tensor *tl) {
-  tq->stride[0] = to->stride[0] = s->heads * s->lq * s->head_dim;
-  tq->stride[1] = to->stride[1] = s->lq * s->head_dim;
-  tq->stride[2] = to->stride[2] = s->head_dim;
-  tk->stride[0] = tv->stride[0] = s->kv_heads * s->lk * s->head_dim;
-  tk->stride[1] = tv->stride[1] = s->lk * s->head_dim;
-  tk->stride[2] = tv->stride[2] = s->head_dim;
-  tq->stride[3] = tk->stride[3] = tv->stride[3] = to->stride[3] = 1;
-  tl->stride[0] = s->heads * s->lq;
-  tl->stride[1] = s->lq;
-  tl->stride[2] = tl->stride[3] = 1;
-}
-
 /* The gate's verdict on O and LSE of set 0 of G: 0 when within the dtype's
 ** tolerance, else -1 with the reason in C->why. */
 static int gate_check(tproblem *g, hattn_dtype dtype, const hattn__tune_opts *opt, hattn__tune_cand *c) {
@@ -450,8 +436,8 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
     snprintf(err, errlen, "out of memory");
     goto done;
   }
-  strides(&gs, &gq, &gk, &gv, &go, &gl);
-  strides(&ms, &tq, &tk, &tv, &to, &tl);
+  hattn__tensor_strides(&gs, &gq, &gk, &gv, &go, &gl);
+  hattn__tensor_strides(&ms, &tq, &tk, &tv, &to, &tl);
 
   for (i = 0; i < r->ncands; i++) {
     hattn__tune_cand *c = &r->cands[i];
@@ -642,7 +628,7 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
         hattn__cuda_plan_create(cu, &desc, &c->cuda, &gs, &g.env, &gplan, c->why, sizeof c->why) != HATTN_OK)
       goto next;
     dev_tensors(&g.sets[0], &tq, &tk, &tv, &to, &tl);
-    strides(&gs, &tq, &tk, &tv, &to, &tl);
+    hattn__tensor_strides(&gs, &tq, &tk, &tv, &to, &tl);
     if (hattn__cuda_memset(cu, g.sets[0].dout, 0xff, g.nq * esz, c->why, sizeof c->why) != HATTN_OK ||
         hattn__cuda_memset(cu, g.sets[0].dl, 0xff, g.nlse * sizeof(float), c->why, sizeof c->why) != HATTN_OK ||
         hattn__cuda_launch(kern, gplan, &gs, &tq, &tk, &tv, &to, &tl, NULL, c->why, sizeof c->why) != HATTN_OK ||
@@ -661,7 +647,7 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
     /* Device events around one launch a sample, after a warm-up; input
     ** sets rotated and L2 flushed before each. */
     dev_tensors(&m.sets[0], &tq, &tk, &tv, &to, &tl);
-    strides(&ms, &tq, &tk, &tv, &to, &tl);
+    hattn__tensor_strides(&ms, &tq, &tk, &tv, &to, &tl);
     if (hattn__cuda_time(kern, mplan, &ms, &tq, &tk, &tv, &to, &tl, warm, 1, &ms1, c->why, sizeof c->why) != HATTN_OK)
       goto next;
     reps = reps_for(opt, t0, ms1 * 1e-3 + 50e-6, r->ncands - i);
