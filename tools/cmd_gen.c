@@ -19,9 +19,12 @@
 #include "cpu.h"
 #include "tools.h"
 #include "cpu_config.h"
+#include "cuda.h"
+#include "emit_cuda.h"
 
 static const char gen_usage[] =
   "usage: hattn gen FILE --cpu NAME --out DIR [options]\n"
+  "       hattn gen FILE --backend cuda --arch sm_80,sm_90a [--emit source|cubin] --out DIR\n"
   "\n"
   "Write the CPU kernel of each pattern of the spec FILE (or of --pattern P) as\n"
   "an object file DIR/hattn_cpu_KEY_DTYPE_dHEADDIM.o compiled for the LLVM CPU\n"
@@ -31,12 +34,19 @@ static const char gen_usage[] =
   "configuration, scale and CPU of each.  A program includes the header, links\n"
   "the objects, and runs them without LLVM.\n"
   "\n"
+  "With --backend cuda, write each pattern's CUDA kernel for every arch of\n"
+  "--arch as readable source (DIR/NAME.cu, --emit source) or as a cubin\n"
+  "compiled by NVRTC (DIR/NAME.ARCH.cubin, --emit cubin, the default), NAME\n"
+  "being the kernel's entry point: hattn_fwd_KEY_DTYPE_dHEADDIM_CONFIG.\n"
+  "\n"
   "options:\n"
   "  -p, --pattern P       only this pattern (default: every pattern of FILE)\n"
-  "      --backend B       cpu (the default; cuda is not built yet)\n"
+  "      --backend B       cpu (the default) or cuda\n"
+  "      --arch A,B        cuda: the archs (sm_80, sm_86, sm_90a, ...)\n"
+  "      --emit WHAT       cuda: source or cubin (the default)\n"
   "  -c, --cpu NAME        the CPU: x86-64-v3, x86-64-v4, znver1, sapphirerapids, ...\n"
   "  -o, --out DIR         the directory to write to (created)\n"
-  "  -t, --dtype T         fp32 (default), fp16 or bf16\n"
+  "  -t, --dtype T         fp32 (the cpu default), fp16 or bf16 (the cuda default)\n"
   "  -d, --head-dim D      head dimension (default 128)\n"
   "  -b, --block BM,BN     tile size (default: chosen for head_dim)\n"
   "      --rows R          query rows held in registers (default: chosen)\n"
@@ -148,16 +158,77 @@ static int write_header(const char *path, const gen_item *items, int n, const ha
   return fclose(f) == 0 && i == 0 ? 0 : -1;
 }
 
+/* Write the CUDA kernels of SPEC (every pattern, or PATTERN) for each arch
+** of the comma list ARCHS into OUT: sources when SOURCE, else cubins. */
+static int gen_cuda(const hattn_spec *spec, const char *pattern, const char *archs, int source,
+                    const char *out, hattn_dtype dtype, int head_dim, int bm, int bn) {
+  char arch[32], name[160], path[4300], err[16384];
+  const char *a = archs;
+  int i, n = 0;
+  while (*a) {
+    size_t t = strcspn(a, ",");
+    int sm;
+    if (t == 0 || t >= sizeof arch || sscanf(a, "sm_%d", &sm) != 1 || sm < 80) {
+      fprintf(stderr, "hattn gen: --arch: expected archs such as sm_80,sm_90a (sm_80 or later)\n");
+      return TOOL_USAGE;
+    }
+    memcpy(arch, a, t);
+    arch[t] = '\0';
+    a += t + (a[t] == ',');
+    for (i = 0; i < spec->npatterns; i++) {
+      const hattn__pattern *p = &spec->patterns[i];
+      hattn_cuda_kernel_desc desc = {p, dtype, head_dim};
+      hattn_cuda_config cfg;
+      char *src = NULL;
+      void *cubin = NULL;
+      size_t size = 0;
+      FILE *f;
+      int st;
+      if (pattern && strcmp(pattern, p->name)) continue;
+      hattn__cuda_config_default(head_dim, sm, &cfg);
+      if (bm) cfg.block_m = bm, cfg.block_n = bn;
+      snprintf(name, sizeof name, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d", (unsigned long long)p->key,
+               hattn__dtype_name(dtype), head_dim, cfg.block_m, cfg.block_n, cfg.warps, cfg.stages);
+      if ((st = hattn__cuda_config_check(&desc, &cfg, err, sizeof err)) != HATTN_OK ||
+          (st = hattn__emit_cuda(&desc, &cfg, name, &src, err, sizeof err)) != HATTN_OK ||
+          (!source && (st = hattn__nvrtc_compile(src, name, arch, &cubin, &size, err, sizeof err)) != HATTN_OK)) {
+        fprintf(stderr, "hattn gen: pattern '%s' for %s: %s\n", p->name, arch, err);
+        free(src);
+        return TOOL_USAGE;
+      }
+      if (source) snprintf(path, sizeof path, "%s/%s.cu", out, name);
+      else snprintf(path, sizeof path, "%s/%s.%s.cubin", out, name, arch);
+      if ((f = fopen(path, "wb")) == NULL ||
+          fwrite(source ? (const void *)src : cubin, 1, source ? strlen(src) : size, f) != (source ? strlen(src) : size) ||
+          fclose(f) != 0) {
+        fprintf(stderr, "hattn gen: cannot write %s\n", path);
+        free(src);
+        free(cubin);
+        return TOOL_USAGE;
+      }
+      printf("%s  %s = %s\n", path, p->name, p->canon);
+      free(src);
+      free(cubin);
+      n++;
+      /* A source is the same for every arch: write it once. */
+    }
+    if (source) break;
+  }
+  return n > 0 ? TOOL_OK : TOOL_USAGE;
+}
+
 int hattn_cmd_gen(int argc, char **argv) {
-  enum { O_BACKEND = 256, O_ROWS, O_VEC };
+  enum { O_BACKEND = 256, O_ROWS, O_VEC, O_ARCH, O_EMIT };
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'}, {"backend", required_argument, 0, O_BACKEND},
     {"cpu", required_argument, 0, 'c'},     {"out", required_argument, 0, 'o'},
     {"dtype", required_argument, 0, 't'},   {"head-dim", required_argument, 0, 'd'},
     {"block", required_argument, 0, 'b'},   {"rows", required_argument, 0, O_ROWS},
     {"vec", required_argument, 0, O_VEC},   {"help", no_argument, 0, 'h'},
+    {"arch", required_argument, 0, O_ARCH}, {"emit", required_argument, 0, O_EMIT},
     {0, 0, 0, 0}};
-  const char *pattern = NULL, *backend = NULL, *cpu = NULL, *out = NULL, *file;
+  const char *pattern = NULL, *backend = NULL, *cpu = NULL, *out = NULL, *file, *arch = NULL, *emit = "cubin";
+  int dtype_given = 0;
   int64_t hd = 128, bm = 0, bn = 0, rows = 0, vec = 0;
   hattn_dtype dtype = HATTN_DTYPE_FP32;
   hattn_spec *spec = NULL;
@@ -170,7 +241,9 @@ int hattn_cmd_gen(int argc, char **argv) {
     case O_BACKEND: backend = optarg; break;
     case 'c': cpu = optarg; break;
     case 'o': out = optarg; break;
-    case 't': if (tool_parse_dtype("--dtype", optarg, &dtype)) goto done; break;
+    case 't': if (tool_parse_dtype("--dtype", optarg, &dtype)) goto done; dtype_given = 1; break;
+    case O_ARCH: arch = optarg; break;
+    case O_EMIT: emit = optarg; break;
     case 'd': if (tool_parse_len("--head-dim", optarg, 0, &hd)) goto done; break;
     case 'b': if (tool_parse_pair("--block", optarg, 0, &bm, &bn)) goto done; break;
     case O_ROWS: if (tool_parse_len("--rows", optarg, 0, &rows)) goto done; break;
@@ -178,6 +251,28 @@ int hattn_cmd_gen(int argc, char **argv) {
     case 'h': fputs(gen_usage, stdout); rc = TOOL_OK; goto done;
     default: fputs(gen_usage, stderr); goto done;
     }
+  }
+  if (backend && !strcmp(backend, "cuda")) {
+    if (optind != argc - 1 || arch == NULL || out == NULL) {
+      fprintf(stderr, "hattn gen: %s\n\n%s",
+              optind != argc - 1 ? "expected one spec FILE" : arch == NULL ? "--arch is required with --backend cuda"
+                                                                           : "--out is required",
+              gen_usage);
+      goto done;
+    }
+    if (strcmp(emit, "source") && strcmp(emit, "cubin")) {
+      fprintf(stderr, "hattn gen: --emit: expected source or cubin, got '%s'\n", emit);
+      goto done;
+    }
+    if (!dtype_given) dtype = HATTN_DTYPE_BF16;
+    if ((spec = tool_load_spec(argv[optind])) == NULL) goto done;
+    if (pattern && hattn__spec_find_pattern(spec, pattern) < 0) {
+      fprintf(stderr, "hattn gen: no pattern '%s' in %s\n", pattern, argv[optind]);
+      goto done;
+    }
+    if (tool_make_dir("gen", out)) goto done;
+    rc = gen_cuda(spec, pattern, arch, !strcmp(emit, "source"), out, dtype, (int)hd, (int)bm, (int)bn);
+    goto done;
   }
   if (optind != argc - 1 || cpu == NULL || out == NULL) {
     fprintf(stderr, "hattn gen: %s\n\n%s",
@@ -187,10 +282,7 @@ int hattn_cmd_gen(int argc, char **argv) {
   }
   file = argv[optind];
   if (backend && strcmp(backend, "cpu") != 0) {
-    if (!strcmp(backend, "cuda"))
-      fprintf(stderr, "hattn gen: the cuda backend is not built yet; use --backend cpu\n");
-    else
-      fprintf(stderr, "hattn gen: --backend: unknown backend '%s' (expected cpu or cuda)\n", backend);
+    fprintf(stderr, "hattn gen: --backend: unknown backend '%s' (expected cpu or cuda)\n", backend);
     goto done;
   }
   if (cpu[0] == '\0' || strlen(cpu) > 64 || strspn(cpu, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != strlen(cpu)) {
