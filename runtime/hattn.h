@@ -52,6 +52,208 @@ HATTN_API const char *hattn_err_name(int status);
 /* The library's version, "MAJOR.MINOR.PATCH": a static string. */
 HATTN_API const char *hattn_version(void);
 
+/* ==== contexts, specs, kernels ============================================
+**
+** Ownership: every object a hattn_* function creates through an out
+** parameter is owned by the caller and freed with the matching destroy
+** function (hattn_close, hattn_specfile_destroy, hattn_kernel_destroy), all
+** of which accept NULL.  Strings and arrays passed in are copied or only read
+** during the call, unless stated otherwise.
+**
+** Thread safety: a context and everything made from it (specs, kernels) are
+** used by one thread at a time; use one context per thread.  Distinct
+** contexts share nothing that needs locking by the caller.  hattn_strerror,
+** hattn_err_name and hattn_version may be called from any thread.
+**
+** Misuse (a NULL handle or out parameter where one is required) is a bug in
+** the caller and is caught by assert(); failures of the environment or of the
+** data return a status code and leave a sentence in hattn_errmsg.  hattn
+** never calls exit().
+*/
+
+#include <dlpack/dlpack.h>
+
+typedef struct hattn_ctx hattn_ctx;
+/* A parsed, checked spec file (its patterns and models).  Named
+** "specfile" to keep the library's internal name of the tree apart. */
+typedef struct hattn_specfile hattn_specfile;
+/* One kernel: a pattern of a spec, for one problem (shape and dtype). */
+typedef struct hattn_kernel hattn_kernel;
+
+typedef enum hattn_backend {
+  HATTN_BACKEND_CPU = 0,       /* LLVM JIT for the host CPU */
+  HATTN_BACKEND_CUDA = 1       /* NVRTC and the CUDA driver (dlopen'ed) */
+} hattn_backend;
+
+/* Element types of Q, K, V and O (LSE is always float32). */
+typedef enum hattn_eltype {
+  HATTN_FP32 = 0,
+  HATTN_FP16 = 1,
+  HATTN_BF16 = 2
+} hattn_eltype;
+
+typedef struct hattn_options {
+  int backend;                 /* hattn_backend */
+  int device;                  /* CUDA device ordinal (backend CUDA) */
+  const char *db;              /* kernel database: NULL the default path
+                               ** ($HATTN_DB, else the user's cache dir),
+                               ** "" none (compile every kernel in process) */
+  int threads;                 /* CPU worker threads; 0: $HATTN_NUM_THREADS,
+                               ** else every online core */
+  int quiet;                   /* nonzero: no warnings on stderr (the last
+                               ** one is still in hattn_errmsg) */
+} hattn_options;
+
+/* Fill OPT with the defaults: CPU, device 0, the default db, all cores. */
+HATTN_API void hattn_options_init(hattn_options *opt);
+
+/*
+** Open a context with OPT (NULL: the defaults).  *OUT is set whenever memory
+** allows, also on failure, so that hattn_errmsg(*OUT) tells why (a missing
+** CUDA driver, no LLVM, ...); the caller closes it either way.  *OUT is NULL
+** only with HATTN_ENOMEM.  Returns HATTN_OK, HATTN_EINVAL, HATTN_ENODEV,
+** HATTN_ENOTSUP, HATTN_ENOMEM.  A database that cannot be opened is not a
+** failure: kernels are compiled and not stored, with a warning.
+*/
+HATTN_API int hattn_open(const hattn_options *opt, hattn_ctx **out);
+
+/* Close CTX and free every kernel and spec still kept by it.  NULL is
+** allowed.  Specs and kernels must not be used after this (specs made from
+** CTX must still be destroyed with hattn_specfile_destroy; it is safe after
+** the context is closed). */
+HATTN_API void hattn_close(hattn_ctx *ctx);
+
+/*
+** The text of the last failure on CTX (or the last warning, when the last
+** call succeeded with one): compiler logs (NVRTC, LLVM), database errors,
+** the spec's diagnostics, shape mismatches.  "" when there is none; "out of
+** memory" for CTX NULL.  Owned by CTX; valid until the next call on it.
+*/
+HATTN_API const char *hattn_errmsg(const hattn_ctx *ctx);
+
+/*
+** Parse and check LEN bytes of TEXT (need not be NUL-terminated) as a spec
+** (docs/spec.md); FILENAME (may be NULL: "<spec>") names it in messages.
+** On a spec with errors returns HATTN_ESPEC, sets *OUT to NULL, and the
+** context's error text holds every diagnostic, formatted as compilers do
+** ("file:line:col: error: msg").  The spec is independent of the text.
+*/
+HATTN_API int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len,
+                                   const char *filename, hattn_specfile **out);
+
+/* Free a spec; NULL is allowed.  Kernels made from it stay valid (their
+** context keeps what they need until it is closed). */
+HATTN_API void hattn_specfile_destroy(hattn_specfile *spec);
+
+/* The number of patterns of SPEC and the name of pattern I (NULL when I is
+** out of range); owned by SPEC. */
+HATTN_API int hattn_specfile_npatterns(const hattn_specfile *spec);
+HATTN_API const char *hattn_specfile_pattern_name(const hattn_specfile *spec, int i);
+
+/*
+** The problem a kernel is for.  Tensors are described logically as
+**   Q, O  [batch, heads,    lq, head_dim]
+**   K, V  [batch, kv_heads, lk, head_dim]
+**   LSE   [batch, heads,    lq]            (float32, natural log)
+** heads must be a multiple of kv_heads (GQA/MQA: query head h reads kv head
+** h / (heads / kv_heads)).  When lq < lk the queries are the last lq
+** positions (qpos = q + lk - lq).
+*/
+typedef struct hattn_problem {
+  int64_t batch, heads, kv_heads;
+  int64_t lq, lk;
+  int64_t head_dim;
+  int dtype;                   /* hattn_eltype */
+} hattn_problem;
+
+/*
+** The kernel of pattern PATTERN of SPEC for PROB, on CTX's backend: from the
+** context's memory, else the kernel database (the tuned winner for this
+** device and shape bucket), else compiled now (and stored in the database).
+** *OUT is the caller's, freed with hattn_kernel_destroy (before or after
+** SPEC is destroyed, before CTX is closed).  Returns HATTN_OK, HATTN_ENOENT
+** (no such pattern), HATTN_ESHAPE (a bad problem), HATTN_ECOMPILE (with the
+** compiler's log in hattn_errmsg), HATTN_ENOTSUP, HATTN_ENOMEM.
+*/
+HATTN_API int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pattern,
+                               const hattn_problem *prob, hattn_kernel **out);
+
+/* Free a kernel handle; NULL is allowed. */
+HATTN_API void hattn_kernel_destroy(hattn_kernel *kern);
+
+/* What run-time data the kernel's pattern reads: a bit set of these. */
+enum {
+  HATTN_NEED_DOCUMENTS = 1,   /* hattn_inputs.doc_offsets */
+  HATTN_NEED_LAYOUTS = 2,     /* hattn_inputs.layouts */
+  HATTN_NEED_TOPK = 8          /* hattn_inputs.topk_blocks */
+};
+HATTN_API unsigned hattn_kernel_needs(const hattn_kernel *kern);
+
+/* The configuration the kernel runs with ("bm=64 bn=64 ..."), owned by it. */
+HATTN_API const char *hattn_kernel_config(const hattn_kernel *kern);
+
+/* An explicit block-sparse layout for blocks(NAME): query block i, key block
+** j (rows i*bm .. and j*bn ..) is visible when bits[i * nkb + j] != 0. */
+typedef struct hattn_layout {
+  const char *name;            /* as written in blocks(NAME) */
+  int64_t bm, bn;              /* block size, > 0 */
+  int64_t nqb, nkb;            /* blocks in the table, >= 0 */
+  const uint8_t *bits;         /* [nqb * nkb], row-major, host memory */
+} hattn_layout;
+
+/*
+** Run-time inputs; all host memory, read during hattn_forward only.  Zero
+** the struct (or pass NULL) for none.
+*/
+typedef struct hattn_inputs {
+  /* document(): ndocs + 1 cumulative offsets over key positions, starting at
+  ** 0, nondecreasing, ending at lk; shared by every batch entry. */
+  const int64_t *doc_offsets;
+  int64_t ndocs;
+  /* blocks(NAME): one layout per name the pattern uses, in any order. */
+  const hattn_layout *layouts;
+  int nlayouts;
+  /* topk(K): topk_blocks[((b * heads + h) * ceil(lk / 64) + i) * topk_k + j]
+  ** is the j-th routed key 64-block of query 64-block i, or -1. */
+  const int32_t *topk_blocks;
+  int64_t topk_k;
+  /* Reserved.  Per-head ALiBi slopes [heads] overriding the pattern's; not
+  ** supported yet: hattn_forward returns HATTN_ENOTSUP when set.  The
+  ** pattern's own "with alibi" slopes are always applied. */
+  const float *alibi_slopes;
+  /* Reserved.  Learned per-head sink logits [heads] (an extra softmax term
+  ** per head); not supported by the kernels yet: HATTN_ENOTSUP when set. */
+  const float *sink_logits;
+  /* Reserved.  A seed overriding those of random(R, SEED) atoms, which are
+  ** fixed by the spec today: HATTN_ENOTSUP when nonzero. */
+  uint64_t seed;
+} hattn_inputs;
+
+/*
+** O = attention(Q, K, V) under the kernel's pattern, and LSE (may be NULL)
+** the log-sum-exp of each row's visible scores.  Tensors are DLPack
+** DLTensors describing the logical shapes of hattn_problem (4-d Q, K, V, O
+** and 3-d LSE) with any strides in elements (strides NULL: compact
+** row-major), as long as the last dimension of Q, K, V, O is contiguous
+** (stride 1).  So memory laid out as [B, S, H, D] is passed as a strided
+** view with shape [B, H, S, D] and strides [S*H*D, D, H*D, 1].  byte_offset
+** is honoured.  dtype must be the problem's (float32 / float16 / bfloat16,
+** lanes 1); LSE is float32.  Device: kDLCPU for the CPU backend; kDLCUDA
+** with the context's device ordinal for CUDA.
+**
+** CPU: synchronous.  CUDA: the kernel is launched on STREAM (a CUstream;
+** NULL the default stream) and hattn_forward waits for it before returning,
+** because the run-time tables live only for the call.
+**
+** Returns HATTN_OK, HATTN_ESHAPE (a tensor does not match the problem: the
+** message names the tensor and what is wrong), HATTN_EINPUT (missing or
+** malformed run-time inputs), HATTN_ENOTSUP (a reserved input set), or a
+** device error; the sentence is in hattn_errmsg of the kernel's context.
+*/
+HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
+                            const DLTensor *v, DLTensor *o, DLTensor *lse,
+                            const hattn_inputs *inputs, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,421 @@
+"""hattn: attention kernels for sparse and hybrid patterns, through ctypes.
+
+A thin binding of libhattn's public C API (hattn.h); no compiled extension.
+
+    import numpy as np, hattn
+    ctx = hattn.Context("cpu", db="")           # db: None default, "" none
+    spec = ctx.parse("pattern local = causal & window(128)")
+    kern = spec.kernel("local", batch=1, heads=8, kv_heads=2, lq=256, lk=256,
+                       head_dim=64, dtype="fp32")
+    o, lse = kern.forward(q, k, v)               # q: [B, H, S, D] (any strides)
+
+Tensors are described logically as Q, O [B, H, Lq, D], K, V [B, Hkv, Lk, D]
+and LSE [B, H, Lq] (float32); memory laid out as [B, S, H, D] is passed as
+a strided view, e.g. x.transpose(0, 2, 1, 3).  The last dimension must be
+contiguous.  NumPy dtypes: float32 for fp32, float16 for fp16, and uint16
+words for bf16 (see to_bf16 / from_bf16).
+
+Objects with __dlpack__ (PyTorch, CuPy, JAX) are passed through DLPack
+capsules without copies; outputs are then allocated with the input's
+new_empty (PyTorch) or must be given with out=(o, lse).  That path is not
+yet covered by the tests (CI has NumPy only).
+
+The library is found through $HATTN_LIBRARY, else the build tree's
+.libs/libhattn.so next to this source tree, else ctypes.util.find_library.
+A Context and everything made from it must be used by one thread at a time.
+"""
+
+import ctypes
+import ctypes.util
+import os
+
+__all__ = ["HattnError", "Context", "Spec", "Kernel", "to_bf16", "from_bf16",
+           "strerror", "version"]
+
+# ---- the C declarations (hattn.h, dlpack.h) ---------------------------------
+
+kDLCPU, kDLCUDA = 1, 2
+kDLInt, kDLUInt, kDLFloat, kDLBfloat = 0, 1, 2, 4
+
+FP32, FP16, BF16 = 0, 1, 2
+_DTYPES = {"fp32": FP32, "float32": FP32, "fp16": FP16, "float16": FP16,
+           "bf16": BF16, "bfloat16": BF16}
+_BACKENDS = {"cpu": 0, "cuda": 1}
+
+
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
+                ("lanes", ctypes.c_uint16)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", DLDevice),
+                ("ndim", ctypes.c_int32), ("dtype", DLDataType),
+                ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)),
+                ("byte_offset", ctypes.c_uint64)]
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [("backend", ctypes.c_int), ("device", ctypes.c_int),
+                ("db", ctypes.c_char_p), ("threads", ctypes.c_int),
+                ("quiet", ctypes.c_int)]
+
+
+class _Problem(ctypes.Structure):
+    _fields_ = [("batch", ctypes.c_int64), ("heads", ctypes.c_int64),
+                ("kv_heads", ctypes.c_int64), ("lq", ctypes.c_int64),
+                ("lk", ctypes.c_int64), ("head_dim", ctypes.c_int64),
+                ("dtype", ctypes.c_int)]
+
+
+class _Layout(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("bm", ctypes.c_int64),
+                ("bn", ctypes.c_int64), ("nqb", ctypes.c_int64),
+                ("nkb", ctypes.c_int64), ("bits", ctypes.c_void_p)]
+
+
+class _Inputs(ctypes.Structure):
+    _fields_ = [("doc_offsets", ctypes.c_void_p), ("ndocs", ctypes.c_int64),
+                ("layouts", ctypes.POINTER(_Layout)), ("nlayouts", ctypes.c_int),
+                ("topk_blocks", ctypes.c_void_p), ("topk_k", ctypes.c_int64),
+                ("alibi_slopes", ctypes.c_void_p), ("sink_logits", ctypes.c_void_p),
+                ("seed", ctypes.c_uint64)]
+
+
+def _find_library():
+    env = os.environ.get("HATTN_LIBRARY")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    top = os.path.dirname(os.path.dirname(here))
+    for cand in (os.path.join(top, ".libs", "libhattn.so"),
+                 os.path.join(top, "build", ".libs", "libhattn.so")):
+        if os.path.exists(cand):
+            return cand
+    found = ctypes.util.find_library("hattn")
+    if found:
+        return found
+    raise OSError("libhattn not found: set HATTN_LIBRARY to the path of libhattn.so")
+
+
+_lib = None
+
+
+def _L():
+    global _lib
+    if _lib is not None:
+        return _lib
+    lib = ctypes.CDLL(_find_library())
+    vp, ci, cs = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+    pp = ctypes.POINTER(ctypes.c_void_p)
+    sigs = {
+        "hattn_strerror": (cs, [ci]),
+        "hattn_err_name": (cs, [ci]),
+        "hattn_version": (cs, []),
+        "hattn_options_init": (None, [ctypes.POINTER(_Options)]),
+        "hattn_open": (ci, [ctypes.POINTER(_Options), pp]),
+        "hattn_close": (None, [vp]),
+        "hattn_errmsg": (cs, [vp]),
+        "hattn_specfile_parse": (ci, [vp, cs, ctypes.c_size_t, cs, pp]),
+        "hattn_specfile_destroy": (None, [vp]),
+        "hattn_specfile_npatterns": (ci, [vp]),
+        "hattn_specfile_pattern_name": (cs, [vp, ci]),
+        "hattn_kernel_get": (ci, [vp, vp, cs, ctypes.POINTER(_Problem), pp]),
+        "hattn_kernel_destroy": (None, [vp]),
+        "hattn_kernel_needs": (ctypes.c_uint, [vp]),
+        "hattn_kernel_config": (cs, [vp]),
+        "hattn_forward": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                               ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                               ctypes.POINTER(DLTensor), ctypes.POINTER(_Inputs), vp]),
+    }
+    for name, (res, args) in sigs.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+    _lib = lib
+    return lib
+
+
+class HattnError(Exception):
+    """A failure of libhattn: status (a negative HATTN_E* code), name and
+    message (the context's error text: compiler logs, the spec's errors)."""
+
+    def __init__(self, status, message):
+        self.status = status
+        self.name = _L().hattn_err_name(status).decode()
+        self.message = message
+        super().__init__("%s: %s" % (self.name, message))
+
+
+def strerror(status):
+    return _L().hattn_strerror(status).decode()
+
+
+def version():
+    return _L().hattn_version().decode()
+
+
+# ---- bf16 helpers ----------------------------------------------------------------
+
+def to_bf16(x):
+    """float32 array -> bf16 as uint16 words (round to nearest even)."""
+    import numpy as np
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    r = np.where(nan, 0x7FC0, r)
+    return r.astype(np.uint16).reshape(np.shape(x))
+
+
+def from_bf16(w):
+    """bf16 uint16 words -> float32 array."""
+    import numpy as np
+    return (np.asarray(w, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+# ---- tensors ---------------------------------------------------------------------
+
+class _Tensor:
+    """A DLTensor for one call, keeping what it points at alive."""
+
+    def __init__(self, name, x, want_dtype):
+        self.keep = x
+        self.t = DLTensor()
+        if _is_numpy(x) or (hasattr(x, "__array_interface__") and not hasattr(x, "__dlpack__")):
+            self._from_numpy(name, x, want_dtype)
+        elif hasattr(x, "__dlpack__"):
+            self._from_dlpack(x)
+        else:
+            raise TypeError("%s: expected a NumPy array or an object with __dlpack__, got %s"
+                            % (name, type(x).__name__))
+
+    def _from_numpy(self, name, x, want_dtype):
+        ai = x.__array_interface__
+        typestr = ai["typestr"]
+        kind, size = typestr[1], int(typestr[2:])
+        if kind == "f" and size in (4, 2):
+            code, bits = kDLFloat, size * 8
+        elif kind == "u" and size == 2 and want_dtype == BF16:
+            code, bits = kDLBfloat, 16     # bf16 words
+        elif kind == "u":
+            code, bits = kDLUInt, size * 8
+        elif kind == "i":
+            code, bits = kDLInt, size * 8
+        else:
+            raise TypeError("%s: unsupported NumPy dtype %s" % (name, typestr))
+        shape = ai["shape"]
+        nd = len(shape)
+        self.shape = (ctypes.c_int64 * max(nd, 1))(*shape)
+        self.t.data = ai["data"][0]
+        self.t.device = DLDevice(kDLCPU, 0)
+        self.t.ndim = nd
+        self.t.dtype = DLDataType(code, bits, 1)
+        self.t.shape = self.shape
+        if ai.get("strides") is not None:
+            st = ai["strides"]
+            if any(s % size for s in st):
+                raise ValueError("%s: strides %s are not multiples of the element size" % (name, st))
+            self.strides = (ctypes.c_int64 * max(nd, 1))(*[s // size for s in st])
+            self.t.strides = self.strides
+        self.t.byte_offset = 0
+
+    def _from_dlpack(self, x):
+        cap = x.__dlpack__()
+        self.capsule = cap     # owns the DLManagedTensor until dropped
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype = ctypes.c_void_p
+        get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        ptr = get(cap, b"dltensor")
+        self.t = ctypes.cast(ptr, ctypes.POINTER(DLTensor)).contents
+
+    def ref(self):
+        return ctypes.byref(self.t)
+
+
+def _is_numpy(x):
+    return type(x).__module__ == "numpy"
+
+
+def _check(ctx, st):
+    if st != 0:
+        raise HattnError(st, ctx._errmsg())
+
+
+# ---- the objects -------------------------------------------------------------------
+
+class Context:
+    """A hattn context: backend ("cpu" or "cuda"), CUDA device ordinal, the
+    kernel database (None: the default path, "": none, else a path) and CPU
+    threads (0: all cores).  Use from one thread at a time."""
+
+    def __init__(self, backend="cpu", db=None, threads=0, device=0, quiet=True):
+        lib = _L()
+        if backend not in _BACKENDS:
+            raise ValueError("backend must be 'cpu' or 'cuda', got %r" % (backend,))
+        opt = _Options()
+        lib.hattn_options_init(ctypes.byref(opt))
+        opt.backend = _BACKENDS[backend]
+        opt.device = device
+        opt.db = None if db is None else os.fsencode(db)
+        opt.threads = threads
+        opt.quiet = 1 if quiet else 0
+        self.backend = backend
+        self.device = device
+        h = ctypes.c_void_p()
+        st = lib.hattn_open(ctypes.byref(opt), ctypes.byref(h))
+        self._h = h.value
+        if st != 0:
+            msg = self._errmsg()
+            self.close()
+            raise HattnError(st, msg)
+
+    def _errmsg(self):
+        return _L().hattn_errmsg(self._h).decode(errors="replace")
+
+    @property
+    def errmsg(self):
+        return self._errmsg()
+
+    def parse(self, text, filename=None):
+        """Parse a spec; HattnError(HATTN_ESPEC) carries its diagnostics."""
+        if isinstance(text, str):
+            text = text.encode()
+        h = ctypes.c_void_p()
+        st = _L().hattn_specfile_parse(self._h, text, len(text),
+                                       None if filename is None else os.fsencode(filename),
+                                       ctypes.byref(h))
+        _check(self, st)
+        return Spec(self, h.value)
+
+    def close(self):
+        if getattr(self, "_h", None):
+            _L().hattn_close(self._h)
+            self._h = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+class Spec:
+    def __init__(self, ctx, h):
+        self.ctx = ctx
+        self._h = h
+
+    @property
+    def patterns(self):
+        lib = _L()
+        return [lib.hattn_specfile_pattern_name(self._h, i).decode()
+                for i in range(lib.hattn_specfile_npatterns(self._h))]
+
+    def kernel(self, pattern, batch, heads, kv_heads, lq, lk, head_dim, dtype="fp32"):
+        """The kernel of PATTERN for one problem; dtype "fp32", "fp16", "bf16"."""
+        if dtype not in _DTYPES:
+            raise ValueError("dtype must be fp32, fp16 or bf16, got %r" % (dtype,))
+        pr = _Problem(batch, heads, kv_heads, lq, lk, head_dim, _DTYPES[dtype])
+        h = ctypes.c_void_p()
+        st = _L().hattn_kernel_get(self.ctx._h, self._h, pattern.encode(), ctypes.byref(pr),
+                                   ctypes.byref(h))
+        _check(self.ctx, st)
+        return Kernel(self, h.value, pr)
+
+    def __del__(self):
+        try:
+            if self._h:
+                _L().hattn_specfile_destroy(self._h)
+                self._h = None
+        except Exception:
+            pass
+
+
+class Kernel:
+    def __init__(self, spec, h, problem):
+        self.spec = spec          # keeps the context alive
+        self.ctx = spec.ctx
+        self._h = h
+        self.problem = problem
+        self.dtype = problem.dtype
+
+    @property
+    def config(self):
+        return _L().hattn_kernel_config(self._h).decode()
+
+    @property
+    def needs(self):
+        return _L().hattn_kernel_needs(self._h)
+
+    def _alloc(self, like):
+        p = self.problem
+        so, sl = (p.batch, p.heads, p.lq, p.head_dim), (p.batch, p.heads, p.lq)
+        if _is_numpy(like):
+            import numpy as np
+            dt = {FP32: np.float32, FP16: np.float16, BF16: np.uint16}[self.dtype]
+            return np.empty(so, dtype=dt), np.empty(sl, dtype=np.float32)
+        if hasattr(like, "new_empty"):     # PyTorch
+            import torch
+            return like.new_empty(so), like.new_empty(sl, dtype=torch.float32)
+        raise TypeError("pass out=(o, lse) for inputs of type %s" % type(like).__name__)
+
+    def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None):
+        """O = attention(q, k, v) and LSE; returns (o, lse).
+
+        docs: document offsets (ndocs + 1 cumulative key positions, from 0 to
+        lk); layouts: {name: (bm, bn, bits uint8 [nqb, nkb])}; topk:
+        int32 [B, H, ceil(lk / 64), K] routed key blocks; out: (o, lse)
+        to write into (lse may be None)."""
+        import numpy as np
+        if out is None:
+            o, lse = self._alloc(q)
+        else:
+            o, lse = out
+        tq, tk, tv, to = (_Tensor(n, x, self.dtype) for n, x in
+                          (("q", q), ("k", k), ("v", v), ("o", o)))
+        tl = _Tensor("lse", lse, FP32) if lse is not None else None
+        inp = _Inputs()
+        keep = []
+        if docs is not None:
+            d = np.ascontiguousarray(docs, dtype=np.int64)
+            keep.append(d)
+            inp.doc_offsets = d.ctypes.data
+            inp.ndocs = d.size - 1
+        if layouts:
+            arr = (_Layout * len(layouts))()
+            for i, (name, (bm, bn, bits)) in enumerate(layouts.items()):
+                b = np.ascontiguousarray(bits, dtype=np.uint8)
+                nm = name.encode()
+                keep += [b, nm]
+                arr[i] = _Layout(nm, bm, bn, b.shape[0], b.shape[1], b.ctypes.data)
+            keep.append(arr)
+            inp.layouts = arr
+            inp.nlayouts = len(layouts)
+        if topk is not None:
+            t = np.ascontiguousarray(topk, dtype=np.int32)
+            keep.append(t)
+            inp.topk_blocks = t.ctypes.data
+            inp.topk_k = t.shape[-1]
+        st = _L().hattn_forward(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
+                                tl.ref() if tl is not None else None, ctypes.byref(inp),
+                                stream)
+        _check(self.ctx, st)
+        return o, lse
+
+    def __del__(self):
+        try:
+            if self._h and self.ctx._h:
+                _L().hattn_kernel_destroy(self._h)
+                self._h = None
+        except Exception:
+            pass

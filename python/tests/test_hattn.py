@@ -1,0 +1,172 @@
+"""The Python binding against a NumPy float64 reference: causal and window
+patterns, GQA, fp32/fp16/bf16, [B, H, S, D] and [B, S, H, D] (strided view)
+memory, document offsets, errors.  Plain asserts; fresh random inputs (seed
+printed; HATTN_TEST_SEED replays)."""
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hattn  # noqa: E402
+
+seed = int(os.environ.get("HATTN_TEST_SEED", str(int(time.time()))))
+print("seed: %d (set HATTN_TEST_SEED to replay)" % seed)
+rng = np.random.default_rng(seed)
+
+
+def reference(q, k, v, visible):
+    """q [B,H,Lq,D], k/v [B,Hk,Lk,D] float64; visible(qi, ki) -> bool matrix."""
+    B, H, LQ, D = q.shape
+    HK, LK = k.shape[1], k.shape[2]
+    g = H // HK
+    qpos = np.arange(LQ)[:, None] + (LK - LQ)
+    kpos = np.arange(LK)[None, :]
+    mask = visible(qpos, kpos)
+    o = np.zeros_like(q)
+    lse = np.full((B, H, LQ), -np.inf)
+    for b in range(B):
+        for h in range(H):
+            s = q[b, h] @ k[b, h // g].T / math.sqrt(D)
+            s = np.where(mask, s, -np.inf)
+            m = s.max(axis=1, keepdims=True)
+            ok = np.isfinite(m[:, 0])
+            m = np.where(np.isfinite(m), m, 0)
+            p = np.exp(s - m)
+            z = p.sum(axis=1, keepdims=True)
+            o[b, h][ok] = (p @ v[b, h // g])[ok] / z[ok]
+            lse[b, h][ok] = (np.log(z) + m)[ok, 0]
+    return o, lse
+
+
+def rel(x, r):
+    x, r = np.asarray(x, np.float64), np.asarray(r, np.float64)
+    n = np.linalg.norm(r)
+    return np.linalg.norm(x - r) / n if n else np.linalg.norm(x)
+
+
+def make(shape, dtype, bshd):
+    """Random data of logical shape [B, H, S, D], in [B, S, H, D] memory when
+    bshd; returns (array for hattn, float64 values hattn sees)."""
+    x = rng.uniform(-1, 1, size=shape).astype(np.float32)
+    if bshd:
+        x = np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+        assert not x.flags["C_CONTIGUOUS"] or shape[1] == 1
+    if dtype == "bf16":
+        w = hattn.to_bf16(x)
+        if bshd:
+            w = np.ascontiguousarray(w.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+        return w, hattn.from_bf16(w).astype(np.float64)
+    if dtype == "fp16":
+        h = x.astype(np.float16)
+        return h, h.astype(np.float64)
+    return x, x.astype(np.float64)
+
+
+def out_values(o, dtype):
+    return hattn.from_bf16(o).astype(np.float64) if dtype == "bf16" else o.astype(np.float64)
+
+
+SPEC = """
+pattern causal = causal
+pattern local  = causal & window(16)
+pattern docs   = causal & document
+"""
+
+masks = {
+    "causal": lambda qp, kp: qp >= kp,
+    "local": lambda qp, kp: (qp - kp >= 0) & (qp - kp <= 15),
+}
+
+ctx = hattn.Context("cpu", db="", threads=2)
+spec = ctx.parse(SPEC, "test.hattn")
+assert spec.patterns == ["causal", "local", "docs"], spec.patterns
+
+cases = [
+    ("causal", "fp32", 2, 4, 4, 70, 70, 32, False),
+    ("causal", "fp32", 1, 4, 2, 40, 90, 32, True),
+    ("local", "fp32", 1, 6, 2, 80, 80, 64, False),
+    ("local", "fp32", 2, 4, 1, 65, 65, 16, True),
+    ("local", "bf16", 1, 4, 2, 50, 50, 32, True),
+    ("causal", "bf16", 1, 2, 2, 33, 33, 64, False),
+    ("causal", "fp16", 1, 4, 2, 45, 45, 32, True),
+]
+for pat, dt, B, H, HK, LQ, LK, D, bshd in cases:
+    kern = spec.kernel(pat, B, H, HK, LQ, LK, D, dt)
+    q, rq = make((B, H, LQ, D), dt, bshd)
+    k, rk = make((B, HK, LK, D), dt, bshd)
+    v, rv = make((B, HK, LK, D), dt, bshd)
+    o, lse = kern.forward(q, k, v)
+    ro, rl = reference(rq, rk, rv, masks[pat])
+    tol = 1e-5 if dt == "fp32" else 1e-2
+    eo, el = rel(out_values(o, dt), ro), rel(lse, rl)
+    print("%-6s %s B=%d H=%d Hk=%d Lq=%d Lk=%d D=%d %s: O %.2e LSE %.2e"
+          % (pat, dt, B, H, HK, LQ, LK, D, "bshd" if bshd else "bhsd", eo, el))
+    assert eo < tol and el < tol, (pat, dt, eo, el)
+
+# Outputs given by the caller, poisoned, in [B, S, H, D] memory.
+B, H, HK, L, D = 1, 4, 2, 60, 32
+kern = spec.kernel("local", B, H, HK, L, L, D, "fp32")
+q, rq = make((B, H, L, D), "fp32", False)
+k, rk = make((B, HK, L, D), "fp32", False)
+v, rv = make((B, HK, L, D), "fp32", False)
+obuf = np.full((B, L, H, D), np.nan, dtype=np.float32)
+lbuf = np.full((B, H, L), np.nan, dtype=np.float32)
+o, lse = kern.forward(q, k, v, out=(obuf.transpose(0, 2, 1, 3), lbuf))
+ro, rl = reference(rq, rk, rv, masks["local"])
+assert rel(obuf.transpose(0, 2, 1, 3), ro) < 1e-5 and rel(lbuf, rl) < 1e-5
+
+# Document offsets.
+offs = np.array([0, 7, 7, 30, L], dtype=np.int64)
+doc = np.searchsorted(offs, np.arange(L), side="right") - 1
+kern = spec.kernel("docs", B, H, HK, L, L, D, "fp32")
+assert kern.needs & 1
+o, lse = kern.forward(q, k, v, docs=offs)
+ro, rl = reference(rq, rk, rv, lambda qp, kp: (qp >= kp) & (doc[qp] == doc[kp]))
+assert rel(o, ro) < 1e-5 and rel(lse, rl) < 1e-5, (rel(o, ro), rel(lse, rl))
+
+# Errors.
+try:
+    kern.forward(q, k, v)
+    assert False, "missing docs accepted"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINPUT", e
+try:
+    ctx.parse("pattern p = causal & window(0)\n", "bad.hattn")
+    assert False, "bad spec accepted"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESPEC" and "error:" in e.message, e
+try:
+    spec.kernel("nosuch", 1, 1, 1, 8, 8, 16)
+    assert False
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ENOENT", e
+kern = spec.kernel("causal", B, H, HK, L, L, D, "fp32")
+try:
+    kern.forward(q.astype(np.float16), k, v)
+    assert False, "wrong dtype accepted"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "q: dtype" in e.message, e
+try:
+    kern.forward(q[:, :, :-1], k, v)
+    assert False, "wrong shape accepted"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "q: shape" in e.message, e
+assert hattn.strerror(-3) == "the spec has errors"
+
+# A kernel database in a temporary directory: a second context finds it.
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "k.db")
+    for _ in range(2):
+        c = hattn.Context("cpu", db=path)
+        kk = c.parse(SPEC).kernel("local", 1, 2, 2, 40, 40, 32, "fp32")
+        q2, r2 = make((1, 2, 40, 32), "fp32", False)
+        o2, l2 = kk.forward(q2, q2, q2)
+        ro2, rl2 = reference(r2, r2, r2, masks["local"])
+        assert rel(o2, ro2) < 1e-5
+        del kk
+        c.close()
+print("ok")

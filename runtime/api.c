@@ -1,0 +1,473 @@
+/*
+** api.c: the public API of hattn.h on top of the runtime's kernel cache
+** (kernel_cache.h), the CPU launch (cpu.h) and the CUDA plan and launch
+** (cuda.h).
+*/
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hattn.h"
+#include "cpu.h"
+#include "cuda.h"
+#include "kernel_cache.h"
+#include "mask.h"
+#include "reference.h"
+#include "spec.h"
+
+#define ERRLEN 16384
+
+struct hattn_specfile {
+  hattn_spec *spec;
+  int refs;                    /* the caller's, plus one per context keeping it */
+};
+
+struct hattn_ctx {
+  hattn_options opt;
+  hattn__kcache *kc;
+  hattn__cuda *cu;
+  hattn__pool *pool;
+  hattn_specfile **kept;       /* specs whose patterns cached kernels point at */
+  int nkept, capkept;
+  char *msg;                   /* the error text; never NULL once open */
+  char buf[ERRLEN];            /* scratch for the internal functions */
+};
+
+struct hattn_kernel {
+  hattn_ctx *ctx;
+  const hattn_spec *spec;
+  const hattn__pattern *pat;
+  hattn_problem prob;
+  hattn__kc_kernel *kk;
+};
+
+/* ---- error text ------------------------------------------------------------ */
+
+static void set_msg_str(hattn_ctx *ctx, const char *s) {
+  size_t n = strlen(s);
+  char *m = malloc(n + 1);
+  if (m == NULL) {
+    /* Keep the old buffer; say what happened in as much of it as fits. */
+    return;
+  }
+  memcpy(m, s, n + 1);
+  free(ctx->msg);
+  ctx->msg = m;
+}
+
+static int fail(hattn_ctx *ctx, int st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static int fail(hattn_ctx *ctx, int st, const char *fmt, ...) {
+  char tmp[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  set_msg_str(ctx, tmp);
+  return st;
+}
+
+/* The status ST of an internal call whose sentence is in ctx->buf. */
+static int fail_buf(hattn_ctx *ctx, int st) {
+  set_msg_str(ctx, ctx->buf[0] ? ctx->buf : hattn_strerror(st));
+  return st;
+}
+
+const char *hattn_errmsg(const hattn_ctx *ctx) {
+  if (ctx == NULL) return "out of memory";
+  return ctx->msg ? ctx->msg : "";
+}
+
+/* ---- contexts -------------------------------------------------------------- */
+
+void hattn_options_init(hattn_options *opt) {
+  assert(opt != NULL);
+  memset(opt, 0, sizeof *opt);
+  opt->backend = HATTN_BACKEND_CPU;
+}
+
+int hattn_open(const hattn_options *opt, hattn_ctx **out) {
+  hattn_ctx *ctx;
+  hattn__kcache_opts ko;
+  int st;
+
+  assert(out != NULL);
+  *out = NULL;
+  ctx = calloc(1, sizeof *ctx);
+  if (ctx == NULL) return HATTN_ENOMEM;
+  ctx->msg = calloc(1, 1);
+  if (ctx->msg == NULL) {
+    free(ctx);
+    return HATTN_ENOMEM;
+  }
+  *out = ctx;
+  if (opt) ctx->opt = *opt;
+  else hattn_options_init(&ctx->opt);
+  ctx->opt.db = NULL;          /* not kept: the caller's string */
+  if (ctx->opt.backend != HATTN_BACKEND_CPU && ctx->opt.backend != HATTN_BACKEND_CUDA)
+    return fail(ctx, HATTN_EINVAL, "unknown backend %d (HATTN_BACKEND_CPU or HATTN_BACKEND_CUDA)",
+                ctx->opt.backend);
+  if (ctx->opt.threads < 0) return fail(ctx, HATTN_EINVAL, "threads must be >= 0, got %d", ctx->opt.threads);
+  if (ctx->opt.device < 0) return fail(ctx, HATTN_EINVAL, "device must be >= 0, got %d", ctx->opt.device);
+  ctx->buf[0] = 0;
+  if (ctx->opt.backend == HATTN_BACKEND_CUDA) {
+    if ((st = hattn__cuda_open(ctx->opt.device, &ctx->cu, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+      return fail_buf(ctx, st);
+  } else {
+    if ((st = hattn__pool_create(ctx->opt.threads, &ctx->pool)) != HATTN_OK)
+      return fail(ctx, st, "cannot start %d threads: %s", ctx->opt.threads, hattn_strerror(st));
+  }
+  ko.backend = ctx->opt.backend == HATTN_BACKEND_CUDA ? HATTN__BACKEND_CUDA : HATTN__BACKEND_CPU;
+  ko.db_path = opt ? opt->db : NULL;
+  ko.cu = ctx->cu;
+  ko.quiet = ctx->opt.quiet;
+  if ((st = hattn__kcache_open(&ko, &ctx->kc, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+    return fail_buf(ctx, st);
+  set_msg_str(ctx, hattn__kcache_warning(ctx->kc));
+  return HATTN_OK;
+}
+
+static void spec_unref(hattn_specfile *s) {
+  if (s && --s->refs == 0) {
+    hattn__spec_destroy(s->spec);
+    free(s);
+  }
+}
+
+void hattn_close(hattn_ctx *ctx) {
+  int i;
+  if (ctx == NULL) return;
+  hattn__kcache_close(ctx->kc);
+  for (i = 0; i < ctx->nkept; i++) spec_unref(ctx->kept[i]);
+  free(ctx->kept);
+  hattn__pool_destroy(ctx->pool);
+  if (ctx->cu) hattn__cuda_close(ctx->cu);
+  free(ctx->msg);
+  free(ctx);
+}
+
+/* ---- specs ------------------------------------------------------------------ */
+
+int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len, const char *filename,
+                         hattn_specfile **out) {
+  hattn__diags diags;
+  hattn_spec *spec = NULL;
+  hattn_specfile *s;
+  int st;
+
+  assert(ctx != NULL && out != NULL && (text != NULL || len == 0));
+  *out = NULL;
+  memset(&diags, 0, sizeof diags);
+  st = hattn__spec_parse(text ? text : "", len, filename ? filename : "<spec>", &spec, &diags);
+  if (st != HATTN_OK) {
+    if (st == HATTN_ESPEC && diags.text) set_msg_str(ctx, diags.text);
+    else set_msg_str(ctx, hattn_strerror(st));
+    hattn__diags_clear(&diags);
+    return st;
+  }
+  hattn__diags_clear(&diags);
+  s = malloc(sizeof *s);
+  if (s == NULL) {
+    hattn__spec_destroy(spec);
+    return fail(ctx, HATTN_ENOMEM, "out of memory");
+  }
+  s->spec = spec;
+  s->refs = 1;
+  *out = s;
+  set_msg_str(ctx, "");
+  return HATTN_OK;
+}
+
+void hattn_specfile_destroy(hattn_specfile *spec) { spec_unref(spec); }
+
+int hattn_specfile_npatterns(const hattn_specfile *spec) {
+  assert(spec != NULL);
+  return spec->spec->npatterns;
+}
+
+const char *hattn_specfile_pattern_name(const hattn_specfile *spec, int i) {
+  assert(spec != NULL);
+  if (i < 0 || i >= spec->spec->npatterns) return NULL;
+  return spec->spec->patterns[i].name;
+}
+
+/* ---- kernels ----------------------------------------------------------------- */
+
+static int keep_spec(hattn_ctx *ctx, hattn_specfile *s) {
+  int i;
+  for (i = 0; i < ctx->nkept; i++)
+    if (ctx->kept[i] == s) return HATTN_OK;
+  if (ctx->nkept == ctx->capkept) {
+    int cap = ctx->capkept ? 2 * ctx->capkept : 8;
+    hattn_specfile **k = realloc(ctx->kept, (size_t)cap * sizeof *k);
+    if (k == NULL) return HATTN_ENOMEM;
+    ctx->kept = k;
+    ctx->capkept = cap;
+  }
+  ctx->kept[ctx->nkept++] = s;
+  s->refs++;
+  return HATTN_OK;
+}
+
+static int check_problem(hattn_ctx *ctx, const hattn_problem *p) {
+  if (p->batch < 1) return fail(ctx, HATTN_ESHAPE, "problem: batch must be >= 1, got %lld", (long long)p->batch);
+  if (p->heads < 1) return fail(ctx, HATTN_ESHAPE, "problem: heads must be >= 1, got %lld", (long long)p->heads);
+  if (p->kv_heads < 1 || p->heads % p->kv_heads != 0)
+    return fail(ctx, HATTN_ESHAPE, "problem: kv_heads must divide heads (%lld), got %lld", (long long)p->heads,
+                (long long)p->kv_heads);
+  if (p->lq < 0 || p->lk < 0)
+    return fail(ctx, HATTN_ESHAPE, "problem: lq and lk must be >= 0, got %lld and %lld", (long long)p->lq,
+                (long long)p->lk);
+  if (p->head_dim < 1 || p->head_dim > 1024)
+    return fail(ctx, HATTN_ESHAPE, "problem: head_dim must be in [1, 1024], got %lld", (long long)p->head_dim);
+  if (p->dtype != HATTN_FP32 && p->dtype != HATTN_FP16 && p->dtype != HATTN_BF16)
+    return fail(ctx, HATTN_ESHAPE, "problem: unknown dtype %d (HATTN_FP32, HATTN_FP16 or HATTN_BF16)", p->dtype);
+  return HATTN_OK;
+}
+
+static hattn_dtype dtype_of(int t) {
+  return t == HATTN_FP16 ? HATTN_DTYPE_FP16 : t == HATTN_BF16 ? HATTN_DTYPE_BF16 : HATTN_DTYPE_FP32;
+}
+
+int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pattern,
+                     const hattn_problem *prob, hattn_kernel **out) {
+  hattn_kernel *kern;
+  hattn__kc_kernel *kk;
+  const hattn__pattern *p;
+  int idx, st;
+
+  assert(ctx != NULL && spec != NULL && pattern != NULL && prob != NULL && out != NULL);
+  *out = NULL;
+  idx = hattn__spec_find_pattern(spec->spec, pattern);
+  if (idx < 0) return fail(ctx, HATTN_ENOENT, "no pattern named '%s' in the spec", pattern);
+  p = &spec->spec->patterns[idx];
+  if ((st = check_problem(ctx, prob)) != HATTN_OK) return st;
+  kern = calloc(1, sizeof *kern);
+  if (kern == NULL) return fail(ctx, HATTN_ENOMEM, "out of memory");
+  /* Kept before the lookup: cached kernels point at the pattern. */
+  if (keep_spec(ctx, (hattn_specfile *)spec) != HATTN_OK) {
+    free(kern);
+    return fail(ctx, HATTN_ENOMEM, "out of memory");
+  }
+  ctx->buf[0] = 0;
+  st = hattn__kcache_get(ctx->kc, p, dtype_of(prob->dtype), (int)prob->head_dim, prob->lk,
+                         prob->batch * prob->heads, &kk, ctx->buf, sizeof ctx->buf);
+  if (st != HATTN_OK) {
+    free(kern);
+    return fail_buf(ctx, st);
+  }
+  kern->ctx = ctx;
+  kern->spec = spec->spec;
+  kern->pat = p;
+  kern->prob = *prob;
+  kern->kk = kk;
+  *out = kern;
+  set_msg_str(ctx, hattn__kcache_warning(ctx->kc));
+  return HATTN_OK;
+}
+
+void hattn_kernel_destroy(hattn_kernel *kern) { free(kern); }
+
+unsigned hattn_kernel_needs(const hattn_kernel *kern) {
+  unsigned n, r = 0;
+  assert(kern != NULL);
+  n = kern->pat->needs;
+  if (n & HATTN_NEEDS_DOCUMENT) r |= HATTN_NEED_DOCUMENTS;
+  if (n & HATTN_NEEDS_BLOCKS) r |= HATTN_NEED_LAYOUTS;
+  if (n & HATTN_NEEDS_TOPK) r |= HATTN_NEED_TOPK;
+  return r;
+}
+
+const char *hattn_kernel_config(const hattn_kernel *kern) {
+  assert(kern != NULL);
+  return kern->kk->config;
+}
+
+/* ---- forward ------------------------------------------------------------------- */
+
+static const char *dtype_text(DLDataType t, char *buf, size_t len) {
+  const char *code = t.code == kDLFloat ? "float" : t.code == kDLBfloat ? "bfloat" : t.code == kDLInt ? "int"
+                     : t.code == kDLUInt ? "uint" : "code";
+  if (t.lanes == 1) snprintf(buf, len, "%s%d", code, (int)t.bits);
+  else snprintf(buf, len, "%s%dx%d", code, (int)t.bits, (int)t.lanes);
+  return buf;
+}
+
+/* Check tensor T (NAME) against NDIM dims DIMS of element type WANT on the
+** kernel's device; fill *OUT.  The last dim must have stride 1 when
+** LASTCONTIG. */
+static int check_tensor(hattn_kernel *kern, const char *name, const DLTensor *t, int ndim,
+                        const int64_t *dims, DLDataType want, int lastcontig, hattn__tensor *out) {
+  hattn_ctx *ctx = kern->ctx;
+  int cuda = kern->kk->backend == HATTN__BACKEND_CUDA;
+  int i;
+  int64_t st[4], n = 1;
+  char a[32], b[32];
+
+  if (t == NULL) return fail(ctx, HATTN_ESHAPE, "%s: missing (NULL)", name);
+  if (cuda ? (t->device.device_type != kDLCUDA || t->device.device_id != ctx->opt.device)
+           : t->device.device_type != kDLCPU)
+    return fail(ctx, HATTN_ESHAPE, "%s: on device type %d id %d; this kernel runs on %s %d", name,
+                (int)t->device.device_type, (int)t->device.device_id, cuda ? "kDLCUDA" : "kDLCPU",
+                cuda ? ctx->opt.device : 0);
+  if (t->dtype.code != want.code || t->dtype.bits != want.bits || t->dtype.lanes != want.lanes)
+    return fail(ctx, HATTN_ESHAPE, "%s: dtype %s, expected %s", name, dtype_text(t->dtype, a, sizeof a),
+                dtype_text(want, b, sizeof b));
+  if (t->ndim != ndim)
+    return fail(ctx, HATTN_ESHAPE, "%s: %d dimensions, expected %d", name, (int)t->ndim, ndim);
+  if (t->shape == NULL) return fail(ctx, HATTN_ESHAPE, "%s: shape is NULL", name);
+  for (i = 0; i < ndim; i++) {
+    if (t->shape[i] != dims[i]) {
+      char want_s[128], got_s[128];
+      int j, pw = 0, pg = 0;
+      for (j = 0; j < ndim; j++) {
+        pw += snprintf(want_s + pw, sizeof want_s - (size_t)pw, "%s%lld", j ? ", " : "", (long long)dims[j]);
+        pg += snprintf(got_s + pg, sizeof got_s - (size_t)pg, "%s%lld", j ? ", " : "", (long long)t->shape[j]);
+      }
+      return fail(ctx, HATTN_ESHAPE, "%s: shape [%s], expected [%s] (dimension %d differs)", name, got_s,
+                  want_s, i);
+    }
+    n *= dims[i];
+  }
+  if (t->strides) {
+    for (i = 0; i < ndim; i++) st[i] = t->strides[i];
+  } else {
+    int64_t s = 1;
+    for (i = ndim - 1; i >= 0; i--) {
+      st[i] = s;
+      s *= dims[i];
+    }
+  }
+  if (lastcontig && dims[ndim - 1] > 1 && st[ndim - 1] != 1)
+    return fail(ctx, HATTN_ESHAPE, "%s: the last dimension must be contiguous (stride 1), got stride %lld", name,
+                (long long)st[ndim - 1]);
+  if (n > 0 && t->data == NULL) return fail(ctx, HATTN_ESHAPE, "%s: data is NULL", name);
+  out->data = t->data ? (char *)t->data + t->byte_offset : NULL;
+  for (i = 0; i < 4; i++) out->stride[i] = i < ndim ? st[i] : 1;
+  if (ndim == 4) out->stride[3] = 1;
+  return HATTN_OK;
+}
+
+/* Whether mask E uses layout number IDX. */
+static int uses_layout(const hattn__expr *e, int64_t idx) {
+  int i;
+  if (e->kind == HATTN_NODE_BLOCKS && e->a == idx) return 1;
+  for (i = 0; i < e->nkids; i++)
+    if (uses_layout(e->kids[i], idx)) return 1;
+  return 0;
+}
+
+int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
+                  DLTensor *lse, const hattn_inputs *inputs, void *stream) {
+  static const hattn_inputs none;
+  hattn_ctx *ctx;
+  const hattn_problem *pr;
+  hattn__shape shape;
+  hattn__mask_env env;
+  hattn__layout *lays = NULL;
+  hattn__tensor tq, tk, tv, to, tl;
+  DLDataType dt, f32 = {kDLFloat, 32, 1};
+  int64_t dq[4], dkv[4], dl[3];
+  int st, i, j;
+
+  assert(kern != NULL);
+  ctx = kern->ctx;
+  pr = &kern->prob;
+  if (inputs == NULL) inputs = &none;
+  if (inputs->alibi_slopes)
+    return fail(ctx, HATTN_ENOTSUP, "inputs: alibi_slopes overrides are reserved and not supported yet");
+  if (inputs->sink_logits)
+    return fail(ctx, HATTN_ENOTSUP, "inputs: learned sink logits are reserved and not supported yet");
+  if (inputs->seed)
+    return fail(ctx, HATTN_ENOTSUP, "inputs: seed overrides are reserved and not supported yet");
+
+  dt.code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
+  dt.bits = pr->dtype == HATTN_FP32 ? 32 : 16;
+  dt.lanes = 1;
+  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
+  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
+  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq;
+  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, &tq)) != HATTN_OK ||
+      (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, &tk)) != HATTN_OK ||
+      (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, &tv)) != HATTN_OK ||
+      (st = check_tensor(kern, "o", o, 4, dq, dt, 1, &to)) != HATTN_OK)
+    return st;
+  if (lse) {
+    if ((st = check_tensor(kern, "lse", lse, 3, dl, f32, 0, &tl)) != HATTN_OK) return st;
+  } else {
+    memset(&tl, 0, sizeof tl);
+    tl.stride[0] = pr->heads * pr->lq, tl.stride[1] = pr->lq, tl.stride[2] = 1, tl.stride[3] = 1;
+  }
+
+  shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
+  shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
+  memset(&env, 0, sizeof env);
+  env.lq = pr->lq, env.lk = pr->lk, env.batch = pr->batch, env.heads = pr->heads;
+  env.doc_offsets = inputs->doc_offsets;
+  env.ndocs = inputs->ndocs;
+  env.topk_blocks = inputs->topk_blocks;
+  env.topk_k = inputs->topk_k;
+  if ((kern->pat->needs & HATTN_NEEDS_DOCUMENT) && inputs->doc_offsets == NULL)
+    return fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses document(): doc_offsets are required",
+                kern->pat->name);
+  if (inputs->nlayouts < 0 || (inputs->nlayouts > 0 && inputs->layouts == NULL))
+    return fail(ctx, HATTN_EINPUT, "inputs: nlayouts is %d with layouts %s", inputs->nlayouts,
+                inputs->layouts ? "set" : "NULL");
+  for (j = 0; j < inputs->nlayouts; j++) {
+    const char *nm = inputs->layouts[j].name;
+    for (i = 0; i < kern->spec->nlayouts; i++)
+      if (nm && strcmp(nm, kern->spec->layouts[i]) == 0) break;
+    if (i == kern->spec->nlayouts)
+      return fail(ctx, HATTN_EINPUT, "inputs: layout '%s' is not named in the spec", nm ? nm : "(NULL)");
+  }
+  if (kern->spec->nlayouts > 0) {
+    lays = calloc((size_t)kern->spec->nlayouts, sizeof *lays);
+    if (lays == NULL) return fail(ctx, HATTN_ENOMEM, "out of memory");
+    for (i = 0; i < kern->spec->nlayouts; i++) {
+      for (j = 0; j < inputs->nlayouts; j++)
+        if (inputs->layouts[j].name && strcmp(inputs->layouts[j].name, kern->spec->layouts[i]) == 0) break;
+      if (j < inputs->nlayouts) {
+        const hattn_layout *l = &inputs->layouts[j];
+        lays[i].bm = l->bm, lays[i].bn = l->bn, lays[i].nqb = l->nqb, lays[i].nkb = l->nkb;
+        lays[i].bits = l->bits;
+      } else if (uses_layout(kern->pat->mask, i)) {
+        st = fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses blocks(%s): no layout of that name given",
+                  kern->pat->name, kern->spec->layouts[i]);
+        goto done;
+      } else {
+        lays[i].bm = lays[i].bn = 1; /* unused by this pattern */
+      }
+    }
+    env.layouts = lays;
+    env.nlayouts = kern->spec->nlayouts;
+  }
+  ctx->buf[0] = 0;
+  if ((st = hattn__mask_env_check(kern->pat->mask, &env, kern->spec->nlayouts, ctx->buf, sizeof ctx->buf)) !=
+      HATTN_OK) {
+    fail_buf(ctx, st);
+    goto done;
+  }
+  if (kern->kk->backend == HATTN__BACKEND_CPU) {
+    st = hattn__cpu_forward(kern->kk->fn, &kern->kk->cpu_desc, &kern->kk->cpu, &shape, &env, &tq, &tk, &tv, &to,
+                            &tl, ctx->pool, ctx->buf, sizeof ctx->buf);
+  } else {
+    hattn__cuda_plan *plan = NULL;
+    st = hattn__cuda_plan_create(ctx->cu, &kern->kk->cuda_desc, &kern->kk->cuda, &shape, &env, &plan, ctx->buf,
+                                 sizeof ctx->buf);
+    if (st == HATTN_OK)
+      st = hattn__cuda_launch(kern->kk->cuda_kern, plan, &shape, &tq, &tk, &tv, &to, &tl, stream, ctx->buf,
+                              sizeof ctx->buf);
+    if (st == HATTN_OK) st = hattn__cuda_sync(ctx->cu, ctx->buf, sizeof ctx->buf);
+    hattn__cuda_plan_destroy(plan);
+  }
+  if (st != HATTN_OK) fail_buf(ctx, st);
+  else set_msg_str(ctx, "");
+done:
+  free(lays);
+  return st;
+}
