@@ -34,7 +34,7 @@ tar -xzf "$root"/.device-dist/hattn-*.tar.gz -C "$b" --strip-components=1
 cd "$b"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-200
+  lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|Flags" | cut -c1-200
 } >"$out/machine.txt" 2>&1
 ./configure \
   LLVM_CFLAGS="-I$D/include" LLVM_LIBS="-l:libLLVM-16.so.1" \
