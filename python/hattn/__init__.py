@@ -21,7 +21,8 @@ new_empty (PyTorch) or must be given with out=(o, lse).  That path is not
 yet covered by the tests (CI has NumPy only).
 
 The library is found through $HATTN_LIBRARY, else the build tree's
-.libs/libhattn.so next to this source tree, else ctypes.util.find_library.
+.libs/libhattn.so next to this source tree, else where make install put it
+(_paths.py), else ctypes.util.find_library.
 A Context and everything made from it must be used by one thread at a time.
 """
 
@@ -97,6 +98,13 @@ def _find_library():
                  os.path.join(top, "build", ".libs", "libhattn.so")):
         if os.path.exists(cand):
             return cand
+    try:  # written by make install beside this file
+        from . import _paths
+        cand = os.path.join(_paths.LIBDIR, "libhattn.so")
+        if os.path.exists(cand):
+            return cand
+    except ImportError:
+        pass
     found = ctypes.util.find_library("hattn")
     if found:
         return found
