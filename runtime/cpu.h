@@ -77,6 +77,12 @@ typedef struct hattn__tensor {
   int64_t stride[4];
 } hattn__tensor;
 
+/* Whether ENV's run-time data was made for SHAPE and is well formed for
+** MASK (hattn__mask_env_check): HATTN_OK, or HATTN_EINPUT with a sentence
+** in ERR.  Shared by the CPU and CUDA launches. */
+int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__expr *mask,
+                     char *err, size_t errlen);
+
 /* Contiguous element strides for SHAPE: Q and O as [batch, heads, lq,
 ** head_dim], K and V as [batch, kv_heads, lk, head_dim], LSE as [batch,
 ** heads, lq] (its stride[3] is 1 and unused).  Data pointers untouched. */

@@ -94,12 +94,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
       (rc = check_tensor("V", v, B, HK, LK, D, err, errlen)) != HATTN_OK ||
       (rc = check_tensor("O", o, B, H, LQ, D, err, errlen)) != HATTN_OK)
     return rc;
-  if (env->lq != LQ || env->lk != LK || env->heads != H || env->batch != B) {
-    snprintf(err, errlen, "the run-time data was made for another shape (lq %lld, lk %lld, batch %lld, heads %lld)",
-             (long long)env->lq, (long long)env->lk, (long long)env->batch, (long long)env->heads);
-    return HATTN_EINPUT;
-  }
-  rc = hattn__mask_env_check(pat->mask, env, env->nlayouts, err, errlen);
+  rc = hattn__env_check(env, shape, pat->mask, err, errlen);
   if (rc != HATTN_OK) return rc;
   if (LQ == 0) return HATTN_OK;
 
@@ -246,4 +241,14 @@ void hattn__tensor_strides(const hattn__shape *s, hattn__tensor *q, hattn__tenso
   lse->stride[0] = s->heads * s->lq;
   lse->stride[1] = s->lq;
   lse->stride[2] = lse->stride[3] = 1;
+}
+
+int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__expr *mask,
+                     char *err, size_t errlen) {
+  if (env->lq != shape->lq || env->lk != shape->lk || env->heads != shape->heads || env->batch != shape->batch) {
+    snprintf(err, errlen, "the run-time data was made for another shape (lq %lld, lk %lld, batch %lld, heads %lld)",
+             (long long)env->lq, (long long)env->lk, (long long)env->batch, (long long)env->heads);
+    return HATTN_EINPUT;
+  }
+  return hattn__mask_env_check(mask, env, env->nlayouts, err, errlen);
 }

@@ -490,12 +490,7 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
              (long long)(B * H));
     return HATTN_ESHAPE;
   }
-  if (env->lq != LQ || env->lk != LK || env->heads != H || env->batch != B) {
-    snprintf(err, errlen, "the run-time data was made for another shape (lq %lld, lk %lld, batch %lld, heads %lld)",
-             (long long)env->lq, (long long)env->lk, (long long)env->batch, (long long)env->heads);
-    return HATTN_EINPUT;
-  }
-  rc = hattn__mask_env_check(pat->mask, env, env->nlayouts, err, errlen);
+  rc = hattn__env_check(env, shape, pat->mask, err, errlen);
   if (rc != HATTN_OK) return rc;
   if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS) && env->nlayouts > 4) {
     snprintf(err, errlen, "the CUDA backend takes at most 4 block layouts, the pattern has %d", env->nlayouts);

@@ -387,6 +387,19 @@ typedef struct pool_slot {
   hattn__pool *pool;
 } pool_slot;
 
+/* The shapes of P's gate (one batch entry, at most two KV heads, at most
+** GATE_LEN positions) and of its timed problem. */
+static void problem_shapes(const hattn__tune_problem *p, hattn__shape *gate, hattn__shape *timed) {
+  gate->kv_heads = p->kv_heads < 2 ? p->kv_heads : 2;
+  gate->heads = gate->kv_heads * (p->heads / p->kv_heads);
+  gate->batch = 1;
+  gate->lq = p->lq < GATE_LEN ? p->lq : GATE_LEN;
+  gate->lk = p->lk < GATE_LEN ? p->lk : GATE_LEN;
+  gate->head_dim = p->head_dim;
+  timed->batch = p->batch, timed->heads = p->heads, timed->kv_heads = p->kv_heads;
+  timed->lq = p->lq, timed->lk = p->lk, timed->head_dim = p->head_dim;
+}
+
 static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, hattn__tune_result *r, char *err,
                     size_t errlen) {
   const hattn__kc_host *host;
@@ -413,14 +426,7 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
   if ((rc = hattn__jit_create(&jit, err, errlen)) != HATTN_OK) return rc;
   desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
 
-  gs.kv_heads = p->kv_heads < 2 ? p->kv_heads : 2;
-  gs.heads = gs.kv_heads * (p->heads / p->kv_heads);
-  gs.batch = 1;
-  gs.lq = p->lq < GATE_LEN ? p->lq : GATE_LEN;
-  gs.lk = p->lk < GATE_LEN ? p->lk : GATE_LEN;
-  gs.head_dim = p->head_dim;
-  ms.batch = p->batch, ms.heads = p->heads, ms.kv_heads = p->kv_heads;
-  ms.lq = p->lq, ms.lk = p->lk, ms.head_dim = p->head_dim;
+  problem_shapes(p, &gs, &ms);
   if ((rc = tproblem_init(&g, p->pattern, &gs, err, errlen)) != HATTN_OK ||
       (rc = tproblem_inputs(&g, p->pattern, p->nlayouts, p->dtype, 1, 1, opt->seed ? opt->seed : 42, err, errlen)) !=
           HATTN_OK ||
@@ -585,14 +591,7 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
     snprintf(err, errlen, "no CUDA configuration suits %s at head dim %d", hattn__dtype_name(p->dtype), p->head_dim);
     return HATTN_ENOTSUP;
   }
-  gs.kv_heads = p->kv_heads < 2 ? p->kv_heads : 2;
-  gs.heads = gs.kv_heads * (p->heads / p->kv_heads);
-  gs.batch = 1;
-  gs.lq = p->lq < GATE_LEN ? p->lq : GATE_LEN;
-  gs.lk = p->lk < GATE_LEN ? p->lk : GATE_LEN;
-  gs.head_dim = p->head_dim;
-  ms.batch = p->batch, ms.heads = p->heads, ms.kv_heads = p->kv_heads;
-  ms.lq = p->lq, ms.lk = p->lk, ms.head_dim = p->head_dim;
+  problem_shapes(p, &gs, &ms);
   if ((rc = tproblem_init(&g, p->pattern, &gs, err, errlen)) != HATTN_OK ||
       (rc = tproblem_inputs(&g, p->pattern, p->nlayouts, p->dtype, 1, 1, opt->seed ? opt->seed : 42, err, errlen)) !=
           HATTN_OK ||
