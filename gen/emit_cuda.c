@@ -84,11 +84,14 @@ void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out) {
     out->warps = 8;
     out->stages = 2;
   } else if (head_dim <= 128) {
-    /* Measured on an H100 (bf16, S = 4k, B x H = 64, tests/gpu/sweep.sh):
-    ** 64 x 64 tiles of 4 warps beat 128 x 64 of 8 warps on all five
-    ** benchmark patterns (causal 227 against 219 TFLOP/s, causal &
-    ** window(1k) 201 against 186, document & causal 161 against 137). */
-    out->block_m = 64;
+    /* FA2's tiling: 128 x 64 tiles of 4 warps, 32 query rows a warp, so
+    ** that each K and V fragment read from shared memory feeds two 16-row
+    ** slabs.  Measured on an H200 (bf16, B x H = 64 at 4k, one run,
+    ** docs/gpu-notes.md): dense 337 against 268 TFLOP/s for 64 x 64 tiles,
+    ** causal 267 against 236, causal & window(1k) 219 against 208; document
+    ** & causal (1k docs) is slower, 161 against 167, since its diagonal
+    ** blocks waste more of a 128-row tile. */
+    out->block_m = 128;
     out->block_n = 64;
     out->warps = 4;
     out->stages = 2;

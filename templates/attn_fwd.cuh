@@ -21,7 +21,8 @@
 **                    block masks keys >= lk
 **   online softmax   base 2, row statistics shared by the 4 lanes of a quad
 **   O += P V         P re-packed from the S accumulators, V by ldmatrix.trans
-** and finally O / l and LSE are written.
+** and finally O / l goes through shared memory (each warp's rows of sQ) to
+** 16-byte coalesced stores, and LSE is written.
 **
 ** Shared memory (dynamic, 1024-byte aligned), elements of 2 bytes:
 **   sQ [BLOCK_M][HEAD_DIM], sK [STAGES][BLOCK_N][HEAD_DIM], sV likewise.
@@ -109,6 +110,17 @@ __device__ __forceinline__ unsigned hattn_pack2(float lo, float hi) {
   return r;
 }
 
+__device__ __forceinline__ void hattn_st_shared32(unsigned addr, unsigned v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(addr), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ uint4 hattn_ld_shared128(unsigned addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
+  return v;
+}
+
 __device__ __forceinline__ float hattn_neg_inf() { return __int_as_float(0xff800000); }
 
 /* 2^x by one MUFU.EX2 (flush-to-zero; exp2f adds range fix-ups). */
@@ -125,32 +137,36 @@ __device__ __forceinline__ unsigned hattn_opaque(unsigned x) {
   return x;
 }
 
-/* Byte offset of element (ROW, COL) (COL a multiple of 8 for 16-byte
-** accesses) in a swizzled tile of rows of HEAD_DIM elements. */
-template <int HEAD_DIM>
-__device__ __forceinline__ unsigned hattn_swz(int row, int col) {
-  return (unsigned)(row * HEAD_DIM * 2 + ((((col >> 3) ^ (row & 7))) << 4) + (col & 7) * 2);
-}
-
 /* ---- the kernel body ----------------------------------------------------- */
 
 /* Copy ROWS rows of HEAD_DIM elements starting at row ROW0 of the matrix at
 ** SRC (bytes; row stride STRIDE elements) into the swizzled tile at DST;
-** rows at or beyond NROWS are zero-filled. */
+** rows at or beyond NROWS are zero-filled.  Thread TID copies chunk
+** TID % CHUNKS of rows TID / CHUNKS + RSTEP i: one running global address
+** and, where RSTEP is a multiple of 8, one swizzled chunk for all i.  TID
+** goes through hattn_opaque, so that the compiler recomputes these few
+** values per call instead of keeping every copy's address of every call
+** site in registers across the key-block loop (128 x 64 tiles spilled). */
 template <int ROWS, int HEAD_DIM, int THREADS>
 __device__ __forceinline__ void hattn_load_tile(unsigned dst, const char *src, long long stride,
                                                 int row0, int nrows, int tid) {
   constexpr int CHUNKS = HEAD_DIM / 8;
-  constexpr int TOTAL = ROWS * CHUNKS;
+  static_assert(THREADS % CHUNKS == 0, "whole rows per pass");
+  constexpr int RSTEP = THREADS / CHUNKS;
+  static_assert(ROWS % RSTEP == 0, "whole passes");
+  const int id = (int)hattn_opaque((unsigned)tid);
+  const int r0 = id / CHUNKS, c = id % CHUNKS;
+  const char *g = src + ((long long)(row0 + r0) * stride + c * 8) * 2;
+  const long long gstep = stride * 2 * RSTEP;
+  const unsigned d0 = dst + r0 * HEAD_DIM * 2;
 #pragma unroll
-  for (int i0 = 0; i0 < TOTAL; i0 += THREADS) {
-    const int i = i0 + tid;
-    if (TOTAL % THREADS == 0 || i < TOTAL) {
-      const int r = i / CHUNKS, c = i % CHUNKS;
-      const bool valid = row0 + r < nrows;
-      const char *g = valid ? src + ((long long)(row0 + r) * stride + c * 8) * 2 : src;
-      hattn_cp_async16(dst + hattn_swz<HEAD_DIM>(r, c * 8), g, valid);
-    }
+  for (int i = 0; i < ROWS / RSTEP; i++) {
+    const int r = r0 + i * RSTEP;
+    const bool valid = row0 + r < nrows;
+    const unsigned sw = RSTEP % 8 == 0 ? (unsigned)((c ^ (r0 & 7)) << 4)
+                                       : (unsigned)((c ^ (r & 7)) << 4);
+    hattn_cp_async16(d0 + i * RSTEP * HEAD_DIM * 2 + sw, valid ? g : src, valid);
+    g += gstep;
   }
 }
 
@@ -185,7 +201,9 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int qb = blockIdx.x, bh = blockIdx.y;
+  /* The last query blocks first: under causal masks they have the most key
+  ** blocks, and starting them first shortens the tail of the launch. */
+  const int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;
   const int b = bh / args.heads, h = bh % args.heads;
   const int kvh = h / (args.heads / args.kv_heads);
   const int lq = args.lq, lk = args.lk;
@@ -311,30 +329,58 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int c = 0; c < 4; c++) s[mt][nt][c] = 0.0f;
+    /* K rows n .. n+15 as the B operands of column tiles n/8 and n/8 + 1:
+    ** matrices (keys +0..7, dims +0..7) = b0 of the first tile, (keys
+    ** +0..7, dims +8..15) = its b1, then the same for keys +8..15.  Lane
+    ** l addresses key row (l % 8) + 8 (l / 16), column 8 ((l / 8) % 2). */
+    if constexpr (Q_IN_REGS) {
 #pragma unroll
-    for (int kk = 0; kk < KD; kk++) {
-      unsigned a[MT][4];
+      for (int kk = 0; kk < KD; kk++) {
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) {
-        if constexpr (Q_IN_REGS) {
+        for (int np = 0; np < NT / 2; np++) {
+          unsigned kf[4];
+          hattn_ldmatrix_x4(kf, (aK ^ (kk * 32)) + np * 16 * RB);
 #pragma unroll
-          for (int c = 0; c < 4; c++) a[mt][c] = qf[mt][kk][c];
-        } else {
-          hattn_ldmatrix_x4(a[mt], (aQ ^ (kk * 32)) + mt * 16 * RB);
+          for (int mt = 0; mt < MT; mt++) {
+            hattn_mma<IS_BF16>(s[mt][2 * np], qf[mt][kk], kf[0], kf[1]);
+            hattn_mma<IS_BF16>(s[mt][2 * np + 1], qf[mt][kk], kf[2], kf[3]);
+          }
         }
       }
-      /* K rows n .. n+15 as the B operands of column tiles n/8 and n/8 + 1:
-      ** matrices (keys +0..7, dims +0..7) = b0 of the first tile, (keys
-      ** +0..7, dims +8..15) = its b1, then the same for keys +8..15.  Lane
-      ** l addresses key row (l % 8) + 8 (l / 16), column 8 ((l / 8) % 2). */
+    } else {
+      /* Software-pipelined by one ldmatrix: the K fragment of the next
+      ** (kk, np) and the Q fragments of step kk + 1 load while the mma of
+      ** the current one run.  Two register buffers each; the loop is
+      ** unrolled by two (KD is even) so that buffer indices stay constant;
+      ** NT / 2 is even, so the K buffer of (kk, np) is np % 2. */
+      unsigned a[2][MT][4], kf[2][4];
 #pragma unroll
-      for (int np = 0; np < NT / 2; np++) {
-        unsigned kf[4];
-        hattn_ldmatrix_x4(kf, (aK ^ (kk * 32)) + np * 16 * RB);
+      for (int mt = 0; mt < MT; mt++) hattn_ldmatrix_x4(a[0][mt], aQ + mt * 16 * RB);
+      hattn_ldmatrix_x4(kf[0], aK);
+#pragma unroll 1
+      for (int kk = 0; kk < KD; kk += 2) {
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          hattn_mma<IS_BF16>(s[mt][2 * np], a[mt], kf[0], kf[1]);
-          hattn_mma<IS_BF16>(s[mt][2 * np + 1], a[mt], kf[2], kf[3]);
+        for (int u = 0; u < 2; u++) {
+          const int k = kk + u;
+#pragma unroll
+          for (int np = 0; np < NT / 2; np++) {
+            const int cur = np & 1;
+            if (np + 1 < NT / 2) {
+              hattn_ldmatrix_x4(kf[1 - cur], (aK ^ (k * 32)) + (np + 1) * 16 * RB);
+            } else if (u == 0 || k + 1 < KD) {
+              hattn_ldmatrix_x4(kf[1 - cur], aK ^ ((k + 1) * 32));
+            }
+            if (np == 0 && (u == 0 || k + 1 < KD)) {
+#pragma unroll
+              for (int mt = 0; mt < MT; mt++)
+                hattn_ldmatrix_x4(a[1 - u][mt], (aQ ^ ((k + 1) * 32)) + mt * 16 * RB);
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+              hattn_mma<IS_BF16>(s[mt][2 * np], a[u][mt], kf[cur][0], kf[cur][1]);
+              hattn_mma<IS_BF16>(s[mt][2 * np + 1], a[u][mt], kf[cur][2], kf[cur][3]);
+            }
+          }
         }
       }
     }
@@ -371,23 +417,27 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 
     /* ---- online softmax ---- */
     const float sl2 = HATTN_HAS_SCORE_MOD ? 1.0f : args.scale_log2;
+    float alpha[MT][2];
+    bool grew = false;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
       for (int r = 0; r < 2; r++) {
-        float mx = m_i[mt][r];
+        float mx = hattn_neg_inf();
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
           mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
         /* The quad's 4 lanes hold the row's other columns. */
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        /* To the base-2 domain of m_i (scale > 0: -inf stays -inf). */
+        mx = fmaxf(m_i[mt][r], mx * sl2);
         /* A row that has seen no key keeps max -inf: subtract 0 instead, so
         ** that exp2(-inf - m) is 0, never NaN. */
-        const float mx2 = mx * sl2;              /* base 2 (-inf stays -inf) */
-        const float mref = mx2 == hattn_neg_inf() ? 0.0f : mx2;
-        const float alpha = hattn_ex2(m_i[mt][r] - mref);
-        m_i[mt][r] = mx2;
+        const float mref = mx == hattn_neg_inf() ? 0.0f : mx;
+        grew |= mx != m_i[mt][r];
+        alpha[mt][r] = hattn_ex2(m_i[mt][r] - mref);
+        m_i[mt][r] = mx;
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
@@ -395,22 +445,28 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
           s[mt][nt][2 * r + 1] = hattn_ex2(fmaf(s[mt][nt][2 * r + 1], sl2, -mref));
           sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
         }
-        l_i[mt][r] = l_i[mt][r] * alpha + sum;
-#pragma unroll
-        for (int dt = 0; dt < DT; dt++) {
-          acc_o[mt][dt][2 * r] *= alpha;
-          acc_o[mt][dt][2 * r + 1] *= alpha;
-        }
+        l_i[mt][r] = l_i[mt][r] * alpha[mt][r] + sum;
       }
+    }
+    /* O *= alpha only where some row's maximum grew (alpha 1 elsewhere):
+    ** once the maxima settle, most key blocks skip these MT x HEAD_DIM / 2
+    ** multiplies a thread. */
+    if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++)
+#pragma unroll
+          for (int c = 0; c < 4; c++) acc_o[mt][dt][c] *= alpha[mt][c / 2];
     }
 
     /* ---- O += P V ---- */
     /* P as the A operand of keys 16 kk .. + 15: the accumulators of column
     ** tiles 2 kk (a0, a1) and 2 kk + 1 (a2, a3); packed all at once, so that
     ** the fp32 scores die before the P V products. */
-    unsigned pk[BLOCK_N / 16][MT][4];
+    unsigned pk[NT / 2][MT][4];
 #pragma unroll
-    for (int kk = 0; kk < BLOCK_N / 16; kk++)
+    for (int kk = 0; kk < NT / 2; kk++)
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
         pk[kk][mt][0] = hattn_pack2<IS_BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
@@ -419,7 +475,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
         pk[kk][mt][3] = hattn_pack2<IS_BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
 #pragma unroll
-    for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+    for (int kk = 0; kk < NT / 2; kk++) {
       const unsigned (&pa)[MT][4] = pk[kk];
       /* V rows (keys) 16 kk .. + 15, head-dim columns n .. n+15, transposed:
       ** matrices (keys +0..7, dims +0..7) = b0 of column tile n/8, (keys
@@ -442,8 +498,12 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   ** also Q when there was no key block at all). */
   hattn_cp_async_wait<0>();
 
-  /* ---- epilogue: O / l, LSE ---- */
-  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1]) * 2;
+  /* ---- epilogue: O / l through shared memory, LSE ---- */
+  /* Warp w writes its rows of O, rounded, into its own rows of sQ: only
+  ** warp w ever read them, and Q's copies finished before the loop, so no
+  ** CTA barrier is needed.  Same swizzle as Q: the 4-byte stores of one
+  ** instruction hit 32 distinct banks. */
+  const unsigned sO = sQ + wrow0 * RB;
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -452,20 +512,31 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      const int q = q0 + wrow0 + mt * 16 + g + 8 * r;
-      if (q < lq) {
-        char *orow = og + (long long)q * args.o_stride[2] * 2;
+      const int row = mt * 16 + g + 8 * r;      /* row of the warp's slab */
 #pragma unroll
-        for (int dt = 0; dt < DT; dt++) {
-          const unsigned v = hattn_pack2<IS_BF16>(acc_o[mt][dt][2 * r] * inv,
-                                                  acc_o[mt][dt][2 * r + 1] * inv);
-          *(unsigned *)(orow + (dt * 8 + 2 * t) * 2) = v;
-        }
-        if (args.lse != 0 && t == 0) {
-          const float lse = l > 0.0f ? (m_i[mt][r] + log2f(l)) * LN2 : hattn_neg_inf();
-          args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
-        }
+      for (int dt = 0; dt < DT; dt++) {
+        const unsigned v = hattn_pack2<IS_BF16>(acc_o[mt][dt][2 * r] * inv,
+                                                acc_o[mt][dt][2 * r + 1] * inv);
+        hattn_st_shared32(sO + row * RB + (((unsigned)(dt ^ (row & 7))) << 4) + 4 * t, v);
+      }
+      const int q = q0 + wrow0 + row;
+      if (args.lse != 0 && t == 0 && q < lq) {
+        const float lse = l > 0.0f ? (m_i[mt][r] + log2f(l)) * LN2 : hattn_neg_inf();
+        args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
       }
     }
+  }
+  __syncwarp();
+  /* 16-byte chunks back, CHUNKS lanes a row: each instruction stores whole
+  ** rows of O (the runtime checks that O's rows start on 16-byte bounds). */
+  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1]) * 2;
+  constexpr int CHUNKS = HEAD_DIM / 8;
+#pragma unroll
+  for (int i = 0; i < WROWS * CHUNKS / 32; i++) {
+    const int idx = i * 32 + lane;
+    const int row = idx / CHUNKS, c = idx % CHUNKS;
+    const uint4 v = hattn_ld_shared128(sO + row * RB + (((unsigned)(c ^ (row & 7))) << 4));
+    const int q = q0 + wrow0 + row;
+    if (q < lq) *(uint4 *)(og + ((long long)q * args.o_stride[2] + c * 8) * 2) = v;
   }
 }
