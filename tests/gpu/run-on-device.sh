@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check ab-bench gpu-bench sanitize
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
 # libtool, llvm-config or Check: the tarball needs no autoreconf, and the
 # precious variables point configure at .device-deps.
@@ -22,6 +22,8 @@ if [ "${1:-}" = --pack ]; then
   make dist >/dev/null
   rm -f "$root"/.device-dist/hattn-*.tar.gz
   cp hattn-*.tar.gz "$root/.device-dist/"
+  # The committed kernel template, for the ab-bench phase.
+  git -C "$root" show HEAD:templates/attn_fwd.cuh >"$root/.device-dist/base.cuh"
   ls -la "$root/.device-dist"
   exit 0
 fi
@@ -29,7 +31,7 @@ fi
 phases=${*:-check cpu-bench gpu-check gpu-bench}
 D=$root/.device-deps
 b=/tmp/hattn-build
-rm -rf "$b" && mkdir -p "$b"
+rm -rf "$b" /tmp/hattn-ab-* && mkdir -p "$b"
 tar -xzf "$root"/.device-dist/hattn-*.tar.gz -C "$b" --strip-components=1
 cd "$b"
 {
@@ -63,6 +65,29 @@ for phase in $phases; do
     cpu-bench)
       ./tools/hattn bench --backend cpu --seqlen 4k,16k --baselines none 2>&1 | tee "$out/bench_cpu.md"
       PYTHONUNBUFFERED=1 python3 "$root/tests/gpu/bench_torch.py" --cpu 2>&1 | tee "$out/bench_torch_cpu.md"
+      ;;
+    ab-bench)
+      # Kernel templates side by side in one run.  HATTN_AB_RUNS lists
+      # NAME:CONFIG pairs (default "base:default cur:default"): NAME cur is
+      # this build, any other NAME the same build with the template
+      # .device-dist/NAME.cuh swapped in (--pack writes base.cuh, the
+      # committed template); CONFIG is BM,BN,WARPS,STAGES or default.
+      # HATTN_AB_ARGS go to hattn bench (e.g. --seqlen 4k).
+      for run in ${HATTN_AB_RUNS:-base:default cur:default}; do
+        name=${run%%:*} c=${run#*:} dir=$b
+        if [ "$name" != cur ]; then
+          dir=/tmp/hattn-ab-$name
+          if [ ! -d "$dir" ]; then
+            cp -a "$b" "$dir" && cp "$root/.device-dist/$name.cuh" "$dir/templates/attn_fwd.cuh" &&
+              (cd "$dir" && make -j16 tools/hattn >/dev/null 2>&1) || { echo "$name: build failed"; continue; }
+          fi
+        fi
+        if [ "$c" = default ]; then cfg=; else cfg=$c; fi
+        echo "-- $name $c"
+        (cd "$dir" && env ${cfg:+HATTN_CUDA_CONFIG=$cfg} ./tools/hattn bench --backend cuda ${HATTN_AB_ARGS:-} 2>&1) |
+          tee -a "$out/bench_ab.md" |
+          awk -F'|' '/^\| (dense|causal|document)/ { printf "%-26s %6s %7s\n", $2, $(NF-8), $(NF-5) }'
+      done
       ;;
     gpu-bench)
       ./tools/hattn bench --backend cuda 2>&1 | tee "$out/bench_cuda.md"
