@@ -201,9 +201,12 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  /* The last query blocks first: under causal masks they have the most key
-  ** blocks, and starting them first shortens the tail of the launch. */
-  const int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;
+  /* CTAs start in the order of their linear index (x fastest); this maps
+  ** it to the last query block of every head first, then the one before:
+  ** under causal masks the longest CTAs start first and the shortest form
+  ** the tail of the launch.  A bijection of the grid onto (qb, bh). */
+  const int lin = blockIdx.y * gridDim.x + blockIdx.x;
+  const int qb = gridDim.x - 1 - lin / gridDim.y, bh = lin % gridDim.y;
   const int b = bh / args.heads, h = bh % args.heads;
   const int kvh = h / (args.heads / args.kv_heads);
   const int lq = args.lq, lk = args.lk;
