@@ -87,10 +87,11 @@ void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out) {
     /* FA2's tiling: 128 x 64 tiles of 4 warps, 32 query rows a warp, so
     ** that each K and V fragment read from shared memory feeds two 16-row
     ** slabs.  Measured on an H200 (bf16, B x H = 64 at 4k, one run,
-    ** docs/gpu-notes.md): dense 337 against 268 TFLOP/s for 64 x 64 tiles,
-    ** causal 267 against 236, causal & window(1k) 219 against 208; document
-    ** & causal (1k docs) is slower, 161 against 167, since its diagonal
-    ** blocks waste more of a 128-row tile. */
+    ** docs/gpu-notes.md), against the former 64 x 64 x 4 kernel: dense 333
+    ** against 269 TFLOP/s, causal 297 against 237, causal & window(1k) 227
+    ** against 208; document & causal (1k docs) gains least (171 against
+    ** 167; at 16k 162 against 165), since its diagonal blocks waste more of
+    ** a 128-row tile. */
     out->block_m = 128;
     out->block_n = 64;
     out->warps = 4;
