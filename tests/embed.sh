@@ -33,7 +33,7 @@ make -f "$ex/Makefile" srcdir="$ex" HATTN="$b/tools/hattn" \
   CFLAGS="-O1 -g ${CFLAGS:-}" LDFLAGS="${LDFLAGS:-}" embed || { echo "FAIL: the example does not build"; exit 1; }
 
 fails=0
-needed=$(readelf -d embed 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+needed=$(readelf -d embed 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
 echo "embed needs:" $needed
 case " $needed " in
   *" libhattnrt.so"*) ;;
