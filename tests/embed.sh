@@ -64,5 +64,26 @@ LD_LIBRARY_PATH=$b/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ./embed --db "$tmp
 grep -q "libhattnrt does not compile kernels" "$tmp/empty.out" ||
   { echo "FAIL: no clear message without kernels:"; cat "$tmp/empty.out"; fails=$((fails + 1)); }
 
+# CUDA: hattn gen writes cubins for sm_80 and sm_90a into hattn_prebuilt.c,
+# which builds and links against libhattnrt everywhere; where a GPU answers,
+# libhattnrt loads them (tests/embed_cuda.c).
+if grep -q '^#define HATTN_HAVE_CUDA 1' "$b/config.h"; then
+  "$b/tools/hattn" gen "$ex/model.hattn" --backend cuda --arch sm_80,sm_90a --head-dim 64 --name model_gpu \
+    --out kgpu >/dev/null || { echo "FAIL: hattn gen --backend cuda"; fails=$((fails + 1)); }
+  if ${CC:-cc} -O1 ${CFLAGS:-} -Ikgpu -I"$s/runtime" $dlpack "$s/tests/embed_cuda.c" kgpu/hattn_prebuilt.c \
+      ${LDFLAGS:-} -L"$b/.libs" -lhattnrt -o embed_cuda; then
+    LD_LIBRARY_PATH=$b/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ./embed_cuda "$ex/model.hattn" 64
+    rc=$?
+    case $rc in
+      0) echo "ok: libhattnrt loaded the generated cubins" ;;
+      77) echo "note: no GPU here: the generated CUDA registration builds and links, and was not loaded" ;;
+      *) echo "FAIL: embed_cuda exited $rc"; fails=$((fails + 1)) ;;
+    esac
+  else
+    echo "FAIL: the generated CUDA registration does not build against libhattnrt"
+    fails=$((fails + 1))
+  fi
+fi
+
 [ $fails -eq 0 ] || exit 1
 echo "ok: the embed example builds against libhattnrt, runs, and matches the reference"
