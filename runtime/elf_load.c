@@ -18,6 +18,7 @@
 ** function, memset.  CPUs without FMA, SSE4.1 or F16C (x86-64, x86-64-v2)
 ** add fmaf, rintf, __extendhfsf2 and __truncsfhf2.
 */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -114,7 +115,7 @@ static float elf_extendhfsf2(__m128i h) {
   uint32_t sign = (x & 0x8000u) << 16, ex = (x >> 10) & 0x1fu, man = x & 0x3ffu, bits;
   float f;
   if (ex == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13);
+    bits = sign | 0x7f800000u | (man << 13) | (man ? 0x00400000u : 0); /* NaNs quiet */
   } else if (ex != 0) {
     bits = sign | ((ex + 112u) << 23) | (man << 13);
   } else {
@@ -177,6 +178,7 @@ static const struct {
   "log2, log1p, pow, tanh, sqrt, fma, fabs, rint, nearbyint, floor, ceil, trunc, round, " \
   "fmax, fmin, sin, cos, and __extendhfsf2, __truncsfhf2"
 
+/* Whether NAME is in the table; then *ADDR is its address. */
 static int external_find(const char *name, uintptr_t *addr) {
   size_t i;
   for (i = 0; i < sizeof g_externals / sizeof g_externals[0]; i++)
@@ -189,6 +191,7 @@ static int external_find(const char *name, uintptr_t *addr) {
 
 /* ---- reading ------------------------------------------------------------------- */
 
+/* Little-endian fields at P (the buffer need not be aligned). */
 static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 static uint32_t rd32(const unsigned char *p) {
@@ -224,6 +227,7 @@ typedef struct ld {
   size_t nsym;
   uint64_t symoff, stroff, strsize;
   uintptr_t *ext;               /* per symbol: the address of an external, else 0 */
+  unsigned char *gotsym;        /* per symbol: 1 for _GLOBAL_OFFSET_TABLE_ (the GOT's address) */
   int64_t *got, *stub;          /* per symbol: its GOT slot / stub, or -1 */
   size_t ngot, nstub;
   uint64_t got_at, stub_at, part_end[4];
@@ -233,6 +237,7 @@ typedef struct ld {
   size_t errlen;
 } ld;
 
+/* Put the sentence FMT in L's error buffer; return RC. */
 static int fail(ld *l, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int fail(ld *l, int rc, const char *fmt, ...) {
@@ -280,6 +285,7 @@ static const char *sec_name(const ld *l, size_t i, char buf[96]) {
   return buf;
 }
 
+/* Symbol I (below l->nsym, so within the file) into *S. */
 static void sym_read(const ld *l, size_t i, sym *s) {
   const unsigned char *p = l->b + l->symoff + i * SYM_SIZE;
   s->name = rd32(p);
@@ -297,6 +303,9 @@ static const char *sym_name(const ld *l, const sym *s) {
 
 /* ---- headers and sections ---------------------------------------------------- */
 
+/* Check the ELF header and every section header against the file; read
+** the section headers into L, check their names, and assign each
+** allocated section its part of the image.  Finds the symbol table. */
 static int read_headers(ld *l) {
   const unsigned char *b = l->b;
   uint64_t shoff, shnum, shstrndx, end;
@@ -378,7 +387,8 @@ static int read_headers(ld *l) {
     l->shstr = (size_t)shstrndx;
     for (i = 1; i < l->shnum; i++)
       if (!str_at(l, l->sh[shstrndx].offset, l->sh[shstrndx].size, l->sh[i].name))
-        return fail(l, HATTN_ECOMPILE, "the name of section %zu (byte %u) is outside the section name table of %llu bytes",
+        return fail(l, HATTN_ECOMPILE,
+                    "the name of section %zu (byte %u) is outside the section name table of %llu bytes",
                     i, l->sh[i].name, (unsigned long long)l->sh[shstrndx].size);
   }
 
@@ -394,7 +404,8 @@ static int read_headers(ld *l) {
       return fail(l, HATTN_ECOMPILE, "section %s holds SHT_REL relocations; the loader supports SHT_RELA only",
                   sec_name(l, i, nb));
     case S_SYMTAB_SHNDX:
-      return fail(l, HATTN_ECOMPILE, "the object file uses extended section indices (%s), which the loader does not support",
+      return fail(l, HATTN_ECOMPILE,
+                  "the object file uses extended section indices (%s), which the loader does not support",
                   sec_name(l, i, nb));
     default: break;
     }
@@ -403,7 +414,8 @@ static int read_headers(ld *l) {
       return fail(l, HATTN_ECOMPILE, "section %s holds thread-local data, which the loader does not support",
                   sec_name(l, i, nb));
     if (s->flags & F_COMPRESSED)
-      return fail(l, HATTN_ECOMPILE, "section %s is compressed, which the loader does not support", sec_name(l, i, nb));
+      return fail(l, HATTN_ECOMPILE,
+                  "section %s is compressed, which the loader does not support", sec_name(l, i, nb));
     switch (s->type) {
     case S_PROGBITS:
     case S_NOBITS:
@@ -441,7 +453,8 @@ static int read_symbols(ld *l) {
   char nb[96];
 
   if (st->entsize != SYM_SIZE || st->size % SYM_SIZE != 0)
-    return fail(l, HATTN_ECOMPILE, "the symbol table has entries of %llu bytes and a size of %llu (entries of 24 bytes expected)",
+    return fail(l, HATTN_ECOMPILE,
+                "the symbol table has entries of %llu bytes and a size of %llu (entries of 24 bytes expected)",
                 (unsigned long long)st->entsize, (unsigned long long)st->size);
   if (st->link == 0 || st->link >= l->shnum || l->sh[st->link].type != S_STRTAB)
     return fail(l, HATTN_ECOMPILE, "the symbol table's string table (section %u) is not a string table", st->link);
@@ -452,9 +465,10 @@ static int read_symbols(ld *l) {
   l->strsize = str->size;
   if (l->nsym == 0) return fail(l, HATTN_ECOMPILE, "the symbol table is empty");
   l->ext = calloc(l->nsym, sizeof *l->ext);
+  l->gotsym = calloc(l->nsym, 1);
   l->got = malloc(l->nsym * sizeof *l->got);
   l->stub = malloc(l->nsym * sizeof *l->stub);
-  if (!l->ext || !l->got || !l->stub) return fail(l, HATTN_ENOMEM, "out of memory");
+  if (!l->ext || !l->gotsym || !l->got || !l->stub) return fail(l, HATTN_ENOMEM, "out of memory");
 
   for (i = 0; i < l->nsym; i++) {
     sym s;
@@ -467,13 +481,18 @@ static int read_symbols(ld *l) {
                   s.name, (unsigned long long)l->strsize);
     if (s.shndx == N_UNDEF) {
       if (!*name) return fail(l, HATTN_ECOMPILE, "symbol %zu is undefined and has no name", i);
+      if (strcmp(name, "_GLOBAL_OFFSET_TABLE_") == 0) {
+        l->gotsym[i] = 1;
+        continue;
+      }
       if (!external_find(name, &l->ext[i]))
         return fail(l, HATTN_ECOMPILE, "undefined symbol '%s' (the loader resolves only " EXTERNALS_TEXT ")",
                     shown(name, nb));
       l->stub[i] = (int64_t)l->nstub++;
       l->got[i] = (int64_t)l->ngot++;
     } else if (s.shndx == N_COMMON) {
-      return fail(l, HATTN_ECOMPILE, "symbol '%s' is a common symbol, which the loader does not support", shown(name, nb));
+      return fail(l, HATTN_ECOMPILE,
+                  "symbol '%s' is a common symbol, which the loader does not support", shown(name, nb));
     } else if (s.shndx == N_ABS) {
       continue;
     } else if (s.shndx >= N_LORESERVE) {
@@ -511,6 +530,7 @@ static int find_function(ld *l, const char *fn_name, size_t *out) {
 
 /* ---- layout ---------------------------------------------------------------------- */
 
+/* X rounded up to a multiple of A, a power of two; X + A does not overflow. */
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 
 /* Place every loaded section, the stubs and the GOT; sets l->size. */
@@ -525,7 +545,8 @@ static int layout(ld *l, uint64_t page) {
       if (l->part[i] != part) continue;
       cur = align_up(cur, l->sh[i].align);
       if (l->sh[i].size > HATTN__ELF_MAX_IMAGE - cur)
-        return fail(l, HATTN_ECOMPILE, "the object file's sections need more than the loader's %llu MiB (%s has %llu bytes)",
+        return fail(l, HATTN_ECOMPILE,
+                    "the object file's sections need more than the loader's %llu MiB (%s has %llu bytes)",
                     (unsigned long long)(HATTN__ELF_MAX_IMAGE >> 20), sec_name(l, i, nb),
                     (unsigned long long)l->sh[i].size);
       l->at[i] = cur;
@@ -536,7 +557,7 @@ static int layout(ld *l, uint64_t page) {
       l->stub_at = cur;
       cur += 16 * (uint64_t)l->nstub; /* nstub <= nsym < 2^60 */
     }
-    if (part == PART_R && l->ngot) {
+    if (part == PART_R) { /* the GOT's address is defined even without slots */
       cur = align_up(cur, 8);
       l->got_at = cur;
       cur += 8 * (uint64_t)l->ngot;
@@ -553,6 +574,7 @@ static int layout(ld *l, uint64_t page) {
 
 /* ---- relocations ------------------------------------------------------------------ */
 
+/* The name of relocation type T, for messages. */
 static const char *reloc_name(uint32_t t) {
   switch (t) {
   case R_64: return "R_X86_64_64";
@@ -583,6 +605,7 @@ static int reloc_width(uint32_t t) {
   }
 }
 
+/* Whether relocation type T goes through a GOT slot. */
 static int is_got(uint32_t t) { return t == R_GOTPCREL || t == R_GOTPCRELX || t == R_REX_GOTPCRELX; }
 
 /*
@@ -601,7 +624,8 @@ static int relocate(ld *l, int apply) {
     size_t nrel, t;
     if (rs->type != S_RELA) continue;
     if (rs->entsize != RELA_SIZE || rs->size % RELA_SIZE != 0)
-      return fail(l, HATTN_ECOMPILE, "relocation section %s has entries of %llu bytes and a size of %llu (entries of 24 bytes expected)",
+      return fail(l, HATTN_ECOMPILE,
+                  "relocation section %s has entries of %llu bytes and a size of %llu (entries of 24 bytes expected)",
                   sec_name(l, i, nb), (unsigned long long)rs->entsize, (unsigned long long)rs->size);
     if (rs->info == 0 || rs->info >= l->shnum)
       return fail(l, HATTN_ECOMPILE, "relocation section %s applies to section %u, which does not exist",
@@ -641,7 +665,8 @@ static int relocate(ld *l, int apply) {
       if (symi != 0) {
         sym_read(l, (size_t)symi, &s);
         if (s.shndx != N_UNDEF && s.shndx != N_ABS && l->part[s.shndx] == PART_NONE)
-          return fail(l, HATTN_ECOMPILE, "relocation %zu in %s refers to symbol '%s' of %s, a section the loader does not load",
+          return fail(l, HATTN_ECOMPILE,
+                      "relocation %zu in %s refers to symbol '%s' of %s, a section the loader does not load",
                       k, sec_name(l, i, nb), shown(sym_name(l, &s), sb), sec_name(l, s.shndx, tb));
       }
       if (!apply) {
@@ -651,7 +676,9 @@ static int relocate(ld *l, int apply) {
 
       /* S: the symbol's address; an external's stub for 32-bit kinds. */
       if (symi == 0) S = 0;
-      else if (s.shndx == N_UNDEF) S = width == 4 ? base + (uintptr_t)(l->stub_at + 16 * (uint64_t)l->stub[symi]) : l->ext[symi];
+      else if (l->gotsym[symi]) S = got_base;
+      else if (s.shndx == N_UNDEF && width == 8) S = l->ext[symi];
+      else if (s.shndx == N_UNDEF) S = base + (uintptr_t)(l->stub_at + 16 * (uint64_t)l->stub[symi]);
       else if (s.shndx == N_ABS) S = (uintptr_t)s.value;
       else S = base + (uintptr_t)(l->at[s.shndx] + s.value);
       P = base + (uintptr_t)(l->at[t] + off);
@@ -662,7 +689,7 @@ static int relocate(ld *l, int apply) {
       case R_GOTOFF64: v = S + (uintptr_t)addend - got_base; break;
       case R_GOTPC32: case R_GOTPC64: v = got_base + (uintptr_t)addend - P; break;
       default: { /* the GOT kinds */
-        uintptr_t slot = got_base + 8 * (uintptr_t)l->got[symi], sv = s.shndx == N_UNDEF && symi ? l->ext[symi] : S;
+        uintptr_t slot = got_base + 8 * (uintptr_t)l->got[symi], sv = l->stub[symi] >= 0 ? l->ext[symi] : S;
         memcpy(l->base + l->got_at + 8 * (uint64_t)l->got[symi], &sv, 8);
         v = slot + (uintptr_t)addend - P;
         break;
@@ -696,6 +723,7 @@ int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__
   sym s;
   int rc;
 
+  assert(image != NULL && fn != NULL);
   memset(&l, 0, sizeof l);
   l.b = bytes;
   l.n = size;
@@ -766,6 +794,7 @@ done:
   free(l.part);
   free(l.at);
   free(l.ext);
+  free(l.gotsym);
   free(l.got);
   free(l.stub);
   return rc;

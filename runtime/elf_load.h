@@ -28,7 +28,8 @@ typedef struct hattn__elf_image hattn__elf_image;
 ** unmaps the function too) and *FN.  Undefined symbols must be one of the
 ** library functions in the loader's table (memset, memcpy, memmove, the
 ** float and double libm functions LLVM lowers intrinsics to, and the
-** half-precision conversions __extendhfsf2 and __truncsfhf2).
+** half-precision conversions __extendhfsf2 and __truncsfhf2, the loader's
+** own), or _GLOBAL_OFFSET_TABLE_, the image's GOT.
 **
 ** Returns HATTN_OK; HATTN_EINVAL for a NULL or empty buffer or a NULL
 ** FN_NAME; HATTN_ECOMPILE for a malformed or unsupported object, an
