@@ -749,7 +749,7 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
   size_t total;
   int rc, i, why;
 
-  assert(key != NULL && compiler != NULL && out != NULL);
+  assert(key != NULL && out != NULL);
   *out = NULL;
   if (miss == NULL) miss = &why;
   *miss = HATTN__DB_MISS_NONE;
@@ -769,7 +769,7 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
     rc = db_fail(db, rc, "cannot read a kernel", err, errlen);
     goto done;
   }
-  if (strcmp((const char *)sqlite3_column_text(st, 5), compiler) != 0) {
+  if (compiler != NULL && strcmp((const char *)sqlite3_column_text(st, 5), compiler) != 0) {
     *miss = HATTN__DB_MISS_COMPILER;
     rc = fail(err, errlen, HATTN_ENOENT, "kernel %s in %s was built by %s, not %s: it is rebuilt", key,
               db->path, sqlite3_column_text(st, 5), compiler);
@@ -928,13 +928,13 @@ int hattn__db_tuning_get(hattn__db *db, const char *model, const char *kernel_cl
   sqlite3_stmt *st = NULL;
   int rc, lk_log2, bh_class;
 
-  assert(model != NULL && kernel_class != NULL && compiler != NULL && out != NULL);
+  assert(model != NULL && kernel_class != NULL && out != NULL);
   *out = NULL;
   hattn__db_bucket(lk, bh, &lk_log2, &bh_class);
   rc = prep(db,
             "SELECT t.kernel_class, t.compiler, t.lk_log2, t.bh_class, t.winner, t.winner_us, t.created, "
             "d.model, t.id FROM tunings t JOIN devices d ON d.id = t.device_id "
-            "WHERE d.model = ?1 AND t.kernel_class = ?2 AND t.compiler = ?3 "
+            "WHERE d.model = ?1 AND t.kernel_class = ?2 AND (?3 IS NULL OR t.compiler = ?3) "
             "ORDER BY abs(t.bh_class - ?4), abs(t.lk_log2 - ?5), t.lk_log2 DESC, t.created DESC, t.id DESC "
             "LIMIT 1",
             &st, err, errlen);
@@ -946,8 +946,8 @@ int hattn__db_tuning_get(hattn__db *db, const char *model, const char *kernel_cl
   sqlite3_bind_int(st, 5, lk_log2);
   rc = sqlite3_step(st);
   if (rc == SQLITE_DONE)
-    rc = fail(err, errlen, HATTN_ENOENT, "no tuning of %s by %s on %s in %s", kernel_class, compiler, model,
-              db->path);
+    rc = fail(err, errlen, HATTN_ENOENT, "no tuning of %s by %s on %s in %s", kernel_class,
+              compiler ? compiler : "any compiler", model, db->path);
   else if (rc != SQLITE_ROW)
     rc = db_fail(db, rc, "cannot read a tuning record", err, errlen);
   else

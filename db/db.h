@@ -143,7 +143,7 @@ enum hattn__db_miss {
 ** replacing any kernel with the same key. */
 int hattn__db_kernel_put(hattn__db *db, const hattn__db_kernel *k, char *err, size_t errlen);
 
-/* Look up the kernel KEY built by COMPILER.  Returns HATTN_OK with *OUT (one
+/* Look up the kernel KEY built by COMPILER (NULL: by any).  Returns HATTN_OK with *OUT (one
 ** malloc'd block; the caller frees it with free()), or HATTN_ENOENT with
 ** *MISS (may be NULL) and a sentence in ERR when there is none, it was
 ** built by another compiler or its binary fails its checksum: the caller
@@ -179,7 +179,7 @@ typedef struct hattn__db_tuning {
 int hattn__db_tuning_put(hattn__db *db, const hattn__db_device *dev, const hattn__db_tuning *t,
                          char *err, size_t errlen);
 
-/* The newest tuning of KERNEL_CLASS by COMPILER on device MODEL for the
+/* The newest tuning of KERNEL_CLASS by COMPILER (NULL: any) on device MODEL for the
 ** bucket of LK and BH; when that bucket was never tuned, the nearest one:
 ** the nearest batch*heads class first, then the nearest key length (the
 ** longer on a tie).  The record's lk_log2 and bh_class say which it is.

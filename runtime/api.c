@@ -11,6 +11,7 @@
 
 #include "hattn.h"
 #include "cpu.h"
+#include "dtype.h"
 #include "cuda.h"
 #include "kernel_cache.h"
 #include "mask.h"
@@ -41,6 +42,7 @@ struct hattn_kernel {
   const hattn__pattern *pat;
   hattn_problem prob;
   hattn__kc_kernel *kk;
+  const char *origin;          /* where hattn_kernel_get found it */
 };
 
 /* ---- error text ------------------------------------------------------------ */
@@ -266,6 +268,7 @@ int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pat
   kern->pat = p;
   kern->prob = *prob;
   kern->kk = kk;
+  kern->origin = hattn__kc_source_name(kk->source);
   *out = kern;
   set_msg_str(ctx, hattn__kcache_warning(ctx->kc));
   return HATTN_OK;
@@ -288,6 +291,57 @@ const char *hattn_kernel_config(const hattn_kernel *kern) {
   return kern->kk->config;
 }
 
+const char *hattn_kernel_origin(const hattn_kernel *kern) {
+  assert(kern != NULL);
+  return kern->origin;
+}
+
+/* ---- prebuilt kernels ----------------------------------------------------------- */
+
+int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *nused) {
+  hattn__kc_prebuilt pb;
+  int i, used, count = 0, st = HATTN_OK;
+
+  assert(ctx != NULL && (table != NULL || n == 0));
+  if (n < 0) return fail(ctx, HATTN_EINVAL, "hattn_add_prebuilt: n must be >= 0, got %d", n);
+  for (i = 0; i < n && st == HATTN_OK; i++) {
+    const hattn_prebuilt *t = &table[i];
+    if (t->abi != HATTN_PREBUILT_ABI) {
+      st = fail(ctx, HATTN_ENOTSUP,
+                "prebuilt kernel %d was generated for kernel ABI %d; this library runs ABI %d: generate it again",
+                i, t->abi, HATTN_PREBUILT_ABI);
+      break;
+    }
+    if ((t->backend != HATTN_BACKEND_CPU && t->backend != HATTN_BACKEND_CUDA) ||
+        (t->dtype != HATTN_FP32 && t->dtype != HATTN_FP16 && t->dtype != HATTN_BF16) || t->head_dim < 1) {
+      st = fail(ctx, HATTN_EINVAL, "prebuilt kernel %d: backend %d, dtype %d or head_dim %d is not valid", i,
+                t->backend, t->dtype, t->head_dim);
+      break;
+    }
+    memset(&pb, 0, sizeof pb);
+    pb.backend = t->backend == HATTN_BACKEND_CUDA ? HATTN__BACKEND_CUDA : HATTN__BACKEND_CPU;
+    pb.canon = t->canon;
+    pb.dtype = dtype_of(t->dtype);
+    pb.head_dim = t->head_dim;
+    pb.config = t->config;
+    pb.target = t->target;
+    pb.needs = t->needs;
+    /* The kernel's own type: hattn_cpu_kernel_fn is hattn_cpu_fn. */
+    pb.fn = (hattn_cpu_fn)t->cpu_fn;
+    pb.cubin = t->cubin;
+    pb.cubin_size = t->cubin_size;
+    ctx->buf[0] = 0;
+    if ((st = hattn__kcache_add_prebuilt(ctx->kc, &pb, &used, ctx->buf, sizeof ctx->buf)) != HATTN_OK) {
+      fail_buf(ctx, st);
+      break;
+    }
+    count += used;
+  }
+  if (nused) *nused = count;
+  if (st == HATTN_OK) set_msg_str(ctx, "");
+  return st;
+}
+
 /* ---- forward ------------------------------------------------------------------- */
 
 static const char *dtype_text(DLDataType t, char *buf, size_t len) {
@@ -299,12 +353,12 @@ static const char *dtype_text(DLDataType t, char *buf, size_t len) {
 }
 
 /* Check tensor T (NAME) against NDIM dims DIMS of element type WANT on the
-** kernel's device; fill *OUT.  The last dim must have stride 1 when
-** LASTCONTIG. */
-static int check_tensor(hattn_kernel *kern, const char *name, const DLTensor *t, int ndim,
-                        const int64_t *dims, DLDataType want, int lastcontig, hattn__tensor *out) {
+** kernel's device (the host when ON_HOST); fill *OUT.  The last dim must
+** have stride 1 when LASTCONTIG. */
+static int check_tensor_on(hattn_kernel *kern, int on_host, const char *name, const DLTensor *t, int ndim,
+                           const int64_t *dims, DLDataType want, int lastcontig, hattn__tensor *out) {
   hattn_ctx *ctx = kern->ctx;
-  int cuda = kern->kk->backend == HATTN__BACKEND_CUDA;
+  int cuda = !on_host && kern->kk->backend == HATTN__BACKEND_CUDA;
   int i;
   int64_t st[4], n = 1;
   char a[32], b[32];
@@ -349,8 +403,13 @@ static int check_tensor(hattn_kernel *kern, const char *name, const DLTensor *t,
   if (n > 0 && t->data == NULL) return fail(ctx, HATTN_ESHAPE, "%s: data is NULL", name);
   out->data = t->data ? (char *)t->data + t->byte_offset : NULL;
   for (i = 0; i < 4; i++) out->stride[i] = i < ndim ? st[i] : 1;
-  if (ndim == 4) out->stride[3] = 1;
+  if (ndim == 4 && lastcontig) out->stride[3] = 1;
   return HATTN_OK;
+}
+
+static int check_tensor(hattn_kernel *kern, const char *name, const DLTensor *t, int ndim, const int64_t *dims,
+                        DLDataType want, int lastcontig, hattn__tensor *out) {
+  return check_tensor_on(kern, 0, name, t, ndim, dims, want, lastcontig, out);
 }
 
 /* Whether mask E uses layout number IDX. */
@@ -362,48 +421,25 @@ static int uses_layout(const hattn__expr *e, int64_t idx) {
   return 0;
 }
 
-int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
-                  DLTensor *lse, const hattn_inputs *inputs, void *stream) {
-  static const hattn_inputs none;
-  hattn_ctx *ctx;
-  const hattn_problem *pr;
+/* The shape and run-time data of a launch of KERN with INPUTS, checked:
+** *LAYS (malloc'd, may be NULL; the caller frees it, also on failure) holds
+** the spec's layouts in the spec's order. */
+static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape *shp, hattn__mask_env *envp,
+                    hattn__layout **layp) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn_problem *pr = &kern->prob;
   hattn__shape shape;
   hattn__mask_env env;
   hattn__layout *lays = NULL;
-  hattn__tensor tq, tk, tv, to, tl;
-  DLDataType dt, f32 = {kDLFloat, 32, 1};
-  int64_t dq[4], dkv[4], dl[3];
-  int st, i, j;
+  int st = HATTN_OK, i, j;
 
-  assert(kern != NULL);
-  ctx = kern->ctx;
-  pr = &kern->prob;
-  if (inputs == NULL) inputs = &none;
+  *layp = NULL;
   if (inputs->alibi_slopes)
     return fail(ctx, HATTN_ENOTSUP, "inputs: alibi_slopes overrides are reserved and not supported yet");
   if (inputs->sink_logits)
     return fail(ctx, HATTN_ENOTSUP, "inputs: learned sink logits are reserved and not supported yet");
   if (inputs->seed)
     return fail(ctx, HATTN_ENOTSUP, "inputs: seed overrides are reserved and not supported yet");
-
-  dt.code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
-  dt.bits = pr->dtype == HATTN_FP32 ? 32 : 16;
-  dt.lanes = 1;
-  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
-  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
-  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq;
-  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, &tq)) != HATTN_OK ||
-      (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, &tk)) != HATTN_OK ||
-      (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, &tv)) != HATTN_OK ||
-      (st = check_tensor(kern, "o", o, 4, dq, dt, 1, &to)) != HATTN_OK)
-    return st;
-  if (lse) {
-    if ((st = check_tensor(kern, "lse", lse, 3, dl, f32, 0, &tl)) != HATTN_OK) return st;
-  } else {
-    memset(&tl, 0, sizeof tl);
-    tl.stride[0] = pr->heads * pr->lq, tl.stride[1] = pr->lq, tl.stride[2] = 1, tl.stride[3] = 1;
-  }
-
   shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
   shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
   memset(&env, 0, sizeof env);
@@ -452,6 +488,49 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
     fail_buf(ctx, st);
     goto done;
   }
+  *shp = shape;
+  *envp = env;
+done:
+  *layp = lays;
+  return st;
+}
+
+int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
+                  DLTensor *lse, const hattn_inputs *inputs, void *stream) {
+  static const hattn_inputs none;
+  hattn_ctx *ctx;
+  const hattn_problem *pr;
+  hattn__shape shape;
+  hattn__mask_env env;
+  hattn__layout *lays = NULL;
+  hattn__tensor tq, tk, tv, to, tl;
+  DLDataType dt, f32 = {kDLFloat, 32, 1};
+  int64_t dq[4], dkv[4], dl[3];
+  int st;
+
+  assert(kern != NULL);
+  ctx = kern->ctx;
+  pr = &kern->prob;
+  if (inputs == NULL) inputs = &none;
+  dt.code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
+  dt.bits = pr->dtype == HATTN_FP32 ? 32 : 16;
+  dt.lanes = 1;
+  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
+  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
+  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq;
+  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, &tq)) != HATTN_OK ||
+      (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, &tk)) != HATTN_OK ||
+      (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, &tv)) != HATTN_OK ||
+      (st = check_tensor(kern, "o", o, 4, dq, dt, 1, &to)) != HATTN_OK)
+    return st;
+  if (lse) {
+    if ((st = check_tensor(kern, "lse", lse, 3, dl, f32, 0, &tl)) != HATTN_OK) return st;
+  } else {
+    memset(&tl, 0, sizeof tl);
+    tl.stride[0] = pr->heads * pr->lq, tl.stride[1] = pr->lq, tl.stride[2] = 1, tl.stride[3] = 1;
+  }
+
+  if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto done;
   if (kern->kk->backend == HATTN__BACKEND_CPU) {
     st = hattn__cpu_forward(kern->kk->fn, &kern->kk->cpu_desc, &kern->kk->cpu, &shape, &env, &tq, &tk, &tv, &to,
                             &tl, ctx->pool, ctx->buf, sizeof ctx->buf);
@@ -468,6 +547,93 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   if (st != HATTN_OK) fail_buf(ctx, st);
   else set_msg_str(ctx, "");
 done:
+  free(lays);
+  return st;
+}
+
+/* ---- the reference ------------------------------------------------------------- */
+
+/* Copy the [n0, n1, n2, n3] tensor T of DTYPE into the contiguous X. */
+static void gather(const hattn__tensor *t, hattn_dtype dtype, const int64_t n[4], double *x) {
+  int64_t a, b, c, d, i = 0;
+  for (a = 0; a < n[0]; a++)
+    for (b = 0; b < n[1]; b++)
+      for (c = 0; c < n[2]; c++)
+        for (d = 0; d < n[3]; d++)
+          x[i++] = hattn__elem_get(t->data, dtype,
+                                   (size_t)(a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
+                                            d * t->stride[3]));
+}
+
+/* Copy the contiguous X into the float64 [n0, n1, n2, n3] tensor T. */
+static void scatter(const double *x, const int64_t n[4], hattn__tensor *t) {
+  int64_t a, b, c, d, i = 0;
+  double *y = t->data;
+  for (a = 0; a < n[0]; a++)
+    for (b = 0; b < n[1]; b++)
+      for (c = 0; c < n[2]; c++)
+        for (d = 0; d < n[3]; d++)
+          y[a * t->stride[0] + b * t->stride[1] + c * t->stride[2] + d * t->stride[3]] = x[i++];
+}
+
+int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
+                    DLTensor *lse, const hattn_inputs *inputs) {
+  static const hattn_inputs none;
+  hattn_ctx *ctx;
+  const hattn_problem *pr;
+  hattn__shape shape;
+  hattn__mask_env env;
+  hattn__layout *lays = NULL;
+  hattn__tensor tq, tk, tv, to, tl;
+  DLDataType dt, f64 = {kDLFloat, 64, 1};
+  int64_t dq[4], dkv[4], dl[4];
+  double *qd = NULL, *kd = NULL, *vd = NULL, *od = NULL, *ld = NULL;
+  size_t nq, nkv, nl;
+  int st;
+
+  assert(kern != NULL);
+  ctx = kern->ctx;
+  pr = &kern->prob;
+  if (inputs == NULL) inputs = &none;
+  dt.code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
+  dt.bits = pr->dtype == HATTN_FP32 ? 32 : 16;
+  dt.lanes = 1;
+  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
+  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
+  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq, dl[3] = 1;
+  if ((st = check_tensor_on(kern, 1, "q", q, 4, dq, dt, 0, &tq)) != HATTN_OK ||
+      (st = check_tensor_on(kern, 1, "k", k, 4, dkv, dt, 0, &tk)) != HATTN_OK ||
+      (st = check_tensor_on(kern, 1, "v", v, 4, dkv, dt, 0, &tv)) != HATTN_OK ||
+      (st = check_tensor_on(kern, 1, "o", o, 4, dq, f64, 0, &to)) != HATTN_OK)
+    return st;
+  if (lse && (st = check_tensor_on(kern, 1, "lse", lse, 3, dl, f64, 0, &tl)) != HATTN_OK) return st;
+  if (lse) tl.stride[3] = 0;
+  if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto done;
+  nq = (size_t)(dq[0] * dq[1] * dq[2] * dq[3]);
+  nkv = (size_t)(dkv[0] * dkv[1] * dkv[2] * dkv[3]);
+  nl = (size_t)(dl[0] * dl[1] * dl[2]);
+  qd = malloc((nq ? nq : 1) * sizeof *qd), od = malloc((nq ? nq : 1) * sizeof *od);
+  kd = malloc((nkv ? nkv : 1) * sizeof *kd), vd = malloc((nkv ? nkv : 1) * sizeof *vd);
+  ld = malloc((nl ? nl : 1) * sizeof *ld);
+  if (!qd || !od || !kd || !vd || !ld) {
+    st = fail(ctx, HATTN_ENOMEM, "out of memory for the reference");
+    goto done;
+  }
+  gather(&tq, dtype_of(pr->dtype), dq, qd);
+  gather(&tk, dtype_of(pr->dtype), dkv, kd);
+  gather(&tv, dtype_of(pr->dtype), dkv, vd);
+  ctx->buf[0] = 0;
+  st = hattn__reference(kern->pat, &shape, &env, kern->spec->nlayouts, qd, kd, vd, od, ld, ctx->buf,
+                        sizeof ctx->buf);
+  if (st != HATTN_OK) {
+    fail_buf(ctx, st);
+    goto done;
+  }
+  scatter(od, dq, &to);
+  if (lse) scatter(ld, dl, &tl);
+  set_msg_str(ctx, "");
+done:
+  free(qd), free(kd), free(vd), free(od), free(ld);
   free(lays);
   return st;
 }

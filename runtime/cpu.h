@@ -68,6 +68,27 @@ int hattn__llvm_write_object(const struct hattn_cpu_kernel_desc *desc,
 /* The LLVM version hattn was built with ("16.0.6"), or NULL without LLVM. */
 const char *hattn__llvm_version(void);
 
+/* ---- the host CPU (runtime/host_cpu.c) ----------------------------------- */
+
+/* The host CPU as read from CPUID, without LLVM: NAME, the brand string
+** ("AMD EPYC 9R45 48-Core Processor"); FEATURES, the extensions that matter
+** to the kernels' speed, comma separated ("avx,avx2,fma,f16c,avx512f");
+** ALL, every extension present, in the same form; TARGET, the kernel target: "x86-64/" and a 16-digit hash of every
+** instruction-set extension LLVM may use, each present or absent (with the
+** OS's register state checked), so that a CPU kernel stored by one host is
+** loaded only by hosts that can run it; VEC, the vector width in floats
+** (16 with AVX-512F, else 8); CORES, the online cores. */
+typedef struct hattn__host_cpu {
+  char name[64];
+  char features[256];
+  char all[512];
+  char target[64];
+  int vec;
+  int cores;
+} hattn__host_cpu;
+
+void hattn__host_cpu_probe(hattn__host_cpu *out);
+
 /* ---- launching (runtime/cpu_run.c) --------------------------------------- */
 
 /* A strided tensor: element (i0, i1, i2, i3) is at data + sum(i * stride)

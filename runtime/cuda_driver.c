@@ -19,7 +19,7 @@
 #include "cuda.h"
 #include "plan.h"
 
-#ifdef HATTN_HAVE_CUDA
+#if defined(HATTN_HAVE_CUDA) || defined(HATTN_RT_ONLY) /* the driver needs no toolkit */
 
 #include <dlfcn.h>
 
@@ -63,7 +63,7 @@ typedef struct cuda_fns {
 struct hattn__cuda_kernel {
   struct hattn__cuda_kernel *next;   /* the device's cache, newest first */
   hattn__cuda *cu;
-  char *source;                      /* the key of the cache */
+  char name[128];                    /* the entry point, the key of the cache */
   CUmodule module;
   CUfunction fn;
   hattn_dtype dtype;
@@ -243,7 +243,6 @@ void hattn__cuda_close(hattn__cuda *cu) {
   for (k = cu->kernels; k != NULL; k = next) {
     next = k->next;
     cu->f.cuModuleUnload(k->module);
-    free(k->source);
     free(k->cubin);
     free(k);
   }
@@ -260,13 +259,14 @@ int hattn__cuda_sm_count(const hattn__cuda *cu) { return cu->sm_count; }
 /* ---- kernels -------------------------------------------------------------- */
 
 /* The kernel of DESC and CFG: from the device's cache, else loaded from
-** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled. */
+** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled
+** (not in the runtime-only library).  The cache is keyed by the entry
+** point's name, which names the pattern, dtype, head dim and config. */
 static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
                       const void *given, size_t given_size, hattn__cuda_kernel **out, char *err,
                       size_t errlen) {
   hattn__cuda_kernel *k = NULL;
   char name[128];
-  char *source = NULL;
   void *cubin = NULL;
   size_t cubin_size = 0, smem;
   int rc;
@@ -278,11 +278,8 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
   snprintf(name, sizeof name, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d",
            (unsigned long long)desc->pattern->key, hattn__dtype_name(desc->dtype), desc->head_dim,
            cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
-  rc = hattn__emit_cuda(desc, cfg, name, &source, err, errlen);
-  if (rc != HATTN_OK) return rc;
   for (k = cu->kernels; k != NULL; k = k->next)
-    if (strcmp(k->source, source) == 0) {
-      free(source);
+    if (strcmp(k->name, name) == 0) {
       *out = k;
       return HATTN_OK;
     }
@@ -293,20 +290,27 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
              "the kernel needs %zu bytes of shared memory per block (block %dx%d, %d stages, head_dim %d), "
              "but %s allows at most %d",
              smem, cfg->block_m, cfg->block_n, cfg->stages, desc->head_dim, cu->name, cu->smem_optin);
-    rc = HATTN_ENOTSUP;
-    goto fail_source;
+    return HATTN_ENOTSUP;
   }
   if (given != NULL) {
     if ((cubin = malloc(given_size ? given_size : 1)) == NULL) {
       snprintf(err, errlen, "out of memory loading a CUDA kernel");
-      rc = HATTN_ENOMEM;
-      goto fail_source;
+      return HATTN_ENOMEM;
     }
     memcpy(cubin, given, given_size);
     cubin_size = given_size;
   } else {
+#ifdef HATTN_RT_ONLY
+    snprintf(err, errlen, "libhattnrt does not compile CUDA kernels (%s)", name);
+    return HATTN_ENOTSUP;
+#else
+    char *source = NULL;
+    rc = hattn__emit_cuda(desc, cfg, name, &source, err, errlen);
+    if (rc != HATTN_OK) return rc;
     rc = hattn__nvrtc_compile(source, name, cu->arch, &cubin, &cubin_size, err, errlen);
-    if (rc != HATTN_OK) goto fail_source;
+    free(source);
+    if (rc != HATTN_OK) return rc;
+#endif
   }
 
   k = calloc(1, sizeof *k);
@@ -325,7 +329,7 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
   k->cubin = cubin;
   k->cubin_size = cubin_size;
   k->cu = cu;
-  k->source = source;
+  memcpy(k->name, name, sizeof name);
   k->dtype = desc->dtype;
   k->head_dim = desc->head_dim;
   k->cfg = *cfg;
@@ -341,8 +345,6 @@ fail_kernel:
   free(k);
 fail_cubin:
   free(cubin);
-fail_source:
-  free(source);
   return rc;
 }
 
@@ -819,7 +821,7 @@ fail_times:
   return rc;
 }
 
-#else /* !HATTN_HAVE_CUDA */
+#else /* neither */
 
 /* Without NVRTC no device is ever opened, so every other entry point is
 ** unreachable with a valid handle. */
@@ -919,4 +921,4 @@ int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
   return off(err, errlen);
 }
 
-#endif /* HATTN_HAVE_CUDA */
+#endif

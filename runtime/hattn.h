@@ -192,6 +192,12 @@ HATTN_API unsigned hattn_kernel_needs(const hattn_kernel *kern);
 /* The configuration the kernel runs with ("bm=64 bn=64 ..."), owned by it. */
 HATTN_API const char *hattn_kernel_config(const hattn_kernel *kern);
 
+/* Where the kernel came from when hattn_kernel_get returned it: "prebuilt"
+** (registered with hattn_add_prebuilt), "memory" (this context had it),
+** "db" (the kernel database), or "compiled".  A static string. */
+HATTN_API const char *hattn_kernel_origin(const hattn_kernel *kern);
+
+
 /* An explicit block-sparse layout for blocks(NAME): query block i, key block
 ** j (rows i*bm .. and j*bn ..) is visible when bits[i * nkb + j] != 0. */
 typedef struct hattn_layout {
@@ -253,6 +259,66 @@ typedef struct hattn_inputs {
 HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
                             const DLTensor *v, DLTensor *o, DLTensor *lse,
                             const hattn_inputs *inputs, void *stream);
+
+/* ==== kernels built ahead of time ==========================================
+**
+** `hattn gen` writes kernels at build time (CPU object files, CUDA cubins)
+** and a C source that lists them in an array of hattn_prebuilt, with a
+** function that registers the array.  A program links those and libhattn,
+** or libhattnrt: the runtime alone, with neither LLVM nor NVRTC, which runs
+** the kernels it is given or finds in the database and compiles nothing.
+*/
+
+/* The CPU kernels' argument block (internal to hattn; only passed along). */
+struct hattn_cpu_args;
+/* A CPU kernel: the calling convention of the objects hattn gen writes. */
+typedef void (*hattn_cpu_kernel_fn)(const struct hattn_cpu_args *args, int64_t bh, int64_t qb,
+                                    float *scratch);
+
+/* The kernel ABI this library runs: a prebuilt kernel of another is refused. */
+#define HATTN_PREBUILT_ABI 1
+
+typedef struct hattn_prebuilt {
+  int abi;                     /* HATTN_PREBUILT_ABI when it was generated */
+  int backend;                 /* hattn_backend */
+  const char *canon;           /* the pattern's canonical text */
+  int dtype;                   /* hattn_eltype */
+  int head_dim;
+  const char *config;          /* "bm=64 bn=64 rows=4 vec=8" (CPU) or
+                               ** "bm=64 bn=64 warps=4 stages=2" (CUDA) */
+  const char *target;          /* CPU: the LLVM CPU name ("x86-64-v3");
+                               ** CUDA: the arch ("sm_90a") */
+  const char *needs;           /* CPU: the extensions the host must have,
+                               ** comma separated ("avx,avx2,fma"); CUDA: NULL */
+  hattn_cpu_kernel_fn cpu_fn;  /* CPU: the kernel */
+  const void *cubin;           /* CUDA: the cubin and its size */
+  size_t cubin_size;
+} hattn_prebuilt;
+
+/*
+** Register the N kernels of TABLE with CTX.  From then on hattn_kernel_get
+** returns a registered kernel whose canonical pattern, dtype and head dim
+** match, before it looks in the database: on the CPU one whose needs the
+** host meets, on CUDA one built for the device's arch (else one the
+** device runs: the same major version, an older minor, no "a" suffix).
+** Kernels of the other backend are skipped.  The strings are copied;
+** CPU_FN and CUBIN must stay valid until CTX is closed (they are static
+** data in generated code).  *NUSED (may be NULL) counts the kernels kept.
+** Returns HATTN_OK, HATTN_EINVAL (a malformed entry: nothing after it is
+** registered), HATTN_ENOTSUP (an entry of another ABI), HATTN_ENOMEM.
+*/
+HATTN_API int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *nused);
+
+/*
+** The float64 reference of what hattn_forward computes with KERN: the same
+** tensors Q, K, V (host memory, kDLCPU, the problem's dtype, any strides)
+** and inputs, with O a float64 tensor [batch, heads, lq, head_dim] and LSE
+** (may be NULL) float64 [batch, heads, lq], host memory, any strides.  One
+** row at a time over every key: slow, and meant for tests.  Returns as
+** hattn_forward does.
+*/
+HATTN_API int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                              DLTensor *o, DLTensor *lse, const hattn_inputs *inputs);
 
 #ifdef __cplusplus
 }

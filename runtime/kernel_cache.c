@@ -1,7 +1,8 @@
 /*
 ** kernel_cache.c: the runtime's kernel lookup (memory, database, compile)
-** and the identities of kernels and devices.  See kernel_cache.h.  The
-** LLVM calls of the object loader are here, behind HATTN_HAVE_LLVM.
+** and the identities of kernels and devices.  See kernel_cache.h.  Built
+** twice: into libhattn, which compiles what it does not find, and with
+** HATTN_RT_ONLY into libhattnrt, which only loads.
 */
 #include <errno.h>
 #include <stdarg.h>
@@ -13,18 +14,9 @@
 #include "hattn.h"
 #include "kernel_cache.h"
 
-#ifdef HATTN_HAVE_LLVM
 #include <pthread.h>
 
-#include <llvm-c/Core.h>
-#include <llvm-c/Error.h>
-#include <llvm-c/LLJIT.h>
-#include <llvm-c/Orc.h>
-#include <llvm-c/Target.h>
-#include <llvm-c/TargetMachine.h>
-#endif
-
-#define NO_LLVM_MSG "hattn was built without LLVM: the CPU backend is off"
+#include "elf_load.h"
 
 const char *hattn__backend_name(hattn__backend b) { return b == HATTN__BACKEND_CUDA ? "cuda" : "cpu"; }
 
@@ -33,6 +25,7 @@ const char *hattn__kc_source_name(hattn__kc_source s) {
   case HATTN__KC_MEMORY: return "memory";
   case HATTN__KC_DB: return "db";
   case HATTN__KC_COMPILED: return "compiled";
+  case HATTN__KC_PREBUILT: return "prebuilt";
   }
   return "?";
 }
@@ -96,11 +89,15 @@ int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg) {
 void hattn__kc_cpu_fn_name(const char *key, char *buf, size_t len) { snprintf(buf, len, "hattn_%s", key); }
 
 void hattn__kc_gpu_identity(hattn__cuda *cu, hattn__kc_gpu *out) {
+#ifdef HATTN_RT_ONLY
+  const char *v = NULL;        /* no compiler: any stored cubin for the arch loads */
+#else
   const char *v = hattn__nvrtc_version();
+#endif
   memset(out, 0, sizeof *out);
   snprintf(out->name, sizeof out->name, "%s", hattn__cuda_name(cu));
   snprintf(out->arch, sizeof out->arch, "%s", hattn__cuda_arch(cu));
-  snprintf(out->compiler, sizeof out->compiler, "nvrtc %s", v ? v : "none");
+  if (v) snprintf(out->compiler, sizeof out->compiler, "nvrtc %s", v);
   out->device.kind = "gpu";
   out->device.name = out->name;
   out->device.cc = hattn__cuda_sm(cu);
@@ -112,50 +109,23 @@ void hattn__kc_gpu_identity(hattn__cuda *cu, hattn__kc_gpu *out) {
   hattn__db_device_model(&out->device, out->model, sizeof out->model);
 }
 
-#ifdef HATTN_HAVE_LLVM
+/* ---- the host ------------------------------------------------------------------- */
 
 static pthread_once_t g_host_once = PTHREAD_ONCE_INIT;
 static hattn__kc_host g_host;
-static int g_host_rc;
-static char g_host_err[256];
 
 static void init_host(void) {
-  /* The features that change what a kernel can do or how fast it is. */
-  static const char *const keep[] = {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-                                     "avx512dq", "avx512bf16", "avx512fp16", "amx-tile", "amx-bf16",
-                                     "neon", "sve", "sve2", NULL};
-  char *cpu, *features, *tok, *save = NULL, *copy;
-  uint64_t h = 0xcbf29ce484222325ull;
-  size_t n = 0;
-  long cores;
-  int i;
-
-  if (LLVMInitializeNativeTarget() != 0 || LLVMInitializeNativeAsmPrinter() != 0) {
-    g_host_rc = HATTN_ENOTSUP;
-    snprintf(g_host_err, sizeof g_host_err, "LLVM could not initialise the native target");
-    return;
-  }
-  cpu = LLVMGetHostCPUName();
-  features = LLVMGetHostCPUFeatures();
-  snprintf(g_host.cpu, sizeof g_host.cpu, "%s", cpu);
-  h = fnv_str(h, cpu);
-  h = fnv_str(h, features);
-  g_host.vec = strstr(features, "+avx512f") != NULL ? 16 : 8;
-  copy = strdup(features);
-  if (copy) {
-    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-      if (tok[0] != '+') continue;
-      for (i = 0; keep[i]; i++)
-        if (!strcmp(tok + 1, keep[i])) break;
-      if (keep[i] && n + strlen(tok) + 1 < sizeof g_host.features)
-        n += (size_t)snprintf(g_host.features + n, sizeof g_host.features - n, "%s%s", n ? "," : "", tok + 1);
-    }
-    free(copy);
-  }
-  cores = sysconf(_SC_NPROCESSORS_ONLN);
-  g_host.cores = cores > 0 ? (int)cores : 1;
-  snprintf(g_host.target, sizeof g_host.target, "%s/%016llx", g_host.cpu, (unsigned long long)h);
+  hattn__host_cpu h;
+  hattn__host_cpu_probe(&h);
+  snprintf(g_host.cpu, sizeof g_host.cpu, "%s", h.name);
+  snprintf(g_host.features, sizeof g_host.features, "%s", h.features);
+  snprintf(g_host.all, sizeof g_host.all, "%s", h.all);
+  snprintf(g_host.target, sizeof g_host.target, "%s", h.target);
+  g_host.cores = h.cores;
+  g_host.vec = h.vec;
+#if defined(HATTN_HAVE_LLVM) && !defined(HATTN_RT_ONLY)
   snprintf(g_host.compiler, sizeof g_host.compiler, "llvm %s", hattn__llvm_version());
+#endif
   g_host.device.kind = "cpu";
   g_host.device.name = g_host.cpu;
   g_host.device.driver = "";
@@ -163,124 +133,99 @@ static void init_host(void) {
   g_host.device.features = g_host.features;
   g_host.device.cores = g_host.cores;
   hattn__db_device_model(&g_host.device, g_host.model, sizeof g_host.model);
-  LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(features);
-  g_host_rc = HATTN_OK;
 }
 
 int hattn__kc_host_cpu(const hattn__kc_host **out, char *err, size_t errlen) {
+  (void)err, (void)errlen;
   pthread_once(&g_host_once, init_host);
-  *out = g_host_rc == HATTN_OK ? &g_host : NULL;
-  if (g_host_rc != HATTN_OK) snprintf(err, errlen, "%s", g_host_err);
-  return g_host_rc;
+  *out = &g_host;
+  return HATTN_OK;
+}
+
+/* Whether the comma-separated LIST holds the LEN bytes at NAME. */
+static int list_has(const char *list, const char *name, size_t len) {
+  const char *p = list;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    if (n == len && !strncmp(p, name, len)) return 1;
+    p += n;
+    if (*p == ',') p++;
+  }
+  return 0;
+}
+
+int hattn__kc_features_cover(const char *have, const char *need) {
+  const char *p = need;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    if (n > 0 && !list_has(have, p, n)) return 0;
+    p += n;
+    if (*p == ',') p++;
+  }
+  return 1;
+}
+
+int hattn__kc_arch_runs(const char *arch, int sm) {
+  int major, minor, n = 0;
+  char tail[2] = {0, 0};
+  if (sscanf(arch, "sm_%1d%1d%n", &major, &minor, &n) != 2) return 0;
+  if (arch[n] == 'a' && arch[n + 1] == '\0') tail[0] = 'a';
+  else if (arch[n] != '\0') return 0;
+  if (major * 10 + minor == sm) return 2;
+  return !tail[0] && major == sm / 10 && minor < sm % 10 ? 1 : 0;
 }
 
 /* ---- the object loader --------------------------------------------------------- */
 
+/* Object files are loaded by hattn's own ELF loader (elf_load.h): no LLVM,
+** so the runtime-only library loads what the database stores. */
 struct hattn__kc_loader {
-  LLVMOrcLLJITRef lljit;
+  hattn__elf_image **images;
+  int n, cap;
 };
 
-static void take_error(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
-  char *msg = LLVMGetErrorMessage(e);
-  snprintf(err, errlen, "%s: %s", what, msg);
-  LLVMDisposeErrorMessage(msg);
-}
-
 int hattn__kc_loader_create(hattn__kc_loader **out, char *err, size_t errlen) {
-  const hattn__kc_host *host;
-  hattn__kc_loader *ld;
-  LLVMOrcDefinitionGeneratorRef gen;
-  LLVMErrorRef e;
-  int rc;
-
-  *out = NULL;
-  if ((rc = hattn__kc_host_cpu(&host, err, errlen)) != HATTN_OK) return rc;
-  if ((ld = calloc(1, sizeof *ld)) == NULL) {
+  *out = calloc(1, sizeof **out);
+  if (*out == NULL) {
     snprintf(err, errlen, "out of memory");
     return HATTN_ENOMEM;
   }
-  /* The default builder detects the host; objects bring their own code. */
-  e = LLVMOrcCreateLLJIT(&ld->lljit, NULL);
-  if (e != NULL) {
-    take_error(e, "LLVM could not create a JIT for object files", err, errlen);
-    free(ld);
-    return HATTN_ENOTSUP;
-  }
-  e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(ld->lljit), NULL,
-                                                           NULL);
-  if (e != NULL) {
-    take_error(e, "LLVM could not search the process for symbols", err, errlen);
-    e = LLVMOrcDisposeLLJIT(ld->lljit);
-    if (e) LLVMConsumeError(e);
-    free(ld);
-    return HATTN_ENOTSUP;
-  }
-  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(ld->lljit), gen);
-  *out = ld;
   return HATTN_OK;
 }
 
 void hattn__kc_loader_destroy(hattn__kc_loader *ld) {
-  LLVMErrorRef e;
+  int i;
   if (ld == NULL) return;
-  e = LLVMOrcDisposeLLJIT(ld->lljit);
-  if (e) LLVMConsumeError(e);
+  for (i = 0; i < ld->n; i++) hattn__elf_unload(ld->images[i]);
+  free(ld->images);
   free(ld);
 }
 
 int hattn__kc_loader_add(hattn__kc_loader *ld, const void *bytes, size_t size, const char *fn_name,
                          hattn_cpu_fn *fn, char *err, size_t errlen) {
-  LLVMMemoryBufferRef buf;
-  LLVMOrcExecutorAddress addr = 0;
-  LLVMErrorRef e;
+  hattn__elf_image *img = NULL;
+  void *addr = NULL;
+  int rc;
 
   *fn = NULL;
-  buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(bytes, size, fn_name);
-  if (buf == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return HATTN_ENOMEM;
+  if (ld->n == ld->cap) {
+    int cap = ld->cap ? 2 * ld->cap : 8;
+    hattn__elf_image **p = realloc(ld->images, (size_t)cap * sizeof *p);
+    if (p == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return HATTN_ENOMEM;
+    }
+    ld->images = p;
+    ld->cap = cap;
   }
-  e = LLVMOrcLLJITAddObjectFile(ld->lljit, LLVMOrcLLJITGetMainJITDylib(ld->lljit), buf); /* takes BUF */
-  if (e != NULL) {
-    take_error(e, "LLVM could not add the object file", err, errlen);
-    return HATTN_ECOMPILE;
-  }
-  e = LLVMOrcLLJITLookup(ld->lljit, &addr, fn_name);
-  if (e != NULL) {
-    take_error(e, "LLVM could not link the object file", err, errlen);
-    return HATTN_ECOMPILE;
-  }
-  *fn = (hattn_cpu_fn)(uintptr_t)addr;
+  if ((rc = hattn__elf_load(bytes, size, fn_name, &img, &addr, err, errlen)) != HATTN_OK) return rc;
+  ld->images[ld->n++] = img;
+  /* An object function pointer from a data pointer: POSIX guarantees it. */
+  memcpy(fn, &addr, sizeof *fn);
   return HATTN_OK;
 }
 
-#else /* !HATTN_HAVE_LLVM */
-
-int hattn__kc_host_cpu(const hattn__kc_host **out, char *err, size_t errlen) {
-  *out = NULL;
-  snprintf(err, errlen, NO_LLVM_MSG);
-  return HATTN_ENOTSUP;
-}
-
-int hattn__kc_loader_create(hattn__kc_loader **out, char *err, size_t errlen) {
-  *out = NULL;
-  snprintf(err, errlen, NO_LLVM_MSG);
-  return HATTN_ENOTSUP;
-}
-
-void hattn__kc_loader_destroy(hattn__kc_loader *ld) { (void)ld; }
-
-int hattn__kc_loader_add(hattn__kc_loader *ld, const void *bytes, size_t size, const char *fn_name,
-                         hattn_cpu_fn *fn, char *err, size_t errlen) {
-  (void)ld, (void)bytes, (void)size, (void)fn_name;
-  *fn = NULL;
-  snprintf(err, errlen, NO_LLVM_MSG);
-  return HATTN_ENOTSUP;
-}
-
-#endif /* HATTN_HAVE_LLVM */
-
+#ifndef HATTN_RT_ONLY
 int hattn__kc_cpu_object(const hattn_cpu_kernel_desc *desc, const hattn_cpu_config *cfg,
                          const char *fn_name, void **bytes, size_t *size, char *err, size_t errlen) {
   const char *tmp = getenv("TMPDIR");
@@ -325,6 +270,7 @@ done:
   unlink(path);
   return rc;
 }
+#endif /* HATTN_RT_ONLY */
 
 /* ---- the cache ------------------------------------------------------------------ */
 
@@ -335,10 +281,20 @@ typedef struct kc_slot {
   hattn__kc_kernel *kern;
 } kc_slot;
 
+/* A registered prebuilt kernel: the caller's binary, our copies of the text. */
+typedef struct kc_pre {
+  hattn__kc_prebuilt pb;       /* strings point at TEXT */
+  hattn_cpu_config cpu;
+  hattn_cuda_config cuda;
+  char text[];
+} kc_pre;
+
 struct hattn__kcache {
   hattn__kcache_opts opt;
   hattn__db *db;
   hattn__kc_loader *loader;
+  kc_pre **pre;                /* registered prebuilt kernels, in order */
+  int npre, cappre;
   hattn__kc_kernel **kernels;  /* loaded kernels, one per kernel key */
   int nkernels, capkernels;
   kc_slot *slots;
@@ -387,6 +343,8 @@ void hattn__kcache_close(hattn__kcache *kc) {
   for (i = 0; i < kc->nkernels; i++) free(kc->kernels[i]);
   free(kc->kernels);
   free(kc->slots);
+  for (i = 0; i < kc->npre; i++) free(kc->pre[i]);
+  free(kc->pre);
   hattn__kc_loader_destroy(kc->loader);
   hattn__db_close(kc->db);
   free(kc);
@@ -414,20 +372,36 @@ static hattn__kc_kernel *find_kernel(hattn__kcache *kc, const char *key) {
   return NULL;
 }
 
+/* Say that the runtime-only library found no kernel K to load. */
+#ifdef HATTN_RT_ONLY
+static int not_found(const hattn__kcache *kc, const hattn__kc_kernel *k, const char *target, char *err,
+                     size_t errlen) {
+  const hattn__pattern *p = k->backend == HATTN__BACKEND_CUDA ? k->cuda_desc.pattern : k->cpu_desc.pattern;
+  hattn_dtype dt = k->backend == HATTN__BACKEND_CUDA ? k->cuda_desc.dtype : k->cpu_desc.dtype;
+  int hd = k->backend == HATTN__BACKEND_CUDA ? k->cuda_desc.head_dim : k->cpu_desc.head_dim;
+  snprintf(err, errlen,
+           "no %s kernel of pattern '%s' (%s, head_dim %d) for %s: none was registered and %s; libhattnrt "
+           "does not compile kernels: register one written by hattn gen, or run the pattern once with "
+           "libhattn against the same database",
+           hattn__backend_name(k->backend), p->name, hattn__dtype_name(dt), hd, target,
+           kc->db ? "the database has none" : "no database is open");
+  return HATTN_ENOTSUP;
+}
+#endif
+
 /* Load the CPU kernel K (key, config and descriptor set) from the db, or
 ** compile it and store it.  Sets K->fn and K->source. */
 static int load_cpu(hattn__kcache *kc, const hattn__kc_host *host, hattn__kc_kernel *k, char *err,
                     size_t errlen) {
-  hattn__db_kernel *row = NULL, put;
+  hattn__db_kernel *row = NULL;
   char fn_name[64], dberr[1024];
-  void *obj = NULL;
-  size_t size = 0;
   int rc, miss = 0;
 
   hattn__kc_cpu_fn_name(k->key, fn_name, sizeof fn_name);
   if (kc->loader == NULL && (rc = hattn__kc_loader_create(&kc->loader, err, errlen)) != HATTN_OK) return rc;
   if (kc->db) {
-    rc = hattn__db_kernel_get(kc->db, k->key, host->compiler, &row, &miss, dberr, sizeof dberr);
+    rc = hattn__db_kernel_get(kc->db, k->key, host->compiler[0] ? host->compiler : NULL, &row, &miss, dberr,
+                              sizeof dberr);
     if (rc == HATTN_OK) {
       rc = hattn__kc_loader_add(kc->loader, row->binary, row->size, fn_name, &k->fn, dberr, sizeof dberr);
       free(row);
@@ -435,40 +409,44 @@ static int load_cpu(hattn__kcache *kc, const hattn__kc_host *host, hattn__kc_ker
         k->source = HATTN__KC_DB;
         return HATTN_OK;
       }
-      /* A binary that will not load: rebuild it below.  The JIT may
-      ** now hold a broken definition of FN_NAME, so start a new one. */
-      warn(kc, "the stored kernel would not load (%s); compiling it again", dberr);
-      hattn__kc_loader_destroy(kc->loader);
-      kc->loader = NULL;
-      if ((rc = hattn__kc_loader_create(&kc->loader, err, errlen)) != HATTN_OK) return rc;
+      warn(kc, "the stored kernel would not load (%s)%s", dberr, host->compiler[0] ? "; compiling it again" : "");
     } else if (rc != HATTN_ENOENT) {
-      warn(kc, "%s; compiling the kernel", dberr);
+      warn(kc, "%s%s", dberr, host->compiler[0] ? "; compiling the kernel" : "");
     } else if (miss == HATTN__DB_MISS_CHECKSUM) {
-      warn(kc, "%s; compiling the kernel again", dberr);
+      warn(kc, "%s%s", dberr, host->compiler[0] ? "; compiling the kernel again" : "");
     }
   }
-  if ((rc = hattn__kc_cpu_object(&k->cpu_desc, &k->cpu, fn_name, &obj, &size, err, errlen)) != HATTN_OK)
-    return rc;
-  if ((rc = hattn__kc_loader_add(kc->loader, obj, size, fn_name, &k->fn, err, errlen)) != HATTN_OK) {
+#ifdef HATTN_RT_ONLY
+  return not_found(kc, k, host->target, err, errlen);
+#else
+  {
+    hattn__db_kernel put;
+    void *obj = NULL;
+    size_t size = 0;
+    if ((rc = hattn__kc_cpu_object(&k->cpu_desc, &k->cpu, fn_name, &obj, &size, err, errlen)) != HATTN_OK)
+      return rc;
+    if ((rc = hattn__kc_loader_add(kc->loader, obj, size, fn_name, &k->fn, err, errlen)) != HATTN_OK) {
+      free(obj);
+      return rc;
+    }
+    k->source = HATTN__KC_COMPILED;
+    if (kc->db && !hattn__db_readonly(kc->db)) {
+      memset(&put, 0, sizeof put);
+      put.key = k->key;
+      put.canon = k->cpu_desc.pattern->canon;
+      put.backend = "cpu";
+      put.target = host->target;
+      put.config = k->config;
+      put.compiler = host->compiler;
+      put.binary = obj;
+      put.size = size;
+      if (hattn__db_kernel_put(kc->db, &put, dberr, sizeof dberr) != HATTN_OK)
+        warn(kc, "%s; the kernel is not kept", dberr);
+    }
     free(obj);
-    return rc;
+    return HATTN_OK;
   }
-  k->source = HATTN__KC_COMPILED;
-  if (kc->db && !hattn__db_readonly(kc->db)) {
-    memset(&put, 0, sizeof put);
-    put.key = k->key;
-    put.canon = k->cpu_desc.pattern->canon;
-    put.backend = "cpu";
-    put.target = host->target;
-    put.config = k->config;
-    put.compiler = host->compiler;
-    put.binary = obj;
-    put.size = size;
-    if (hattn__db_kernel_put(kc->db, &put, dberr, sizeof dberr) != HATTN_OK)
-      warn(kc, "%s; the kernel is not kept", dberr);
-  }
-  free(obj);
-  return HATTN_OK;
+#endif
 }
 
 /* The CUDA counterpart: the db's cubin when it can be loaded, else a
@@ -479,7 +457,8 @@ static int load_cuda(hattn__kcache *kc, const hattn__kc_gpu *gpu, hattn__kc_kern
   char dberr[1024];
   int rc;
 
-  if (kc->db && hattn__db_kernel_get(kc->db, k->key, gpu->compiler, &row, NULL, dberr, sizeof dberr) == HATTN_OK) {
+  if (kc->db && hattn__db_kernel_get(kc->db, k->key, gpu->compiler[0] ? gpu->compiler : NULL, &row, NULL, dberr,
+                                     sizeof dberr) == HATTN_OK) {
     rc = hattn__cuda_kernel_load(kc->opt.cu, &k->cuda_desc, &k->cuda, row->binary, row->size, &k->cuda_kern,
                                  dberr, sizeof dberr);
     free(row);
@@ -487,8 +466,11 @@ static int load_cuda(hattn__kcache *kc, const hattn__kc_gpu *gpu, hattn__kc_kern
       k->source = HATTN__KC_DB;
       return HATTN_OK;
     }
-    warn(kc, "the stored kernel would not load (%s); compiling it again", dberr);
+    warn(kc, "the stored kernel would not load (%s)%s", dberr, gpu->compiler[0] ? "; compiling it again" : "");
   }
+#ifdef HATTN_RT_ONLY
+  return not_found(kc, k, gpu->arch, err, errlen);
+#else
   rc = hattn__cuda_kernel_get(kc->opt.cu, &k->cuda_desc, &k->cuda, &k->cuda_kern, err, errlen);
   if (rc != HATTN_OK) return rc;
   k->source = HATTN__KC_COMPILED;
@@ -506,6 +488,100 @@ static int load_cuda(hattn__kcache *kc, const hattn__kc_gpu *gpu, hattn__kc_kern
       warn(kc, "%s; the kernel is not kept", dberr);
   }
   return HATTN_OK;
+#endif
+}
+
+/* ---- prebuilt kernels ------------------------------------------------------------ */
+
+/* Whether ARCH reads as "sm_XY" or "sm_XYa". */
+static int arch_valid(const char *arch) {
+  int major, minor, n = 0;
+  if (sscanf(arch, "sm_%1d%1d%n", &major, &minor, &n) != 2) return 0;
+  return hattn__kc_arch_runs(arch, major * 10 + minor) == 2;
+}
+
+int hattn__kcache_add_prebuilt(hattn__kcache *kc, const hattn__kc_prebuilt *pb, int *used, char *err,
+                               size_t errlen) {
+  const char *needs = pb->needs ? pb->needs : "";
+  size_t lc, lf, lt, ln;
+  kc_pre *e;
+  int threads = 0;
+  hattn_cpu_config cpu;
+  hattn_cuda_config cuda;
+
+  *used = 0;
+  if (pb->canon == NULL || pb->config == NULL || pb->target == NULL) {
+    snprintf(err, errlen, "a prebuilt kernel needs its canonical pattern, configuration and target");
+    return HATTN_EINVAL;
+  }
+  if (pb->backend == HATTN__BACKEND_CPU ? pb->fn == NULL : pb->cubin == NULL || pb->cubin_size == 0) {
+    snprintf(err, errlen, "prebuilt kernel '%s' (%s): no %s", pb->canon, pb->config,
+             pb->backend == HATTN__BACKEND_CPU ? "function" : "cubin");
+    return HATTN_EINVAL;
+  }
+  memset(&cpu, 0, sizeof cpu);
+  memset(&cuda, 0, sizeof cuda);
+  if (pb->backend == HATTN__BACKEND_CPU ? hattn__kc_cpu_config_parse(pb->config, &cpu, &threads) != HATTN_OK ||
+                                              threads != 0
+                                        : hattn__kc_cuda_config_parse(pb->config, &cuda) != HATTN_OK) {
+    snprintf(err, errlen, "prebuilt kernel '%s': '%s' is not a %s configuration", pb->canon, pb->config,
+             hattn__backend_name(pb->backend));
+    return HATTN_EINVAL;
+  }
+  if (pb->backend == HATTN__BACKEND_CUDA && !arch_valid(pb->target)) {
+    snprintf(err, errlen, "prebuilt kernel '%s': '%s' is not a CUDA arch (sm_80, sm_90a, ...)", pb->canon,
+             pb->target);
+    return HATTN_EINVAL;
+  }
+  if (pb->backend != kc->opt.backend) return HATTN_OK;
+  lc = strlen(pb->canon) + 1, lf = strlen(pb->config) + 1, lt = strlen(pb->target) + 1, ln = strlen(needs) + 1;
+  if (grow((void **)&kc->pre, &kc->cappre, kc->npre + 1, sizeof *kc->pre) ||
+      (e = malloc(sizeof *e + lc + lf + lt + ln)) == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return HATTN_ENOMEM;
+  }
+  e->pb = *pb;
+  memcpy(e->text, pb->canon, lc);
+  memcpy(e->text + lc, pb->config, lf);
+  memcpy(e->text + lc + lf, pb->target, lt);
+  memcpy(e->text + lc + lf + lt, needs, ln);
+  e->pb.canon = e->text;
+  e->pb.config = e->text + lc;
+  e->pb.target = e->text + lc + lf;
+  e->pb.needs = e->text + lc + lf + lt;
+  e->cpu = cpu;
+  e->cuda = cuda;
+  kc->pre[kc->npre++] = e;
+  *used = 1;
+  return HATTN_OK;
+}
+
+/* The registered kernel for P, DTYPE and HEAD_DIM that runs here (the
+** device's own arch first), or NULL. */
+static kc_pre *find_prebuilt(hattn__kcache *kc, const hattn__kc_host *host, const hattn__pattern *p,
+                             hattn_dtype dtype, int head_dim) {
+  kc_pre *best = NULL;
+  int i, score, best_score = 0;
+  for (i = 0; i < kc->npre; i++) {
+    kc_pre *e = kc->pre[i];
+    if (e->pb.dtype != dtype || e->pb.head_dim != head_dim || strcmp(e->pb.canon, p->canon) != 0) continue;
+    if (kc->opt.backend == HATTN__BACKEND_CUDA) score = hattn__kc_arch_runs(e->pb.target, hattn__cuda_sm(kc->opt.cu));
+    else score = hattn__kc_features_cover(host->all, e->pb.needs) ? 2 : 0;
+    if (score > best_score) best = e, best_score = score;
+  }
+  return best;
+}
+
+/* Give K (configuration and key set) the binary of the registered kernel E. */
+static int load_prebuilt(hattn__kcache *kc, const kc_pre *e, hattn__kc_kernel *k, char *err, size_t errlen) {
+  int rc = HATTN_OK;
+  if (k->backend == HATTN__BACKEND_CUDA)
+    rc = hattn__cuda_kernel_load(kc->opt.cu, &k->cuda_desc, &k->cuda, e->pb.cubin, e->pb.cubin_size,
+                                 &k->cuda_kern, err, errlen);
+  else
+    k->fn = e->pb.fn;
+  k->source = HATTN__KC_PREBUILT;
+  return rc;
 }
 
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
@@ -516,6 +592,7 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
   char kclass[HATTN__KC_KEY_LEN], dberr[1024];
   hattn__db_tuning *t = NULL;
   hattn__kc_kernel cand, *k;
+  kc_pre *pre = NULL;
   int lk_log2, bh_class, i, rc, cuda = kc->opt.backend == HATTN__BACKEND_CUDA;
 
   *out = NULL;
@@ -530,6 +607,7 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
     model = host->model;
     compiler = host->compiler;
   }
+  if (!compiler[0]) compiler = NULL;      /* the runtime-only library: any compiler's work */
   hattn__kc_key(p->canon, dtype, head_dim, kc->opt.backend, target, NULL, kclass);
   hattn__db_bucket(lk, bh, &lk_log2, &bh_class);
 
@@ -544,12 +622,25 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
     }
   }
 
-  /* 2. The configuration: this device's tuned winner for the bucket (or
-  ** the nearest tuned one), else the default. */
   memset(&cand, 0, sizeof cand);
   cand.backend = kc->opt.backend;
   memcpy(cand.kclass, kclass, sizeof kclass);
-  if (kc->db) {
+  if (cuda) {
+    cand.cuda_desc.pattern = p;
+    cand.cuda_desc.dtype = dtype;
+    cand.cuda_desc.head_dim = head_dim;
+  } else {
+    cand.cpu_desc.pattern = p;
+    cand.cpu_desc.dtype = dtype;
+    cand.cpu_desc.head_dim = head_dim;
+  }
+
+  /* 2. A kernel the program brought with it. */
+  pre = find_prebuilt(kc, host, p, dtype, head_dim);
+
+  /* 3. The configuration: this device's tuned winner for the bucket (or
+  ** the nearest tuned one), else the default. */
+  if (pre == NULL && kc->db) {
     rc = hattn__db_tuning_get(kc->db, model, kclass, compiler, lk, bh, &t, dberr, sizeof dberr);
     if (rc == HATTN_OK) {
       int ok = cuda ? hattn__kc_cuda_config_parse(t->winner, &cand.cuda)
@@ -566,26 +657,26 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
       warn(kc, "%s; using the default configuration", dberr);
     }
   }
+  if (pre != NULL) {
+    cand.cpu = pre->cpu;
+    cand.cuda = pre->cuda;
+    cand.tuned = 0;
+  }
   if (cuda) {
-    cand.cuda_desc.pattern = p;
-    cand.cuda_desc.dtype = dtype;
-    cand.cuda_desc.head_dim = head_dim;
-    if (!cand.tuned) hattn__cuda_config_default(head_dim, hattn__cuda_sm(kc->opt.cu), &cand.cuda);
+    if (!cand.tuned && pre == NULL) hattn__cuda_config_default(head_dim, hattn__cuda_sm(kc->opt.cu), &cand.cuda);
     if ((rc = hattn__cuda_config_check(&cand.cuda_desc, &cand.cuda, err, errlen)) != HATTN_OK) return rc;
     hattn__kc_cuda_config_text(&cand.cuda, cand.config, sizeof cand.config);
   } else {
-    cand.cpu_desc.pattern = p;
-    cand.cpu_desc.dtype = dtype;
-    cand.cpu_desc.head_dim = head_dim;
-    if (!cand.tuned) hattn__cpu_config_default(head_dim, host->vec, &cand.cpu);
+    if (!cand.tuned && pre == NULL) hattn__cpu_config_default(head_dim, host->vec, &cand.cpu);
     if ((rc = hattn__cpu_config_check(&cand.cpu, head_dim, err, errlen)) != HATTN_OK) return rc;
     /* The kernel key leaves the thread count out: it is not compiled in. */
     hattn__kc_cpu_config_text(&cand.cpu, 0, cand.config, sizeof cand.config);
   }
-  hattn__kc_key(p->canon, dtype, head_dim, kc->opt.backend, target, cand.config, cand.key);
+  /* A prebuilt kernel is keyed by the target it was built for. */
+  hattn__kc_key(p->canon, dtype, head_dim, kc->opt.backend, pre ? pre->pb.target : target, cand.config, cand.key);
 
-  /* 3. A kernel this process loaded for another bucket, else the db's
-  ** binary, else a compile. */
+  /* 4. A kernel this process loaded for another bucket, else the
+  ** prebuilt one, the db's binary, or a compile. */
   if ((k = find_kernel(kc, cand.key)) != NULL && (cuda ? k->cuda_desc.pattern : k->cpu_desc.pattern) == p) {
     k->source = HATTN__KC_MEMORY;
   } else {
@@ -595,7 +686,8 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
       return HATTN_ENOMEM;
     }
     *k = cand;
-    rc = cuda ? load_cuda(kc, &gpu, k, err, errlen) : load_cpu(kc, host, k, err, errlen);
+    if (pre != NULL) rc = load_prebuilt(kc, pre, k, err, errlen);
+    else rc = cuda ? load_cuda(kc, &gpu, k, err, errlen) : load_cpu(kc, host, k, err, errlen);
     if (rc != HATTN_OK) {
       free(k);
       return rc;

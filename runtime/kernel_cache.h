@@ -47,15 +47,18 @@ const char *hattn__backend_name(hattn__backend b);
 void hattn__kc_key(const char *canon, hattn_dtype dtype, int head_dim, hattn__backend backend,
                    const char *target, const char *config, char out[HATTN__KC_KEY_LEN]);
 
-/* The host CPU as hattn sees it: LLVM's name for it, the features that
-** matter to the kernels (comma separated: "avx2,fma,avx512f"), the core
-** count, the kernel target ("znver3/" and a 16-digit hash of every LLVM
-** feature, so that kernels built for another feature set never load), the
+/* The host CPU as hattn sees it (hattn__host_cpu_probe, no LLVM): its
+** name (the brand string), the features that matter to the kernels (comma
+** separated: "avx2,fma,avx512f"), every feature present (ALL), the core
+** count, the kernel target ("x86-64/" and a 16-digit hash of the feature
+** set, so that kernels built for another feature set never load), the
 ** vector width in floats, the device record and the compiler identity
-** ("llvm 16.0.6").  Static storage, filled once. */
+** ("llvm 16.0.6"; "" in the runtime-only library, which compiles
+** nothing).  Static storage, filled once. */
 typedef struct hattn__kc_host {
   char cpu[64];
   char features[256];
+  char all[512];
   char target[96];
   int cores;
   int vec;
@@ -64,8 +67,18 @@ typedef struct hattn__kc_host {
   char model[512];             /* hattn__db_device_model of device */
 } hattn__kc_host;
 
-/* HATTN_ENOTSUP without LLVM. */
+/* Always HATTN_OK (the signature keeps room for hosts hattn cannot read). */
 int hattn__kc_host_cpu(const hattn__kc_host **out, char *err, size_t errlen);
+
+/* Whether every feature of the comma-separated list NEED is in the
+** comma-separated list HAVE ("" needs nothing). */
+int hattn__kc_features_cover(const char *have, const char *need);
+
+/* Whether a cubin built for ARCH ("sm_80", "sm_90a") runs on a device of
+** compute capability SM (90 for 9.0): 2 when ARCH is the device's own, 1
+** when the device runs it anyway (the same major, an older minor, no "a"
+** suffix), 0 when not or when ARCH is not of that form. */
+int hattn__kc_arch_runs(const char *arch, int sm);
 
 /* A GPU as a device record and its model string ("gpu:NAME:sm_90:132"),
 ** with the compiler identity ("nvrtc 12.4"); into caller storage. */
@@ -124,7 +137,8 @@ typedef struct hattn__kcache_opts {
 typedef enum hattn__kc_source {
   HATTN__KC_MEMORY = 1,  /* this process had it */
   HATTN__KC_DB,          /* the database had its binary */
-  HATTN__KC_COMPILED     /* compiled now (and stored when a database is open) */
+  HATTN__KC_COMPILED,    /* compiled now (and stored when a database is open) */
+  HATTN__KC_PREBUILT     /* built ahead of time by hattn gen and registered */
 } hattn__kc_source;
 
 const char *hattn__kc_source_name(hattn__kc_source s);
@@ -158,12 +172,45 @@ void hattn__kcache_close(hattn__kcache *kc);
 /* The database, or NULL when none is open. */
 hattn__db *hattn__kcache_db(hattn__kcache *kc);
 
+/*
+** A kernel built ahead of time (hattn gen) and linked into the program:
+** the pattern's canonical text, dtype, head dim, configuration text (the
+** database's form), the target it was built for (CPU: an LLVM CPU name;
+** CUDA: an arch, "sm_90a"), and the binary: FN for the CPU with NEEDS, the
+** host features it requires ("avx,avx2,fma"); CUBIN and CUBIN_SIZE for
+** CUDA.  Strings are copied; FN and CUBIN must outlive the cache.
+*/
+typedef struct hattn__kc_prebuilt {
+  hattn__backend backend;
+  const char *canon;
+  hattn_dtype dtype;
+  int head_dim;
+  const char *config;
+  const char *target;
+  const char *needs;
+  hattn_cpu_fn fn;
+  const void *cubin;
+  size_t cubin_size;
+} hattn__kc_prebuilt;
+
+/* Register PB with the cache; kernels of the other backend are skipped (and
+** *USED says 0).  Returns HATTN_OK, HATTN_EINVAL with a sentence for a
+** configuration or target that does not read, HATTN_ENOMEM.  Whether the
+** host can run the kernel is decided at lookup: the first registered
+** kernel that runs here wins, one built for the device's own arch before
+** one it merely runs. */
+int hattn__kcache_add_prebuilt(hattn__kcache *kc, const hattn__kc_prebuilt *pb, int *used, char *err,
+                               size_t errlen);
+
 /* The last warning ("" when none). */
 const char *hattn__kcache_warning(const hattn__kcache *kc);
 
 /* The kernel of pattern P in DTYPE at HEAD_DIM for a problem of LK keys and
 ** BH = batch * heads: *OUT (owned by the cache), whose source says where
-** it came from.  Database failures warn and fall through to a compile. */
+** it came from: memory, a registered prebuilt kernel, the database, else a
+** compile.  Database failures warn and fall through to a compile.  In the
+** runtime-only library (HATTN_RT_ONLY) there is no compiler: a kernel
+** found nowhere is HATTN_ENOTSUP, with a sentence saying how to provide it. */
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
                       int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
 

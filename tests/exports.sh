@@ -1,14 +1,15 @@
 #!/bin/sh
-# The shared library exports the public API (hattn_*) and nothing else: no
-# internal hattn__ function, no LLVM or SQLite symbol.  Skips (77) where nm
-# or the shared library is missing (a static-only build).
+# The shared libraries (libhattn and libhattnrt) export the public API
+# (hattn_*) and nothing else: no internal hattn__ function, no LLVM or
+# SQLite symbol.  Skips (77) where nm or the shared libraries are missing
+# (a static-only build).
 set -u
 b=${top_builddir:-.}
-so=$b/.libs/libhattn.so
 if ! command -v nm >/dev/null 2>&1; then
   echo "SKIP: no nm"
   exit 77
 fi
+for so in "$b/.libs/libhattn.so" "$b/.libs/libhattnrt.so"; do
 if [ ! -f "$so" ]; then
   echo "SKIP: no $so (static build?)"
   exit 77
@@ -29,3 +30,4 @@ if [ "$n" -eq 0 ]; then
   exit 1
 fi
 echo "ok: $so exports $n hattn_ symbols and nothing else"
+done

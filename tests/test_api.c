@@ -1,11 +1,15 @@
 /*
-** test_api.c: the public API of hattn.h on the CPU backend: parse errors,
-** lookups, forward against the float64 reference (gen/reference.h, the only
-** internal part used, to judge) on fresh random inputs with poisoned
-** outputs, in both [B, H, S, D] and [B, S, H, D] memory, GQA, document
-** offsets; the checks of DLTensors; NULL-accepting destroys; status codes.
-** The seed comes from the clock unless HATTN_TEST_SEED is set.  Runs with no
-** kernel database (db ""); exits 77 when hattn was built without LLVM.
+** test_api.c: the public API of hattn.h: parse errors, lookups, forward
+** against the float64 reference (gen/reference.h, and hattn_reference) on
+** fresh random inputs with poisoned outputs, in both [B, H, S, D] and
+** [B, S, H, D] memory, GQA, document offsets; kernels registered as
+** prebuilt (and which one is chosen), malformed registrations; the checks
+** of DLTensors; NULL-accepting destroys; status codes.  Where a GPU answers,
+** the same through the CUDA backend, compiled and prebuilt (cubins made
+** here as hattn gen makes them); without one those cases say so and pass.
+** Internal functions serve only to make kernels and device memory.  The
+** seed comes from the clock unless HATTN_TEST_SEED is set.  Runs with no
+** kernel database (db "").
 */
 #include <check.h>
 #include <inttypes.h>
@@ -16,6 +20,11 @@
 #include <time.h>
 
 #include "hattn.h"
+#include "cpu.h"
+#include "cpu_config.h"
+#include "cuda.h"
+#include "emit_cuda.h"
+#include "kernel_cache.h"
 #include "reference.h"
 #include "spec.h"
 
@@ -333,6 +342,362 @@ START_TEST(destroys_and_codes) {
 }
 END_TEST
 
+
+/* Fill the [B, H, S, D] DLTensors Q, K, V (host, DTYPE) with random values,
+** and return the relative errors of O (DTYPE, host) and LSE against
+** hattn_reference through *EO and *EL. */
+static void compare_with_reference(hattn_ctx *ctx, hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
+                                   const DLTensor *v, const void *o, const float *lse, hattn_dtype dt,
+                                   const hattn_inputs *in, double *eo, double *el) {
+  int64_t *sq = q->shape, sl[3] = {q->shape[0], q->shape[1], q->shape[2]};
+  size_t nq = (size_t)(sq[0] * sq[1] * sq[2] * sq[3]), nl = (size_t)(sl[0] * sl[1] * sl[2]), i;
+  double *ro = malloc(nq * sizeof *ro), *rl = malloc(nl * sizeof *rl), *xo = malloc(nq * sizeof *xo),
+         *xl = malloc(nl * sizeof *xl);
+  DLTensor to, tl;
+  int rc;
+  ck_assert(ro && rl && xo && xl);
+  memset(&to, 0, sizeof to), memset(&tl, 0, sizeof tl);
+  to.data = ro, to.device.device_type = kDLCPU, to.ndim = 4, to.shape = sq;
+  to.dtype.code = kDLFloat, to.dtype.bits = 64, to.dtype.lanes = 1;
+  tl = to, tl.data = rl, tl.ndim = 3, tl.shape = sl;
+  rc = hattn_reference(kern, q, k, v, &to, &tl, in);
+  ck_assert_msg(rc == HATTN_OK, "reference: %s", hattn_errmsg(ctx));
+  for (i = 0; i < nq; i++) xo[i] = get(o, i, dt);
+  for (i = 0; i < nl; i++) xl[i] = lse[i];
+  *eo = hattn__rel_error(xo, ro, nq);
+  *el = hattn__rel_error(xl, rl, nl);
+  free(ro), free(rl), free(xo), free(xl);
+}
+
+static void host_tensor(DLTensor *t, void *data, hattn_dtype dt, int ndim, int64_t *shape) {
+  memset(t, 0, sizeof *t);
+  t->data = data;
+  t->device.device_type = kDLCPU;
+  t->ndim = ndim;
+  t->shape = shape;
+  t->dtype.code = dt == HATTN_DTYPE_BF16 ? kDLBfloat : kDLFloat;
+  t->dtype.bits = dt == HATTN_DTYPE_FP32 ? 32 : 16;
+  t->dtype.lanes = 1;
+}
+
+/* A kernel compiled here (LLVM JIT) and registered as prebuilt is what
+** hattn_kernel_get returns, before any database or compile; one whose
+** needs the host does not meet is passed over. */
+START_TEST(prebuilt_cpu) {
+  const char *text = "pattern w = causal & window(20)\n";
+  hattn_specfile *s = parse(text);
+  hattn_spec *ispec = NULL;
+  hattn__jit *jit = NULL;
+  hattn_cpu_fn fn = NULL;
+  hattn_cpu_config cfg;
+  hattn_cpu_kernel_desc desc;
+  hattn_prebuilt pb[2];
+  hattn_kernel *kern = NULL, *again = NULL;
+  hattn_problem pr = {1, 4, 2, 77, 77, 32, HATTN_FP32};
+  int64_t sq[4] = {1, 4, 77, 32}, sk[4] = {1, 2, 77, 32}, sl[3] = {1, 4, 77};
+  float q[4 * 77 * 32], k[2 * 77 * 32], v[2 * 77 * 32], o[4 * 77 * 32], lse[4 * 77];
+  DLTensor tq, tk, tv, to, tl;
+  char cfgtext[96], err[2048];
+  double eo, el;
+  rng r = {g_seed ^ 77};
+  int nused = -1, rc;
+  size_t i;
+
+  ck_assert_int_eq(hattn__spec_parse(text, strlen(text), "t", &ispec, NULL), HATTN_OK);
+  rc = hattn__jit_create(&jit, err, sizeof err);
+  ck_assert_msg(rc == HATTN_OK, "jit: %s", err);
+  hattn__cpu_config_default(32, hattn__jit_vec(jit), &cfg);
+  cfg.bm = 32, cfg.bn = 16;    /* not the default: the registered one must be the one run */
+  desc.pattern = &ispec->patterns[0], desc.dtype = HATTN_DTYPE_FP32, desc.head_dim = 32;
+  rc = hattn__jit_compile(jit, &desc, &cfg, &fn, err, sizeof err);
+  ck_assert_msg(rc == HATTN_OK, "compile: %s", err);
+  hattn__kc_cpu_config_text(&cfg, 0, cfgtext, sizeof cfgtext);
+
+  memset(pb, 0, sizeof pb);
+  pb[0].abi = HATTN_PREBUILT_ABI, pb[0].backend = HATTN_BACKEND_CPU, pb[0].canon = ispec->patterns[0].canon;
+  pb[0].dtype = HATTN_FP32, pb[0].head_dim = 32, pb[0].config = "bm=64 bn=64 rows=4 vec=8";
+  pb[0].target = "imaginary", pb[0].needs = "avx2,no-such-extension";
+  pb[0].cpu_fn = (hattn_cpu_kernel_fn)fn;  /* never chosen: the host lacks the extension */
+  pb[1] = pb[0];
+  pb[1].config = cfgtext, pb[1].target = "host", pb[1].needs = "";
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, pb, 2, &nused), HATTN_OK);
+  ck_assert_int_eq(nused, 2);
+
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "w", &pr, &kern), HATTN_OK);
+  ck_assert_str_eq(hattn_kernel_origin(kern), "prebuilt");
+  ck_assert_str_eq(hattn_kernel_config(kern), cfgtext);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "w", &pr, &again), HATTN_OK);
+  ck_assert_str_eq(hattn_kernel_origin(again), "memory");
+
+  host_tensor(&tq, q, HATTN_DTYPE_FP32, 4, sq), host_tensor(&tk, k, HATTN_DTYPE_FP32, 4, sk);
+  host_tensor(&tv, v, HATTN_DTYPE_FP32, 4, sk), host_tensor(&to, o, HATTN_DTYPE_FP32, 4, sq);
+  host_tensor(&tl, lse, HATTN_DTYPE_FP32, 3, sl);
+  for (i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = (float)rng_unit(&r);
+  for (i = 0; i < sizeof k / sizeof k[0]; i++) k[i] = (float)rng_unit(&r), v[i] = (float)rng_unit(&r);
+  memset(o, 0xff, sizeof o), memset(lse, 0xff, sizeof lse);
+  rc = hattn_forward(kern, &tq, &tk, &tv, &to, &tl, NULL, NULL);
+  ck_assert_msg(rc == HATTN_OK, "forward: %s", hattn_errmsg(g_ctx));
+  compare_with_reference(g_ctx, kern, &tq, &tk, &tv, o, lse, HATTN_DTYPE_FP32, NULL, &eo, &el);
+  ck_assert_msg(eo < 1e-5 && el < 1e-5, "prebuilt: error O %g LSE %g", eo, el);
+
+  /* A kernel for another pattern is compiled as before. */
+  hattn_kernel_destroy(again);
+  again = NULL;
+  pr.head_dim = 16;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "w", &pr, &again), HATTN_OK);
+  ck_assert_str_eq(hattn_kernel_origin(again), "compiled");
+
+  hattn_kernel_destroy(kern);
+  hattn_kernel_destroy(again);
+  hattn_specfile_destroy(s);
+  hattn_close(g_ctx);          /* before the JIT that holds the function */
+  g_ctx = NULL;
+  hattn__jit_destroy(jit);
+  hattn__spec_destroy(ispec);
+}
+END_TEST
+
+/* Malformed registrations fail with a sentence; good entries before them stay. */
+START_TEST(prebuilt_errors) {
+  hattn_prebuilt pb;
+  int nused = -1;
+  static const char cubin[4] = {1, 2, 3, 4};
+
+  memset(&pb, 0, sizeof pb);
+  pb.abi = HATTN_PREBUILT_ABI + 1, pb.backend = HATTN_BACKEND_CPU, pb.canon = "causal";
+  pb.dtype = HATTN_FP32, pb.head_dim = 64, pb.config = "bm=64 bn=64 rows=4 vec=8", pb.target = "x86-64-v3";
+  pb.cpu_fn = (hattn_cpu_kernel_fn)(uintptr_t)1;
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, &nused), HATTN_ENOTSUP);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "ABI") != NULL, "%s", hattn_errmsg(g_ctx));
+  ck_assert_int_eq(nused, 0);
+
+  pb.abi = HATTN_PREBUILT_ABI;
+  pb.config = "bm=64 bn=sixty";
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "is not a cpu configuration") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  pb.config = "bm=64 bn=64 rows=4 vec=8";
+  pb.cpu_fn = NULL;
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "no function") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  pb.cpu_fn = (hattn_cpu_kernel_fn)(uintptr_t)1;
+  pb.canon = NULL;
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "canonical pattern") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  pb.canon = "causal";
+  pb.dtype = 9;
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "dtype 9") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  pb.dtype = HATTN_BF16, pb.backend = HATTN_BACKEND_CUDA, pb.cpu_fn = NULL;
+  pb.config = "bm=64 bn=64 warps=4 stages=2", pb.target = "sm_9x", pb.cubin = cubin, pb.cubin_size = sizeof cubin;
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "not a CUDA arch") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  /* A CUDA kernel in a CPU context: valid, and skipped. */
+  pb.target = "sm_90a";
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, &nused), HATTN_OK);
+  ck_assert_int_eq(nused, 0);
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, -1, NULL), HATTN_EINVAL);
+}
+END_TEST
+
+START_TEST(arch_rules) {
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_90a", 90), 2);
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_90a", 100), 0);
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_80", 86), 1);
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_86", 80), 0);
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_80", 90), 0);
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_8", 80), 0);
+  ck_assert_int_eq(hattn__kc_arch_runs("sm_80x", 80), 0);
+  ck_assert(hattn__kc_features_cover("avx,avx2,fma", "avx2,fma"));
+  ck_assert(hattn__kc_features_cover("avx,avx2,fma", ""));
+  ck_assert(!hattn__kc_features_cover("avx,avx2,fma", "avx2,avx512f"));
+  ck_assert(!hattn__kc_features_cover("avx,avx2", "avx2,av"));
+}
+END_TEST
+
+/* The host as CPUID reads it agrees with the kernel's view in /proc/cpuinfo. */
+START_TEST(host_cpu_probe) {
+  hattn__host_cpu h;
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char line[8192];
+  int found = 0;
+  hattn__host_cpu_probe(&h);
+  ck_assert(h.name[0] != 0 && h.target[0] != 0 && h.cores >= 1);
+  ck_assert(h.vec == 8 || h.vec == 16);
+  if (f == NULL) return;
+  while (!found && fgets(line, sizeof line, f))
+    if (!strncmp(line, "flags", 5)) {
+      found = 1;
+      ck_assert_msg(!!strstr(line, " avx2") == hattn__kc_features_cover(h.all, "avx2"), "avx2: %s", h.all);
+      ck_assert_msg(!!strstr(line, " fma") == hattn__kc_features_cover(h.all, "fma"), "fma: %s", h.all);
+      ck_assert_msg(!!strstr(line, " avx512f") == (h.vec == 16), "avx512f: %s", h.all);
+    }
+  fclose(f);
+}
+END_TEST
+
+START_TEST(reference_errors) {
+  hattn_specfile *s = parse("pattern a = causal\n");
+  hattn_kernel *kern = NULL;
+  hattn_problem pr = {1, 1, 1, 8, 8, 16, HATTN_FP32};
+  float q[8 * 16] = {0};
+  double o[8 * 16];
+  int64_t sq[4] = {1, 1, 8, 16};
+  DLTensor tq, to;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_OK);
+  host_tensor(&tq, q, HATTN_DTYPE_FP32, 4, sq);
+  host_tensor(&to, o, HATTN_DTYPE_FP32, 4, sq);   /* float32, not float64 */
+  ck_assert_int_eq(hattn_reference(kern, &tq, &tq, &tq, &to, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "o: dtype float32, expected float64") != NULL, "%s",
+                hattn_errmsg(g_ctx));
+  to.dtype.bits = 64;
+  ck_assert_int_eq(hattn_reference(kern, &tq, &tq, &tq, &to, NULL, NULL), HATTN_OK);
+  tq.device.device_type = kDLCUDA;
+  ck_assert_int_eq(hattn_reference(kern, &tq, &tq, &tq, &to, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "q: on device") != NULL, "%s", hattn_errmsg(g_ctx));
+  hattn_kernel_destroy(kern);
+  hattn_specfile_destroy(s);
+}
+END_TEST
+
+/* ---- CUDA through the public API (skipped without a GPU) ------------------ */
+
+typedef struct gcase {
+  const char *mask;
+  int64_t b, h, hk, lq, lk, d;
+  int docs, prebuilt;
+} gcase;
+
+static const gcase g_gpu_cases[] = {
+  {"causal", 2, 4, 2, 300, 300, 128, 0, 0},
+  {"causal & window(100)", 1, 4, 4, 257, 400, 64, 0, 0},
+  {"causal & document", 2, 2, 1, 333, 333, 128, 1, 0},
+  {"sink(4) | causal & window(64)", 1, 8, 2, 200, 200, 128, 0, 1},
+  {"causal & document", 1, 4, 2, 190, 190, 64, 1, 1},
+};
+
+START_TEST(cuda_forward) {
+  const gcase *tc = &g_gpu_cases[_i];
+  hattn_options opt;
+  hattn_ctx *ctx = NULL;
+  hattn__cuda *cu = NULL;
+  hattn_specfile *s;
+  hattn_spec *ispec = NULL;
+  hattn_kernel *kern = NULL;
+  hattn_problem pr = {tc->b, tc->h, tc->hk, tc->lq, tc->lk, tc->d, HATTN_BF16};
+  hattn_inputs in;
+  int64_t sq[4] = {tc->b, tc->h, tc->lq, tc->d}, sk[4] = {tc->b, tc->hk, tc->lk, tc->d};
+  int64_t sl[3] = {tc->b, tc->h, tc->lq}, offs[4] = {0, tc->lk / 3, tc->lk / 3 + 50, tc->lk};
+  size_t nq = (size_t)(tc->b * tc->h * tc->lq * tc->d), nk = (size_t)(tc->b * tc->hk * tc->lk * tc->d);
+  size_t nl = (size_t)(tc->b * tc->h * tc->lq), i;
+  uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o = malloc(nq * 2);
+  float *lse = malloc(nl * 4);
+  void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL, *cubin = NULL;
+  DLTensor tq, tk, tv, to, tl, hq, hk, hv;
+  char text[256], err[16384], name[160];
+  double eo, el;
+  rng r = {g_seed ^ (uint64_t)(_i + 1000)};
+  int rc;
+
+  hattn_options_init(&opt);
+  opt.backend = HATTN_BACKEND_CUDA;
+  opt.db = "";
+  opt.quiet = 1;
+  rc = hattn_open(&opt, &ctx);
+  if (rc == HATTN_ENODEV) {
+    ck_assert(strstr(hattn_errmsg(ctx), "no CUDA") != NULL);
+    printf("cuda_forward: skipped: %s\n", hattn_errmsg(ctx));
+    hattn_close(ctx);
+    free(q), free(k), free(v), free(o), free(lse);
+    return;
+  }
+  ck_assert_msg(rc == HATTN_OK, "open: %s", hattn_errmsg(ctx));
+  ck_assert_int_eq(hattn__cuda_open(0, &cu, err, sizeof err), HATTN_OK);
+  snprintf(text, sizeof text, "pattern p = %s\n", tc->mask);
+  ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), "t", &s), HATTN_OK);
+  ck_assert_int_eq(hattn__spec_parse(text, strlen(text), "t", &ispec, NULL), HATTN_OK);
+
+  if (tc->prebuilt) {
+    /* A cubin made here, as hattn gen makes it, registered for this arch. */
+    hattn_cuda_kernel_desc desc = {&ispec->patterns[0], HATTN_DTYPE_BF16, (int)tc->d};
+    hattn_cuda_config cfg;
+    hattn_prebuilt pb;
+    char *src = NULL, cfgtext[96];
+    size_t size = 0;
+    int nused = 0;
+    hattn__cuda_config_default((int)tc->d, hattn__cuda_sm(cu), &cfg);
+    snprintf(name, sizeof name, "hattn_fwd_%016llx_bf16_d%d_%dx%d_w%d_s%d",
+             (unsigned long long)ispec->patterns[0].key, (int)tc->d, cfg.block_m, cfg.block_n, cfg.warps,
+             cfg.stages);
+    ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, name, &src, err, sizeof err), HATTN_OK);
+    rc = hattn__nvrtc_compile(src, name, hattn__cuda_arch(cu), &cubin, &size, err, sizeof err);
+    free(src);
+    ck_assert_msg(rc == HATTN_OK, "nvrtc: %s", err);
+    hattn__kc_cuda_config_text(&cfg, cfgtext, sizeof cfgtext);
+    memset(&pb, 0, sizeof pb);
+    pb.abi = HATTN_PREBUILT_ABI, pb.backend = HATTN_BACKEND_CUDA, pb.canon = ispec->patterns[0].canon;
+    pb.dtype = HATTN_BF16, pb.head_dim = (int)tc->d, pb.config = cfgtext, pb.target = hattn__cuda_arch(cu);
+    pb.cubin = cubin, pb.cubin_size = size;
+    ck_assert_int_eq(hattn_add_prebuilt(ctx, &pb, 1, &nused), HATTN_OK);
+    ck_assert_int_eq(nused, 1);
+  }
+  rc = hattn_kernel_get(ctx, s, "p", &pr, &kern);
+  ck_assert_msg(rc == HATTN_OK, "kernel: %s", hattn_errmsg(ctx));
+  ck_assert_str_eq(hattn_kernel_origin(kern), tc->prebuilt ? "prebuilt" : "compiled");
+
+  for (i = 0; i < nq; i++) put(q, i, HATTN_DTYPE_BF16, 2 * rng_unit(&r));
+  for (i = 0; i < nk; i++) put(k, i, HATTN_DTYPE_BF16, 2 * rng_unit(&r)), put(v, i, HATTN_DTYPE_BF16, rng_unit(&r));
+  ck_assert_int_eq(hattn__cuda_alloc(cu, nq * 2, &dq, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_alloc(cu, nk * 2, &dk, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_alloc(cu, nk * 2, &dv, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_alloc(cu, nq * 2, &dout, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_alloc(cu, nl * 4, &dl, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_upload(cu, dq, q, nq * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_upload(cu, dk, k, nk * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_upload(cu, dv, v, nk * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_memset(cu, dout, 0xff, nq * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_memset(cu, dl, 0xff, nl * 4, err, sizeof err), HATTN_OK);
+
+  host_tensor(&tq, dq, HATTN_DTYPE_BF16, 4, sq), host_tensor(&tk, dk, HATTN_DTYPE_BF16, 4, sk);
+  host_tensor(&tv, dv, HATTN_DTYPE_BF16, 4, sk), host_tensor(&to, dout, HATTN_DTYPE_BF16, 4, sq);
+  host_tensor(&tl, dl, HATTN_DTYPE_FP32, 3, sl);
+  tq.device.device_type = tk.device.device_type = tv.device.device_type = kDLCUDA;
+  to.device.device_type = tl.device.device_type = kDLCUDA;
+  memset(&in, 0, sizeof in);
+  if (tc->docs) in.doc_offsets = offs, in.ndocs = 3;
+  rc = hattn_forward(kern, &tq, &tk, &tv, &to, &tl, &in, NULL);
+  ck_assert_msg(rc == HATTN_OK, "forward: %s", hattn_errmsg(ctx));
+  ck_assert_int_eq(hattn__cuda_download(cu, o, dout, nq * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_download(cu, lse, dl, nl * 4, err, sizeof err), HATTN_OK);
+
+  /* Host tensors on a CUDA kernel are refused. */
+  host_tensor(&hq, q, HATTN_DTYPE_BF16, 4, sq);
+  ck_assert_int_eq(hattn_forward(kern, &hq, &tk, &tv, &to, &tl, &in, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(ctx), "q: on device") != NULL, "%s", hattn_errmsg(ctx));
+
+  host_tensor(&hk, k, HATTN_DTYPE_BF16, 4, sk), host_tensor(&hv, v, HATTN_DTYPE_BF16, 4, sk);
+  compare_with_reference(ctx, kern, &hq, &hk, &hv, o, lse, HATTN_DTYPE_BF16, &in, &eo, &el);
+  ck_assert_msg(eo < 1e-2 && el < 1e-2, "'%s' cuda%s: error O %g LSE %g", tc->mask,
+                tc->prebuilt ? " prebuilt" : "", eo, el);
+  printf("cuda_forward '%s'%s: O %.2e LSE %.2e (%s)\n", tc->mask, tc->prebuilt ? " prebuilt" : "", eo, el,
+         hattn_kernel_config(kern));
+
+  hattn__cuda_free(cu, dq), hattn__cuda_free(cu, dk), hattn__cuda_free(cu, dv);
+  hattn__cuda_free(cu, dout), hattn__cuda_free(cu, dl);
+  hattn_kernel_destroy(kern);
+  hattn_specfile_destroy(s);
+  hattn_close(ctx);
+  hattn__cuda_close(cu);
+  hattn__spec_destroy(ispec);
+  free(cubin);
+  free(q), free(k), free(v), free(o), free(lse);
+}
+END_TEST
+
 static Suite *api_suite(void) {
   Suite *s = suite_create("api");
   TCase *tc = tcase_create("api");
@@ -343,6 +708,12 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, bad_tensors);
   tcase_add_test(tc, destroys_and_codes);
   tcase_add_loop_test(tc, forward_vs_reference, 0, (int)(sizeof g_cases / sizeof g_cases[0]));
+  tcase_add_test(tc, prebuilt_cpu);
+  tcase_add_test(tc, prebuilt_errors);
+  tcase_add_test(tc, arch_rules);
+  tcase_add_test(tc, host_cpu_probe);
+  tcase_add_test(tc, reference_errors);
+  tcase_add_loop_test(tc, cuda_forward, 0, (int)(sizeof g_gpu_cases / sizeof g_gpu_cases[0]));
   suite_add_tcase(s, tc);
   return s;
 }

@@ -157,6 +157,34 @@ except hattn.HattnError as e:
     assert e.name == "HATTN_ESHAPE" and "q: shape" in e.message, e
 assert hattn.strerror(-3) == "the spec has errors"
 
+# Any DLPack-capable array (PyTorch, CuPy, JAX): here NumPy arrays seen only
+# through __dlpack__, strided views included, so the capsule path runs.
+class OnlyDLPack:
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, stream=None):
+        return self.a.__dlpack__()
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+kern = spec.kernel("local", B, H, HK, L, L, D, "fp32")
+obuf = np.full((B, L, H, D), np.nan, dtype=np.float32)
+lbuf = np.full((B, H, L), np.nan, dtype=np.float32)
+qs = np.ascontiguousarray(q.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)   # [B, S, H, D] memory
+o, lse = kern.forward(OnlyDLPack(qs), OnlyDLPack(k), OnlyDLPack(v),
+                      out=(OnlyDLPack(obuf.transpose(0, 2, 1, 3)), OnlyDLPack(lbuf)))
+ro, rl = reference(rq, rk, rv, masks["local"])
+assert rel(obuf.transpose(0, 2, 1, 3), ro) < 1e-5 and rel(lbuf, rl) < 1e-5, "dlpack"
+try:
+    kern.forward(OnlyDLPack(q[:, :, :-1].copy()), OnlyDLPack(k), OnlyDLPack(v),
+                 out=(OnlyDLPack(obuf.transpose(0, 2, 1, 3)), None))
+    assert False, "wrong dlpack shape accepted"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "q: shape" in e.message, e
+
 # A kernel database in a temporary directory: a second context finds it.
 with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "k.db")
