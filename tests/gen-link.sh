@@ -68,7 +68,9 @@ if [ ! -f "$lib" ]; then
   echo "FAIL: $lib is not built (the non-LLVM runtime library)"
   exit 1
 fi
-if ! $cc -std=c11 -D_GNU_SOURCE ${CFLAGS:-} -I"$tmp/k" -I"$s/gen" -I"$s/runtime" \
+# hattn.h includes <dlpack/dlpack.h>: take configure's flags for it.
+dlpack=$(sed -n 's/^DLPACK_CFLAGS = //p' "$b/Makefile" 2>/dev/null)
+if ! $cc -std=c11 -D_GNU_SOURCE ${CFLAGS:-} -I"$tmp/k" -I"$s/gen" -I"$s/runtime" $dlpack \
     "$s/tests/gen_consumer.c" "$tmp/k"/*.o "$lib" ${LDFLAGS:-} -lm -lpthread -o "$tmp/consumer"; then
   echo "FAIL: the consumer does not compile or link without LLVM"
   exit 1
