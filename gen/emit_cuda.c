@@ -19,9 +19,6 @@
 #include "emit_cuda.h"
 #include "templates.h"
 
-/* Shared memory a CTA may use on the largest supported device (sm_90). */
-#define SMEM_LIMIT (227 * 1024)
-
 /* ---- a growing string ---------------------------------------------------- */
 
 typedef struct sbuf {
@@ -72,94 +69,6 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
   vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
   va_end(ap);
   b->len += (size_t)n;
-}
-
-/* ---- configuration -------------------------------------------------------- */
-
-void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out) {
-  (void)sm; /* the same tiles serve sm_80 and sm_90 (mma.sync) */
-  if (head_dim <= 64) {
-    out->block_m = 128;
-    out->block_n = 64;
-    out->warps = 8;
-    out->stages = 2;
-  } else if (head_dim <= 128) {
-    /* FA2's tiling: 128 x 64 tiles of 4 warps, 32 query rows a warp, so
-    ** that each K and V fragment read from shared memory feeds two 16-row
-    ** slabs.  Measured on an H200 (bf16, B x H = 64 at 4k, one run,
-    ** docs/gpu-notes.md), against the former 64 x 64 x 4 kernel: dense 333
-    ** against 269 TFLOP/s, causal 297 against 237, causal & window(1k) 227
-    ** against 208; document & causal (1k docs) gains least (171 against
-    ** 167; at 16k 162 against 165), since its diagonal blocks waste more of
-    ** a 128-row tile. */
-    out->block_m = 128;
-    out->block_n = 64;
-    out->warps = 4;
-    out->stages = 2;
-  } else {
-    out->block_m = 64;
-    out->block_n = 32;
-    out->warps = 4;
-    out->stages = 2;
-  }
-}
-
-size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg) {
-  size_t d = (size_t)desc->head_dim, elem = 2;
-  return (size_t)cfg->block_m * d * elem + 2 * (size_t)cfg->stages * (size_t)cfg->block_n * d * elem;
-}
-
-int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                             char *err, size_t errlen) {
-  int rows;
-  size_t smem;
-  if (desc->dtype != HATTN_DTYPE_BF16 && desc->dtype != HATTN_DTYPE_FP16) {
-    snprintf(err, errlen, "the CUDA backend supports bf16 and fp16, not %s",
-             hattn__dtype_name(desc->dtype));
-    return HATTN_ENOTSUP;
-  }
-  if (desc->head_dim != 64 && desc->head_dim != 128 && desc->head_dim != 256) {
-    snprintf(err, errlen, "the CUDA backend supports head dims 64, 128 and 256, not %d",
-             desc->head_dim);
-    return HATTN_ENOTSUP;
-  }
-  if (cfg->block_m != 64 && cfg->block_m != 128) {
-    snprintf(err, errlen, "block_m must be 64 or 128, got %d", cfg->block_m);
-    return HATTN_EINVAL;
-  }
-  if (cfg->block_n != 32 && cfg->block_n != 64 && cfg->block_n != 128) {
-    snprintf(err, errlen, "block_n must be 32, 64 or 128, got %d", cfg->block_n);
-    return HATTN_EINVAL;
-  }
-  if (cfg->warps != 4 && cfg->warps != 8) {
-    snprintf(err, errlen, "warps must be 4 or 8, got %d", cfg->warps);
-    return HATTN_EINVAL;
-  }
-  rows = cfg->block_m / cfg->warps;
-  if (rows != 16 && rows != 32) {
-    snprintf(err, errlen, "each warp must own 16 or 32 query rows, but block_m %d over %d warps gives %d",
-             cfg->block_m, cfg->warps, rows);
-    return HATTN_EINVAL;
-  }
-  if (cfg->stages < 1 || cfg->stages > 3) {
-    snprintf(err, errlen, "stages must be 1, 2 or 3, got %d", cfg->stages);
-    return HATTN_EINVAL;
-  }
-  /* Registers: a thread holds rows * head_dim / 32 accumulator floats and
-  ** rows * block_n / 32 score floats; beyond 192 the kernel spills. */
-  if (rows * desc->head_dim / 32 + rows * cfg->block_n / 32 > 192) {
-    snprintf(err, errlen,
-             "%d query rows a warp at head dim %d and block_n %d need more than 192 accumulator registers a thread",
-             rows, desc->head_dim, cfg->block_n);
-    return HATTN_EINVAL;
-  }
-  smem = hattn__cuda_smem_bytes(desc, cfg);
-  if (smem > SMEM_LIMIT) {
-    snprintf(err, errlen, "the configuration needs %zu bytes of shared memory, more than %d",
-             smem, SMEM_LIMIT);
-    return HATTN_EINVAL;
-  }
-  return HATTN_OK;
 }
 
 /* ---- the element predicate ------------------------------------------------ */

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "cpu.h"         /* hattn__tensor */
-#include "emit_cuda.h"
+#include "cuda_config.h"
 #include "mask.h"
 #include "reference.h"
 

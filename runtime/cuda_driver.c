@@ -17,6 +17,7 @@
 
 #include "hattn.h"
 #include "cuda.h"
+#include "emit_cuda.h"
 #include "plan.h"
 
 #if defined(HATTN_HAVE_CUDA) || defined(HATTN_RT_ONLY) /* the driver needs no toolkit */

@@ -22,7 +22,7 @@
 #include "cpu_config.h"
 #include "cuda.h"
 #include "db.h"
-#include "emit_cuda.h"
+#include "cuda_config.h"
 #include "spec.h"
 
 typedef enum hattn__backend {

@@ -1,0 +1,39 @@
+/*
+** cuda_config.h: what a CUDA kernel is specialised on (pattern, dtype, head
+** dim) and its tile configuration, which the tuner chooses: defaults, the
+** checks, and the dynamic shared memory of a launch.  Shared by the
+** emitter, the driver and the runtime-only library.  Internal; not
+** installed.
+*/
+#ifndef HATTN_GEN_CUDA_CONFIG_H
+#define HATTN_GEN_CUDA_CONFIG_H
+
+#include <stddef.h>
+
+#include "spec.h"
+
+typedef struct hattn_cuda_config {
+  int block_m;   /* query rows per CTA (the plan's bm): 64 or 128 */
+  int block_n;   /* keys per block (the plan's bn): 32, 64 or 128 */
+  int warps;     /* 4 or 8; each warp owns block_m / warps query rows (16 or more) */
+  int stages;    /* shared-memory pipeline stages of K and V: 1 .. 3 */
+} hattn_cuda_config;
+
+typedef struct hattn_cuda_kernel_desc {
+  const hattn__pattern *pattern;   /* checked, canonical */
+  hattn_dtype dtype;               /* HATTN_DTYPE_BF16 or HATTN_DTYPE_FP16 */
+  int head_dim;                    /* 64, 128 or 256 (others: HATTN_ENOTSUP) */
+} hattn_cuda_kernel_desc;
+
+/* A good configuration for HEAD_DIM on compute capability SM (80, 90, ...). */
+void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out);
+
+/* Whether CFG suits DESC: HATTN_OK, or HATTN_EINVAL/HATTN_ENOTSUP with a
+** sentence in ERR. */
+int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             char *err, size_t errlen);
+
+/* Dynamic shared memory in bytes that a kernel of DESC and CFG launches with. */
+size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg);
+
+#endif /* HATTN_GEN_CUDA_CONFIG_H */
