@@ -412,6 +412,17 @@ static int check_tensor(hattn_kernel *kern, const char *name, const DLTensor *t,
   return check_tensor_on(kern, 0, name, t, ndim, dims, want, lastcontig, out);
 }
 
+/* The element type of PR's Q, K, V and O, and the logical shapes of Q and
+** O (DQ), K and V (DKV) and LSE (DL, its first three). */
+static void problem_dims(const hattn_problem *pr, DLDataType *dt, int64_t dq[4], int64_t dkv[4], int64_t *dl) {
+  dt->code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
+  dt->bits = pr->dtype == HATTN_FP32 ? 32 : 16;
+  dt->lanes = 1;
+  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
+  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
+  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq;
+}
+
 /* Whether mask E uses layout number IDX. */
 static int uses_layout(const hattn__expr *e, int64_t idx) {
   int i;
@@ -512,12 +523,7 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   ctx = kern->ctx;
   pr = &kern->prob;
   if (inputs == NULL) inputs = &none;
-  dt.code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
-  dt.bits = pr->dtype == HATTN_FP32 ? 32 : 16;
-  dt.lanes = 1;
-  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
-  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
-  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq;
+  problem_dims(pr, &dt, dq, dkv, dl);
   if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, &tq)) != HATTN_OK ||
       (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, &tk)) != HATTN_OK ||
       (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, &tv)) != HATTN_OK ||
@@ -595,12 +601,8 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
   ctx = kern->ctx;
   pr = &kern->prob;
   if (inputs == NULL) inputs = &none;
-  dt.code = pr->dtype == HATTN_BF16 ? kDLBfloat : kDLFloat;
-  dt.bits = pr->dtype == HATTN_FP32 ? 32 : 16;
-  dt.lanes = 1;
-  dq[0] = pr->batch, dq[1] = pr->heads, dq[2] = pr->lq, dq[3] = pr->head_dim;
-  dkv[0] = pr->batch, dkv[1] = pr->kv_heads, dkv[2] = pr->lk, dkv[3] = pr->head_dim;
-  dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq, dl[3] = 1;
+  problem_dims(pr, &dt, dq, dkv, dl);
+  dl[3] = 1;
   if ((st = check_tensor_on(kern, 1, "q", q, 4, dq, dt, 0, &tq)) != HATTN_OK ||
       (st = check_tensor_on(kern, 1, "k", k, 4, dkv, dt, 0, &tk)) != HATTN_OK ||
       (st = check_tensor_on(kern, 1, "v", v, 4, dkv, dt, 0, &tv)) != HATTN_OK ||
