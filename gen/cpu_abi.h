@@ -23,7 +23,7 @@
 
 #include <stdint.h>
 
-#define HATTN_CPU_ABI_VERSION 1
+#define HATTN_CPU_ABI_VERSION 2
 
 /* The arguments of one launch.  Field offsets are what the emitted code
 ** reads: keep every field 8 bytes wide and never reorder them. */
@@ -66,6 +66,11 @@ typedef struct hattn_cpu_args {
   int64_t random_words_per_row;
   const int32_t *topk_blocks;
   int64_t topk_k;
+  /* Learned sink logits per query head ([heads], natural-log units like
+  ** the modified scores), or NULL: each row's softmax gets one more term
+  ** e^sink[h] with no value (O and LSE as gen/mask.h says).  Added in
+  ** version 2. */
+  const float *sink_logits;
 } hattn_cpu_args;
 
 /* A block layout as the kernels read it. */

@@ -13,7 +13,7 @@
 #ifndef HATTN_GEN_CUDA_ABI_H
 #define HATTN_GEN_CUDA_ABI_H
 
-#define HATTN_CUDA_ABI_VERSION 1
+#define HATTN_CUDA_ABI_VERSION 2
 
 typedef struct hattn_cuda_args {
   /* Tensors in device memory.  Q and O are [batch, heads, lq, head_dim],
@@ -48,6 +48,10 @@ typedef struct hattn_cuda_args {
   long long random_words;
   const int *topk_blocks;
   int topk_k;
+  /* Learned sink logits per query head ([heads], device memory, natural-log
+  ** units like the modified scores), or NULL: one more term e^sink[h] with
+  ** no value in each row's softmax (gen/mask.h).  Added in version 2. */
+  const float *sink_logits;
 } hattn_cuda_args;
 
 #endif /* HATTN_GEN_CUDA_ABI_H */

@@ -55,6 +55,7 @@ typedef struct em {
   LLVMValueRef q0, nrow;
   LLVMValueRef kbase, vbase, ks2, vs2;
   LLVMValueRef sq, sacc, sm_, sl, skt, svf, ss;  /* scratch regions */
+  LLVMValueRef ssink;                             /* the head's sink logit (an alloca) */
   LLVMValueRef slope;           /* float, or NULL without alibi */
   LLVMValueRef accs[MAXACC];    /* allocas of register accumulators */
   int nnodes;
@@ -887,6 +888,7 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
   if (nacc < 1) nacc = 1;
   nacc *= e->rows;
   for (i = 0; i < nacc && i < MAXACC; i++) e->accs[i] = LLVMBuildAlloca(e->eb, e->tvf, "acc.r");
+  e->ssink = LLVMBuildAlloca(e->eb, e->tf32, "sink.slot");
   for (i = 0; i < nacc && i < MAXACC; i++) LLVMSetAlignment(e->accs[i], (unsigned)(e->vec * 4));
 
   e->sq = fptr(e, x, i64c(e, (int64_t)e->sm.q), "scratch.q");
@@ -971,17 +973,37 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
   emit_list(e, offsetof(hattn_cpu_args, full_off), offsetof(hattn_cpu_args, full_idx), 0, t, rv);
   emit_list(e, offsetof(hattn_cpu_args, partial_off), offsetof(hattn_cpu_args, partial_idx), 1, t, rv);
 
-  /* O = acc / l, LSE = ln 2 * (m + log2 l); empty rows 0 and -inf. */
+  /* The head's sink logit in the base-2 domain of m, -inf without one. */
+  {
+    LLVMValueRef sp = field(e, offsetof(hattn_cpu_args, sink_logits), e->tptr, "sink_logits");
+    LLVMBasicBlockRef join;
+    st(e, f32c(e, -INFINITY), e->ssink, 4);
+    join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntNE, sp, LLVMConstNull(e->tptr), ""), "sink");
+    x = ld(e, e->tf32, gep(e, e->tf32, sp, e->h, ""), 4, "sink.ln");
+    st(e, LLVMBuildFMul(e->b, x, f32c(e, LOG2E), "sink.l2"), e->ssink, 4);
+    if_end(e, join);
+  }
+
+  /* With the sink: mn = max(m, sink), l' = l 2^(m - mn) + 2^(sink - mn),
+  ** O = acc 2^(m - mn) / l', LSE = ln 2 * (mn + log2 l'); without one this
+  ** is O = acc / l and LSE = ln 2 * (m + log2 l).  Empty rows 0, -inf. */
   lsep = field(e, offsetof(hattn_cpu_args, lse), e->tptr, "lse");
   rr = loop_begin(e, &l1, "out", i64c(e, 0), nrow);
   {
-    LLVMValueRef lsum, m, empty, inv, orow, lv;
+    LLVMValueRef lsum, m, mn, f, sink, empty, inv, orow, lv;
     LLVMBasicBlockRef join;
     lsum = hreduce(e, ld(e, e->tvf, fptr(e, e->sl, mul(e, rr, i64c(e, e->vec), ""), ""),
                          (unsigned)(e->vec * 4), ""), 0, "l");
     m = ld(e, e->tf32, fptr(e, e->sm_, rr, ""), 4, "m");
+    sink = ld(e, e->tf32, e->ssink, 4, "sink");
+    mn = intr2(e, "llvm.maxnum", m, sink, "");
+    mn = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOEQ, mn, f32c(e, -INFINITY), ""), f32c(e, 0), mn,
+                         "m.new");
+    f = emit_exp2(e, LLVMBuildFSub(e->b, m, mn, ""), "m.fix");
+    lsum = fma3(e, lsum, f, emit_exp2(e, LLVMBuildFSub(e->b, sink, mn, ""), "sink.e"), "l.sink");
+    m = mn;
     empty = LLVMBuildFCmp(e->b, LLVMRealOLE, lsum, f32c(e, 0), "empty");
-    inv = LLVMBuildSelect(e->b, empty, f32c(e, 0), LLVMBuildFDiv(e->b, f32c(e, 1), lsum, ""), "inv");
+    inv = LLVMBuildSelect(e->b, empty, f32c(e, 0), LLVMBuildFDiv(e->b, f, lsum, ""), "inv");
     orow = mul(e, add(e, e->q0, rr, ""), os[2], "");
     dd = loop_begin(e, &l2, "out.d", i64c(e, 0), i64c(e, e->d));
     x = ld(e, e->tf32, fptr(e, e->sacc, add(e, mul(e, rr, i64c(e, e->dp), ""), dd, ""), ""), 4, "acc");

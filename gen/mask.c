@@ -151,12 +151,12 @@ int hattn__mask_random_atoms(const hattn__expr *mask, const hattn__expr **out, i
   return n;
 }
 
-int hattn__random_bitset(const hattn__expr *a, int64_t lk, uint64_t *out) {
-  int64_t nb = hattn__nblocks64(lk), words = hattn__random_words(lk), i, j, m;
+int hattn__random_bitset(const hattn__expr *a, const hattn__mask_env *env, uint64_t *out) {
+  int64_t nb = hattn__nblocks64(env->lk), words = hattn__random_words(env->lk), i, j, m;
   int64_t *picked = malloc(((size_t)nb + 1) * sizeof *picked);
   if (picked == NULL) return HATTN_ENOMEM;
   for (i = 0; i < nb; i++) {
-    m = hattn__random_blocks(a->b, a->a, nb, i, picked);
+    m = hattn__random_blocks(hattn__random_seed(a, env), a->a, nb, i, picked);
     for (j = 0; j < m; j++) out[i * words + picked[j] / 64] |= UINT64_C(1) << (picked[j] % 64);
   }
   free(picked);
@@ -205,7 +205,7 @@ int hattn__mask_visible(const hattn__expr *e, int64_t q, int64_t k, int64_t head
   }
   case HATTN_NODE_RANDOM:
     if (qpos < 0) return 0;
-    return hattn__random_has(e->b, e->a, hattn__nblocks64(env->lk), qpos / HATTN_SPEC_BLOCK,
+    return hattn__random_has(hattn__random_seed(e, env), e->a, hattn__nblocks64(env->lk), qpos / HATTN_SPEC_BLOCK,
                              kpos / HATTN_SPEC_BLOCK);
   case HATTN_NODE_TOPK: {
     const int32_t *row;
@@ -295,4 +295,9 @@ double hattn__alibi_slope(const hattn__pattern *p, int64_t h, int64_t heads) {
   case HATTN_ALIBI_FIXED: return p->alibi_slope;
   default: return 0.0;
   }
+}
+
+double hattn__env_slope(const hattn__pattern *p, const hattn__mask_env *env, int64_t h, int64_t heads) {
+  if (env && env->alibi_slopes && p->alibi == HATTN_ALIBI_STANDARD) return env->alibi_slopes[h];
+  return hattn__alibi_slope(p, h, heads);
 }

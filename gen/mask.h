@@ -43,7 +43,23 @@ typedef struct hattn__mask_env {
   ** a "head", it means this flattened index bh. */
   const int32_t *topk_blocks;
   int64_t topk_k;
+  /* What the caller may set instead of the spec (0 / NULL: the spec's).
+  ** SEED is XORed into the seed S of every random(R, S) atom, so atoms
+  ** stay distinct.  ALIBI_SLOPES [heads] are the slopes of a pattern
+  ** "with alibi".  SINK_LOGITS [heads] are learned per-head sink logits:
+  ** one more term e^sink_h in each row's softmax denominator, with no
+  ** value, so O = sum_j e^s_j v_j / (sum_j e^s_j + e^sink_h), LSE counts
+  ** the sink too, and a row that sees no key gets O = 0 and LSE = sink_h;
+  ** -inf means no sink for that head. */
+  uint64_t seed;
+  const float *alibi_slopes;
+  const float *sink_logits;
 } hattn__mask_env;
+
+/* The seed random atom E draws with under ENV (NULL: the spec's). */
+static inline int64_t hattn__random_seed(const hattn__expr *e, const hattn__mask_env *env) {
+  return env ? (int64_t)((uint64_t)e->b ^ env->seed) : e->b;
+}
 
 /* Number of 64-position blocks that cover [0, n). */
 static inline int64_t hattn__nblocks64(int64_t n) { return (n + HATTN_SPEC_BLOCK - 1) / HATTN_SPEC_BLOCK; }
@@ -85,12 +101,12 @@ int hattn__mask_random_atoms(const hattn__expr *mask, const hattn__expr **out, i
 static inline int64_t hattn__random_words(int64_t lk) { return (hattn__nblocks64(lk) + 63) / 64; }
 
 /*
-** The bit set of atom A (random(R, SEED)) for LK keys: row i (query
-** 64-block i) holds hattn__random_words(lk) words, bit kb set when key
-** 64-block kb is one of the row's random blocks.  OUT has ceil(lk / 64)
-** rows and must be zeroed.  Returns HATTN_OK or HATTN_ENOMEM.
+** The bit set of atom A (random(R, SEED)) for ENV's lk keys and seed
+** (hattn__random_seed): row i (query 64-block i) holds
+** hattn__random_words(lk) words, bit kb set when key 64-block kb is one of
+** the row's random blocks.  OUT has ceil(lk / 64) rows and must be zeroed.  Returns HATTN_OK or HATTN_ENOMEM.
 */
-int hattn__random_bitset(const hattn__expr *a, int64_t lk, uint64_t *out);
+int hattn__random_bitset(const hattn__expr *a, const hattn__mask_env *env, uint64_t *out);
 
 /* The document of every key position of ENV (offsets already checked):
 ** OUT[pos] for pos in [0, lk). */
@@ -114,5 +130,8 @@ int hattn__topk_route(const double *q, const double *k, int64_t heads, int64_t k
 
 /* The ALiBi slope of head H of HEADS under pattern P's modifier (0 without). */
 double hattn__alibi_slope(const hattn__pattern *p, int64_t h, int64_t heads);
+
+/* The same with ENV's alibi_slopes, when set, for a pattern "with alibi". */
+double hattn__env_slope(const hattn__pattern *p, const hattn__mask_env *env, int64_t h, int64_t heads);
 
 #endif /* HATTN_GEN_MASK_H */

@@ -139,12 +139,12 @@ static hattn__block classify_blocks(const hattn__expr *e, const aux *x, const re
 /* The random blocks of query 64-block QB from X's cache (filled on a
 ** miss), or NULL when X has no cache. */
 static const int64_t *random_cached(const hattn__expr *e, aux *x, int64_t nkb64, int64_t qb,
-                                    int64_t *len) {
+                                    const hattn__mask_env *env, int64_t *len) {
   int64_t i;
   if (x == NULL || x->rnd == NULL) return NULL;
   i = qb % x->rnd_cap;
   if (x->rnd_tag[i] != qb) {
-    x->rnd_len[i] = hattn__random_blocks(e->b, e->a, nkb64, qb, x->rnd + i * x->rnd_r);
+    x->rnd_len[i] = hattn__random_blocks(hattn__random_seed(e, env), e->a, nkb64, qb, x->rnd + i * x->rnd_r);
     x->rnd_tag[i] = qb;
   }
   *len = x->rnd_len[i];
@@ -163,11 +163,11 @@ static hattn__block classify_random(const hattn__expr *e, aux *x, const rect *r,
   qb1 = (r->qp1 - 1) / BLOCK64;
   for (qb = qb0; qb <= qb1 && !(any && !all); qb++) {
     int64_t len, c;
-    const int64_t *row = random_cached(e, x, nkb64, qb, &len);
+    const int64_t *row = random_cached(e, x, nkb64, qb, env, &len);
     if (row == NULL) {
       if (buf == NULL && (buf = malloc((size_t)nr * sizeof *buf)) == NULL)
         return HATTN_BLOCK_PARTIAL;
-      len = hattn__random_blocks(e->b, e->a, nkb64, qb, buf);
+      len = hattn__random_blocks(hattn__random_seed(e, env), e->a, nkb64, qb, buf);
       row = buf;
     }
     c = count_sorted64(row, len, kb0, kb1);

@@ -60,7 +60,8 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
       const double *K = k + ((b * HK + kh) * LK) * D;
       const double *V = v + ((b * HK + kh) * LK) * D;
       double *O = o + (bh * LQ) * D;
-      double slope = hattn__alibi_slope(p, h, H);
+      double slope = hattn__env_slope(p, env, h, H);
+      double sink = env->sink_logits ? (double)env->sink_logits[h] : -INFINITY;
       for (i = 0; i < LQ; i++) {
         int64_t qpos = i + LK - LQ;
         double mx = -INFINITY, sum = 0;
@@ -73,10 +74,12 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
           if (s[j] > mx) mx = s[j];
         }
         for (c = 0; c < D; c++) O[i * D + c] = 0;
-        if (mx == -INFINITY) { /* the row sees no key */
+        if (sink > mx) mx = sink; /* the sink is one more logit, with no value */
+        if (mx == -INFINITY) {    /* the row sees no key */
           if (lse) lse[bh * LQ + i] = -INFINITY;
           continue;
         }
+        if (sink > -INFINITY) sum = exp(sink - mx);
         for (j = 0; j < LK; j++) {
           if (!vis[j]) continue;
           s[j] = exp(s[j] - mx);

@@ -23,6 +23,8 @@ typedef struct hattn__shape {
 /*
 ** O = softmax(mask(modify(Q K^T * scale))) V for pattern P, and
 ** LSE = log(sum(exp(s))) over the visible keys of each row (natural log).
+** ENV's overrides apply (mask.h: random seeds, ALiBi slopes, and sink
+** logits, which add a term with no value to each row's sum).
 ** Q, O are [batch, heads, lq, head_dim]; K, V are [batch, kv_heads, lk,
 ** head_dim]; LSE is [batch, heads, lq]; all contiguous.  ENV carries the
 ** run-time data (its lq, lk, heads must match SHAPE).  A row that sees no key

@@ -4,6 +4,7 @@
 ** (cuda.h).
 */
 #include <assert.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "hattn.h"
 #include "cpu.h"
+#include "cuda_abi.h"
 #include "dtype.h"
 #include "cuda.h"
 #include "kernel_cache.h"
@@ -19,6 +21,10 @@
 #include "spec.h"
 
 #define ERRLEN 16384
+
+/* A prebuilt kernel's ABI is that of the kernels' argument blocks. */
+_Static_assert(HATTN_PREBUILT_ABI == HATTN_CPU_ABI_VERSION && HATTN_PREBUILT_ABI == HATTN_CUDA_ABI_VERSION,
+               "HATTN_PREBUILT_ABI follows gen/cpu_abi.h and gen/cuda_abi.h");
 
 struct hattn_specfile {
   hattn_spec *spec;
@@ -445,12 +451,22 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
   int st = HATTN_OK, i, j;
 
   *layp = NULL;
-  if (inputs->alibi_slopes)
-    return fail(ctx, HATTN_ENOTSUP, "inputs: alibi_slopes overrides are reserved and not supported yet");
+  if (inputs->alibi_slopes) {
+    if (kern->pat->alibi != HATTN_ALIBI_STANDARD)
+      return fail(ctx, HATTN_EINPUT,
+                  "inputs: alibi_slopes are for patterns \"with alibi\"; pattern '%s' has %s", kern->pat->name,
+                  kern->pat->alibi == HATTN_ALIBI_FIXED ? "a fixed slope compiled in" : "no alibi");
+    for (i = 0; i < pr->heads; i++)
+      if (!isfinite(inputs->alibi_slopes[i]))
+        return fail(ctx, HATTN_EINPUT, "inputs: alibi_slopes[%d] is not finite", i);
+  }
   if (inputs->sink_logits)
-    return fail(ctx, HATTN_ENOTSUP, "inputs: learned sink logits are reserved and not supported yet");
-  if (inputs->seed)
-    return fail(ctx, HATTN_ENOTSUP, "inputs: seed overrides are reserved and not supported yet");
+    for (i = 0; i < pr->heads; i++)
+      if (isnan(inputs->sink_logits[i]) || inputs->sink_logits[i] == INFINITY)
+        return fail(ctx, HATTN_EINPUT, "inputs: sink_logits[%d] is %s", i,
+                    isnan(inputs->sink_logits[i]) ? "NaN" : "+inf");
+  if (inputs->seed && !hattn__expr_count(kern->pat->mask, HATTN_NODE_RANDOM))
+    return fail(ctx, HATTN_EINPUT, "inputs: seed is set, but pattern '%s' has no random() atom", kern->pat->name);
   shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
   shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
   memset(&env, 0, sizeof env);
@@ -459,6 +475,9 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
   env.ndocs = inputs->ndocs;
   env.topk_blocks = inputs->topk_blocks;
   env.topk_k = inputs->topk_k;
+  env.seed = inputs->seed;
+  env.alibi_slopes = inputs->alibi_slopes;
+  env.sink_logits = inputs->sink_logits;
   if ((kern->pat->needs & HATTN_NEEDS_DOCUMENT) && inputs->doc_offsets == NULL)
     return fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses document(): doc_offsets are required",
                 kern->pat->name);

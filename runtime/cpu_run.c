@@ -128,7 +128,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
   if (pat->alibi != HATTN_ALIBI_NONE) {
     slopes = malloc((size_t)H * sizeof *slopes);
     if (slopes == NULL) goto fail_nomem;
-    for (t = 0; t < H; t++) slopes[t] = (float)hattn__alibi_slope(pat, t, H);
+    for (t = 0; t < H; t++) slopes[t] = (float)hattn__env_slope(pat, env, t, H);
     args.alibi_slopes = slopes;
   }
 
@@ -163,7 +163,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     hattn__mask_random_atoms(pat->mask, random_atoms, nrandom);
     for (i = 0; i < nrandom; i++) {
       random_bits[i] = calloc((size_t)(nqb64 * wpr) + 1, sizeof **random_bits);
-      if (random_bits[i] == NULL || hattn__random_bitset(random_atoms[i], LK, random_bits[i]) != HATTN_OK)
+      if (random_bits[i] == NULL || hattn__random_bitset(random_atoms[i], env, random_bits[i]) != HATTN_OK)
         goto fail_nomem;
     }
     args.random_bits = (const uint64_t *const *)random_bits;
@@ -173,6 +173,7 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     args.topk_blocks = env->topk_blocks;
     args.topk_k = env->topk_k;
   }
+  args.sink_logits = env->sink_logits;
 
   /* Work items (bh, qb), longest first: a stable counting sort by the
   ** number of key blocks of each item's plan row. */

@@ -464,7 +464,7 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   hattn__cuda_plan *cp = NULL;
   hattn__plan *plan = NULL;
   stage st = {NULL, 0, 0};
-  size_t o_full_off = 0, o_full_idx = 0, o_part_off = 0, o_part_idx = 0, o_doc = 0, o_slopes = 0,
+  size_t o_full_off = 0, o_full_idx = 0, o_part_off = 0, o_part_idx = 0, o_doc = 0, o_slopes = 0, o_sink = 0,
          o_topk = 0, o_layout[4] = {0, 0, 0, 0}, o_random[4] = {0, 0, 0, 0};
   int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk;
   int64_t t, i, j, full_max = 1, part_max = 1, nqb64, wpr = 0, ntopk = 0;
@@ -554,9 +554,13 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   }
 
   /* Run-time data, as cpu_run.c builds it. */
+  if (env->sink_logits) {
+    if ((o_sink = stage_add(&st, (size_t)H * sizeof(float))) == (size_t)-1) goto fail_nomem;
+    memcpy(st.buf + o_sink, env->sink_logits, (size_t)H * sizeof(float));
+  }
   if (pat->alibi != HATTN_ALIBI_NONE) {
     if ((o_slopes = stage_add(&st, (size_t)H * sizeof(float))) == (size_t)-1) goto fail_nomem;
-    for (t = 0; t < H; t++) ((float *)(void *)(st.buf + o_slopes))[t] = (float)hattn__alibi_slope(pat, t, H);
+    for (t = 0; t < H; t++) ((float *)(void *)(st.buf + o_slopes))[t] = (float)hattn__env_slope(pat, env, t, H);
   }
   if (hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT)) {
     int32_t *doc;
@@ -575,7 +579,7 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     wpr = hattn__random_words(LK);
     for (l = 0; l < nrandom; l++) {
       if ((o_random[l] = stage_add(&st, (size_t)(nqb64 * wpr) * sizeof(uint64_t))) == (size_t)-1) goto fail_nomem;
-      if (hattn__random_bitset(random_atoms[l], LK, (uint64_t *)(void *)(st.buf + o_random[l])) != HATTN_OK)
+      if (hattn__random_bitset(random_atoms[l], env, (uint64_t *)(void *)(st.buf + o_random[l])) != HATTN_OK)
         goto fail_nomem;
     }
   }
@@ -603,6 +607,7 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     a->scale = (float)scale;
     a->scale_log2 = (float)(scale * 1.4426950408889634074);
     a->alibi_slopes = pat->alibi != HATTN_ALIBI_NONE ? (const float *)DEV(o_slopes) : NULL;
+    a->sink_logits = env->sink_logits ? (const float *)DEV(o_sink) : NULL;
     a->full_off = (const int *)DEV(o_full_off);
     a->full_idx = (const int *)DEV(o_full_idx);
     a->partial_off = (const int *)DEV(o_part_off);

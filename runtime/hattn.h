@@ -223,15 +223,18 @@ typedef struct hattn_inputs {
   ** is the j-th routed key 64-block of query 64-block i, or -1. */
   const int32_t *topk_blocks;
   int64_t topk_k;
-  /* Reserved.  Per-head ALiBi slopes [heads] overriding the pattern's; not
-  ** supported yet: hattn_forward returns HATTN_ENOTSUP when set.  The
-  ** pattern's own "with alibi" slopes are always applied. */
+  /* ALiBi slopes [heads] for a pattern "with alibi", instead of
+  ** 2^(-8 (h + 1) / heads); NULL: those.  A pattern without alibi, or with a
+  ** fixed alibi(M) compiled in, refuses them (HATTN_EINPUT). */
   const float *alibi_slopes;
-  /* Reserved.  Learned per-head sink logits [heads] (an extra softmax term
-  ** per head); not supported by the kernels yet: HATTN_ENOTSUP when set. */
+  /* Learned per-head sink logits [heads] (gpt-oss's attention sinks), or
+  ** NULL: each row's softmax gets one more term e^sink[h] that carries no
+  ** value, O = sum_j e^s_j v_j / (sum_j e^s_j + e^sink[h]) with s_j the
+  ** scaled, modified scores; LSE includes the term.  -inf: no sink for that
+  ** head; NaN and +inf are refused. */
   const float *sink_logits;
-  /* Reserved.  A seed overriding those of random(R, SEED) atoms, which are
-  ** fixed by the spec today: HATTN_ENOTSUP when nonzero. */
+  /* Nonzero: every random(R, S) atom draws its blocks with seed S ^ seed
+  ** instead of S (a pattern without random() refuses it). */
   uint64_t seed;
 } hattn_inputs;
 
@@ -253,7 +256,7 @@ typedef struct hattn_inputs {
 **
 ** Returns HATTN_OK, HATTN_ESHAPE (a tensor does not match the problem: the
 ** message names the tensor and what is wrong), HATTN_EINPUT (missing or
-** malformed run-time inputs), HATTN_ENOTSUP (a reserved input set), or a
+** malformed run-time inputs), HATTN_ENOTSUP (what the backend cannot run), or a
 ** device error; the sentence is in hattn_errmsg of the kernel's context.
 */
 HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
@@ -276,7 +279,7 @@ typedef void (*hattn_cpu_kernel_fn)(const struct hattn_cpu_args *args, int64_t b
                                     float *scratch);
 
 /* The kernel ABI this library runs: a prebuilt kernel of another is refused. */
-#define HATTN_PREBUILT_ABI 1
+#define HATTN_PREBUILT_ABI 2
 
 typedef struct hattn_prebuilt {
   int abi;                     /* HATTN_PREBUILT_ABI when it was generated */

@@ -507,6 +507,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   ** CTA barrier is needed.  Same swizzle as Q: the 4-byte stores of one
   ** instruction hit 32 distinct banks. */
   const unsigned sO = sQ + wrow0 * RB;
+  /* A learned sink logit is one more term of each row's sum, with no value:
+  ** mn = max(m, sink), l' = l 2^(m - mn) + 2^(sink - mn), O = acc 2^(m - mn)
+  ** / l'.  Without one (sink -inf) this is O = acc / l. */
+  const float sink = args.sink_logits != 0 ? args.sink_logits[h] * LOG2E : hattn_neg_inf();
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -514,7 +518,11 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       float l = l_i[mt][r];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      float mn = fmaxf(m_i[mt][r], sink);
+      mn = mn == hattn_neg_inf() ? 0.0f : mn;
+      const float fix = exp2f(m_i[mt][r] - mn);
+      l = l * fix + exp2f(sink - mn);
+      const float inv = l > 0.0f ? fix / l : 0.0f;
       const int row = mt * 16 + g + 8 * r;      /* row of the warp's slab */
 #pragma unroll
       for (int dt = 0; dt < DT; dt++) {
@@ -524,7 +532,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       }
       const int q = q0 + wrow0 + row;
       if (args.lse != 0 && t == 0 && q < lq) {
-        const float lse = l > 0.0f ? (m_i[mt][r] + log2f(l)) * LN2 : hattn_neg_inf();
+        const float lse = l > 0.0f ? (mn + log2f(l)) * LN2 : hattn_neg_inf();
         args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
       }
     }

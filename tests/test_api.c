@@ -101,6 +101,7 @@ typedef struct acase {
   int64_t b, h, hk, lq, lk, d;
   int bshd;
   int docs;
+  int extra;   /* run-time overrides: 1 alibi slopes, 2 sink logits, 4 seed */
 } acase;
 
 static void run_case(const acase *tc, uint64_t salt) {
@@ -120,7 +121,7 @@ static void run_case(const acase *tc, uint64_t salt) {
   size_t esz;
   int rc, ndocs = 0;
   void *q, *k, *v, *o;
-  float *lse;
+  float *lse, slopes[16], sinks[16];
   double *rq, *rk, *rv, *ro, *rl, *xo, *xl, eo, el, tol;
 
   r.s = g_seed ^ (salt * UINT64_C(0x2545f4914f6cdd1d));
@@ -185,6 +186,14 @@ static void run_case(const acase *tc, uint64_t salt) {
     in.doc_offsets = offs, in.ndocs = ndocs - 1;
     env.doc_offsets = offs, env.ndocs = ndocs - 1;
   }
+  for (i0 = 0; i0 < H && i0 < 16; i0++) {
+    slopes[i0] = (float)(0.05 + 0.2 * rng_unit(&r));
+    /* Head 1 has no sink; the others a logit near the scores' range. */
+    sinks[i0] = i0 == 1 ? -INFINITY : (float)(3.0 + 2.0 * rng_unit(&r));
+  }
+  if (tc->extra & 1) in.alibi_slopes = slopes, env.alibi_slopes = slopes;
+  if (tc->extra & 2) in.sink_logits = sinks, env.sink_logits = sinks;
+  if (tc->extra & 4) in.seed = env.seed = rng_next(&r) | 1;
   ck_assert((hattn_kernel_needs(kern) & HATTN_NEED_DOCUMENTS) == (tc->docs ? HATTN_NEED_DOCUMENTS : 0u));
   rc = hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, &tl.t, &in, NULL);
   ck_assert_msg(rc == HATTN_OK, "forward '%s': %s", tc->mask, hattn_errmsg(g_ctx));
@@ -202,8 +211,17 @@ static void run_case(const acase *tc, uint64_t salt) {
   eo = hattn__rel_error(xo, ro, (size_t)nq);
   el = hattn__rel_error(xl, rl, (size_t)nl);
   tol = tc->dtype == HATTN_DTYPE_FP32 ? 1e-5 : 1e-2;
-  ck_assert_msg(eo < tol && el < tol, "'%s' %s %s: error O %g LSE %g (tolerance %g)", tc->mask,
-                hattn__dtype_name(tc->dtype), tc->bshd ? "bshd" : "bhsd", eo, el, tol);
+  ck_assert_msg(eo < tol && el < tol, "'%s' %s %s extra %d: error O %g LSE %g (tolerance %g)", tc->mask,
+                hattn__dtype_name(tc->dtype), tc->bshd ? "bshd" : "bhsd", tc->extra, eo, el, tol);
+  if (tc->extra) {
+    /* The overrides change the answer: against the reference without them
+    ** the kernel's output would fail. */
+    env.alibi_slopes = NULL, env.sink_logits = NULL, env.seed = 0;
+    rc = hattn__reference(&ispec->patterns[0], &shape, &env, ispec->nlayouts, rq, rk, rv, ro, rl, err, sizeof err);
+    ck_assert_int_eq(rc, HATTN_OK);
+    ck_assert_msg(hattn__rel_error(xo, ro, (size_t)nq) > tol || hattn__rel_error(xl, rl, (size_t)nl) > tol,
+                  "'%s' extra %d: the overrides made no difference", tc->mask, tc->extra);
+  }
 
   hattn_kernel_destroy(kern);
   hattn__spec_destroy(ispec);
@@ -212,13 +230,20 @@ static void run_case(const acase *tc, uint64_t salt) {
 }
 
 static const acase g_cases[] = {
-  {"causal", HATTN_DTYPE_FP32, 2, 4, 4, 70, 70, 32, 0, 0},
-  {"causal", HATTN_DTYPE_FP32, 2, 4, 4, 70, 70, 32, 1, 0},
-  {"causal & window(16)", HATTN_DTYPE_BF16, 1, 4, 2, 90, 90, 64, 0, 0},
-  {"causal & window(16)", HATTN_DTYPE_BF16, 1, 4, 2, 90, 90, 64, 1, 0},
-  {"sink(4) | causal & window(8)", HATTN_DTYPE_FP32, 1, 6, 2, 33, 100, 16, 1, 0},
-  {"causal & document", HATTN_DTYPE_FP32, 2, 2, 1, 80, 80, 32, 1, 1},
-  {"causal & document", HATTN_DTYPE_BF16, 1, 4, 4, 80, 80, 32, 0, 1},
+  {"causal", HATTN_DTYPE_FP32, 2, 4, 4, 70, 70, 32, 0, 0, 0},
+  {"causal", HATTN_DTYPE_FP32, 2, 4, 4, 70, 70, 32, 1, 0, 0},
+  {"causal & window(16)", HATTN_DTYPE_BF16, 1, 4, 2, 90, 90, 64, 0, 0, 0},
+  {"causal & window(16)", HATTN_DTYPE_BF16, 1, 4, 2, 90, 90, 64, 1, 0, 0},
+  {"sink(4) | causal & window(8)", HATTN_DTYPE_FP32, 1, 6, 2, 33, 100, 16, 1, 0, 0},
+  {"causal & document", HATTN_DTYPE_FP32, 2, 2, 1, 80, 80, 32, 1, 1, 0},
+  {"causal & document", HATTN_DTYPE_BF16, 1, 4, 4, 80, 80, 32, 0, 1, 0},
+  /* Run-time overrides; LQ > LK leaves the first rows without keys. */
+  {"causal with alibi", HATTN_DTYPE_FP32, 1, 4, 2, 70, 70, 32, 0, 0, 1},
+  {"causal & window(16)", HATTN_DTYPE_FP32, 2, 4, 2, 90, 60, 32, 1, 0, 2},
+  {"sink(4) | causal & window(8) with softcap(20)", HATTN_DTYPE_BF16, 1, 4, 4, 100, 100, 64, 0, 0, 2},
+  {"causal with alibi", HATTN_DTYPE_BF16, 1, 4, 4, 64, 64, 32, 1, 0, 3},
+  {"random(2, 9) | causal & window(40)", HATTN_DTYPE_FP32, 1, 2, 2, 300, 300, 16, 0, 0, 4},
+  {"causal & document", HATTN_DTYPE_FP32, 1, 4, 2, 80, 80, 32, 0, 1, 2},
 };
 
 START_TEST(forward_vs_reference) { run_case(&g_cases[_i], (uint64_t)_i + 1); }
@@ -298,15 +323,22 @@ START_TEST(bad_tensors) {
   ck_assert_int_eq(rc, HATTN_ESHAPE);
   ck_assert_msg(strstr(hattn_errmsg(g_ctx), "contiguous") != NULL, "%s", hattn_errmsg(g_ctx));
 
-  /* Missing and reserved run-time inputs. */
+  /* Missing and misplaced run-time inputs. */
   rc = hattn_forward(kd, &tq.t, &tk.t, &tv.t, &to.t, NULL, NULL, NULL);
   ck_assert_int_eq(rc, HATTN_EINPUT);
   memset(&in, 0, sizeof in);
   in.alibi_slopes = slopes;
-  ck_assert_int_eq(hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_ENOTSUP);
+  ck_assert_int_eq(hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "pattern 'a' has no alibi") != NULL, "%s", hattn_errmsg(g_ctx));
   in.alibi_slopes = NULL;
+  slopes[1] = NAN;
   in.sink_logits = slopes;
-  ck_assert_int_eq(hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_ENOTSUP);
+  ck_assert_int_eq(hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "sink_logits[1] is NaN") != NULL, "%s", hattn_errmsg(g_ctx));
+  in.sink_logits = NULL;
+  in.seed = 42;
+  ck_assert_int_eq(hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "no random() atom") != NULL, "%s", hattn_errmsg(g_ctx));
 
   hattn_kernel_destroy(kern);
   hattn_kernel_destroy(kd);
@@ -570,14 +602,18 @@ typedef struct gcase {
   const char *mask;
   int64_t b, h, hk, lq, lk, d;
   int docs, prebuilt;
+  int extra;   /* run-time overrides: 1 alibi slopes, 2 sink logits, 4 seed */
 } gcase;
 
 static const gcase g_gpu_cases[] = {
-  {"causal", 2, 4, 2, 300, 300, 128, 0, 0},
-  {"causal & window(100)", 1, 4, 4, 257, 400, 64, 0, 0},
-  {"causal & document", 2, 2, 1, 333, 333, 128, 1, 0},
-  {"sink(4) | causal & window(64)", 1, 8, 2, 200, 200, 128, 0, 1},
-  {"causal & document", 1, 4, 2, 190, 190, 64, 1, 1},
+  {"causal", 2, 4, 2, 300, 300, 128, 0, 0, 0},
+  {"causal & window(100)", 1, 4, 4, 257, 400, 64, 0, 0, 0},
+  {"causal & document", 2, 2, 1, 333, 333, 128, 1, 0, 0},
+  {"sink(4) | causal & window(64)", 1, 8, 2, 200, 200, 128, 0, 1, 0},
+  {"causal & document", 1, 4, 2, 190, 190, 64, 1, 1, 0},
+  {"causal with alibi", 1, 4, 2, 300, 300, 128, 0, 0, 3},
+  {"causal & window(100)", 1, 4, 4, 400, 257, 128, 0, 0, 2},
+  {"random(2, 5) | causal & window(64) with softcap(30)", 1, 4, 4, 500, 500, 64, 0, 1, 6},
 };
 
 START_TEST(cuda_forward) {
@@ -599,6 +635,7 @@ START_TEST(cuda_forward) {
   void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL, *cubin = NULL;
   DLTensor tq, tk, tv, to, tl, hq, hk, hv;
   char text[256], err[16384], name[160];
+  float slopes[16], sinks[16];
   double eo, el;
   rng r = {g_seed ^ (uint64_t)(_i + 1000)};
   int rc;
@@ -669,6 +706,13 @@ START_TEST(cuda_forward) {
   to.device.device_type = tl.device.device_type = kDLCUDA;
   memset(&in, 0, sizeof in);
   if (tc->docs) in.doc_offsets = offs, in.ndocs = 3;
+  for (i = 0; i < 16; i++) {
+    slopes[i] = (float)(0.05 + 0.2 * rng_unit(&r));
+    sinks[i] = i == 1 ? -INFINITY : (float)(3.0 + 2.0 * rng_unit(&r));
+  }
+  if (tc->extra & 1) in.alibi_slopes = slopes;
+  if (tc->extra & 2) in.sink_logits = sinks;
+  if (tc->extra & 4) in.seed = rng_next(&r) | 1;
   rc = hattn_forward(kern, &tq, &tk, &tv, &to, &tl, &in, NULL);
   ck_assert_msg(rc == HATTN_OK, "forward: %s", hattn_errmsg(ctx));
   ck_assert_int_eq(hattn__cuda_download(cu, o, dout, nq * 2, err, sizeof err), HATTN_OK);
@@ -681,10 +725,17 @@ START_TEST(cuda_forward) {
 
   host_tensor(&hk, k, HATTN_DTYPE_BF16, 4, sk), host_tensor(&hv, v, HATTN_DTYPE_BF16, 4, sk);
   compare_with_reference(ctx, kern, &hq, &hk, &hv, o, lse, HATTN_DTYPE_BF16, &in, &eo, &el);
-  ck_assert_msg(eo < 1e-2 && el < 1e-2, "'%s' cuda%s: error O %g LSE %g", tc->mask,
-                tc->prebuilt ? " prebuilt" : "", eo, el);
-  printf("cuda_forward '%s'%s: O %.2e LSE %.2e (%s)\n", tc->mask, tc->prebuilt ? " prebuilt" : "", eo, el,
-         hattn_kernel_config(kern));
+  ck_assert_msg(eo < 1e-2 && el < 1e-2, "'%s' cuda%s extra %d: error O %g LSE %g", tc->mask,
+                tc->prebuilt ? " prebuilt" : "", tc->extra, eo, el);
+  printf("cuda_forward '%s'%s extra %d: O %.2e LSE %.2e (%s)\n", tc->mask, tc->prebuilt ? " prebuilt" : "",
+         tc->extra, eo, el, hattn_kernel_config(kern));
+  if (tc->extra) {
+    /* Without the overrides the reference must differ from the kernel. */
+    hattn_inputs plain = in;
+    plain.alibi_slopes = NULL, plain.sink_logits = NULL, plain.seed = 0;
+    compare_with_reference(ctx, kern, &hq, &hk, &hv, o, lse, HATTN_DTYPE_BF16, &plain, &eo, &el);
+    ck_assert_msg(eo > 1e-2 || el > 1e-2, "'%s' extra %d: the overrides made no difference", tc->mask, tc->extra);
+  }
 
   hattn__cuda_free(cu, dq), hattn__cuda_free(cu, dk), hattn__cuda_free(cu, dv);
   hattn__cuda_free(cu, dout), hattn__cuda_free(cu, dl);

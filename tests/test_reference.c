@@ -64,6 +64,39 @@ START_TEST(one_key_gives_its_value) {
 }
 END_TEST
 
+START_TEST(sink_logits_by_hand) {
+  /* Two heads, two keys, causal, lq 3 > lk 2: row 0 (qpos -1) sees nothing,
+  ** row 1 sees key 0, row 2 sees both.  Every score is s (q . k = 0 with
+  ** k = 0), so with sink logit g a row of n keys gives O = n e^0 / (n + e^g)
+  ** times the mean of its values and LSE = ln(n + e^g); head 1 has no sink. */
+  hattn_spec *spec = parse1("pattern p = causal");
+  hattn__shape sh = {1, 2, 2, 3, 2, 1};
+  hattn__mask_env env = env_for(1, 2, 3, 2);
+  double q[6], k[4] = {0, 0, 0, 0}, v[4], o[6], lse[6], g = 0.5 + urand();
+  float sinks[2];
+  char err[256];
+  int i;
+  for (i = 0; i < 6; i++) q[i] = urand();
+  for (i = 0; i < 4; i++) v[i] = urand();
+  sinks[0] = (float)g, sinks[1] = -INFINITY;
+  g = sinks[0];
+  env.sink_logits = sinks;
+  ck_assert_int_eq(run_ref(&spec->patterns[0], sh, &env, q, k, v, o, lse, err), HATTN_OK);
+  ck_assert_double_eq_tol(o[0], 0.0, 1e-15);
+  ck_assert_double_eq_tol(lse[0], g, 1e-12);                 /* no key: the sink alone */
+  ck_assert_double_eq_tol(o[1], v[0] / (1 + exp(g)), 1e-12);
+  ck_assert_double_eq_tol(lse[1], log(1 + exp(g)), 1e-12);
+  ck_assert_double_eq_tol(o[2], (v[0] + v[1]) / (2 + exp(g)), 1e-12);
+  ck_assert_double_eq_tol(lse[2], log(2 + exp(g)), 1e-12);
+  ck_assert_double_eq_tol(o[3], 0.0, 1e-15);                 /* head 1: as without sinks */
+  ck_assert(isinf(lse[3]) && lse[3] < 0);
+  ck_assert_double_eq_tol(o[4], v[2], 1e-12);
+  ck_assert_double_eq_tol(o[5], (v[2] + v[3]) / 2, 1e-12);
+  ck_assert_double_eq_tol(lse[5], log(2.0), 1e-12);
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 START_TEST(two_keys_by_hand) {
   /* q = (1, 0), k0 = (1, 0), k1 = (0, 0): s0 = 1/sqrt(2), s1 = 0. */
   hattn_spec *spec = parse1("pattern p = full");
@@ -294,6 +327,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, one_key_gives_its_value);
   tcase_add_test(tc, two_keys_by_hand);
+  tcase_add_test(tc, sink_logits_by_hand);
   tcase_add_test(tc, causal_rows_are_prefix_means);
   tcase_add_test(tc, window_sink_and_documents);
   tcase_add_test(tc, empty_rows_are_zero_with_minus_inf_lse);

@@ -377,13 +377,17 @@ class Kernel:
             return like.new_empty(so), like.new_empty(sl, dtype=torch.float32)
         raise TypeError("pass out=(o, lse) for inputs of type %s" % type(like).__name__)
 
-    def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None):
+    def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None,
+                alibi_slopes=None, sink_logits=None, seed=0):
         """O = attention(q, k, v) and LSE; returns (o, lse).
 
         docs: document offsets (ndocs + 1 cumulative key positions, from 0 to
         lk); layouts: {name: (bm, bn, bits uint8 [nqb, nkb])}; topk:
-        int32 [B, H, ceil(lk / 64), K] routed key blocks; out: (o, lse)
-        to write into (lse may be None)."""
+        int32 [B, H, ceil(lk / 64), K] routed key blocks; alibi_slopes:
+        float32 [heads] for a pattern "with alibi"; sink_logits: float32
+        [heads], learned sink logits (one more softmax term per row, with no
+        value; -inf for none); seed: nonzero, XORed into every random()
+        atom's seed; out: (o, lse) to write into (lse may be None)."""
         import numpy as np
         if out is None:
             o, lse = self._alloc(q)
@@ -414,6 +418,15 @@ class Kernel:
             keep.append(t)
             inp.topk_blocks = t.ctypes.data
             inp.topk_k = t.shape[-1]
+        for field, arr in (("alibi_slopes", alibi_slopes), ("sink_logits", sink_logits)):
+            if arr is not None:
+                a = np.ascontiguousarray(arr, dtype=np.float32)
+                if a.shape != (self.problem.heads,):
+                    raise ValueError("%s: expected shape (%d,), got %s"
+                                     % (field, self.problem.heads, a.shape))
+                keep.append(a)
+                setattr(inp, field, a.ctypes.data)
+        inp.seed = seed
         st = _L().hattn_forward(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
                                 tl.ref() if tl is not None else None, ctypes.byref(inp),
                                 stream)

@@ -128,6 +128,28 @@ o, lse = kern.forward(q, k, v, docs=offs)
 ro, rl = reference(rq, rk, rv, lambda qp, kp: (qp >= kp) & (doc[qp] == doc[kp]))
 assert rel(o, ro) < 1e-5 and rel(lse, rl) < 1e-5, (rel(o, ro), rel(lse, rl))
 
+# Learned sink logits: one more softmax term per row, with no value.
+ksink = spec.kernel("local", B, H, HK, L, L, D, "fp32")
+sinks = np.array([0.5, -np.inf, 2.0, -1.0], dtype=np.float32)
+o, lse = ksink.forward(q, k, v, sink_logits=sinks)
+qpos = np.arange(L)[:, None]
+kpos = np.arange(L)[None, :]
+vis = masks["local"](qpos, kpos)
+rq64, rk64, rv64 = (x.astype(np.float64) for x in (rq, rk, rv))
+for h in range(H):
+    s = np.einsum("qd,kd->qk", rq64[0, h], rk64[0, h // (H // HK)]) / math.sqrt(D)
+    s = np.where(vis, s, -np.inf)
+    mx = np.maximum(s.max(axis=1), sinks[h])
+    p = np.exp(s - mx[:, None])
+    tot = p.sum(axis=1) + np.exp(sinks[h] - mx)
+    ro_h = p @ rv64[0, h // (H // HK)] / tot[:, None]
+    assert rel(o[0, h], ro_h) < 1e-5 and rel(lse[0, h], mx + np.log(tot)) < 1e-5, ("sink", h)
+try:
+    ksink.forward(q, k, v, sink_logits=sinks[:2])
+    assert False, "short sink_logits accepted"
+except ValueError:
+    pass
+
 # Errors.
 try:
     kern.forward(q, k, v)
