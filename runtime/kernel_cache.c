@@ -175,6 +175,19 @@ int hattn__kc_arch_runs(const char *arch, int sm) {
   return !tail[0] && major == sm / 10 && minor < sm % 10 ? 1 : 0;
 }
 
+/* Make room for NEED elements of SIZE bytes in *P of capacity *CAP
+** (doubling): 0, or -1 when memory runs out (*P untouched). */
+static int grow(void **p, int *cap, int need, size_t size) {
+  void *q;
+  int n;
+  if (need <= *cap) return 0;
+  n = *cap ? *cap * 2 : 8;
+  if ((q = realloc(*p, (size_t)n * size)) == NULL) return -1;
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
 /* ---- the object loader --------------------------------------------------------- */
 
 /* Object files are loaded by hattn's own ELF loader (elf_load.h): no LLVM,
@@ -208,15 +221,9 @@ int hattn__kc_loader_add(hattn__kc_loader *ld, const void *bytes, size_t size, c
   int rc;
 
   *fn = NULL;
-  if (ld->n == ld->cap) {
-    int cap = ld->cap ? 2 * ld->cap : 8;
-    hattn__elf_image **p = realloc(ld->images, (size_t)cap * sizeof *p);
-    if (p == NULL) {
-      snprintf(err, errlen, "out of memory");
-      return HATTN_ENOMEM;
-    }
-    ld->images = p;
-    ld->cap = cap;
+  if (grow((void **)&ld->images, &ld->cap, ld->n + 1, sizeof *ld->images)) {
+    snprintf(err, errlen, "out of memory");
+    return HATTN_ENOMEM;
   }
   if ((rc = hattn__elf_load(bytes, size, fn_name, &img, &addr, err, errlen)) != HATTN_OK) return rc;
   ld->images[ld->n++] = img;
@@ -353,17 +360,6 @@ void hattn__kcache_close(hattn__kcache *kc) {
 hattn__db *hattn__kcache_db(hattn__kcache *kc) { return kc->db; }
 
 const char *hattn__kcache_warning(const hattn__kcache *kc) { return kc->warning; }
-
-static int grow(void **p, int *cap, int need, size_t size) {
-  void *q;
-  int n;
-  if (need <= *cap) return 0;
-  n = *cap ? *cap * 2 : 8;
-  if ((q = realloc(*p, (size_t)n * size)) == NULL) return -1;
-  *p = q;
-  *cap = n;
-  return 0;
-}
 
 static hattn__kc_kernel *find_kernel(hattn__kcache *kc, const char *key) {
   int i;
@@ -638,9 +634,12 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
   /* 2. A kernel the program brought with it. */
   pre = find_prebuilt(kc, host, p, dtype, head_dim);
 
-  /* 3. The configuration: this device's tuned winner for the bucket (or
-  ** the nearest tuned one), else the default. */
-  if (pre == NULL && kc->db) {
+  /* 3. The configuration: the prebuilt kernel's, else this device's tuned
+  ** winner for the bucket (or the nearest tuned one), else the default. */
+  if (pre != NULL) {
+    cand.cpu = pre->cpu;
+    cand.cuda = pre->cuda;
+  } else if (kc->db) {
     rc = hattn__db_tuning_get(kc->db, model, kclass, compiler, lk, bh, &t, dberr, sizeof dberr);
     if (rc == HATTN_OK) {
       int ok = cuda ? hattn__kc_cuda_config_parse(t->winner, &cand.cuda)
@@ -656,11 +655,6 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
     } else if (rc != HATTN_ENOENT) {
       warn(kc, "%s; using the default configuration", dberr);
     }
-  }
-  if (pre != NULL) {
-    cand.cpu = pre->cpu;
-    cand.cuda = pre->cuda;
-    cand.tuned = 0;
   }
   if (cuda) {
     if (!cand.tuned && pre == NULL) hattn__cuda_config_default(head_dim, hattn__cuda_sm(kc->opt.cu), &cand.cuda);

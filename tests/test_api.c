@@ -280,8 +280,9 @@ START_TEST(unknown_pattern) {
 END_TEST
 
 START_TEST(bad_tensors) {
-  hattn_specfile *s = parse("pattern a = causal\npattern d = causal & document\n");
-  hattn_kernel *kern = NULL, *kd = NULL;
+  hattn_specfile *s = parse("pattern a = causal\npattern d = causal & document\n"
+                            "pattern f = causal with alibi(0.5)\npattern sl = causal with alibi\n");
+  hattn_kernel *kern = NULL, *kd = NULL, *kf = NULL, *ks = NULL;
   hattn_problem pr = {1, 2, 1, 8, 8, 16, HATTN_FP32};
   float q[2 * 8 * 16], k[8 * 16], v[8 * 16], o[2 * 8 * 16];
   int64_t sq[4] = {1, 2, 8, 16}, sk[4] = {1, 1, 8, 16}, bad[4] = {1, 2, 8, 15};
@@ -293,6 +294,8 @@ START_TEST(bad_tensors) {
   memset(q, 0, sizeof q), memset(k, 0, sizeof k), memset(v, 0, sizeof v);
   ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_OK);
   ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "d", &pr, &kd), HATTN_OK);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "f", &pr, &kf), HATTN_OK);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "sl", &pr, &ks), HATTN_OK);
   ck_assert(hattn_kernel_config(kern)[0] != 0);
   tens_init(&tq, q, HATTN_DTYPE_FP32, 4, sq, 0);
   tens_init(&tk, k, HATTN_DTYPE_FP32, 4, sk, 0);
@@ -339,9 +342,20 @@ START_TEST(bad_tensors) {
   in.seed = 42;
   ck_assert_int_eq(hattn_forward(kern, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
   ck_assert_msg(strstr(hattn_errmsg(g_ctx), "no random() atom") != NULL, "%s", hattn_errmsg(g_ctx));
+  in.seed = 0;
+  /* Slopes for a fixed alibi(M), and slopes that are not finite. */
+  in.alibi_slopes = slopes;
+  ck_assert_int_eq(hattn_forward(kf, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "has a fixed slope compiled in") != NULL, "%s", hattn_errmsg(g_ctx));
+  slopes[0] = INFINITY;
+  ck_assert_int_eq(hattn_forward(ks, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "alibi_slopes[0] is not finite") != NULL, "%s", hattn_errmsg(g_ctx));
+  in.alibi_slopes = NULL;
 
   hattn_kernel_destroy(kern);
   hattn_kernel_destroy(kd);
+  hattn_kernel_destroy(kf);
+  hattn_kernel_destroy(ks);
   hattn_specfile_destroy(s);
 }
 END_TEST

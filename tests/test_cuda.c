@@ -46,16 +46,6 @@ typedef struct tcase {
   int one_token_docs;           /* every document one token long */
 } tcase;
 
-static const hattn__expr *find_kind(const hattn__expr *e, hattn__node_kind k) {
-  int i;
-  if (e->kind == k) return e;
-  for (i = 0; i < e->nkids; i++) {
-    const hattn__expr *f = find_kind(e->kids[i], k);
-    if (f) return f;
-  }
-  return NULL;
-}
-
 /* Element (i0, i1, i2, i3) of a tensor of dims n1, n2, n3 in either layout. */
 static void strides_of(int bshd, int64_t n1, int64_t n2, int64_t n3, int64_t st[4]) {
   if (bshd) {
@@ -120,14 +110,11 @@ static void run_case(const tcase *tc, uint64_t salt) {
   hattn__shape shape;
   hattn__mask_env env;
   hattn__tensor tq, tk, tv, to, tl;
-  hattn__layout *layouts = NULL;
-  uint8_t **bits = NULL;
-  int64_t *offs = NULL;
-  int32_t *topk = NULL;
+  test_rundata rd;
   rng r;
   int64_t B = tc->b, H = tc->h, HK = tc->hk, LQ = tc->lq, LK = tc->lk, D = tc->d;
   int64_t nq = B * H * LQ * D, nk = B * HK * LK * D, nl = B * H * LQ, i0, i1, i2, i3, st[4];
-  int esz, rc, nlay = 0, i;
+  int esz, rc;
   void *q, *k, *v, *o, *dq, *dk, *dv, *dout, *dl;
   float *lse;
   double *rq, *rk, *rv, *ro, *rl, *xo, *xl, eo, el, tol = 1e-2;
@@ -210,56 +197,7 @@ static void run_case(const tcase *tc, uint64_t salt) {
   tl.stride[2] = 1;
   tl.stride[3] = 0;
 
-  /* Run-time data. */
-  if (desc.pattern->needs & HATTN_NEEDS_DOCUMENT) {
-    int64_t pos = 0, n = 0;
-    offs = malloc((size_t)(2 * LK + 4) * sizeof *offs);
-    ck_assert_ptr_nonnull(offs);
-    offs[n++] = 0;
-    while (pos < LK) {
-      int64_t len = tc->one_token_docs ? 1 : rng_range(&r, 0, 5) == 0 ? 0 : rng_range(&r, 0, 3) == 0 ? 1 : rng_range(&r, 1, 150);
-      pos = pos + len < LK ? pos + len : LK;
-      offs[n++] = pos;
-    }
-    if (rng_range(&r, 0, 1)) offs[n++] = LK; /* an empty last document */
-    env.doc_offsets = offs;
-    env.ndocs = n - 1;
-  }
-  if (desc.pattern->needs & HATTN_NEEDS_BLOCKS) {
-    static const int64_t sizes[] = {16, 32, 48, 64, 100};
-    nlay = spec->nlayouts;
-    layouts = calloc((size_t)nlay, sizeof *layouts);
-    bits = calloc((size_t)nlay, sizeof *bits);
-    ck_assert(layouts && bits);
-    for (i = 0; i < nlay; i++) {
-      int64_t j;
-      layouts[i].bm = sizes[rng_range(&r, 0, 4)];
-      layouts[i].bn = sizes[rng_range(&r, 0, 4)];
-      layouts[i].nqb = (LQ + layouts[i].bm - 1) / layouts[i].bm - rng_range(&r, 0, 1);
-      layouts[i].nkb = (LK + layouts[i].bn - 1) / layouts[i].bn - rng_range(&r, 0, 1);
-      if (layouts[i].nqb < 0) layouts[i].nqb = 0;
-      if (layouts[i].nkb < 0) layouts[i].nkb = 0;
-      bits[i] = malloc((size_t)(layouts[i].nqb * layouts[i].nkb + 1));
-      ck_assert_ptr_nonnull(bits[i]);
-      for (j = 0; j < layouts[i].nqb * layouts[i].nkb; j++) bits[i][j] = (uint8_t)(rng_range(&r, 0, 2) != 0);
-      layouts[i].bits = bits[i];
-    }
-    env.layouts = layouts;
-    env.nlayouts = nlay;
-  }
-  if (desc.pattern->needs & HATTN_NEEDS_TOPK) {
-    const hattn__expr *a = find_kind(desc.pattern->mask, HATTN_NODE_TOPK);
-    int64_t nb = hattn__nblocks64(LK), b;
-    topk = malloc((size_t)(B * H * nb * a->a + 1) * sizeof *topk);
-    ck_assert_ptr_nonnull(topk);
-    for (b = 0; b < B; b++) {
-      rc = hattn__topk_route(rq + b * H * LQ * D, rk + b * HK * LK * D, H, HK, LQ, LK, D, a->a,
-                             topk + b * H * nb * a->a);
-      ck_assert_int_eq(rc, HATTN_OK);
-    }
-    env.topk_blocks = topk;
-    env.topk_k = a->a;
-  }
+  test_rundata_make(&rd, &r, spec, desc.pattern, B, H, HK, LQ, LK, D, rq, rk, tc->one_token_docs, 150, &env);
 
   /* Poison, run, compare. */
   rc = hattn__cuda_plan_create(g_cu, &desc, &cfg, &shape, &env, &plan, err, sizeof err);
@@ -274,7 +212,7 @@ static void run_case(const tcase *tc, uint64_t salt) {
         (long long)D, err);
   dev_download(o, dout, (size_t)nq * (size_t)esz);
   dev_download(lse, dl, (size_t)nl * sizeof(float));
-  rc = hattn__reference(desc.pattern, &shape, &env, nlay, rq, rk, rv, ro, rl, err, sizeof err);
+  rc = hattn__reference(desc.pattern, &shape, &env, rd.nlay, rq, rk, rv, ro, rl, err, sizeof err);
   CHECK(rc == HATTN_OK, "reference '%s': %s", tc->mask, err);
 
   for (i0 = 0; i0 < B; i0++)
@@ -326,11 +264,7 @@ static void run_case(const tcase *tc, uint64_t salt) {
   hattn__cuda_free(g_cu, dv);
   hattn__cuda_free(g_cu, dout);
   hattn__cuda_free(g_cu, dl);
-  for (i = 0; i < nlay; i++) free(bits[i]);
-  free(bits);
-  free(layouts);
-  free(offs);
-  free(topk);
+  test_rundata_free(&rd);
   free(q);
   free(o);
   free(k);

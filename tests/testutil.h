@@ -1,15 +1,18 @@
 /*
 ** testutil.h: what the kernel test suites share: a seeded generator
 ** (splitmix64), stores and loads in every dtype with conversions of the
-** tests' own (independent of the library's), and CHECK.
+** tests' own (independent of the library's), random run-time data, and
+** CHECK.
 */
 #ifndef HATTN_TESTS_TESTUTIL_H
 #define HATTN_TESTS_TESTUTIL_H
 
 #include <check.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "mask.h"
 #include "spec.h"
 
 #define CHECK(cond, ...)                                                     \
@@ -86,6 +89,91 @@ static inline double get(const void *buf, size_t i, hattn_dtype t) {
   case HATTN_DTYPE_BF16: return from_bf16(((const uint16_t *)buf)[i]);
   default: return ((const float *)buf)[i];
   }
+}
+
+/* ---- random run-time data ----------------------------------------------- */
+
+/* What a pattern reads at run time, drawn at random, and owned here. */
+typedef struct test_rundata {
+  int64_t *offs;             /* document offsets */
+  hattn__layout *layouts;    /* one per layout of the spec */
+  uint8_t **bits;
+  int nlay;
+  int32_t *topk;             /* routed blocks */
+} test_rundata;
+
+/*
+** Fill ENV with random run-time data for pattern P of SPEC on a problem of
+** B x H query heads (HK kv heads), LQ queries, LK keys, head dim D: documents
+** (one token each when ONE_TOKEN_DOCS, else empty, one-token and longer
+** ones up to MAX_DOC tokens, sometimes an empty last one), layouts of
+** random block sizes that may fall short of the problem, and top-k routes
+** from the float64 inputs RQ and RK.  D_ owns the memory (test_rundata_free).
+*/
+static inline void test_rundata_make(test_rundata *d_, rng *r, const hattn_spec *spec, const hattn__pattern *p,
+                                     int64_t B, int64_t H, int64_t HK, int64_t LQ, int64_t LK, int64_t D,
+                                     const double *rq, const double *rk, int one_token_docs, int64_t max_doc,
+                                     hattn__mask_env *env) {
+  int i;
+  memset(d_, 0, sizeof *d_);
+  if (p->needs & HATTN_NEEDS_DOCUMENT) {
+    int64_t pos = 0, n = 0;
+    d_->offs = malloc((size_t)(2 * LK + 4) * sizeof *d_->offs);
+    ck_assert_ptr_nonnull(d_->offs);
+    d_->offs[n++] = 0;
+    while (pos < LK) {
+      int64_t len = one_token_docs ? 1 : rng_range(r, 0, 5) == 0 ? 0 : rng_range(r, 0, 3) == 0 ? 1 : rng_range(r, 1, max_doc);
+      pos = pos + len < LK ? pos + len : LK;
+      d_->offs[n++] = pos;
+    }
+    if (rng_range(r, 0, 1)) d_->offs[n++] = LK; /* an empty last document */
+    env->doc_offsets = d_->offs;
+    env->ndocs = n - 1;
+  }
+  if (p->needs & HATTN_NEEDS_BLOCKS) {
+    static const int64_t sizes[] = {16, 32, 48, 64, 100};
+    d_->nlay = spec->nlayouts;
+    d_->layouts = calloc((size_t)d_->nlay, sizeof *d_->layouts);
+    d_->bits = calloc((size_t)d_->nlay, sizeof *d_->bits);
+    ck_assert(d_->layouts && d_->bits);
+    for (i = 0; i < d_->nlay; i++) {
+      hattn__layout *l = &d_->layouts[i];
+      int64_t j;
+      l->bm = sizes[rng_range(r, 0, 4)];
+      l->bn = sizes[rng_range(r, 0, 4)];
+      l->nqb = (LQ + l->bm - 1) / l->bm - rng_range(r, 0, 1);
+      l->nkb = (LK + l->bn - 1) / l->bn - rng_range(r, 0, 1);
+      if (l->nqb < 0) l->nqb = 0;
+      if (l->nkb < 0) l->nkb = 0;
+      d_->bits[i] = malloc((size_t)(l->nqb * l->nkb + 1));
+      ck_assert_ptr_nonnull(d_->bits[i]);
+      for (j = 0; j < l->nqb * l->nkb; j++) d_->bits[i][j] = (uint8_t)(rng_range(r, 0, 2) != 0);
+      l->bits = d_->bits[i];
+    }
+    env->layouts = d_->layouts;
+    env->nlayouts = d_->nlay;
+  }
+  if (p->needs & HATTN_NEEDS_TOPK) {
+    const hattn__expr *a = hattn__expr_find(p->mask, HATTN_NODE_TOPK);
+    int64_t nb = hattn__nblocks64(LK), b;
+    d_->topk = malloc((size_t)(B * H * nb * a->a + 1) * sizeof *d_->topk);
+    ck_assert_ptr_nonnull(d_->topk);
+    for (b = 0; b < B; b++)
+      ck_assert_int_eq(hattn__topk_route(rq + b * H * LQ * D, rk + b * HK * LK * D, H, HK, LQ, LK, D, a->a,
+                                         d_->topk + b * H * nb * a->a),
+                       HATTN_OK);
+    env->topk_blocks = d_->topk;
+    env->topk_k = a->a;
+  }
+}
+
+static inline void test_rundata_free(test_rundata *d_) {
+  int i;
+  for (i = 0; i < d_->nlay; i++) free(d_->bits[i]);
+  free(d_->bits);
+  free(d_->layouts);
+  free(d_->offs);
+  free(d_->topk);
 }
 
 #endif /* HATTN_TESTS_TESTUTIL_H */
