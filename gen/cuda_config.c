@@ -13,8 +13,16 @@
 #define SMEM_LIMIT (227 * 1024)
 
 void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out) {
-  (void)sm; /* the same tiles serve sm_80 and sm_90 (mma.sync) */
-  if (head_dim <= 64) {
+  out->wgmma = 0;
+  if (sm == 90 && head_dim <= 128) {
+    /* Hopper: the warpgroup kernel, two warpgroups of 64 query rows and
+    ** 128-key blocks (FlashAttention 3's tiles at head dim 128). */
+    out->block_m = 128;
+    out->block_n = 128;
+    out->warps = 8;
+    out->stages = 2;
+    out->wgmma = 1;
+  } else if (head_dim <= 64) {
     out->block_m = 128;
     out->block_n = 64;
     out->warps = 8;
@@ -40,25 +48,41 @@ void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out) {
   }
 }
 
+void hattn__cuda_kernel_name(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             char *buf, size_t len) {
+  snprintf(buf, len, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d%s", (unsigned long long)desc->pattern->key,
+           hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
+           cfg->stages, cfg->wgmma ? "_wg" : "");
+}
+
 size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg) {
   size_t d = (size_t)desc->head_dim, elem = 2;
   return (size_t)cfg->block_m * d * elem + 2 * (size_t)cfg->stages * (size_t)cfg->block_n * d * elem;
 }
 
-int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                             char *err, size_t errlen) {
+/* The tiles of the warpgroup kernel: 64 query rows a warpgroup, S and O
+** each one wgmma wide (64 or 128 columns), two buffers of K and V. */
+static int check_wgmma(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, char *err,
+                       size_t errlen) {
+  if (desc->head_dim != 64 && desc->head_dim != 128) {
+    snprintf(err, errlen, "the wgmma kernel supports head dims 64 and 128, not %d", desc->head_dim);
+    return HATTN_ENOTSUP;
+  }
+  if ((cfg->block_m != 64 && cfg->block_m != 128) || (cfg->block_n != 64 && cfg->block_n != 128) ||
+      cfg->warps != cfg->block_m / 16 || cfg->stages != 2) {
+    snprintf(err, errlen,
+             "the wgmma kernel needs block_m 64 or 128, block_n 64 or 128, warps = block_m / 16 and 2 stages, "
+             "not %d, %d, %d and %d",
+             cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
+    return HATTN_EINVAL;
+  }
+  return HATTN_OK;
+}
+
+/* The tiles of the mma.sync kernel. */
+static int check_mma_sync(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, char *err,
+                          size_t errlen) {
   int rows;
-  size_t smem;
-  if (desc->dtype != HATTN_DTYPE_BF16 && desc->dtype != HATTN_DTYPE_FP16) {
-    snprintf(err, errlen, "the CUDA backend supports bf16 and fp16, not %s",
-             hattn__dtype_name(desc->dtype));
-    return HATTN_ENOTSUP;
-  }
-  if (desc->head_dim != 64 && desc->head_dim != 128 && desc->head_dim != 256) {
-    snprintf(err, errlen, "the CUDA backend supports head dims 64, 128 and 256, not %d",
-             desc->head_dim);
-    return HATTN_ENOTSUP;
-  }
   if (cfg->block_m != 64 && cfg->block_m != 128) {
     snprintf(err, errlen, "block_m must be 64 or 128, got %d", cfg->block_m);
     return HATTN_EINVAL;
@@ -89,6 +113,29 @@ int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cud
              rows, desc->head_dim, cfg->block_n);
     return HATTN_EINVAL;
   }
+  return HATTN_OK;
+}
+
+int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             char *err, size_t errlen) {
+  size_t smem;
+  int rc;
+  if (desc->dtype != HATTN_DTYPE_BF16 && desc->dtype != HATTN_DTYPE_FP16) {
+    snprintf(err, errlen, "the CUDA backend supports bf16 and fp16, not %s",
+             hattn__dtype_name(desc->dtype));
+    return HATTN_ENOTSUP;
+  }
+  if (desc->head_dim != 64 && desc->head_dim != 128 && desc->head_dim != 256) {
+    snprintf(err, errlen, "the CUDA backend supports head dims 64, 128 and 256, not %d",
+             desc->head_dim);
+    return HATTN_ENOTSUP;
+  }
+  if (cfg->wgmma != 0 && cfg->wgmma != 1) {
+    snprintf(err, errlen, "wgmma must be 0 or 1, got %d", cfg->wgmma);
+    return HATTN_EINVAL;
+  }
+  rc = cfg->wgmma ? check_wgmma(desc, cfg, err, errlen) : check_mma_sync(desc, cfg, err, errlen);
+  if (rc != HATTN_OK) return rc;
   smem = hattn__cuda_smem_bytes(desc, cfg);
   if (smem > SMEM_LIMIT) {
     snprintf(err, errlen, "the configuration needs %zu bytes of shared memory, more than %d",

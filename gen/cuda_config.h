@@ -17,6 +17,9 @@ typedef struct hattn_cuda_config {
   int block_n;   /* keys per block (the plan's bn): 32, 64 or 128 */
   int warps;     /* 4 or 8; each warp owns block_m / warps query rows (16 or more) */
   int stages;    /* shared-memory pipeline stages of K and V: 1 .. 3 */
+  int wgmma;     /* 0: the mma.sync kernel (templates/attn_fwd.cuh, sm_80 and
+                 ** later); 1: the warpgroup kernel (templates/attn_fwd_sm90.cuh,
+                 ** sm_90a only): warps = block_m / 16, stages 2 */
 } hattn_cuda_config;
 
 typedef struct hattn_cuda_kernel_desc {
@@ -32,6 +35,12 @@ void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out);
 ** sentence in ERR. */
 int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
                              char *err, size_t errlen);
+
+/* The entry point's name of a kernel of DESC and CFG into BUF:
+** hattn_fwd_KEY_DTYPE_dHEADDIM_BMxBN_wWARPS_sSTAGES, then "_wg" for the
+** warpgroup kernel.  It names everything the kernel is specialised on. */
+void hattn__cuda_kernel_name(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             char *buf, size_t len);
 
 /* Dynamic shared memory in bytes that a kernel of DESC and CFG launches with. */
 size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg);

@@ -3,10 +3,12 @@
 **
 ** A generated source is, in order: a line that says it is generated, a
 ** comment with the pattern's canonical text and key, the text of
-** cuda_abi.h, the configuration as constants, the element predicate
+** cuda_abi.h, the PTX wrappers of templates/cuda_common.cuh, the
+** configuration as constants, the element predicate
 ** hattn_visible() written from the mask tree (one line per node, children
 ** before parents), the score modifiers hattn_score() and hattn_slope(), the
-** kernel body of templates/attn_fwd.cuh, and the extern "C" entry point that
+** kernel body (templates/attn_fwd.cuh, or templates/attn_fwd_sm90.cuh for
+** the warpgroup kernel), and the extern "C" entry point that
 ** instantiates it.  Nothing of the spec's text reaches the source except the
 ** canonical text, inside a comment.
 */
@@ -358,11 +360,18 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   sb_puts(&b, "/*\n** pattern: ");
   comment_text(&b, pat->canon ? pat->canon : "?");
   sb_printf(&b, "\n** key:     0x%016llx\n", (unsigned long long)pat->key);
-  sb_printf(&b, "** dtype %s, head dim %d; block_m %d, block_n %d, %d warps, %d stages;\n"
+  sb_printf(&b, "** dtype %s, head dim %d; block_m %d, block_n %d, %d warps, %d stages%s;\n"
                 "** %zu bytes of dynamic shared memory, grid (ceil(lq / %d), batch * heads).\n*/\n\n",
             hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
-            cfg->stages, hattn__cuda_smem_bytes(desc, cfg), cfg->block_m);
+            cfg->stages, cfg->wgmma ? ", wgmma (sm_90a)" : "", hattn__cuda_smem_bytes(desc, cfg),
+            cfg->block_m);
   sb_puts(&b, hattn__tmpl_cuda_abi);
+  if (cfg->wgmma)
+    sb_puts(&b, "\n#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
+                "#error \"this kernel uses wgmma: compile it for sm_90a\"\n"
+                "#endif\n");
+  sb_puts(&b, "\n/* ---- PTX wrappers (templates/cuda_common.cuh) ---- */\n\n");
+  sb_puts(&b, hattn__tmpl_cuda_common);
   sb_puts(&b, "\n/* ---- configuration ---- */\n\n");
   sb_printf(&b, "constexpr int HATTN_BLOCK_M = %d;\n", cfg->block_m);
   sb_printf(&b, "constexpr int HATTN_BLOCK_N = %d;\n", cfg->block_n);
@@ -380,13 +389,17 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   rc = emit_visible(&b, pat, err, errlen);
   if (rc != HATTN_OK) goto fail;
   emit_modifiers(&b, pat);
-  sb_puts(&b, "/* ---- the kernel body (templates/attn_fwd.cuh) ---- */\n\n");
-  sb_puts(&b, hattn__tmpl_attn_fwd);
+  sb_printf(&b, "/* ---- the kernel body (templates/%s) ---- */\n\n",
+            cfg->wgmma ? "attn_fwd_sm90.cuh" : "attn_fwd.cuh");
+  sb_puts(&b, cfg->wgmma ? hattn__tmpl_attn_fwd_sm90 : hattn__tmpl_attn_fwd);
   sb_puts(&b, "\n/* ---- the entry point ---- */\n\n");
   sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
             cfg->warps * 32, fn_name);
-  sb_puts(&b, "  hattn_attn_fwd<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_WARPS, HATTN_STAGES,\n"
-              "                 HATTN_IS_BF16>(args);\n}\n");
+  if (cfg->wgmma)
+    sb_puts(&b, "  hattn_attn_fwd_sm90<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_IS_BF16>(args);\n}\n");
+  else
+    sb_puts(&b, "  hattn_attn_fwd<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_WARPS, HATTN_STAGES,\n"
+                "                 HATTN_IS_BF16>(args);\n}\n");
   if (b.oom) {
     rc = HATTN_ENOMEM;
     snprintf(err, errlen, "out of memory while writing the CUDA source");

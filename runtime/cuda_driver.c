@@ -276,9 +276,12 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
   *out = NULL;
   rc = hattn__cuda_config_check(desc, cfg, err, errlen);
   if (rc != HATTN_OK) return rc;
-  snprintf(name, sizeof name, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d",
-           (unsigned long long)desc->pattern->key, hattn__dtype_name(desc->dtype), desc->head_dim,
-           cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
+  if (cfg->wgmma && cu->sm != 90) {
+    snprintf(err, errlen, "the wgmma kernel needs an sm_90 device (compiled for sm_90a), but %s is sm_%d",
+             cu->name, cu->sm);
+    return HATTN_ENOTSUP;
+  }
+  hattn__cuda_kernel_name(desc, cfg, name, sizeof name);
   for (k = cu->kernels; k != NULL; k = k->next)
     if (strcmp(k->name, name) == 0) {
       *out = k;

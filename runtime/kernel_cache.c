@@ -75,14 +75,17 @@ int hattn__kc_cpu_config_parse(const char *text, hattn_cpu_config *cfg, int *thr
 }
 
 void hattn__kc_cuda_config_text(const hattn_cuda_config *cfg, char *buf, size_t len) {
-  snprintf(buf, len, "bm=%d bn=%d warps=%d stages=%d", cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
+  snprintf(buf, len, "bm=%d bn=%d warps=%d stages=%d%s", cfg->block_m, cfg->block_n, cfg->warps,
+           cfg->stages, cfg->wgmma ? " wgmma" : "");
 }
 
 int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg) {
   int n = 0;
   if (sscanf(text, "bm=%d bn=%d warps=%d stages=%d%n", &cfg->block_m, &cfg->block_n, &cfg->warps,
-             &cfg->stages, &n) != 4 || text[n] != '\0')
+             &cfg->stages, &n) != 4)
     return HATTN_EINVAL;
+  cfg->wgmma = strcmp(text + n, " wgmma") == 0;
+  if (text[n] != '\0' && !cfg->wgmma) return HATTN_EINVAL;
   return HATTN_OK;
 }
 

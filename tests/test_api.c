@@ -681,9 +681,7 @@ START_TEST(cuda_forward) {
     size_t size = 0;
     int nused = 0;
     hattn__cuda_config_default((int)tc->d, hattn__cuda_sm(cu), &cfg);
-    snprintf(name, sizeof name, "hattn_fwd_%016llx_bf16_d%d_%dx%d_w%d_s%d",
-             (unsigned long long)ispec->patterns[0].key, (int)tc->d, cfg.block_m, cfg.block_n, cfg.warps,
-             cfg.stages);
+    hattn__cuda_kernel_name(&desc, &cfg, name, sizeof name);
     ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, name, &src, err, sizeof err), HATTN_OK);
     rc = hattn__nvrtc_compile(src, name, hattn__cuda_arch(cu), &cubin, &size, err, sizeof err);
     free(src);

@@ -138,11 +138,12 @@ START_TEST(test_atoms) {
 END_TEST
 
 /* Every head dim and dtype with the default tiles, and the other tilings the
-** configuration check accepts. */
+** configuration check accepts, of both kernels. */
 START_TEST(test_configs) {
   hattn_spec *spec = parse("pattern p = causal & window(1k)");
   static const hattn_cuda_config cfgs[] = {
-    {128, 128, 4, 3}, {64, 64, 4, 1}, {128, 32, 8, 3}, {64, 128, 4, 2},
+    {128, 128, 4, 3, 0}, {64, 64, 4, 1, 0}, {128, 32, 8, 3, 0}, {64, 128, 4, 2, 0},
+    {128, 64, 8, 2, 1},  {64, 128, 4, 2, 1}, {64, 64, 4, 2, 1},
   };
   size_t i;
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, NULL, "sm_90a");
@@ -178,6 +179,32 @@ START_TEST(test_failures) {
   ck_assert_msg(strstr(err, "fp32") != NULL, "message: %s", err);
   desc.dtype = HATTN_DTYPE_BF16;
 
+  /* The warpgroup kernel: head dims 64 and 128, one warp per 16 rows, and
+  ** sm_90a only. */
+  ck_assert_int_eq(cfg.wgmma, 1);
+  desc.head_dim = 256;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_ENOTSUP);
+  ck_assert_msg(strstr(err, "wgmma") && strstr(err, "256"), "message: %s", err);
+  desc.head_dim = 128;
+  cfg.warps = 4;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "warps = block_m / 16") != NULL, "message: %s", err);
+  cfg.warps = 8;
+  cfg.wgmma = 2;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "wgmma must be 0 or 1") != NULL, "message: %s", err);
+  cfg.wgmma = 1;
+  ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err), HATTN_OK);
+  rc = hattn__nvrtc_compile(src, "k.cu", "sm_80", &cubin, &size, err, sizeof err);
+  free(src);
+  src = (char *)1;
+  ck_assert_int_eq(rc, HATTN_ECOMPILE);
+  ck_assert_ptr_null(cubin);
+  ck_assert_msg(strstr(err, "compile it for sm_90a") != NULL, "message: %s", err);
+  cubin = (void *)1;
+
+  /* The mma.sync kernel's tiles. */
+  cfg.wgmma = 0;
   cfg.warps = 3;
   rc = hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err);
   ck_assert_int_eq(rc, HATTN_EINVAL);
@@ -252,7 +279,7 @@ START_TEST(test_comment) {
   desc.pattern = &fake;
   ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err), HATTN_OK);
   ck_assert_ptr_null(strstr(src, "*/ int evil"));
-  ck_assert_ptr_null(strstr(src, "\n#error"));
+  ck_assert_ptr_null(strstr(src, "\n#error x"));
   ck_assert_msg(strstr(src, "** key:") < strstr(src, "*/"), "the comment was closed early");
   free(src);
   hattn__spec_destroy(spec);

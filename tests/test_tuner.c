@@ -445,7 +445,7 @@ END_TEST
 
 START_TEST(test_config_text) {
   hattn_cpu_config c = {128, 64, 4, 8}, d;
-  hattn_cuda_config g = {64, 32, 4, 2}, h;
+  hattn_cuda_config g = {64, 32, 4, 2, 0}, h;
   char buf[96];
   int t;
   hattn__kc_cpu_config_text(&c, 16, buf, sizeof buf);
@@ -454,6 +454,12 @@ START_TEST(test_config_text) {
   CHECK(hattn__kc_cpu_config_parse(buf, &d, &t) == HATTN_OK && t == 0, "%s", buf);
   hattn__kc_cuda_config_text(&g, buf, sizeof buf);
   CHECK(hattn__kc_cuda_config_parse(buf, &h) == HATTN_OK && !memcmp(&g, &h, sizeof g), "%s", buf);
+  g.block_m = 128, g.block_n = 128, g.warps = 8, g.wgmma = 1;
+  hattn__kc_cuda_config_text(&g, buf, sizeof buf);
+  CHECK(!strcmp(buf, "bm=128 bn=128 warps=8 stages=2 wgmma"), "%s", buf);
+  CHECK(hattn__kc_cuda_config_parse(buf, &h) == HATTN_OK && !memcmp(&g, &h, sizeof g), "%s", buf);
+  CHECK(hattn__kc_cuda_config_parse("bm=128 bn=128 warps=8 stages=2 wgmmax", &h) == HATTN_EINVAL,
+        "junk after the stages refused");
   CHECK(hattn__kc_cpu_config_parse("bm=1 bn=2", &d, &t) == HATTN_EINVAL, "junk refused");
 }
 END_TEST

@@ -255,13 +255,18 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   desc.dtype = o->dtype;
   desc.head_dim = (int)o->head_dim;
   hattn__cuda_config_default((int)o->head_dim, hattn__cuda_sm(cu), &cfg);
-  /* HATTN_CUDA_CONFIG="BLOCK_M,BLOCK_N,WARPS,STAGES" overrides the default,
-  ** to compare configurations by hand until the tuner does it. */
-  if (getenv("HATTN_CUDA_CONFIG") &&
-      sscanf(getenv("HATTN_CUDA_CONFIG"), "%d,%d,%d,%d", &cfg.block_m, &cfg.block_n, &cfg.warps,
-             &cfg.stages) != 4) {
-    snprintf(err, sizeof err, "HATTN_CUDA_CONFIG must be BLOCK_M,BLOCK_N,WARPS,STAGES");
-    goto done;
+  /* HATTN_CUDA_CONFIG="BLOCK_M,BLOCK_N,WARPS,STAGES[,WGMMA]" overrides the
+  ** default, to compare configurations by hand (WGMMA 1: the warpgroup
+  ** kernel; 0 or absent: the mma.sync kernel). */
+  if (getenv("HATTN_CUDA_CONFIG")) {
+    int nf;
+    cfg.wgmma = 0;
+    nf = sscanf(getenv("HATTN_CUDA_CONFIG"), "%d,%d,%d,%d,%d", &cfg.block_m, &cfg.block_n, &cfg.warps,
+                &cfg.stages, &cfg.wgmma);
+    if (nf != 4 && nf != 5) {
+      snprintf(err, sizeof err, "HATTN_CUDA_CONFIG must be BLOCK_M,BLOCK_N,WARPS,STAGES[,WGMMA]");
+      goto done;
+    }
   }
 
   /* Spec to runnable kernel, cold the first time this run needs it. */

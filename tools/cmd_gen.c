@@ -296,8 +296,8 @@ static int gen_cuda(const hattn_spec *spec, const char *pattern, const char *arc
       if (pattern && strcmp(pattern, p->name)) continue;
       hattn__cuda_config_default(head_dim, sm, &cfg);
       if (bm) cfg.block_m = bm, cfg.block_n = bn;
-      snprintf(name, sizeof name, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d", (unsigned long long)p->key,
-               hattn__dtype_name(dtype), head_dim, cfg.block_m, cfg.block_n, cfg.warps, cfg.stages);
+      if (bm && cfg.wgmma) cfg.warps = bm / 16;  /* a warpgroup per 64 rows */
+      hattn__cuda_kernel_name(&desc, &cfg, name, sizeof name);
       if ((st = hattn__cuda_config_check(&desc, &cfg, err, sizeof err)) != HATTN_OK ||
           (st = hattn__emit_cuda(&desc, &cfg, name, &src, err, sizeof err)) != HATTN_OK ||
           (!source && (st = hattn__nvrtc_compile(src, name, arch, &cubin, &size, err, sizeof err)) != HATTN_OK)) {

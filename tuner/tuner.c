@@ -115,12 +115,25 @@ int hattn__tune_space_cuda(const hattn_cuda_kernel_desc *desc, int sm, hattn__tu
     else {
       a = i / 12, b = i / 4 % 3, w = i / 2 % 2, s = i % 2;
       cfg.block_m = bms[a], cfg.block_n = bns[b], cfg.warps = warps[w], cfg.stages = stages[s];
+      cfg.wgmma = 0;
       /* Pruned: 128-row tiles with 8 warps only (16 rows a warp), 64-row
       ** tiles with 4; 128-key tiles only at head dim 64. */
       if (cfg.block_m / cfg.warps != 16) continue;
       if (cfg.block_n == 128 && desc->head_dim > 64) continue;
       if (!memcmp(&cfg, &d, sizeof cfg)) continue;
     }
+    if (hattn__cuda_config_check(desc, &cfg, err, sizeof err) != HATTN_OK || *n >= cap) continue;
+    memset(&c[*n], 0, sizeof c[*n]);
+    c[*n].cuda = cfg;
+    hattn__kc_cuda_config_text(&cfg, c[*n].config, sizeof c[*n].config);
+    (*n)++;
+  }
+  /* The warpgroup kernel's tiles on sm_90 (the default among them is first). */
+  for (i = 0; sm == 90 && i < 4; i++) {
+    memset(&cfg, 0, sizeof cfg);
+    cfg.block_m = i < 2 ? 128 : 64, cfg.block_n = i % 2 ? 64 : 128;
+    cfg.warps = cfg.block_m / 16, cfg.stages = 2, cfg.wgmma = 1;
+    if (!memcmp(&cfg, &d, sizeof cfg)) continue;
     if (hattn__cuda_config_check(desc, &cfg, err, sizeof err) != HATTN_OK || *n >= cap) continue;
     memset(&c[*n], 0, sizeof c[*n]);
     c[*n].cuda = cfg;
