@@ -19,7 +19,7 @@ typedef struct hattn_cuda_config {
   int stages;    /* shared-memory pipeline stages of K and V: 1 .. 3 */
   int wgmma;     /* 0: the mma.sync kernel (templates/attn_fwd.cuh, sm_80 and
                  ** later); 1: the warpgroup kernel (templates/attn_fwd_sm90.cuh,
-                 ** sm_90a only): warps = block_m / 16, stages 2 */
+                 ** sm_90a only): warps = block_m / 16, stages 2 or 3 */
 } hattn_cuda_config;
 
 typedef struct hattn_cuda_kernel_desc {
@@ -28,8 +28,9 @@ typedef struct hattn_cuda_kernel_desc {
   int head_dim;                    /* 64, 128 or 256 (others: HATTN_ENOTSUP) */
 } hattn_cuda_kernel_desc;
 
-/* A good configuration for HEAD_DIM on compute capability SM (80, 90, ...). */
-void hattn__cuda_config_default(int head_dim, int sm, hattn_cuda_config *out);
+/* A good configuration for DESC (its head dim, and whether its pattern is
+** dense) on compute capability SM (80, 90, ...). */
+void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hattn_cuda_config *out);
 
 /* Whether CFG suits DESC: HATTN_OK, or HATTN_EINVAL/HATTN_ENOTSUP with a
 ** sentence in ERR. */

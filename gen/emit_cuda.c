@@ -396,7 +396,8 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
             cfg->warps * 32, fn_name);
   if (cfg->wgmma)
-    sb_puts(&b, "  hattn_attn_fwd_sm90<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_IS_BF16>(args);\n}\n");
+    sb_puts(&b, "  hattn_attn_fwd_sm90<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_STAGES,\n"
+                "                      HATTN_IS_BF16>(args);\n}\n");
   else
     sb_puts(&b, "  hattn_attn_fwd<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_WARPS, HATTN_STAGES,\n"
                 "                 HATTN_IS_BF16>(args);\n}\n");

@@ -660,7 +660,7 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dt
     }
   }
   if (cuda) {
-    if (!cand.tuned && pre == NULL) hattn__cuda_config_default(head_dim, hattn__cuda_sm(kc->opt.cu), &cand.cuda);
+    if (!cand.tuned && pre == NULL) hattn__cuda_config_default(&cand.cuda_desc, hattn__cuda_sm(kc->opt.cu), &cand.cuda);
     if ((rc = hattn__cuda_config_check(&cand.cuda_desc, &cand.cuda, err, errlen)) != HATTN_OK) return rc;
     hattn__kc_cuda_config_text(&cand.cuda, cand.config, sizeof cand.config);
   } else {

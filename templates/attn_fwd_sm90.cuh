@@ -9,7 +9,7 @@
 ** One CTA computes BLOCK_M = 64 WG query rows of one flattened head as WG
 ** warpgroups of 4 warps; warpgroup w owns rows [64 w, 64 w + 64) and warp
 ** i of it the 16 rows [64 w + 16 i, + 16).  Per key block j of the plan
-** (FULL, then PARTIAL), each warpgroup
+** (PARTIAL, then FULL, keys descending), each warpgroup
 **   issues  S_j = Q K_j^T         wgmma m64nBLOCK_Nk16, Q and K from shared
 **                                 memory, HEAD_DIM / 16 instructions
 **   issues  O += P_{j-1} V_{j-1}  wgmma m64nHEAD_DIMk16, P from registers
@@ -19,20 +19,20 @@
 ** (FlashAttention 3's overlap of softmax and the second GEMM inside a
 ** warpgroup).  After the last block, O += P V of it.
 **
-** Loads are 16-byte cp.async by all threads, one group per key block: the
-** group issued at block j holds K_{j+1} and V_j (V one block behind K,
-** because P V of block j - 1 still reads its buffer during block j), so
-** two buffers each of K and V suffice.  One CTA barrier per key block:
-** after it, every thread's copies of the group before are visible, and
-** every warpgroup has finished reading the buffers that the next group
-** overwrites.
+** Loads are 16-byte cp.async by all threads into STAGES (2 or 3) buffers
+** each of K and V, one group per key block: the group issued at block j
+** holds K_{j+STAGES-1} and V_{j+STAGES-2} (V one block behind K, because P
+** V of block j - 1 still reads its buffer during block j).  One CTA
+** barrier per key block: after it, every thread's copies of the group
+** that block j needs are visible, and every warpgroup has finished reading
+** the buffers that the next group overwrites.
 **
 ** Shared memory (dynamic, 1024-byte aligned), elements of 2 bytes, in the
 ** layout that wgmma reads with 128-byte swizzling: a tile of ROWS rows and
 ** HEAD_DIM columns is HEAD_DIM / 64 panels of ROWS rows x 64 columns (128
 ** bytes a row); 16-byte chunk c of row r of a panel sits at chunk position
 ** c ^ (r & 7).  Eight rows (1024 bytes) form one swizzle atom.
-**   sQ [BLOCK_M] (panels), sK [2][BLOCK_N], sV [2][BLOCK_N]
+**   sQ [BLOCK_M] (panels), sK [STAGES][BLOCK_N], sV [STAGES][BLOCK_N]
 ** wgmma descriptors (PTX ISA, "matrix descriptor"): start address, leading
 ** and stride byte offsets (all >> 4), and the swizzle mode (bits 62-63, 1 =
 ** 128 bytes).  Q and K are K-major (the head dim is contiguous): stride
@@ -322,7 +322,7 @@ __device__ __forceinline__ void hattn_load_panels(unsigned dst, const char *src,
   }
 }
 
-template <int BLOCK_M, int BLOCK_N, int HEAD_DIM, bool IS_BF16>
+template <int BLOCK_M, int BLOCK_N, int HEAD_DIM, int STAGES, bool IS_BF16>
 __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args) {
   constexpr int WG = BLOCK_M / 64;             /* warpgroups */
   constexpr int THREADS = WG * 128;
@@ -336,19 +336,38 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   constexpr unsigned KV_BYTES = BLOCK_N * HEAD_DIM * 2;
   static_assert(BLOCK_M % 64 == 0 && (HEAD_DIM == 64 || HEAD_DIM == 128), "tile sizes");
   static_assert(BLOCK_N == 64 || BLOCK_N == 128, "key blocks of 64 or 128");
+  static_assert(STAGES == 2 || STAGES == 3, "2 or 3 buffers of K and V");
 
   extern __shared__ __align__(1024) unsigned char hattn_smem[];
   const unsigned sQ = hattn_smem_addr(hattn_smem);
   const unsigned sK = sQ + Q_BYTES;
-  const unsigned sV = sK + 2 * KV_BYTES;
+  const unsigned sV = sK + STAGES * KV_BYTES;
   if (sQ % 1024 != 0) __trap();                 /* swizzle atoms must be aligned */
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wg = warp / 4;
   const int g = lane / 4, t = lane % 4;
-  /* Longest CTAs first, as in the mma.sync kernel. */
-  const int lin = blockIdx.y * gridDim.x + blockIdx.x;
-  const int qb = gridDim.x - 1 - lin / gridDim.y, bh = lin % gridDim.y;
+  /* CTAs start in the order of their linear index; it maps to (qb, bh) by
+  ** a bijection, the last query block of every head first, so that under
+  ** causal masks the longest CTAs start first.  Where the query blocks read
+  ** on average more than a third of the key blocks (dense, causal: the
+  ** plan's first table says), the heads go in chunks of HC whose K and V
+  ** (HC * lk * HEAD_DIM * 4 bytes, at most 16 MB) stay in L2 while every
+  ** query block of the chunk reads them; otherwise one chunk of all heads.
+  ** Measured on an H200 at 4k and 16k: chunks gave dense and causal 3-6%,
+  ** and cost window and document patterns 2-5%. */
+  const int nqb = gridDim.x, nbh = gridDim.y;
+  const int lin = blockIdx.y * nqb + blockIdx.x;
+  const long long nkb = (args.lk + BLOCK_N - 1) / BLOCK_N;
+  const long long planned = (long long)(args.full_off[nqb] - args.full_off[0]) +
+                            (args.partial_off[nqb] - args.partial_off[0]);
+  const long long kv_head_bytes = (long long)args.lk * HEAD_DIM * 4;
+  const int hc = 3 * planned > nkb * nqb
+                     ? (int)max(1LL, min((long long)nbh, (16LL << 20) / max(kv_head_bytes, 1LL)))
+                     : nbh;
+  const int chunk = lin / (hc * nqb), in_chunk = lin % (hc * nqb);
+  const int chunk_heads = min(hc, nbh - chunk * hc);
+  const int qb = nqb - 1 - in_chunk / chunk_heads, bh = chunk * hc + in_chunk % chunk_heads;
   const int b = bh / args.heads, h = bh % args.heads;
   const int kvh = h / (args.heads / args.kv_heads);
   const int lq = args.lq, lk = args.lk;
@@ -368,12 +387,28 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const int nf = foff[1] - foff[0];
   const int nblocks = nf + (poff[1] - poff[0]);
 
-  /* Q and K_0: the first group. */
+  /* The key block of step j: the plan's blocks from the last to the first,
+  ** PARTIAL ones (in descending order) before FULL ones.  Walking keys down
+  ** from the diagonal keeps CTAs that start together from reading the same
+  ** first blocks at once (a sink block that every query block of a head
+  ** reads first cost 30% at 4k, on an H200). */
+  auto block_at = [&](int j) {
+    const int p = nblocks - 1 - j;
+    return p < nf ? fidx[p] : pidx[p - nf];
+  };
+  /* Q and K_0: the first group; with 3 stages, K_1 and V_0 the second. */
   hattn_load_panels<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);
   if (nblocks > 0)
-    hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK, kg, args.k_stride[2],
-                                                  (nf > 0 ? fidx[0] : pidx[0]) * BLOCK_N, lk, tid);
+    hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK, kg, args.k_stride[2], block_at(0) * BLOCK_N, lk, tid);
   hattn_cp_async_commit();
+  if constexpr (STAGES == 3) {
+    if (nblocks > 1)
+      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK + KV_BYTES, kg, args.k_stride[2],
+                                                    block_at(1) * BLOCK_N, lk, tid);
+    if (nblocks > 0)
+      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sV, vg, args.v_stride[2], block_at(0) * BLOCK_N, lk, tid);
+    hattn_cp_async_commit();
+  }
 
   /* Rows of this thread, relative to the CTA: r0 = 64 wg + 16 (warp % 4) + g
   ** [index 0] and r0 + 8 [index 1]. */
@@ -386,24 +421,25 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const unsigned aQ = sQ + wg * 64 * 128;       /* this warpgroup's rows of Q */
 
   for (int j = 0; j < nblocks; j++) {
-    const int buf = j & 1;
-    /* K_j and V_{j-1} have landed (this thread's copies); after the
-    ** barrier everyone's, and block j - 1's readers of K buffer buf ^ 1
-    ** and of V buffer buf are done. */
-    hattn_cp_async_wait<0>();
+    const int buf = j % STAGES, prev = (j + STAGES - 1) % STAGES;
+    /* K_j and V_{j-1} have landed (this thread's copies; the STAGES - 2
+    ** newer groups may still be pending); after the barrier everyone's,
+    ** and every warpgroup has finished block j - 1's Q K^T and block j - 2's
+    ** P V, whose buffers the next group overwrites. */
+    hattn_cp_async_wait<STAGES - 2>();
     hattn_fence_async_shared();
     __syncthreads();
-    /* The next group: K_{j+1} and V_j. */
-    if (j + 1 < nblocks) {
-      const int kbn = j + 1 < nf ? fidx[j + 1] : pidx[j + 1 - nf];
-      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK + (buf ^ 1) * KV_BYTES, kg, args.k_stride[2],
-                                                    kbn * BLOCK_N, lk, tid);
-    }
-    const bool partial = j >= nf;
-    const int kb = partial ? pidx[j - nf] : fidx[j];
-    hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sV + buf * KV_BYTES, vg, args.v_stride[2],
-                                                  kb * BLOCK_N, lk, tid);
+    /* The next group: K_{j+STAGES-1} and V_{j+STAGES-2}. */
+    if (j + STAGES - 1 < nblocks)
+      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK + prev * KV_BYTES, kg, args.k_stride[2],
+                                                    block_at(j + STAGES - 1) * BLOCK_N, lk, tid);
+    if (j + STAGES - 2 < nblocks)
+      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES, vg,
+                                                    args.v_stride[2], block_at(j + STAGES - 2) * BLOCK_N,
+                                                    lk, tid);
     hattn_cp_async_commit();
+    const bool partial = nblocks - 1 - j >= nf;
+    const int kb = block_at(j);
 
     /* ---- issue S = Q K^T, then O += P V of the block before ---- */
     float s[NT * 4];
@@ -426,7 +462,8 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     }
     hattn_wg_commit();
     if (j > 0) {
-      const unsigned sVp = sV + (buf ^ 1) * KV_BYTES;
+      const unsigned sVp = sV + prev * KV_BYTES;
+      hattn_wg_fence();                         /* (ptxas would insert it) */
 #pragma unroll
       for (int kk = 0; kk < KN; kk++)
         hattn_wgmma_rs<HEAD_DIM, IS_BF16>(acc_o, pk[kk],
@@ -439,29 +476,40 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
 #pragma unroll
     for (int i = 0; i < NT * 4; i++) hattn_wg_pin(s[i]);
 
-    /* ---- scores, masked (as in the mma.sync kernel) ---- */
-    /* s[4 nt + c]: row r0 + 8 (c / 2), key k0 + 8 nt + 2 t + c % 2. */
+    /* ---- scores: modifiers, then the mask ---- */
+    /* s[4 nt + c]: row r0 + 8 (c / 2), key k0 + 8 nt + 2 t + c % 2.  In the
+    ** base-2 domain with modifiers, else raw (scaled in the softmax).  The
+    ** block's kind is tested once, outside the element loops: tested per
+    ** element, it became a branch and a convergence barrier per element
+    ** in every block (ptxas), which cost FULL blocks about 20%. */
     const int k0 = kb * BLOCK_N;
-    const bool edge = k0 + BLOCK_N > lk;
+    if constexpr (HATTN_HAS_SCORE_MOD) {
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
+      for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-      for (int c = 0; c < 4; c++) {
-        const int q = q0 + r0 + 8 * (c / 2);
-        const int kpos = k0 + nt * 8 + 2 * t + c % 2;
-        const int qpos = q + qoff;
-        float x;
-        if constexpr (HATTN_HAS_SCORE_MOD)
-          x = hattn_score(s[4 * nt + c] * args.scale, qpos, kpos, slope) * LOG2E;
-        else
-          x = s[4 * nt + c];
-        if (partial) {
-          if (!(kpos < lk && q < lq && hattn_visible(q, qpos, kpos, args, bh))) x = hattn_neg_inf();
-        } else if (edge) {
-          if (kpos >= lk) x = hattn_neg_inf();
+        for (int c = 0; c < 4; c++) {
+          const int qpos = q0 + r0 + 8 * (c / 2) + qoff;
+          const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+          s[4 * nt + c] = hattn_score(s[4 * nt + c] * args.scale, qpos, kpos, slope) * LOG2E;
         }
-        s[4 * nt + c] = x;
-      }
+    }
+    if (partial) {
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          const int q = q0 + r0 + 8 * (c / 2);
+          const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+          /* hattn_visible only inside the matrix (it may index by kpos). */
+          if (!(kpos < lk && q < lq && hattn_visible(q, q + qoff, kpos, args, bh)))
+            s[4 * nt + c] = hattn_neg_inf();
+        }
+    } else if (k0 + BLOCK_N > lk) {
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+          if (k0 + nt * 8 + 2 * t + c % 2 >= lk) s[4 * nt + c] = hattn_neg_inf();
     }
 
     /* ---- online softmax ---- */
@@ -512,7 +560,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     hattn_cp_async_wait<0>();
     hattn_fence_async_shared();
     __syncthreads();
-    const unsigned sVl = sV + ((nblocks - 1) & 1) * KV_BYTES;
+    const unsigned sVl = sV + ((nblocks - 1) % STAGES) * KV_BYTES;
 #pragma unroll
     for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
 #pragma unroll

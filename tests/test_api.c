@@ -680,7 +680,7 @@ START_TEST(cuda_forward) {
     char *src = NULL, cfgtext[96];
     size_t size = 0;
     int nused = 0;
-    hattn__cuda_config_default((int)tc->d, hattn__cuda_sm(cu), &cfg);
+    hattn__cuda_config_default(&desc, hattn__cuda_sm(cu), &cfg);
     hattn__cuda_kernel_name(&desc, &cfg, name, sizeof name);
     ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, name, &src, err, sizeof err), HATTN_OK);
     rc = hattn__nvrtc_compile(src, name, hattn__cuda_arch(cu), &cubin, &size, err, sizeof err);

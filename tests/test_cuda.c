@@ -125,7 +125,7 @@ static void run_case(const tcase *tc, uint64_t salt) {
   desc.pattern = &spec->patterns[0];
   desc.dtype = tc->dtype;
   desc.head_dim = (int)D;
-  hattn__cuda_config_default((int)D, hattn__cuda_sm(g_cu), &cfg);
+  hattn__cuda_config_default(&desc, hattn__cuda_sm(g_cu), &cfg);
   rc = hattn__cuda_kernel_get(g_cu, &desc, &cfg, &kern, err, sizeof err);
   CHECK(rc == HATTN_OK, "kernel '%s' (%s, d %lld, block %dx%d warps %d stages %d): %s", tc->mask,
         hattn__dtype_name(tc->dtype), (long long)D, cfg.block_m, cfg.block_n, cfg.warps, cfg.stages, err);
@@ -486,7 +486,7 @@ static void fail_setup(fail_fixture *f, const char *mask) {
   f->desc.pattern = &f->spec->patterns[0];
   f->desc.dtype = HATTN_DTYPE_BF16;
   f->desc.head_dim = 64;
-  hattn__cuda_config_default(64, hattn__cuda_sm(g_cu), &f->cfg);
+  hattn__cuda_config_default(&f->desc, hattn__cuda_sm(g_cu), &f->cfg);
   rc = hattn__cuda_kernel_get(g_cu, &f->desc, &f->cfg, &f->kern, err, sizeof err);
   CHECK(rc == HATTN_OK, "%s", err);
   f->shape.batch = 1;

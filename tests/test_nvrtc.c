@@ -47,7 +47,7 @@ static void emit_compile(const hattn__pattern *pat, hattn_dtype dtype, int d,
   desc.dtype = dtype;
   desc.head_dim = d;
   if (cfg == NULL) {
-    hattn__cuda_config_default(d, arch[3] == '9' ? 90 : 80, &def);
+    hattn__cuda_config_default(&desc, arch[3] == '9' ? 90 : 80, &def);
     cfg = &def;
   }
   rc = hattn__emit_cuda(&desc, cfg, "hattn_fwd_test", &src, err, sizeof err);
@@ -166,7 +166,7 @@ START_TEST(test_failures) {
   size_t size = 1;
   int rc;
 
-  hattn__cuda_config_default(128, 90, &cfg);
+  hattn__cuda_config_default(&desc, 90, &cfg);
   rc = hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err);
   ck_assert_int_eq(rc, HATTN_ENOTSUP);
   ck_assert_ptr_null(src);
@@ -186,10 +186,10 @@ START_TEST(test_failures) {
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_ENOTSUP);
   ck_assert_msg(strstr(err, "wgmma") && strstr(err, "256"), "message: %s", err);
   desc.head_dim = 128;
-  cfg.warps = 4;
+  cfg.warps = cfg.block_m / 16 + 1;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
   ck_assert_msg(strstr(err, "warps = block_m / 16") != NULL, "message: %s", err);
-  cfg.warps = 8;
+  cfg.warps = cfg.block_m / 16;
   cfg.wgmma = 2;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
   ck_assert_msg(strstr(err, "wgmma must be 0 or 1") != NULL, "message: %s", err);
@@ -226,7 +226,7 @@ START_TEST(test_failures) {
   cfg.stages = 4;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
 
-  hattn__cuda_config_default(128, 90, &cfg);
+  hattn__cuda_config_default(&desc, 90, &cfg);
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_OK);
   ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "9bad", &src, err, sizeof err), HATTN_EINVAL);
   ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "a-b", &src, err, sizeof err), HATTN_EINVAL);
@@ -253,7 +253,7 @@ START_TEST(test_comment) {
   hattn_cuda_kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_BF16, 64};
   hattn_cuda_config cfg;
   char err[4096], *src, *close, *hit;
-  hattn__cuda_config_default(64, 90, &cfg);
+  hattn__cuda_config_default(&desc, 90, &cfg);
   ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err), HATTN_OK);
   ck_assert_msg(strstr(src, "\n/*\n** pattern: ") != NULL, "no pattern comment");
   close = strstr(src, "*/");

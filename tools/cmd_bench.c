@@ -254,7 +254,7 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   desc.pattern = &spec->patterns[0];
   desc.dtype = o->dtype;
   desc.head_dim = (int)o->head_dim;
-  hattn__cuda_config_default((int)o->head_dim, hattn__cuda_sm(cu), &cfg);
+  hattn__cuda_config_default(&desc, hattn__cuda_sm(cu), &cfg);
   /* HATTN_CUDA_CONFIG="BLOCK_M,BLOCK_N,WARPS,STAGES[,WGMMA]" overrides the
   ** default, to compare configurations by hand (WGMMA 1: the warpgroup
   ** kernel; 0 or absent: the mma.sync kernel). */

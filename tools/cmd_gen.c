@@ -294,7 +294,7 @@ static int gen_cuda(const hattn_spec *spec, const char *pattern, const char *arc
       FILE *f;
       int st;
       if (pattern && strcmp(pattern, p->name)) continue;
-      hattn__cuda_config_default(head_dim, sm, &cfg);
+      hattn__cuda_config_default(&desc, sm, &cfg);
       if (bm) cfg.block_m = bm, cfg.block_n = bn;
       if (bm && cfg.wgmma) cfg.warps = bm / 16;  /* a warpgroup per 64 rows */
       hattn__cuda_kernel_name(&desc, &cfg, name, sizeof name);

@@ -570,7 +570,7 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
     cfg = kk->cuda;
     from = hattn__kc_source_name(kk->source);
   } else {
-    hattn__cuda_config_default((int)s->head_dim, hattn__cuda_sm(cu), &cfg);
+    hattn__cuda_config_default(&desc, hattn__cuda_sm(cu), &cfg);
     if (a->bm) cfg.block_m = (int)a->bm, cfg.block_n = (int)a->bn;
     if (a->bm && cfg.wgmma) cfg.warps = (int)a->bm / 16;  /* a warpgroup per 64 rows */
     if (hattn__cuda_config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) {

@@ -109,7 +109,7 @@ int hattn__tune_space_cuda(const hattn_cuda_kernel_desc *desc, int sm, hattn__tu
   *out = NULL;
   *n = 0;
   if ((c = calloc((size_t)cap, sizeof *c)) == NULL) return HATTN_ENOMEM;
-  hattn__cuda_config_default(desc->head_dim, sm, &d);
+  hattn__cuda_config_default(desc, sm, &d);
   for (i = -1; i < 2 * 3 * 2 * 2; i++) {
     if (i < 0) cfg = d;
     else {

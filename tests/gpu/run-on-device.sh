@@ -71,14 +71,16 @@ for phase in $phases; do
       # NAME:CONFIG pairs (default "base:default cur:default"): NAME cur is
       # this build, any other NAME the same build with the template
       # .device-dist/NAME.cuh swapped in (--pack writes base.cuh, the
-      # committed template); CONFIG is BM,BN,WARPS,STAGES or default.
+      # committed template); CONFIG is BM,BN,WARPS,STAGES[,WGMMA] or default.
+      # HATTN_AB_TEMPLATE names the template that NAME.cuh replaces
+      # (default attn_fwd.cuh; attn_fwd_sm90.cuh for the wgmma kernel).
       # HATTN_AB_ARGS go to hattn bench (e.g. --seqlen 4k).
       for run in ${HATTN_AB_RUNS:-base:default cur:default}; do
         name=${run%%:*} c=${run#*:} dir=$b
         if [ "$name" != cur ]; then
           dir=/tmp/hattn-ab-$name
           if [ ! -d "$dir" ]; then
-            cp -a "$b" "$dir" && cp "$root/.device-dist/$name.cuh" "$dir/templates/attn_fwd.cuh" &&
+            cp -a "$b" "$dir" && cp "$root/.device-dist/$name.cuh" "$dir/templates/${HATTN_AB_TEMPLATE:-attn_fwd.cuh}" &&
               (cd "$dir" && make -j16 tools/hattn >/dev/null 2>&1) || { echo "$name: build failed"; continue; }
           fi
         fi
