@@ -10,7 +10,8 @@ for c in ${HATTN_SWEEP:-128,64,8,2 128,128,8,2 128,64,4,2 128,64,8,3 128,128,8,3
   HATTN_CUDA_CONFIG=$c ./tools/hattn bench --backend cuda --seqlen 4k 2>&1 | grep -E "^\| (dense|causal|document)" | cut -d'|' -f2,3,5,6
 done
 echo "== compute-sanitizer memcheck"
-for p in "$root/examples/streamingllm.hattn --pattern streaming" "$root/examples/packed_documents.hattn --docs 100" \
+printf 'pattern dense = full\n' >/tmp/hattn-dense.hattn
+for p in /tmp/hattn-dense.hattn "$root/examples/streamingllm.hattn --pattern streaming" "$root/examples/packed_documents.hattn --docs 100" \
          "$root/examples/bigbird.hattn" "$root/tests/corpus/runtime.hattn --pattern c" "$root/tests/corpus/runtime.hattn --pattern r --docs 50"; do
   # shellcheck disable=SC2086
   compute-sanitizer --tool memcheck --error-exitcode 9 ./tools/hattn verify $p --backend cuda \
