@@ -7,7 +7,7 @@
 ** configuration as constants, the element predicate
 ** hattn_visible() written from the mask tree (one line per node, children
 ** before parents), the score modifiers hattn_score() and hattn_slope(), the
-** kernel body (templates/attn_fwd.cuh, or templates/attn_fwd_sm90.cuh for
+** band constants of closed-form key blocks, the kernel body (templates/attn_fwd.cuh, or templates/attn_fwd_sm90.cuh for
 ** the warpgroup kernel), and the extern "C" entry point that
 ** instantiates it.  Nothing of the spec's text reaches the source except the
 ** canonical text, inside a comment.
@@ -264,6 +264,56 @@ static int emit_visible(sbuf *b, const hattn__pattern *pat, char *err, size_t er
   return HATTN_OK;
 }
 
+/* ---- closed-form key blocks ---------------------------------------------- */
+
+/* Beyond any distance a kernel meets (lengths are below 2^31). */
+#define BAND_INF (1LL << 40)
+
+/* Whether X is a band of distances, LO <= qpos - kpos <= HI (full, causal,
+** window and their &): then a query block's keys are one interval and its
+** FULL blocks follow in closed form (gen/plan.c's key ranges, exact for
+** these atoms). */
+static int band_of(const hattn__expr *x, long long *lo, long long *hi) {
+  long long l, h;
+  int i;
+  switch (x->kind) {
+  case HATTN_NODE_FULL:
+    *lo = -BAND_INF, *hi = BAND_INF;
+    return 1;
+  case HATTN_NODE_CAUSAL:
+    *lo = 0, *hi = BAND_INF;
+    return 1;
+  case HATTN_NODE_WINDOW:
+    *lo = -(long long)x->b, *hi = (long long)x->a;
+    return 1;
+  case HATTN_NODE_AND:
+    *lo = -BAND_INF, *hi = BAND_INF;
+    for (i = 0; i < x->nkids; i++) {
+      if (!band_of(x->kids[i], &l, &h)) return 0;
+      if (l > *lo) *lo = l;
+      if (h < *hi) *hi = h;
+    }
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static void emit_band(sbuf *b, const hattn__pattern *pat) {
+  long long lo = 0, hi = 0;
+  int band = band_of(pat->mask, &lo, &hi);
+  if (!band) lo = hi = 0;  /* unused */
+  sb_puts(b, "/*\n"
+             "** Closed-form key blocks: where the mask is a band of distances,\n"
+             "** HATTN_BAND_LO <= qpos - kpos <= HATTN_BAND_HI, the kernel computes its\n"
+             "** key blocks and which of them are FULL (hattn_band_blocks) instead of\n"
+             "** reading the plan's lists.\n"
+             "*/\n");
+  sb_printf(b, "constexpr bool HATTN_BAND = %s;\n", band ? "true" : "false");
+  sb_printf(b, "constexpr long long HATTN_BAND_LO = %lldLL;\n", lo);
+  sb_printf(b, "constexpr long long HATTN_BAND_HI = %lldLL;\n\n", hi);
+}
+
 /* ---- modifiers ------------------------------------------------------------ */
 
 /* V as a C++ float literal ("50.0f", "0.0199999996f"): round trip exact. */
@@ -389,6 +439,7 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   rc = emit_visible(&b, pat, err, errlen);
   if (rc != HATTN_OK) goto fail;
   emit_modifiers(&b, pat);
+  emit_band(&b, pat);
   sb_printf(&b, "/* ---- the kernel body (templates/%s) ---- */\n\n",
             cfg->wgmma ? "attn_fwd_sm90.cuh" : "attn_fwd.cuh");
   sb_puts(&b, cfg->wgmma ? hattn__tmpl_attn_fwd_sm90 : hattn__tmpl_attn_fwd);

@@ -13,8 +13,9 @@
 **
 ** One CTA computes BLOCK_M query rows of one flattened head bh (grid x: the
 ** query block, grid y: bh).  Warp w owns rows [w * WROWS, (w + 1) * WROWS)
-** of the tile, WROWS = 16 * MT, as MT slabs of 16 rows.  The key blocks of
-** the plan (FULL, then PARTIAL) stream through STAGES shared-memory buffers
+** of the tile, WROWS = 16 * MT, as MT slabs of 16 rows.  The key blocks (in
+** closed form for a band mask, else the plan's FULL then PARTIAL ones)
+** stream through STAGES shared-memory buffers
 ** of K and V filled by 16-byte cp.async.  Per key block:
 **   S = Q K^T        mma.m16n8k16, Q fragments from registers (head dim up
 **                    to 128) or ldmatrix from shared memory, K by ldmatrix
@@ -126,14 +127,33 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
   const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
 
-  /* The plan row of this query block: nf FULL then np PARTIAL key blocks. */
-  const long long tab = args.per_head ? bh : 0;
-  const int *foff = args.full_off + tab * args.off_stride + qb;
-  const int *poff = args.partial_off + tab * args.off_stride + qb;
-  const int *fidx = args.full_idx + tab * args.full_idx_stride + foff[0];
-  const int *pidx = args.partial_idx + tab * args.partial_idx_stride + poff[0];
-  const int nf = foff[1] - foff[0];
-  const int nblocks = nf + (poff[1] - poff[0]);
+  /* This query block's key blocks: in closed form for a band mask
+  ** (ascending), else the plan's row: nf FULL then np PARTIAL key blocks. */
+  const hattn_band band =
+      hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, lq), qoff, lk, HATTN_BAND_LO, HATTN_BAND_HI);
+  const int *fidx = 0, *pidx = 0;
+  int nf = 0, nblocks = 0;
+  if constexpr (HATTN_BAND) {
+    nblocks = q0 < lq ? band.kb1 - band.kb0 : 0;
+  } else {
+    const long long tab = args.per_head ? bh : 0;
+    const int *foff = args.full_off + tab * args.off_stride + qb;
+    const int *poff = args.partial_off + tab * args.off_stride + qb;
+    fidx = args.full_idx + tab * args.full_idx_stride + foff[0];
+    pidx = args.partial_idx + tab * args.partial_idx_stride + poff[0];
+    nf = foff[1] - foff[0];
+    nblocks = nf + (poff[1] - poff[0]);
+  }
+  /* The key block of step j, and whether it is PARTIAL. */
+  auto block_at = [&](int j) {
+    if constexpr (HATTN_BAND) return band.kb0 + j;
+    else return j < nf ? fidx[j] : pidx[j - nf];
+  };
+  auto partial_at = [&](int j) {
+    if constexpr (HATTN_BAND)
+      return !hattn_band_full<BLOCK_N>(band, band.kb0 + j, lk, HATTN_BAND_LO, HATTN_BAND_HI);
+    else return j >= nf;
+  };
 
   /* Q: its own cp.async group, committed first. */
   hattn_load_tile<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);
@@ -144,7 +164,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
 #pragma unroll
   for (int j = 0; j < STAGES - 1; j++) {
     if (j < nblocks) {
-      const int kb = j < nf ? fidx[j] : pidx[j - nf];
+      const int kb = block_at(j);
       hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK + j * KV_BYTES, kg, args.k_stride[2],
                                                   kb * BLOCK_N, lk, tid);
       hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV + j * KV_BYTES, vg, args.v_stride[2],
@@ -203,7 +223,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     if constexpr (STAGES == 1) {
       /* Everyone is done with the only buffer before it is refilled. */
       __syncthreads();
-      const int kb = j < nf ? fidx[j] : pidx[j - nf];
+      const int kb = block_at(j);
       hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK, kg, args.k_stride[2], kb * BLOCK_N, lk, tid);
       hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV, vg, args.v_stride[2], kb * BLOCK_N, lk, tid);
       hattn_cp_async_commit();
@@ -217,7 +237,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       __syncthreads();
       const int jn = j + STAGES - 1;
       if (jn < nblocks) {
-        const int kbn = jn < nf ? fidx[jn] : pidx[jn - nf];
+        const int kbn = block_at(jn);
         const int sn = jn % STAGES;
         hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK + sn * KV_BYTES, kg, args.k_stride[2],
                                                     kbn * BLOCK_N, lk, tid);
@@ -226,8 +246,8 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       }
       hattn_cp_async_commit();
     }
-    const bool partial = j >= nf;
-    const int kb = partial ? pidx[j - nf] : fidx[j];
+    const bool partial = partial_at(j);
+    const int kb = block_at(j);
     const int k0 = kb * BLOCK_N;                /* first key row of the block */
     const unsigned sKs = sK + stage * KV_BYTES, sVs = sV + stage * KV_BYTES;
     const unsigned aQ = hattn_opaque(sQ + offQ), aK = sKs + offK, aV = sVs + offV;
@@ -296,33 +316,41 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       }
     }
 
-    /* ---- scores, masked: in the base-2 domain with modifiers, else raw
-    ** (scale > 0, so the raw maximum scales to the base-2 one and the
-    ** softmax folds the scale into one FFMA per element) ---- */
-    /* s[mt][nt][c]: row wrow0 + 16 mt + g + 8 (c / 2), key k0 + 8 nt + 2 t + c % 2. */
-    const bool edge = k0 + BLOCK_N > lk;        /* keys beyond lk in this block */
+    /* ---- scores: modifiers, then the mask ---- */
+    /* s[mt][nt][c]: row wrow0 + 16 mt + g + 8 (c / 2), key k0 + 8 nt + 2 t +
+    ** c % 2.  In the base-2 domain with modifiers, else raw (scale > 0, so
+    ** the raw maximum scales to the base-2 one and the softmax folds the
+    ** scale into one FFMA per element).  The block's kind is tested once,
+    ** outside the element loops (per element, ptxas made it a branch per
+    ** score in every block; see attn_fwd_sm90.cuh). */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
+      if constexpr (HATTN_HAS_SCORE_MOD) {
 #pragma unroll
-      for (int nt = 0; nt < NT; nt++) {
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-        for (int c = 0; c < 4; c++) {
-          const int q = q0 + wrow0 + mt * 16 + g + 8 * (c / 2);
-          const int kpos = k0 + nt * 8 + 2 * t + c % 2;
-          const int qpos = q + qoff;
-          float x;
-          if constexpr (HATTN_HAS_SCORE_MOD)
-            x = hattn_score(s[mt][nt][c] * args.scale, qpos, kpos, slope) * LOG2E;
-          else
-            x = s[mt][nt][c];                   /* scaled in the softmax */
-          if (partial) {
-            if (!(kpos < lk && q < lq && hattn_visible(q, qpos, kpos, args, bh)))
-              x = hattn_neg_inf();
-          } else if (edge) {
-            if (kpos >= lk) x = hattn_neg_inf();
+          for (int c = 0; c < 4; c++) {
+            const int qpos = q0 + wrow0 + mt * 16 + g + 8 * (c / 2) + qoff;
+            const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+            s[mt][nt][c] = hattn_score(s[mt][nt][c] * args.scale, qpos, kpos, slope) * LOG2E;
           }
-          s[mt][nt][c] = x;
-        }
+      }
+      if (partial) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+          for (int c = 0; c < 4; c++) {
+            const int q = q0 + wrow0 + mt * 16 + g + 8 * (c / 2);
+            const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+            if (!(kpos < lk && q < lq && hattn_visible(q, q + qoff, kpos, args, bh)))
+              s[mt][nt][c] = hattn_neg_inf();
+          }
+      } else if (k0 + BLOCK_N > lk) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+          for (int c = 0; c < 4; c++)
+            if (k0 + nt * 8 + 2 * t + c % 2 >= lk) s[mt][nt][c] = hattn_neg_inf();
       }
     }
 

@@ -97,3 +97,35 @@ __device__ __forceinline__ unsigned hattn_opaque(unsigned x) {
   asm volatile("mov.b32 %0, %0;\n" : "+r"(x));
   return x;
 }
+
+/* ---- closed-form key blocks ------------------------------------------------ */
+
+/* The key blocks of query rows [q0, q1) (q1 > q0, rows below lq) under a
+** band mask LO <= qpos - kpos <= HI, qpos = q + qoff: blocks [kb0, kb1) of
+** BLOCK_N keys hold every visible key (none when kb0 == kb1); pfirst and
+** plast are the rows' first and last positions. */
+struct hattn_band {
+  int kb0, kb1;
+  long long pfirst, plast;
+};
+
+template <int BLOCK_N>
+__device__ __forceinline__ hattn_band hattn_band_blocks(int q0, int q1, int qoff, int lk, long long lo,
+                                                        long long hi) {
+  hattn_band r;
+  r.pfirst = (long long)q0 + qoff;
+  r.plast = (long long)q1 - 1 + qoff;
+  const long long k0 = max(0LL, r.pfirst - hi), k1 = min((long long)lk, r.plast - lo + 1);
+  r.kb0 = k0 < k1 ? (int)(k0 / BLOCK_N) : 0;
+  r.kb1 = k0 < k1 ? (int)((k1 + BLOCK_N - 1) / BLOCK_N) : 0;
+  return r;
+}
+
+/* Whether key block KB of R is FULL: every row sees every key of it below
+** lk (keys at or beyond lk are the kernels' edge case, as for the plan). */
+template <int BLOCK_N>
+__device__ __forceinline__ bool hattn_band_full(const hattn_band &r, int kb, int lk, long long lo,
+                                                long long hi) {
+  const long long k0 = (long long)kb * BLOCK_N, klast = min(k0 + BLOCK_N, (long long)lk) - 1;
+  return r.pfirst - klast >= lo && r.plast - k0 <= hi;
+}

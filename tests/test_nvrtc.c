@@ -247,6 +247,47 @@ END_TEST
 
 /* The canonical text sits in one comment that nothing can close early, and
 ** the layout's name appears only inside comments. */
+/* Band masks get closed-form key blocks: the constants are the band's
+** distances; anything else reads the plan's lists. */
+START_TEST(test_band) {
+  static const struct {
+    const char *mask;
+    const char *want;
+  } cases[] = {
+      {"causal & window(1k)", "HATTN_BAND = true;\nconstexpr long long HATTN_BAND_LO = 0LL;\n"
+                              "constexpr long long HATTN_BAND_HI = 1023LL;"},
+      {"window(5, 7)", "HATTN_BAND = true;\nconstexpr long long HATTN_BAND_LO = -7LL;\n"
+                       "constexpr long long HATTN_BAND_HI = 5LL;"},
+      {"causal", "HATTN_BAND = true;\nconstexpr long long HATTN_BAND_LO = 0LL;\n"
+                 "constexpr long long HATTN_BAND_HI = 1099511627776LL;"},
+      {"full", "HATTN_BAND = true;\nconstexpr long long HATTN_BAND_LO = -1099511627776LL;"},
+      {"window(9, 0) & window(3, 4)", "HATTN_BAND = true;\nconstexpr long long HATTN_BAND_LO = 0LL;\n"
+                                      "constexpr long long HATTN_BAND_HI = 3LL;"},
+      {"document & causal", "HATTN_BAND = false;"},
+      {"causal & (window(1k) | sink(64))", "HATTN_BAND = false;"},
+      {"causal & stride(4)", "HATTN_BAND = false;"},
+  };
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[256], err[4096], *src = NULL;
+    hattn_spec *spec;
+    hattn_cuda_kernel_desc desc;
+    hattn_cuda_config cfg;
+    snprintf(text, sizeof text, "pattern p = %s", cases[i].mask);
+    spec = parse(text);
+    desc.pattern = &spec->patterns[0];
+    desc.dtype = HATTN_DTYPE_BF16;
+    desc.head_dim = 64;
+    hattn__cuda_config_default(&desc, 90, &cfg);
+    ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err), HATTN_OK);
+    ck_assert_msg(strstr(src, cases[i].want) != NULL, "'%s': no '%s' in the source", cases[i].mask,
+                  cases[i].want);
+    free(src);
+    hattn__spec_destroy(spec);
+  }
+}
+END_TEST
+
 START_TEST(test_comment) {
   hattn_spec *spec = parse("pattern p = blocks(evil_x) & causal");
   hattn__pattern fake;
@@ -295,6 +336,7 @@ static Suite *nvrtc_suite(void) {
   tcase_add_test(tc, test_configs);
   tcase_add_test(tc, test_failures);
   tcase_add_test(tc, test_comment);
+  tcase_add_test(tc, test_band);
   suite_add_tcase(s, tc);
   return s;
 }
