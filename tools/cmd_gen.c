@@ -333,9 +333,10 @@ static int gen_cuda(const hattn_spec *spec, const char *pattern, const char *arc
         pre[n].size = size;
       }
       n++;
-      /* A source is the same for every arch: write it once. */
     }
-    if (source) break;
+    /* Sources too go per arch: sm_90a gets the warpgroup kernel, older
+    ** archs the mma.sync one (archs with the same configuration write the
+    ** same file). */
   }
   if (n == 0) {
     fprintf(stderr, "hattn gen: the spec has no patterns\n");
