@@ -127,33 +127,11 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
   const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
 
-  /* This query block's key blocks: in closed form for a band mask
-  ** (ascending), else the plan's row: nf FULL then np PARTIAL key blocks. */
-  const hattn_band band =
-      hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, lq), qoff, lk, HATTN_BAND_LO, HATTN_BAND_HI);
-  const int *fidx = 0, *pidx = 0;
-  int nf = 0, nblocks = 0;
-  if constexpr (HATTN_BAND) {
-    nblocks = q0 < lq ? band.kb1 - band.kb0 : 0;
-  } else {
-    const long long tab = args.per_head ? bh : 0;
-    const int *foff = args.full_off + tab * args.off_stride + qb;
-    const int *poff = args.partial_off + tab * args.off_stride + qb;
-    fidx = args.full_idx + tab * args.full_idx_stride + foff[0];
-    pidx = args.partial_idx + tab * args.partial_idx_stride + poff[0];
-    nf = foff[1] - foff[0];
-    nblocks = nf + (poff[1] - poff[0]);
-  }
-  /* The key block of step j, and whether it is PARTIAL. */
-  auto block_at = [&](int j) {
-    if constexpr (HATTN_BAND) return band.kb0 + j;
-    else return j < nf ? fidx[j] : pidx[j - nf];
-  };
-  auto partial_at = [&](int j) {
-    if constexpr (HATTN_BAND)
-      return !hattn_band_full<BLOCK_N>(band, band.kb0 + j, lk, HATTN_BAND_LO, HATTN_BAND_HI);
-    else return j >= nf;
-  };
+  /* This query block's key blocks, in the order of hattn_key_blocks. */
+  const hattn_key_blocks<HATTN_BAND, HATTN_BAND_LO, HATTN_BAND_HI, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
+  const int nblocks = kblocks.n;
+  auto block_at = [&](int j) { return kblocks.at(j); };
+  auto partial_at = [&](int j) { return kblocks.partial(j); };
 
   /* Q: its own cp.async group, committed first. */
   hattn_load_tile<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);

@@ -88,211 +88,127 @@ __device__ __forceinline__ void hattn_fence_async_shared() {
 __device__ __forceinline__ void hattn_wg_pin(float &v) { asm volatile("" : "+f"(v)::"memory"); }
 __device__ __forceinline__ void hattn_wg_pin(unsigned &v) { asm volatile("" : "+r"(v)::"memory"); }
 
-/* D (+)= A B, m64n64k16: A and B K-major in shared memory (descriptors DA,
-** DB); D is zeroed first unless ACC. */
-template <bool IS_BF16>
-__device__ __forceinline__ void hattn_wgmma_ss_n64(float (&d)[32], unsigned long long da,
-                                                  unsigned long long db, int acc) {
-  if constexpr (IS_BF16) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31},\n"
-                 " %32, %33, p, 1, 1, 0, 0; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(acc));
-  } else {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31},\n"
-                 " %32, %33, p, 1, 1, 0, 0; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(acc));
-  }
-}
+/* The wgmma instructions, one macro per shape and operand form, with the
+** element type TY ("bf16" or "f16") pasted into the instruction.  SS: A
+** and B from shared-memory descriptors DA and DB, both K-major, D zeroed
+** first unless ACC.  RS: A from registers (4 a thread, the mma.m16n8k16
+** A layout per warp), B from descriptor DB, N-major (transposed), D += A B. */
+#define HATTN_WGMMA_SS_N64(TY)                                                \
+  asm volatile("{ .reg .pred p; setp.ne.b32 p, %34, 0;\n"                     \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY "\n"   \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, "                            \
+               "%8, %9, %10, %11, %12, %13, %14, %15, "                       \
+               "%16, %17, %18, %19, %20, %21, %22, %23, "                     \
+               "%24, %25, %26, %27, %28, %29, %30, %31},\n"                   \
+               " %32, %33, p, 1, 1, 0, 0; }\n"                                \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),              \
+                 "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),              \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),            \
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),          \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),          \
+                 "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),          \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),          \
+                 "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])           \
+               : "l"(da), "l"(db), "r"(acc))
 
-/* D (+)= A B, m64n128k16: A and B K-major in shared memory (descriptors DA,
-** DB); D is zeroed first unless ACC. */
-template <bool IS_BF16>
-__device__ __forceinline__ void hattn_wgmma_ss_n128(float (&d)[64], unsigned long long da,
-                                                  unsigned long long db, int acc) {
-  if constexpr (IS_BF16) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, "
-                 "%40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, "
-                 "%56, %57, %58, %59, %60, %61, %62, %63},\n"
-                 " %64, %65, p, 1, 1, 0, 0; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "l"(da), "l"(db), "r"(acc));
-  } else {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, "
-                 "%40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, "
-                 "%56, %57, %58, %59, %60, %61, %62, %63},\n"
-                 " %64, %65, p, 1, 1, 0, 0; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "l"(da), "l"(db), "r"(acc));
-  }
-}
+#define HATTN_WGMMA_SS_N128(TY)                                               \
+  asm volatile("{ .reg .pred p; setp.ne.b32 p, %66, 0;\n"                     \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY "\n"  \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, "                            \
+               "%8, %9, %10, %11, %12, %13, %14, %15, "                       \
+               "%16, %17, %18, %19, %20, %21, %22, %23, "                     \
+               "%24, %25, %26, %27, %28, %29, %30, %31, "                     \
+               "%32, %33, %34, %35, %36, %37, %38, %39, "                     \
+               "%40, %41, %42, %43, %44, %45, %46, %47, "                     \
+               "%48, %49, %50, %51, %52, %53, %54, %55, "                     \
+               "%56, %57, %58, %59, %60, %61, %62, %63},\n"                   \
+               " %64, %65, p, 1, 1, 0, 0; }\n"                                \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),              \
+                 "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),              \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),            \
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),          \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),          \
+                 "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),          \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),          \
+                 "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),          \
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),          \
+                 "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),          \
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),          \
+                 "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),          \
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),          \
+                 "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),          \
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),          \
+                 "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])           \
+               : "l"(da), "l"(db), "r"(acc))
 
-/* D += A B, m64n64k16: A (4 registers a thread, the mma.m16n8k16 A layout
-** per warp) from registers, B N-major (transposed) in shared memory. */
-template <bool IS_BF16>
-__device__ __forceinline__ void hattn_wgmma_rs_n64(float (&d)[32], const unsigned (&a)[4],
-                                                  unsigned long long db) {
-  const int acc = 1;
-  if constexpr (IS_BF16) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31},\n"
-                 " {%32, %33, %34, %35}, %36, p, 1, 1, 1; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-  } else {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31},\n"
-                 " {%32, %33, %34, %35}, %36, p, 1, 1, 1; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-  }
-}
+#define HATTN_WGMMA_RS_N64(TY)                                                \
+  asm volatile("{ .reg .pred p; setp.ne.b32 p, %37, 0;\n"                     \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY "\n"   \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, "                            \
+               "%8, %9, %10, %11, %12, %13, %14, %15, "                       \
+               "%16, %17, %18, %19, %20, %21, %22, %23, "                     \
+               "%24, %25, %26, %27, %28, %29, %30, %31},\n"                   \
+               " {%32, %33, %34, %35}, %36, p, 1, 1, 1; }\n"                  \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),              \
+                 "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),              \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),            \
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),          \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),          \
+                 "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),          \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),          \
+                 "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])           \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc))
 
-/* D += A B, m64n128k16: A (4 registers a thread, the mma.m16n8k16 A layout
-** per warp) from registers, B N-major (transposed) in shared memory. */
-template <bool IS_BF16>
-__device__ __forceinline__ void hattn_wgmma_rs_n128(float (&d)[64], const unsigned (&a)[4],
-                                                  unsigned long long db) {
-  const int acc = 1;
-  if constexpr (IS_BF16) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, "
-                 "%40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, "
-                 "%56, %57, %58, %59, %60, %61, %62, %63},\n"
-                 " {%64, %65, %66, %67}, %68, p, 1, 1, 1; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-  } else {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16\n"
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, "
-                 "%40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, "
-                 "%56, %57, %58, %59, %60, %61, %62, %63},\n"
-                 " {%64, %65, %66, %67}, %68, p, 1, 1, 1; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                   "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                   "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-  }
-}
+#define HATTN_WGMMA_RS_N128(TY)                                               \
+  asm volatile("{ .reg .pred p; setp.ne.b32 p, %69, 0;\n"                     \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY "\n"  \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, "                            \
+               "%8, %9, %10, %11, %12, %13, %14, %15, "                       \
+               "%16, %17, %18, %19, %20, %21, %22, %23, "                     \
+               "%24, %25, %26, %27, %28, %29, %30, %31, "                     \
+               "%32, %33, %34, %35, %36, %37, %38, %39, "                     \
+               "%40, %41, %42, %43, %44, %45, %46, %47, "                     \
+               "%48, %49, %50, %51, %52, %53, %54, %55, "                     \
+               "%56, %57, %58, %59, %60, %61, %62, %63},\n"                   \
+               " {%64, %65, %66, %67}, %68, p, 1, 1, 1; }\n"                  \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),              \
+                 "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),              \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),            \
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),          \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),          \
+                 "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),          \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),          \
+                 "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),          \
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),          \
+                 "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),          \
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),          \
+                 "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),          \
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),          \
+                 "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),          \
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),          \
+                 "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])           \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc))
 
-/* The wgmma of N columns: S = Q K^T (N = BLOCK_N) and O += P V (N = HEAD_DIM). */
+/* S = Q K^T (N = BLOCK_N) and O += P V (N = HEAD_DIM), N 64 or 128. */
 template <int N, bool IS_BF16>
 __device__ __forceinline__ void hattn_wgmma_ss(float (&d)[N / 2], unsigned long long da,
                                                unsigned long long db, int acc) {
   static_assert(N == 64 || N == 128, "wgmma widths 64 and 128");
-  if constexpr (N == 64) hattn_wgmma_ss_n64<IS_BF16>(d, da, db, acc);
-  else hattn_wgmma_ss_n128<IS_BF16>(d, da, db, acc);
+  if constexpr (N == 64 && IS_BF16) HATTN_WGMMA_SS_N64("bf16");
+  else if constexpr (N == 64) HATTN_WGMMA_SS_N64("f16");
+  else if constexpr (IS_BF16) HATTN_WGMMA_SS_N128("bf16");
+  else HATTN_WGMMA_SS_N128("f16");
 }
 
 template <int N, bool IS_BF16>
 __device__ __forceinline__ void hattn_wgmma_rs(float (&d)[N / 2], const unsigned (&a)[4],
                                                unsigned long long db) {
   static_assert(N == 64 || N == 128, "wgmma widths 64 and 128");
-  if constexpr (N == 64) hattn_wgmma_rs_n64<IS_BF16>(d, a, db);
-  else hattn_wgmma_rs_n128<IS_BF16>(d, a, db);
+  const int acc = 1;
+  if constexpr (N == 64 && IS_BF16) HATTN_WGMMA_RS_N64("bf16");
+  else if constexpr (N == 64) HATTN_WGMMA_RS_N64("f16");
+  else if constexpr (IS_BF16) HATTN_WGMMA_RS_N128("bf16");
+  else HATTN_WGMMA_RS_N128("f16");
 }
 
 /* ---- the kernel body ----------------------------------------------------- */
@@ -351,10 +267,11 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   /* CTAs start in the order of their linear index; it maps to (qb, bh) by
   ** a bijection, the last query block of every head first, so that under
   ** causal masks the longest CTAs start first.  Where the query blocks read
-  ** on average more than a third of the key blocks (dense, causal: the
-  ** plan's first table says), the heads go in chunks of HC whose K and V
-  ** (HC * lk * HEAD_DIM * 4 bytes, at most 16 MB) stay in L2 while every
-  ** query block of the chunk reads them; otherwise one chunk of all heads.
+  ** on average more than a third of the key blocks (dense, causal; known in
+  ** closed form for a band mask, else from the plan's first table), the
+  ** heads go in chunks of HC whose K and V (HC * lk * HEAD_DIM * 4 bytes,
+  ** at most 16 MB) stay in L2 while every query block of the chunk reads
+  ** them; otherwise one chunk of all heads.
   ** Measured on an H200 at 4k and 16k: chunks gave dense and causal 3-6%,
   ** and cost window and document patterns 2-5%. */
   const int nqb = gridDim.x, nbh = gridDim.y;
@@ -385,37 +302,14 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
   const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
 
-  /* This query block's key blocks: in closed form for a band mask, else
-  ** the plan's lists (nf FULL, then PARTIAL, each ascending). */
-  const hattn_band band =
-      hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, lq), qoff, lk, HATTN_BAND_LO, HATTN_BAND_HI);
-  const int *fidx = 0, *pidx = 0;
-  int nf = 0, nblocks = 0;
-  if constexpr (HATTN_BAND) {
-    nblocks = q0 < lq ? band.kb1 - band.kb0 : 0;
-  } else {
-    const long long tab = args.per_head ? bh : 0;
-    const int *foff = args.full_off + tab * args.off_stride + qb;
-    const int *poff = args.partial_off + tab * args.off_stride + qb;
-    fidx = args.full_idx + tab * args.full_idx_stride + foff[0];
-    pidx = args.partial_idx + tab * args.partial_idx_stride + poff[0];
-    nf = foff[1] - foff[0];
-    nblocks = nf + (poff[1] - poff[0]);
-  }
-
-  /* The key block of step j, and whether it is PARTIAL: keys walk down from
-  ** the diagonal (the lists: PARTIAL blocks, descending, before FULL ones),
-  ** as FlashAttention 2 and 3 do; causal gained 1-2% on an H200. */
-  auto block_at = [&](int j) {
-    const int p = nblocks - 1 - j;
-    if constexpr (HATTN_BAND) return band.kb0 + p;
-    else return p < nf ? fidx[p] : pidx[p - nf];
-  };
-  auto partial_at = [&](int j) {
-    if constexpr (HATTN_BAND)
-      return !hattn_band_full<BLOCK_N>(band, band.kb0 + nblocks - 1 - j, lk, HATTN_BAND_LO, HATTN_BAND_HI);
-    else return nblocks - 1 - j >= nf;
-  };
+  /* This query block's key blocks (hattn_key_blocks), walked from the last
+  ** position to the first: keys go down from the diagonal, and the plan's
+  ** PARTIAL blocks come before its FULL ones, as FlashAttention 2 and 3
+  ** walk them; causal gained 1-2% on an H200. */
+  const hattn_key_blocks<HATTN_BAND, HATTN_BAND_LO, HATTN_BAND_HI, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
+  const int nblocks = kblocks.n;
+  auto block_at = [&](int j) { return kblocks.at(nblocks - 1 - j); };
+  auto partial_at = [&](int j) { return kblocks.partial(nblocks - 1 - j); };
   /* Q and K_0: the first group; with 3 stages, K_1 and V_0 the second. */
   hattn_load_panels<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);
   if (nblocks > 0)

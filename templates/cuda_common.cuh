@@ -129,3 +129,42 @@ __device__ __forceinline__ bool hattn_band_full(const hattn_band &r, int kb, int
   const long long k0 = (long long)kb * BLOCK_N, klast = min(k0 + BLOCK_N, (long long)lk) - 1;
   return r.pfirst - klast >= lo && r.plast - k0 <= hi;
 }
+
+/* The key blocks of query block QB of flattened head BH, by position p in
+** [0, n): for a band mask (BAND, distances LO .. HI) the blocks of the
+** interval, ascending, in closed form; else the plan's lists, FULL then
+** PARTIAL blocks, each ascending.  Both kernels walk them through this. */
+template <bool BAND, long long LO, long long HI, int BLOCK_M, int BLOCK_N>
+struct hattn_key_blocks {
+  hattn_band band;          /* BAND */
+  const int *fidx, *pidx;   /* the lists: FULL, PARTIAL */
+  int nf, n, lk;
+
+  __device__ __forceinline__ hattn_key_blocks(const hattn_cuda_args &a, int qb, int bh)
+      : fidx(0), pidx(0), nf(0), n(0), lk(a.lk) {
+    const int q0 = qb * BLOCK_M;
+    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, a.lq), a.lk - a.lq, a.lk, LO, HI);
+    if constexpr (BAND) {
+      n = q0 < a.lq ? band.kb1 - band.kb0 : 0;
+    } else {
+      const long long tab = a.per_head ? bh : 0;
+      const int *foff = a.full_off + tab * a.off_stride + qb;
+      const int *poff = a.partial_off + tab * a.off_stride + qb;
+      fidx = a.full_idx + tab * a.full_idx_stride + foff[0];
+      pidx = a.partial_idx + tab * a.partial_idx_stride + poff[0];
+      nf = foff[1] - foff[0];
+      n = nf + (poff[1] - poff[0]);
+    }
+  }
+  /* The key block at position P. */
+  __device__ __forceinline__ int at(int p) const {
+    if constexpr (BAND) return band.kb0 + p;
+    else return p < nf ? fidx[p] : pidx[p - nf];
+  }
+  /* Whether the block at position P is PARTIAL (its mask is evaluated). */
+  __device__ __forceinline__ bool partial(int p) const {
+    if constexpr (BAND) return !hattn_band_full<BLOCK_N>(band, band.kb0 + p, lk, LO, HI);
+    else return p >= nf;
+  }
+};
+

@@ -99,46 +99,47 @@ int hattn__tune_space_cpu(int head_dim, int vec, int cores, hattn__tune_cand **o
   return HATTN_OK;
 }
 
+/* Append CFG to C (N of CAP used) when DESC accepts it. */
+static void add_cuda(hattn__tune_cand *c, int *n, int cap, const hattn_cuda_kernel_desc *desc,
+                     const hattn_cuda_config *cfg) {
+  char err[256];
+  if (hattn__cuda_config_check(desc, cfg, err, sizeof err) != HATTN_OK || *n >= cap) return;
+  memset(&c[*n], 0, sizeof c[*n]);
+  c[*n].cuda = *cfg;
+  hattn__kc_cuda_config_text(cfg, c[*n].config, sizeof c[*n].config);
+  (*n)++;
+}
+
 int hattn__tune_space_cuda(const hattn_cuda_kernel_desc *desc, int sm, hattn__tune_cand **out, int *n) {
   static const int bms[] = {64, 128}, bns[] = {32, 64, 128}, warps[] = {4, 8}, stages[] = {2, 3};
   hattn__tune_cand *c;
   hattn_cuda_config d, cfg;
-  char err[256];
-  int cap = 32, a, b, w, s, i;
+  int cap = 32, i;
 
   *out = NULL;
   *n = 0;
   if ((c = calloc((size_t)cap, sizeof *c)) == NULL) return HATTN_ENOMEM;
+  /* The default first. */
   hattn__cuda_config_default(desc, sm, &d);
-  for (i = -1; i < 2 * 3 * 2 * 2; i++) {
-    if (i < 0) cfg = d;
-    else {
-      a = i / 12, b = i / 4 % 3, w = i / 2 % 2, s = i % 2;
-      cfg.block_m = bms[a], cfg.block_n = bns[b], cfg.warps = warps[w], cfg.stages = stages[s];
-      cfg.wgmma = 0;
-      /* Pruned: 128-row tiles with 8 warps only (16 rows a warp), 64-row
-      ** tiles with 4; 128-key tiles only at head dim 64. */
-      if (cfg.block_m / cfg.warps != 16) continue;
-      if (cfg.block_n == 128 && desc->head_dim > 64) continue;
-      if (!memcmp(&cfg, &d, sizeof cfg)) continue;
-    }
-    if (hattn__cuda_config_check(desc, &cfg, err, sizeof err) != HATTN_OK || *n >= cap) continue;
-    memset(&c[*n], 0, sizeof c[*n]);
-    c[*n].cuda = cfg;
-    hattn__kc_cuda_config_text(&cfg, c[*n].config, sizeof c[*n].config);
-    (*n)++;
+  add_cuda(c, n, cap, desc, &d);
+  /* The mma.sync kernel, pruned: 128-row tiles with 8 warps only (16 rows
+  ** a warp), 64-row tiles with 4; 128-key tiles only at head dim 64. */
+  for (i = 0; i < 2 * 3 * 2 * 2; i++) {
+    memset(&cfg, 0, sizeof cfg);
+    cfg.block_m = bms[i / 12], cfg.block_n = bns[i / 4 % 3], cfg.warps = warps[i / 2 % 2];
+    cfg.stages = stages[i % 2];
+    if (cfg.block_m / cfg.warps != 16) continue;
+    if (cfg.block_n == 128 && desc->head_dim > 64) continue;
+    if (!memcmp(&cfg, &d, sizeof cfg)) continue;
+    add_cuda(c, n, cap, desc, &cfg);
   }
-  /* The warpgroup kernel's tiles on sm_90 (the default among them is first). */
+  /* The warpgroup kernel's tiles, on sm_90 only. */
   for (i = 0; sm == 90 && i < 4; i++) {
     memset(&cfg, 0, sizeof cfg);
     cfg.block_m = i < 2 ? 128 : 64, cfg.block_n = i % 2 ? 64 : 128;
     cfg.warps = cfg.block_m / 16, cfg.stages = 2, cfg.wgmma = 1;
     if (!memcmp(&cfg, &d, sizeof cfg)) continue;
-    if (hattn__cuda_config_check(desc, &cfg, err, sizeof err) != HATTN_OK || *n >= cap) continue;
-    memset(&c[*n], 0, sizeof c[*n]);
-    c[*n].cuda = cfg;
-    hattn__kc_cuda_config_text(&cfg, c[*n].config, sizeof c[*n].config);
-    (*n)++;
+    add_cuda(c, n, cap, desc, &cfg);
   }
   *out = c;
   return HATTN_OK;
