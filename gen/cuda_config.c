@@ -17,7 +17,7 @@ void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hatt
   const int dense = desc->pattern != NULL && desc->pattern->mask != NULL &&
                     desc->pattern->mask->kind == HATTN_NODE_FULL;
   out->wgmma = 0;
-  if (sm == 90 && head_dim <= 128) {
+  if (sm == 90) {
     /* Hopper: the warpgroup kernel.  Dense: two warpgroups of 64 query
     ** rows and 128-key blocks (FlashAttention 3's tiles at head dim 128),
     ** one CTA an SM.  Any mask: one warpgroup and 64-key blocks, two CTAs
@@ -25,9 +25,10 @@ void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hatt
     ** masks waste less of the diagonal blocks.  Measured on an H200 at 4k
     ** (bf16, d128, B x H = 64): dense 379 against 375 TFLOP/s, causal 320
     ** against 342, causal & window(1k) 267 against 292, document & causal
-    ** (1k docs) 170 against 193. */
-    out->block_m = dense ? 128 : 64;
-    out->block_n = dense ? 128 : 64;
+    ** (1k docs) 170 against 193.  Head dim 256: 64 x 64 always (O alone
+    ** takes 128 registers a thread). */
+    out->block_m = dense && head_dim <= 128 ? 128 : 64;
+    out->block_n = dense && head_dim <= 128 ? 128 : 64;
     out->warps = out->block_m / 16;
     out->stages = 2;
     out->wgmma = 1;
@@ -70,12 +71,14 @@ size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cu
 }
 
 /* The tiles of the warpgroup kernel: 64 query rows a warpgroup, S and O
-** each one wgmma wide (64 or 128 columns), 2 or 3 buffers of K and V. */
+** each one wgmma wide (64 to 256 columns), 2 or 3 buffers of K and V. */
 static int check_wgmma(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, char *err,
                        size_t errlen) {
-  if (desc->head_dim != 64 && desc->head_dim != 128) {
-    snprintf(err, errlen, "the wgmma kernel supports head dims 64 and 128, not %d", desc->head_dim);
-    return HATTN_ENOTSUP;
+  if (desc->head_dim == 256 && (cfg->block_m != 64 || cfg->block_n != 64)) {
+    snprintf(err, errlen,
+             "the wgmma kernel at head dim 256 needs 64 x 64 tiles (registers), not %d x %d",
+             cfg->block_m, cfg->block_n);
+    return HATTN_EINVAL;
   }
   if ((cfg->block_m != 64 && cfg->block_m != 128) || (cfg->block_n != 64 && cfg->block_n != 128) ||
       cfg->warps != cfg->block_m / 16 || (cfg->stages != 2 && cfg->stages != 3)) {

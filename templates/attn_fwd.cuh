@@ -10,6 +10,7 @@
 **   float hattn_slope(args, h)                     the ALiBi slope of head h
 **   constexpr bool HATTN_HAS_SCORE_MOD             whether hattn_score is
 **                                                  more than the identity
+**   constexpr HATTN_BAND, HATTN_BAND_LO, _HI       closed-form key blocks
 **
 ** One CTA computes BLOCK_M query rows of one flattened head bh (grid x: the
 ** query block, grid y: bh).  Warp w owns rows [w * WROWS, (w + 1) * WROWS)

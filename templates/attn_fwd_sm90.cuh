@@ -4,7 +4,8 @@
 ** templates/cuda_common.cuh and the generated pattern functions, in place
 ** of templates/attn_fwd.cuh (the mma.sync kernel for sm_80 and later).  It
 ** expects the same definitions as that file: struct hattn_cuda_args,
-** hattn_visible, hattn_score, hattn_slope, HATTN_HAS_SCORE_MOD.
+** hattn_visible, hattn_score, hattn_slope, HATTN_HAS_SCORE_MOD and the
+** HATTN_BAND constants.
 **
 ** One CTA computes BLOCK_M = 64 WG query rows of one flattened head as WG
 ** warpgroups of 4 warps; warpgroup w owns rows [64 w, 64 w + 64) and warp
@@ -189,7 +190,62 @@ __device__ __forceinline__ void hattn_wg_pin(unsigned &v) { asm volatile("" : "+
                  "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])           \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc))
 
-/* S = Q K^T (N = BLOCK_N) and O += P V (N = HEAD_DIM), N 64 or 128. */
+#define HATTN_WGMMA_RS_N256(TY)                                               \
+  asm volatile("{ .reg .pred p; setp.ne.b32 p, %133, 0;\n"                    \
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY "\n"  \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, "                            \
+               "%8, %9, %10, %11, %12, %13, %14, %15, "                       \
+               "%16, %17, %18, %19, %20, %21, %22, %23, "                     \
+               "%24, %25, %26, %27, %28, %29, %30, %31, "                     \
+               "%32, %33, %34, %35, %36, %37, %38, %39, "                     \
+               "%40, %41, %42, %43, %44, %45, %46, %47, "                     \
+               "%48, %49, %50, %51, %52, %53, %54, %55, "                     \
+               "%56, %57, %58, %59, %60, %61, %62, %63, "                     \
+               "%64, %65, %66, %67, %68, %69, %70, %71, "                     \
+               "%72, %73, %74, %75, %76, %77, %78, %79, "                     \
+               "%80, %81, %82, %83, %84, %85, %86, %87, "                     \
+               "%88, %89, %90, %91, %92, %93, %94, %95, "                     \
+               "%96, %97, %98, %99, %100, %101, %102, %103, "                 \
+               "%104, %105, %106, %107, %108, %109, %110, %111, "             \
+               "%112, %113, %114, %115, %116, %117, %118, %119, "             \
+               "%120, %121, %122, %123, %124, %125, %126, %127},\n"           \
+               " {%128, %129, %130, %131}, %132, p, 1, 1, 1; }\n"             \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),              \
+                 "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),              \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),            \
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),          \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),          \
+                 "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),          \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),          \
+                 "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),          \
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),          \
+                 "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),          \
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),          \
+                 "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),          \
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),          \
+                 "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),          \
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),          \
+                 "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),          \
+                 "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),          \
+                 "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),          \
+                 "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),          \
+                 "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),          \
+                 "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),          \
+                 "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),          \
+                 "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),          \
+                 "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),          \
+                 "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]),          \
+                 "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),      \
+                 "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),      \
+                 "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),      \
+                 "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),      \
+                 "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),      \
+                 "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),      \
+                 "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])       \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc))
+
+/* S = Q K^T (N = BLOCK_N: 64 or 128) and O += P V (N = HEAD_DIM: 64, 128
+** or 256). */
 template <int N, bool IS_BF16>
 __device__ __forceinline__ void hattn_wgmma_ss(float (&d)[N / 2], unsigned long long da,
                                                unsigned long long db, int acc) {
@@ -203,12 +259,14 @@ __device__ __forceinline__ void hattn_wgmma_ss(float (&d)[N / 2], unsigned long 
 template <int N, bool IS_BF16>
 __device__ __forceinline__ void hattn_wgmma_rs(float (&d)[N / 2], const unsigned (&a)[4],
                                                unsigned long long db) {
-  static_assert(N == 64 || N == 128, "wgmma widths 64 and 128");
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma widths 64, 128 and 256");
   const int acc = 1;
   if constexpr (N == 64 && IS_BF16) HATTN_WGMMA_RS_N64("bf16");
   else if constexpr (N == 64) HATTN_WGMMA_RS_N64("f16");
-  else if constexpr (IS_BF16) HATTN_WGMMA_RS_N128("bf16");
-  else HATTN_WGMMA_RS_N128("f16");
+  else if constexpr (N == 128 && IS_BF16) HATTN_WGMMA_RS_N128("bf16");
+  else if constexpr (N == 128) HATTN_WGMMA_RS_N128("f16");
+  else if constexpr (IS_BF16) HATTN_WGMMA_RS_N256("bf16");
+  else HATTN_WGMMA_RS_N256("f16");
 }
 
 /* ---- the kernel body ----------------------------------------------------- */
@@ -216,25 +274,28 @@ __device__ __forceinline__ void hattn_wgmma_rs(float (&d)[N / 2], const unsigned
 /* Copy ROWS rows of HEAD_DIM elements starting at row ROW0 of the matrix at
 ** SRC (bytes; row stride STRIDE elements) into the panelled, swizzled tile
 ** at DST; rows at or beyond NROWS are zero-filled.  Thread TID copies chunk
-** TID % CHUNKS of rows TID / CHUNKS + RSTEP i (RSTEP a multiple of 8, so
-** one swizzled position for all i); TID goes through hattn_opaque, as in
-** hattn_load_tile. */
+** TID % CHUNKS of rows TID / CHUNKS + RSTEP i (where RSTEP is a multiple of
+** 8, one swizzled position for all i); TID goes through hattn_opaque, as
+** in hattn_load_tile. */
 template <int ROWS, int HEAD_DIM, int THREADS>
 __device__ __forceinline__ void hattn_load_panels(unsigned dst, const char *src, long long stride,
                                                   int row0, int nrows, int tid) {
   constexpr int CHUNKS = HEAD_DIM / 8;
   static_assert(THREADS % CHUNKS == 0, "whole rows per pass");
   constexpr int RSTEP = THREADS / CHUNKS;
-  static_assert(RSTEP % 8 == 0 && ROWS % RSTEP == 0, "whole passes of whole swizzle atoms");
+  static_assert(ROWS % RSTEP == 0, "whole passes");
   const int id = (int)hattn_opaque((unsigned)tid);
   const int r0 = id / CHUNKS, c = id % CHUNKS;
   const char *g = src + ((long long)(row0 + r0) * stride + c * 8) * 2;
   const long long gstep = stride * 2 * RSTEP;
-  const unsigned d0 = dst + (c / 8) * ROWS * 128 + r0 * 128 + (((c % 8) ^ (r0 & 7)) << 4);
+  const unsigned d0 = dst + (c / 8) * ROWS * 128 + r0 * 128;
 #pragma unroll
   for (int i = 0; i < ROWS / RSTEP; i++) {
-    const bool valid = row0 + r0 + i * RSTEP < nrows;
-    hattn_cp_async16(d0 + i * RSTEP * 128, valid ? g : src, valid);
+    const int r = r0 + i * RSTEP;
+    const bool valid = row0 + r < nrows;
+    const unsigned sw = RSTEP % 8 == 0 ? (unsigned)(((c % 8) ^ (r0 & 7)) << 4)
+                                       : (unsigned)(((c % 8) ^ (r & 7)) << 4);
+    hattn_cp_async16(d0 + i * RSTEP * 128 + sw, valid ? g : src, valid);
     g += gstep;
   }
 }
@@ -251,7 +312,8 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   constexpr float LN2 = 0.6931471805599453f;
   constexpr unsigned Q_BYTES = BLOCK_M * HEAD_DIM * 2;
   constexpr unsigned KV_BYTES = BLOCK_N * HEAD_DIM * 2;
-  static_assert(BLOCK_M % 64 == 0 && (HEAD_DIM == 64 || HEAD_DIM == 128), "tile sizes");
+  static_assert(BLOCK_M % 64 == 0 && (HEAD_DIM == 64 || HEAD_DIM == 128 || HEAD_DIM == 256),
+                "tile sizes");
   static_assert(BLOCK_N == 64 || BLOCK_N == 128, "key blocks of 64 or 128");
   static_assert(STAGES == 2 || STAGES == 3, "2 or 3 buffers of K and V");
 

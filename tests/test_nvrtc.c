@@ -145,12 +145,14 @@ START_TEST(test_configs) {
     {128, 128, 4, 3, 0}, {64, 64, 4, 1, 0}, {128, 32, 8, 3, 0}, {64, 128, 4, 2, 0},
     {128, 64, 8, 2, 1},  {64, 128, 4, 2, 1}, {64, 64, 4, 2, 1},
   };
+  static const hattn_cuda_config wg256 = {64, 64, 4, 2, 1};
   size_t i;
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, NULL, "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 128, NULL, "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 256, NULL, "sm_80");
   for (i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
     emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, &cfgs[i], "sm_90a");
+  emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 256, &wg256, "sm_90a");
   hattn__spec_destroy(spec);
 }
 END_TEST
@@ -179,12 +181,15 @@ START_TEST(test_failures) {
   ck_assert_msg(strstr(err, "fp32") != NULL, "message: %s", err);
   desc.dtype = HATTN_DTYPE_BF16;
 
-  /* The warpgroup kernel: head dims 64 and 128, one warp per 16 rows, and
-  ** sm_90a only. */
+  /* The warpgroup kernel: 64 x 64 tiles at head dim 256, one warp per 16
+  ** rows, and sm_90a only. */
   ck_assert_int_eq(cfg.wgmma, 1);
   desc.head_dim = 256;
-  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_ENOTSUP);
-  ck_assert_msg(strstr(err, "wgmma") && strstr(err, "256"), "message: %s", err);
+  cfg.block_m = 128, cfg.warps = 8;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "wgmma") && strstr(err, "256") && strstr(err, "64 x 64"), "message: %s", err);
+  cfg.block_m = 64, cfg.warps = 4, cfg.block_n = 64;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_OK);
   desc.head_dim = 128;
   cfg.warps = cfg.block_m / 16 + 1;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
