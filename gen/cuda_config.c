@@ -58,6 +58,16 @@ void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hatt
   }
 }
 
+int hattn__cuda_config_runs_on(const hattn_cuda_config *cfg, int sm, const char *device, char *err,
+                               size_t errlen) {
+  if (cfg->wgmma && sm != 90) {
+    snprintf(err, errlen, "the wgmma kernel needs an sm_90 device (compiled for sm_90a), but %s is sm_%d",
+             device, sm);
+    return HATTN_ENOTSUP;
+  }
+  return HATTN_OK;
+}
+
 void hattn__cuda_kernel_name(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
                              char *buf, size_t len) {
   snprintf(buf, len, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d%s", (unsigned long long)desc->pattern->key,
@@ -71,7 +81,7 @@ size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cu
 }
 
 /* The tiles of the warpgroup kernel: 64 query rows a warpgroup, S and O
-** each one wgmma wide (64 to 256 columns), 2 or 3 buffers of K and V. */
+** each one wgmma wide (64 to 256 columns), 2 buffers of K and V. */
 static int check_wgmma(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, char *err,
                        size_t errlen) {
   if (desc->head_dim == 256 && (cfg->block_m != 64 || cfg->block_n != 64)) {
@@ -81,9 +91,9 @@ static int check_wgmma(const hattn_cuda_kernel_desc *desc, const hattn_cuda_conf
     return HATTN_EINVAL;
   }
   if ((cfg->block_m != 64 && cfg->block_m != 128) || (cfg->block_n != 64 && cfg->block_n != 128) ||
-      cfg->warps != cfg->block_m / 16 || (cfg->stages != 2 && cfg->stages != 3)) {
+      cfg->warps != cfg->block_m / 16 || cfg->stages != 2) {
     snprintf(err, errlen,
-             "the wgmma kernel needs block_m 64 or 128, block_n 64 or 128, warps = block_m / 16 and 2 or 3 stages, "
+             "the wgmma kernel needs block_m 64 or 128, block_n 64 or 128, warps = block_m / 16 and 2 stages, "
              "not %d, %d, %d and %d",
              cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
     return HATTN_EINVAL;

@@ -19,7 +19,7 @@ typedef struct hattn_cuda_config {
   int stages;    /* shared-memory pipeline stages of K and V: 1 .. 3 */
   int wgmma;     /* 0: the mma.sync kernel (templates/attn_fwd.cuh, sm_80 and
                  ** later); 1: the warpgroup kernel (templates/attn_fwd_sm90.cuh,
-                 ** sm_90a only): warps = block_m / 16, stages 2 or 3 */
+                 ** sm_90a only): warps = block_m / 16, stages 2 */
 } hattn_cuda_config;
 
 typedef struct hattn_cuda_kernel_desc {
@@ -36,6 +36,12 @@ void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hatt
 ** sentence in ERR. */
 int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
                              char *err, size_t errlen);
+
+/* Whether a kernel of CFG runs on a device of compute capability SM (named
+** DEVICE in the message): HATTN_OK, or HATTN_ENOTSUP with a sentence in ERR
+** (the warpgroup kernel needs sm_90). */
+int hattn__cuda_config_runs_on(const hattn_cuda_config *cfg, int sm, const char *device, char *err,
+                               size_t errlen);
 
 /* The entry point's name of a kernel of DESC and CFG into BUF:
 ** hattn_fwd_KEY_DTYPE_dHEADDIM_BMxBN_wWARPS_sSTAGES, then "_wg" for the

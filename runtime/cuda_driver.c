@@ -275,12 +275,8 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
   assert(cu != NULL && desc != NULL && desc->pattern != NULL && cfg != NULL && out != NULL);
   *out = NULL;
   rc = hattn__cuda_config_check(desc, cfg, err, errlen);
+  if (rc == HATTN_OK) rc = hattn__cuda_config_runs_on(cfg, cu->sm, cu->name, err, errlen);
   if (rc != HATTN_OK) return rc;
-  if (cfg->wgmma && cu->sm != 90) {
-    snprintf(err, errlen, "the wgmma kernel needs an sm_90 device (compiled for sm_90a), but %s is sm_%d",
-             cu->name, cu->sm);
-    return HATTN_ENOTSUP;
-  }
   hattn__cuda_kernel_name(desc, cfg, name, sizeof name);
   for (k = cu->kernels; k != NULL; k = k->next)
     if (strcmp(k->name, name) == 0) {

@@ -49,37 +49,6 @@
 
 /* ---- the kernel body ----------------------------------------------------- */
 
-/* Copy ROWS rows of HEAD_DIM elements starting at row ROW0 of the matrix at
-** SRC (bytes; row stride STRIDE elements) into the swizzled tile at DST;
-** rows at or beyond NROWS are zero-filled.  Thread TID copies chunk
-** TID % CHUNKS of rows TID / CHUNKS + RSTEP i: one running global address
-** and, where RSTEP is a multiple of 8, one swizzled chunk for all i.  TID
-** goes through hattn_opaque, so that the compiler recomputes these few
-** values per call instead of keeping every copy's address of every call
-** site in registers across the key-block loop (128 x 64 tiles spilled). */
-template <int ROWS, int HEAD_DIM, int THREADS>
-__device__ __forceinline__ void hattn_load_tile(unsigned dst, const char *src, long long stride,
-                                                int row0, int nrows, int tid) {
-  constexpr int CHUNKS = HEAD_DIM / 8;
-  static_assert(THREADS % CHUNKS == 0, "whole rows per pass");
-  constexpr int RSTEP = THREADS / CHUNKS;
-  static_assert(ROWS % RSTEP == 0, "whole passes");
-  const int id = (int)hattn_opaque((unsigned)tid);
-  const int r0 = id / CHUNKS, c = id % CHUNKS;
-  const char *g = src + ((long long)(row0 + r0) * stride + c * 8) * 2;
-  const long long gstep = stride * 2 * RSTEP;
-  const unsigned d0 = dst + r0 * HEAD_DIM * 2;
-#pragma unroll
-  for (int i = 0; i < ROWS / RSTEP; i++) {
-    const int r = r0 + i * RSTEP;
-    const bool valid = row0 + r < nrows;
-    const unsigned sw = RSTEP % 8 == 0 ? (unsigned)((c ^ (r0 & 7)) << 4)
-                                       : (unsigned)((c ^ (r & 7)) << 4);
-    hattn_cp_async16(d0 + i * RSTEP * HEAD_DIM * 2 + sw, valid ? g : src, valid);
-    g += gstep;
-  }
-}
-
 template <int BLOCK_M, int BLOCK_N, int HEAD_DIM, int WARPS, int STAGES, bool IS_BF16>
 __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   constexpr int THREADS = WARPS * 32;
@@ -135,7 +104,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   auto partial_at = [&](int j) { return kblocks.partial(j); };
 
   /* Q: its own cp.async group, committed first. */
-  hattn_load_tile<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);
+  hattn_load_rows<BLOCK_M, HEAD_DIM, THREADS, false>(sQ, qg, args.q_stride[2], q0, lq, tid);
   hattn_cp_async_commit();
 
   /* Prologue: key blocks 0 .. STAGES-2, one group each (empty groups too, so
@@ -144,10 +113,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   for (int j = 0; j < STAGES - 1; j++) {
     if (j < nblocks) {
       const int kb = block_at(j);
-      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK + j * KV_BYTES, kg, args.k_stride[2],
-                                                  kb * BLOCK_N, lk, tid);
-      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV + j * KV_BYTES, vg, args.v_stride[2],
-                                                  kb * BLOCK_N, lk, tid);
+      hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, false>(sK + j * KV_BYTES, kg, args.k_stride[2],
+                                                         kb * BLOCK_N, lk, tid);
+      hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, false>(sV + j * KV_BYTES, vg, args.v_stride[2],
+                                                         kb * BLOCK_N, lk, tid);
     }
     hattn_cp_async_commit();
   }
@@ -203,8 +172,8 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       /* Everyone is done with the only buffer before it is refilled. */
       __syncthreads();
       const int kb = block_at(j);
-      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK, kg, args.k_stride[2], kb * BLOCK_N, lk, tid);
-      hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV, vg, args.v_stride[2], kb * BLOCK_N, lk, tid);
+      hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, false>(sK, kg, args.k_stride[2], kb * BLOCK_N, lk, tid);
+      hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, false>(sV, vg, args.v_stride[2], kb * BLOCK_N, lk, tid);
       hattn_cp_async_commit();
       hattn_cp_async_wait<0>();
       __syncthreads();
@@ -218,10 +187,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       if (jn < nblocks) {
         const int kbn = block_at(jn);
         const int sn = jn % STAGES;
-        hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sK + sn * KV_BYTES, kg, args.k_stride[2],
-                                                    kbn * BLOCK_N, lk, tid);
-        hattn_load_tile<BLOCK_N, HEAD_DIM, THREADS>(sV + sn * KV_BYTES, vg, args.v_stride[2],
-                                                    kbn * BLOCK_N, lk, tid);
+        hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, false>(sK + sn * KV_BYTES, kg, args.k_stride[2],
+                                                           kbn * BLOCK_N, lk, tid);
+        hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, false>(sV + sn * KV_BYTES, vg, args.v_stride[2],
+                                                           kbn * BLOCK_N, lk, tid);
       }
       hattn_cp_async_commit();
     }

@@ -21,10 +21,11 @@
 ** (FlashAttention 3's overlap of softmax and the second GEMM inside a
 ** warpgroup).  After the last block, O += P V of it.
 **
-** Loads are 16-byte cp.async by all threads into STAGES (2 or 3) buffers
-** each of K and V, one group per key block: the group issued at block j
-** holds K_{j+STAGES-1} and V_{j+STAGES-2} (V one block behind K, because P
-** V of block j - 1 still reads its buffer during block j).  One CTA
+** Loads are 16-byte cp.async by all threads into STAGES = 2 buffers each
+** of K and V (3 buffers were slower on an H200), one group per key block:
+** the group issued at block j holds K_{j+STAGES-1} and V_{j+STAGES-2} (V
+** one block behind K, because P V of block j - 1 still reads its buffer
+** during block j).  One CTA
 ** barrier per key block: after it, every thread's copies of the group
 ** that block j needs are visible, and every warpgroup has finished reading
 ** the buffers that the next group overwrites.
@@ -271,35 +272,6 @@ __device__ __forceinline__ void hattn_wgmma_rs(float (&d)[N / 2], const unsigned
 
 /* ---- the kernel body ----------------------------------------------------- */
 
-/* Copy ROWS rows of HEAD_DIM elements starting at row ROW0 of the matrix at
-** SRC (bytes; row stride STRIDE elements) into the panelled, swizzled tile
-** at DST; rows at or beyond NROWS are zero-filled.  Thread TID copies chunk
-** TID % CHUNKS of rows TID / CHUNKS + RSTEP i (where RSTEP is a multiple of
-** 8, one swizzled position for all i); TID goes through hattn_opaque, as
-** in hattn_load_tile. */
-template <int ROWS, int HEAD_DIM, int THREADS>
-__device__ __forceinline__ void hattn_load_panels(unsigned dst, const char *src, long long stride,
-                                                  int row0, int nrows, int tid) {
-  constexpr int CHUNKS = HEAD_DIM / 8;
-  static_assert(THREADS % CHUNKS == 0, "whole rows per pass");
-  constexpr int RSTEP = THREADS / CHUNKS;
-  static_assert(ROWS % RSTEP == 0, "whole passes");
-  const int id = (int)hattn_opaque((unsigned)tid);
-  const int r0 = id / CHUNKS, c = id % CHUNKS;
-  const char *g = src + ((long long)(row0 + r0) * stride + c * 8) * 2;
-  const long long gstep = stride * 2 * RSTEP;
-  const unsigned d0 = dst + (c / 8) * ROWS * 128 + r0 * 128;
-#pragma unroll
-  for (int i = 0; i < ROWS / RSTEP; i++) {
-    const int r = r0 + i * RSTEP;
-    const bool valid = row0 + r < nrows;
-    const unsigned sw = RSTEP % 8 == 0 ? (unsigned)(((c % 8) ^ (r0 & 7)) << 4)
-                                       : (unsigned)(((c % 8) ^ (r & 7)) << 4);
-    hattn_cp_async16(d0 + i * RSTEP * 128 + sw, valid ? g : src, valid);
-    g += gstep;
-  }
-}
-
 template <int BLOCK_M, int BLOCK_N, int HEAD_DIM, int STAGES, bool IS_BF16>
 __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args) {
   constexpr int WG = BLOCK_M / 64;             /* warpgroups */
@@ -315,7 +287,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   static_assert(BLOCK_M % 64 == 0 && (HEAD_DIM == 64 || HEAD_DIM == 128 || HEAD_DIM == 256),
                 "tile sizes");
   static_assert(BLOCK_N == 64 || BLOCK_N == 128, "key blocks of 64 or 128");
-  static_assert(STAGES == 2 || STAGES == 3, "2 or 3 buffers of K and V");
+  static_assert(STAGES == 2, "2 buffers of K and V");
 
   extern __shared__ __align__(1024) unsigned char hattn_smem[];
   const unsigned sQ = hattn_smem_addr(hattn_smem);
@@ -372,19 +344,11 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const int nblocks = kblocks.n;
   auto block_at = [&](int j) { return kblocks.at(nblocks - 1 - j); };
   auto partial_at = [&](int j) { return kblocks.partial(nblocks - 1 - j); };
-  /* Q and K_0: the first group; with 3 stages, K_1 and V_0 the second. */
-  hattn_load_panels<BLOCK_M, HEAD_DIM, THREADS>(sQ, qg, args.q_stride[2], q0, lq, tid);
+  /* Q and K_0: the first group. */
+  hattn_load_rows<BLOCK_M, HEAD_DIM, THREADS, true>(sQ, qg, args.q_stride[2], q0, lq, tid);
   if (nblocks > 0)
-    hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK, kg, args.k_stride[2], block_at(0) * BLOCK_N, lk, tid);
+    hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, true>(sK, kg, args.k_stride[2], block_at(0) * BLOCK_N, lk, tid);
   hattn_cp_async_commit();
-  if constexpr (STAGES == 3) {
-    if (nblocks > 1)
-      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK + KV_BYTES, kg, args.k_stride[2],
-                                                    block_at(1) * BLOCK_N, lk, tid);
-    if (nblocks > 0)
-      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sV, vg, args.v_stride[2], block_at(0) * BLOCK_N, lk, tid);
-    hattn_cp_async_commit();
-  }
 
   /* Rows of this thread, relative to the CTA: r0 = 64 wg + 16 (warp % 4) + g
   ** [index 0] and r0 + 8 [index 1]. */
@@ -407,12 +371,14 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     __syncthreads();
     /* The next group: K_{j+STAGES-1} and V_{j+STAGES-2}. */
     if (j + STAGES - 1 < nblocks)
-      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sK + prev * KV_BYTES, kg, args.k_stride[2],
-                                                    block_at(j + STAGES - 1) * BLOCK_N, lk, tid);
+      hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, true>(sK + prev * KV_BYTES, kg, args.k_stride[2],
+                                                        block_at(j + STAGES - 1) * BLOCK_N, lk,
+                                                        tid);
     if (j + STAGES - 2 < nblocks)
-      hattn_load_panels<BLOCK_N, HEAD_DIM, THREADS>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES, vg,
-                                                    args.v_stride[2], block_at(j + STAGES - 2) * BLOCK_N,
-                                                    lk, tid);
+      hattn_load_rows<BLOCK_N, HEAD_DIM, THREADS, true>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES,
+                                                        vg, args.v_stride[2],
+                                                        block_at(j + STAGES - 2) * BLOCK_N, lk,
+                                                        tid);
     hattn_cp_async_commit();
     const bool partial = partial_at(j);
     const int kb = block_at(j);

@@ -98,6 +98,45 @@ __device__ __forceinline__ unsigned hattn_opaque(unsigned x) {
   return x;
 }
 
+/* ---- tile loads ---------------------------------------------------------- */
+
+/* Copy ROWS rows of HEAD_DIM elements starting at row ROW0 of the matrix at
+** SRC (bytes; row stride STRIDE elements) into the swizzled tile at DST;
+** rows at or beyond NROWS are zero-filled.  Without PANELS (the mma.sync
+** kernel) the tile is whole rows of HEAD_DIM * 2 bytes, 16-byte chunk c of
+** row r at chunk position c ^ (r & 7); with PANELS (wgmma) it is HEAD_DIM
+** / 64 panels of ROWS rows x 128 bytes, chunk c of row r in panel c / 8 at
+** position (c % 8) ^ (r & 7).  Thread TID copies chunk TID % CHUNKS of rows
+** TID / CHUNKS + RSTEP i: one running global address and, where RSTEP is a
+** multiple of 8, one swizzled chunk for all i.  TID goes through
+** hattn_opaque, so that the compiler recomputes these few values per call
+** instead of keeping every copy's address of every call site in registers
+** across the key-block loop (128 x 64 tiles spilled). */
+template <int ROWS, int HEAD_DIM, int THREADS, bool PANELS>
+__device__ __forceinline__ void hattn_load_rows(unsigned dst, const char *src, long long stride,
+                                                int row0, int nrows, int tid) {
+  constexpr int CHUNKS = HEAD_DIM / 8;
+  static_assert(THREADS % CHUNKS == 0, "whole rows per pass");
+  constexpr int RSTEP = THREADS / CHUNKS;
+  static_assert(ROWS % RSTEP == 0, "whole passes");
+  constexpr unsigned ROW_BYTES = PANELS ? 128 : HEAD_DIM * 2;
+  const int id = (int)hattn_opaque((unsigned)tid);
+  const int r0 = id / CHUNKS, c = id % CHUNKS;
+  const char *g = src + ((long long)(row0 + r0) * stride + c * 8) * 2;
+  const long long gstep = stride * 2 * RSTEP;
+  const unsigned d0 = dst + (PANELS ? (c / 8) * ROWS * 128 : 0) + r0 * ROW_BYTES;
+  const int cs = PANELS ? c % 8 : c;            /* the chunk within its row */
+#pragma unroll
+  for (int i = 0; i < ROWS / RSTEP; i++) {
+    const int r = r0 + i * RSTEP;
+    const bool valid = row0 + r < nrows;
+    const unsigned sw = RSTEP % 8 == 0 ? (unsigned)((cs ^ (r0 & 7)) << 4)
+                                       : (unsigned)((cs ^ (r & 7)) << 4);
+    hattn_cp_async16(d0 + i * RSTEP * ROW_BYTES + sw, valid ? g : src, valid);
+    g += gstep;
+  }
+}
+
 /* ---- closed-form key blocks ------------------------------------------------ */
 
 /* The key blocks of query rows [q0, q1) (q1 > q0, rows below lq) under a

@@ -195,10 +195,18 @@ START_TEST(test_failures) {
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
   ck_assert_msg(strstr(err, "warps = block_m / 16") != NULL, "message: %s", err);
   cfg.warps = cfg.block_m / 16;
+  cfg.stages = 3;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "and 2 stages") != NULL, "message: %s", err);
+  cfg.stages = 2;
   cfg.wgmma = 2;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
   ck_assert_msg(strstr(err, "wgmma must be 0 or 1") != NULL, "message: %s", err);
   cfg.wgmma = 1;
+  ck_assert_int_eq(hattn__cuda_config_runs_on(&cfg, 80, "NVIDIA A100", err, sizeof err), HATTN_ENOTSUP);
+  ck_assert_msg(strstr(err, "needs an sm_90 device") && strstr(err, "NVIDIA A100 is sm_80"), "message: %s",
+                err);
+  ck_assert_int_eq(hattn__cuda_config_runs_on(&cfg, 90, "NVIDIA H100", err, sizeof err), HATTN_OK);
   ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err), HATTN_OK);
   rc = hattn__nvrtc_compile(src, "k.cu", "sm_80", &cubin, &size, err, sizeof err);
   free(src);
@@ -208,8 +216,9 @@ START_TEST(test_failures) {
   ck_assert_msg(strstr(err, "compile it for sm_90a") != NULL, "message: %s", err);
   cubin = (void *)1;
 
-  /* The mma.sync kernel's tiles. */
+  /* The mma.sync kernel's tiles, on any device. */
   cfg.wgmma = 0;
+  ck_assert_int_eq(hattn__cuda_config_runs_on(&cfg, 80, "NVIDIA A100", err, sizeof err), HATTN_OK);
   cfg.warps = 3;
   rc = hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err);
   ck_assert_int_eq(rc, HATTN_EINVAL);
