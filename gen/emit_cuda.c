@@ -5,8 +5,8 @@
 ** comment with the pattern's canonical text and key, the text of
 ** cuda_abi.h, the PTX wrappers of templates/cuda_common.cuh, the
 ** configuration as constants, the element predicate
-** hattn_visible() written from the mask tree (one line per node, children
-** before parents), the score modifiers hattn_score() and hattn_slope(), the
+** hattn_visible() written from the lowered mask (one line per operation,
+** operands before their users), the score modifiers hattn_score() and hattn_slope(), the
 ** band constants of closed-form key blocks, the kernel body (templates/attn_fwd.cuh, or templates/attn_fwd_sm90.cuh for
 ** the warpgroup kernel), and the extern "C" entry point that
 ** instantiates it.  Nothing of the spec's text reaches the source except the
@@ -19,6 +19,7 @@
 
 #include "hattn.h"
 #include "emit_cuda.h"
+#include "lower.h"
 #include "templates.h"
 
 /* ---- a growing string ---------------------------------------------------- */
@@ -75,179 +76,97 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
 
 /* ---- the element predicate ------------------------------------------------ */
 
-typedef struct pred {
-  sbuf *b;
-  int nvars;       /* v0, v1, ... */
-  int nrandom;     /* random atoms seen, depth-first */
-  int need_d;      /* some atom reads d */
-  char *err;
-  size_t errlen;
-  int rc;
-} pred;
+static void comment_text(sbuf *b, const char *s);
 
-static void indent(pred *p, int depth) {
-  int i;
-  for (i = 0; i < depth + 1; i++) sb_puts(p->b, "  ");
-}
-
-/* Emit the code of node X at DEPTH (for indentation); returns its variable. */
-static int emit_node(pred *p, const hattn__expr *x, int depth) {
-  int v, i, *kid;
-  long long A = (long long)x->a, B = (long long)x->b;
-  switch (x->kind) {
-  case HATTN_NODE_NOT:
-  case HATTN_NODE_AND:
-  case HATTN_NODE_OR:
-    kid = calloc((size_t)x->nkids + 1, sizeof *kid);
-    if (kid == NULL) {
-      p->b->oom = 1;
-      return 0;
-    }
-    for (i = 0; i < x->nkids; i++) kid[i] = emit_node(p, x->kids[i], depth);
-    v = p->nvars++;
-    indent(p, depth);
-    if (x->kind == HATTN_NODE_NOT) {
-      sb_printf(p->b, "const bool v%d = !v%d;\n", v, kid[0]);
-    } else {
-      sb_printf(p->b, "const bool v%d = ", v);
-      for (i = 0; i < x->nkids; i++)
-        sb_printf(p->b, "%sv%d", i ? (x->kind == HATTN_NODE_AND ? " && " : " || ") : "", kid[i]);
-      sb_puts(p->b, ";\n");
-    }
-    free(kid);
-    return v;
-  default:
-    break;
-  }
-  v = p->nvars++;
-  switch (x->kind) {
-  case HATTN_NODE_FULL:
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = true;  /* full */\n", v);
-    break;
-  case HATTN_NODE_CAUSAL:
-    p->need_d = 1;
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = d >= 0;  /* causal */\n", v);
-    break;
-  case HATTN_NODE_WINDOW:
-    p->need_d = 1;
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = d >= -%lld && d <= %lld;  /* window(%lld, %lld) */\n", v, B,
-              A, A, B);
-    break;
-  case HATTN_NODE_DILATED:
-    p->need_d = 1;
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = d >= 0 && d < %lld && d %% %lld == 0;  /* dilated(%lld, %lld) */\n",
-              v, A * B, B, A, B);
-    break;
-  case HATTN_NODE_STRIDE:
-    p->need_d = 1;
-    indent(p, depth);
+/* The line of operation I of M: "const bool vI = ...;", one case per
+** operation of lower.h.  Returns HATTN_OK, or HATTN_ENOTSUP with a sentence
+** in ERR when the kernel's arguments have no room for the table. */
+static int emit_op(sbuf *b, const hattn__mask *m, int i, char *err, size_t errlen) {
+  const hattn__op *op = &m->ops[i];
+  long long A = (long long)op->a;
+  const char *sep = "";
+  int j;
+  switch (op->kind) {
+  case HATTN_OP_DIST:
+    sb_printf(b, "  const bool v%d = ", i);
+    if (op->lo > -HATTN_MASK_INF) sb_printf(b, "%sd >= %lld", sep, (long long)op->lo), sep = " && ";
+    if (op->hi < HATTN_MASK_INF) sb_printf(b, "%sd <= %lld", sep, (long long)op->hi), sep = " && ";
     /* C++ %: the remainder takes the sign of d, as in mask.c. */
-    sb_printf(p->b, "const bool v%d = d %% %lld == 0;  /* stride(%lld) */\n", v, A, A);
+    if (op->m > 1) sb_printf(b, "%sd %% %lld == 0", sep, (long long)op->m), sep = " && ";
+    sb_puts(b, *sep ? ";" : "true;");
     break;
-  case HATTN_NODE_SINK:
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = kpos < %lld;  /* sink(%lld) */\n", v, A, A);
+  case HATTN_OP_KPOS_LT:
+    sb_printf(b, "  const bool v%d = kpos < %lld;", i, A);
     break;
-  case HATTN_NODE_GLOBAL:
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = kpos < %lld || qpos < %lld;  /* global(%lld) */\n", v, A, A, A);
+  case HATTN_OP_QPOS_LT:
+    sb_printf(b, "  const bool v%d = qpos < %lld;", i, A);
     break;
-  case HATTN_NODE_CHUNK:
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = hattn_floordiv(qpos, %lld) == kpos / %lld;  /* chunk(%lld) */\n",
-              v, A, A, A);
+  case HATTN_OP_CHUNK:
+    sb_printf(b, "  const bool v%d = hattn_floordiv(qpos, %lld) == kpos / %lld;", i, A, A);
     break;
-  case HATTN_NODE_DOCUMENT:
-    indent(p, depth);
-    sb_printf(p->b, "/* document: a query position before 0 is in no document */\n");
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = qpos >= 0 && a.doc_id[qpos] == a.doc_id[kpos];\n", v);
+  case HATTN_OP_DOC:
+    sb_puts(b, "  /* a query position before 0 is in no document */\n");
+    sb_printf(b, "  const bool v%d = qpos >= 0 && a.doc_id[qpos] == a.doc_id[kpos];", i);
     break;
-  case HATTN_NODE_BLOCKS:
-    if (x->a >= 4) {
-      snprintf(p->err, p->errlen,
+  case HATTN_OP_LAYOUT:
+    if (op->a >= 4) {
+      snprintf(err, errlen,
                "the CUDA backend supports at most 4 block layouts, but the pattern uses layout number %lld",
                A);
-      p->rc = HATTN_ENOTSUP;
-      return v;
+      return HATTN_ENOTSUP;
     }
-    indent(p, depth);
-    sb_printf(p->b, "/* blocks(%s): layout %lld, by row indices q and k */\n",
-              x->name ? x->name : "?", A);
-    indent(p, depth);
-    sb_printf(p->b, "const long long bq%d = q / a.layout_shape[%lld][0];\n", v, A);
-    indent(p, depth);
-    sb_printf(p->b, "const long long bk%d = kpos / a.layout_shape[%lld][1];\n", v, A);
-    indent(p, depth);
-    sb_printf(p->b,
-              "const bool v%d = bq%d < a.layout_shape[%lld][2] && bk%d < a.layout_shape[%lld][3] &&\n",
-              v, v, A, v, A);
-    indent(p, depth + 2);
-    sb_printf(p->b, "a.layout_bits[%lld][bq%d * a.layout_shape[%lld][3] + bk%d] != 0;\n", A, v, A, v);
+    sb_printf(b, "  /* layout %lld, by row indices q and k */\n", A);
+    sb_printf(b, "  const long long bq%d = q / a.layout_shape[%lld][0];\n", i, A);
+    sb_printf(b, "  const long long bk%d = kpos / a.layout_shape[%lld][1];\n", i, A);
+    sb_printf(b, "  const bool v%d = bq%d < a.layout_shape[%lld][2] && bk%d < a.layout_shape[%lld][3] &&\n",
+              i, i, A, i, A);
+    sb_printf(b, "      a.layout_bits[%lld][bq%d * a.layout_shape[%lld][3] + bk%d] != 0;", A, i, A, i);
     break;
-  case HATTN_NODE_RANDOM: {
-    int j = p->nrandom++;
-    if (j >= 4) {
-      snprintf(p->err, p->errlen,
-               "the CUDA backend supports at most 4 random atoms in a pattern");
-      p->rc = HATTN_ENOTSUP;
-      return v;
+  case HATTN_OP_RANDOM:
+    if (op->a >= 4) {
+      snprintf(err, errlen, "the CUDA backend supports at most 4 random atoms in a pattern");
+      return HATTN_ENOTSUP;
     }
-    indent(p, depth);
-    sb_printf(p->b, "/* random(%lld, %lld): bit (kpos / 64) of row (qpos / 64) of table %d */\n", A,
-              B, j);
-    indent(p, depth);
-    sb_printf(p->b, "const bool v%d = qpos >= 0 &&\n", v);
-    indent(p, depth + 2);
-    sb_printf(p->b,
-              "((a.random_bits[%d][(long long)(qpos >> 6) * a.random_words + (kpos >> 12)] >> ((kpos >> 6) & 63)) & 1ull) != 0;\n",
-              j);
+    sb_printf(b, "  /* bit (kpos / 64) of row (qpos / 64) of random table %lld */\n", A);
+    sb_printf(b, "  const bool v%d = qpos >= 0 &&\n", i);
+    sb_printf(b, "      ((a.random_bits[%lld][(long long)(qpos >> 6) * a.random_words + (kpos >> 12)] >> ((kpos >> 6) & 63)) & 1ull) != 0;",
+              A);
     break;
-  }
-  case HATTN_NODE_TOPK:
-    indent(p, depth);
-    sb_printf(p->b, "/* topk(%lld): key 64-block among the routed blocks of query 64-block qpos / 64 */\n", A);
-    indent(p, depth);
-    sb_printf(p->b, "bool v%d = false;\n", v);
-    indent(p, depth);
-    sb_printf(p->b, "if (qpos >= 0) {\n");
-    indent(p, depth + 1);
-    sb_printf(p->b,
-              "const int *row = a.topk_blocks + ((long long)bh * ((a.lk + 63) >> 6) + (qpos >> 6)) * a.topk_k;\n");
-    indent(p, depth + 1);
-    sb_printf(p->b, "for (int i = 0; i < %lld; i++)\n", A);
-    indent(p, depth + 2);
-    sb_printf(p->b, "if (row[i] == (kpos >> 6)) v%d = true;\n", v);
-    indent(p, depth);
-    sb_puts(p->b, "}\n");
+  case HATTN_OP_TOPK:
+    sb_puts(b, "  /* key 64-block among the routed blocks of query 64-block qpos / 64 */\n");
+    sb_printf(b, "  bool v%d = false;\n", i);
+    sb_puts(b, "  if (qpos >= 0) {\n");
+    sb_puts(b, "    const int *row = a.topk_blocks + ((long long)bh * ((a.lk + 63) >> 6) + (qpos >> 6)) * a.topk_k;\n");
+    sb_printf(b, "    for (int i = 0; i < %lld; i++)\n", A);
+    sb_printf(b, "      if (row[i] == (kpos >> 6)) v%d = true;\n", i);
+    sb_puts(b, "  }");
+    break;
+  case HATTN_OP_NOT:
+    sb_printf(b, "  const bool v%d = !v%d;", i, op->args[0]);
+    break;
+  case HATTN_OP_AND:
+  case HATTN_OP_OR:
+    sb_printf(b, "  const bool v%d = ", i);
+    for (j = 0; j < op->nargs; j++)
+      sb_printf(b, "%sv%d", j ? (op->kind == HATTN_OP_AND ? " && " : " || ") : "", op->args[j]);
+    sb_puts(b, ";");
     break;
   default:
-    snprintf(p->err, p->errlen, "the CUDA emitter met an unknown mask node kind %d", (int)x->kind);
-    p->rc = HATTN_EINVAL;
-    break;
+    snprintf(err, errlen, "the CUDA emitter met an unknown mask operation %d", (int)op->kind);
+    return HATTN_EINVAL;
   }
-  return v;
+  if (op->what) {
+    sb_puts(b, "  /* ");
+    comment_text(b, op->what);
+    sb_puts(b, " */");
+  }
+  sb_puts(b, "\n");
+  return HATTN_OK;
 }
 
 static int emit_visible(sbuf *b, const hattn__pattern *pat, char *err, size_t errlen) {
-  pred p;
-  sbuf body = {0};
-  int v;
-  memset(&p, 0, sizeof p);
-  p.b = &body;
-  p.err = err;
-  p.errlen = errlen;
-  p.rc = HATTN_OK;
-  v = emit_node(&p, pat->mask, 0);
-  if (p.rc != HATTN_OK || body.oom) {
-    free(body.p);
-    if (body.oom) b->oom = 1;
-    return p.rc;
-  }
+  const hattn__mask *m = pat->lowered;
+  int i, rc = HATTN_OK, need_d = 0;
   sb_puts(b,
           "/*\n"
           "** Whether key row k (position kpos) is visible to query row q (position\n"
@@ -257,61 +176,26 @@ static int emit_visible(sbuf *b, const hattn__pattern *pat, char *err, size_t er
           "__device__ __forceinline__ bool hattn_visible(int q, int qpos, int kpos,\n"
           "                                              const hattn_cuda_args &a, int bh) {\n");
   sb_puts(b, "  (void)q;\n  (void)qpos;\n  (void)kpos;\n  (void)a;\n  (void)bh;\n");
-  if (p.need_d) sb_puts(b, "  const int d = qpos - kpos;\n");
-  sb_puts(b, body.p ? body.p : "");
-  sb_printf(b, "  return v%d;\n}\n\n", v);
-  free(body.p);
-  return HATTN_OK;
+  for (i = 0; i < m->nops; i++) need_d |= m->ops[i].kind == HATTN_OP_DIST;
+  if (need_d) sb_puts(b, "  const int d = qpos - kpos;\n");
+  for (i = 0; i < m->nops && rc == HATTN_OK; i++) rc = emit_op(b, m, i, err, errlen);
+  sb_printf(b, "  return v%d;\n}\n\n", m->nops - 1);
+  return rc;
 }
 
 /* ---- closed-form key blocks ---------------------------------------------- */
 
-/* Beyond any distance a kernel meets (lengths are below 2^31). */
-#define BAND_INF (1LL << 40)
-
-/* Whether X is a band of distances, LO <= qpos - kpos <= HI (full, causal,
-** window and their &): then a query block's keys are one interval and its
-** FULL blocks follow in closed form (gen/plan.c's key ranges, exact for
-** these atoms). */
-static int band_of(const hattn__expr *x, long long *lo, long long *hi) {
-  long long l, h;
-  int i;
-  switch (x->kind) {
-  case HATTN_NODE_FULL:
-    *lo = -BAND_INF, *hi = BAND_INF;
-    return 1;
-  case HATTN_NODE_CAUSAL:
-    *lo = 0, *hi = BAND_INF;
-    return 1;
-  case HATTN_NODE_WINDOW:
-    *lo = -(long long)x->b, *hi = (long long)x->a;
-    return 1;
-  case HATTN_NODE_AND:
-    *lo = -BAND_INF, *hi = BAND_INF;
-    for (i = 0; i < x->nkids; i++) {
-      if (!band_of(x->kids[i], &l, &h)) return 0;
-      if (l > *lo) *lo = l;
-      if (h < *hi) *hi = h;
-    }
-    return 1;
-  default:
-    return 0;
-  }
-}
-
 static void emit_band(sbuf *b, const hattn__pattern *pat) {
-  long long lo = 0, hi = 0;
-  int band = band_of(pat->mask, &lo, &hi);
-  if (!band) lo = hi = 0;  /* unused */
+  const hattn__mask *m = pat->lowered;
   sb_puts(b, "/*\n"
              "** Closed-form key blocks: where the mask is a band of distances,\n"
              "** HATTN_BAND_LO <= qpos - kpos <= HATTN_BAND_HI, the kernel computes its\n"
              "** key blocks and which of them are FULL (hattn_band_blocks) instead of\n"
              "** reading the plan's lists.\n"
              "*/\n");
-  sb_printf(b, "constexpr bool HATTN_BAND = %s;\n", band ? "true" : "false");
-  sb_printf(b, "constexpr long long HATTN_BAND_LO = %lldLL;\n", lo);
-  sb_printf(b, "constexpr long long HATTN_BAND_HI = %lldLL;\n\n", hi);
+  sb_printf(b, "constexpr bool HATTN_BAND = %s;\n", m->band ? "true" : "false");
+  sb_printf(b, "constexpr long long HATTN_BAND_LO = %lldLL;\n", (long long)m->band_lo);
+  sb_printf(b, "constexpr long long HATTN_BAND_HI = %lldLL;\n\n", (long long)m->band_hi);
 }
 
 /* ---- modifiers ------------------------------------------------------------ */
@@ -395,7 +279,7 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   int rc;
 
   *out = NULL;
-  if (pat == NULL || pat->mask == NULL) {
+  if (pat == NULL || pat->lowered == NULL) {
     snprintf(err, errlen, "no pattern to emit");
     return HATTN_EINVAL;
   }

@@ -28,6 +28,7 @@
 
 #include "hattn.h"
 #include "emit_llvm.h"
+#include "lower.h"
 
 #ifdef HATTN_HAVE_LLVM
 
@@ -58,10 +59,11 @@ typedef struct em {
   LLVMValueRef ssink;                             /* the head's sink logit (an alloca) */
   LLVMValueRef slope;           /* float, or NULL without alibi */
   LLVMValueRef accs[MAXACC];    /* allocas of register accumulators */
-  int nnodes;
+  int nnodes;                   /* operations of the lowered mask */
+  LLVMValueRef *regs;           /* [nnodes]: their registers while pred_vec runs */
 } em;
 
-/* Per-row values of one mask node (see pred_row). */
+/* Per-row values of one mask operation (see pred_row). */
 typedef struct rowval {
   LLVMValueRef a, b, c, d;
 } rowval;
@@ -344,12 +346,6 @@ static void store_elem(em *e, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef 
 
 /* ---- the element predicate -------------------------------------------- */
 
-static int count_nodes(const hattn__expr *x) {
-  int n = 1, i;
-  for (i = 0; i < x->nkids; i++) n += count_nodes(x->kids[i]);
-  return n;
-}
-
 /* Floor division of the i32 X by the positive constant A. */
 static LLVMValueRef floordiv32(em *e, LLVMValueRef x, int64_t a, const char *name) {
   LLVMValueRef q = LLVMBuildSDiv(e->b, x, i32c(e, a), "");
@@ -367,119 +363,107 @@ static LLVMValueRef qpos_valid(em *e, LLVMValueRef qpos, LLVMValueRef *clamped) 
   return ok;
 }
 
-/* The per-row part of the predicate of X for query position QPOS (i32) and
-** query row QROW (i64): scalars loaded or computed once per row, stored in
-** RV in depth-first order. */
-static void pred_row(em *e, const hattn__expr *x, LLVMValueRef qpos, LLVMValueRef qrow, int *node,
-                     int *rnd, rowval *rv) {
-  rowval *me = &rv[(*node)++];
+/* The per-row part of the predicate of the lowered mask M for query
+** position QPOS (i32) and query row QROW (i64): scalars loaded or computed
+** once per row, RV[i] for operation i. */
+static void pred_row(em *e, const hattn__mask *m, LLVMValueRef qpos, LLVMValueRef qrow, rowval *rv) {
   LLVMValueRef ok, qc, p, t;
   int i;
-  switch (x->kind) {
-  case HATTN_NODE_GLOBAL:
-    me->a = splat(e, LLVMBuildICmp(e->b, LLVMIntSLT, qpos, i32c(e, x->a), ""), "global.q");
-    break;
-  case HATTN_NODE_CHUNK:
-    me->a = splat(e, floordiv32(e, qpos, x->a, "chunk.q"), "");
-    break;
-  case HATTN_NODE_DOCUMENT:
-    ok = qpos_valid(e, qpos, &qc);
-    p = field(e, offsetof(hattn_cpu_args, doc_id), e->tptr, "doc_id");
-    t = ld(e, e->ti32, gep(e, e->ti32, p, LLVMBuildSExt(e->b, qc, e->ti64, ""), ""), 4, "doc.q");
-    me->a = splat(e, t, "");
-    me->b = splat(e, ok, "");
-    me->c = p;
-    break;
-  case HATTN_NODE_BLOCKS: {
-    LLVMValueRef lay, lbm, lbn, nqb, nkb, bits, bq, rok;
-    lay = field(e, offsetof(hattn_cpu_args, layouts), e->tptr, "layouts");
-    lay = gep(e, e->ti8, lay, i64c(e, x->a * (int64_t)sizeof(hattn_cpu_layout)), "layout");
-    lbm = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, bm)), ""), 8, "layout.bm");
-    lbn = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, bn)), ""), 8, "layout.bn");
-    nqb = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, nqb)), ""), 8, "layout.nqb");
-    nkb = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, nkb)), ""), 8, "layout.nkb");
-    bits = ld(e, e->tptr, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, bits)), ""), 8, "layout.bits");
-    bq = LLVMBuildUDiv(e->b, qrow, lbm, "layout.bq");
-    rok = LLVMBuildICmp(e->b, LLVMIntULT, bq, nqb, "");
-    bq = LLVMBuildSelect(e->b, rok, bq, i64c(e, 0), "");
-    me->a = gep(e, e->ti8, bits, mul(e, bq, nkb, ""), "layout.row");
-    me->b = splat(e, rok, "");
-    /* Key rows are below 2^30, so clamping to 2^30 changes no quotient. */
-    me->c = splat(e, LLVMBuildTrunc(e->b, smin(e, lbn, i64c(e, 1 << 30), ""), e->ti32, ""), "");
-    me->d = splat(e, LLVMBuildTrunc(e->b, smin(e, nkb, i64c(e, 1 << 30), ""), e->ti32, ""), "");
-    break;
+  for (i = 0; i < m->nops; i++) {
+    const hattn__op *op = &m->ops[i];
+    rowval *me = &rv[i];
+    switch (op->kind) {
+    case HATTN_OP_QPOS_LT:
+      me->a = splat(e, LLVMBuildICmp(e->b, LLVMIntSLT, qpos, i32c(e, op->a), ""), "qpos.lt");
+      break;
+    case HATTN_OP_CHUNK:
+      me->a = splat(e, floordiv32(e, qpos, op->a, "chunk.q"), "");
+      break;
+    case HATTN_OP_DOC:
+      ok = qpos_valid(e, qpos, &qc);
+      p = field(e, offsetof(hattn_cpu_args, doc_id), e->tptr, "doc_id");
+      t = ld(e, e->ti32, gep(e, e->ti32, p, LLVMBuildSExt(e->b, qc, e->ti64, ""), ""), 4, "doc.q");
+      me->a = splat(e, t, "");
+      me->b = splat(e, ok, "");
+      me->c = p;
+      break;
+    case HATTN_OP_LAYOUT: {
+      LLVMValueRef lay, lbm, lbn, nqb, nkb, bits, bq, rok;
+      lay = field(e, offsetof(hattn_cpu_args, layouts), e->tptr, "layouts");
+      lay = gep(e, e->ti8, lay, i64c(e, op->a * (int64_t)sizeof(hattn_cpu_layout)), "layout");
+      lbm = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, bm)), ""), 8, "layout.bm");
+      lbn = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, bn)), ""), 8, "layout.bn");
+      nqb = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, nqb)), ""), 8, "layout.nqb");
+      nkb = ld(e, e->ti64, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, nkb)), ""), 8, "layout.nkb");
+      bits = ld(e, e->tptr, gep(e, e->ti8, lay, i64c(e, offsetof(hattn_cpu_layout, bits)), ""), 8, "layout.bits");
+      bq = LLVMBuildUDiv(e->b, qrow, lbm, "layout.bq");
+      rok = LLVMBuildICmp(e->b, LLVMIntULT, bq, nqb, "");
+      bq = LLVMBuildSelect(e->b, rok, bq, i64c(e, 0), "");
+      me->a = gep(e, e->ti8, bits, mul(e, bq, nkb, ""), "layout.row");
+      me->b = splat(e, rok, "");
+      /* Key rows are below 2^30, so clamping to 2^30 changes no quotient. */
+      me->c = splat(e, LLVMBuildTrunc(e->b, smin(e, lbn, i64c(e, 1 << 30), ""), e->ti32, ""), "");
+      me->d = splat(e, LLVMBuildTrunc(e->b, smin(e, nkb, i64c(e, 1 << 30), ""), e->ti32, ""), "");
+      break;
+    }
+    case HATTN_OP_RANDOM: {
+      LLVMValueRef tab, wpr;
+      ok = qpos_valid(e, qpos, &qc);
+      tab = field(e, offsetof(hattn_cpu_args, random_bits), e->tptr, "random_bits");
+      tab = ld(e, e->tptr, gep(e, e->tptr, tab, i64c(e, op->a), ""), 8, "random.bits");
+      wpr = field(e, offsetof(hattn_cpu_args, random_words_per_row), e->ti64, "random.wpr");
+      t = LLVMBuildZExt(e->b, LLVMBuildLShr(e->b, qc, i32c(e, 6), ""), e->ti64, "");
+      me->a = gep(e, e->ti64, tab, mul(e, t, wpr, ""), "random.row");
+      me->b = splat(e, ok, "");
+      break;
+    }
+    case HATTN_OP_TOPK: {
+      LLVMValueRef tab, nqb64;
+      ok = qpos_valid(e, qpos, &qc);
+      tab = field(e, offsetof(hattn_cpu_args, topk_blocks), e->tptr, "topk_blocks");
+      nqb64 = LLVMBuildAShr(e->b, add(e, e->lk, i64c(e, 63), ""), i64c(e, 6), "nqb64");
+      t = LLVMBuildZExt(e->b, LLVMBuildLShr(e->b, qc, i32c(e, 6), ""), e->ti64, "");
+      t = mul(e, add(e, mul(e, e->bh, nqb64, ""), t, ""), i64c(e, op->a), "");
+      me->a = gep(e, e->ti32, tab, t, "topk.row");
+      me->b = splat(e, ok, "");
+      break;
+    }
+    default:
+      break;
+    }
   }
-  case HATTN_NODE_RANDOM: {
-    LLVMValueRef tab, wpr;
-    ok = qpos_valid(e, qpos, &qc);
-    tab = field(e, offsetof(hattn_cpu_args, random_bits), e->tptr, "random_bits");
-    tab = ld(e, e->tptr, gep(e, e->tptr, tab, i64c(e, (*rnd)++), ""), 8, "random.bits");
-    wpr = field(e, offsetof(hattn_cpu_args, random_words_per_row), e->ti64, "random.wpr");
-    t = LLVMBuildZExt(e->b, LLVMBuildLShr(e->b, qc, i32c(e, 6), ""), e->ti64, "");
-    me->a = gep(e, e->ti64, tab, mul(e, t, wpr, ""), "random.row");
-    me->b = splat(e, ok, "");
-    break;
-  }
-  case HATTN_NODE_TOPK: {
-    LLVMValueRef tab, nqb64;
-    ok = qpos_valid(e, qpos, &qc);
-    tab = field(e, offsetof(hattn_cpu_args, topk_blocks), e->tptr, "topk_blocks");
-    nqb64 = LLVMBuildAShr(e->b, add(e, e->lk, i64c(e, 63), ""), i64c(e, 6), "nqb64");
-    t = LLVMBuildZExt(e->b, LLVMBuildLShr(e->b, qc, i32c(e, 6), ""), e->ti64, "");
-    t = mul(e, add(e, mul(e, e->bh, nqb64, ""), t, ""), i64c(e, x->a), "");
-    me->a = gep(e, e->ti32, tab, t, "topk.row");
-    me->b = splat(e, ok, "");
-    break;
-  }
-  default:
-    break;
-  }
-  for (i = 0; i < x->nkids; i++) pred_row(e, x->kids[i], qpos, qrow, node, rnd, rv);
 }
 
-/* The predicate of X as <vec x i1> for query position QV (splat i32) and key
-** positions KV (<vec x i32>, KPOS0 the first as i64); KIN: kv < lk. */
-static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMValueRef kv,
-                             LLVMValueRef kpos0, LLVMValueRef kin, int *node, rowval *rv) {
-  rowval *me = &rv[(*node)++];
-  LLVMValueRef d = NULL, r, t, ok, a[4];
+/* Operation OP as <vec x i1> for query position QV (splat i32) and key
+** positions KV (<vec x i32>, KPOS0 the first as i64); KIN: kv < lk; ME its
+** per-row values, REG the registers of earlier operations. */
+static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMValueRef kv,
+                            LLVMValueRef kpos0, LLVMValueRef kin, const rowval *me,
+                            const LLVMValueRef *reg) {
+  LLVMValueRef d, r = NULL, t, ok, a[4];
   LLVMTypeRef tys[2];
   int i;
 #define VI(v) splat_const(e, i32c(e, (v)))
-  switch (x->kind) {
-  case HATTN_NODE_CAUSAL:
-  case HATTN_NODE_WINDOW:
-  case HATTN_NODE_DILATED:
-  case HATTN_NODE_STRIDE:
+  switch (op->kind) {
+  case HATTN_OP_DIST:
     d = LLVMBuildSub(e->b, qv, kv, "d");
-    break;
-  default:
-    break;
-  }
-  switch (x->kind) {
-  case HATTN_NODE_FULL:
-    return LLVMConstAllOnes(e->tvb);
-  case HATTN_NODE_CAUSAL:
-    return LLVMBuildICmp(e->b, LLVMIntSGE, d, VI(0), "causal");
-  case HATTN_NODE_WINDOW:
-    return LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, d, VI(-x->b), ""),
-                        LLVMBuildICmp(e->b, LLVMIntSLE, d, VI(x->a), ""), "window");
-  case HATTN_NODE_DILATED:
-    r = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, d, VI(0), ""),
-                     LLVMBuildICmp(e->b, LLVMIntSLT, d, VI(x->a * x->b), ""), "");
-    if (x->b > 1)
-      r = LLVMBuildAnd(e->b, r, LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildSRem(e->b, d, VI(x->b), ""), VI(0), ""), "");
-    return r;
-  case HATTN_NODE_STRIDE:
-    if (x->a == 1) return LLVMConstAllOnes(e->tvb);
-    return LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildSRem(e->b, d, VI(x->a), ""), VI(0), "stride");
-  case HATTN_NODE_SINK:
-    return LLVMBuildICmp(e->b, LLVMIntSLT, kv, VI(x->a), "sink");
-  case HATTN_NODE_GLOBAL:
-    return LLVMBuildOr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, kv, VI(x->a), ""), me->a, "global");
-  case HATTN_NODE_CHUNK:
-    return LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildSDiv(e->b, kv, VI(x->a), ""), me->a, "chunk");
-  case HATTN_NODE_DOCUMENT:
+    if (op->lo > -HATTN_MASK_INF) r = LLVMBuildICmp(e->b, LLVMIntSGE, d, VI(op->lo), "d.lo");
+    if (op->hi < HATTN_MASK_INF) {
+      t = LLVMBuildICmp(e->b, LLVMIntSLE, d, VI(op->hi), "d.hi");
+      r = r ? LLVMBuildAnd(e->b, r, t, "") : t;
+    }
+    if (op->m > 1) {
+      t = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildSRem(e->b, d, VI(op->m), ""), VI(0), "d.mod");
+      r = r ? LLVMBuildAnd(e->b, r, t, "") : t;
+    }
+    return r ? r : LLVMConstAllOnes(e->tvb);
+  case HATTN_OP_KPOS_LT:
+    return LLVMBuildICmp(e->b, LLVMIntSLT, kv, VI(op->a), "kpos.lt");
+  case HATTN_OP_QPOS_LT:
+    return me->a;
+  case HATTN_OP_CHUNK:
+    return LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildSDiv(e->b, kv, VI(op->a), ""), me->a, "chunk");
+  case HATTN_OP_DOC:
     a[0] = gep(e, e->ti32, me->c, kpos0, "");
     a[1] = i32c(e, 4);
     a[2] = kin;
@@ -488,7 +472,7 @@ static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMV
     tys[1] = e->tptr;
     t = intr(e, "llvm.masked.load", tys, 2, a, 4, "doc.k");
     return LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, t, me->a, ""), me->b, "document");
-  case HATTN_NODE_BLOCKS:
+  case HATTN_OP_LAYOUT:
     t = LLVMBuildUDiv(e->b, kv, me->c, "layout.bk");
     ok = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntULT, t, me->d, ""), me->b, "");
     ok = LLVMBuildAnd(e->b, ok, kin, "");
@@ -500,7 +484,7 @@ static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMV
     tys[1] = LLVMTypeOf(a[0]);
     t = intr(e, "llvm.masked.gather", tys, 2, a, 4, "layout.bit");
     return LLVMBuildICmp(e->b, LLVMIntNE, t, a[3], "blocks");
-  case HATTN_NODE_RANDOM: {
+  case HATTN_OP_RANDOM: {
     LLVMValueRef kb = LLVMBuildLShr(e->b, kv, VI(6), "kb64"), wi;
     wi = LLVMBuildLShr(e->b, kb, VI(6), "");
     ok = LLVMBuildAnd(e->b, kin, me->b, "");
@@ -515,11 +499,11 @@ static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMV
     t = LLVMBuildAnd(e->b, LLVMBuildLShr(e->b, t, kb, ""), splat_const(e, i64c(e, 1)), "");
     return LLVMBuildICmp(e->b, LLVMIntNE, t, LLVMConstNull(e->tvl), "random");
   }
-  case HATTN_NODE_TOPK: {
+  case HATTN_OP_TOPK: {
     LLVMValueRef kb = LLVMBuildLShr(e->b, kv, VI(6), "kb64");
-    if (x->a <= 64) {
+    if (op->a <= 64) {
       r = LLVMConstNull(e->tvb);
-      for (i = 0; i < x->a; i++) {
+      for (i = 0; i < op->a; i++) {
         t = ld(e, e->ti32, gep(e, e->ti32, me->a, i64c(e, i), ""), 4, "topk.blk");
         r = LLVMBuildOr(e->b, r, LLVMBuildICmp(e->b, LLVMIntEQ, kb, splat(e, t, ""), ""), "");
       }
@@ -528,7 +512,7 @@ static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMV
       loop l;
       LLVMValueRef j;
       st(e, LLVMConstNull(e->tvb), acc, 1);
-      j = loop_begin(e, &l, "topk.loop", i64c(e, 0), i64c(e, x->a));
+      j = loop_begin(e, &l, "topk.loop", i64c(e, 0), i64c(e, op->a));
       t = ld(e, e->ti32, gep(e, e->ti32, me->a, j, ""), 4, "topk.blk");
       r = LLVMBuildOr(e->b, ld(e, e->tvb, acc, 1, ""),
                       LLVMBuildICmp(e->b, LLVMIntEQ, kb, splat(e, t, ""), ""), "");
@@ -538,16 +522,14 @@ static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMV
     }
     return LLVMBuildAnd(e->b, r, me->b, "topk");
   }
-  case HATTN_NODE_NOT:
-    t = pred_vec(e, x->kids[0], qv, kv, kpos0, kin, node, rv);
-    return LLVMBuildNot(e->b, t, "not");
-  case HATTN_NODE_AND:
-  case HATTN_NODE_OR:
-    r = pred_vec(e, x->kids[0], qv, kv, kpos0, kin, node, rv);
-    for (i = 1; i < x->nkids; i++) {
-      t = pred_vec(e, x->kids[i], qv, kv, kpos0, kin, node, rv);
-      r = x->kind == HATTN_NODE_AND ? LLVMBuildAnd(e->b, r, t, "and") : LLVMBuildOr(e->b, r, t, "or");
-    }
+  case HATTN_OP_NOT:
+    return LLVMBuildNot(e->b, reg[op->args[0]], "not");
+  case HATTN_OP_AND:
+  case HATTN_OP_OR:
+    r = reg[op->args[0]];
+    for (i = 1; i < op->nargs; i++)
+      r = op->kind == HATTN_OP_AND ? LLVMBuildAnd(e->b, r, reg[op->args[i]], "and")
+                                   : LLVMBuildOr(e->b, r, reg[op->args[i]], "or");
     return r;
   default:
     return LLVMConstNull(e->tvb);
@@ -555,15 +537,14 @@ static LLVMValueRef pred_vec(em *e, const hattn__expr *x, LLVMValueRef qv, LLVMV
 #undef VI
 }
 
-static int pattern_supported(const hattn__expr *x) {
+/* The predicate of the lowered mask M as <vec x i1>: every operation in
+** order into E->regs, the last one's register returned. */
+static LLVMValueRef pred_vec(em *e, const hattn__mask *m, LLVMValueRef qv, LLVMValueRef kv,
+                             LLVMValueRef kpos0, LLVMValueRef kin, const rowval *rv) {
   int i;
-  if (x->kind < HATTN_NODE_FULL || x->kind >= HATTN_NODE_COUNT_) return 0;
-  if ((x->kind == HATTN_NODE_NOT && x->nkids != 1) ||
-      ((x->kind == HATTN_NODE_AND || x->kind == HATTN_NODE_OR) && x->nkids < 1))
-    return 0;
-  for (i = 0; i < x->nkids; i++)
-    if (!pattern_supported(x->kids[i])) return 0;
-  return 1;
+  for (i = 0; i < m->nops; i++)
+    e->regs[i] = pred_op(e, &m->ops[i], qv, kv, kpos0, kin, &rv[i], e->regs);
+  return e->regs[m->nops - 1];
 }
 
 /* ---- the kernel -------------------------------------------------------- */
@@ -635,8 +616,7 @@ static void emit_block(em *e, LLVMValueRef kb, int partial, rowval *rv) {
     snprintf(nm, sizeof nm, "qpos%d", r);
     qpos[r] = LLVMBuildTrunc(e->b, add(e, qrow, e->qoff, ""), e->ti32, nm);
     if (partial) {
-      int node = 0, rnd = 0;
-      pred_row(e, e->pat->mask, qpos[r], qrow, &node, &rnd, rv + r * e->nnodes);
+      pred_row(e, e->pat->lowered, qpos[r], qrow, rv + r * e->nnodes);
     }
   }
 
@@ -684,8 +664,7 @@ static void emit_block(em *e, LLVMValueRef kb, int partial, rowval *rv) {
         }
         if (e->has_mod) s = LLVMBuildFMul(e->b, s, fk(e, e->tvf, LOG2E), "s2");
         if (partial) {
-          int node = 0;
-          LLVMValueRef vis = pred_vec(e, e->pat->mask, splat(e, qpos[r], ""), kv, kpos0, kin, &node,
+          LLVMValueRef vis = pred_vec(e, e->pat->lowered, splat(e, qpos[r], ""), kv, kpos0, kin,
                                       rv + r * e->nnodes);
           s = LLVMBuildSelect(e->b, vis, s, splat_const(e, ninf), "s.masked");
         }
@@ -810,7 +789,7 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
     snprintf(err, errlen, "the CPU backend does not support dtype %d", (int)desc->dtype);
     return HATTN_ENOTSUP;
   }
-  if (desc->pattern == NULL || desc->pattern->mask == NULL || !pattern_supported(desc->pattern->mask)) {
+  if (desc->pattern == NULL || desc->pattern->lowered == NULL) {
     snprintf(err, errlen, "the CPU backend does not support this mask expression");
     return HATTN_ENOTSUP;
   }
@@ -826,10 +805,13 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
   e->bm = cfg->bm;
   e->bn = cfg->bn;
   e->has_mod = e->pat->softcap > 0 || e->pat->alibi != HATTN_ALIBI_NONE;
-  e->nnodes = count_nodes(e->pat->mask);
+  e->nnodes = e->pat->lowered->nops;
   hattn__cpu_scratch_plan(cfg, e->d, &e->sm);
   rv = calloc((size_t)e->nnodes * (size_t)e->rows, sizeof *rv);
-  if (rv == NULL) {
+  e->regs = calloc((size_t)e->nnodes, sizeof *e->regs);
+  if (rv == NULL || e->regs == NULL) {
+    free(rv);
+    free(e->regs);
     snprintf(err, errlen, "out of memory");
     return HATTN_ENOMEM;
   }
@@ -1027,6 +1009,7 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
   LLVMDisposeBuilder(e->b);
   LLVMDisposeBuilder(e->eb);
   free(rv);
+  free(e->regs);
   *out = e->mod;
   return HATTN_OK;
 }

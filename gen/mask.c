@@ -17,11 +17,10 @@ static int64_t floordiv(int64_t a, int64_t b) {
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-static int check_env_node(const hattn__expr *e, const hattn__mask_env *env,
-                          char *err, size_t errlen) {
+static int check_env_op(const hattn__op *op, const hattn__mask_env *env, char *err, size_t errlen) {
   int64_t i, n;
-  switch (e->kind) {
-  case HATTN_NODE_DOCUMENT:
+  switch (op->kind) {
+  case HATTN_OP_DOC:
     if (env->doc_offsets == NULL || env->ndocs < 0) {
       snprintf(err, errlen, "the pattern uses document, but no document offsets were given");
       return HATTN_EINPUT;
@@ -45,32 +44,32 @@ static int check_env_node(const hattn__expr *e, const hattn__mask_env *env,
       return HATTN_EINPUT;
     }
     return HATTN_OK;
-  case HATTN_NODE_BLOCKS: {
+  case HATTN_OP_LAYOUT: {
     const hattn__layout *l;
-    if (env->layouts == NULL || e->a >= env->nlayouts) {
+    if (env->layouts == NULL || op->a >= env->nlayouts) {
       snprintf(err, errlen, "the pattern uses block layout number %lld, but only %d layouts were given",
-               (long long)e->a, env->layouts ? env->nlayouts : 0);
+               (long long)op->a, env->layouts ? env->nlayouts : 0);
       return HATTN_EINPUT;
     }
-    l = &env->layouts[e->a];
+    l = &env->layouts[op->a];
     if (l->bm <= 0 || l->bn <= 0 || l->nqb < 0 || l->nkb < 0 ||
         (l->bits == NULL && l->nqb > 0 && l->nkb > 0)) {
       snprintf(err, errlen, "block layout number %lld is malformed (block %lldx%lld, %lldx%lld blocks)",
-               (long long)e->a, (long long)l->bm, (long long)l->bn, (long long)l->nqb,
+               (long long)op->a, (long long)l->bm, (long long)l->bn, (long long)l->nqb,
                (long long)l->nkb);
       return HATTN_EINPUT;
     }
     return HATTN_OK;
   }
-  case HATTN_NODE_TOPK:
+  case HATTN_OP_TOPK:
     if (env->topk_blocks == NULL) {
       snprintf(err, errlen, "the pattern uses topk(%lld), but no routed blocks were given",
-               (long long)e->a);
+               (long long)op->a);
       return HATTN_EINPUT;
     }
-    if (env->topk_k != e->a) {
+    if (env->topk_k != op->a) {
       snprintf(err, errlen, "the pattern uses topk(%lld), but the routed blocks hold %lld per query block",
-               (long long)e->a, (long long)env->topk_k);
+               (long long)op->a, (long long)env->topk_k);
       return HATTN_EINPUT;
     }
     if (env->batch < 1 || env->heads < 1) {
@@ -88,23 +87,21 @@ static int check_env_node(const hattn__expr *e, const hattn__mask_env *env,
     }
     return HATTN_OK;
   default:
-    for (i = 0; i < e->nkids; i++) {
-      int rc = check_env_node(e->kids[i], env, err, errlen);
-      if (rc != HATTN_OK) return rc;
-    }
     return HATTN_OK;
   }
 }
 
-int hattn__mask_env_check(const hattn__expr *mask, const hattn__mask_env *env,
+int hattn__mask_env_check(const hattn__mask *mask, const hattn__mask_env *env,
                           int nlayouts_in_spec, char *err, size_t errlen) {
+  int i, rc = HATTN_OK;
   (void)nlayouts_in_spec;
   if (env->lq < 0 || env->lk < 0) {
     snprintf(err, errlen, "sequence lengths must not be negative, got %lld and %lld",
              (long long)env->lq, (long long)env->lk);
     return HATTN_EINPUT;
   }
-  return check_env_node(mask, env, err, errlen);
+  for (i = 0; i < mask->nops && rc == HATTN_OK; i++) rc = check_env_op(&mask->ops[i], env, err, errlen);
+  return rc;
 }
 
 int64_t hattn__doc_of(const hattn__mask_env *env, int64_t pos) {
@@ -136,27 +133,12 @@ int64_t hattn__random_blocks(int64_t seed, int64_t r, int64_t nkb, int64_t qb, i
   return n;
 }
 
-static void random_atoms(const hattn__expr *e, const hattn__expr **out, int max, int *n) {
-  int i;
-  if (e->kind == HATTN_NODE_RANDOM) {
-    if (*n < max) out[*n] = e;
-    (*n)++;
-  }
-  for (i = 0; i < e->nkids; i++) random_atoms(e->kids[i], out, max, n);
-}
-
-int hattn__mask_random_atoms(const hattn__expr *mask, const hattn__expr **out, int max) {
-  int n = 0;
-  random_atoms(mask, out, max, &n);
-  return n;
-}
-
-int hattn__random_bitset(const hattn__expr *a, const hattn__mask_env *env, uint64_t *out) {
+int hattn__random_bitset(const hattn__op *a, const hattn__mask_env *env, uint64_t *out) {
   int64_t nb = hattn__nblocks64(env->lk), words = hattn__random_words(env->lk), i, j, m;
   int64_t *picked = malloc(((size_t)nb + 1) * sizeof *picked);
   if (picked == NULL) return HATTN_ENOMEM;
   for (i = 0; i < nb; i++) {
-    m = hattn__random_blocks(hattn__random_seed(a, env), a->a, nb, i, picked);
+    m = hattn__random_blocks(hattn__random_seed(a, env), a->b, nb, i, picked);
     for (j = 0; j < m; j++) out[i * words + picked[j] / 64] |= UINT64_C(1) << (picked[j] % 64);
   }
   free(picked);
@@ -182,32 +164,31 @@ int hattn__random_has(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t 
   return 0;
 }
 
-int hattn__mask_visible(const hattn__expr *e, int64_t q, int64_t k, int64_t head,
-                        const hattn__mask_env *env) {
+/* Register R of M at (q, k); operands are evaluated left to right and
+** stop as soon as the result is known. */
+static int visible(const hattn__mask *m, int r, int64_t q, int64_t k, int64_t head,
+                   const hattn__mask_env *env) {
+  const hattn__op *op = &m->ops[r];
   int64_t qpos = q + env->lk - env->lq, kpos = k, d = qpos - kpos, i;
-  switch (e->kind) {
-  case HATTN_NODE_FULL: return 1;
-  case HATTN_NODE_CAUSAL: return d >= 0;
-  case HATTN_NODE_WINDOW: return -e->b <= d && d <= e->a;
-  case HATTN_NODE_DILATED: return d >= 0 && d < e->a * e->b && d % e->b == 0;
-  case HATTN_NODE_STRIDE: return d % e->a == 0;
-  case HATTN_NODE_SINK: return kpos < e->a;
-  case HATTN_NODE_GLOBAL: return kpos < e->a || qpos < e->a;
-  case HATTN_NODE_CHUNK: return floordiv(qpos, e->a) == floordiv(kpos, e->a);
-  case HATTN_NODE_DOCUMENT: {
+  switch (op->kind) {
+  case HATTN_OP_DIST: return op->lo <= d && d <= op->hi && d % op->m == 0;
+  case HATTN_OP_KPOS_LT: return kpos < op->a;
+  case HATTN_OP_QPOS_LT: return qpos < op->a;
+  case HATTN_OP_CHUNK: return floordiv(qpos, op->a) == floordiv(kpos, op->a);
+  case HATTN_OP_DOC: {
     int64_t dq = hattn__doc_of(env, qpos);
     return dq >= 0 && dq == hattn__doc_of(env, kpos);
   }
-  case HATTN_NODE_BLOCKS: {
-    const hattn__layout *l = &env->layouts[e->a];
+  case HATTN_OP_LAYOUT: {
+    const hattn__layout *l = &env->layouts[op->a];
     int64_t bq = q / l->bm, bk = k / l->bn;
     return bq < l->nqb && bk < l->nkb && l->bits[bq * l->nkb + bk] != 0;
   }
-  case HATTN_NODE_RANDOM:
+  case HATTN_OP_RANDOM:
     if (qpos < 0) return 0;
-    return hattn__random_has(hattn__random_seed(e, env), e->a, hattn__nblocks64(env->lk), qpos / HATTN_SPEC_BLOCK,
-                             kpos / HATTN_SPEC_BLOCK);
-  case HATTN_NODE_TOPK: {
+    return hattn__random_has(hattn__random_seed(op, env), op->b, hattn__nblocks64(env->lk),
+                             qpos / HATTN_SPEC_BLOCK, kpos / HATTN_SPEC_BLOCK);
+  case HATTN_OP_TOPK: {
     const int32_t *row;
     if (qpos < 0) return 0;
     row = env->topk_blocks +
@@ -216,17 +197,74 @@ int hattn__mask_visible(const hattn__expr *e, int64_t q, int64_t k, int64_t head
       if (row[i] == kpos / HATTN_SPEC_BLOCK) return 1;
     return 0;
   }
-  case HATTN_NODE_NOT: return !hattn__mask_visible(e->kids[0], q, k, head, env);
-  case HATTN_NODE_AND:
-    for (i = 0; i < e->nkids; i++)
-      if (!hattn__mask_visible(e->kids[i], q, k, head, env)) return 0;
+  case HATTN_OP_NOT: return !visible(m, op->args[0], q, k, head, env);
+  case HATTN_OP_AND:
+    for (i = 0; i < op->nargs; i++)
+      if (!visible(m, op->args[i], q, k, head, env)) return 0;
     return 1;
-  case HATTN_NODE_OR:
-    for (i = 0; i < e->nkids; i++)
-      if (hattn__mask_visible(e->kids[i], q, k, head, env)) return 1;
+  case HATTN_OP_OR:
+    for (i = 0; i < op->nargs; i++)
+      if (visible(m, op->args[i], q, k, head, env)) return 1;
     return 0;
   default: return 0;
   }
+}
+
+int hattn__mask_visible(const hattn__mask *m, int64_t q, int64_t k, int64_t head,
+                        const hattn__mask_env *env) {
+  return visible(m, m->nops - 1, q, k, head, env);
+}
+
+/* Register R of M in three-valued logic. */
+static int eval3(const hattn__mask *m, int r, int64_t qpos, int64_t kpos) {
+  const hattn__op *op = &m->ops[r];
+  int i, v, acc;
+  switch (op->kind) {
+  case HATTN_OP_DIST:
+  case HATTN_OP_KPOS_LT:
+  case HATTN_OP_QPOS_LT:
+  case HATTN_OP_CHUNK: {
+    hattn__mask_env env;
+    memset(&env, 0, sizeof env);
+    env.lq = 1;
+    env.lk = qpos + 1;  /* query row 0 at position qpos */
+    return visible(m, r, 0, kpos, 0, &env) ? HATTN_TRI_TRUE : HATTN_TRI_FALSE;
+  }
+  case HATTN_OP_DOC: return qpos == kpos ? HATTN_TRI_TRUE : HATTN_TRI_UNKNOWN;
+  case HATTN_OP_NOT: return HATTN_TRI_TRUE - eval3(m, op->args[0], qpos, kpos);
+  case HATTN_OP_AND:
+    acc = HATTN_TRI_TRUE;
+    for (i = 0; i < op->nargs && acc != HATTN_TRI_FALSE; i++) {
+      v = eval3(m, op->args[i], qpos, kpos);
+      acc = v < acc ? v : acc;
+    }
+    return acc;
+  case HATTN_OP_OR:
+    acc = HATTN_TRI_FALSE;
+    for (i = 0; i < op->nargs && acc != HATTN_TRI_TRUE; i++) {
+      v = eval3(m, op->args[i], qpos, kpos);
+      acc = v > acc ? v : acc;
+    }
+    return acc;
+  default: return HATTN_TRI_UNKNOWN;  /* layouts, random and routed blocks */
+  }
+}
+
+int hattn__mask_eval3(const hattn__mask *m, int64_t qpos, int64_t kpos) {
+  return eval3(m, m->nops - 1, qpos, kpos);
+}
+
+static int64_t gcd64(int64_t a, int64_t b) { return b ? gcd64(b, a % b) : a; }
+
+int64_t hattn__mask_period(const hattn__mask *m, int64_t cap) {
+  int64_t p = 1;
+  int i;
+  for (i = 0; i < m->nops; i++) {
+    int64_t s = m->ops[i].kind == HATTN_OP_DIST ? m->ops[i].m : 1;
+    p = p / gcd64(p, s) * s;
+    if (p > cap) return cap;
+  }
+  return p;
 }
 
 int hattn__topk_route(const double *q, const double *k, int64_t heads, int64_t kv_heads,

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lower.h"
 #include "spec.h"
 
 /* An explicit block-sparse layout for blocks(NAME): block (q / bm, k / bn),
@@ -56,9 +57,9 @@ typedef struct hattn__mask_env {
   const float *sink_logits;
 } hattn__mask_env;
 
-/* The seed random atom E draws with under ENV (NULL: the spec's). */
-static inline int64_t hattn__random_seed(const hattn__expr *e, const hattn__mask_env *env) {
-  return env ? (int64_t)((uint64_t)e->b ^ env->seed) : e->b;
+/* The seed random operation OP draws with under ENV (NULL: the spec's). */
+static inline int64_t hattn__random_seed(const hattn__op *op, const hattn__mask_env *env) {
+  return env ? (int64_t)((uint64_t)op->seed ^ env->seed) : op->seed;
 }
 
 /* Number of 64-position blocks that cover [0, n). */
@@ -70,14 +71,28 @@ static inline int64_t hattn__nblocks64(int64_t n) { return (n + HATTN_SPEC_BLOCK
 ** layout number; topk tables with the atom's K and indices in range).
 ** Returns HATTN_OK, or HATTN_EINPUT with a sentence in ERR (ERRLEN bytes).
 */
-int hattn__mask_env_check(const hattn__expr *mask, const hattn__mask_env *env,
+int hattn__mask_env_check(const hattn__mask *mask, const hattn__mask_env *env,
                           int nlayouts_in_spec, char *err, size_t errlen);
 
 /* Whether key row K is visible to query row Q of head HEAD.  When lq > lk
 ** the first rows have negative qpos: they are in no document, no chunk
 ** shared with a key, and no random or routed block. */
-int hattn__mask_visible(const hattn__expr *e, int64_t q, int64_t k, int64_t head,
+int hattn__mask_visible(const hattn__mask *m, int64_t q, int64_t k, int64_t head,
                         const hattn__mask_env *env);
+
+/* Three-valued visibility: run-time tables are unknown. */
+enum { HATTN_TRI_FALSE = 0, HATTN_TRI_UNKNOWN = 1, HATTN_TRI_TRUE = 2 };
+
+/* Whether key position KPOS is visible to query position QPOS (both >= 0)
+** whatever the run-time tables say: HATTN_TRI_TRUE or HATTN_TRI_FALSE when
+** the positions decide, HATTN_TRI_UNKNOWN when a table does (a position is
+** always in its own document).  The spec's empty-pattern check and the
+** KV-cache count of hattn report use it. */
+int hattn__mask_eval3(const hattn__mask *m, int64_t qpos, int64_t kpos);
+
+/* The period in distance of M's moduli (their least common multiple; 1
+** without), or CAP when it exceeds CAP. */
+int64_t hattn__mask_period(const hattn__mask *m, int64_t cap);
 
 /* The document that holds position POS: the last i with off[i] <= pos and
 ** off[i+1] > pos, found by binary search; -1 when POS is outside [0, lk). */
@@ -92,21 +107,16 @@ int64_t hattn__doc_of(const hattn__mask_env *env, int64_t pos);
 */
 int64_t hattn__random_blocks(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t *out);
 
-/* The random() atoms of MASK in depth-first, left-to-right order (the
-** order the kernels number them in): writes at most MAX to OUT and returns
-** how many there are. */
-int hattn__mask_random_atoms(const hattn__expr *mask, const hattn__expr **out, int max);
-
 /* 64-bit words a row of a random bit set has for LK keys. */
 static inline int64_t hattn__random_words(int64_t lk) { return (hattn__nblocks64(lk) + 63) / 64; }
 
 /*
-** The bit set of atom A (random(R, SEED)) for ENV's lk keys and seed
+** The bit set of random operation A (random(R, SEED)) for ENV's lk keys and seed
 ** (hattn__random_seed): row i (query 64-block i) holds
 ** hattn__random_words(lk) words, bit kb set when key 64-block kb is one of
 ** the row's random blocks.  OUT has ceil(lk / 64) rows and must be zeroed.  Returns HATTN_OK or HATTN_ENOMEM.
 */
-int hattn__random_bitset(const hattn__expr *a, const hattn__mask_env *env, uint64_t *out);
+int hattn__random_bitset(const hattn__op *a, const hattn__mask_env *env, uint64_t *out);
 
 /* The document of every key position of ENV (offsets already checked):
 ** OUT[pos] for pos in [0, lk). */

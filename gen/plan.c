@@ -44,12 +44,11 @@ typedef struct rect {
 } rect;
 
 /*
-** What plan_build prepares for one node of the mask, so that run-time atoms
-** classify in O(1) or O(log) per 64-block row.  The tree mirrors the
-** expression: kids[i] belongs to e->kids[i].
+** What plan_build prepares for one operation of the mask, so that run-time
+** operations classify in O(1) or O(log) per 64-block row: one per
+** operation, x[i] for register i.
 */
 typedef struct aux {
-  struct aux *kids;
   /* blocks: prefix[(i * (nkb + 1)) + j] = set blocks in rows < i, cols < j. */
   int64_t *prefix;
   /* random: a direct-mapped cache of the chosen key 64-blocks per query
@@ -110,9 +109,9 @@ static hattn__block from_count(int64_t count, int64_t area) {
   return count == area ? HATTN_BLOCK_FULL : HATTN_BLOCK_PARTIAL;
 }
 
-static hattn__block classify_blocks(const hattn__expr *e, const aux *x, const rect *r,
+static hattn__block classify_blocks(const hattn__op *op, const aux *x, const rect *r,
                                     const hattn__mask_env *env) {
-  const hattn__layout *l = &env->layouts[e->a];
+  const hattn__layout *l = &env->layouts[op->a];
   int64_t bq0 = r->q0 / l->bm, bq1 = (r->q1 - 1) / l->bm;
   int64_t bk0 = r->k0 / l->bn, bk1 = (r->k1 - 1) / l->bn;
   int64_t area = (bq1 - bq0 + 1) * (bk1 - bk0 + 1), count = 0, i, j;
@@ -138,22 +137,22 @@ static hattn__block classify_blocks(const hattn__expr *e, const aux *x, const re
 
 /* The random blocks of query 64-block QB from X's cache (filled on a
 ** miss), or NULL when X has no cache. */
-static const int64_t *random_cached(const hattn__expr *e, aux *x, int64_t nkb64, int64_t qb,
+static const int64_t *random_cached(const hattn__op *op, aux *x, int64_t nkb64, int64_t qb,
                                     const hattn__mask_env *env, int64_t *len) {
   int64_t i;
   if (x == NULL || x->rnd == NULL) return NULL;
   i = qb % x->rnd_cap;
   if (x->rnd_tag[i] != qb) {
-    x->rnd_len[i] = hattn__random_blocks(hattn__random_seed(e, env), e->a, nkb64, qb, x->rnd + i * x->rnd_r);
+    x->rnd_len[i] = hattn__random_blocks(hattn__random_seed(op, env), op->b, nkb64, qb, x->rnd + i * x->rnd_r);
     x->rnd_tag[i] = qb;
   }
   *len = x->rnd_len[i];
   return x->rnd + i * x->rnd_r;
 }
 
-static hattn__block classify_random(const hattn__expr *e, aux *x, const rect *r,
+static hattn__block classify_random(const hattn__op *op, aux *x, const rect *r,
                                     const hattn__mask_env *env) {
-  int64_t nkb64 = hattn__nblocks64(env->lk), nr = min64(e->a, nkb64);
+  int64_t nkb64 = hattn__nblocks64(env->lk), nr = min64(op->b, nkb64);
   int64_t qb0, qb1, kb0 = r->k0 / BLOCK64, kb1 = (r->k1 - 1) / BLOCK64, w = kb1 - kb0 + 1, qb;
   int64_t *buf = NULL;
   int any = 0, all = r->qp0 >= 0; /* a negative query position sees nothing */
@@ -163,11 +162,11 @@ static hattn__block classify_random(const hattn__expr *e, aux *x, const rect *r,
   qb1 = (r->qp1 - 1) / BLOCK64;
   for (qb = qb0; qb <= qb1 && !(any && !all); qb++) {
     int64_t len, c;
-    const int64_t *row = random_cached(e, x, nkb64, qb, env, &len);
+    const int64_t *row = random_cached(op, x, nkb64, qb, env, &len);
     if (row == NULL) {
       if (buf == NULL && (buf = malloc((size_t)nr * sizeof *buf)) == NULL)
         return HATTN_BLOCK_PARTIAL;
-      len = hattn__random_blocks(hattn__random_seed(e, env), e->a, nkb64, qb, buf);
+      len = hattn__random_blocks(hattn__random_seed(op, env), op->b, nkb64, qb, buf);
       row = buf;
     }
     c = count_sorted64(row, len, kb0, kb1);
@@ -262,63 +261,53 @@ static hattn__block classify_document(const rect *r, const hattn__mask_env *env)
 ** Classification.
 ** ---------------------------------------------------------------- */
 
-static hattn__block classify(const hattn__expr *e, aux *x, const rect *r, int64_t head,
+/* The class of register REG of M over rectangle R; X (NULL: none) holds
+** what plan_build prepared, one entry per register. */
+static hattn__block classify(const hattn__mask *m, int reg, aux *x, const rect *r, int64_t head,
                              const hattn__mask_env *env) {
-  int64_t a = e->a, b = e->b;
+  const hattn__op *op = &m->ops[reg];
+  int64_t a = op->a;
   int i;
   hattn__block c, acc;
-  switch (e->kind) {
-  case HATTN_NODE_FULL: return HATTN_BLOCK_FULL;
-  case HATTN_NODE_CAUSAL:
-    if (r->dmin >= 0) return HATTN_BLOCK_FULL;
-    return r->dmax < 0 ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
-  case HATTN_NODE_WINDOW:
-    if (r->dmax < -b || r->dmin > a) return HATTN_BLOCK_EMPTY;
-    if (r->dmin >= -b && r->dmax <= a) return HATTN_BLOCK_FULL;
-    return HATTN_BLOCK_PARTIAL;
-  case HATTN_NODE_DILATED: {
-    int64_t span = a * b - 1;
-    if (!has_multiple(max64(r->dmin, 0), min64(r->dmax, span), b)) return HATTN_BLOCK_EMPTY;
-    if (r->dmin >= 0 && r->dmax <= span && (b == 1 || (r->dmin == r->dmax && r->dmin % b == 0)))
+  switch (op->kind) {
+  case HATTN_OP_DIST:
+    if (!has_multiple(max64(r->dmin, op->lo), min64(r->dmax, op->hi), op->m)) return HATTN_BLOCK_EMPTY;
+    if (r->dmin >= op->lo && r->dmax <= op->hi &&
+        (op->m == 1 || (r->dmin == r->dmax && r->dmin % op->m == 0)))
       return HATTN_BLOCK_FULL;
     return HATTN_BLOCK_PARTIAL;
-  }
-  case HATTN_NODE_STRIDE:
-    if (!has_multiple(r->dmin, r->dmax, a)) return HATTN_BLOCK_EMPTY;
-    if (a == 1 || (r->dmin == r->dmax && r->dmin % a == 0)) return HATTN_BLOCK_FULL;
-    return HATTN_BLOCK_PARTIAL;
-  case HATTN_NODE_SINK:
+  case HATTN_OP_KPOS_LT:
     if (r->k1 - 1 < a) return HATTN_BLOCK_FULL;
     return r->k0 >= a ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
-  case HATTN_NODE_GLOBAL:
-    if (r->k1 - 1 < a || r->qp1 - 1 < a) return HATTN_BLOCK_FULL;
-    return (r->k0 >= a && r->qp0 >= a) ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
-  case HATTN_NODE_CHUNK: {
+  case HATTN_OP_QPOS_LT:
+    if (r->qp1 - 1 < a) return HATTN_BLOCK_FULL;
+    return r->qp0 >= a ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
+  case HATTN_OP_CHUNK: {
     int64_t cq0 = floordiv(r->qp0, a), cq1 = floordiv(r->qp1 - 1, a);
     int64_t ck0 = r->k0 / a, ck1 = (r->k1 - 1) / a;
     if (cq1 < ck0 || ck1 < cq0) return HATTN_BLOCK_EMPTY;
     if (cq0 == cq1 && ck0 == ck1 && cq0 == ck0) return HATTN_BLOCK_FULL;
     return HATTN_BLOCK_PARTIAL;
   }
-  case HATTN_NODE_DOCUMENT: return classify_document(r, env);
-  case HATTN_NODE_BLOCKS: return classify_blocks(e, x, r, env);
-  case HATTN_NODE_RANDOM: return classify_random(e, x, r, env);
-  case HATTN_NODE_TOPK: return classify_topk(x, r, head, env);
-  case HATTN_NODE_NOT:
-    c = classify(e->kids[0], x ? &x->kids[0] : NULL, r, head, env);
+  case HATTN_OP_DOC: return classify_document(r, env);
+  case HATTN_OP_LAYOUT: return classify_blocks(op, x ? &x[reg] : NULL, r, env);
+  case HATTN_OP_RANDOM: return classify_random(op, x ? &x[reg] : NULL, r, env);
+  case HATTN_OP_TOPK: return classify_topk(x ? &x[reg] : NULL, r, head, env);
+  case HATTN_OP_NOT:
+    c = classify(m, op->args[0], x, r, head, env);
     return c == HATTN_BLOCK_PARTIAL ? c : (c == HATTN_BLOCK_FULL ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_FULL);
-  case HATTN_NODE_AND:
+  case HATTN_OP_AND:
     acc = HATTN_BLOCK_FULL;
-    for (i = 0; i < e->nkids; i++) {
-      c = classify(e->kids[i], x ? &x->kids[i] : NULL, r, head, env);
+    for (i = 0; i < op->nargs; i++) {
+      c = classify(m, op->args[i], x, r, head, env);
       if (c == HATTN_BLOCK_EMPTY) return c;
       if (c == HATTN_BLOCK_PARTIAL) acc = c;
     }
     return acc;
-  case HATTN_NODE_OR:
+  case HATTN_OP_OR:
     acc = HATTN_BLOCK_EMPTY;
-    for (i = 0; i < e->nkids; i++) {
-      c = classify(e->kids[i], x ? &x->kids[i] : NULL, r, head, env);
+    for (i = 0; i < op->nargs; i++) {
+      c = classify(m, op->args[i], x, r, head, env);
       if (c == HATTN_BLOCK_FULL) return c;
       if (c == HATTN_BLOCK_PARTIAL) acc = c;
     }
@@ -339,12 +328,12 @@ static void rect_set(rect *r, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
   r->dmax = (r->qp1 - 1) - k0;
 }
 
-hattn__block hattn__block_classify(const hattn__expr *e, int64_t q0, int64_t q1,
+hattn__block hattn__block_classify(const hattn__mask *m, int64_t q0, int64_t q1,
                                    int64_t k0, int64_t k1, int64_t head,
                                    const hattn__mask_env *env) {
   rect r;
   rect_set(&r, q0, q1, k0, k1, env);
-  return classify(e, NULL, &r, head, env);
+  return classify(m, m->nops - 1, NULL, &r, head, env);
 }
 
 /* ---------------------------------------------------------------- *
@@ -416,24 +405,29 @@ static int64_t dilated_first_key(int64_t w, int64_t s, int64_t qp0, int64_t qp1)
   return m;
 }
 
-/* As hattn__key_ranges; with ENV, document narrows the keys to the
-** documents of the queries. */
-static int ranges(const hattn__expr *e, int64_t qp0, int64_t qp1, int64_t lk,
+/* As hattn__key_ranges for register REG of M; with ENV, document narrows
+** the keys to the documents of the queries. */
+static int ranges(const hattn__mask *m, int reg, int64_t qp0, int64_t qp1, int64_t lk,
                   const hattn__mask_env *env, hattn__krange *out) {
+  const hattn__op *op = &m->ops[reg];
   hattn__krange acc[HATTN_MAX_KRANGES], kid[HATTN_MAX_KRANGES];
-  int64_t a = e->a, b = e->b;
+  int64_t a = op->a;
   int n, nk, i;
-  switch (e->kind) {
-  case HATTN_NODE_CAUSAL: return one_range(0, qp1, lk, out);
-  case HATTN_NODE_WINDOW: return one_range(qp0 - a, qp1 + b, lk, out);
-  case HATTN_NODE_DILATED:
-    if (qp1 <= 0) return 0;
-    return one_range(dilated_first_key(a, b, qp0, qp1), qp1, lk, out);
-  case HATTN_NODE_SINK: return one_range(0, a, lk, out);
-  case HATTN_NODE_GLOBAL: return one_range(0, qp0 < a ? lk : a, lk, out);
-  case HATTN_NODE_CHUNK:
+  switch (op->kind) {
+  case HATTN_OP_DIST:
+    /* A key sees the queries at distances [lo, hi] from it; with a modulus
+    ** and lo == 0 (a dilated window of (hi + 1) / m positions) the first key
+    ** is exact. */
+    if (op->m > 1 && op->lo == 0 && (op->hi + 1) % op->m == 0) {
+      if (qp1 <= 0) return 0;
+      return one_range(dilated_first_key((op->hi + 1) / op->m, op->m, qp0, qp1), qp1, lk, out);
+    }
+    return one_range(qp0 - op->hi, qp1 - op->lo, lk, out);
+  case HATTN_OP_KPOS_LT: return one_range(0, a, lk, out);
+  case HATTN_OP_QPOS_LT: return qp0 < a ? one_range(0, lk, lk, out) : 0;
+  case HATTN_OP_CHUNK:
     return one_range(floordiv(qp0, a) * a, (floordiv(qp1 - 1, a) + 1) * a, lk, out);
-  case HATTN_NODE_DOCUMENT:
+  case HATTN_OP_DOC:
     if (env != NULL) {
       int64_t dq0, dq1;
       if (qp1 <= 0) return 0;
@@ -443,21 +437,21 @@ static int ranges(const hattn__expr *e, int64_t qp0, int64_t qp1, int64_t lk,
       return one_range(env->doc_offsets[dq0], env->doc_offsets[dq1 + 1], lk, out);
     }
     return one_range(0, lk, lk, out);
-  case HATTN_NODE_AND: {
+  case HATTN_OP_AND: {
     int hull = 0;
-    n = ranges(e->kids[0], qp0, qp1, lk, env, acc);
-    for (i = 1; i < e->nkids && n > 0; i++) {
-      nk = ranges(e->kids[i], qp0, qp1, lk, env, kid);
+    n = ranges(m, op->args[0], qp0, qp1, lk, env, acc);
+    for (i = 1; i < op->nargs && n > 0; i++) {
+      nk = ranges(m, op->args[i], qp0, qp1, lk, env, kid);
       n = ranges_and(acc, n, kid, nk, acc, &hull);
     }
     memcpy(out, acc, (size_t)n * sizeof *out);
     return n;
   }
-  case HATTN_NODE_OR: {
+  case HATTN_OP_OR: {
     int hull = 0;
-    n = ranges(e->kids[0], qp0, qp1, lk, env, acc);
-    for (i = 1; i < e->nkids; i++) {
-      nk = ranges(e->kids[i], qp0, qp1, lk, env, kid);
+    n = ranges(m, op->args[0], qp0, qp1, lk, env, acc);
+    for (i = 1; i < op->nargs; i++) {
+      nk = ranges(m, op->args[i], qp0, qp1, lk, env, kid);
       n = ranges_or(acc, n, kid, nk, acc, &hull);
     }
     if (hull && n > 1) { /* too many pieces: the hull of them all */
@@ -467,117 +461,91 @@ static int ranges(const hattn__expr *e, int64_t qp0, int64_t qp1, int64_t lk,
     memcpy(out, acc, (size_t)n * sizeof *out);
     return n;
   }
-  default: /* full, and everything without a closed form */
+  default: /* everything without a closed form */
     return one_range(0, lk, lk, out);
   }
 }
 
-int hattn__key_ranges(const hattn__expr *e, int64_t qp0, int64_t qp1, int64_t lk,
+int hattn__key_ranges(const hattn__mask *m, int64_t qp0, int64_t qp1, int64_t lk,
                       hattn__krange *out) {
   if (qp0 >= qp1 || lk <= 0) return 0;
-  return ranges(e, qp0, qp1, lk, NULL, out);
-}
-
-int hattn__mask_closed_form(const hattn__expr *mask) {
-  int i;
-  switch (mask->kind) {
-  case HATTN_NODE_DOCUMENT:
-  case HATTN_NODE_BLOCKS:
-  case HATTN_NODE_RANDOM:
-  case HATTN_NODE_TOPK: return 0;
-  default:
-    for (i = 0; i < mask->nkids; i++)
-      if (!hattn__mask_closed_form(mask->kids[i])) return 0;
-    return 1;
-  }
+  return ranges(m, m->nops - 1, qp0, qp1, lk, NULL, out);
 }
 
 /* ---------------------------------------------------------------- *
 ** The plan.
 ** ---------------------------------------------------------------- */
 
-/* One more than the largest layout number in E (0 without blocks), at
-** most INT_MAX. */
-static int layouts_used(const hattn__expr *e) {
-  int64_t n = e->kind == HATTN_NODE_BLOCKS ? min64(e->a, INT_MAX - 1) + 1 : 0;
-  int i;
-  for (i = 0; i < e->nkids; i++) n = max64(n, layouts_used(e->kids[i]));
-  return (int)n;
-}
-
-static void aux_free(const hattn__expr *e, aux *x) {
+static void aux_free(const hattn__mask *m, aux *x) {
   int i;
   if (x == NULL) return;
-  if (x->kids != NULL)
-    for (i = 0; i < e->nkids; i++) aux_free(e->kids[i], &x->kids[i]);
-  free(x->kids);
-  free(x->prefix);
-  free(x->rnd);
-  free(x->rnd_len);
-  free(x->rnd_tag);
-  free(x->topk);
-  free(x->topk_len);
+  for (i = 0; i < m->nops; i++) {
+    free(x[i].prefix);
+    free(x[i].rnd);
+    free(x[i].rnd_len);
+    free(x[i].rnd_tag);
+    free(x[i].topk);
+    free(x[i].topk_len);
+  }
+  free(x);
 }
 
-/* Fill X (zeroed by the caller) for node E; returns HATTN_OK or
-** HATTN_ENOMEM.  On failure X still holds what aux_free releases. */
-static int aux_init(const hattn__expr *e, aux *x, const hattn__mask_env *env, int64_t bm,
-                    int64_t ntables) {
+/* Prepare what the run-time operations of M classify with: *OUT, one
+** entry per register.  Returns HATTN_OK or HATTN_ENOMEM. */
+static int aux_init(const hattn__mask *m, const hattn__mask_env *env, int64_t bm, int64_t ntables,
+                    aux **out) {
+  aux *x = calloc((size_t)m->nops, sizeof *x);
   int64_t i;
-  int rc;
-  switch (e->kind) {
-  case HATTN_NODE_BLOCKS: {
-    const hattn__layout *l = &env->layouts[e->a];
-    int64_t w = l->nkb + 1, r, c;
-    if (l->nqb == 0 || l->nkb == 0) return HATTN_OK;
-    if ((uint64_t)(l->nqb + 1) > SIZE_MAX / sizeof(int64_t) / (uint64_t)w) return HATTN_ENOMEM;
-    x->prefix = malloc((size_t)(l->nqb + 1) * (size_t)w * sizeof *x->prefix);
-    if (x->prefix == NULL) return HATTN_ENOMEM;
-    for (c = 0; c < w; c++) x->prefix[c] = 0;
-    for (r = 0; r < l->nqb; r++) {
-      int64_t run = 0;
-      x->prefix[(r + 1) * w] = 0;
-      for (c = 0; c < l->nkb; c++) {
-        run += l->bits[r * l->nkb + c] != 0;
-        x->prefix[(r + 1) * w + c + 1] = x->prefix[r * w + c + 1] + run;
+  int reg;
+  *out = NULL;
+  if (x == NULL) return HATTN_ENOMEM;
+  for (reg = 0; reg < m->nops; reg++) {
+    const hattn__op *op = &m->ops[reg];
+    aux *me = &x[reg];
+    if (op->kind == HATTN_OP_LAYOUT) {
+      const hattn__layout *l = &env->layouts[op->a];
+      int64_t w = l->nkb + 1, r, c;
+      if (l->nqb == 0 || l->nkb == 0) continue;
+      if ((uint64_t)(l->nqb + 1) > SIZE_MAX / sizeof(int64_t) / (uint64_t)w) goto fail;
+      me->prefix = malloc((size_t)(l->nqb + 1) * (size_t)w * sizeof *me->prefix);
+      if (me->prefix == NULL) goto fail;
+      for (c = 0; c < w; c++) me->prefix[c] = 0;
+      for (r = 0; r < l->nqb; r++) {
+        int64_t run = 0;
+        me->prefix[(r + 1) * w] = 0;
+        for (c = 0; c < l->nkb; c++) {
+          run += l->bits[r * l->nkb + c] != 0;
+          me->prefix[(r + 1) * w + c + 1] = me->prefix[r * w + c + 1] + run;
+        }
       }
+    } else if (op->kind == HATTN_OP_RANDOM) {
+      int64_t nkb64 = hattn__nblocks64(env->lk);
+      me->rnd_r = min64(op->b, nkb64);
+      if (me->rnd_r <= 0 || me->rnd_r >= nkb64) continue; /* nothing, or everything */
+      me->rnd_cap = min64(bm / BLOCK64 + 2, nkb64);
+      if ((uint64_t)me->rnd_cap > SIZE_MAX / sizeof(int64_t) / (uint64_t)me->rnd_r) goto fail;
+      me->rnd = malloc((size_t)(me->rnd_cap * me->rnd_r) * sizeof *me->rnd);
+      me->rnd_len = malloc((size_t)me->rnd_cap * sizeof *me->rnd_len);
+      me->rnd_tag = malloc((size_t)me->rnd_cap * sizeof *me->rnd_tag);
+      if (me->rnd == NULL || me->rnd_len == NULL || me->rnd_tag == NULL) goto fail;
+      for (i = 0; i < me->rnd_cap; i++) me->rnd_tag[i] = -1;
+    } else if (op->kind == HATTN_OP_TOPK) {
+      int64_t rows = ntables * hattn__nblocks64(env->lk), k = env->topk_k, row;
+      if (rows == 0 || k == 0) continue;
+      if ((uint64_t)rows > SIZE_MAX / sizeof(int32_t) / (uint64_t)k) goto fail;
+      me->topk = malloc((size_t)(rows * k) * sizeof *me->topk);
+      me->topk_len = malloc((size_t)rows * sizeof *me->topk_len);
+      if (me->topk == NULL || me->topk_len == NULL) goto fail;
+      for (row = 0; row < rows; row++)
+        me->topk_len[row] = topk_normalise(env->topk_blocks + row * k, k, me->topk + row * k);
     }
-    return HATTN_OK;
   }
-  case HATTN_NODE_RANDOM: {
-    int64_t nkb64 = hattn__nblocks64(env->lk);
-    x->rnd_r = min64(e->a, nkb64);
-    if (x->rnd_r <= 0 || x->rnd_r >= nkb64) return HATTN_OK; /* nothing, or everything */
-    x->rnd_cap = min64(bm / BLOCK64 + 2, nkb64);
-    if ((uint64_t)x->rnd_cap > SIZE_MAX / sizeof(int64_t) / (uint64_t)x->rnd_r) return HATTN_ENOMEM;
-    x->rnd = malloc((size_t)(x->rnd_cap * x->rnd_r) * sizeof *x->rnd);
-    x->rnd_len = malloc((size_t)x->rnd_cap * sizeof *x->rnd_len);
-    x->rnd_tag = malloc((size_t)x->rnd_cap * sizeof *x->rnd_tag);
-    if (x->rnd == NULL || x->rnd_len == NULL || x->rnd_tag == NULL) return HATTN_ENOMEM;
-    for (i = 0; i < x->rnd_cap; i++) x->rnd_tag[i] = -1;
-    return HATTN_OK;
-  }
-  case HATTN_NODE_TOPK: {
-    int64_t rows = ntables * hattn__nblocks64(env->lk), k = env->topk_k, row;
-    if (rows == 0 || k == 0) return HATTN_OK;
-    if ((uint64_t)rows > SIZE_MAX / sizeof(int32_t) / (uint64_t)k) return HATTN_ENOMEM;
-    x->topk = malloc((size_t)(rows * k) * sizeof *x->topk);
-    x->topk_len = malloc((size_t)rows * sizeof *x->topk_len);
-    if (x->topk == NULL || x->topk_len == NULL) return HATTN_ENOMEM;
-    for (row = 0; row < rows; row++)
-      x->topk_len[row] = topk_normalise(env->topk_blocks + row * k, k, x->topk + row * k);
-    return HATTN_OK;
-  }
-  default:
-    if (e->nkids == 0) return HATTN_OK;
-    x->kids = calloc((size_t)e->nkids, sizeof *x->kids);
-    if (x->kids == NULL) return HATTN_ENOMEM;
-    for (i = 0; i < e->nkids; i++) {
-      rc = aux_init(e->kids[i], &x->kids[i], env, bm, ntables);
-      if (rc != HATTN_OK) return rc;
-    }
-    return HATTN_OK;
-  }
+  *out = x;
+  return HATTN_OK;
+
+fail:
+  aux_free(m, x);
+  return HATTN_ENOMEM;
 }
 
 /* A growing list of key-block indices. */
@@ -599,7 +567,7 @@ static int idxvec_push(idxvec *iv, int64_t x) {
 }
 
 /* Build table T of P (offsets already allocated). */
-static int build_table(hattn__plan *p, int64_t t, const hattn__expr *mask, aux *x,
+static int build_table(hattn__plan *p, int64_t t, const hattn__mask *mask, aux *x,
                        const hattn__mask_env *env) {
   idxvec full = {NULL, 0, 0}, part = {NULL, 0, 0};
   hattn__krange kr[HATTN_MAX_KRANGES];
@@ -609,14 +577,14 @@ static int build_table(hattn__plan *p, int64_t t, const hattn__expr *mask, aux *
   for (i = 0; i < p->nqb; i++) {
     int64_t q0 = i * p->bm, q1 = min64(q0 + p->bm, p->lq), next = 0;
     int64_t shift = p->lk - p->lq;
-    n = ranges(mask, q0 + shift, q1 + shift, p->lk, env, kr);
+    n = ranges(mask, mask->nops - 1, q0 + shift, q1 + shift, p->lk, env, kr);
     for (j = 0; j < n; j++) {
       int64_t kb1 = (kr[j].hi - 1) / p->bn;
       for (kb = max64(kr[j].lo / p->bn, next); kb <= kb1; kb++) {
         rect r;
         hattn__block c;
         rect_set(&r, q0, q1, kb * p->bn, min64((kb + 1) * p->bn, p->lk), env);
-        c = classify(mask, x, &r, t, env);
+        c = classify(mask, mask->nops - 1, x, &r, t, env);
         if (c == HATTN_BLOCK_FULL) rc = idxvec_push(&full, kb);
         else if (c == HATTN_BLOCK_PARTIAL) rc = idxvec_push(&part, kb);
         if (rc != HATTN_OK) goto fail;
@@ -638,24 +606,23 @@ fail:
   return rc;
 }
 
-int hattn__plan_build(const hattn__expr *mask, const hattn__mask_env *env,
+int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
                       int64_t bm, int64_t bn, hattn__plan **out,
                       char *err, size_t errlen) {
   hattn__plan *p = NULL;
-  aux root;
+  aux *x = NULL;
   int64_t t, ntables = 1, blocks;
   int rc;
 
   *out = NULL;
-  memset(&root, 0, sizeof root);
   if (bm <= 0 || bn <= 0) {
     snprintf(err, errlen, "block sizes must be positive, got %lld x %lld", (long long)bm,
              (long long)bn);
     return HATTN_EINVAL;
   }
-  rc = hattn__mask_env_check(mask, env, layouts_used(mask), err, errlen);
+  rc = hattn__mask_env_check(mask, env, mask->nlayouts, err, errlen);
   if (rc != HATTN_OK) return rc;
-  if (hattn__expr_count(mask, HATTN_NODE_TOPK)) {
+  if (mask->needs & HATTN_NEEDS_TOPK) {
     if (env->batch > INT64_MAX / env->heads) {
       snprintf(err, errlen, "batch %lld times heads %lld is too large", (long long)env->batch,
                (long long)env->heads);
@@ -696,18 +663,18 @@ int hattn__plan_build(const hattn__expr *mask, const hattn__mask_env *env,
   p->partial_idx = calloc((size_t)ntables, sizeof *p->partial_idx);
   if (!p->full_off || !p->partial_off || !p->full_idx || !p->partial_idx) goto fail_nomem;
 
-  rc = aux_init(mask, &root, env, bm, ntables);
+  rc = aux_init(mask, env, bm, ntables, &x);
   if (rc != HATTN_OK) goto fail_nomem;
 
   for (t = 0; t < ntables; t++) {
     p->full_off[t] = malloc((size_t)(p->nqb + 1) * sizeof **p->full_off);
     p->partial_off[t] = malloc((size_t)(p->nqb + 1) * sizeof **p->partial_off);
     if (p->full_off[t] == NULL || p->partial_off[t] == NULL) goto fail_nomem;
-    rc = build_table(p, t, mask, &root, env);
+    rc = build_table(p, t, mask, x, env);
     if (rc != HATTN_OK) goto fail_nomem;
   }
   p->nempty = blocks - p->nfull - p->npartial;
-  aux_free(mask, &root);
+  aux_free(mask, x);
   *out = p;
   return HATTN_OK;
 
@@ -716,7 +683,7 @@ fail_nomem:
            (long long)env->lq, (long long)env->lk, (long long)bm, (long long)bn);
   rc = HATTN_ENOMEM;
 fail:
-  aux_free(mask, &root);
+  aux_free(mask, x);
   hattn__plan_destroy(p);
   return rc;
 }
@@ -741,42 +708,20 @@ void hattn__plan_destroy(hattn__plan *plan) {
 ** Counting visible pairs.
 ** ---------------------------------------------------------------- */
 
-/* Whether E depends on the distance alone. */
-static int distance_only(const hattn__expr *e) {
+/* Register REG of a distance-only mask M at distance D. */
+static int visible_d(const hattn__mask *m, int reg, int64_t d) {
+  const hattn__op *op = &m->ops[reg];
   int i;
-  switch (e->kind) {
-  case HATTN_NODE_FULL:
-  case HATTN_NODE_CAUSAL:
-  case HATTN_NODE_WINDOW:
-  case HATTN_NODE_DILATED:
-  case HATTN_NODE_STRIDE: return 1;
-  case HATTN_NODE_NOT:
-  case HATTN_NODE_AND:
-  case HATTN_NODE_OR:
-    for (i = 0; i < e->nkids; i++)
-      if (!distance_only(e->kids[i])) return 0;
+  switch (op->kind) {
+  case HATTN_OP_DIST: return op->lo <= d && d <= op->hi && d % op->m == 0;
+  case HATTN_OP_NOT: return !visible_d(m, op->args[0], d);
+  case HATTN_OP_AND:
+    for (i = 0; i < op->nargs; i++)
+      if (!visible_d(m, op->args[i], d)) return 0;
     return 1;
-  default: return 0;
-  }
-}
-
-/* The predicate of a distance-only mask at distance D. */
-static int visible_d(const hattn__expr *e, int64_t d) {
-  int i;
-  switch (e->kind) {
-  case HATTN_NODE_FULL: return 1;
-  case HATTN_NODE_CAUSAL: return d >= 0;
-  case HATTN_NODE_WINDOW: return -e->b <= d && d <= e->a;
-  case HATTN_NODE_DILATED: return d >= 0 && d < e->a * e->b && d % e->b == 0;
-  case HATTN_NODE_STRIDE: return d % e->a == 0;
-  case HATTN_NODE_NOT: return !visible_d(e->kids[0], d);
-  case HATTN_NODE_AND:
-    for (i = 0; i < e->nkids; i++)
-      if (!visible_d(e->kids[i], d)) return 0;
-    return 1;
-  case HATTN_NODE_OR:
-    for (i = 0; i < e->nkids; i++)
-      if (visible_d(e->kids[i], d)) return 1;
+  case HATTN_OP_OR:
+    for (i = 0; i < op->nargs; i++)
+      if (visible_d(m, op->args[i], d)) return 1;
     return 0;
   default: return 0;
   }
@@ -784,10 +729,10 @@ static int visible_d(const hattn__expr *e, int64_t d) {
 
 /* Visible pairs of an R x C rectangle whose smallest distance is DMIN: the
 ** distance dmin + t occurs min(t + 1, R, C, R + C - 1 - t) times. */
-static int64_t count_by_distance(const hattn__expr *e, int64_t dmin, int64_t rows, int64_t cols) {
+static int64_t count_by_distance(const hattn__mask *e, int64_t dmin, int64_t rows, int64_t cols) {
   int64_t t, n = 0, m = min64(rows, cols);
   for (t = 0; t < rows + cols - 1; t++)
-    if (visible_d(e, dmin + t)) n += min64(min64(t + 1, m), rows + cols - 1 - t);
+    if (visible_d(e, e->nops - 1, dmin + t)) n += min64(min64(t + 1, m), rows + cols - 1 - t);
   return n;
 }
 
@@ -798,7 +743,7 @@ typedef struct memo_slot {
 
 #define MEMO_SLOTS 4096
 
-static int64_t count_memo(memo_slot *memo, const hattn__expr *e, int64_t dmin, int64_t rows,
+static int64_t count_memo(memo_slot *memo, const hattn__mask *e, int64_t dmin, int64_t rows,
                           int64_t cols) {
   uint64_t h;
   int probe;
@@ -823,7 +768,7 @@ static int64_t count_memo(memo_slot *memo, const hattn__expr *e, int64_t dmin, i
 /* Visible pairs of a PARTIAL rectangle: split it in halves along its longer
 ** side and classify the halves, down to single elements, where
 ** classification is exact; work follows the boundary, not the area. */
-static int64_t count_split(const hattn__expr *mask, aux *x, const rect *r, int64_t head,
+static int64_t count_split(const hattn__mask *mask, aux *x, const rect *r, int64_t head,
                            const hattn__mask_env *env) {
   int64_t rows = r->q1 - r->q0, cols = r->k1 - r->k0, n = 0;
   rect half[2];
@@ -839,24 +784,23 @@ static int64_t count_split(const hattn__expr *mask, aux *x, const rect *r, int64
     rect_set(&half[1], r->q0, r->q1, m, r->k1, env);
   }
   for (i = 0; i < 2; i++) {
-    hattn__block c = classify(mask, x, &half[i], head, env);
+    hattn__block c = classify(mask, mask->nops - 1, x, &half[i], head, env);
     if (c == HATTN_BLOCK_FULL) n += (half[i].q1 - half[i].q0) * (half[i].k1 - half[i].k0);
     else if (c == HATTN_BLOCK_PARTIAL) n += count_split(mask, x, &half[i], head, env);
   }
   return n;
 }
 
-int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__expr *mask,
+int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *mask,
                                   int64_t table, const hattn__mask_env *env) {
-  int dist = distance_only(mask);
+  int dist = mask->distance_only;
   memo_slot *memo = dist ? calloc(MEMO_SLOTS, sizeof *memo) : NULL;
   int64_t i, j, total = 0, shift = plan->lk - plan->lq;
   const int64_t *fo = plan->full_off[table], *po = plan->partial_off[table];
   const int32_t *fi = plan->full_idx[table], *pi = plan->partial_idx[table];
-  aux root, *x = NULL;
-  memset(&root, 0, sizeof root);
+  aux *x = NULL;
   /* Without memory for the prepared data, classification reads ENV directly. */
-  if (!dist && aux_init(mask, &root, env, plan->bm, plan->ntables) == HATTN_OK) x = &root;
+  if (!dist) (void)aux_init(mask, env, plan->bm, plan->ntables, &x);
   for (i = 0; i < plan->nqb; i++) {
     int64_t q0 = i * plan->bm, q1 = min64(q0 + plan->bm, plan->lq), rows = q1 - q0;
     for (j = fo[i]; j < fo[i + 1]; j++) {
@@ -874,7 +818,7 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__expr *ma
       }
     }
   }
-  aux_free(mask, &root);
+  aux_free(mask, x);
   free(memo);
   return total;
 }

@@ -27,7 +27,7 @@ typedef enum hattn__block {
 ** search of the offsets), O(R) for random and O(K) for topk per 64-block
 ** row, O(1) for layouts once hattn__plan_build has summed them.
 */
-hattn__block hattn__block_classify(const hattn__expr *e, int64_t q0, int64_t q1,
+hattn__block hattn__block_classify(const hattn__mask *m, int64_t q0, int64_t q1,
                                    int64_t k0, int64_t k1, int64_t head,
                                    const hattn__mask_env *env);
 
@@ -47,11 +47,8 @@ typedef struct hattn__krange {
 ** HATTN_MAX_KRANGES pieces (then the hull of the pieces).  Returns the number
 ** of intervals written to OUT (0: nothing visible).
 */
-int hattn__key_ranges(const hattn__expr *e, int64_t qp0, int64_t qp1, int64_t lk,
+int hattn__key_ranges(const hattn__mask *m, int64_t qp0, int64_t qp1, int64_t lk,
                       hattn__krange *out);
-
-/* Whether MASK has a closed form: no run-time atom anywhere. */
-int hattn__mask_closed_form(const hattn__expr *mask);
 
 /*
 ** The plan of one pattern for one problem: block classes for lq x lk in
@@ -79,7 +76,7 @@ typedef struct hattn__plan {
 ** elements.  Returns HATTN_OK and sets *OUT, or HATTN_EINVAL (sizes),
 ** HATTN_ENOMEM, with a sentence in ERR.
 */
-int hattn__plan_build(const hattn__expr *mask, const hattn__mask_env *env,
+int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
                       int64_t bm, int64_t bn, hattn__plan **out,
                       char *err, size_t errlen);
 
@@ -91,7 +88,7 @@ void hattn__plan_destroy(hattn__plan *plan);
 ** counted from the plan: FULL blocks by area, PARTIAL blocks by evaluating
 ** the predicate (by distance histogram when the mask depends only on d).
 */
-int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__expr *mask,
+int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *mask,
                                   int64_t table, const hattn__mask_env *env);
 
 #endif /* HATTN_GEN_PLAN_H */

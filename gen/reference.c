@@ -41,7 +41,7 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
     snprintf(err, errlen, "the run-time data was made for another shape");
     return HATTN_EINPUT;
   }
-  rc = hattn__mask_env_check(p->mask, env, nlayouts_in_spec, err, errlen);
+  rc = hattn__mask_env_check(p->lowered, env, nlayouts_in_spec, err, errlen);
   if (rc != HATTN_OK) return rc;
 
   s = malloc(((size_t)LK + 1) * sizeof *s);
@@ -67,7 +67,7 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
         double mx = -INFINITY, sum = 0;
         for (j = 0; j < LK; j++) {
           double dot = 0;
-          vis[j] = (char)hattn__mask_visible(p->mask, i, j, bh, env);
+          vis[j] = (char)hattn__mask_visible(p->lowered, i, j, bh, env);
           if (!vis[j]) continue;
           for (c = 0; c < D; c++) dot += Q[i * D + c] * K[j * D + c];
           s[j] = modified_score(p, dot, scale, slope, qpos, j);

@@ -21,6 +21,8 @@
 #include <string.h>
 
 #include "hattn.h"
+#include "lower.h"
+#include "mask.h"
 #include "spec.h"
 
 #define MAX_DEPTH 200           /* nesting of ( and ! in one expression */
@@ -1392,49 +1394,6 @@ static unsigned needs_of(const hattn__expr *e)
 /* The empty-pattern check                                              */
 /* ------------------------------------------------------------------ */
 
-enum { V_FALSE = 0, V_UNKNOWN = 1, V_TRUE = 2 };
-
-/* The mask at (QP, KP) in three-valued logic: run-time atoms are unknown,
-** except that a position is always in its own document. */
-static int eval3(const hattn__expr *e, int64_t qp, int64_t kp)
-{
-  int64_t d = qp - kp;
-  int i, v, r;
-  switch (e->kind) {
-  case HATTN_NODE_FULL: return V_TRUE;
-  case HATTN_NODE_CAUSAL: return d >= 0 ? V_TRUE : V_FALSE;
-  case HATTN_NODE_WINDOW: return d >= -e->b && d <= e->a ? V_TRUE : V_FALSE;
-  case HATTN_NODE_DILATED: return d >= 0 && d < e->a * e->b && d % e->b == 0 ? V_TRUE : V_FALSE;
-  case HATTN_NODE_STRIDE: return d % e->a == 0 ? V_TRUE : V_FALSE;
-  case HATTN_NODE_SINK: return kp < e->a ? V_TRUE : V_FALSE;
-  case HATTN_NODE_GLOBAL: return kp < e->a || qp < e->a ? V_TRUE : V_FALSE;
-  case HATTN_NODE_CHUNK: return qp / e->a == kp / e->a ? V_TRUE : V_FALSE;
-  case HATTN_NODE_DOCUMENT: return qp == kp ? V_TRUE : V_UNKNOWN;
-  case HATTN_NODE_BLOCKS:
-  case HATTN_NODE_RANDOM:
-  case HATTN_NODE_TOPK:
-    return V_UNKNOWN;
-  case HATTN_NODE_NOT:
-    return V_TRUE - eval3(e->kids[0], qp, kp);
-  case HATTN_NODE_AND:
-    r = V_TRUE;
-    for (i = 0; i < e->nkids && r != V_FALSE; i++) {
-      v = eval3(e->kids[i], qp, kp);
-      r = v < r ? v : r;
-    }
-    return r;
-  case HATTN_NODE_OR:
-    r = V_FALSE;
-    for (i = 0; i < e->nkids && r != V_TRUE; i++) {
-      v = eval3(e->kids[i], qp, kp);
-      r = v > r ? v : r;
-    }
-    return r;
-  default:
-    return V_UNKNOWN;
-  }
-}
-
 typedef struct ivec {
   int64_t v[4096];
   int n;
@@ -1446,43 +1405,47 @@ static void ivec_add(ivec *v, int64_t x)
     v->v[v->n++] = x;
 }
 
-/* Gathers the constants and strides of E into CONSTS and STRIDES (which drop
-** what does not fit: callers bound the node count first); returns the
-** number of nodes. */
-static int gather(const hattn__expr *e, ivec *consts, ivec *strides)
+/* Gathers the constants and strides of the lowered mask M into CONSTS and
+** STRIDES (which drop what does not fit: callers bound the operation count
+** first): every finite bound of a distance interval, the interval's end
+** and, with a modulus, the modulus, its multiple below the end and the
+** number of multiples; the constant of a position test; the 64-blocks of
+** run-time tables. */
+static void gather(const hattn__mask *m, ivec *consts, ivec *strides)
 {
-  int i, count = 1;
-  switch (e->kind) {
-  case HATTN_NODE_WINDOW:
-    ivec_add(consts, e->a);
-    ivec_add(consts, e->b);
-    break;
-  case HATTN_NODE_DILATED:
-    ivec_add(consts, e->a);
-    ivec_add(consts, e->b);
-    ivec_add(consts, e->a * e->b);
-    ivec_add(consts, e->a * e->b - e->b);
-    ivec_add(strides, e->b);
-    break;
-  case HATTN_NODE_STRIDE:
-    ivec_add(strides, e->a);
-    /* fall through */
-  case HATTN_NODE_SINK:
-  case HATTN_NODE_GLOBAL:
-  case HATTN_NODE_CHUNK:
-    ivec_add(consts, e->a);
-    break;
-  case HATTN_NODE_BLOCKS:
-  case HATTN_NODE_RANDOM:
-  case HATTN_NODE_TOPK:
-    ivec_add(consts, HATTN_SPEC_BLOCK);
-    break;
-  default:
-    break;
+  int i;
+  for (i = 0; i < m->nops; i++) {
+    const hattn__op *op = &m->ops[i];
+    switch (op->kind) {
+    case HATTN_OP_DIST:
+      if (op->lo > -HATTN_MASK_INF)
+        ivec_add(consts, op->lo < 0 ? -op->lo : op->lo);
+      if (op->hi < HATTN_MASK_INF)
+        ivec_add(consts, op->hi);
+      if (op->m > 1) {
+        ivec_add(consts, op->m);
+        ivec_add(strides, op->m);
+        if (op->hi < HATTN_MASK_INF) {
+          ivec_add(consts, op->hi + 1);
+          ivec_add(consts, op->hi + 1 - op->m);
+          ivec_add(consts, (op->hi + 1) / op->m);
+        }
+      }
+      break;
+    case HATTN_OP_KPOS_LT:
+    case HATTN_OP_QPOS_LT:
+    case HATTN_OP_CHUNK:
+      ivec_add(consts, op->a);
+      break;
+    case HATTN_OP_LAYOUT:
+    case HATTN_OP_RANDOM:
+    case HATTN_OP_TOPK:
+      ivec_add(consts, HATTN_SPEC_BLOCK);
+      break;
+    default:
+      break;
+    }
   }
-  for (i = 0; i < e->nkids; i++)
-    count += gather(e->kids[i], consts, strides);
-  return count;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -1522,17 +1485,19 @@ static int64_t gcd64(int64_t a, int64_t b)
 ** non-empty: the check only ever rejects what it has shown to be empty.
 ** Returns 0 (not shown empty), 1 (empty), or -1 when memory runs out.
 */
-static int mask_is_empty(const hattn__expr *mask)
+static int mask_is_empty(const hattn__expr *tree)
 {
   ivec *consts = malloc(sizeof *consts), *strides = malloc(sizeof *strides);
   ivec *pos = malloc(sizeof *pos), *dist = malloc(sizeof *dist);
+  hattn__mask *mask = NULL;
   int r = -1, i, j, nodes;
   int64_t maxc = 3, lcm = 1;
 
-  if (!consts || !strides || !pos || !dist)
+  if (!consts || !strides || !pos || !dist || hattn__mask_lower(tree, &mask) != HATTN_OK)
     goto done;
   consts->n = strides->n = pos->n = dist->n = 0;
-  nodes = gather(mask, consts, strides);
+  gather(mask, consts, strides);
+  nodes = mask->nops;
   ivec_sort_unique(consts);
   ivec_sort_unique(strides);
   r = 0;
@@ -1582,13 +1547,14 @@ static int mask_is_empty(const hattn__expr *mask)
   for (i = 0; i < pos->n && r; i++) {
     for (j = 0; j < dist->n && r; j++) {
       int64_t x = pos->v[i], d = dist->v[j];
-      if (x - d >= 0 && eval3(mask, x, x - d) != V_FALSE)
+      if (x - d >= 0 && hattn__mask_eval3(mask, x, x - d) != HATTN_TRI_FALSE)
         r = 0;
-      if (x + d >= 0 && eval3(mask, x + d, x) != V_FALSE)
+      if (x + d >= 0 && hattn__mask_eval3(mask, x + d, x) != HATTN_TRI_FALSE)
         r = 0;
     }
   }
 done:
+  hattn__mask_free(mask);
   free(consts);
   free(strides);
   free(pos);
@@ -2352,6 +2318,14 @@ static hattn_spec *build_spec(parser *p)
     pub->models[i] = p->models[i].m;
   for (i = 0; i < p->nlayouts; i++)
     pub->layouts[i] = p->layouts[i];
+  for (i = 0; i < p->npats; i++) {
+    if (hattn__mask_lower(pub->patterns[i].mask, &pub->patterns[i].lowered) != HATTN_OK) {
+      while (i-- > 0)
+        hattn__mask_free(pub->patterns[i].lowered);
+      free(s);
+      return NULL;
+    }
+  }
   pub->npatterns = p->npats;
   pub->nmodels = p->nmodels;
   pub->nlayouts = p->nlayouts;
@@ -2447,8 +2421,11 @@ done:
 void hattn__spec_destroy(hattn_spec *spec)
 {
   spec_impl *s = (spec_impl *)spec;
+  int i;
   if (!s)
     return;
+  for (i = 0; i < s->pub.npatterns; i++)
+    hattn__mask_free(s->pub.patterns[i].lowered);
   arena_free(s->arena);
   free(s);
 }

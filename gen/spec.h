@@ -70,6 +70,8 @@ typedef struct hattn__pattern {
   char *name;
   int line, col;                /* of the name */
   hattn__expr *mask;            /* canonical */
+  struct hattn__mask *lowered;  /* MASK lowered (lower.h): what every consumer
+                                ** of the mask reads */
   double scale;                 /* 0: the default 1/sqrt(head_dim) */
   double softcap;               /* 0: none */
   hattn__alibi alibi;

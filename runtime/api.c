@@ -430,11 +430,10 @@ static void problem_dims(const hattn_problem *pr, DLDataType *dt, int64_t dq[4],
 }
 
 /* Whether mask E uses layout number IDX. */
-static int uses_layout(const hattn__expr *e, int64_t idx) {
+static int uses_layout(const hattn__mask *m, int64_t idx) {
   int i;
-  if (e->kind == HATTN_NODE_BLOCKS && e->a == idx) return 1;
-  for (i = 0; i < e->nkids; i++)
-    if (uses_layout(e->kids[i], idx)) return 1;
+  for (i = 0; i < m->nops; i++)
+    if (m->ops[i].kind == HATTN_OP_LAYOUT && m->ops[i].a == idx) return 1;
   return 0;
 }
 
@@ -465,7 +464,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
       if (isnan(inputs->sink_logits[i]) || inputs->sink_logits[i] == INFINITY)
         return fail(ctx, HATTN_EINPUT, "inputs: sink_logits[%d] is %s", i,
                     isnan(inputs->sink_logits[i]) ? "NaN" : "+inf");
-  if (inputs->seed && !hattn__expr_count(kern->pat->mask, HATTN_NODE_RANDOM))
+  if (inputs->seed && kern->pat->lowered->nrandom == 0)
     return fail(ctx, HATTN_EINPUT, "inputs: seed is set, but pattern '%s' has no random() atom", kern->pat->name);
   shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
   shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
@@ -501,7 +500,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
         const hattn_layout *l = &inputs->layouts[j];
         lays[i].bm = l->bm, lays[i].bn = l->bn, lays[i].nqb = l->nqb, lays[i].nkb = l->nkb;
         lays[i].bits = l->bits;
-      } else if (uses_layout(kern->pat->mask, i)) {
+      } else if (uses_layout(kern->pat->lowered, i)) {
         st = fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses blocks(%s): no layout of that name given",
                   kern->pat->name, kern->spec->layouts[i]);
         goto done;
@@ -513,7 +512,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
     env.nlayouts = kern->spec->nlayouts;
   }
   ctx->buf[0] = 0;
-  if ((st = hattn__mask_env_check(kern->pat->mask, &env, kern->spec->nlayouts, ctx->buf, sizeof ctx->buf)) !=
+  if ((st = hattn__mask_env_check(kern->pat->lowered, &env, kern->spec->nlayouts, ctx->buf, sizeof ctx->buf)) !=
       HATTN_OK) {
     fail_buf(ctx, st);
     goto done;

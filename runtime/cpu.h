@@ -101,7 +101,7 @@ typedef struct hattn__tensor {
 /* Whether ENV's run-time data was made for SHAPE and is well formed for
 ** MASK (hattn__mask_env_check): HATTN_OK, or HATTN_EINPUT with a sentence
 ** in ERR.  Shared by the CPU and CUDA launches. */
-int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__expr *mask,
+int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__mask *mask,
                      char *err, size_t errlen);
 
 /* Contiguous element strides for SHAPE: Q and O as [batch, heads, lq,

@@ -61,7 +61,6 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
   hattn_cpu_layout *layouts = NULL;
   int32_t *doc_id = NULL;
   uint64_t **random_bits = NULL;
-  const hattn__expr **random_atoms = NULL;
   int64_t *order = NULL, *cost = NULL, *count = NULL;
   float *slopes = NULL;
   char *scratch = NULL;
@@ -94,11 +93,11 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
       (rc = check_tensor("V", v, B, HK, LK, D, err, errlen)) != HATTN_OK ||
       (rc = check_tensor("O", o, B, H, LQ, D, err, errlen)) != HATTN_OK)
     return rc;
-  rc = hattn__env_check(env, shape, pat->mask, err, errlen);
+  rc = hattn__env_check(env, shape, pat->lowered, err, errlen);
   if (rc != HATTN_OK) return rc;
   if (LQ == 0) return HATTN_OK;
 
-  rc = hattn__plan_build(pat->mask, env, cfg->bm, cfg->bn, &plan, err, errlen);
+  rc = hattn__plan_build(pat->lowered, env, cfg->bm, cfg->bn, &plan, err, errlen);
   if (rc != HATTN_OK) return rc;
 
   memset(&args, 0, sizeof args);
@@ -132,14 +131,14 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     args.alibi_slopes = slopes;
   }
 
-  if (hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT)) {
+  if (pat->lowered->needs & HATTN_NEEDS_DOCUMENT) {
     doc_id = malloc(((size_t)LK + 1) * sizeof *doc_id);
     if (doc_id == NULL) goto fail_nomem;
     hattn__doc_ids(env, doc_id);
     args.doc_id = doc_id;
   }
 
-  if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS) && env->nlayouts > 0) {
+  if ((pat->lowered->needs & HATTN_NEEDS_BLOCKS) && env->nlayouts > 0) {
     layouts = calloc((size_t)env->nlayouts, sizeof *layouts);
     if (layouts == NULL) goto fail_nomem;
     for (i = 0; i < env->nlayouts; i++) {
@@ -155,21 +154,20 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
   /* One bit set per random() atom: row qpos / 64, bit kpos / 64. */
   nqb64 = hattn__nblocks64(LK);
   wpr = hattn__random_words(LK);
-  nrandom = hattn__expr_count(pat->mask, HATTN_NODE_RANDOM);
+  nrandom = pat->lowered->nrandom;
   if (nrandom > 0) {
-    random_atoms = calloc((size_t)nrandom, sizeof *random_atoms);
     random_bits = calloc((size_t)nrandom, sizeof *random_bits);
-    if (random_atoms == NULL || random_bits == NULL) goto fail_nomem;
-    hattn__mask_random_atoms(pat->mask, random_atoms, nrandom);
+    if (random_bits == NULL) goto fail_nomem;
     for (i = 0; i < nrandom; i++) {
       random_bits[i] = calloc((size_t)(nqb64 * wpr) + 1, sizeof **random_bits);
-      if (random_bits[i] == NULL || hattn__random_bitset(random_atoms[i], env, random_bits[i]) != HATTN_OK)
+      if (random_bits[i] == NULL ||
+          hattn__random_bitset(hattn__mask_random_op(pat->lowered, i), env, random_bits[i]) != HATTN_OK)
         goto fail_nomem;
     }
     args.random_bits = (const uint64_t *const *)random_bits;
     args.random_words_per_row = wpr;
   }
-  if (hattn__expr_count(pat->mask, HATTN_NODE_TOPK)) {
+  if (pat->lowered->needs & HATTN_NEEDS_TOPK) {
     args.topk_blocks = env->topk_blocks;
     args.topk_k = env->topk_k;
   }
@@ -222,7 +220,6 @@ done:
   if (random_bits != NULL)
     for (i = 0; i < nrandom; i++) free(random_bits[i]);
   free(random_bits);
-  free(random_atoms);
   free(layouts);
   free(doc_id);
   free(slopes);
@@ -244,7 +241,7 @@ void hattn__tensor_strides(const hattn__shape *s, hattn__tensor *q, hattn__tenso
   lse->stride[2] = lse->stride[3] = 1;
 }
 
-int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__expr *mask,
+int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__mask *mask,
                      char *err, size_t errlen) {
   if (env->lq != shape->lq || env->lk != shape->lk || env->heads != shape->heads || env->batch != shape->batch) {
     snprintf(err, errlen, "the run-time data was made for another shape (lq %lld, lk %lld, batch %lld, heads %lld)",

@@ -459,7 +459,6 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                             const hattn__mask_env *env, hattn__cuda_plan **out,
                             char *err, size_t errlen) {
   const hattn__pattern *pat = desc->pattern;
-  const hattn__expr *random_atoms[4];
   hattn__cuda_plan *cp = NULL;
   hattn__plan *plan = NULL;
   stage st = {NULL, 0, 0};
@@ -492,13 +491,13 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
              (long long)(B * H));
     return HATTN_ESHAPE;
   }
-  rc = hattn__env_check(env, shape, pat->mask, err, errlen);
+  rc = hattn__env_check(env, shape, pat->lowered, err, errlen);
   if (rc != HATTN_OK) return rc;
-  if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS) && env->nlayouts > 4) {
+  if ((pat->lowered->needs & HATTN_NEEDS_BLOCKS) && env->nlayouts > 4) {
     snprintf(err, errlen, "the CUDA backend takes at most 4 block layouts, the pattern has %d", env->nlayouts);
     return HATTN_ENOTSUP;
   }
-  nrandom = hattn__mask_random_atoms(pat->mask, random_atoms, 4);
+  nrandom = pat->lowered->nrandom;
   if (nrandom > 4) {
     snprintf(err, errlen, "the CUDA backend takes at most 4 random() atoms in a pattern, it has %d", nrandom);
     return HATTN_ENOTSUP;
@@ -513,7 +512,7 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   cp->block_m = cfg->block_m;
   cp->block_n = cfg->block_n;
 
-  rc = hattn__plan_build(pat->mask, env, cfg->block_m, cfg->block_n, &plan, err, errlen);
+  rc = hattn__plan_build(pat->lowered, env, cfg->block_m, cfg->block_n, &plan, err, errlen);
   if (rc != HATTN_OK) goto fail_plan;
   cp->nqb = plan->nqb;
 
@@ -561,13 +560,13 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     if ((o_slopes = stage_add(&st, (size_t)H * sizeof(float))) == (size_t)-1) goto fail_nomem;
     for (t = 0; t < H; t++) ((float *)(void *)(st.buf + o_slopes))[t] = (float)hattn__env_slope(pat, env, t, H);
   }
-  if (hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT)) {
+  if (pat->lowered->needs & HATTN_NEEDS_DOCUMENT) {
     int32_t *doc;
     if ((o_doc = stage_add(&st, ((size_t)LK + 1) * sizeof(int32_t))) == (size_t)-1) goto fail_nomem;
     doc = (int32_t *)(void *)(st.buf + o_doc);
     hattn__doc_ids(env, doc);
   }
-  if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS))
+  if (pat->lowered->needs & HATTN_NEEDS_BLOCKS)
     for (l = 0; l < env->nlayouts; l++) {
       size_t n = (size_t)(env->layouts[l].nqb * env->layouts[l].nkb);
       if ((o_layout[l] = stage_add(&st, n)) == (size_t)-1) goto fail_nomem;
@@ -578,11 +577,11 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     wpr = hattn__random_words(LK);
     for (l = 0; l < nrandom; l++) {
       if ((o_random[l] = stage_add(&st, (size_t)(nqb64 * wpr) * sizeof(uint64_t))) == (size_t)-1) goto fail_nomem;
-      if (hattn__random_bitset(random_atoms[l], env, (uint64_t *)(void *)(st.buf + o_random[l])) != HATTN_OK)
+      if (hattn__random_bitset(hattn__mask_random_op(pat->lowered, l), env, (uint64_t *)(void *)(st.buf + o_random[l])) != HATTN_OK)
         goto fail_nomem;
     }
   }
-  if (hattn__expr_count(pat->mask, HATTN_NODE_TOPK)) {
+  if (pat->lowered->needs & HATTN_NEEDS_TOPK) {
     ntopk = B * H * nqb64 * env->topk_k;
     if ((o_topk = stage_add(&st, (size_t)ntopk * sizeof(int32_t))) == (size_t)-1) goto fail_nomem;
     if (ntopk > 0) memcpy(st.buf + o_topk, env->topk_blocks, (size_t)ntopk * sizeof(int32_t));
@@ -615,8 +614,8 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     a->full_idx_stride = full_max;
     a->partial_idx_stride = part_max;
     a->per_head = plan->ntables > 1;
-    a->doc_id = hattn__expr_count(pat->mask, HATTN_NODE_DOCUMENT) ? (const int *)DEV(o_doc) : NULL;
-    if (hattn__expr_count(pat->mask, HATTN_NODE_BLOCKS))
+    a->doc_id = (pat->lowered->needs & HATTN_NEEDS_DOCUMENT) ? (const int *)DEV(o_doc) : NULL;
+    if (pat->lowered->needs & HATTN_NEEDS_BLOCKS)
       for (l = 0; l < env->nlayouts; l++) {
         a->layout_bits[l] = (const unsigned char *)DEV(o_layout[l]);
         a->layout_shape[l][0] = env->layouts[l].bm;
@@ -626,7 +625,7 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
       }
     for (l = 0; l < nrandom; l++) a->random_bits[l] = (const unsigned long long *)DEV(o_random[l]);
     a->random_words = wpr;
-    if (hattn__expr_count(pat->mask, HATTN_NODE_TOPK)) {
+    if (pat->lowered->needs & HATTN_NEEDS_TOPK) {
       a->topk_blocks = (const int *)DEV(o_topk);
       a->topk_k = (int)env->topk_k;
     }

@@ -59,13 +59,13 @@ static void check_plan(const hattn__pattern *p, uint32_t h) {
   offsets[n] = lk;
   env.doc_offsets = offsets;
   env.ndocs = n;
-  if (hattn__plan_build(p->mask, &env, bm, bn, &plan, err, sizeof err) != HATTN_OK)
+  if (hattn__plan_build(p->lowered, &env, bm, bn, &plan, err, sizeof err) != HATTN_OK)
     fail("plan_build failed", p);
   for (q = 0; q < lq; q++) {
     int64_t qb = q / bm, qpos = q + lk - lq;
-    int nr = hattn__key_ranges(p->mask, qpos, qpos + 1, lk, r);
+    int nr = hattn__key_ranges(p->lowered, qpos, qpos + 1, lk, r);
     for (k = 0; k < lk; k++) {
-      int vis = hattn__mask_visible(p->mask, q, k, 0, &env), cls = HATTN_BLOCK_EMPTY;
+      int vis = hattn__mask_visible(p->lowered, q, k, 0, &env), cls = HATTN_BLOCK_EMPTY;
       int64_t kb = k / bn, inside = 0;
       for (i = plan->full_off[0][qb]; i < plan->full_off[0][qb + 1]; i++)
         if (plan->full_idx[0][i] == kb) cls = HATTN_BLOCK_FULL;

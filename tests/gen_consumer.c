@@ -70,7 +70,7 @@ static int check_kernel(const hattn_gen_kernel *g, int64_t lq, int64_t lk, uint6
   env.lk = lk;
   env.batch = B;
   env.heads = H;
-  if (hattn__plan_build(spec->patterns[0].mask, &env, g->bm, g->bn, &plan, err, sizeof err) != HATTN_OK) {
+  if (hattn__plan_build(spec->patterns[0].lowered, &env, g->bm, g->bn, &plan, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "%s: plan: %s\n", g->symbol, err);
     goto done;
   }

@@ -81,12 +81,29 @@ static hattn__expr *node_new(hattn__node_kind kind, int64_t a, int64_t b, int nk
   return e;
 }
 
+/* The lowered forms of the pool's expressions, made on first use. */
+static const hattn__expr *g_lowered_of[POOL_MAX];
+static hattn__mask *g_lowered[POOL_MAX];
+static int g_nlowered;
+
 static void pool_free(void) {
   while (g_npool > 0) {
     hattn__expr *e = g_pool[--g_npool];
     free(e->kids);
     free(e);
   }
+  while (g_nlowered > 0) hattn__mask_free(g_lowered[--g_nlowered]);
+}
+
+/* E lowered (lower.h), owned by the pool. */
+static const hattn__mask *lw(const hattn__expr *e) {
+  int i;
+  for (i = g_nlowered - 1; i >= 0; i--)
+    if (g_lowered_of[i] == e) return g_lowered[i];
+  ck_assert_int_lt(g_nlowered, POOL_MAX);
+  ck_assert_int_eq(hattn__mask_lower(e, &g_lowered[g_nlowered]), HATTN_OK);
+  g_lowered_of[g_nlowered] = e;
+  return g_lowered[g_nlowered++];
 }
 
 static hattn__expr *atom(hattn__node_kind kind, int64_t a, int64_t b) { return node_new(kind, a, b, 0); }
@@ -384,7 +401,7 @@ static void truth_make(truth *tr, const hattn__expr *e, const hattn__mask_env *e
     for (q = 0; q < lq; q++) {
       int64_t run = 0;
       for (k = 0; k < lk; k++) {
-        v[q * lk + k] = (uint8_t)(hattn__mask_visible(e, q, k, t, env) != 0);
+        v[q * lk + k] = (uint8_t)(hattn__mask_visible(lw(e), q, k, t, env) != 0);
         run += v[q * lk + k];
         s[(q + 1) * w + k + 1] = s[q * w + k + 1] + run;
       }
@@ -440,12 +457,12 @@ static void check_rects(rng *r, const ctxt *c, const hattn__expr *e, const hattn
     int64_t t = rng_range(r, 0, tr->ntables - 1);
     int64_t q0 = rng_range(r, 0, env->lq - 1), q1 = rng_range(r, q0 + 1, env->lq);
     int64_t k0 = rng_range(r, 0, env->lk - 1), k1 = rng_range(r, k0 + 1, env->lk);
-    hattn__block got = hattn__block_classify(e, q0, q1, k0, k1, t, env);
+    hattn__block got = hattn__block_classify(lw(e), q0, q1, k0, k1, t, env);
     hattn__block want = exact_class(tr, t, q0, q1, k0, k1);
     if (rng_chance(r, 20)) { /* single rows and columns */
       q1 = q0 + 1;
       if (rng_chance(r, 50)) k1 = k0 + 1;
-      got = hattn__block_classify(e, q0, q1, k0, k1, t, env);
+      got = hattn__block_classify(lw(e), q0, q1, k0, k1, t, env);
       want = exact_class(tr, t, q0, q1, k0, k1);
     }
     if (c->exact)
@@ -466,7 +483,7 @@ static void check_ranges_rows(const ctxt *c, const hattn__expr *e, const hattn__
                               const truth *tr, int64_t q0, int64_t q1) {
   hattn__krange kr[HATTN_MAX_KRANGES + 1];
   int64_t shift = env->lk - env->lq, t, q, k;
-  int n = hattn__key_ranges(e, q0 + shift, q1 + shift, env->lk, kr), i, j;
+  int n = hattn__key_ranges(lw(e), q0 + shift, q1 + shift, env->lk, kr), i, j;
   CHECK(n >= 0 && n <= HATTN_MAX_KRANGES, "%s: %d key ranges", c->what, n);
   for (i = 0; i < n; i++) {
     CHECK(kr[i].lo >= 0 && kr[i].lo < kr[i].hi && kr[i].hi <= env->lk,
@@ -507,7 +524,7 @@ static void check_plan(const ctxt *c, const hattn__expr *e, const hattn__mask_en
   hattn__plan *p = NULL;
   char err[256] = "";
   int64_t t, i, j, nfull = 0, npartial = 0;
-  int rc = hattn__plan_build(e, env, bm, bn, &p, err, sizeof err);
+  int rc = hattn__plan_build(lw(e), env, bm, bn, &p, err, sizeof err);
   uint8_t *cls;
   CHECK(rc == HATTN_OK, "%s: plan_build %" PRId64 "x%" PRId64 " failed (%d): %s", c->what, bm, bn,
         rc, err);
@@ -557,7 +574,7 @@ static void check_plan(const ctxt *c, const hattn__expr *e, const hattn__mask_en
                 "): %s, brute force %s (unsafe)",
                 c->what, bm, bn, t, i, kb, class_name(got), class_name(want));
         if (got != HATTN_BLOCK_EMPTY) {
-          hattn__block alone = hattn__block_classify(e, q0, q1, k0, k1, t, env);
+          hattn__block alone = hattn__block_classify(lw(e), q0, q1, k0, k1, t, env);
           CHECK(got == alone, "%s: plan %" PRId64 "x%" PRId64 " block (%" PRId64 ", %" PRId64
                 "): plan says %s, hattn__block_classify %s",
                 c->what, bm, bn, i, kb, class_name(got), class_name(alone));
@@ -565,7 +582,7 @@ static void check_plan(const ctxt *c, const hattn__expr *e, const hattn__mask_en
       }
     }
     {
-      int64_t got = hattn__plan_count_visible(p, e, t, env);
+      int64_t got = hattn__plan_count_visible(p, lw(e), t, env);
       int64_t want = truth_count(tr, t, 0, env->lq, 0, env->lk);
       CHECK(got == want, "%s: plan %" PRId64 "x%" PRId64 " table %" PRId64 ": count_visible %" PRId64
             ", brute force %" PRId64, c->what, bm, bn, t, got, want);
@@ -870,13 +887,13 @@ START_TEST(test_empty_lengths) {
       hattn__expr *e;
       tenv_make(&r, &t, shapes[s][0], shapes[s][1]);
       e = rand_atom_of(&r, g_atoms[k], &t);
-      ck_assert_int_eq(hattn__plan_build(e, &t.env, 64, 48, &p, err, sizeof err), HATTN_OK);
+      ck_assert_int_eq(hattn__plan_build(lw(e), &t.env, 64, 48, &p, err, sizeof err), HATTN_OK);
       ck_assert_int_eq(p->nfull + p->npartial + p->nempty, p->ntables * p->nqb * p->nkb);
       ck_assert_int_eq(p->nfull + p->npartial, 0);
-      ck_assert_int_eq(hattn__plan_count_visible(p, e, 0, &t.env), 0);
+      ck_assert_int_eq(hattn__plan_count_visible(p, lw(e), 0, &t.env), 0);
       hattn__plan_destroy(p);
-      ck_assert_int_eq(hattn__key_ranges(e, 0, 10, 0, kr), 0);
-      ck_assert_int_eq(hattn__key_ranges(e, 5, 5, 100, kr), 0);
+      ck_assert_int_eq(hattn__key_ranges(lw(e), 0, 10, 0, kr), 0);
+      ck_assert_int_eq(hattn__key_ranges(lw(e), 5, 5, 100, kr), 0);
       tenv_free(&t);
       pool_free();
     }
@@ -886,14 +903,14 @@ END_TEST
 
 START_TEST(test_closed_form) {
   hattn__expr *c = atom(HATTN_NODE_CAUSAL, 0, 0);
-  ck_assert_int_eq(hattn__mask_closed_form(c), 1);
-  ck_assert_int_eq(hattn__mask_closed_form(op_not(op2(HATTN_NODE_AND, c, atom(HATTN_NODE_WINDOW, 5, 0)))), 1);
-  ck_assert_int_eq(hattn__mask_closed_form(op2(HATTN_NODE_OR, atom(HATTN_NODE_STRIDE, 3, 0),
-                                               atom(HATTN_NODE_CHUNK, 9, 0))), 1);
-  ck_assert_int_eq(hattn__mask_closed_form(op2(HATTN_NODE_AND, c, atom(HATTN_NODE_DOCUMENT, 0, 0))), 0);
-  ck_assert_int_eq(hattn__mask_closed_form(op_not(atom(HATTN_NODE_BLOCKS, 0, 0))), 0);
-  ck_assert_int_eq(hattn__mask_closed_form(op2(HATTN_NODE_OR, c, atom(HATTN_NODE_RANDOM, 1, 2))), 0);
-  ck_assert_int_eq(hattn__mask_closed_form(atom(HATTN_NODE_TOPK, 2, 0)), 0);
+  ck_assert_int_eq(lw(c)->closed_form, 1);
+  ck_assert_int_eq(lw(op_not(op2(HATTN_NODE_AND, c, atom(HATTN_NODE_WINDOW, 5, 0))))->closed_form, 1);
+  ck_assert_int_eq(lw(op2(HATTN_NODE_OR, atom(HATTN_NODE_STRIDE, 3, 0), atom(HATTN_NODE_CHUNK, 9, 0)))->closed_form,
+                   1);
+  ck_assert_int_eq(lw(op2(HATTN_NODE_AND, c, atom(HATTN_NODE_DOCUMENT, 0, 0)))->closed_form, 0);
+  ck_assert_int_eq(lw(op_not(atom(HATTN_NODE_BLOCKS, 0, 0)))->closed_form, 0);
+  ck_assert_int_eq(lw(op2(HATTN_NODE_OR, c, atom(HATTN_NODE_RANDOM, 1, 2)))->closed_form, 0);
+  ck_assert_int_eq(lw(atom(HATTN_NODE_TOPK, 2, 0))->closed_form, 0);
   pool_free();
 }
 END_TEST
@@ -903,18 +920,18 @@ START_TEST(test_key_ranges_fixed) {
   hattn__krange kr[HATTN_MAX_KRANGES];
   hattn__expr *e;
   int i, n;
-  n = hattn__key_ranges(atom(HATTN_NODE_WINDOW, 10, 2), 100, 108, 1000, kr);
+  n = hattn__key_ranges(lw(atom(HATTN_NODE_WINDOW, 10, 2)), 100, 108, 1000, kr);
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(kr[0].lo, 90);
   ck_assert_int_eq(kr[0].hi, 110);
-  n = hattn__key_ranges(atom(HATTN_NODE_CHUNK, 16, 0), 20, 40, 35, kr);
+  n = hattn__key_ranges(lw(atom(HATTN_NODE_CHUNK, 16, 0)), 20, 40, 35, kr);
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(kr[0].lo, 16);
   ck_assert_int_eq(kr[0].hi, 35);
   /* causal & (window(4) | sink(8)) at positions [100, 104): two pieces. */
   e = op2(HATTN_NODE_AND, atom(HATTN_NODE_CAUSAL, 0, 0),
           op2(HATTN_NODE_OR, atom(HATTN_NODE_WINDOW, 3, 0), atom(HATTN_NODE_SINK, 8, 0)));
-  n = hattn__key_ranges(e, 100, 104, 1000, kr);
+  n = hattn__key_ranges(lw(e), 100, 104, 1000, kr);
   ck_assert_int_eq(n, 2);
   ck_assert_int_eq(kr[0].lo, 0);
   ck_assert_int_eq(kr[0].hi, 8);
@@ -924,7 +941,7 @@ START_TEST(test_key_ranges_fixed) {
   e = node_new(HATTN_NODE_OR, 0, 0, 12);
   for (i = 0; i < 12; i++)
     e->kids[i] = op2(HATTN_NODE_AND, atom(HATTN_NODE_WINDOW, 1000 - 20 * i, 0), atom(HATTN_NODE_SINK, 20 * i + 5, 0));
-  n = hattn__key_ranges(e, 1000, 1001, 5000, kr);
+  n = hattn__key_ranges(lw(e), 1000, 1001, 5000, kr);
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(kr[0].lo, 0);
   ck_assert_int_eq(kr[0].hi, 225);
@@ -933,14 +950,14 @@ START_TEST(test_key_ranges_fixed) {
   for (i = 1; i < 8; i++)
     e = op2(HATTN_NODE_OR, e,
             op2(HATTN_NODE_AND, atom(HATTN_NODE_WINDOW, 1000 - 20 * i, 0), atom(HATTN_NODE_SINK, 20 * i + 5, 0)));
-  n = hattn__key_ranges(e, 1000, 1001, 5000, kr);
+  n = hattn__key_ranges(lw(e), 1000, 1001, 5000, kr);
   ck_assert_int_eq(n, 8);
   for (i = 0; i < 8; i++) {
     ck_assert_int_eq(kr[i].lo, 20 * i);
     ck_assert_int_eq(kr[i].hi, 20 * i + 5);
   }
   /* stride and ! have no closed form: everything. */
-  n = hattn__key_ranges(atom(HATTN_NODE_STRIDE, 7, 0), 10, 20, 300, kr);
+  n = hattn__key_ranges(lw(atom(HATTN_NODE_STRIDE, 7, 0)), 10, 20, 300, kr);
   ck_assert_int_eq(n, 1);
   ck_assert_int_eq(kr[0].lo, 0);
   ck_assert_int_eq(kr[0].hi, 300);
@@ -959,30 +976,30 @@ START_TEST(test_failures) {
   tenv_make(&r, &t, 10, 10);
 
   err[0] = 0;
-  ck_assert_int_eq(hattn__plan_build(c, &t.env, 0, 64, &p, err, sizeof err), HATTN_EINVAL);
+  ck_assert_int_eq(hattn__plan_build(lw(c), &t.env, 0, 64, &p, err, sizeof err), HATTN_EINVAL);
   ck_assert_ptr_null(p);
   ck_assert_msg(strstr(err, "block sizes must be positive") != NULL, "message: %s", err);
-  ck_assert_int_eq(hattn__plan_build(c, &t.env, 64, -3, &p, err, sizeof err), HATTN_EINVAL);
+  ck_assert_int_eq(hattn__plan_build(lw(c), &t.env, 64, -3, &p, err, sizeof err), HATTN_EINVAL);
   ck_assert_msg(strstr(err, "-3") != NULL, "message: %s", err);
 
   t.env.doc_offsets = bad;
   t.env.ndocs = 3;
   p = (hattn__plan *)&t;
   err[0] = 0;
-  ck_assert_int_eq(hattn__plan_build(op2(HATTN_NODE_AND, c, d), &t.env, 16, 16, &p, err, sizeof err),
+  ck_assert_int_eq(hattn__plan_build(lw(op2(HATTN_NODE_AND, c, d)), &t.env, 16, 16, &p, err, sizeof err),
                    HATTN_EINPUT);
   ck_assert_ptr_null(p);
   ck_assert_msg(strstr(err, "document offsets must not decrease") != NULL, "message: %s", err);
   bad[1] = 2;
   bad[3] = 9;
-  ck_assert_int_eq(hattn__plan_build(d, &t.env, 16, 16, &p, err, sizeof err), HATTN_EINPUT);
+  ck_assert_int_eq(hattn__plan_build(lw(d), &t.env, 16, 16, &p, err, sizeof err), HATTN_EINPUT);
   ck_assert_msg(strstr(err, "must end at the key length 10") != NULL, "message: %s", err);
   t.env.doc_offsets = NULL;
-  ck_assert_int_eq(hattn__plan_build(d, &t.env, 16, 16, &p, err, sizeof err), HATTN_EINPUT);
+  ck_assert_int_eq(hattn__plan_build(lw(d), &t.env, 16, 16, &p, err, sizeof err), HATTN_EINPUT);
   ck_assert_msg(strstr(err, "document") != NULL, "message: %s", err);
 
   /* topk with a K that the tables do not hold. */
-  ck_assert_int_eq(hattn__plan_build(atom(HATTN_NODE_TOPK, t.env.topk_k + 1, 0), &t.env, 16, 16, &p,
+  ck_assert_int_eq(hattn__plan_build(lw(atom(HATTN_NODE_TOPK, t.env.topk_k + 1, 0)), &t.env, 16, 16, &p,
                                      err, sizeof err),
                    HATTN_EINPUT);
   ck_assert_msg(strstr(err, "topk") != NULL, "message: %s", err);
@@ -991,7 +1008,7 @@ START_TEST(test_failures) {
   t.env.lq = 1;
   t.env.lk = (int64_t)1 << 33;
   err[0] = 0;
-  ck_assert_int_eq(hattn__plan_build(c, &t.env, 1, 1, &p, err, sizeof err), HATTN_EINVAL);
+  ck_assert_int_eq(hattn__plan_build(lw(c), &t.env, 1, 1, &p, err, sizeof err), HATTN_EINVAL);
   ck_assert_ptr_null(p);
   ck_assert_msg(strstr(err, "key blocks") != NULL, "message: %s", err);
 
@@ -1020,7 +1037,7 @@ START_TEST(test_big_window) {
   env.lq = env.lk = n;
   env.batch = env.heads = 1;
   t0 = now_s();
-  ck_assert_int_eq(hattn__plan_build(e, &env, bs, bs, &p, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__plan_build(lw(e), &env, bs, bs, &p, err, sizeof err), HATTN_OK);
   ck_assert_msg(now_s() - t0 < 1.0, "plan of %s took %.3f s", "causal & window(1k) at 128k", now_s() - t0);
   ck_assert_int_eq(p->nqb, n / bs);
   /* Per query block: 7 FULL key blocks behind the diagonal, the diagonal
@@ -1033,7 +1050,7 @@ START_TEST(test_big_window) {
   }
   ck_assert_int_eq(p->nempty, p->nqb * p->nkb - p->nfull - p->npartial);
   t0 = now_s();
-  ck_assert_int_eq(hattn__plan_count_visible(p, e, 0, &env), want);
+  ck_assert_int_eq(hattn__plan_count_visible(p, lw(e), 0, &env), want);
   ck_assert_msg(now_s() - t0 < 1.0, "count took %.3f s", now_s() - t0);
   hattn__plan_destroy(p);
   pool_free();
@@ -1071,7 +1088,7 @@ START_TEST(test_big_document) {
     env.doc_offsets = offs;
     env.ndocs = nd;
     t0 = now_s();
-    ck_assert_int_eq(hattn__plan_build(e, &env, bs, bs, &p, err, sizeof err), HATTN_OK);
+    ck_assert_int_eq(hattn__plan_build(lw(e), &env, bs, bs, &p, err, sizeof err), HATTN_OK);
     ck_assert_msg(now_s() - t0 < 2.0, "document plan at %lld took %.3f s", (long long)n, now_s() - t0);
     /* Every listed key block shares a document with its query block. */
     for (i = 0; i < p->nqb; i++) {
@@ -1090,7 +1107,7 @@ START_TEST(test_big_document) {
             "seed %" PRIu64 ": query block %" PRId64 " lists too many key blocks", g_seed, i);
     }
     /* Counting evaluates PARTIAL blocks element by element: 16k only. */
-    if (s == 0) ck_assert_int_eq(hattn__plan_count_visible(p, e, 0, &env), want);
+    if (s == 0) ck_assert_int_eq(hattn__plan_count_visible(p, lw(e), 0, &env), want);
     else ck_assert_int_le(p->nfull + p->npartial, p->nqb * ((2 * 2047 + bs) / bs + 3));
     hattn__plan_destroy(p);
     free(offs);
@@ -1123,15 +1140,15 @@ START_TEST(test_large_arguments) {
   env.batch = env.heads = 1;
   for (k = 0; k < 8; k++) {
     int64_t q0 = rng_range(&r, 0, env.lq - 1), k0 = rng_range(&r, 0, env.lk - 1);
-    (void)hattn__block_classify(es[k], q0, q0 + 1, k0, env.lk, 0, &env);
-    (void)hattn__block_classify(es[k], 0, env.lq, 0, env.lk, 0, &env);
-    (void)hattn__key_ranges(es[k], env.lk - 5, env.lk, env.lk, kr);
-    (void)hattn__key_ranges(es[k], -big, big, env.lk, kr);
+    (void)hattn__block_classify(lw(es[k]), q0, q0 + 1, k0, env.lk, 0, &env);
+    (void)hattn__block_classify(lw(es[k]), 0, env.lq, 0, env.lk, 0, &env);
+    (void)hattn__key_ranges(lw(es[k]), env.lk - 5, env.lk, env.lk, kr);
+    (void)hattn__key_ranges(lw(es[k]), -big, big, env.lk, kr);
   }
   /* One query row of decoding against 6 billion keys, in blocks of 2^24. */
   env.lq = 1;
   for (k = 0; k < 7; k++) {
-    ck_assert_int_eq(hattn__plan_build(es[k], &env, 1, (int64_t)1 << 24, &p, err, sizeof err), HATTN_OK);
+    ck_assert_int_eq(hattn__plan_build(lw(es[k]), &env, 1, (int64_t)1 << 24, &p, err, sizeof err), HATTN_OK);
     hattn__plan_destroy(p);
   }
   pool_free();

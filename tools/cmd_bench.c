@@ -282,8 +282,8 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   plan_ms = (now() - t0) * 1e3;
 
   /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
-  if (hattn__plan_build(desc.pattern->mask, &env, 128, 128, &hplan, err, sizeof err) != HATTN_OK) goto done;
-  flops = 4.0 * (double)o->head_dim * (double)hattn__plan_count_visible(hplan, desc.pattern->mask, 0, &env) *
+  if (hattn__plan_build(desc.pattern->lowered, &env, 128, 128, &hplan, err, sizeof err) != HATTN_OK) goto done;
+  flops = 4.0 * (double)o->head_dim * (double)hattn__plan_count_visible(hplan, desc.pattern->lowered, 0, &env) *
           (double)BH;
 
   /* Inputs uniform in [-1, 1), the same values in every set. */
@@ -579,11 +579,11 @@ int hattn_cmd_bench(int argc, char **argv) {
         goto case_done;
       }
       /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
-      if (hattn__plan_build(desc.pattern->mask, &env, 128, 128, &plan, err, sizeof err) != HATTN_OK) {
+      if (hattn__plan_build(desc.pattern->lowered, &env, 128, 128, &plan, err, sizeof err) != HATTN_OK) {
         fprintf(stderr, "hattn bench: %s\n", err);
         goto case_done;
       }
-      flops = 4.0 * (double)hd * (double)hattn__plan_count_visible(plan, desc.pattern->mask, 0, &env) * (double)heads;
+      flops = 4.0 * (double)hd * (double)hattn__plan_count_visible(plan, desc.pattern->lowered, 0, &env) * (double)heads;
       tq.data = q, tk.data = k, tv.data = v, to.data = o;
       tq.stride[0] = tk.stride[0] = tv.stride[0] = to.stride[0] = heads * S * hd;
       tq.stride[1] = tk.stride[1] = tv.stride[1] = to.stride[1] = S * hd;

@@ -113,12 +113,12 @@ int hattn_cmd_plan(int argc, char **argv) {
   }
   p = &spec->patterns[pi];
   if (tool_rtdata_env(&rt, spec, p, lq, lk, &env)) goto done;
-  if (hattn__plan_build(p->mask, &env, bm, bn, &plan, err, sizeof err) != HATTN_OK) {
+  if (hattn__plan_build(p->lowered, &env, bm, bn, &plan, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn plan: %s\n", err);
     goto done;
   }
   {
-    int64_t total = plan->nqb * plan->nkb, vis = hattn__plan_count_visible(plan, p->mask, 0, &env);
+    int64_t total = plan->nqb * plan->nkb, vis = hattn__plan_count_visible(plan, p->lowered, 0, &env);
     int64_t causal = tool_causal_pairs(lq, lk), area = visited_area(plan, 0);
     double gf = 4.0 * (double)hd * (double)vis / 1e9, gc = 4.0 * (double)hd * (double)causal / 1e9;
     printf("pattern %s = %s\n", p->name, p->canon);

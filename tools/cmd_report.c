@@ -36,60 +36,13 @@ static const char report_usage[] =
   "(document, blocks, random, topk); topk counts the K most recent eligible\n"
   "blocks.\n";
 
-enum { UNKNOWN = 2 };
-
-/* Whether (qpos, kpos) is visible in three-valued logic: run-time atoms are
-** UNKNOWN, except that a position is always in its own document. */
-static int eval3(const hattn__expr *e, int64_t qpos, int64_t kpos) {
-  hattn__mask_env env;
-  int i, v, acc;
-  switch (e->kind) {
-  case HATTN_NODE_DOCUMENT: return qpos == kpos ? 1 : UNKNOWN;
-  case HATTN_NODE_BLOCKS:
-  case HATTN_NODE_RANDOM:
-  case HATTN_NODE_TOPK: return UNKNOWN;
-  case HATTN_NODE_NOT: v = eval3(e->kids[0], qpos, kpos); return v == UNKNOWN ? v : !v;
-  case HATTN_NODE_AND:
-  case HATTN_NODE_OR:
-    acc = e->kind == HATTN_NODE_AND;
-    for (i = 0; i < e->nkids; i++) {
-      v = eval3(e->kids[i], qpos, kpos);
-      if (v == !acc) return v;          /* a FALSE under &, a TRUE under | */
-      if (v == UNKNOWN) acc = UNKNOWN;
-    }
-    return acc;
-  default:
-    memset(&env, 0, sizeof env);
-    env.lq = 1;
-    env.lk = qpos + 1;
-    return hattn__mask_visible(e, 0, kpos, 0, &env);
-  }
-}
-
-static int64_t gcd64(int64_t a, int64_t b) { return b ? gcd64(b, a % b) : a; }
-
-/* The period in distance of the mask's stride and dilated atoms (1 without). */
-static int64_t stride_period(const hattn__expr *e, int64_t cap) {
-  int64_t p = 1, s = 0;
-  int i;
-  if (e->kind == HATTN_NODE_STRIDE) s = e->a;
-  if (e->kind == HATTN_NODE_DILATED) s = e->b;
-  if (s > 0) p = s;
-  for (i = 0; i < e->nkids; i++) {
-    int64_t c = stride_period(e->kids[i], cap);
-    p = p / gcd64(p, c) * c;
-    if (p > cap) return cap;
-  }
-  return p;
-}
-
 /* KEEP[k] = 1 for each key k < n that the query at n - 1, or one of the next
 ** ones, may see: the tokens the KV cache must hold to decode at length n. */
-static void kept_keys(const hattn__expr *mask, int64_t n, uint8_t *keep) {
-  int64_t period = stride_period(mask, 4096), k, t;
+static void kept_keys(const hattn__mask *mask, int64_t n, uint8_t *keep) {
+  int64_t period = hattn__mask_period(mask, 4096), k, t;
   for (k = 0; k < n; k++) {
     keep[k] = 0;
-    for (t = 0; t < period && !keep[k]; t++) keep[k] = eval3(mask, n - 1 + t, k) != 0;
+    for (t = 0; t < period && !keep[k]; t++) keep[k] = hattn__mask_eval3(mask, n - 1 + t, k) != HATTN_TRI_FALSE;
   }
 }
 
@@ -108,14 +61,14 @@ static int cost_pattern(const hattn_spec *spec, int pi, int64_t n, int64_t bm, i
   char err[512];
   int64_t k;
   if (tool_rtdata_env(rt, spec, p, n, n, &env)) return -1;
-  if (hattn__plan_build(p->mask, &env, bm, bn, &plan, err, sizeof err) != HATTN_OK) {
+  if (hattn__plan_build(p->lowered, &env, bm, bn, &plan, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn report: pattern '%s': %s\n", p->name, err);
     return -1;
   }
-  c->visible = hattn__plan_count_visible(plan, p->mask, 0, &env);
+  c->visible = hattn__plan_count_visible(plan, p->lowered, 0, &env);
   hattn__plan_destroy(plan);
   if ((c->keep = malloc((size_t)n)) == NULL) return -1;
-  kept_keys(p->mask, n, c->keep);
+  kept_keys(p->lowered, n, c->keep);
   for (c->kept = 0, k = 0; k < n; k++) c->kept += c->keep[k];
   return 0;
 }

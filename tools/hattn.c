@@ -295,7 +295,7 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__patter
             break;
           }
         }
-        if (j == rt->nlayout_args && hattn__expr_count(p->mask, HATTN_NODE_BLOCKS)) {
+        if (j == rt->nlayout_args) {
           fprintf(stderr, "hattn: pattern '%s' uses blocks(%s): give its layout with --layout %s=FILE\n",
                   p->name, name, name);
           return -1;
@@ -306,7 +306,7 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__patter
     env->nlayouts = rt->nlayouts;
   }
   if (p->needs & HATTN_NEEDS_TOPK) {
-    int64_t k = hattn__expr_find(p->mask, HATTN_NODE_TOPK)->a, nb = hattn__nblocks64(lk), b, t;
+    int64_t k = p->lowered->topk_k, nb = hattn__nblocks64(lk), b, t;
     free(rt->topk);
     if ((rt->topk = malloc((size_t)(nb * k + 1) * sizeof *rt->topk)) == NULL) return -1;
     /* A stand-in for data-dependent routing: the K most recent eligible blocks. */
