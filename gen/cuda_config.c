@@ -8,14 +8,15 @@
 
 #include "hattn.h"
 #include "cuda_config.h"
+#include "lower.h"
 
 /* Shared memory a CTA may use on the largest supported device (sm_90). */
 #define SMEM_LIMIT (227 * 1024)
 
 void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hattn_cuda_config *out) {
   const int head_dim = desc->head_dim;
-  const int dense = desc->pattern != NULL && desc->pattern->mask != NULL &&
-                    desc->pattern->mask->kind == HATTN_NODE_FULL;
+  const int dense = desc->pattern != NULL && desc->pattern->lowered != NULL &&
+                    desc->pattern->lowered->dense;
   out->wgmma = 0;
   if (sm == 90) {
     /* Hopper: the warpgroup kernel.  Dense: two warpgroups of 64 query

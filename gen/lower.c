@@ -178,6 +178,7 @@ static void facts(hattn__mask *m) {
   m->closed_form = m->needs == 0;
   m->band = band_of(m, m->nops - 1, &m->band_lo, &m->band_hi);
   if (!m->band) m->band_lo = m->band_hi = 0;
+  m->dense = m->band && m->band_lo <= -HATTN_MASK_INF && m->band_hi >= HATTN_MASK_INF;
 }
 
 int hattn__mask_lower(const hattn__expr *e, hattn__mask **out) {

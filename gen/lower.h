@@ -75,6 +75,7 @@ typedef struct hattn__mask {
   int band;              /* the mask is band_lo <= d <= band_hi: an AND of
                          ** (or one) DIST with m == 1, or always visible */
   int64_t band_lo, band_hi;
+  int dense;             /* every pair is visible */
   int nrandom;           /* random bit sets, numbered 0.. in op order */
   int nlayouts;          /* 1 + the largest layout number (0: none) */
   int64_t topk_k;        /* K of the topk table (0: none) */

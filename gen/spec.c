@@ -1374,22 +1374,6 @@ static hattn__expr *canon(parser *p, hattn__expr *e)
   }
 }
 
-static unsigned needs_of(const hattn__expr *e)
-{
-  unsigned r = 0;
-  int i;
-  switch (e->kind) {
-  case HATTN_NODE_DOCUMENT: return HATTN_NEEDS_DOCUMENT;
-  case HATTN_NODE_BLOCKS: return HATTN_NEEDS_BLOCKS;
-  case HATTN_NODE_RANDOM: return HATTN_NEEDS_RANDOM;
-  case HATTN_NODE_TOPK: return HATTN_NEEDS_TOPK;
-  default: break;
-  }
-  for (i = 0; i < e->nkids; i++)
-    r |= needs_of(e->kids[i]);
-  return r;
-}
-
 /* ------------------------------------------------------------------ */
 /* The empty-pattern check                                              */
 /* ------------------------------------------------------------------ */
@@ -1689,7 +1673,6 @@ static void finish_pattern(parser *p, prec *pr, hattn__expr *mask)
   if (!pat->canon)
     return;
   pat->key = fnv1a64(pat->canon);
-  pat->needs = needs_of(pat->mask);
   empty = mask_is_empty(pat->mask);
   if (empty < 0) {
     set_oom(p);
@@ -2325,6 +2308,7 @@ static hattn_spec *build_spec(parser *p)
       free(s);
       return NULL;
     }
+    pub->patterns[i].needs = pub->patterns[i].lowered->needs;
   }
   pub->npatterns = p->npats;
   pub->nmodels = p->nmodels;
