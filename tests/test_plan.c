@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "hattn.h"
+#include "lower.h"
 #include "mask.h"
 #include "plan.h"
 #include "spec.h"
@@ -916,6 +917,70 @@ START_TEST(test_closed_form) {
 END_TEST
 
 /* Key ranges of fixed cases, and | beyond HATTN_MAX_KRANGES pieces. */
+/* The lowering's operations and facts for parsed, canonical patterns. */
+static hattn__mask *lower_text(const char *mask, hattn_spec **spec) {
+  char text[256];
+  snprintf(text, sizeof text, "pattern p = %s\n", mask);
+  ck_assert_int_eq(hattn__spec_parse(text, strlen(text), "lower", spec, NULL), HATTN_OK);
+  ck_assert_ptr_nonnull((*spec)->patterns[0].lowered);
+  return (*spec)->patterns[0].lowered;
+}
+
+START_TEST(test_lowering) {
+  hattn_spec *spec = NULL;
+  const hattn__mask *m;
+
+  m = lower_text("full", &spec);
+  ck_assert_int_eq(m->nops, 1);
+  ck_assert(m->dense && m->band && m->distance_only && m->closed_form && m->needs == 0);
+  hattn__spec_destroy(spec);
+
+  m = lower_text("causal & window(1k)", &spec);
+  ck_assert(m->band && !m->dense && m->distance_only);
+  ck_assert_int_eq(m->band_lo, 0);
+  ck_assert_int_eq(m->band_hi, 1023);
+  ck_assert_int_eq(m->ops[m->nops - 1].kind, HATTN_OP_DIST);
+  ck_assert_str_eq(m->ops[0].what, "window(1k)");
+  hattn__spec_destroy(spec);
+
+  /* A modulus is no band, but still depends on d alone. */
+  m = lower_text("dilated(4, 3)", &spec);
+  ck_assert(!m->band && m->distance_only && m->closed_form);
+  ck_assert_int_eq(m->ops[0].lo, 0);
+  ck_assert_int_eq(m->ops[0].hi, 11);
+  ck_assert_int_eq(m->ops[0].m, 3);
+  hattn__spec_destroy(spec);
+
+  /* global(G) is two position tests under |. */
+  m = lower_text("causal & (window(64) | global(8))", &spec);
+  ck_assert(!m->band && !m->distance_only && m->closed_form);
+  {
+    int i, nk = 0, nq = 0;
+    for (i = 0; i < m->nops; i++) {
+      nk += m->ops[i].kind == HATTN_OP_KPOS_LT && m->ops[i].a == 8;
+      nq += m->ops[i].kind == HATTN_OP_QPOS_LT && m->ops[i].a == 8;
+      if (m->ops[i].nargs > 0) ck_assert_int_lt(m->ops[i].args[m->ops[i].nargs - 1], i);
+    }
+    ck_assert_int_eq(nk, 1);
+    ck_assert_int_eq(nq, 1);
+  }
+  hattn__spec_destroy(spec);
+
+  /* Run-time tables: numbered in order, counted, and no closed form. */
+  m = lower_text("causal & (random(2, 7) | random(3, 9) | document | blocks(a) | blocks(b) | topk(4))", &spec);
+  ck_assert(!m->closed_form && !m->distance_only && !m->band);
+  ck_assert_uint_eq(m->needs, HATTN_NEEDS_RANDOM | HATTN_NEEDS_DOCUMENT | HATTN_NEEDS_BLOCKS | HATTN_NEEDS_TOPK);
+  ck_assert_int_eq(m->nrandom, 2);
+  ck_assert_int_eq(m->nlayouts, 2);
+  ck_assert_int_eq(m->topk_k, 4);
+  ck_assert_int_eq(hattn__mask_random_op(m, 0)->b, 2);
+  ck_assert_int_eq(hattn__mask_random_op(m, 0)->seed, 7);
+  ck_assert_int_eq(hattn__mask_random_op(m, 1)->b, 3);
+  ck_assert_ptr_null(hattn__mask_random_op(m, 2));
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 START_TEST(test_key_ranges_fixed) {
   hattn__krange kr[HATTN_MAX_KRANGES];
   hattn__expr *e;
@@ -1174,6 +1239,7 @@ static Suite *plan_suite(void) {
 
   tc = tcase_create("api");
   tcase_add_test(tc, test_closed_form);
+  tcase_add_test(tc, test_lowering);
   tcase_add_test(tc, test_key_ranges_fixed);
   tcase_add_test(tc, test_failures);
   suite_add_tcase(s, tc);
