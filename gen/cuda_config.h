@@ -22,6 +22,12 @@ typedef struct hattn_cuda_config {
                  ** sm_90a only): warps = block_m / 16, stages 2 */
 } hattn_cuda_config;
 
+/* The kernel families that the CUDA emitter writes (hattn__emit_cuda_kernel):
+** each selects a kernel body of templates/, per configuration. */
+typedef enum hattn__cuda_kernel_kind {
+  HATTN_CUDA_KERNEL_FWD = 0   /* forward attention: O and LSE from Q, K, V */
+} hattn__cuda_kernel_kind;
+
 typedef struct hattn_cuda_kernel_desc {
   const hattn__pattern *pattern;   /* checked, canonical */
   hattn_dtype dtype;               /* HATTN_DTYPE_BF16 or HATTN_DTYPE_FP16 */

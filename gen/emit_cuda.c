@@ -3,14 +3,20 @@
 **
 ** A generated source is, in order: a line that says it is generated, a
 ** comment with the pattern's canonical text and key, the text of
-** cuda_abi.h, the PTX wrappers of templates/cuda_common.cuh, the
-** configuration as constants, the element predicate
-** hattn_visible() written from the lowered mask (one line per operation,
-** operands before their users), the score modifiers hattn_score() and hattn_slope(), the
-** band constants of closed-form key blocks, the kernel body (templates/attn_fwd.cuh, or templates/attn_fwd_sm90.cuh for
-** the warpgroup kernel), and the extern "C" entry point that
-** instantiates it.  Nothing of the spec's text reaches the source except the
-** canonical text, inside a comment.
+** cuda_abi.h, the architecture layer (templates/arch_sm80.cuh, and
+** templates/arch_sm90.cuh for the warpgroup kernel), the pieces the kernel
+** bodies share (templates/cuda_common.cuh), the kernel body of the kernel
+** kind and configuration (templates/attn_fwd.cuh or, for the warpgroup
+** kernel, templates/attn_fwd_sm90.cuh: a function template over a Config
+** and a Pattern type), then what is generated: the configuration as struct
+** hattn_config; the element predicate hattn_visible() written from the
+** lowered mask (one line per operation, operands before their users), the score
+** modifiers hattn_score() and hattn_slope() and the band constants of
+** closed-form key blocks, gathered as struct hattn_pattern; and the extern
+** "C" entry point that instantiates the body with the two.  The body comes
+** before the generated code and uses none of it but its template arguments
+** (the contract of templates/cuda_common.cuh).  Nothing of the spec's text
+** reaches the source except the canonical text, inside a comment.
 */
 #include <stdarg.h>
 #include <stdio.h>
@@ -243,6 +249,66 @@ static void emit_modifiers(sbuf *b, const hattn__pattern *pat) {
   sb_puts(b, "  return s;\n}\n\n");
 }
 
+/* ---- the kernel bodies and their arguments -------------------------------- */
+
+/* A kernel body of templates/: the kernel kind it computes and on which
+** kernel (WGMMA 0: mma.sync, sm_80 and later; 1: warpgroup MMA, sm_90a),
+** its text and file, and the function template that the entry point
+** instantiates as FN<hattn_config, hattn_pattern>(args). */
+typedef struct kernel_body {
+  hattn__cuda_kernel_kind kind;
+  int wgmma;
+  const char *text;
+  const char *file;
+  const char *fn;
+} kernel_body;
+
+static const kernel_body kernel_bodies[] = {
+  {HATTN_CUDA_KERNEL_FWD, 0, hattn__tmpl_attn_fwd, "attn_fwd.cuh", "hattn_attn_fwd"},
+  {HATTN_CUDA_KERNEL_FWD, 1, hattn__tmpl_attn_fwd_sm90, "attn_fwd_sm90.cuh", "hattn_attn_fwd_sm90"},
+};
+
+static const kernel_body *kernel_body_find(hattn__cuda_kernel_kind kind, int wgmma) {
+  size_t i;
+  for (i = 0; i < sizeof kernel_bodies / sizeof kernel_bodies[0]; i++)
+    if (kernel_bodies[i].kind == kind && kernel_bodies[i].wgmma == wgmma) return &kernel_bodies[i];
+  return NULL;
+}
+
+/* The body's Config argument. */
+static void emit_config(sbuf *b, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg) {
+  sb_puts(b, "/* The tile configuration: the kernel body's Config argument. */\n"
+             "struct hattn_config {\n");
+  sb_printf(b, "  static constexpr int block_m = %d;\n", cfg->block_m);
+  sb_printf(b, "  static constexpr int block_n = %d;\n", cfg->block_n);
+  sb_printf(b, "  static constexpr int head_dim = %d;\n", desc->head_dim);
+  sb_printf(b, "  static constexpr int warps = %d;\n", cfg->warps);
+  sb_printf(b, "  static constexpr int stages = %d;\n", cfg->stages);
+  sb_printf(b, "  static constexpr bool is_bf16 = %s;  /* else fp16 */\n};\n\n",
+            desc->dtype == HATTN_DTYPE_BF16 ? "true" : "false");
+}
+
+/* The body's Pattern argument: the predicate, the modifiers and the band
+** constants written before it, under the names of the contract. */
+static void emit_pattern_type(sbuf *b) {
+  sb_puts(b, "/* The pattern above: the kernel body's Pattern argument. */\n"
+             "struct hattn_pattern {\n"
+             "  static constexpr bool band = HATTN_BAND;\n"
+             "  static constexpr long long band_lo = HATTN_BAND_LO, band_hi = HATTN_BAND_HI;\n"
+             "  static constexpr bool has_score_mod = HATTN_HAS_SCORE_MOD;\n"
+             "  static __device__ __forceinline__ bool visible(int q, int qpos, int kpos,\n"
+             "                                                 const hattn_cuda_args &a, int bh) {\n"
+             "    return hattn_visible(q, qpos, kpos, a, bh);\n"
+             "  }\n"
+             "  static __device__ __forceinline__ float score(float s, int qpos, int kpos, float slope) {\n"
+             "    return hattn_score(s, qpos, kpos, slope);\n"
+             "  }\n"
+             "  static __device__ __forceinline__ float slope(const hattn_cuda_args &a, int h) {\n"
+             "    return hattn_slope(a, h);\n"
+             "  }\n"
+             "};\n\n");
+}
+
 /* ---- the whole source ------------------------------------------------------ */
 
 /* Append S to B inside a comment: no "*" followed by "/", and only printable
@@ -272,10 +338,12 @@ static int valid_name(const char *s) {
   return 1;
 }
 
-int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                     const char *fn_name, char **out, char *err, size_t errlen) {
+int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const char *fn_name, char **out, char *err,
+                            size_t errlen) {
   sbuf b = {0};
   const hattn__pattern *pat = desc->pattern;
+  const kernel_body *body;
   int rc;
 
   *out = NULL;
@@ -289,6 +357,12 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   }
   rc = hattn__cuda_config_check(desc, cfg, err, errlen);
   if (rc != HATTN_OK) return rc;
+  body = kernel_body_find(kind, cfg->wgmma);
+  if (body == NULL) {
+    snprintf(err, errlen, "the CUDA emitter has no kernel of kind %d%s", (int)kind,
+             cfg->wgmma ? " on wgmma" : "");
+    return HATTN_ENOTSUP;
+  }
 
   sb_puts(&b, "// Generated by hattn (gen/emit_cuda.c): do not edit.\n");
   sb_puts(&b, "/*\n** pattern: ");
@@ -304,16 +378,18 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
     sb_puts(&b, "\n#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
                 "#error \"this kernel uses wgmma: compile it for sm_90a\"\n"
                 "#endif\n");
-  sb_puts(&b, "\n/* ---- PTX wrappers (templates/cuda_common.cuh) ---- */\n\n");
+  sb_puts(&b, "\n/* ---- the architecture layer (templates/arch_sm80.cuh) ---- */\n\n");
+  sb_puts(&b, hattn__tmpl_arch_sm80);
+  if (cfg->wgmma) {
+    sb_puts(&b, "\n/* ---- the architecture layer (templates/arch_sm90.cuh) ---- */\n\n");
+    sb_puts(&b, hattn__tmpl_arch_sm90);
+  }
+  sb_puts(&b, "\n/* ---- shared pieces of the kernel bodies (templates/cuda_common.cuh) ---- */\n\n");
   sb_puts(&b, hattn__tmpl_cuda_common);
-  sb_puts(&b, "\n/* ---- configuration ---- */\n\n");
-  sb_printf(&b, "constexpr int HATTN_BLOCK_M = %d;\n", cfg->block_m);
-  sb_printf(&b, "constexpr int HATTN_BLOCK_N = %d;\n", cfg->block_n);
-  sb_printf(&b, "constexpr int HATTN_HEAD_DIM = %d;\n", desc->head_dim);
-  sb_printf(&b, "constexpr int HATTN_WARPS = %d;\n", cfg->warps);
-  sb_printf(&b, "constexpr int HATTN_STAGES = %d;\n", cfg->stages);
-  sb_printf(&b, "constexpr bool HATTN_IS_BF16 = %s;  /* else fp16 */\n\n",
-            desc->dtype == HATTN_DTYPE_BF16 ? "true" : "false");
+  sb_printf(&b, "\n/* ---- the kernel body (templates/%s) ---- */\n\n", body->file);
+  sb_puts(&b, body->text);
+  sb_puts(&b, "\n/* ---- the configuration ---- */\n\n");
+  emit_config(&b, desc, cfg);
   sb_puts(&b, "/* ---- the pattern ---- */\n\n");
   sb_puts(&b, "/* Floor division by a positive divisor (a may be negative). */\n"
               "__device__ __forceinline__ int hattn_floordiv(int a, int b) {\n"
@@ -324,18 +400,11 @@ int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config
   if (rc != HATTN_OK) goto fail;
   emit_modifiers(&b, pat);
   emit_band(&b, pat);
-  sb_printf(&b, "/* ---- the kernel body (templates/%s) ---- */\n\n",
-            cfg->wgmma ? "attn_fwd_sm90.cuh" : "attn_fwd.cuh");
-  sb_puts(&b, cfg->wgmma ? hattn__tmpl_attn_fwd_sm90 : hattn__tmpl_attn_fwd);
-  sb_puts(&b, "\n/* ---- the entry point ---- */\n\n");
+  emit_pattern_type(&b);
+  sb_puts(&b, "/* ---- the entry point ---- */\n\n");
   sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
             cfg->warps * 32, fn_name);
-  if (cfg->wgmma)
-    sb_puts(&b, "  hattn_attn_fwd_sm90<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_STAGES,\n"
-                "                      HATTN_IS_BF16>(args);\n}\n");
-  else
-    sb_puts(&b, "  hattn_attn_fwd<HATTN_BLOCK_M, HATTN_BLOCK_N, HATTN_HEAD_DIM, HATTN_WARPS, HATTN_STAGES,\n"
-                "                 HATTN_IS_BF16>(args);\n}\n");
+  sb_printf(&b, "  %s<hattn_config, hattn_pattern>(args);\n}\n", body->fn);
   if (b.oom) {
     rc = HATTN_ENOMEM;
     snprintf(err, errlen, "out of memory while writing the CUDA source");
@@ -347,4 +416,9 @@ fail:
   if (b.oom && rc == HATTN_OK) rc = HATTN_ENOMEM;
   free(b.p);
   return rc;
+}
+
+int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                     const char *fn_name, char **out, char *err, size_t errlen) {
+  return hattn__emit_cuda_kernel(HATTN_CUDA_KERNEL_FWD, desc, cfg, fn_name, out, err, errlen);
 }

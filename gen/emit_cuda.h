@@ -1,10 +1,10 @@
 /*
 ** emit_cuda.h: the CUDA kernel emitter.  From a checked pattern and a tile
-** configuration it writes readable CUDA C++ source for one forward
-** attention kernel (the FA2 recipe of docs: mma.sync m16n8k16, ldmatrix,
-** cp.async, swizzled shared memory, exp2 online softmax), instantiating the
-** templates of templates/ that are embedded in the library.  Plain C: no
-** NVRTC here.  Internal; not installed.
+** configuration it writes readable CUDA C++ source for one attention
+** kernel of a given kind (forward today: the FA2 recipe on mma.sync, the FA3
+** recipe on wgmma), instantiating the templates of templates/ that are
+** embedded in the library.  Plain C: no NVRTC here.  Internal; not
+** installed.
 */
 #ifndef HATTN_GEN_EMIT_CUDA_H
 #define HATTN_GEN_EMIT_CUDA_H
@@ -16,13 +16,19 @@
 #include "spec.h"
 
 /*
-** Write the CUDA source of kernel FN_NAME (letters, digits and '_') for
-** DESC and CFG into *OUT, a malloc'd NUL-terminated string the caller
-** frees.  The source's first line says it is generated; it carries the
-** canonical pattern only inside a comment made of the checked tree's
+** Write the CUDA source of kernel FN_NAME (letters, digits and '_') of kind
+** KIND for DESC and CFG into *OUT, a malloc'd NUL-terminated string the
+** caller frees.  KIND and CFG's wgmma flag select the kernel body of
+** templates/.  The source's first line says it is generated; it carries
+** the canonical pattern only inside a comment made of the checked tree's
 ** canonical text.  Returns HATTN_OK, or HATTN_EINVAL / HATTN_ENOTSUP /
 ** HATTN_ENOMEM with a sentence in ERR.
 */
+int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn_cuda_kernel_desc *desc,
+                            const hattn_cuda_config *cfg, const char *fn_name, char **out, char *err,
+                            size_t errlen);
+
+/* The forward kernel: hattn__emit_cuda_kernel(HATTN_CUDA_KERNEL_FWD, ...). */
 int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
                      const char *fn_name, char **out, char *err, size_t errlen);
 

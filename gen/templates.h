@@ -6,7 +6,17 @@
 #ifndef HATTN_GEN_TEMPLATES_H
 #define HATTN_GEN_TEMPLATES_H
 
-/* templates/cuda_common.cuh: PTX wrappers that both kernel bodies use. */
+/* templates/arch_sm80.cuh: the architecture layer of sm_80 and later
+** (cp.async, ldmatrix, mma.sync), pasted into every source. */
+extern const char hattn__tmpl_arch_sm80[];
+
+/* templates/arch_sm90.cuh: the architecture layer of sm_90a (wgmma), on top
+** of arch_sm80, pasted into the sources of warpgroup kernels. */
+extern const char hattn__tmpl_arch_sm90[];
+
+/* templates/cuda_common.cuh: the pieces every kernel body shares (tile
+** loader, key-block walker) and the contract between a body and the
+** generated pattern. */
 extern const char hattn__tmpl_cuda_common[];
 
 /* templates/attn_fwd.cuh: the forward kernel body on mma.sync, sm_80 and

@@ -1,16 +1,10 @@
 /*
 ** attn_fwd.cuh: the forward attention kernel body (the FlashAttention 2
-** recipe, mma.sync, sm_80 and later), pasted by gen/emit_cuda.c after
-** templates/cuda_common.cuh and the generated configuration and device
-** functions.  It expects, defined before it:
-**
-**   struct hattn_cuda_args                     (gen/cuda_abi.h)
-**   bool  hattn_visible(q, qpos, kpos, args, bh)   the element predicate
-**   float hattn_score(s_scaled, qpos, kpos, slope) the score modifiers
-**   float hattn_slope(args, h)                     the ALiBi slope of head h
-**   constexpr bool HATTN_HAS_SCORE_MOD             whether hattn_score is
-**                                                  more than the identity
-**   constexpr HATTN_BAND, HATTN_BAND_LO, _HI       closed-form key blocks
+** recipe, mma.sync, sm_80 and later) on the architecture layer of
+** templates/arch_sm80.cuh and the pieces of templates/cuda_common.cuh.
+** hattn_attn_fwd<Config, Pattern>(args) takes the configuration and the
+** generated pattern as types (the contract in templates/cuda_common.cuh)
+** and its arguments as struct hattn_cuda_args (gen/cuda_abi.h).
 **
 ** One CTA computes BLOCK_M query rows of one flattened head bh (grid x: the
 ** query block, grid y: bh).  Warp w owns rows [w * WROWS, (w + 1) * WROWS)
@@ -20,7 +14,7 @@
 ** of K and V filled by 16-byte cp.async.  Per key block:
 **   S = Q K^T        mma.m16n8k16, Q fragments from registers (head dim up
 **                    to 128) or ldmatrix from shared memory, K by ldmatrix
-**   mask, modifiers  PARTIAL blocks evaluate hattn_visible per element; every
+**   mask, modifiers  PARTIAL blocks evaluate Pattern::visible per element; every
 **                    block masks keys >= lk
 **   online softmax   base 2, row statistics shared by the 4 lanes of a quad
 **   O += P V         P re-packed from the S accumulators, V by ldmatrix.trans
@@ -49,8 +43,11 @@
 
 /* ---- the kernel body ----------------------------------------------------- */
 
-template <int BLOCK_M, int BLOCK_N, int HEAD_DIM, int WARPS, int STAGES, bool IS_BF16>
+template <class Config, class Pattern>
 __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
+  constexpr int BLOCK_M = Config::block_m, BLOCK_N = Config::block_n;
+  constexpr int HEAD_DIM = Config::head_dim, WARPS = Config::warps, STAGES = Config::stages;
+  constexpr bool IS_BF16 = Config::is_bf16;
   constexpr int THREADS = WARPS * 32;
   constexpr int WROWS = BLOCK_M / WARPS;       /* query rows per warp */
   constexpr int MT = WROWS / 16;               /* 16-row slabs per warp */
@@ -91,14 +88,14 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   const int lq = args.lq, lk = args.lk;
   const int q0 = qb * BLOCK_M;                  /* first query row of the CTA */
   const int qoff = lk - lq;                     /* qpos = q + qoff */
-  const float slope = hattn_slope(args, h);
+  const float slope = Pattern::slope(args, h);
 
   const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
   const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
   const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
 
   /* This query block's key blocks, in the order of hattn_key_blocks. */
-  const hattn_key_blocks<HATTN_BAND, HATTN_BAND_LO, HATTN_BAND_HI, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
+  const hattn_key_blocks<Pattern, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
   const int nblocks = kblocks.n;
   auto block_at = [&](int j) { return kblocks.at(j); };
   auto partial_at = [&](int j) { return kblocks.partial(j); };
@@ -273,14 +270,14 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     ** score in every block; see attn_fwd_sm90.cuh). */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
-      if constexpr (HATTN_HAS_SCORE_MOD) {
+      if constexpr (Pattern::has_score_mod) {
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {
             const int qpos = q0 + wrow0 + mt * 16 + g + 8 * (c / 2) + qoff;
             const int kpos = k0 + nt * 8 + 2 * t + c % 2;
-            s[mt][nt][c] = hattn_score(s[mt][nt][c] * args.scale, qpos, kpos, slope) * LOG2E;
+            s[mt][nt][c] = Pattern::score(s[mt][nt][c] * args.scale, qpos, kpos, slope) * LOG2E;
           }
       }
       if (partial) {
@@ -290,7 +287,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
           for (int c = 0; c < 4; c++) {
             const int q = q0 + wrow0 + mt * 16 + g + 8 * (c / 2);
             const int kpos = k0 + nt * 8 + 2 * t + c % 2;
-            if (!(kpos < lk && q < lq && hattn_visible(q, q + qoff, kpos, args, bh)))
+            if (!(kpos < lk && q < lq && Pattern::visible(q, q + qoff, kpos, args, bh)))
               s[mt][nt][c] = hattn_neg_inf();
           }
       } else if (k0 + BLOCK_N > lk) {
@@ -303,7 +300,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     }
 
     /* ---- online softmax ---- */
-    const float sl2 = HATTN_HAS_SCORE_MOD ? 1.0f : args.scale_log2;
+    const float sl2 = Pattern::has_score_mod ? 1.0f : args.scale_log2;
     float alpha[MT][2];
     bool grew = false;
 #pragma unroll

@@ -1,102 +1,34 @@
 /*
-** cuda_common.cuh: PTX wrappers shared by the kernel bodies
-** (templates/attn_fwd.cuh for sm_80 and later, templates/attn_fwd_sm90.cuh
-** for sm_90a), pasted by gen/emit_cuda.c before the generated pattern
-** functions.
+** cuda_common.cuh: the pieces that every kernel body shares, on top of the
+** architecture layer (templates/arch_sm80.cuh): the tile loader and the
+** key-block walker; and the contract between a kernel body and the
+** generated pattern.  Pasted by gen/emit_cuda.c after the architecture
+** layer and before the kernel body.
+**
+** The pattern contract.  A kernel body is a function template whose
+** arguments are a configuration and a pattern, both types; the emitter
+** writes them (struct hattn_config, struct hattn_pattern) after the body and
+** instantiates the body with them in the extern "C" entry point.  The body
+** uses nothing else of the generated code.  The configuration:
+**   static constexpr int block_m, block_n   query rows per CTA, keys per block
+**   static constexpr int head_dim           64, 128 or 256
+**   static constexpr int warps, stages      warps per CTA, K/V buffers
+**   static constexpr bool is_bf16           bf16, else fp16
+** The pattern (qpos = q + lk - lq, the query's position among the keys):
+**   static bool visible(q, qpos, kpos, args, bh)
+**                            whether key kpos is visible to query row q of
+**                            flattened head bh (called for q < lq, kpos < lk)
+**   static float score(s, qpos, kpos, slope)
+**                            the score modifiers, from q.k * scale
+**   static float slope(args, h)
+**                            the ALiBi slope of head h (0 without ALiBi)
+**   static constexpr bool has_score_mod
+**                            whether score() is more than the identity
+**   static constexpr bool band; static constexpr long long band_lo, band_hi
+**                            whether the mask is the band of distances
+**                            band_lo <= qpos - kpos <= band_hi, whose key
+**                            blocks come in closed form (hattn_key_blocks)
 */
-
-/* ---- PTX wrappers -------------------------------------------------------- */
-
-/* The shared-state-space address of a generic pointer into shared memory. */
-__device__ __forceinline__ unsigned hattn_smem_addr(const void *p) {
-  unsigned r;
-  asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }"
-               : "=r"(r) : "l"(p));
-  return r;
-}
-
-/* Copy 16 bytes global -> shared; with VALID false write 16 zero bytes
-** (src-size 0: nothing is read from SRC). */
-__device__ __forceinline__ void hattn_cp_async16(unsigned dst, const void *src, bool valid) {
-  int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(n)
-               : "memory");
-}
-
-__device__ __forceinline__ void hattn_cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-/* Wait until at most N of this thread's committed groups are pending. */
-template <int N>
-__device__ __forceinline__ void hattn_cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
-}
-
-__device__ __forceinline__ void hattn_ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ void hattn_ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-/* D += A B for one m16n8k16 tile with fp32 accumulators. */
-template <bool IS_BF16>
-__device__ __forceinline__ void hattn_mma(float (&d)[4], const unsigned (&a)[4], unsigned b0,
-                                          unsigned b1) {
-  if constexpr (IS_BF16) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-
-/* Two floats rounded to nearest-even and packed: LO in bits 0-15. */
-template <bool IS_BF16>
-__device__ __forceinline__ unsigned hattn_pack2(float lo, float hi) {
-  unsigned r;
-  if constexpr (IS_BF16)
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  else
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-__device__ __forceinline__ void hattn_st_shared32(unsigned addr, unsigned v) {
-  asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(addr), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ uint4 hattn_ld_shared128(unsigned addr) {
-  uint4 v;
-  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ float hattn_neg_inf() { return __int_as_float(0xff800000); }
-
-/* 2^x by one MUFU.EX2 (flush-to-zero; exp2f adds range fix-ups). */
-__device__ __forceinline__ float hattn_ex2(float x) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
-  return r;
-}
-
-/* X, opaque to the compiler: keeps it from hoisting the addresses derived
-** from X out of the key-block loop into registers of their own. */
-__device__ __forceinline__ unsigned hattn_opaque(unsigned x) {
-  asm volatile("mov.b32 %0, %0;\n" : "+r"(x));
-  return x;
-}
 
 /* ---- tile loads ---------------------------------------------------------- */
 
@@ -170,20 +102,22 @@ __device__ __forceinline__ bool hattn_band_full(const hattn_band &r, int kb, int
 }
 
 /* The key blocks of query block QB of flattened head BH, by position p in
-** [0, n): for a band mask (BAND, distances LO .. HI) the blocks of the
-** interval, ascending, in closed form; else the plan's lists, FULL then
-** PARTIAL blocks, each ascending.  Both kernels walk them through this. */
-template <bool BAND, long long LO, long long HI, int BLOCK_M, int BLOCK_N>
+** [0, n): for a band mask (Pattern::band, distances band_lo .. band_hi)
+** the blocks of the interval, ascending, in closed form; else the plan's
+** lists, FULL then PARTIAL blocks, each ascending.  Every kernel body walks
+** them through this. */
+template <class Pattern, int BLOCK_M, int BLOCK_N>
 struct hattn_key_blocks {
-  hattn_band band;          /* BAND */
+  hattn_band band;          /* Pattern::band */
   const int *fidx, *pidx;   /* the lists: FULL, PARTIAL */
   int nf, n, lk;
 
   __device__ __forceinline__ hattn_key_blocks(const hattn_cuda_args &a, int qb, int bh)
       : fidx(0), pidx(0), nf(0), n(0), lk(a.lk) {
     const int q0 = qb * BLOCK_M;
-    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, a.lq), a.lk - a.lq, a.lk, LO, HI);
-    if constexpr (BAND) {
+    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, a.lq), a.lk - a.lq, a.lk, Pattern::band_lo,
+                                      Pattern::band_hi);
+    if constexpr (Pattern::band) {
       n = q0 < a.lq ? band.kb1 - band.kb0 : 0;
     } else {
       const long long tab = a.per_head ? bh : 0;
@@ -197,12 +131,12 @@ struct hattn_key_blocks {
   }
   /* The key block at position P. */
   __device__ __forceinline__ int at(int p) const {
-    if constexpr (BAND) return band.kb0 + p;
+    if constexpr (Pattern::band) return band.kb0 + p;
     else return p < nf ? fidx[p] : pidx[p - nf];
   }
   /* Whether the block at position P is PARTIAL (its mask is evaluated). */
   __device__ __forceinline__ bool partial(int p) const {
-    if constexpr (BAND) return !hattn_band_full<BLOCK_N>(band, band.kb0 + p, lk, LO, HI);
+    if constexpr (Pattern::band) return !hattn_band_full<BLOCK_N>(band, band.kb0 + p, lk, Pattern::band_lo, Pattern::band_hi);
     else return p >= nf;
   }
 };

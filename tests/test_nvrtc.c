@@ -5,8 +5,9 @@
 ** modifier the examples do not use is emitted and compiled for sm_80 and
 ** sm_90a; the cubin must be a non-empty ELF file.  Also the failure paths:
 ** unsupported dtypes and head dims, bad configurations, bad names, bad
-** architectures and sources that do not compile.  Skips (77) when hattn was
-** built without NVRTC.
+** architectures and sources that do not compile; and the template contract
+** (the kernel kind picks the body, which takes the configuration and the
+** pattern as types).  Skips (77) when hattn was built without NVRTC.
 */
 #include <check.h>
 #include <dirent.h>
@@ -341,6 +342,47 @@ START_TEST(test_comment) {
 }
 END_TEST
 
+/* ---- the kernel kind and the template contract --------------------------------- */
+
+/* The kind selects the body; the body comes before the generated code and
+** takes the configuration and the pattern as its template arguments; only
+** the warpgroup kernel's source carries the sm_90 architecture layer. */
+START_TEST(test_contract) {
+  hattn_spec *spec = parse("pattern p = causal & window(1k) with softcap(50)");
+  hattn_cuda_kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_FP16, 128};
+  hattn_cuda_config cfg;
+  char err[4096], *src, *fwd;
+  int wgmma;
+  for (wgmma = 0; wgmma < 2; wgmma++) {
+    const char *fn = wgmma ? "hattn_attn_fwd_sm90<hattn_config, hattn_pattern>(args);"
+                           : "hattn_attn_fwd<hattn_config, hattn_pattern>(args);";
+    const char *body = wgmma ? "templates/attn_fwd_sm90.cuh) ----" : "templates/attn_fwd.cuh) ----";
+    hattn__cuda_config_default(&desc, wgmma ? 90 : 80, &cfg);
+    ck_assert_int_eq(cfg.wgmma, wgmma);
+    ck_assert_int_eq(hattn__emit_cuda_kernel(HATTN_CUDA_KERNEL_FWD, &desc, &cfg, "k", &src, err, sizeof err),
+                     HATTN_OK);
+    ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &fwd, err, sizeof err), HATTN_OK);
+    ck_assert_str_eq(src, fwd);
+    ck_assert_msg(strstr(src, fn) != NULL, "the entry point does not call %s", fn);
+    ck_assert_ptr_nonnull(strstr(src, body));
+    ck_assert_msg(strstr(src, body) < strstr(src, "struct hattn_config {") &&
+                      strstr(src, "struct hattn_config {") < strstr(src, "struct hattn_pattern {") &&
+                      strstr(src, body) < strstr(src, "hattn_visible("),
+                  "the kernel body does not come before the generated code");
+    ck_assert_int_eq(strstr(src, "templates/arch_sm80.cuh) ----") != NULL, 1);
+    ck_assert_int_eq(strstr(src, "templates/arch_sm90.cuh) ----") != NULL, wgmma);
+    ck_assert_int_eq(strstr(src, "wgmma.mma_async") != NULL, wgmma);
+    free(src);
+    free(fwd);
+  }
+  ck_assert_int_eq(hattn__emit_cuda_kernel((hattn__cuda_kernel_kind)7, &desc, &cfg, "k", &src, err, sizeof err),
+                   HATTN_ENOTSUP);
+  ck_assert_ptr_null(src);
+  ck_assert_msg(strstr(err, "kind 7") != NULL, "message: %s", err);
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 static Suite *nvrtc_suite(void) {
   Suite *s = suite_create("nvrtc");
   TCase *tc = tcase_create("emit");
@@ -351,6 +393,7 @@ static Suite *nvrtc_suite(void) {
   tcase_add_test(tc, test_failures);
   tcase_add_test(tc, test_comment);
   tcase_add_test(tc, test_band);
+  tcase_add_test(tc, test_contract);
   suite_add_tcase(s, tc);
   return s;
 }
