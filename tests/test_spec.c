@@ -1,5 +1,5 @@
 /*
-** test_spec.c: the spec parser (gen/spec.c) against docs/spec.md and
+** test_spec.c: the spec parser (gen/spec_*.c) against docs/spec.md and
 ** docs/DECISIONS-spec.txt.  Table-driven: each input either parses to an
 ** exact canonical text, or fails with an exact message at an exact
 ** line:col.
