@@ -1,8 +1,8 @@
 /*
-** spec_canon.c: the canonical form of a pattern (docs/spec.md,
-** docs/DECISIONS-spec.txt): its mask flattened, folded, sorted, deduplicated
-** and stripped of implied operands, then its canonical text, key and needs,
-** and the empty-pattern check.
+** spec_canon.c: the canonical form of a pattern (docs/spec.md, "Canonical
+** form"): its mask flattened, folded, sorted, deduplicated and stripped of
+** implied operands, then its canonical text, key and needs, and the
+** empty-pattern check.
 */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,7 @@
 /*
 ** spec_check.c: what the spec checker knows of the masks' meaning, and the
-** checks that need the whole file (docs/spec.md, docs/DECISIONS-spec.txt).
+** checks that need the whole file (docs/spec.md, "Errors" and "Canonical
+** form").
 **
 ** Implied operands (subset): which atom sees every pair another sees, so
 ** that the canonical form drops the redundant one.  The empty-pattern check
@@ -22,8 +23,9 @@
 /* Implied operands                                                     */
 /* ------------------------------------------------------------------ */
 
-/* Whether every pair that atom-or-node X sees, Y sees too, by the rules of
-** docs/DECISIONS-spec.txt (a safe under-approximation of inclusion). */
+/* Whether every pair that atom-or-node X sees, Y sees too, by the subsets
+** listed in docs/spec.md, "Canonical form", step 3 (a safe
+** under-approximation of inclusion). */
 int subset(const hattn__expr *x, const hattn__expr *y)
 {
   if (y->kind == HATTN_NODE_FULL)

@@ -1,9 +1,8 @@
 /*
 ** spec_parse.c: the lexer and parser of the pattern spec language
-** (docs/spec.md, docs/DECISIONS-spec.txt), and hattn__spec_parse, which
-** drives the parse, the canonical form (spec_canon.c) and the checks
-** (spec_check.c).  Bytes in; a canonical syntax tree, or one compiler-style
-** diagnostic per problem, out.
+** (docs/spec.md), and hattn__spec_parse, which drives the parse, the
+** canonical form (spec_canon.c) and the checks (spec_check.c).  Bytes in; a
+** canonical syntax tree, or one compiler-style diagnostic per problem, out.
 **
 ** The input is untrusted: it is read only within its length, recursion is
 ** bounded by MAX_DEPTH, the number of reported errors by MAX_ERRORS, and
