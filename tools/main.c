@@ -1,5 +1,5 @@
 /*
-** hattn.c: the hattn command: dispatch to subcommands, and the helpers they
+** main.c: the hattn command: dispatch to subcommands, and the helpers they
 ** share (tools.h).
 */
 #include <errno.h>
