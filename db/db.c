@@ -13,6 +13,8 @@
 
 #include <sqlite3.h>
 
+/* The status codes (HATTN_OK, HATTN_E*) only; db/ calls nothing above it.
+** The version it writes into export files is config.h's PACKAGE_VERSION. */
 #include "hattn.h"
 #include "db.h"
 
@@ -1227,7 +1229,7 @@ int hattn__db_export(hattn__db *db, const char *path, const char *model, const c
   if ((rc = sqlite3_exec(ex, sql, NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   snprintf(sql, sizeof sql, "INSERT INTO export VALUES (%d, ?1, %lld)", HATTN__DB_EXPORT_VERSION,
            (long long)now_s());
-  if ((rc = run2(ex, sql, hattn_version(), NULL, NULL)) != SQLITE_OK) goto fail_sql;
+  if ((rc = run2(ex, sql, PACKAGE_VERSION, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   if ((rc = sqlite3_exec(ex, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   /* The source is read through a second connection, in one read transaction. */
   if ((rc = sqlite3_create_function_v2(ex, "hattn_sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,

@@ -1,8 +1,8 @@
 /*
-** test_spec.c: the spec parser (gen/spec.c) against docs/spec.md and
-** docs/DECISIONS-spec.txt.  Table-driven: each input either parses to an
-** exact canonical text, or fails with an exact message at an exact
-** line:col.
+** test_spec.c: the spec parser (gen/spec_*.c) against docs/spec.md, which
+** holds every decision of the language.  Table-driven: each input either
+** parses to an exact canonical text, or fails with an exact message at an
+** exact line:col.
 */
 #include <check.h>
 #include <stdint.h>

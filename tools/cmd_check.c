@@ -16,43 +16,6 @@ static const char check_usage[] =
   "for every model its shape and which pattern each layer and head uses.\n"
   "On errors print one compiler-style message per problem and exit 2.\n";
 
-void tool_print_layers(FILE *out, const int *set, int n) {
-  int i = 0, first = 1;
-  while (i < n) {
-    int j = i + 1, step = i + 1 < n ? set[i + 1] - set[i] : 1;
-    while (j < n && set[j] - set[j - 1] == step) j++;
-    if (!first) fputs(", ", out);
-    first = 0;
-    if (j - i >= 3 || (j - i == 2 && step == 1)) {
-      fprintf(out, "%d-%d", set[i], set[j - 1]);
-      if (step != 1) fprintf(out, " step %d", step);
-      i = j;
-    } else {
-      fprintf(out, "%d", set[i]);
-      i++;
-    }
-  }
-}
-
-void tool_print_layer_heads(FILE *out, const hattn_spec *spec, const hattn__model *m, int layer) {
-  const int *row = m->assign + (size_t)layer * (size_t)m->heads;
-  int h = 0, first = 1, uniform = 1;
-  for (h = 1; h < m->heads; h++) uniform &= row[h] == row[0];
-  if (uniform) {
-    fputs(spec->patterns[row[0]].name, out);
-    return;
-  }
-  for (h = 0; h < m->heads;) {
-    int j = h + 1;
-    while (j < m->heads && row[j] == row[h]) j++;
-    fprintf(out, "%sheads %d", first ? "" : ", ", h);
-    if (j - 1 > h) fprintf(out, "-%d", j - 1);
-    fprintf(out, " %s", spec->patterns[row[h]].name);
-    first = 0;
-    h = j;
-  }
-}
-
 static int print_model(const hattn_spec *spec, const hattn__model *m) {
   int *done = calloc((size_t)m->layers, sizeof *done), *set = malloc((size_t)m->layers * sizeof *set);
   int l, l2, n;

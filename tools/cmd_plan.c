@@ -34,16 +34,6 @@ static const char plan_usage[] =
   "topk(K) is routed from data at run time; the plan stands in the K most\n"
   "recent eligible key blocks.\n";
 
-int64_t tool_causal_pairs(int64_t lq, int64_t lk) {
-  /* Row q sees min(max(q + lk - lq + 1, 0), lk) keys. */
-  int64_t sum = 0, q;
-  for (q = 0; q < lq; q++) {
-    int64_t n = q + lk - lq + 1;
-    sum += n < 0 ? 0 : n > lk ? lk : n;
-  }
-  return sum;
-}
-
 /* The area of the blocks a kernel visits: FULL and PARTIAL, clipped at the edges. */
 static int64_t visited_area(const hattn__plan *p, int64_t t) {
   int64_t i, j, area = 0;

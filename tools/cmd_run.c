@@ -73,17 +73,6 @@ static const char verify_usage[] =
   "tolerance (fp32 1e-5, fp16 and bf16 1e-2), 1 when not, 2 on bad input.\n"
   "\n" RUN_OPTIONS;
 
-int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out) {
-  if (!strcmp(s, "fp32")) *out = HATTN_DTYPE_FP32;
-  else if (!strcmp(s, "fp16")) *out = HATTN_DTYPE_FP16;
-  else if (!strcmp(s, "bf16")) *out = HATTN_DTYPE_BF16;
-  else {
-    fprintf(stderr, "hattn: %s: unknown dtype '%s' (expected fp32, fp16 or bf16)\n", opt, s);
-    return -1;
-  }
-  return 0;
-}
-
 /* ---- numbers ------------------------------------------------------------- */
 
 
@@ -376,31 +365,6 @@ static int route_topk(const char *cmd, run_data *d, hattn__mask_env *env) {
       return -1;
     }
   env->topk_blocks = d->topk;
-  return 0;
-}
-
-int tool_make_dir(const char *cmd, const char *dir) {
-  char path[4096];
-  size_t i, n = strlen(dir);
-  struct stat st;
-  if (n == 0 || n >= sizeof path) {
-    fprintf(stderr, "hattn %s: --out: bad directory name\n", cmd);
-    return -1;
-  }
-  memcpy(path, dir, n + 1);
-  for (i = 1; i <= n; i++) {
-    if (path[i] != '/' && path[i] != '\0') continue;
-    path[i] = '\0';
-    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-      fprintf(stderr, "hattn %s: cannot create the directory %s: %s\n", cmd, path, strerror(errno));
-      return -1;
-    }
-    path[i] = dir[i];
-  }
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    fprintf(stderr, "hattn %s: %s is not a directory\n", cmd, dir);
-    return -1;
-  }
   return 0;
 }
 

@@ -16,9 +16,9 @@
 enum { TOOL_OK = 0, TOOL_FAIL = 1, TOOL_USAGE = 2 };
 
 /* Each subcommand: argc/argv start at the subcommand's name. */
-int hattn_cmd_check(int argc, char **argv);
-int hattn_cmd_plan(int argc, char **argv);
-int hattn_cmd_report(int argc, char **argv);
+int hattn_cmd_check(int argc, char **argv);   /* cmd_check.c */
+int hattn_cmd_plan(int argc, char **argv);    /* cmd_plan.c */
+int hattn_cmd_report(int argc, char **argv);  /* cmd_report.c */
 int hattn_cmd_run(int argc, char **argv);     /* cmd_run.c */
 int hattn_cmd_verify(int argc, char **argv);  /* cmd_run.c */
 int hattn_cmd_gen(int argc, char **argv);     /* cmd_gen.c */
@@ -26,12 +26,15 @@ int hattn_cmd_bench(int argc, char **argv);   /* cmd_bench.c */
 int hattn_cmd_db(int argc, char **argv);      /* cmd_db.c */
 int hattn_cmd_tune(int argc, char **argv);    /* cmd_tune.c */
 
+/* The helpers below are shared by several subcommands and live in cli.c,
+** except tool_svg_write (svg.c). */
+
 /* Parse "fp32", "fp16" or "bf16" into *OUT.  Prints "hattn: OPTION: ..."
-** and returns -1 when it is none of them.  (cmd_run.c) */
+** and returns -1 when it is none of them. */
 int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out);
 
 /* Create the directory DIR and its missing parents.  Returns 0, or prints
-** "hattn CMD: ..." and returns -1.  (cmd_run.c) */
+** "hattn CMD: ..." and returns -1. */
 int tool_make_dir(const char *cmd, const char *dir);
 
 /* Read and parse the spec file PATH.  Prints the spec's diagnostics (or why

@@ -1,71 +1,17 @@
 /*
-** hattn.c: the hattn command: dispatch to subcommands, and the helpers they
-** share (tools.h).
+** cli.c: the command-line helpers the subcommands share (tools.h): reading
+** a spec, parsing lengths and dtypes, run-time data for plan and report,
+** output directories, and printing layers, counts and causal pair counts.
 */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "hattn.h"
 #include "tools.h"
-
-static const char usage[] =
-  "usage: hattn COMMAND [OPTIONS] FILE\n"
-  "\n"
-  "Generate, inspect and measure attention kernels for the hybrid and sparse\n"
-  "patterns of a spec file (docs/spec.md).\n"
-  "\n"
-  "commands:\n"
-  "  check FILE     validate a spec; print every pattern's canonical form and key\n"
-  "                 and every model's layer assignment\n"
-  "  plan FILE      lower one pattern to blocks: FULL / PARTIAL / EMPTY counts,\n"
-  "                 density, FLOPs against dense causal, and an SVG of the mask\n"
-  "  report FILE    for a model: per layer the patterns, density, attention FLOPs\n"
-  "                 and KV-cache bytes, with totals against full causal attention\n"
-  "  run FILE       run one pattern's kernel on random inputs (or --in DIR) and\n"
-  "                 write q, k, v, o and lse as .npy files (--out DIR)\n"
-  "  verify FILE    run, then compare with the float64 reference: exit 0 within\n"
-  "                 the dtype's tolerance, 1 outside it\n"
-  "  gen FILE       write object files and a header of kernels for a named CPU,\n"
-  "                 for programs that run them without LLVM\n"
-  "  bench          GFLOP/s of the CPU kernels beside a plain loop nest and the\n"
-  "                 BLAS path, as a fraction of the CPU's FMA peak\n"
-  "  db ACTION      the kernel database: list, show KEY, export FILE, import FILE,\n"
-  "                 prune, verify\n"
-  "  tune FILE      tune a pattern's (or a model's) kernels for problem shapes on\n"
-  "                 the CPU or GPU 0 and store the winners in the database\n"
-  "\n"
-  "Run 'hattn COMMAND --help' for a command's options.\n"
-  "  --version      print the version\n";
-
-int main(int argc, char **argv) {
-  if (argc < 2) {
-    fputs(usage, stderr);
-    return TOOL_USAGE;
-  }
-  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-    fputs(usage, stdout);
-    return TOOL_OK;
-  }
-  if (!strcmp(argv[1], "--version")) {
-    printf("hattn %s\n", hattn_version());
-    return TOOL_OK;
-  }
-  if (!strcmp(argv[1], "check")) return hattn_cmd_check(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "plan")) return hattn_cmd_plan(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "report")) return hattn_cmd_report(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "run")) return hattn_cmd_run(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "bench")) return hattn_cmd_bench(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "verify")) return hattn_cmd_verify(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "gen")) return hattn_cmd_gen(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "db")) return hattn_cmd_db(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "tune")) return hattn_cmd_tune(argc - 1, argv + 1);
-  fprintf(stderr, "hattn: unknown command '%s'\n\n%s", argv[1], usage);
-  return TOOL_USAGE;
-}
 
 hattn_spec *tool_load_spec(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -326,4 +272,87 @@ void tool_rtdata_free(tool_rtdata *rt) {
   free(rt->layouts);
   free(rt->topk);
   memset(rt, 0, sizeof *rt);
+}
+
+int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out) {
+  if (!strcmp(s, "fp32")) *out = HATTN_DTYPE_FP32;
+  else if (!strcmp(s, "fp16")) *out = HATTN_DTYPE_FP16;
+  else if (!strcmp(s, "bf16")) *out = HATTN_DTYPE_BF16;
+  else {
+    fprintf(stderr, "hattn: %s: unknown dtype '%s' (expected fp32, fp16 or bf16)\n", opt, s);
+    return -1;
+  }
+  return 0;
+}
+
+int tool_make_dir(const char *cmd, const char *dir) {
+  char path[4096];
+  size_t i, n = strlen(dir);
+  struct stat st;
+  if (n == 0 || n >= sizeof path) {
+    fprintf(stderr, "hattn %s: --out: bad directory name\n", cmd);
+    return -1;
+  }
+  memcpy(path, dir, n + 1);
+  for (i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != '\0') continue;
+    path[i] = '\0';
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+      fprintf(stderr, "hattn %s: cannot create the directory %s: %s\n", cmd, path, strerror(errno));
+      return -1;
+    }
+    path[i] = dir[i];
+  }
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "hattn %s: %s is not a directory\n", cmd, dir);
+    return -1;
+  }
+  return 0;
+}
+
+int64_t tool_causal_pairs(int64_t lq, int64_t lk) {
+  /* Row q sees min(max(q + lk - lq + 1, 0), lk) keys. */
+  int64_t sum = 0, q;
+  for (q = 0; q < lq; q++) {
+    int64_t n = q + lk - lq + 1;
+    sum += n < 0 ? 0 : n > lk ? lk : n;
+  }
+  return sum;
+}
+
+void tool_print_layers(FILE *out, const int *set, int n) {
+  int i = 0, first = 1;
+  while (i < n) {
+    int j = i + 1, step = i + 1 < n ? set[i + 1] - set[i] : 1;
+    while (j < n && set[j] - set[j - 1] == step) j++;
+    if (!first) fputs(", ", out);
+    first = 0;
+    if (j - i >= 3 || (j - i == 2 && step == 1)) {
+      fprintf(out, "%d-%d", set[i], set[j - 1]);
+      if (step != 1) fprintf(out, " step %d", step);
+      i = j;
+    } else {
+      fprintf(out, "%d", set[i]);
+      i++;
+    }
+  }
+}
+
+void tool_print_layer_heads(FILE *out, const hattn_spec *spec, const hattn__model *m, int layer) {
+  const int *row = m->assign + (size_t)layer * (size_t)m->heads;
+  int h = 0, first = 1, uniform = 1;
+  for (h = 1; h < m->heads; h++) uniform &= row[h] == row[0];
+  if (uniform) {
+    fputs(spec->patterns[row[0]].name, out);
+    return;
+  }
+  for (h = 0; h < m->heads;) {
+    int j = h + 1;
+    while (j < m->heads && row[j] == row[h]) j++;
+    fprintf(out, "%sheads %d", first ? "" : ", ", h);
+    if (j - 1 > h) fprintf(out, "-%d", j - 1);
+    fprintf(out, " %s", spec->patterns[row[h]].name);
+    first = 0;
+    h = j;
+  }
 }
