@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "kernel_desc.h"
 #include "spec.h"
 
 typedef struct hattn_cuda_config {
@@ -22,11 +23,7 @@ typedef struct hattn_cuda_config {
                  ** sm_90a only): warps = block_m / 16, stages 2 */
 } hattn_cuda_config;
 
-typedef struct hattn_cuda_kernel_desc {
-  const hattn__pattern *pattern;   /* checked, canonical */
-  hattn_dtype dtype;               /* HATTN_DTYPE_BF16 or HATTN_DTYPE_FP16 */
-  int head_dim;                    /* 64, 128 or 256 (others: HATTN_ENOTSUP) */
-} hattn_cuda_kernel_desc;
+/* What a kernel is specialised on: hattn_cuda_kernel_desc is hattn__kernel_desc. */
 
 /* A good configuration for DESC (its head dim, and whether its pattern is
 ** dense) on compute capability SM (80, 90, ...). */
