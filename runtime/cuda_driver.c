@@ -17,11 +17,9 @@
 
 #include "hattn.h"
 #include "cuda.h"
-#include "emit_cuda.h"
+#include "cuda_abi.h"
 #include "plan.h"
 #include "tables.h"
-
-#if defined(HATTN_HAVE_CUDA) || defined(HATTN_RT_ONLY) /* the driver needs no toolkit */
 
 #include <dlfcn.h>
 
@@ -261,12 +259,12 @@ int hattn__cuda_sm_count(const hattn__cuda *cu) { return cu->sm_count; }
 /* ---- kernels -------------------------------------------------------------- */
 
 /* The kernel of DESC and CFG: from the device's cache, else loaded from
-** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled
-** (not in the runtime-only library).  The cache is keyed by the entry
-** point's name, which names the pattern, dtype, head dim and config. */
+** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled by
+** COMPILE.  The cache is keyed by the entry point's name, which names the
+** pattern, dtype, head dim and config. */
 static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                      const void *given, size_t given_size, hattn__cuda_kernel **out, char *err,
-                      size_t errlen) {
+                      const void *given, size_t given_size, hattn__cuda_compile_fn compile,
+                      hattn__cuda_kernel **out, char *err, size_t errlen) {
   hattn__cuda_kernel *k = NULL;
   char name[128];
   void *cubin = NULL;
@@ -301,17 +299,8 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
     memcpy(cubin, given, given_size);
     cubin_size = given_size;
   } else {
-#ifdef HATTN_RT_ONLY
-    snprintf(err, errlen, "libhattnrt does not compile CUDA kernels (%s)", name);
-    return HATTN_ENOTSUP;
-#else
-    char *source = NULL;
-    rc = hattn__emit_cuda(desc, cfg, name, &source, err, errlen);
+    rc = compile(desc, cfg, name, cu->arch, &cubin, &cubin_size, err, errlen);
     if (rc != HATTN_OK) return rc;
-    rc = hattn__nvrtc_compile(source, name, cu->arch, &cubin, &cubin_size, err, errlen);
-    free(source);
-    if (rc != HATTN_OK) return rc;
-#endif
   }
 
   k = calloc(1, sizeof *k);
@@ -349,17 +338,17 @@ fail_cubin:
   return rc;
 }
 
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
-                           char *err, size_t errlen) {
-  return kernel_get(cu, desc, cfg, NULL, 0, out, err, errlen);
+int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             hattn__cuda_compile_fn compile, hattn__cuda_kernel **out, char *err, size_t errlen) {
+  assert(compile != NULL);
+  return kernel_get(cu, desc, cfg, NULL, 0, compile, out, err, errlen);
 }
 
 int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                             const hattn_cuda_config *cfg, const void *cubin, size_t size,
                             hattn__cuda_kernel **out, char *err, size_t errlen) {
   assert(cubin != NULL);
-  return kernel_get(cu, desc, cfg, cubin, size, out, err, errlen);
+  return kernel_get(cu, desc, cfg, cubin, size, NULL, out, err, errlen);
 }
 
 void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *k, const void **cubin, size_t *size) {
@@ -557,6 +546,8 @@ fail_plan:
   return rc;
 }
 
+const hattn__shape *hattn__cuda_plan_shape(const hattn__cuda_plan *plan) { return &plan->shape; }
+
 void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) {
   if (plan == NULL) return;
   hattn__cuda_free(plan->cu, ptr_of(plan->mem));
@@ -732,105 +723,3 @@ fail_times:
   free(times);
   return rc;
 }
-
-#else /* neither */
-
-/* Without NVRTC no device is ever opened, so every other entry point is
-** unreachable with a valid handle. */
-
-static int off(char *err, size_t errlen) {
-  snprintf(err, errlen, "hattn was built without NVRTC: the CUDA backend is off");
-  return HATTN_ENOTSUP;
-}
-
-int hattn__cuda_open(int ordinal, hattn__cuda **out, char *err, size_t errlen) {
-  (void)ordinal;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_close(hattn__cuda *cu) { (void)cu; }
-const char *hattn__cuda_name(const hattn__cuda *cu) { (void)cu; return "none"; }
-int hattn__cuda_sm(const hattn__cuda *cu) { (void)cu; return 0; }
-const char *hattn__cuda_arch(const hattn__cuda *cu) { (void)cu; return "none"; }
-int hattn__cuda_sm_count(const hattn__cuda *cu) { (void)cu; return 0; }
-
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
-                           char *err, size_t errlen) {
-  (void)cu, (void)desc, (void)cfg;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
-                            hattn__cuda_kernel **out, char *err, size_t errlen) {
-  (void)cu, (void)desc, (void)cfg, (void)cubin, (void)size;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *k, const void **cubin, size_t *size) {
-  (void)k;
-  *cubin = NULL;
-  *size = 0;
-}
-
-int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen) {
-  (void)cu, (void)bytes;
-  *dptr = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_free(hattn__cuda *cu, void *dptr) { (void)cu, (void)dptr; }
-
-int hattn__cuda_upload(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
-  (void)cu, (void)dst, (void)src, (void)bytes;
-  return off(err, errlen);
-}
-
-int hattn__cuda_download(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
-  (void)cu, (void)dst, (void)src, (void)bytes;
-  return off(err, errlen);
-}
-
-int hattn__cuda_memset(hattn__cuda *cu, void *dst, int byte, size_t bytes, char *err, size_t errlen) {
-  (void)cu, (void)dst, (void)byte, (void)bytes;
-  return off(err, errlen);
-}
-
-int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen) {
-  (void)cu;
-  return off(err, errlen);
-}
-
-int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const hattn__shape *shape,
-                            const hattn__mask_env *env, hattn__cuda_plan **out,
-                            char *err, size_t errlen) {
-  (void)cu, (void)desc, (void)cfg, (void)shape, (void)env;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) { (void)plan; }
-
-int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
-                       const hattn__shape *shape, const hattn__tensor *q,
-                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
-                       hattn__tensor *lse, void *stream, char *err, size_t errlen) {
-  (void)kern, (void)plan, (void)shape, (void)q, (void)k, (void)v, (void)o, (void)lse, (void)stream;
-  return off(err, errlen);
-}
-
-int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
-                     const hattn__shape *shape, const hattn__tensor *q, const hattn__tensor *k,
-                     const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, int warmup,
-                     int reps, double *median_ms, char *err, size_t errlen) {
-  (void)kern, (void)plan, (void)shape, (void)q, (void)k, (void)v, (void)o, (void)lse, (void)warmup, (void)reps;
-  *median_ms = 0;
-  return off(err, errlen);
-}
-
-#endif
