@@ -318,7 +318,7 @@ int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *
                 i, t->abi, HATTN_PREBUILT_ABI);
       break;
     }
-    if ((t->backend != HATTN_BACKEND_CPU && t->backend != HATTN_BACKEND_CUDA) ||
+    if (hattn__backend_get(t->backend) == NULL ||
         (t->dtype != HATTN_FP32 && t->dtype != HATTN_FP16 && t->dtype != HATTN_BF16) || t->head_dim < 1) {
       st = fail(ctx, HATTN_EINVAL, "prebuilt kernel %d: backend %d, dtype %d or head_dim %d is not valid", i,
                 t->backend, t->dtype, t->head_dim);
