@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cpu_abi.h"
+#include "kernel_desc.h"
 #include "spec.h"
 
 /* A tile configuration of the CPU kernel. */
@@ -21,12 +22,7 @@ typedef struct hattn_cpu_config {
   int vec;       /* floats per vector: 8 (AVX2) or 16 (AVX-512) */
 } hattn_cpu_config;
 
-/* What one CPU kernel is specialised on, besides its configuration. */
-typedef struct hattn_cpu_kernel_desc {
-  const hattn__pattern *pattern;  /* checked, canonical */
-  hattn_dtype dtype;              /* of Q, K, V and O; accumulation is fp32 */
-  int head_dim;                   /* 1 .. 1024 */
-} hattn_cpu_kernel_desc;
+/* What a kernel is specialised on: hattn_cpu_kernel_desc is hattn__kernel_desc. */
 
 /* A good configuration for HEAD_DIM with vectors of VEC floats. */
 void hattn__cpu_config_default(int head_dim, int vec, hattn_cpu_config *out);

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "kernel_desc.h"
 #include "spec.h"
 
 typedef struct hattn_cuda_config {
@@ -28,11 +29,8 @@ typedef enum hattn__cuda_kernel_kind {
   HATTN_CUDA_KERNEL_FWD = 0   /* forward attention: O and LSE from Q, K, V */
 } hattn__cuda_kernel_kind;
 
-typedef struct hattn_cuda_kernel_desc {
-  const hattn__pattern *pattern;   /* checked, canonical */
-  hattn_dtype dtype;               /* HATTN_DTYPE_BF16 or HATTN_DTYPE_FP16 */
-  int head_dim;                    /* 64, 128 or 256 (others: HATTN_ENOTSUP) */
-} hattn_cuda_kernel_desc;
+/* What a kernel is specialised on: hattn_cuda_kernel_desc is hattn__kernel_desc
+** (kernel_desc.h). */
 
 /* A good configuration for DESC (its head dim, and whether its pattern is
 ** dense) on compute capability SM (80, 90, ...). */

@@ -1,7 +1,7 @@
 /*
 ** api.c: the public API of hattn.h on top of the runtime's kernel cache
-** (kernel_cache.h), the CPU launch (cpu.h) and the CUDA plan and launch
-** (cuda.h).
+** (kernel_cache.h) and the backend tables (backend.h): nothing here
+** branches on the backend.
 */
 #include <assert.h>
 #include <math.h>
@@ -11,11 +11,12 @@
 #include <string.h>
 
 #include "hattn.h"
-#include "cpu.h"
+#include "backend.h"
+#include "cpu_abi.h"
 #include "cuda_abi.h"
 #include "dtype.h"
-#include "cuda.h"
 #include "kernel_cache.h"
+#include "tables.h"
 #include "mask.h"
 #include "reference.h"
 #include "spec.h"
@@ -34,8 +35,8 @@ struct hattn_specfile {
 struct hattn_ctx {
   hattn_options opt;
   hattn__kcache *kc;
-  hattn__cuda *cu;
-  hattn__pool *pool;
+  const hattn__backend_i *be;
+  void *dev;                   /* the backend's device: a thread pool, a GPU */
   hattn_specfile **kept;       /* specs whose patterns cached kernels point at */
   int nkept, capkept;
   char *msg;                   /* the error text; never NULL once open */
@@ -117,22 +118,18 @@ int hattn_open(const hattn_options *opt, hattn_ctx **out) {
   if (opt) ctx->opt = *opt;
   else hattn_options_init(&ctx->opt);
   ctx->opt.db = NULL;          /* not kept: the caller's string */
-  if (ctx->opt.backend != HATTN_BACKEND_CPU && ctx->opt.backend != HATTN_BACKEND_CUDA)
+  if ((ctx->be = hattn__backend_get(ctx->opt.backend)) == NULL)
     return fail(ctx, HATTN_EINVAL, "unknown backend %d (HATTN_BACKEND_CPU or HATTN_BACKEND_CUDA)",
                 ctx->opt.backend);
   if (ctx->opt.threads < 0) return fail(ctx, HATTN_EINVAL, "threads must be >= 0, got %d", ctx->opt.threads);
   if (ctx->opt.device < 0) return fail(ctx, HATTN_EINVAL, "device must be >= 0, got %d", ctx->opt.device);
   ctx->buf[0] = 0;
-  if (ctx->opt.backend == HATTN_BACKEND_CUDA) {
-    if ((st = hattn__cuda_open(ctx->opt.device, &ctx->cu, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
-      return fail_buf(ctx, st);
-  } else {
-    if ((st = hattn__pool_create(ctx->opt.threads, &ctx->pool)) != HATTN_OK)
-      return fail(ctx, st, "cannot start %d threads: %s", ctx->opt.threads, hattn_strerror(st));
-  }
-  ko.backend = ctx->opt.backend == HATTN_BACKEND_CUDA ? HATTN__BACKEND_CUDA : HATTN__BACKEND_CPU;
+  if ((st = ctx->be->dev_open(ctx->opt.device, ctx->opt.threads, &ctx->dev, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+    return fail_buf(ctx, st);
+  memset(&ko, 0, sizeof ko);
+  ko.backend = ctx->be->id;
   ko.db_path = opt ? opt->db : NULL;
-  ko.cu = ctx->cu;
+  ko.dev = ctx->dev;
   ko.quiet = ctx->opt.quiet;
   if ((st = hattn__kcache_open(&ko, &ctx->kc, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
     return fail_buf(ctx, st);
@@ -153,8 +150,7 @@ void hattn_close(hattn_ctx *ctx) {
   hattn__kcache_close(ctx->kc);
   for (i = 0; i < ctx->nkept; i++) spec_unref(ctx->kept[i]);
   free(ctx->kept);
-  hattn__pool_destroy(ctx->pool);
-  if (ctx->cu) hattn__cuda_close(ctx->cu);
+  if (ctx->dev) ctx->be->dev_close(ctx->dev);
   free(ctx->msg);
   free(ctx);
 }
@@ -238,9 +234,13 @@ static int check_problem(hattn_ctx *ctx, const hattn_problem *p) {
   return HATTN_OK;
 }
 
-static hattn_dtype dtype_of(int t) {
-  return t == HATTN_FP16 ? HATTN_DTYPE_FP16 : t == HATTN_BF16 ? HATTN_DTYPE_BF16 : HATTN_DTYPE_FP32;
-}
+/* One element type: the public hattn_eltype and the library's hattn_dtype
+** agree value for value. */
+_Static_assert((int)HATTN_FP32 == (int)HATTN_DTYPE_FP32 && (int)HATTN_FP16 == (int)HATTN_DTYPE_FP16 &&
+                   (int)HATTN_BF16 == (int)HATTN_DTYPE_BF16,
+               "hattn_eltype and hattn_dtype agree");
+
+static hattn_dtype dtype_of(int t) { return (hattn_dtype)t; }
 
 int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pattern,
                      const hattn_problem *prob, hattn_kernel **out) {
@@ -318,14 +318,14 @@ int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *
                 i, t->abi, HATTN_PREBUILT_ABI);
       break;
     }
-    if ((t->backend != HATTN_BACKEND_CPU && t->backend != HATTN_BACKEND_CUDA) ||
+    if (hattn__backend_get(t->backend) == NULL ||
         (t->dtype != HATTN_FP32 && t->dtype != HATTN_FP16 && t->dtype != HATTN_BF16) || t->head_dim < 1) {
       st = fail(ctx, HATTN_EINVAL, "prebuilt kernel %d: backend %d, dtype %d or head_dim %d is not valid", i,
                 t->backend, t->dtype, t->head_dim);
       break;
     }
     memset(&pb, 0, sizeof pb);
-    pb.backend = t->backend == HATTN_BACKEND_CUDA ? HATTN__BACKEND_CUDA : HATTN__BACKEND_CPU;
+    pb.backend = (hattn__backend)t->backend;
     pb.canon = t->canon;
     pb.dtype = dtype_of(t->dtype);
     pb.head_dim = t->head_dim;
@@ -364,17 +364,16 @@ static const char *dtype_text(DLDataType t, char *buf, size_t len) {
 static int check_tensor_on(hattn_kernel *kern, int on_host, const char *name, const DLTensor *t, int ndim,
                            const int64_t *dims, DLDataType want, int lastcontig, hattn__tensor *out) {
   hattn_ctx *ctx = kern->ctx;
-  int cuda = !on_host && kern->kk->backend == HATTN__BACKEND_CUDA;
+  const hattn__backend_i *be = on_host ? hattn__backend_get(HATTN__BACKEND_CPU) : kern->kk->be;
+  int dev_id = be->dl_device == kDLCPU ? 0 : ctx->opt.device;
   int i;
   int64_t st[4], n = 1;
   char a[32], b[32];
 
   if (t == NULL) return fail(ctx, HATTN_ESHAPE, "%s: missing (NULL)", name);
-  if (cuda ? (t->device.device_type != kDLCUDA || t->device.device_id != ctx->opt.device)
-           : t->device.device_type != kDLCPU)
+  if ((int)t->device.device_type != be->dl_device || (be->dl_device != kDLCPU && t->device.device_id != dev_id))
     return fail(ctx, HATTN_ESHAPE, "%s: on device type %d id %d; this kernel runs on %s %d", name,
-                (int)t->device.device_type, (int)t->device.device_id, cuda ? "kDLCUDA" : "kDLCPU",
-                cuda ? ctx->opt.device : 0);
+                (int)t->device.device_type, (int)t->device.device_id, be->dl_name, dev_id);
   if (t->dtype.code != want.code || t->dtype.bits != want.bits || t->dtype.lanes != want.lanes)
     return fail(ctx, HATTN_ESHAPE, "%s: dtype %s, expected %s", name, dtype_text(t->dtype, a, sizeof a),
                 dtype_text(want, b, sizeof b));
@@ -429,14 +428,6 @@ static void problem_dims(const hattn_problem *pr, DLDataType *dt, int64_t dq[4],
   dl[0] = pr->batch, dl[1] = pr->heads, dl[2] = pr->lq;
 }
 
-/* Whether mask E uses layout number IDX. */
-static int uses_layout(const hattn__mask *m, int64_t idx) {
-  int i;
-  for (i = 0; i < m->nops; i++)
-    if (m->ops[i].kind == HATTN_OP_LAYOUT && m->ops[i].a == idx) return 1;
-  return 0;
-}
-
 /* The shape and run-time data of a launch of KERN with INPUTS, checked:
 ** *LAYS (malloc'd, may be NULL; the caller frees it, also on failure) holds
 ** the spec's layouts in the spec's order. */
@@ -447,6 +438,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
   hattn__shape shape;
   hattn__mask_env env;
   hattn__layout *lays = NULL;
+  hattn__table_needs needs;
   int st = HATTN_OK, i, j;
 
   *layp = NULL;
@@ -464,7 +456,8 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
       if (isnan(inputs->sink_logits[i]) || inputs->sink_logits[i] == INFINITY)
         return fail(ctx, HATTN_EINPUT, "inputs: sink_logits[%d] is %s", i,
                     isnan(inputs->sink_logits[i]) ? "NaN" : "+inf");
-  if (inputs->seed && kern->pat->lowered->nrandom == 0)
+  hattn__tables_needs(kern->pat, &needs);
+  if (inputs->seed && needs.nrandom == 0)
     return fail(ctx, HATTN_EINPUT, "inputs: seed is set, but pattern '%s' has no random() atom", kern->pat->name);
   shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
   shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
@@ -500,7 +493,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
         const hattn_layout *l = &inputs->layouts[j];
         lays[i].bm = l->bm, lays[i].bn = l->bn, lays[i].nqb = l->nqb, lays[i].nkb = l->nkb;
         lays[i].bits = l->bits;
-      } else if (uses_layout(kern->pat->lowered, i)) {
+      } else if (hattn__tables_uses_layout(kern->pat, i)) {
         st = fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses blocks(%s): no layout of that name given",
                   kern->pat->name, kern->spec->layouts[i]);
         goto done;
@@ -555,18 +548,15 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   }
 
   if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto done;
-  if (kern->kk->backend == HATTN__BACKEND_CPU) {
-    st = hattn__cpu_forward(kern->kk->fn, &kern->kk->cpu_desc, &kern->kk->cpu, &shape, &env, &tq, &tk, &tv, &to,
-                            &tl, ctx->pool, ctx->buf, sizeof ctx->buf);
-  } else {
-    hattn__cuda_plan *plan = NULL;
-    st = hattn__cuda_plan_create(ctx->cu, &kern->kk->cuda_desc, &kern->kk->cuda, &shape, &env, &plan, ctx->buf,
-                                 sizeof ctx->buf);
+  {
+    const hattn__backend_i *be = kern->kk->be;
+    void *prob = NULL;
+    ctx->buf[0] = 0;
+    st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &prob, ctx->buf,
+                            sizeof ctx->buf);
     if (st == HATTN_OK)
-      st = hattn__cuda_launch(kern->kk->cuda_kern, plan, &shape, &tq, &tk, &tv, &to, &tl, stream, ctx->buf,
-                              sizeof ctx->buf);
-    if (st == HATTN_OK) st = hattn__cuda_sync(ctx->cu, ctx->buf, sizeof ctx->buf);
-    hattn__cuda_plan_destroy(plan);
+      st = be->launch(ctx->dev, kern->kk->kern, prob, &tq, &tk, &tv, &to, &tl, stream, ctx->buf, sizeof ctx->buf);
+    if (prob != NULL) be->problem_destroy(prob);
   }
   if (st != HATTN_OK) fail_buf(ctx, st);
   else set_msg_str(ctx, "");

@@ -10,12 +10,10 @@
 #include <stdint.h>
 
 #include "cpu_abi.h"
+#include "cpu_config.h"
 #include "mask.h"
 #include "reference.h"
 #include "spec.h"
-
-struct hattn_cpu_config;
-struct hattn_cpu_kernel_desc;
 
 /* A compiled kernel function (cpu_abi.h). */
 typedef void (*hattn_cpu_fn)(const hattn_cpu_args *args, int64_t bh, int64_t qb, float *scratch);
@@ -53,16 +51,16 @@ int hattn__jit_vec(const hattn__jit *jit);
 /* Emit, optimise (default<O3>) and add the kernel of DESC and CFG; sets *FN.
 ** Returns HATTN_OK, or HATTN_ECOMPILE/HATTN_EINVAL/HATTN_ENOTSUP with the
 ** LLVM message in ERR. */
-int hattn__jit_compile(hattn__jit *jit, const struct hattn_cpu_kernel_desc *desc,
-                       const struct hattn_cpu_config *cfg, hattn_cpu_fn *fn,
+int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
+                       const hattn_cpu_config *cfg, hattn_cpu_fn *fn,
                        char *err, size_t errlen);
 
 /* Write the kernel of DESC and CFG, named FN_NAME, as a relocatable
 ** position-independent object file at PATH for CPU (an LLVM CPU name such
 ** as "x86-64-v3", "znver1", "sapphirerapids"; NULL for the host).  Returns
 ** HATTN_OK, or an error code with a sentence in ERR. */
-int hattn__llvm_write_object(const struct hattn_cpu_kernel_desc *desc,
-                             const struct hattn_cpu_config *cfg, const char *fn_name,
+int hattn__llvm_write_object(const hattn__kernel_desc *desc,
+                             const hattn_cpu_config *cfg, const char *fn_name,
                              const char *cpu, const char *path, char *err, size_t errlen);
 
 /* The LLVM version hattn was built with ("16.0.6"), or NULL without LLVM. */
@@ -98,30 +96,39 @@ typedef struct hattn__tensor {
   int64_t stride[4];
 } hattn__tensor;
 
-/* Whether ENV's run-time data was made for SHAPE and is well formed for
-** MASK (hattn__mask_env_check): HATTN_OK, or HATTN_EINPUT with a sentence
-** in ERR.  Shared by the CPU and CUDA launches. */
-int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__mask *mask,
-                     char *err, size_t errlen);
-
 /* Contiguous element strides for SHAPE: Q and O as [batch, heads, lq,
 ** head_dim], K and V as [batch, kv_heads, lk, head_dim], LSE as [batch,
 ** heads, lq] (its stride[3] is 1 and unused).  Data pointers untouched. */
 void hattn__tensor_strides(const hattn__shape *shape, hattn__tensor *q, hattn__tensor *k,
                            hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse);
 
-/*
-** Run kernel FN (compiled for DESC and CFG) on SHAPE: Q, O are [batch,
-** heads, lq, head_dim], K, V [batch, kv_heads, lk, head_dim], in DESC's
-** dtype; LSE (float32, may have data NULL) is [batch, heads, lq] with
-** strides 0..2.  ENV carries the run-time data (documents, layouts, topk)
-** and must match SHAPE.  Builds the plan for CFG's blocks, the run-time
-** tables, and spreads (bh, query block) work over POOL longest first.
-** Returns HATTN_OK, or HATTN_ESHAPE / HATTN_EINPUT / HATTN_ENOMEM with a
-** sentence in ERR.
-*/
-int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc,
-                       const struct hattn_cpu_config *cfg, const hattn__shape *shape,
+/* A problem prepared for CPU kernels of DESC and CFG: the plan for CFG's
+** blocks, the run-time tables (tables.h) and the order of the work items
+** (longest first), made once and launched any number of times. */
+typedef struct hattn__cpu_problem hattn__cpu_problem;
+
+/* Prepare SHAPE with ENV (which must match SHAPE) for kernels of DESC and
+** CFG.  Returns HATTN_OK, or HATTN_ESHAPE / HATTN_EINPUT / HATTN_EINVAL /
+** HATTN_ENOMEM with a sentence in ERR. */
+int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn_cpu_config *cfg,
+                              const hattn__shape *shape, const hattn__mask_env *env,
+                              hattn__cpu_problem **out, char *err, size_t errlen);
+void hattn__cpu_problem_destroy(hattn__cpu_problem *pr);
+
+/* Run kernel FN (compiled for the problem's DESC and CFG) on PR: Q, O are
+** [batch, heads, lq, head_dim], K, V [batch, kv_heads, lk, head_dim], in
+** DESC's dtype; LSE (float32, may have data NULL) is [batch, heads, lq]
+** with strides 0..2.  Spreads (bh, query block) work over POOL (NULL: the
+** calling thread).  Returns HATTN_OK, or HATTN_ESHAPE / HATTN_ENOMEM with
+** a sentence in ERR. */
+int hattn__cpu_launch(hattn_cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
+                      const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                      hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);
+
+/* hattn__cpu_problem_create, hattn__cpu_launch and destroy in one call:
+** the tensors are checked before the run-time data. */
+int hattn__cpu_forward(hattn_cpu_fn fn, const hattn__kernel_desc *desc,
+                       const hattn_cpu_config *cfg, const hattn__shape *shape,
                        const hattn__mask_env *env, const hattn__tensor *q,
                        const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                        hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);

@@ -171,8 +171,8 @@ const char *hattn__jit_cpu_name(const hattn__jit *jit) { return jit->cpu; }
 
 int hattn__jit_vec(const hattn__jit *jit) { return jit->vec; }
 
-int hattn__jit_compile(hattn__jit *jit, const struct hattn_cpu_kernel_desc *desc,
-                       const struct hattn_cpu_config *cfg, hattn_cpu_fn *fn, char *err,
+int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
+                       const hattn_cpu_config *cfg, hattn_cpu_fn *fn, char *err,
                        size_t errlen) {
   char name[64];
   LLVMOrcThreadSafeContextRef tsc;
@@ -227,8 +227,8 @@ fail_ctx:
   return rc;
 }
 
-int hattn__llvm_write_object(const struct hattn_cpu_kernel_desc *desc,
-                             const struct hattn_cpu_config *cfg, const char *fn_name,
+int hattn__llvm_write_object(const hattn__kernel_desc *desc,
+                             const hattn_cpu_config *cfg, const char *fn_name,
                              const char *cpu, const char *path, char *err, size_t errlen) {
   char *triple, *host_cpu = NULL, *host_features = NULL, *msg = NULL, *dl;
   LLVMContextRef ctx;
@@ -306,8 +306,8 @@ int hattn__jit_vec(const hattn__jit *jit) {
   return 8;
 }
 
-int hattn__jit_compile(hattn__jit *jit, const struct hattn_cpu_kernel_desc *desc,
-                       const struct hattn_cpu_config *cfg, hattn_cpu_fn *fn, char *err,
+int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
+                       const hattn_cpu_config *cfg, hattn_cpu_fn *fn, char *err,
                        size_t errlen) {
   (void)jit;
   (void)desc;
@@ -317,8 +317,8 @@ int hattn__jit_compile(hattn__jit *jit, const struct hattn_cpu_kernel_desc *desc
   return HATTN_ENOTSUP;
 }
 
-int hattn__llvm_write_object(const struct hattn_cpu_kernel_desc *desc,
-                             const struct hattn_cpu_config *cfg, const char *fn_name,
+int hattn__llvm_write_object(const hattn__kernel_desc *desc,
+                             const hattn_cpu_config *cfg, const char *fn_name,
                              const char *cpu, const char *path, char *err, size_t errlen) {
   (void)desc;
   (void)cfg;

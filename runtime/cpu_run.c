@@ -1,8 +1,8 @@
 /*
 ** cpu_run.c: launching a CPU kernel over a problem.  See cpu.h and
-** gen/cpu_abi.h.  The run-time tables the kernels read (plan lists,
-** document ids, layouts, random bit sets, ALiBi slopes) are built here, per
-** call, in time proportional to the number of blocks and positions.
+** gen/cpu_abi.h.  A problem holds the plan, the run-time tables (built by
+** tables.c, read in place) and the order of the work items, made once;
+** a launch fills in the tensors and spreads the work over the pool.
 */
 #include <math.h>
 #include <stdio.h>
@@ -13,9 +13,23 @@
 #include "cpu.h"
 #include "cpu_config.h"
 #include "plan.h"
+#include "tables.h"
 
 /* Positions are handled as 32-bit integers inside the kernels. */
 #define MAX_LEN (INT64_C(1) << 30)
+
+struct hattn__cpu_problem {
+  hattn__kernel_desc desc;
+  hattn_cpu_config cfg;
+  hattn__shape shape;
+  hattn__plan *plan;            /* NULL when lq is 0 */
+  hattn__tables tables;
+  hattn_cpu_layout *layouts;    /* [tables.nlayouts], bits in the tables */
+  const uint64_t **random_bits; /* [tables.nrandom], in the tables */
+  hattn_cpu_args args;          /* all but the tensors and their strides */
+  int64_t n;                    /* work items: batch * heads * nqb */
+  int64_t *order;               /* [n], longest first */
+};
 
 /* What every worker needs for one call. */
 typedef struct run_ctx {
@@ -50,27 +64,11 @@ static int check_tensor(const char *name, const hattn__tensor *t, int64_t n0, in
   return HATTN_OK;
 }
 
-int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc,
-                       const struct hattn_cpu_config *cfg, const hattn__shape *shape,
-                       const hattn__mask_env *env, const hattn__tensor *q,
-                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
-                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
-  const hattn__pattern *pat = desc->pattern;
-  hattn__plan *plan = NULL;
-  hattn_cpu_args args;
-  hattn_cpu_layout *layouts = NULL;
-  int32_t *doc_id = NULL;
-  uint64_t **random_bits = NULL;
-  int64_t *order = NULL, *cost = NULL, *count = NULL;
-  float *slopes = NULL;
-  char *scratch = NULL;
-  int nrandom = 0, nthreads, rc, i;
-  int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq,
-          LK = shape->lk, D = shape->head_dim, n, t, nqb64, wpr;
-  size_t sbytes;
-  run_ctx ctx;
-
-  /* Shapes and strides. */
+/* Whether SHAPE and CFG suit kernels of DESC. */
+static int check_shape(const hattn__kernel_desc *desc, const hattn_cpu_config *cfg, const hattn__shape *shape,
+                       char *err, size_t errlen) {
+  int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk,
+          D = shape->head_dim;
   if (B < 1 || H < 1 || HK < 1 || H % HK != 0) {
     snprintf(err, errlen, "bad shape: batch %lld, heads %lld, kv_heads %lld (all positive, heads a multiple of kv_heads)",
              (long long)B, (long long)H, (long long)HK);
@@ -86,21 +84,142 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
              (long long)D, desc->head_dim);
     return HATTN_ESHAPE;
   }
-  rc = hattn__cpu_config_check(cfg, desc->head_dim, err, errlen);
-  if (rc != HATTN_OK) return rc;
-  if ((rc = check_tensor("Q", q, B, H, LQ, D, err, errlen)) != HATTN_OK ||
-      (rc = check_tensor("K", k, B, HK, LK, D, err, errlen)) != HATTN_OK ||
-      (rc = check_tensor("V", v, B, HK, LK, D, err, errlen)) != HATTN_OK ||
-      (rc = check_tensor("O", o, B, H, LQ, D, err, errlen)) != HATTN_OK)
+  return hattn__cpu_config_check(cfg, desc->head_dim, err, errlen);
+}
+
+/* Whether the tensors suit SHAPE. */
+static int check_tensors(const hattn__shape *s, const hattn__tensor *q, const hattn__tensor *k,
+                         const hattn__tensor *v, const hattn__tensor *o, char *err, size_t errlen) {
+  int rc;
+  if ((rc = check_tensor("Q", q, s->batch, s->heads, s->lq, s->head_dim, err, errlen)) != HATTN_OK ||
+      (rc = check_tensor("K", k, s->batch, s->kv_heads, s->lk, s->head_dim, err, errlen)) != HATTN_OK ||
+      (rc = check_tensor("V", v, s->batch, s->kv_heads, s->lk, s->head_dim, err, errlen)) != HATTN_OK ||
+      (rc = check_tensor("O", o, s->batch, s->heads, s->lq, s->head_dim, err, errlen)) != HATTN_OK)
     return rc;
-  rc = hattn__env_check(env, shape, pat->lowered, err, errlen);
-  if (rc != HATTN_OK) return rc;
-  if (LQ == 0) return HATTN_OK;
+  return HATTN_OK;
+}
 
-  rc = hattn__plan_build(pat->lowered, env, cfg->bm, cfg->bn, &plan, err, errlen);
-  if (rc != HATTN_OK) return rc;
+int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn_cpu_config *cfg,
+                              const hattn__shape *shape, const hattn__mask_env *env,
+                              hattn__cpu_problem **out, char *err, size_t errlen) {
+  const hattn__pattern *pat = desc->pattern;
+  hattn__cpu_problem *pr = NULL;
+  hattn__plan *plan;
+  hattn_cpu_args *a;
+  int64_t *cost = NULL, *count = NULL, t, H = shape->heads;
+  int rc, i;
 
-  memset(&args, 0, sizeof args);
+  *out = NULL;
+  if ((rc = check_shape(desc, cfg, shape, err, errlen)) != HATTN_OK) return rc;
+  if ((rc = hattn__env_check(env, shape, pat->lowered, err, errlen)) != HATTN_OK) return rc;
+  if ((pr = calloc(1, sizeof *pr)) == NULL) goto fail_nomem;
+  pr->desc = *desc;
+  pr->cfg = *cfg;
+  pr->shape = *shape;
+  hattn__tables_clear(&pr->tables);
+  if (shape->lq == 0) {
+    *out = pr;
+    return HATTN_OK;
+  }
+
+  rc = hattn__plan_build(pat->lowered, env, cfg->bm, cfg->bn, &pr->plan, err, errlen);
+  if (rc != HATTN_OK) goto fail;
+  plan = pr->plan;
+  rc = hattn__tables_build(pat, shape, env, NULL, &pr->tables, err, errlen);
+  if (rc != HATTN_OK) goto fail;
+
+  a = &pr->args;
+  a->heads = H;
+  a->kv_heads = shape->kv_heads;
+  a->lq = shape->lq;
+  a->lk = shape->lk;
+  a->scale = pat->scale > 0 ? pat->scale : 1.0 / sqrt((double)shape->head_dim);
+  a->full_off = (const int64_t *const *)plan->full_off;
+  a->full_idx = (const int32_t *const *)plan->full_idx;
+  a->partial_off = (const int64_t *const *)plan->partial_off;
+  a->partial_idx = (const int32_t *const *)plan->partial_idx;
+  a->plan_per_head = plan->ntables > 1;
+  a->alibi_slopes = hattn__tables_at(&pr->tables, pr->tables.slopes);
+  a->doc_id = hattn__tables_at(&pr->tables, pr->tables.doc_id);
+  if (pr->tables.nlayouts > 0) {
+    if ((pr->layouts = calloc((size_t)pr->tables.nlayouts, sizeof *pr->layouts)) == NULL) goto fail_nomem;
+    for (i = 0; i < pr->tables.nlayouts; i++) {
+      pr->layouts[i].bm = env->layouts[i].bm;
+      pr->layouts[i].bn = env->layouts[i].bn;
+      pr->layouts[i].nqb = env->layouts[i].nqb;
+      pr->layouts[i].nkb = env->layouts[i].nkb;
+      pr->layouts[i].bits = hattn__tables_at(&pr->tables, pr->tables.layout[i]);
+    }
+    a->layouts = pr->layouts;
+  }
+  if (pr->tables.nrandom > 0) {
+    if ((pr->random_bits = calloc((size_t)pr->tables.nrandom, sizeof *pr->random_bits)) == NULL) goto fail_nomem;
+    for (i = 0; i < pr->tables.nrandom; i++)
+      pr->random_bits[i] = hattn__tables_at(&pr->tables, pr->tables.random[i]);
+    a->random_bits = (const uint64_t *const *)pr->random_bits;
+    a->random_words_per_row = pr->tables.random_words;
+  }
+  if (pr->tables.topk != HATTN__TABLE_NONE) {
+    a->topk_blocks = hattn__tables_at(&pr->tables, pr->tables.topk);
+    a->topk_k = pr->tables.topk_k;
+  }
+  a->sink_logits = hattn__tables_at(&pr->tables, pr->tables.sink);
+
+  /* Work items (bh, qb), longest first: a stable counting sort by the
+  ** number of key blocks of each item's plan row. */
+  pr->n = shape->batch * H * plan->nqb;
+  pr->order = malloc((size_t)pr->n * sizeof *pr->order + 1);
+  cost = malloc((size_t)pr->n * sizeof *cost + 1);
+  count = calloc((size_t)plan->nkb + 2, sizeof *count);
+  if (pr->order == NULL || cost == NULL || count == NULL) goto fail_nomem;
+  for (t = 0; t < pr->n; t++) {
+    int64_t bh = t / plan->nqb, qb = t % plan->nqb, tab = plan->ntables > 1 ? bh : 0;
+    int64_t c = plan->full_off[tab][qb + 1] - plan->full_off[tab][qb] +
+                plan->partial_off[tab][qb + 1] - plan->partial_off[tab][qb];
+    if (c > plan->nkb) c = plan->nkb;
+    cost[t] = c;
+    count[plan->nkb - c + 1]++;
+  }
+  for (t = 1; t <= plan->nkb + 1; t++) count[t] += count[t - 1];
+  for (t = 0; t < pr->n; t++) pr->order[count[plan->nkb - cost[t]]++] = t;
+  free(cost);
+  free(count);
+  *out = pr;
+  return HATTN_OK;
+
+fail_nomem:
+  snprintf(err, errlen, "out of memory for the run-time tables of a CPU launch");
+  rc = HATTN_ENOMEM;
+fail:
+  free(cost);
+  free(count);
+  hattn__cpu_problem_destroy(pr);
+  return rc;
+}
+
+void hattn__cpu_problem_destroy(hattn__cpu_problem *pr) {
+  if (pr == NULL) return;
+  free(pr->order);
+  free(pr->random_bits);
+  free(pr->layouts);
+  hattn__tables_clear(&pr->tables);
+  hattn__plan_destroy(pr->plan);
+  free(pr);
+}
+
+int hattn__cpu_launch(hattn_cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
+                      const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                      hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
+  hattn_cpu_args args;
+  char *scratch = NULL;
+  size_t sbytes;
+  run_ctx ctx;
+  int64_t t;
+  int nthreads, rc, i;
+
+  if ((rc = check_tensors(&pr->shape, q, k, v, o, err, errlen)) != HATTN_OK) return rc;
+  if (pr->plan == NULL) return HATTN_OK;
+  args = pr->args;
   args.q = q->data;
   args.k = k->data;
   args.v = v->data;
@@ -113,117 +232,41 @@ int hattn__cpu_forward(hattn_cpu_fn fn, const struct hattn_cpu_kernel_desc *desc
     args.o_stride[i] = o->stride[i];
     if (i < 3 && lse != NULL) args.lse_stride[i] = lse->stride[i];
   }
-  args.heads = H;
-  args.kv_heads = HK;
-  args.lq = LQ;
-  args.lk = LK;
-  args.scale = pat->scale > 0 ? pat->scale : 1.0 / sqrt((double)D);
-  args.full_off = (const int64_t *const *)plan->full_off;
-  args.full_idx = (const int32_t *const *)plan->full_idx;
-  args.partial_off = (const int64_t *const *)plan->partial_off;
-  args.partial_idx = (const int32_t *const *)plan->partial_idx;
-  args.plan_per_head = plan->ntables > 1;
-
-  if (pat->alibi != HATTN_ALIBI_NONE) {
-    slopes = malloc((size_t)H * sizeof *slopes);
-    if (slopes == NULL) goto fail_nomem;
-    for (t = 0; t < H; t++) slopes[t] = (float)hattn__env_slope(pat, env, t, H);
-    args.alibi_slopes = slopes;
-  }
-
-  if (pat->lowered->needs & HATTN_NEEDS_DOCUMENT) {
-    doc_id = malloc(((size_t)LK + 1) * sizeof *doc_id);
-    if (doc_id == NULL) goto fail_nomem;
-    hattn__doc_ids(env, doc_id);
-    args.doc_id = doc_id;
-  }
-
-  if ((pat->lowered->needs & HATTN_NEEDS_BLOCKS) && env->nlayouts > 0) {
-    layouts = calloc((size_t)env->nlayouts, sizeof *layouts);
-    if (layouts == NULL) goto fail_nomem;
-    for (i = 0; i < env->nlayouts; i++) {
-      layouts[i].bm = env->layouts[i].bm;
-      layouts[i].bn = env->layouts[i].bn;
-      layouts[i].nqb = env->layouts[i].nqb;
-      layouts[i].nkb = env->layouts[i].nkb;
-      layouts[i].bits = env->layouts[i].bits;
-    }
-    args.layouts = layouts;
-  }
-
-  /* One bit set per random() atom: row qpos / 64, bit kpos / 64. */
-  nqb64 = hattn__nblocks64(LK);
-  wpr = hattn__random_words(LK);
-  nrandom = pat->lowered->nrandom;
-  if (nrandom > 0) {
-    random_bits = calloc((size_t)nrandom, sizeof *random_bits);
-    if (random_bits == NULL) goto fail_nomem;
-    for (i = 0; i < nrandom; i++) {
-      random_bits[i] = calloc((size_t)(nqb64 * wpr) + 1, sizeof **random_bits);
-      if (random_bits[i] == NULL ||
-          hattn__random_bitset(hattn__mask_random_op(pat->lowered, i), env, random_bits[i]) != HATTN_OK)
-        goto fail_nomem;
-    }
-    args.random_bits = (const uint64_t *const *)random_bits;
-    args.random_words_per_row = wpr;
-  }
-  if (pat->lowered->needs & HATTN_NEEDS_TOPK) {
-    args.topk_blocks = env->topk_blocks;
-    args.topk_k = env->topk_k;
-  }
-  args.sink_logits = env->sink_logits;
-
-  /* Work items (bh, qb), longest first: a stable counting sort by the
-  ** number of key blocks of each item's plan row. */
-  n = B * H * plan->nqb;
-  order = malloc((size_t)n * sizeof *order);
-  cost = malloc((size_t)n * sizeof *cost);
-  count = calloc((size_t)plan->nkb + 2, sizeof *count);
-  if (order == NULL || cost == NULL || count == NULL) goto fail_nomem;
-  for (t = 0; t < n; t++) {
-    int64_t bh = t / plan->nqb, qb = t % plan->nqb, tab = plan->ntables > 1 ? bh : 0;
-    int64_t c = plan->full_off[tab][qb + 1] - plan->full_off[tab][qb] +
-                plan->partial_off[tab][qb + 1] - plan->partial_off[tab][qb];
-    if (c > plan->nkb) c = plan->nkb;
-    cost[t] = c;
-    count[plan->nkb - c + 1]++;
-  }
-  for (t = 1; t <= plan->nkb + 1; t++) count[t] += count[t - 1];
-  for (t = 0; t < n; t++) order[count[plan->nkb - cost[t]]++] = t;
 
   nthreads = pool != NULL ? hattn__pool_threads(pool) : 1;
-  sbytes = (hattn__cpu_scratch_bytes(cfg, desc->head_dim) + 63) / 64 * 64;
+  sbytes = (hattn__cpu_scratch_bytes(&pr->cfg, pr->desc.head_dim) + 63) / 64 * 64;
   scratch = aligned_alloc(64, sbytes * (size_t)nthreads);
-  if (scratch == NULL) goto fail_nomem;
-
+  if (scratch == NULL) {
+    snprintf(err, errlen, "out of memory for the scratch of a CPU launch");
+    return HATTN_ENOMEM;
+  }
   ctx.fn = fn;
   ctx.args = &args;
-  ctx.nqb = plan->nqb;
+  ctx.nqb = pr->plan->nqb;
   ctx.scratch = scratch;
   ctx.scratch_bytes = sbytes;
   if (pool != NULL) {
-    hattn__pool_run(pool, n, order, run_item, &ctx);
+    hattn__pool_run(pool, pr->n, pr->order, run_item, &ctx);
   } else {
-    for (t = 0; t < n; t++) run_item(&ctx, order[t], 0);
+    for (t = 0; t < pr->n; t++) run_item(&ctx, pr->order[t], 0);
   }
-  rc = HATTN_OK;
-  goto done;
-
-fail_nomem:
-  snprintf(err, errlen, "out of memory for the run-time tables of a CPU launch");
-  rc = HATTN_ENOMEM;
-done:
   free(scratch);
-  free(order);
-  free(cost);
-  free(count);
-  if (random_bits != NULL)
-    for (i = 0; i < nrandom; i++) free(random_bits[i]);
-  free(random_bits);
-  free(layouts);
-  free(doc_id);
-  free(slopes);
-  hattn__plan_destroy(plan);
+  return HATTN_OK;
+}
+
+int hattn__cpu_forward(hattn_cpu_fn fn, const hattn__kernel_desc *desc,
+                       const hattn_cpu_config *cfg, const hattn__shape *shape,
+                       const hattn__mask_env *env, const hattn__tensor *q,
+                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
+                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
+  hattn__cpu_problem *pr = NULL;
+  int rc;
+  if ((rc = check_shape(desc, cfg, shape, err, errlen)) != HATTN_OK ||
+      (rc = check_tensors(shape, q, k, v, o, err, errlen)) != HATTN_OK ||
+      (rc = hattn__cpu_problem_create(desc, cfg, shape, env, &pr, err, errlen)) != HATTN_OK)
+    return rc;
+  rc = hattn__cpu_launch(fn, pr, q, k, v, o, lse, pool, err, errlen);
+  hattn__cpu_problem_destroy(pr);
   return rc;
 }
 
@@ -239,14 +282,4 @@ void hattn__tensor_strides(const hattn__shape *s, hattn__tensor *q, hattn__tenso
   lse->stride[0] = s->heads * s->lq;
   lse->stride[1] = s->lq;
   lse->stride[2] = lse->stride[3] = 1;
-}
-
-int hattn__env_check(const hattn__mask_env *env, const hattn__shape *shape, const hattn__mask *mask,
-                     char *err, size_t errlen) {
-  if (env->lq != shape->lq || env->lk != shape->lk || env->heads != shape->heads || env->batch != shape->batch) {
-    snprintf(err, errlen, "the run-time data was made for another shape (lq %lld, lk %lld, batch %lld, heads %lld)",
-             (long long)env->lq, (long long)env->lk, (long long)env->batch, (long long)env->heads);
-    return HATTN_EINPUT;
-  }
-  return hattn__mask_env_check(mask, env, env->nlayouts, err, errlen);
 }

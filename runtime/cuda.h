@@ -1,6 +1,6 @@
 /*
 ** cuda.h: the CUDA backend's runtime: NVRTC compilation, the driver API
-** through dlopen("libcuda.so.1"), module cache, and the launch of a kernel
+** through dlopen("libcuda.so.1") (always built: it needs no toolkit), module cache, and the launch of a kernel
 ** over a problem.  Internal; not installed.
 */
 #ifndef HATTN_RUNTIME_CUDA_H
@@ -46,10 +46,21 @@ int hattn__cuda_sm_count(const hattn__cuda *cu);
 /* A loaded kernel (module + function + its launch shape). */
 typedef struct hattn__cuda_kernel hattn__cuda_kernel;
 
-/* Emit, compile (cached by source within CU) and load the kernel of DESC
-** and CFG for this device; raises the dynamic shared-memory limit as
-** needed.  Returns HATTN_OK or an error with the NVRTC log / driver error
-** in ERR. */
+/* A compiler of CUDA kernels: the cubin (*CUBIN, malloc'd, *SIZE bytes)
+** of the kernel of DESC and CFG, entry point NAME, for ARCH. */
+typedef int (*hattn__cuda_compile_fn)(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                                      const char *name, const char *arch, void **cubin, size_t *size,
+                                      char *err, size_t errlen);
+
+/* The kernel of DESC and CFG for this device from CU's cache (keyed by
+** entry point), else compiled by COMPILE and loaded; raises the dynamic
+** shared-memory limit as needed.  Returns HATTN_OK or an error with the
+** compiler's log / driver error in ERR. */
+int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             hattn__cuda_compile_fn compile, hattn__cuda_kernel **out, char *err, size_t errlen);
+
+/* hattn__cuda_kernel_build with the emitter and NVRTC (backend_compile.c;
+** libhattn only). */
 int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                            const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
                            char *err, size_t errlen);
@@ -82,6 +93,9 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                             const hattn__mask_env *env, hattn__cuda_plan **out,
                             char *err, size_t errlen);
 void hattn__cuda_plan_destroy(hattn__cuda_plan *plan);
+
+/* The shape PLAN was made for. */
+const hattn__shape *hattn__cuda_plan_shape(const hattn__cuda_plan *plan);
 
 /*
 ** Launch KERN on STREAM (NULL: the default stream) for SHAPE with the

@@ -17,10 +17,9 @@
 
 #include "hattn.h"
 #include "cuda.h"
-#include "emit_cuda.h"
+#include "cuda_abi.h"
 #include "plan.h"
-
-#if defined(HATTN_HAVE_CUDA) || defined(HATTN_RT_ONLY) /* the driver needs no toolkit */
+#include "tables.h"
 
 #include <dlfcn.h>
 
@@ -260,12 +259,12 @@ int hattn__cuda_sm_count(const hattn__cuda *cu) { return cu->sm_count; }
 /* ---- kernels -------------------------------------------------------------- */
 
 /* The kernel of DESC and CFG: from the device's cache, else loaded from
-** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled
-** (not in the runtime-only library).  The cache is keyed by the entry
-** point's name, which names the pattern, dtype, head dim and config. */
+** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled by
+** COMPILE.  The cache is keyed by the entry point's name, which names the
+** pattern, dtype, head dim and config. */
 static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
-                      const void *given, size_t given_size, hattn__cuda_kernel **out, char *err,
-                      size_t errlen) {
+                      const void *given, size_t given_size, hattn__cuda_compile_fn compile,
+                      hattn__cuda_kernel **out, char *err, size_t errlen) {
   hattn__cuda_kernel *k = NULL;
   char name[128];
   void *cubin = NULL;
@@ -300,17 +299,8 @@ static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const
     memcpy(cubin, given, given_size);
     cubin_size = given_size;
   } else {
-#ifdef HATTN_RT_ONLY
-    snprintf(err, errlen, "libhattnrt does not compile CUDA kernels (%s)", name);
-    return HATTN_ENOTSUP;
-#else
-    char *source = NULL;
-    rc = hattn__emit_cuda(desc, cfg, name, &source, err, errlen);
+    rc = compile(desc, cfg, name, cu->arch, &cubin, &cubin_size, err, errlen);
     if (rc != HATTN_OK) return rc;
-    rc = hattn__nvrtc_compile(source, name, cu->arch, &cubin, &cubin_size, err, errlen);
-    free(source);
-    if (rc != HATTN_OK) return rc;
-#endif
   }
 
   k = calloc(1, sizeof *k);
@@ -348,17 +338,17 @@ fail_cubin:
   return rc;
 }
 
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
-                           char *err, size_t errlen) {
-  return kernel_get(cu, desc, cfg, NULL, 0, out, err, errlen);
+int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+                             hattn__cuda_compile_fn compile, hattn__cuda_kernel **out, char *err, size_t errlen) {
+  assert(compile != NULL);
+  return kernel_get(cu, desc, cfg, NULL, 0, compile, out, err, errlen);
 }
 
 int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                             const hattn_cuda_config *cfg, const void *cubin, size_t size,
                             hattn__cuda_kernel **out, char *err, size_t errlen) {
   assert(cubin != NULL);
-  return kernel_get(cu, desc, cfg, cubin, size, out, err, errlen);
+  return kernel_get(cu, desc, cfg, cubin, size, NULL, out, err, errlen);
 }
 
 void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *k, const void **cubin, size_t *size) {
@@ -430,30 +420,6 @@ done:
 
 /* ---- the plan ------------------------------------------------------------- */
 
-/* A host staging buffer of the plan's tables: segments 256-byte aligned,
-** uploaded in one copy. */
-typedef struct stage {
-  unsigned char *buf;
-  size_t size, cap;
-} stage;
-
-/* Reserve BYTES (zeroed) in S; returns the segment's offset or (size_t)-1. */
-static size_t stage_add(stage *s, size_t bytes) {
-  size_t at = (s->size + 255) / 256 * 256, need = at + (bytes ? bytes : 1);
-  if (need > s->cap) {
-    size_t cap = s->cap ? s->cap : 4096;
-    unsigned char *b;
-    while (cap < need) cap *= 2;
-    b = realloc(s->buf, cap);
-    if (b == NULL) return (size_t)-1;
-    memset(b + s->cap, 0, cap - s->cap);
-    s->buf = b;
-    s->cap = cap;
-  }
-  s->size = need;
-  return at;
-}
-
 int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
                             const hattn_cuda_config *cfg, const hattn__shape *shape,
                             const hattn__mask_env *env, hattn__cuda_plan **out,
@@ -461,16 +427,15 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   const hattn__pattern *pat = desc->pattern;
   hattn__cuda_plan *cp = NULL;
   hattn__plan *plan = NULL;
-  stage st = {NULL, 0, 0};
-  size_t o_full_off = 0, o_full_idx = 0, o_part_off = 0, o_part_idx = 0, o_doc = 0, o_slopes = 0, o_sink = 0,
-         o_topk = 0, o_layout[4] = {0, 0, 0, 0}, o_random[4] = {0, 0, 0, 0};
+  hattn__tables tb;
+  hattn__table_needs needs;
   int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk;
-  int64_t t, i, j, full_max = 1, part_max = 1, nqb64, wpr = 0, ntopk = 0;
-  int nrandom = 0, rc, l;
+  int rc, l;
   void *mem = NULL;
 
   assert(cu != NULL && desc != NULL && pat != NULL && cfg != NULL && shape != NULL && env != NULL);
   *out = NULL;
+  memset(&tb, 0, sizeof tb);
   if (B < 1 || H < 1 || HK < 1 || H % HK != 0) {
     snprintf(err, errlen, "bad shape: batch %lld, heads %lld, kv_heads %lld (all positive, heads a multiple of kv_heads)",
              (long long)B, (long long)H, (long long)HK);
@@ -493,18 +458,22 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   }
   rc = hattn__env_check(env, shape, pat->lowered, err, errlen);
   if (rc != HATTN_OK) return rc;
-  if ((pat->lowered->needs & HATTN_NEEDS_BLOCKS) && env->nlayouts > 4) {
+  hattn__tables_needs(pat, &needs);
+  if (needs.blocks && env->nlayouts > 4) {
     snprintf(err, errlen, "the CUDA backend takes at most 4 block layouts, the pattern has %d", env->nlayouts);
     return HATTN_ENOTSUP;
   }
-  nrandom = pat->lowered->nrandom;
-  if (nrandom > 4) {
-    snprintf(err, errlen, "the CUDA backend takes at most 4 random() atoms in a pattern, it has %d", nrandom);
+  if (needs.nrandom > 4) {
+    snprintf(err, errlen, "the CUDA backend takes at most 4 random() atoms in a pattern, it has %d", needs.nrandom);
     return HATTN_ENOTSUP;
   }
 
   cp = calloc(1, sizeof *cp);
-  if (cp == NULL) goto fail_nomem;
+  if (cp == NULL) {
+    snprintf(err, errlen, "out of memory for the run-time tables of a CUDA plan");
+    rc = HATTN_ENOMEM;
+    goto fail_plan;
+  }
   cp->cu = cu;
   cp->shape = *shape;
   cp->dtype = desc->dtype;
@@ -516,81 +485,14 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   if (rc != HATTN_OK) goto fail_plan;
   cp->nqb = plan->nqb;
 
-  /* The lists, as int32 with offsets relative to each table's idx start. */
-  for (t = 0; t < plan->ntables; t++) {
-    int64_t nf = plan->full_off[t][plan->nqb] - plan->full_off[t][0];
-    int64_t np = plan->partial_off[t][plan->nqb] - plan->partial_off[t][0];
-    if (nf > full_max) full_max = nf;
-    if (np > part_max) part_max = np;
-  }
-  if (full_max * plan->ntables >= INT32_MAX || part_max * plan->ntables >= INT32_MAX) {
-    snprintf(err, errlen, "the plan has too many blocks for 32-bit tables (%lld tables of up to %lld blocks)",
-             (long long)plan->ntables, (long long)(full_max > part_max ? full_max : part_max));
-    rc = HATTN_ENOTSUP;
-    goto fail_plan;
-  }
-  {
-    size_t noff = (size_t)(plan->ntables * (plan->nqb + 1)) * sizeof(int32_t);
-    if ((o_full_off = stage_add(&st, noff)) == (size_t)-1 ||
-        (o_part_off = stage_add(&st, noff)) == (size_t)-1 ||
-        (o_full_idx = stage_add(&st, (size_t)(plan->ntables * full_max) * sizeof(int32_t))) == (size_t)-1 ||
-        (o_part_idx = stage_add(&st, (size_t)(plan->ntables * part_max) * sizeof(int32_t))) == (size_t)-1)
-      goto fail_nomem;
-  }
-  for (t = 0; t < plan->ntables; t++) {
-    int32_t *fo = (int32_t *)(void *)(st.buf + o_full_off) + t * (plan->nqb + 1);
-    int32_t *po = (int32_t *)(void *)(st.buf + o_part_off) + t * (plan->nqb + 1);
-    int32_t *fi = (int32_t *)(void *)(st.buf + o_full_idx) + t * full_max;
-    int32_t *pi = (int32_t *)(void *)(st.buf + o_part_idx) + t * part_max;
-    int64_t f0 = plan->full_off[t][0], p0 = plan->partial_off[t][0];
-    for (i = 0; i <= plan->nqb; i++) {
-      fo[i] = (int32_t)(plan->full_off[t][i] - f0);
-      po[i] = (int32_t)(plan->partial_off[t][i] - p0);
-    }
-    for (j = 0; j < plan->full_off[t][plan->nqb] - f0; j++) fi[j] = plan->full_idx[t][f0 + j];
-    for (j = 0; j < plan->partial_off[t][plan->nqb] - p0; j++) pi[j] = plan->partial_idx[t][p0 + j];
-  }
+  /* The plan's lists and the run-time tables, in one buffer (tables.h). */
+  rc = hattn__tables_build(pat, shape, env, plan, &tb, err, errlen);
+  if (rc != HATTN_OK) goto fail_plan;
 
-  /* Run-time data, as cpu_run.c builds it. */
-  if (env->sink_logits) {
-    if ((o_sink = stage_add(&st, (size_t)H * sizeof(float))) == (size_t)-1) goto fail_nomem;
-    memcpy(st.buf + o_sink, env->sink_logits, (size_t)H * sizeof(float));
-  }
-  if (pat->alibi != HATTN_ALIBI_NONE) {
-    if ((o_slopes = stage_add(&st, (size_t)H * sizeof(float))) == (size_t)-1) goto fail_nomem;
-    for (t = 0; t < H; t++) ((float *)(void *)(st.buf + o_slopes))[t] = (float)hattn__env_slope(pat, env, t, H);
-  }
-  if (pat->lowered->needs & HATTN_NEEDS_DOCUMENT) {
-    int32_t *doc;
-    if ((o_doc = stage_add(&st, ((size_t)LK + 1) * sizeof(int32_t))) == (size_t)-1) goto fail_nomem;
-    doc = (int32_t *)(void *)(st.buf + o_doc);
-    hattn__doc_ids(env, doc);
-  }
-  if (pat->lowered->needs & HATTN_NEEDS_BLOCKS)
-    for (l = 0; l < env->nlayouts; l++) {
-      size_t n = (size_t)(env->layouts[l].nqb * env->layouts[l].nkb);
-      if ((o_layout[l] = stage_add(&st, n)) == (size_t)-1) goto fail_nomem;
-      if (n > 0) memcpy(st.buf + o_layout[l], env->layouts[l].bits, n);
-    }
-  nqb64 = hattn__nblocks64(LK);
-  if (nrandom > 0) {
-    wpr = hattn__random_words(LK);
-    for (l = 0; l < nrandom; l++) {
-      if ((o_random[l] = stage_add(&st, (size_t)(nqb64 * wpr) * sizeof(uint64_t))) == (size_t)-1) goto fail_nomem;
-      if (hattn__random_bitset(hattn__mask_random_op(pat->lowered, l), env, (uint64_t *)(void *)(st.buf + o_random[l])) != HATTN_OK)
-        goto fail_nomem;
-    }
-  }
-  if (pat->lowered->needs & HATTN_NEEDS_TOPK) {
-    ntopk = B * H * nqb64 * env->topk_k;
-    if ((o_topk = stage_add(&st, (size_t)ntopk * sizeof(int32_t))) == (size_t)-1) goto fail_nomem;
-    if (ntopk > 0) memcpy(st.buf + o_topk, env->topk_blocks, (size_t)ntopk * sizeof(int32_t));
-  }
-
-  rc = hattn__cuda_alloc(cu, st.size, &mem, err, errlen);
+  rc = hattn__cuda_alloc(cu, tb.size, &mem, err, errlen);
   if (rc != HATTN_OK) goto fail_plan;
   cp->mem = dptr_of(mem);
-  rc = hattn__cuda_upload(cu, mem, st.buf, st.size, err, errlen);
+  rc = hattn__cuda_upload(cu, mem, tb.buf, tb.size, err, errlen);
   if (rc != HATTN_OK) goto fail_mem;
 
 #define DEV(off) ((const void *)((const unsigned char *)mem + (off)))
@@ -604,50 +506,47 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
     a->lk = (int)LK;
     a->scale = (float)scale;
     a->scale_log2 = (float)(scale * 1.4426950408889634074);
-    a->alibi_slopes = pat->alibi != HATTN_ALIBI_NONE ? (const float *)DEV(o_slopes) : NULL;
-    a->sink_logits = env->sink_logits ? (const float *)DEV(o_sink) : NULL;
-    a->full_off = (const int *)DEV(o_full_off);
-    a->full_idx = (const int *)DEV(o_full_idx);
-    a->partial_off = (const int *)DEV(o_part_off);
-    a->partial_idx = (const int *)DEV(o_part_idx);
-    a->off_stride = plan->nqb + 1;
-    a->full_idx_stride = full_max;
-    a->partial_idx_stride = part_max;
-    a->per_head = plan->ntables > 1;
-    a->doc_id = (pat->lowered->needs & HATTN_NEEDS_DOCUMENT) ? (const int *)DEV(o_doc) : NULL;
-    if (pat->lowered->needs & HATTN_NEEDS_BLOCKS)
-      for (l = 0; l < env->nlayouts; l++) {
-        a->layout_bits[l] = (const unsigned char *)DEV(o_layout[l]);
-        a->layout_shape[l][0] = env->layouts[l].bm;
-        a->layout_shape[l][1] = env->layouts[l].bn;
-        a->layout_shape[l][2] = env->layouts[l].nqb;
-        a->layout_shape[l][3] = env->layouts[l].nkb;
-      }
-    for (l = 0; l < nrandom; l++) a->random_bits[l] = (const unsigned long long *)DEV(o_random[l]);
-    a->random_words = wpr;
-    if (pat->lowered->needs & HATTN_NEEDS_TOPK) {
-      a->topk_blocks = (const int *)DEV(o_topk);
-      a->topk_k = (int)env->topk_k;
+    a->alibi_slopes = tb.slopes != HATTN__TABLE_NONE ? (const float *)DEV(tb.slopes) : NULL;
+    a->sink_logits = tb.sink != HATTN__TABLE_NONE ? (const float *)DEV(tb.sink) : NULL;
+    a->full_off = (const int *)DEV(tb.full_off);
+    a->full_idx = (const int *)DEV(tb.full_idx);
+    a->partial_off = (const int *)DEV(tb.partial_off);
+    a->partial_idx = (const int *)DEV(tb.partial_idx);
+    a->off_stride = tb.off_stride;
+    a->full_idx_stride = tb.full_idx_stride;
+    a->partial_idx_stride = tb.partial_idx_stride;
+    a->per_head = tb.per_head;
+    a->doc_id = tb.doc_id != HATTN__TABLE_NONE ? (const int *)DEV(tb.doc_id) : NULL;
+    for (l = 0; l < tb.nlayouts; l++) {
+      a->layout_bits[l] = (const unsigned char *)DEV(tb.layout[l]);
+      a->layout_shape[l][0] = env->layouts[l].bm;
+      a->layout_shape[l][1] = env->layouts[l].bn;
+      a->layout_shape[l][2] = env->layouts[l].nqb;
+      a->layout_shape[l][3] = env->layouts[l].nkb;
+    }
+    for (l = 0; l < tb.nrandom; l++) a->random_bits[l] = (const unsigned long long *)DEV(tb.random[l]);
+    a->random_words = tb.random_words;
+    if (tb.topk != HATTN__TABLE_NONE) {
+      a->topk_blocks = (const int *)DEV(tb.topk);
+      a->topk_k = (int)tb.topk_k;
     }
   }
 #undef DEV
-  free(st.buf);
+  hattn__tables_clear(&tb);
   hattn__plan_destroy(plan);
   *out = cp;
   return HATTN_OK;
 
-fail_nomem:
-  snprintf(err, errlen, "out of memory for the run-time tables of a CUDA plan");
-  rc = HATTN_ENOMEM;
-  goto fail_plan;
 fail_mem:
   hattn__cuda_free(cu, mem);
 fail_plan:
-  free(st.buf);
+  hattn__tables_clear(&tb);
   hattn__plan_destroy(plan);
   free(cp);
   return rc;
 }
+
+const hattn__shape *hattn__cuda_plan_shape(const hattn__cuda_plan *plan) { return &plan->shape; }
 
 void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) {
   if (plan == NULL) return;
@@ -824,105 +723,3 @@ fail_times:
   free(times);
   return rc;
 }
-
-#else /* neither */
-
-/* Without NVRTC no device is ever opened, so every other entry point is
-** unreachable with a valid handle. */
-
-static int off(char *err, size_t errlen) {
-  snprintf(err, errlen, "hattn was built without NVRTC: the CUDA backend is off");
-  return HATTN_ENOTSUP;
-}
-
-int hattn__cuda_open(int ordinal, hattn__cuda **out, char *err, size_t errlen) {
-  (void)ordinal;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_close(hattn__cuda *cu) { (void)cu; }
-const char *hattn__cuda_name(const hattn__cuda *cu) { (void)cu; return "none"; }
-int hattn__cuda_sm(const hattn__cuda *cu) { (void)cu; return 0; }
-const char *hattn__cuda_arch(const hattn__cuda *cu) { (void)cu; return "none"; }
-int hattn__cuda_sm_count(const hattn__cuda *cu) { (void)cu; return 0; }
-
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
-                           char *err, size_t errlen) {
-  (void)cu, (void)desc, (void)cfg;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
-                            hattn__cuda_kernel **out, char *err, size_t errlen) {
-  (void)cu, (void)desc, (void)cfg, (void)cubin, (void)size;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_kernel_cubin(const hattn__cuda_kernel *k, const void **cubin, size_t *size) {
-  (void)k;
-  *cubin = NULL;
-  *size = 0;
-}
-
-int hattn__cuda_alloc(hattn__cuda *cu, size_t bytes, void **dptr, char *err, size_t errlen) {
-  (void)cu, (void)bytes;
-  *dptr = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_free(hattn__cuda *cu, void *dptr) { (void)cu, (void)dptr; }
-
-int hattn__cuda_upload(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
-  (void)cu, (void)dst, (void)src, (void)bytes;
-  return off(err, errlen);
-}
-
-int hattn__cuda_download(hattn__cuda *cu, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
-  (void)cu, (void)dst, (void)src, (void)bytes;
-  return off(err, errlen);
-}
-
-int hattn__cuda_memset(hattn__cuda *cu, void *dst, int byte, size_t bytes, char *err, size_t errlen) {
-  (void)cu, (void)dst, (void)byte, (void)bytes;
-  return off(err, errlen);
-}
-
-int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen) {
-  (void)cu;
-  return off(err, errlen);
-}
-
-int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const hattn__shape *shape,
-                            const hattn__mask_env *env, hattn__cuda_plan **out,
-                            char *err, size_t errlen) {
-  (void)cu, (void)desc, (void)cfg, (void)shape, (void)env;
-  *out = NULL;
-  return off(err, errlen);
-}
-
-void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) { (void)plan; }
-
-int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
-                       const hattn__shape *shape, const hattn__tensor *q,
-                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
-                       hattn__tensor *lse, void *stream, char *err, size_t errlen) {
-  (void)kern, (void)plan, (void)shape, (void)q, (void)k, (void)v, (void)o, (void)lse, (void)stream;
-  return off(err, errlen);
-}
-
-int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
-                     const hattn__shape *shape, const hattn__tensor *q, const hattn__tensor *k,
-                     const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, int warmup,
-                     int reps, double *median_ms, char *err, size_t errlen) {
-  (void)kern, (void)plan, (void)shape, (void)q, (void)k, (void)v, (void)o, (void)lse, (void)warmup, (void)reps;
-  *median_ms = 0;
-  return off(err, errlen);
-}
-
-#endif

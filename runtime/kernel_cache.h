@@ -18,20 +18,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "cpu.h"
 #include "cpu_config.h"
 #include "cuda.h"
 #include "db.h"
 #include "cuda_config.h"
 #include "spec.h"
-
-typedef enum hattn__backend {
-  HATTN__BACKEND_CPU = 0,
-  HATTN__BACKEND_CUDA
-} hattn__backend;
-
-/* "cpu" or "cuda". */
-const char *hattn__backend_name(hattn__backend b);
 
 /* ---- identities ------------------------------------------------------------- */
 
@@ -105,22 +98,13 @@ int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg);
 
 /* The kernel of DESC and CFG for the host CPU as a relocatable object
 ** whose function is FN_NAME: *BYTES (malloc'd; the caller frees) and
-** *SIZE.  Codegen through hattn__llvm_write_object into a temporary file. */
+** *SIZE.  Codegen through hattn__llvm_write_object into a temporary file
+** (backend_compile.c: libhattn only). */
 int hattn__kc_cpu_object(const hattn_cpu_kernel_desc *desc, const hattn_cpu_config *cfg,
                          const char *fn_name, void **bytes, size_t *size, char *err, size_t errlen);
 
 /* The function name a stored CPU kernel of KEY carries: "hattn_" KEY. */
 void hattn__kc_cpu_fn_name(const char *key, char *buf, size_t len);
-
-/* An LLJIT that loads object files built for the host (no codegen). */
-typedef struct hattn__kc_loader hattn__kc_loader;
-
-int hattn__kc_loader_create(hattn__kc_loader **out, char *err, size_t errlen);
-void hattn__kc_loader_destroy(hattn__kc_loader *ld);
-
-/* Add the object file of SIZE bytes at BYTES (copied) and look FN_NAME up. */
-int hattn__kc_loader_add(hattn__kc_loader *ld, const void *bytes, size_t size, const char *fn_name,
-                         hattn_cpu_fn *fn, char *err, size_t errlen);
 
 /* ---- the cache ------------------------------------------------------------------ */
 
@@ -129,8 +113,10 @@ typedef struct hattn__kcache hattn__kcache;
 typedef struct hattn__kcache_opts {
   hattn__backend backend;
   const char *db_path;   /* NULL: hattn__db_default_path; "": no database */
-  hattn__cuda *cu;       /* the CUDA device (backend cuda); not owned */
+  hattn__cuda *cu;       /* the CUDA device (backend cuda) when DEV is NULL; not owned */
   int quiet;             /* do not print warnings to stderr (they are kept anyway) */
+  void *dev;             /* the backend's device (backend.h); not owned.  NULL: CU for
+                         ** cuda; for the CPU a device of the cache's own, without a pool */
 } hattn__kcache_opts;
 
 /* Where a kernel came from. */
@@ -147,6 +133,7 @@ const char *hattn__kc_source_name(hattn__kc_source s);
 ** The descriptors point at the pattern passed to hattn__kcache_get, which
 ** must outlive the cache. */
 typedef struct hattn__kc_kernel {
+  const hattn__backend_i *be;
   hattn__backend backend;
   char key[HATTN__KC_KEY_LEN];
   char kclass[HATTN__KC_KEY_LEN];
@@ -154,13 +141,9 @@ typedef struct hattn__kc_kernel {
   hattn__kc_source source;     /* of the last hattn__kcache_get that returned it */
   int tuned;                   /* 1: the config is a tuning's winner */
   int lk_log2, bh_class;       /* the tuned bucket used (tuned only) */
-  int threads;                 /* CPU: the tuned thread count, 0: all */
-  hattn_cpu_kernel_desc cpu_desc;
-  hattn_cpu_config cpu;
-  hattn_cpu_fn fn;
-  hattn_cuda_kernel_desc cuda_desc;
-  hattn_cuda_config cuda;
-  hattn__cuda_kernel *cuda_kern;
+  hattn__kernel_desc desc;
+  hattn__config cfg;           /* cfg.threads, CPU: the tuned thread count, 0: all */
+  void *kern;                  /* the backend's kernel (backend.h), owned by its device */
 } hattn__kc_kernel;
 
 /* Open a cache.  A database that cannot be opened is not a failure: the
@@ -208,9 +191,9 @@ const char *hattn__kcache_warning(const hattn__kcache *kc);
 /* The kernel of pattern P in DTYPE at HEAD_DIM for a problem of LK keys and
 ** BH = batch * heads: *OUT (owned by the cache), whose source says where
 ** it came from: memory, a registered prebuilt kernel, the database, else a
-** compile.  Database failures warn and fall through to a compile.  In the
-** runtime-only library (HATTN_RT_ONLY) there is no compiler: a kernel
-** found nowhere is HATTN_ENOTSUP, with a sentence saying how to provide it. */
+** compile.  Database failures warn and fall through to a compile.  Where
+** the backend has no compile operation (libhattnrt) a kernel found nowhere
+** is HATTN_ENOTSUP, with a sentence saying how to provide it. */
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
                       int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
 

@@ -73,7 +73,7 @@ static double run_kernel(const hattn__kc_kernel *k, const hattn__pattern *p) {
   char err[1024];
   uint64_t st = 7;
 
-  s.head_dim = k->cpu_desc.head_dim;
+  s.head_dim = k->desc.head_dim;
   n = (size_t)(s.heads * s.lq * s.head_dim);
   q = malloc(n * 4), kk = malloc(n * 4), v = malloc(n * 4), o = malloc(n * 4), lse = malloc(300 * 4);
   qd = malloc(n * 8), kd = malloc(n * 8), vd = malloc(n * 8), od = malloc(n * 8), oref = malloc(n * 8);
@@ -97,7 +97,7 @@ static double run_kernel(const hattn__kc_kernel *k, const hattn__pattern *p) {
   tl.stride[0] = 300, tl.stride[1] = 150, tl.stride[2] = tl.stride[3] = 1;
   e = INFINITY;
   if (hattn__pool_create(2, &pool) == HATTN_OK &&
-      hattn__cpu_forward(k->fn, &k->cpu_desc, &k->cpu, &s, &env, &tq, &tk, &tv, &to, &tl, pool, err, sizeof err) ==
+      hattn__cpu_forward(hattn__cpu_kernel_fn(k->kern), &k->desc, &k->cfg.cpu, &s, &env, &tq, &tk, &tv, &to, &tl, pool, err, sizeof err) ==
           HATTN_OK &&
       hattn__reference(p, &s, &env, 0, qd, kd, vd, oref, lref, err, sizeof err) == HATTN_OK) {
     for (i = 0; i < n; i++) od[i] = o[i];

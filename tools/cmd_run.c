@@ -436,7 +436,7 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
   if (a->db) {
     /* The runtime's lookup: memory, then the database, then a compile of
     ** the default configuration that it stores. */
-    hattn__kcache_opts ko = {HATTN__BACKEND_CPU, a->db, NULL, 0};
+    hattn__kcache_opts ko = {HATTN__BACKEND_CPU, a->db, NULL, 0, NULL};
     hattn__kc_kernel *kk;
     if ((st = hattn__kcache_open(&ko, &kc, err, sizeof err)) != HATTN_OK ||
         (st = hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
@@ -444,8 +444,8 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
       fprintf(stderr, "hattn %s: cannot get the kernel of '%s': %s\n", cmd, p->name, err);
       goto done;
     }
-    fn = kk->fn;
-    cfg = kk->cpu;
+    fn = hattn__cpu_kernel_fn(kk->kern);
+    cfg = kk->cfg.cpu;
     from = hattn__kc_source_name(kk->source);
   } else {
     hattn__cpu_config_default((int)s->head_dim, hattn__jit_vec(jit), &cfg);
@@ -522,7 +522,7 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
   desc.dtype = d->dtype;
   desc.head_dim = (int)s->head_dim;
   if (a->db) {
-    hattn__kcache_opts ko = {HATTN__BACKEND_CUDA, a->db, cu, 0};
+    hattn__kcache_opts ko = {HATTN__BACKEND_CUDA, a->db, cu, 0, NULL};
     hattn__kc_kernel *kk;
     if (hattn__kcache_open(&ko, &kc, err, sizeof err) != HATTN_OK ||
         hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
@@ -530,8 +530,8 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
       fprintf(stderr, "hattn %s: cannot get the CUDA kernel of '%s': %s\n", cmd, p->name, err);
       goto done;
     }
-    kern = kk->cuda_kern;
-    cfg = kk->cuda;
+    kern = kk->kern;
+    cfg = kk->cfg.cuda;
     from = hattn__kc_source_name(kk->source);
   } else {
     hattn__cuda_config_default(&desc, hattn__cuda_sm(cu), &cfg);

@@ -462,6 +462,7 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
   for (i = 0; i < r->ncands; i++) {
     hattn__tune_cand *c = &r->cands[i];
     hattn__pool *pool = NULL;
+    hattn__cpu_problem *mprob = NULL;
     hattn_cpu_fn fn;
     double t, ts;
     int reps, warm = opt->warmup > 0 ? opt->warmup : 2;
@@ -502,13 +503,17 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
       goto next;
     }
     if (fake_time(opt, c)) goto next;
-    /* Timing: warm-up, then one run a sample, rotating the input sets. */
+    /* Timing: the problem made once (plan and tables), warm-up, then one
+    ** launch a sample, rotating the input sets. */
+    if (hattn__cpu_problem_create(&desc, &c->cpu, &ms, &m.env, &mprob, c->why, sizeof c->why) != HATTN_OK) {
+      c->status = HATTN__CAND_FAILED;
+      goto next;
+    }
     ts = now_s();
     for (j = 0; j < warm; j++) {
       tset *s = &m.sets[j % m.nsets];
       tq.data = s->q, tk.data = s->k, tv.data = s->v, to.data = s->o, tl.data = s->lse;
-      if (hattn__cpu_forward(fn, &desc, &c->cpu, &ms, &m.env, &tq, &tk, &tv, &to, &tl, pool, c->why,
-                             sizeof c->why) != HATTN_OK) {
+      if (hattn__cpu_launch(fn, mprob, &tq, &tk, &tv, &to, &tl, pool, c->why, sizeof c->why) != HATTN_OK) {
         c->status = HATTN__CAND_FAILED;
         goto next;
       }
@@ -519,8 +524,7 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
       tset *s = &m.sets[(j + warm) % m.nsets];
       tq.data = s->q, tk.data = s->k, tv.data = s->v, to.data = s->o, tl.data = s->lse;
       t = now_s();
-      if (hattn__cpu_forward(fn, &desc, &c->cpu, &ms, &m.env, &tq, &tk, &tv, &to, &tl, pool, c->why,
-                             sizeof c->why) != HATTN_OK) {
+      if (hattn__cpu_launch(fn, mprob, &tq, &tk, &tv, &to, &tl, pool, c->why, sizeof c->why) != HATTN_OK) {
         c->status = HATTN__CAND_FAILED;
         goto next;
       }
@@ -531,6 +535,7 @@ static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, h
     c->min_us = samples[0];
     c->status = HATTN__CAND_TIMED;
   next:
+    hattn__cpu_problem_destroy(mprob);
     progress(opt, r, i, 1);
   }
   progress_end(opt);
@@ -698,6 +703,14 @@ done:
   return rc;
 }
 
+/* The configuration of candidate C as the backend tables take it. */
+static void cand_config(const hattn__tune_cand *c, hattn__config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->cpu = c->cpu;
+  cfg->threads = c->threads;
+  cfg->cuda = c->cuda;
+}
+
 /* ---- entry points ------------------------------------------------------------------------- */
 
 int hattn__tune_run(hattn__backend backend, const hattn__tune_problem *p, const hattn__tune_opts *opt,
@@ -711,85 +724,78 @@ int hattn__tune_run(hattn__backend backend, const hattn__tune_problem *p, const 
     snprintf(err, errlen, "bad problem shape for tuning");
     return HATTN_ESHAPE;
   }
+  /* The timing loops differ: wall clock over the thread pool, device
+  ** events with the L2 flushed in between. */
   rc = backend == HATTN__BACKEND_CUDA ? tune_cuda(p, opt, r, err, errlen) : tune_cpu(p, opt, r, err, errlen);
   r->elapsed_s = now_s() - t0;
   hattn__db_bucket(p->lk, p->batch * p->heads, &r->lk_log2, &r->bh_class);
   if (r->target[0]) hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, NULL, r->kclass);
   if (r->winner >= 0) {
-    char cfg[96];
-    if (backend == HATTN__BACKEND_CPU) hattn__kc_cpu_config_text(&r->cands[r->winner].cpu, 0, cfg, sizeof cfg);
-    else snprintf(cfg, sizeof cfg, "%s", r->cands[r->winner].config);
-    hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, cfg, r->winner_key);
+    const hattn__backend_i *be = hattn__backend_get(backend);
+    hattn__config cfg;
+    char text[96];
+    cand_config(&r->cands[r->winner], &cfg);
+    be->config_text(&cfg, 0, text, sizeof text);
+    hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, text, r->winner_key);
   }
   return rc;
 }
 
 int hattn__tune_store(hattn__db *db, const hattn__tune_problem *p, const hattn__tune_opts *opt,
                       const hattn__tune_result *r, char *err, size_t errlen) {
+  const hattn__backend_i *be = hattn__backend_get(r->backend);
   const hattn__tune_cand *w;
+  hattn__kernel_desc desc;
+  hattn__config cfg;
+  hattn__ident id;
   hattn__db_kernel k;
   hattn__db_tuning t;
   hattn__db_candidate *cands;
-  const hattn__db_device *dev = NULL;
-  const hattn__kc_host *host;
-  hattn__kc_gpu gpu;
-  void *bin = NULL;
-  size_t size = 0;
-  char cfg[96], fn_name[64];
+  void *dev = NULL, *own = NULL, *kern = NULL;
+  char text[96];
   int rc, i, n = 0;
 
   if (r->winner < 0) {
     snprintf(err, errlen, "the tuning has no winner to store");
     return HATTN_EINVAL;
   }
-  w = &r->cands[r->winner];
-  memset(&k, 0, sizeof k);
-  if (r->backend == HATTN__BACKEND_CPU) {
-    hattn_cpu_kernel_desc desc;
-    if ((rc = hattn__kc_host_cpu(&host, err, errlen)) != HATTN_OK) return rc;
-    dev = &host->device;
-    desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
-    hattn__kc_cpu_config_text(&w->cpu, 0, cfg, sizeof cfg);
-    hattn__kc_cpu_fn_name(r->winner_key, fn_name, sizeof fn_name);
-    if ((rc = hattn__kc_cpu_object(&desc, &w->cpu, fn_name, &bin, &size, err, errlen)) != HATTN_OK) return rc;
-    k.backend = "cpu";
-  } else {
-    hattn_cuda_kernel_desc desc;
-    hattn__cuda_kernel *kern;
-    const void *image;
-    if (opt->cu == NULL) {
-      snprintf(err, errlen, "the cuda backend needs an open device");
-      return HATTN_EINVAL;
-    }
-    hattn__kc_gpu_identity(opt->cu, &gpu);
-    dev = &gpu.device;
-    desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
-    snprintf(cfg, sizeof cfg, "%s", w->config);
-    /* The cubin the timed kernel was loaded from (the driver's cache holds
-    ** it), so that hattn__cuda_kernel_load finds the same entry point. */
-    if ((rc = hattn__cuda_kernel_get(opt->cu, &desc, &w->cuda, &kern, err, errlen)) != HATTN_OK) return rc;
-    hattn__cuda_kernel_cubin(kern, &image, &size);
-    if ((bin = malloc(size ? size : 1)) == NULL) {
-      snprintf(err, errlen, "out of memory");
-      return HATTN_ENOMEM;
-    }
-    memcpy(bin, image, size);
-    k.backend = "cuda";
+  if (be == NULL || be->compile == NULL) {
+    snprintf(err, errlen, "the %s backend compiles nothing here", be ? be->name : "unknown");
+    return HATTN_ENOTSUP;
   }
+  w = &r->cands[r->winner];
+  /* The device the tuning ran on: the open GPU, or a CPU device of our own. */
+  dev = r->backend == HATTN__BACKEND_CUDA ? (void *)opt->cu : NULL;
+  if (dev == NULL && r->backend == HATTN__BACKEND_CUDA) {
+    snprintf(err, errlen, "the cuda backend needs an open device");
+    return HATTN_EINVAL;
+  }
+  if (dev == NULL) {
+    if ((rc = be->dev_open(0, -1, &own, err, errlen)) != HATTN_OK) return rc;
+    dev = own;
+  }
+  be->ident(dev, &id);
+  desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
+  cand_config(w, &cfg);
+  be->config_text(&cfg, 0, text, sizeof text);
+  /* The winner's binary: a CPU object compiled again (named after the
+  ** winner's key), or the cubin the timed kernel was loaded from (the
+  ** device's cache holds it). */
+  memset(&k, 0, sizeof k);
+  if ((rc = be->compile(dev, &desc, &cfg, r->winner_key, &kern, err, errlen)) != HATTN_OK) goto done;
+  be->binary(kern, &k.binary, &k.size);
+  k.backend = be->name;
   k.key = r->winner_key;
   k.canon = p->pattern->canon;
   k.target = r->target;
-  k.config = cfg;
+  k.config = text;
   k.compiler = r->compiler;
-  k.binary = bin;
-  k.size = size;
-  rc = hattn__db_kernel_put(db, &k, err, errlen);
-  free(bin);
-  if (rc != HATTN_OK) return rc;
+  if ((rc = hattn__db_kernel_put(db, &k, err, errlen)) != HATTN_OK) goto done;
 
   if ((cands = calloc((size_t)r->ncands + 1, sizeof *cands)) == NULL) {
     snprintf(err, errlen, "out of memory");
-    return HATTN_ENOMEM;
+    rc = HATTN_ENOMEM;
+    goto done;
   }
   for (i = 0; i < r->ncands; i++) {
     if (r->cands[i].status != HATTN__CAND_TIMED) continue;
@@ -807,7 +813,9 @@ int hattn__tune_store(hattn__db *db, const hattn__tune_problem *p, const hattn__
   t.winner_us = w->median_us;
   t.ncandidates = n;
   t.candidates = cands;
-  rc = hattn__db_tuning_put(db, dev, &t, err, errlen);
+  rc = hattn__db_tuning_put(db, &id.device, &t, err, errlen);
   free(cands);
+done:
+  if (own) be->dev_close(own);
   return rc;
 }

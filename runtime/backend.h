@@ -1,0 +1,136 @@
+/*
+** backend.h: the interface every backend fills, one table of operations
+** per backend (in the style of ggml's ggml_backend_i and SQLite's
+** sqlite3_io_methods): identity, configurations, compile (optional),
+** load, the per-problem state, launch.  The kernel cache (kernel_cache.c)
+** and the public API (api.c) reach backends through this table only.
+** Adding a backend is a new backend_NAME.c and one line in backend.c.
+** Internal; not installed.
+**
+** Tables start with a version; entries marked optional may be NULL.
+** Every operation returns HATTN_OK or a negative HATTN_E* code with a
+** sentence in ERR (ERRLEN bytes).
+*/
+#ifndef HATTN_RUNTIME_BACKEND_H
+#define HATTN_RUNTIME_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hattn.h"
+#include "cpu.h"
+#include "cpu_config.h"
+#include "cuda_config.h"
+#include "db.h"
+#include "kernel_desc.h"
+#include "mask.h"
+#include "reference.h"
+
+/* One backend enum: the public one. */
+typedef hattn_backend hattn__backend;
+#define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
+#define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
+
+#define HATTN__BACKEND_I_VERSION 1
+
+/* A tile configuration of some backend: the backend reads its own member.
+** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
+** compiled in and not part of a kernel's key. */
+typedef struct hattn__config {
+  hattn_cpu_config cpu;
+  int threads;
+  hattn_cuda_config cuda;
+} hattn__config;
+
+/* What a device is to the database and to kernel keys: TARGET (CPU:
+** "x86-64/" and a hash of the extensions; CUDA: "sm_90a"), the compiler
+** identity ("llvm 16.0.6", "nvrtc 13.0"; "" where no compiler is
+** registered, which accepts any compiler's binaries), the device record
+** and its model string.  DEVICE points into this struct: fill it in
+** place, never copy it. */
+typedef struct hattn__ident {
+  char name[128];
+  char features[256];
+  char target[96];
+  char compiler[32];
+  hattn__db_device device;
+  char model[512];
+} hattn__ident;
+
+typedef struct hattn__backend_i {
+  int version;                  /* HATTN__BACKEND_I_VERSION */
+  hattn__backend id;
+  const char *name;             /* "cpu", "cuda": in kernel keys and the database */
+  int dl_device;                /* the DLPack device type its tensors live on (kDLCPU, kDLCUDA) */
+  const char *dl_name;          /* "kDLCPU", "kDLCUDA" */
+  const char *binary_name;      /* what a prebuilt kernel brings: "function", "cubin" */
+  const char *target_form;      /* a valid target, for messages; NULL: any text */
+
+  /* Devices.  A CPU device holds a thread pool (none when THREADS < 0)
+  ** and the kernels it loaded; a CUDA device is an open GPU (ORDINAL). */
+  int (*dev_open)(int ordinal, int threads, void **dev, char *err, size_t errlen);
+  void (*dev_close)(void *dev);
+  void (*ident)(void *dev, hattn__ident *out);
+
+  /* Configurations, and their text (the database's form; THREADS > 0 adds
+  ** the CPU's thread count). */
+  void (*config_default)(void *dev, const hattn__kernel_desc *desc, hattn__config *out);
+  int (*config_check)(const hattn__kernel_desc *desc, const hattn__config *cfg, char *err, size_t errlen);
+  void (*config_text)(const hattn__config *cfg, int threads, char *buf, size_t len);
+  int (*config_parse)(const char *text, hattn__config *cfg);
+
+  /* Prebuilt kernels: whether TARGET reads (optional: NULL, any does);
+  ** whether a kernel built for TARGET needing NEEDS runs on DEV: 2 when
+  ** made for it, 1 when it runs anyway, 0 when not; whether FN or BIN is
+  ** the binary this backend needs. */
+  int (*target_valid)(const char *target);
+  int (*target_score)(void *dev, const char *target, const char *needs);
+  int (*prebuilt_has_binary)(void (*fn)(void), const void *bin, size_t size);
+
+  /* Kernels, owned by DEV.  COMPILE (optional: absent in libhattnrt, set
+  ** by hattn__backend_register_compilers) builds the kernel of DESC and
+  ** CFG named after KEY; COMPILER_VERSION (optional, with it) names the
+  ** compiler.  LOAD reads a binary from the database; LOAD_PREBUILT takes
+  ** a program's own; BINARY says what to store for a kernel. */
+  int (*compile)(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, const char *key,
+                 void **kern, char *err, size_t errlen);
+  const char *(*compiler_version)(void);
+  int (*load)(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, const char *key,
+              const void *bin, size_t size, void **kern, char *err, size_t errlen);
+  int (*load_prebuilt)(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, void (*fn)(void),
+                       const void *bin, size_t size, void **kern, char *err, size_t errlen);
+  void (*binary)(const void *kern, const void **bin, size_t *size);
+
+  /* The per-problem state: plan and run-time tables (tables.h) for SHAPE
+  ** and ENV, in the device's memory; made once, launched many times. */
+  int (*problem_create)(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg,
+                        const hattn__shape *shape, const hattn__mask_env *env, void **prob, char *err,
+                        size_t errlen);
+  void (*problem_destroy)(void *prob);
+
+  /* Run KERN on PROB with tensors in the device's memory, on STREAM (CUDA;
+  ** NULL: the default stream); returns when the outputs are written. */
+  int (*launch)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
+                size_t errlen);
+} hattn__backend_i;
+
+/* The table of backend ID, compilers registered; NULL for an unknown ID. */
+const hattn__backend_i *hattn__backend_get(int id);
+
+/* "cpu" or "cuda". */
+const char *hattn__backend_name(hattn__backend b);
+
+/* The tables themselves (backend_cpu.c, backend_cuda.c), and the
+** registration of compilers, defined once in each library: libhattn's
+** (backend_compile.c) fills COMPILE and COMPILER_VERSION, libhattnrt's
+** (backend_nocompile.c) leaves them NULL.  Called once, by
+** hattn__backend_get. */
+extern hattn__backend_i hattn__backend_cpu;
+extern hattn__backend_i hattn__backend_cuda;
+void hattn__backend_register_compilers(void);
+
+/* The CPU backend's kernel handle: its function. */
+hattn_cpu_fn hattn__cpu_kernel_fn(const void *kern);
+
+#endif /* HATTN_RUNTIME_BACKEND_H */

@@ -1,0 +1,286 @@
+/*
+** backend_cpu.c: the CPU backend's table (backend.h): the host as hattn
+** sees it (CPUID, no LLVM), configurations and their text, kernels as
+** object files loaded by hattn's own ELF loader (elf_load.h), problems and
+** launches over the thread pool (cpu_run.c).  Compiling is in
+** backend_compile.c, linked into libhattn only.
+*/
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "elf_load.h"
+#include "kernel_cache.h"
+
+/* ---- the host ------------------------------------------------------------------- */
+
+static pthread_once_t g_host_once = PTHREAD_ONCE_INIT;
+static hattn__kc_host g_host;
+
+static void init_host(void) {
+  const hattn__backend_i *be = hattn__backend_get(HATTN__BACKEND_CPU);
+  const char *v = be->compiler_version ? be->compiler_version() : NULL;
+  hattn__host_cpu h;
+  hattn__host_cpu_probe(&h);
+  snprintf(g_host.cpu, sizeof g_host.cpu, "%s", h.name);
+  snprintf(g_host.features, sizeof g_host.features, "%s", h.features);
+  snprintf(g_host.all, sizeof g_host.all, "%s", h.all);
+  snprintf(g_host.target, sizeof g_host.target, "%s", h.target);
+  g_host.cores = h.cores;
+  g_host.vec = h.vec;
+  if (v) snprintf(g_host.compiler, sizeof g_host.compiler, "llvm %s", v);
+  g_host.device.kind = "cpu";
+  g_host.device.name = g_host.cpu;
+  g_host.device.driver = "";
+  g_host.device.toolkit = "";
+  g_host.device.features = g_host.features;
+  g_host.device.cores = g_host.cores;
+  hattn__db_device_model(&g_host.device, g_host.model, sizeof g_host.model);
+}
+
+int hattn__kc_host_cpu(const hattn__kc_host **out, char *err, size_t errlen) {
+  (void)err, (void)errlen;
+  pthread_once(&g_host_once, init_host);
+  *out = &g_host;
+  return HATTN_OK;
+}
+
+/* Whether the comma-separated LIST holds the LEN bytes at NAME. */
+static int list_has(const char *list, const char *name, size_t len) {
+  const char *p = list;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    if (n == len && !strncmp(p, name, len)) return 1;
+    p += n;
+    if (*p == ',') p++;
+  }
+  return 0;
+}
+
+int hattn__kc_features_cover(const char *have, const char *need) {
+  const char *p = need;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    if (n > 0 && !list_has(have, p, n)) return 0;
+    p += n;
+    if (*p == ',') p++;
+  }
+  return 1;
+}
+
+/* ---- configurations ------------------------------------------------------------- */
+
+void hattn__kc_cpu_config_text(const hattn_cpu_config *cfg, int threads, char *buf, size_t len) {
+  int n = snprintf(buf, len, "bm=%d bn=%d rows=%d vec=%d", cfg->bm, cfg->bn, cfg->rows, cfg->vec);
+  if (threads > 0 && n >= 0 && (size_t)n < len) snprintf(buf + n, len - (size_t)n, " threads=%d", threads);
+}
+
+int hattn__kc_cpu_config_parse(const char *text, hattn_cpu_config *cfg, int *threads) {
+  int n = 0, t = 0;
+  if (sscanf(text, "bm=%d bn=%d rows=%d vec=%d%n", &cfg->bm, &cfg->bn, &cfg->rows, &cfg->vec, &n) != 4)
+    return HATTN_EINVAL;
+  if (text[n] == '\0') t = 0;
+  else if (sscanf(text + n, " threads=%d", &t) != 1 || t < 1) return HATTN_EINVAL;
+  if (threads) *threads = t;
+  return HATTN_OK;
+}
+
+void hattn__kc_cpu_fn_name(const char *key, char *buf, size_t len) { snprintf(buf, len, "hattn_%s", key); }
+
+static void config_default(void *dev, const hattn__kernel_desc *desc, hattn__config *out) {
+  const hattn__kc_host *host;
+  (void)dev;
+  hattn__kc_host_cpu(&host, NULL, 0);
+  hattn__cpu_config_default(desc->head_dim, host->vec, &out->cpu);
+}
+
+static int config_check(const hattn__kernel_desc *desc, const hattn__config *cfg, char *err, size_t errlen) {
+  return hattn__cpu_config_check(&cfg->cpu, desc->head_dim, err, errlen);
+}
+
+static void config_text(const hattn__config *cfg, int threads, char *buf, size_t len) {
+  hattn__kc_cpu_config_text(&cfg->cpu, threads, buf, len);
+}
+
+static int config_parse(const char *text, hattn__config *cfg) {
+  return hattn__kc_cpu_config_parse(text, &cfg->cpu, &cfg->threads);
+}
+
+/* ---- the device and its kernels ------------------------------------------------- */
+
+/* A loaded kernel: its function, and the object it came from (NULL for a
+** program's own function). */
+typedef struct cpu_kernel {
+  struct cpu_kernel *next;
+  hattn_cpu_fn fn;
+  hattn__elf_image *img;
+  void *bin;
+  size_t size;
+} cpu_kernel;
+
+typedef struct cpu_dev {
+  hattn__pool *pool;            /* NULL: launches run on the calling thread */
+  cpu_kernel *kernels;          /* owned, newest first */
+} cpu_dev;
+
+static int dev_open(int ordinal, int threads, void **out, char *err, size_t errlen) {
+  cpu_dev *d;
+  int rc;
+  (void)ordinal;
+  *out = NULL;
+  if ((d = calloc(1, sizeof *d)) == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return HATTN_ENOMEM;
+  }
+  if (threads >= 0 && (rc = hattn__pool_create(threads, &d->pool)) != HATTN_OK) {
+    snprintf(err, errlen, "cannot start %d threads: %s", threads, hattn_strerror(rc));
+    free(d);
+    return rc;
+  }
+  *out = d;
+  return HATTN_OK;
+}
+
+static void dev_close(void *dev) {
+  cpu_dev *d = dev;
+  cpu_kernel *k, *next;
+  if (d == NULL) return;
+  for (k = d->kernels; k != NULL; k = next) {
+    next = k->next;
+    hattn__elf_unload(k->img);
+    free(k->bin);
+    free(k);
+  }
+  hattn__pool_destroy(d->pool);
+  free(d);
+}
+
+static void ident(void *dev, hattn__ident *out) {
+  const hattn__kc_host *host;
+  (void)dev;
+  hattn__kc_host_cpu(&host, NULL, 0);
+  memset(out, 0, sizeof *out);
+  _Static_assert(sizeof out->name >= sizeof host->cpu && sizeof out->features >= sizeof host->features &&
+                     sizeof out->target >= sizeof host->target && sizeof out->compiler >= sizeof host->compiler &&
+                     sizeof out->model >= sizeof host->model,
+                 "an identity holds the host's strings");
+  memcpy(out->name, host->cpu, sizeof host->cpu);
+  memcpy(out->features, host->features, sizeof host->features);
+  memcpy(out->target, host->target, sizeof host->target);
+  memcpy(out->compiler, host->compiler, sizeof host->compiler);
+  out->device = host->device;
+  out->device.name = out->name;
+  out->device.features = out->features;
+  memcpy(out->model, host->model, sizeof host->model);
+}
+
+static int target_score(void *dev, const char *target, const char *needs) {
+  const hattn__kc_host *host;
+  (void)dev, (void)target;
+  hattn__kc_host_cpu(&host, NULL, 0);
+  return hattn__kc_features_cover(host->all, needs) ? 2 : 0;
+}
+
+static int prebuilt_has_binary(void (*fn)(void), const void *bin, size_t size) {
+  (void)bin, (void)size;
+  return fn != NULL;
+}
+
+/* Add a kernel to DEV: FN, from IMG and a copy of BIN (may be NULL). */
+static int add_kernel(cpu_dev *d, hattn_cpu_fn fn, hattn__elf_image *img, const void *bin, size_t size,
+                      void **out, char *err, size_t errlen) {
+  cpu_kernel *k = calloc(1, sizeof *k);
+  if (k == NULL || (bin != NULL && (k->bin = malloc(size ? size : 1)) == NULL)) {
+    free(k);
+    hattn__elf_unload(img);
+    snprintf(err, errlen, "out of memory");
+    return HATTN_ENOMEM;
+  }
+  if (bin != NULL) memcpy(k->bin, bin, size);
+  k->size = bin != NULL ? size : 0;
+  k->fn = fn;
+  k->img = img;
+  k->next = d->kernels;
+  d->kernels = k;
+  *out = k;
+  return HATTN_OK;
+}
+
+static int load(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, const char *key,
+                const void *bin, size_t size, void **out, char *err, size_t errlen) {
+  hattn__elf_image *img = NULL;
+  hattn_cpu_fn fn;
+  void *addr = NULL;
+  char fn_name[64];
+  int rc;
+  (void)desc, (void)cfg;
+  *out = NULL;
+  hattn__kc_cpu_fn_name(key, fn_name, sizeof fn_name);
+  if ((rc = hattn__elf_load(bin, size, fn_name, &img, &addr, err, errlen)) != HATTN_OK) return rc;
+  /* An object function pointer from a data pointer: POSIX guarantees it. */
+  memcpy(&fn, &addr, sizeof fn);
+  return add_kernel(dev, fn, img, bin, size, out, err, errlen);
+}
+
+static int load_prebuilt(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, void (*fn)(void),
+                         const void *bin, size_t size, void **out, char *err, size_t errlen) {
+  (void)desc, (void)cfg, (void)bin, (void)size;
+  /* The kernel's own type: hattn_cpu_kernel_fn is hattn_cpu_fn. */
+  return add_kernel(dev, (hattn_cpu_fn)fn, NULL, NULL, 0, out, err, errlen);
+}
+
+static void binary(const void *kern, const void **bin, size_t *size) {
+  const cpu_kernel *k = kern;
+  *bin = k->bin;
+  *size = k->size;
+}
+
+hattn_cpu_fn hattn__cpu_kernel_fn(const void *kern) { return ((const cpu_kernel *)kern)->fn; }
+
+/* ---- problems and launches ------------------------------------------------------ */
+
+static int problem_create(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg,
+                          const hattn__shape *shape, const hattn__mask_env *env, void **prob, char *err,
+                          size_t errlen) {
+  (void)dev;
+  return hattn__cpu_problem_create(desc, &cfg->cpu, shape, env, (hattn__cpu_problem **)prob, err, errlen);
+}
+
+static void problem_destroy(void *prob) { hattn__cpu_problem_destroy(prob); }
+
+static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                  const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
+                  size_t errlen) {
+  (void)stream;
+  return hattn__cpu_launch(hattn__cpu_kernel_fn(kern), prob, q, k, v, o, lse, ((cpu_dev *)dev)->pool, err, errlen);
+}
+
+hattn__backend_i hattn__backend_cpu = {
+    .version = HATTN__BACKEND_I_VERSION,
+    .id = HATTN__BACKEND_CPU,
+    .name = "cpu",
+    .dl_device = kDLCPU,
+    .dl_name = "kDLCPU",
+    .binary_name = "function",
+    .target_form = NULL,
+    .dev_open = dev_open,
+    .dev_close = dev_close,
+    .ident = ident,
+    .config_default = config_default,
+    .config_check = config_check,
+    .config_text = config_text,
+    .config_parse = config_parse,
+    .target_valid = NULL,
+    .target_score = target_score,
+    .prebuilt_has_binary = prebuilt_has_binary,
+    .compile = NULL,            /* backend_compile.c */
+    .compiler_version = NULL,   /* backend_compile.c */
+    .load = load,
+    .load_prebuilt = load_prebuilt,
+    .binary = binary,
+    .problem_create = problem_create,
+    .problem_destroy = problem_destroy,
+    .launch = launch,
+};
