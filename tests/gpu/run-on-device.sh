@@ -5,7 +5,9 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check ab-bench gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check ab-bench ab-commits gpu-bench sanitize
+# For ab-commits, put an earlier commit's tarball (make dist there) in
+# .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
 # libtool, llvm-config or Check: the tarball needs no autoreconf, and the
 # precious variables point configure at .device-deps.
@@ -89,6 +91,29 @@ for phase in $phases; do
         (cd "$dir" && env ${cfg:+HATTN_CUDA_CONFIG=$cfg} ./tools/hattn bench --backend cuda ${HATTN_AB_ARGS:-} 2>&1) |
           tee -a "$out/bench_ab.md" |
           awk -F'|' '/^\| (dense|causal|document)/ { printf "%-26s %6s %7s\n", $2, $(NF-8), $(NF-5) }'
+      done
+      ;;
+    ab-commits)
+      # The CUDA benchmark of an earlier commit (.device-dist/base/*.tar.gz)
+      # and of this build, alternated HATTN_AB_ROUNDS times (default 2) in
+      # one run, timed the same way.  HATTN_AB_ARGS go to hattn bench.
+      bb=/tmp/hattn-base
+      if [ ! -x "$bb/tools/hattn" ]; then
+        rm -rf "$bb" && mkdir -p "$bb" && tar -xzf "$root"/.device-dist/base/hattn-*.tar.gz -C "$bb" --strip-components=1 &&
+          (cd "$bb" && ./configure \
+            LLVM_CFLAGS="-I$D/include" LLVM_LIBS="-l:libLLVM-16.so.1" \
+            SQLITE3_CFLAGS="-I$D/include" SQLITE3_LIBS="-l:libsqlite3.so.0" \
+            CHECK_CFLAGS="-I$D/include" CHECK_LIBS="$D/lib/libcheck.a $D/lib/libsubunit.a -lm -lrt -lpthread" \
+            DLPACK_CFLAGS="-I$D/include" >/dev/null 2>&1 && make -j16 tools/hattn >/dev/null 2>&1) ||
+          { echo "base: build failed"; continue; }
+      fi
+      for r in $(seq "${HATTN_AB_ROUNDS:-2}"); do
+        for name in base cur; do
+          dir=$b; [ $name = base ] && dir=$bb
+          echo "-- $name round $r" | tee -a "$out/bench_commits.md"
+          (cd "$dir" && ./tools/hattn bench --backend cuda ${HATTN_AB_ARGS:-} 2>&1) |
+            tee -a "$out/bench_commits.md" | grep "^|" | cut -c1-150
+        done
       done
       ;;
     gpu-bench)
