@@ -29,7 +29,7 @@ dlpack=$(sed -n 's/^DLPACK_CFLAGS = //p' "$b/Makefile")
 
 cd "$tmp" || exit 1
 make -f "$ex/Makefile" srcdir="$ex" HATTN="$b/tools/hattn" \
-  HATTNRT_CFLAGS="-I$s/runtime $dlpack" HATTNRT_LIBS="-L$b/.libs -lhattnrt" \
+  HATTNRT_CFLAGS="-I$s/include $dlpack" HATTNRT_LIBS="-L$b/.libs -lhattnrt" \
   CFLAGS="-O1 -g ${CFLAGS:-}" LDFLAGS="${LDFLAGS:-}" embed || { echo "FAIL: the example does not build"; exit 1; }
 
 fails=0
@@ -70,7 +70,7 @@ grep -q "libhattnrt does not compile kernels" "$tmp/empty.out" ||
 if grep -q '^#define HATTN_HAVE_CUDA 1' "$b/config.h"; then
   "$b/tools/hattn" gen "$ex/model.hattn" --backend cuda --arch sm_80,sm_90a --head-dim 64 --name model_gpu \
     --out kgpu >/dev/null || { echo "FAIL: hattn gen --backend cuda"; fails=$((fails + 1)); }
-  if ${CC:-cc} -O1 ${CFLAGS:-} -Ikgpu -I"$s/runtime" $dlpack "$s/tests/embed_cuda.c" kgpu/hattn_prebuilt.c \
+  if ${CC:-cc} -O1 ${CFLAGS:-} -Ikgpu -I"$s/include" $dlpack "$s/tests/embed_cuda.c" kgpu/hattn_prebuilt.c \
       ${LDFLAGS:-} -L"$b/.libs" -lhattnrt -o embed_cuda; then
     LD_LIBRARY_PATH=$b/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ./embed_cuda "$ex/model.hattn" 64
     rc=$?

@@ -70,7 +70,7 @@ if [ ! -f "$lib" ]; then
 fi
 # hattn.h includes <dlpack/dlpack.h>: take configure's flags for it.
 dlpack=$(sed -n 's/^DLPACK_CFLAGS = //p' "$b/Makefile" 2>/dev/null)
-if ! $cc -std=c11 -D_GNU_SOURCE ${CFLAGS:-} -I"$tmp/k" -I"$s/gen" -I"$s/runtime" $dlpack \
+if ! $cc -std=c11 -D_GNU_SOURCE ${CFLAGS:-} -I"$tmp/k" -I"$s/gen" -I"$s/include" -I"$s/runtime" $dlpack \
     "$s/tests/gen_consumer.c" "$tmp/k"/*.o "$lib" ${LDFLAGS:-} -lm -lpthread -o "$tmp/consumer"; then
   echo "FAIL: the consumer does not compile or link without LLVM"
   exit 1
