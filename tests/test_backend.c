@@ -21,7 +21,8 @@
 ** The seed comes from the clock unless HATTN_TEST_SEED is set, and is
 ** printed on the first line; every backend gets the same inputs for a case.
 ** HATTN_TEST_VEC=8 makes the CPU's default tiles use 8-float vectors (AVX2
-** code) on an AVX-512 host.  A backend whose device cannot be opened (CUDA
+** code) on an AVX-512 host.  HATTN_TEST_BACKEND=cuda (a comma-separated
+** list of backend names) runs only those backends.  A backend whose device cannot be opened (CUDA
 ** without a GPU or without NVRTC) is skipped with a [SKIP] line; the
 ** program exits 77 only if no backend ran at all.  The tests run in one
 ** process (CK_NOFORK): a CUDA context and the CPU's thread pool do not
@@ -713,8 +714,17 @@ static Suite *backend_suite(void) {
   return s;
 }
 
+/* Whether NAME is in the comma-separated LIST. */
+static int name_listed(const char *list, const char *name) {
+  size_t n = strlen(name);
+  const char *p;
+  for (p = list; (p = strstr(p, name)) != NULL; p += n)
+    if ((p == list || p[-1] == ',') && (p[n] == '\0' || p[n] == ',')) return 1;
+  return 0;
+}
+
 int main(void) {
-  const char *env = getenv("HATTN_TEST_SEED");
+  const char *env = getenv("HATTN_TEST_SEED"), *only = getenv("HATTN_TEST_BACKEND");
   const hattn__kc_host *host = NULL;
   char err[1024];
   SRunner *sr;
@@ -729,6 +739,10 @@ int main(void) {
     hattn__ident ident;
     void *dev = NULL;
     if (be == NULL) continue;
+    if (only && !name_listed(only, be->name)) {
+      printf("[SKIP] %s: not in HATTN_TEST_BACKEND (%s)\n", be->name, only);
+      continue;
+    }
     if (be->compile == NULL) {
       printf("[SKIP] %s: no compiler registered\n", be->name);
       continue;
