@@ -59,9 +59,13 @@ for phase in $phases; do
       ;;
     gpu-check)
       make tests/test_cuda >/dev/null && ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
+      make tests/test_backend >/dev/null &&
+        HATTN_TEST_BACKEND=cuda ./tests/test_backend 2>&1 | tee "$out/test_backend.log" | tail -25
       ;;
     sanitize)
       make tests/test_cuda >/dev/null && compute-sanitizer --tool memcheck ./tests/test_cuda >"$out/sanitizer.log" 2>&1
+      make tests/test_backend >/dev/null && HATTN_TEST_BACKEND=cuda compute-sanitizer --tool memcheck \
+        ./tests/test_backend >>"$out/sanitizer.log" 2>&1
       tail -5 "$out/sanitizer.log"
       ;;
     cpu-bench)
