@@ -139,17 +139,14 @@ typedef struct tproblem {
   double *qd, *kd, *vd, *oref, *lref;  /* the gate's doubles and reference */
 } tproblem;
 
-/* Free T's host sets (only those, with BE NULL) and device sets. */
+/* Free what T holds: host sets, and device sets in DEV of BE. */
 static void tproblem_free(tproblem *t, const hattn__backend_i *be, void *dev) {
   int i;
   for (i = 0; i < MAX_SETS; i++) {
     free(t->sets[i].q), free(t->sets[i].k), free(t->sets[i].v), free(t->sets[i].o), free(t->sets[i].lse);
-    t->sets[i].q = t->sets[i].k = t->sets[i].v = t->sets[i].o = NULL, t->sets[i].lse = NULL;
-    if (be == NULL) continue;
     be->mem_free(dev, t->sets[i].dq), be->mem_free(dev, t->sets[i].dk), be->mem_free(dev, t->sets[i].dv);
     be->mem_free(dev, t->sets[i].dout), be->mem_free(dev, t->sets[i].dl);
   }
-  if (be == NULL) return;
   free(t->offsets);
   free(t->qd), free(t->kd), free(t->vd), free(t->oref), free(t->lref);
   memset(t, 0, sizeof *t);
