@@ -364,16 +364,18 @@ static const char *dtype_text(DLDataType t, char *buf, size_t len) {
 static int check_tensor_on(hattn_kernel *kern, int on_host, const char *name, const DLTensor *t, int ndim,
                            const int64_t *dims, DLDataType want, int lastcontig, hattn__tensor *out) {
   hattn_ctx *ctx = kern->ctx;
-  const hattn__backend_i *be = on_host ? hattn__backend_get(HATTN__BACKEND_CPU) : kern->kk->be;
-  int dev_id = be->dl_device == kDLCPU ? 0 : ctx->opt.device;
+  /* The reference reads host memory; DLPack gives the host no ordinal. */
+  int dl_device = on_host ? kDLCPU : kern->kk->be->dl_device;
+  const char *dl_name = on_host ? "kDLCPU" : kern->kk->be->dl_name;
+  int dev_id = dl_device == kDLCPU ? 0 : ctx->opt.device;
   int i;
   int64_t st[4], n = 1;
   char a[32], b[32];
 
   if (t == NULL) return fail(ctx, HATTN_ESHAPE, "%s: missing (NULL)", name);
-  if ((int)t->device.device_type != be->dl_device || (be->dl_device != kDLCPU && t->device.device_id != dev_id))
+  if ((int)t->device.device_type != dl_device || (dl_device != kDLCPU && t->device.device_id != dev_id))
     return fail(ctx, HATTN_ESHAPE, "%s: on device type %d id %d; this kernel runs on %s %d", name,
-                (int)t->device.device_type, (int)t->device.device_id, be->dl_name, dev_id);
+                (int)t->device.device_type, (int)t->device.device_id, dl_name, dev_id);
   if (t->dtype.code != want.code || t->dtype.bits != want.bits || t->dtype.lanes != want.lanes)
     return fail(ctx, HATTN_ESHAPE, "%s: dtype %s, expected %s", name, dtype_text(t->dtype, a, sizeof a),
                 dtype_text(want, b, sizeof b));

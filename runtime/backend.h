@@ -31,7 +31,7 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 1
+#define HATTN__BACKEND_I_VERSION 2  /* 2: candidates, memory, time (the tuner) */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -56,6 +56,12 @@ typedef struct hattn__ident {
   hattn__db_device device;
   char model[512];
 } hattn__ident;
+
+/* One input set of a timing: Q, K, V, O, LSE in the device's memory,
+** strides filled (hattn__tensor_strides). */
+typedef struct hattn__tensor_set {
+  hattn__tensor q, k, v, o, lse;
+} hattn__tensor_set;
 
 typedef struct hattn__backend_i {
   int version;                  /* HATTN__BACKEND_I_VERSION */
@@ -113,6 +119,35 @@ typedef struct hattn__backend_i {
   int (*launch)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                 const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
                 size_t errlen);
+
+  /* Version 2: what the tuner needs. */
+
+  /* The candidate configurations for DESC on DEV: *OUT (malloc'd; free
+  ** it), *N entries, the default first.  MAX_THREADS (CPU: the thread
+  ** count of the candidates, 0: every core) is ignored where it means
+  ** nothing. */
+  int (*config_candidates)(void *dev, const hattn__kernel_desc *desc, int max_threads, hattn__config **out,
+                           int *n);
+
+  /* Device memory for test tensors (the CPU's is host memory): ALLOC
+  ** BYTES, FREE (NULL is fine), SET each byte to BYTE, UPLOAD from and
+  ** DOWNLOAD to the host. */
+  int (*mem_alloc)(void *dev, size_t bytes, void **ptr, char *err, size_t errlen);
+  void (*mem_free)(void *dev, void *ptr);
+  int (*mem_set)(void *dev, void *ptr, int byte, size_t bytes, char *err, size_t errlen);
+  int (*mem_upload)(void *dev, void *dst, const void *src, size_t bytes, char *err, size_t errlen);
+  int (*mem_download)(void *dev, void *dst, const void *src, size_t bytes, char *err, size_t errlen);
+
+  /* Time KERN (of DESC and CFG) on PROB: WARMUP launches (0: the
+  ** backend's own count), then as many timed launches as REPS(CTX, S)
+  ** asks for, at most MAX, S being what one timed launch costs in seconds
+  ** as the warm-up found; SAMPLES_US gets each launch's time, *N how many.
+  ** Launches rotate among the NSETS input SETS.  Each backend times its
+  ** own way: the CPU the wall clock around a launch over the pool of
+  ** CFG's threads, CUDA device events with L2 flushed before each. */
+  int (*time)(void *dev, void *kern, void *prob, const hattn__kernel_desc *desc, const hattn__config *cfg,
+              const hattn__tensor_set *sets, int nsets, int warmup, int (*reps)(void *ctx, double sample_s),
+              void *ctx, int max, double *samples_us, int *n, char *err, size_t errlen);
 } hattn__backend_i;
 
 /* The table of backend ID, compilers registered; NULL for an unknown ID. */

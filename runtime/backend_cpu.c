@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "elf_load.h"
@@ -123,6 +124,11 @@ typedef struct cpu_kernel {
 typedef struct cpu_dev {
   hattn__pool *pool;            /* NULL: launches run on the calling thread */
   cpu_kernel *kernels;          /* owned, newest first */
+  struct {
+    int threads;
+    hattn__pool *pool;
+  } timing[4];                  /* the pools timings ran on, by thread count */
+  int ntiming;
 } cpu_dev;
 
 static int dev_open(int ordinal, int threads, void **out, char *err, size_t errlen) {
@@ -154,6 +160,7 @@ static void dev_close(void *dev) {
     free(k);
   }
   hattn__pool_destroy(d->pool);
+  while (d->ntiming > 0) hattn__pool_destroy(d->timing[--d->ntiming].pool);
   free(d);
 }
 
@@ -257,6 +264,143 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
   return hattn__cpu_launch(hattn__cpu_kernel_fn(kern), prob, q, k, v, o, lse, ((cpu_dev *)dev)->pool, err, errlen);
 }
 
+/* ---- the tuner: candidates, memory, timing ------------------------------------- */
+
+/* Append the tile (BM, BN, ROWS, VEC) at THREADS to C (N of CAP used) when
+** HEAD_DIM accepts it and it is not there yet. */
+static void add_cand(hattn__config *c, int *n, int cap, int head_dim, int bm, int bn, int rows, int vec,
+                     int threads) {
+  hattn_cpu_config cfg;
+  char err[256];
+  int i;
+  cfg.bm = bm, cfg.bn = bn, cfg.rows = rows, cfg.vec = vec;
+  if (*n >= cap || hattn__cpu_config_check(&cfg, head_dim, err, sizeof err) != HATTN_OK) return;
+  for (i = 0; i < *n; i++)
+    if (!memcmp(&c[i].cpu, &cfg, sizeof cfg) && c[i].threads == threads) return;
+  memset(&c[*n], 0, sizeof c[*n]);
+  c[*n].cpu = cfg;
+  c[*n].threads = threads;
+  (*n)++;
+}
+
+static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_threads, hattn__config **out,
+                             int *n) {
+  /* Query tiles x key tiles around the default, 4 register rows (and 2
+  ** and 8 for the default tile), the host's vector width (and 8 floats on
+  ** AVX-512 hosts), every core (and half of them for the default). */
+  static const int bms[] = {64, 128, 256}, bns[] = {32, 64, 128};
+  const hattn__kc_host *host;
+  hattn__config *c;
+  hattn_cpu_config d;
+  int cap = 24, i, j, cores, head_dim = desc->head_dim;
+  (void)dev;
+
+  *out = NULL;
+  *n = 0;
+  hattn__kc_host_cpu(&host, NULL, 0);
+  cores = max_threads > 0 ? max_threads : host->cores;
+  if ((c = calloc((size_t)cap, sizeof *c)) == NULL) return HATTN_ENOMEM;
+  if (cores < 1) cores = 1;
+  hattn__cpu_config_default(head_dim, host->vec, &d);
+  add_cand(c, n, cap, head_dim, d.bm, d.bn, d.rows, d.vec, cores);
+  for (i = 0; i < 3; i++)
+    for (j = 0; j < 3; j++) {
+      if (head_dim > 256 && (bms[i] > 128 || bns[j] > 64)) continue; /* scratch beyond L2 */
+      add_cand(c, n, cap, head_dim, bms[i], bns[j], 4, d.vec, cores);
+    }
+  add_cand(c, n, cap, head_dim, d.bm, d.bn, 2, d.vec, cores);
+  add_cand(c, n, cap, head_dim, d.bm, d.bn, 8, d.vec, cores);
+  if (d.vec == 16) add_cand(c, n, cap, head_dim, d.bm, d.bn < 64 ? 64 : d.bn, d.rows, 8, cores);
+  if (cores >= 2) add_cand(c, n, cap, head_dim, d.bm, d.bn, d.rows, d.vec, cores / 2);
+  *out = c;
+  return HATTN_OK;
+}
+
+static int mem_alloc(void *dev, size_t bytes, void **ptr, char *err, size_t errlen) {
+  (void)dev;
+  if ((*ptr = malloc(bytes ? bytes : 1)) == NULL) {
+    snprintf(err, errlen, "out of memory (%zu bytes)", bytes);
+    return HATTN_ENOMEM;
+  }
+  return HATTN_OK;
+}
+
+static void mem_free(void *dev, void *ptr) {
+  (void)dev;
+  free(ptr);
+}
+
+static int mem_set(void *dev, void *ptr, int byte, size_t bytes, char *err, size_t errlen) {
+  (void)dev, (void)err, (void)errlen;
+  memset(ptr, byte, bytes);
+  return HATTN_OK;
+}
+
+static int mem_copy(void *dev, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+  (void)dev, (void)err, (void)errlen;
+  memcpy(dst, src, bytes);
+  return HATTN_OK;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The pool of THREADS workers for timings, started on first use. */
+static hattn__pool *timing_pool(cpu_dev *d, int threads) {
+  hattn__pool *pool = NULL;
+  int i;
+  for (i = 0; i < d->ntiming; i++)
+    if (d->timing[i].threads == threads) return d->timing[i].pool;
+  if (d->ntiming >= 4 || hattn__pool_create(threads, &pool) != HATTN_OK) return NULL;
+  d->timing[d->ntiming].threads = threads;
+  d->timing[d->ntiming++].pool = pool;
+  return pool;
+}
+
+/* The wall clock around one launch a sample, over the pool of CFG's
+** threads; the warm-up and the samples walk the input sets in turn. */
+static int time_kernel(void *dev, void *kern, void *prob, const hattn__kernel_desc *desc, const hattn__config *cfg,
+                       const hattn__tensor_set *sets, int nsets, int warmup, int (*reps)(void *ctx, double sample_s),
+                       void *ctx, int max, double *samples_us, int *n, char *err, size_t errlen) {
+  hattn__pool *pool = timing_pool(dev, cfg->threads);
+  hattn_cpu_fn fn = hattn__cpu_kernel_fn(kern);
+  double t, ts;
+  int j, r, rc;
+  (void)desc;
+  *n = 0;
+  if (pool == NULL) {
+    snprintf(err, errlen, "cannot start %d threads", cfg->threads);
+    return HATTN_ENOMEM;
+  }
+  if (nsets < 1) {
+    snprintf(err, errlen, "no input sets to time with");
+    return HATTN_EINVAL;
+  }
+  if (warmup <= 0) warmup = 2;
+  ts = now_s();
+  for (j = 0; j < warmup; j++) {
+    const hattn__tensor_set *s = &sets[j % nsets];
+    hattn__tensor o = s->o, lse = s->lse;
+    if ((rc = hattn__cpu_launch(fn, prob, &s->q, &s->k, &s->v, &o, &lse, pool, err, errlen)) != HATTN_OK)
+      return rc;
+  }
+  r = reps(ctx, (now_s() - ts) / warmup);
+  if (r > max) r = max;
+  for (j = 0; j < r; j++) {
+    const hattn__tensor_set *s = &sets[(j + warmup) % nsets];
+    hattn__tensor o = s->o, lse = s->lse;
+    t = now_s();
+    if ((rc = hattn__cpu_launch(fn, prob, &s->q, &s->k, &s->v, &o, &lse, pool, err, errlen)) != HATTN_OK)
+      return rc;
+    samples_us[j] = (now_s() - t) * 1e6;
+  }
+  *n = r;
+  return HATTN_OK;
+}
+
 hattn__backend_i hattn__backend_cpu = {
     .version = HATTN__BACKEND_I_VERSION,
     .id = HATTN__BACKEND_CPU,
@@ -283,4 +427,11 @@ hattn__backend_i hattn__backend_cpu = {
     .problem_create = problem_create,
     .problem_destroy = problem_destroy,
     .launch = launch,
+    .config_candidates = config_candidates,
+    .mem_alloc = mem_alloc,
+    .mem_free = mem_free,
+    .mem_set = mem_set,
+    .mem_upload = mem_copy,
+    .mem_download = mem_copy,
+    .time = time_kernel,
 };

@@ -6,6 +6,7 @@
 ** libhattn only.
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -147,6 +148,123 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
   return rc;
 }
 
+/* ---- the tuner: candidates, memory, timing --------------------------------------- */
+
+/* Append CFG to C (N of CAP used) when DESC accepts it. */
+static void add_cand(hattn__config *c, int *n, int cap, const hattn__kernel_desc *desc, const hattn_cuda_config *cfg) {
+  char err[256];
+  if (hattn__cuda_config_check(desc, cfg, err, sizeof err) != HATTN_OK || *n >= cap) return;
+  memset(&c[*n], 0, sizeof c[*n]);
+  c[*n].cuda = *cfg;
+  (*n)++;
+}
+
+static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_threads, hattn__config **out,
+                             int *n) {
+  static const int bms[] = {64, 128}, bns[] = {32, 64, 128}, warps[] = {4, 8}, stages[] = {2, 3};
+  hattn__config *c;
+  hattn_cuda_config d, cfg;
+  int cap = 32, i, sm = hattn__cuda_sm(dev);
+  (void)max_threads;
+
+  *out = NULL;
+  *n = 0;
+  if ((c = calloc((size_t)cap, sizeof *c)) == NULL) return HATTN_ENOMEM;
+  /* The default first. */
+  hattn__cuda_config_default(desc, sm, &d);
+  add_cand(c, n, cap, desc, &d);
+  /* The mma.sync kernel, pruned: 128-row tiles with 8 warps only (16 rows
+  ** a warp), 64-row tiles with 4; 128-key tiles only at head dim 64. */
+  for (i = 0; i < 2 * 3 * 2 * 2; i++) {
+    memset(&cfg, 0, sizeof cfg);
+    cfg.block_m = bms[i / 12], cfg.block_n = bns[i / 4 % 3], cfg.warps = warps[i / 2 % 2];
+    cfg.stages = stages[i % 2];
+    if (cfg.block_m / cfg.warps != 16) continue;
+    if (cfg.block_n == 128 && desc->head_dim > 64) continue;
+    if (!memcmp(&cfg, &d, sizeof cfg)) continue;
+    add_cand(c, n, cap, desc, &cfg);
+  }
+  /* The warpgroup kernel's tiles, on sm_90 only. */
+  for (i = 0; sm == 90 && i < 4; i++) {
+    memset(&cfg, 0, sizeof cfg);
+    cfg.block_m = i < 2 ? 128 : 64, cfg.block_n = i % 2 ? 64 : 128;
+    cfg.warps = cfg.block_m / 16, cfg.stages = 2, cfg.wgmma = 1;
+    if (!memcmp(&cfg, &d, sizeof cfg)) continue;
+    add_cand(c, n, cap, desc, &cfg);
+  }
+  *out = c;
+  return HATTN_OK;
+}
+
+static int mem_alloc(void *dev, size_t bytes, void **ptr, char *err, size_t errlen) {
+  return hattn__cuda_alloc(dev, bytes, ptr, err, errlen);
+}
+
+static void mem_free(void *dev, void *ptr) { hattn__cuda_free(dev, ptr); }
+
+static int mem_set(void *dev, void *ptr, int byte, size_t bytes, char *err, size_t errlen) {
+  return hattn__cuda_memset(dev, ptr, byte, bytes, err, errlen);
+}
+
+static int mem_upload(void *dev, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+  return hattn__cuda_upload(dev, dst, src, bytes, err, errlen);
+}
+
+static int mem_download(void *dev, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+  return hattn__cuda_download(dev, dst, src, bytes, err, errlen);
+}
+
+/* Bytes written before each timed launch when the input sets together
+** are smaller: more than an H100's 50 MB L2. */
+#define FLUSH_BYTES ((size_t)128 << 20)
+
+/* Device events around one launch a sample, after a warm-up on the first
+** set (whose one timed launch prices a sample); input sets rotated and, for
+** a problem that fits in L2 even rotated, L2 flushed before each sample. */
+static int time_kernel(void *dev, void *kern, void *prob, const hattn__kernel_desc *desc, const hattn__config *cfg,
+                       const hattn__tensor_set *sets, int nsets, int warmup, int (*reps)(void *ctx, double sample_s),
+                       void *ctx, int max, double *samples_us, int *n, char *err, size_t errlen) {
+  const hattn__cuda_plan *plan = prob;
+  const hattn__shape *shape = hattn__cuda_plan_shape(plan);
+  size_t esz = (size_t)hattn__dtype_size(desc->dtype);
+  size_t set_bytes = (size_t)(2 * shape->batch * shape->heads * shape->lq * shape->head_dim +
+                              2 * shape->batch * shape->kv_heads * shape->lk * shape->head_dim) * esz;
+  void *flush = NULL;
+  double ms1;
+  int j, r, rc;
+  (void)cfg;
+  *n = 0;
+  if (nsets < 1) {
+    snprintf(err, errlen, "no input sets to time with");
+    return HATTN_EINVAL;
+  }
+  if (warmup <= 0) warmup = 3;
+  if (nsets * set_bytes < FLUSH_BYTES && hattn__cuda_alloc(dev, FLUSH_BYTES, &flush, err, errlen) != HATTN_OK)
+    flush = NULL;
+  {
+    hattn__tensor o = sets[0].o, lse = sets[0].lse;
+    if ((rc = hattn__cuda_time(kern, plan, shape, &sets[0].q, &sets[0].k, &sets[0].v, &o, &lse, warmup, 1, &ms1,
+                               err, errlen)) != HATTN_OK)
+      goto done;
+  }
+  r = reps(ctx, ms1 * 1e-3 + 50e-6);
+  if (r > max) r = max;
+  for (j = 0; j < r; j++) {
+    const hattn__tensor_set *s = &sets[j % nsets];
+    hattn__tensor o = s->o, lse = s->lse;
+    if ((flush && (rc = hattn__cuda_memset(dev, flush, j & 0xff, FLUSH_BYTES, err, errlen)) != HATTN_OK) ||
+        (rc = hattn__cuda_time(kern, plan, shape, &s->q, &s->k, &s->v, &o, &lse, 0, 1, &samples_us[j], err,
+                               errlen)) != HATTN_OK)
+      goto done;
+    samples_us[j] *= 1e3;
+  }
+  *n = r;
+  rc = HATTN_OK;
+done:
+  hattn__cuda_free(dev, flush);
+  return rc;
+}
+
 hattn__backend_i hattn__backend_cuda = {
     .version = HATTN__BACKEND_I_VERSION,
     .id = HATTN__BACKEND_CUDA,
@@ -173,4 +291,11 @@ hattn__backend_i hattn__backend_cuda = {
     .problem_create = problem_create,
     .problem_destroy = problem_destroy,
     .launch = launch,
+    .config_candidates = config_candidates,
+    .mem_alloc = mem_alloc,
+    .mem_free = mem_free,
+    .mem_set = mem_set,
+    .mem_upload = mem_upload,
+    .mem_download = mem_download,
+    .time = time_kernel,
 };

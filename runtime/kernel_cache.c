@@ -120,12 +120,7 @@ int hattn__kcache_open(const hattn__kcache_opts *opt, hattn__kcache **out, char 
     snprintf(err, errlen, "unknown backend %d", (int)opt->backend);
     return HATTN_EINVAL;
   }
-  kc->dev = opt->dev ? opt->dev : opt->backend == HATTN__BACKEND_CUDA ? (void *)opt->cu : NULL;
-  if (kc->dev == NULL && opt->backend == HATTN__BACKEND_CUDA) {
-    free(kc);
-    snprintf(err, errlen, "the cuda backend needs an open device");
-    return HATTN_EINVAL;
-  }
+  kc->dev = opt->dev;
   if (kc->dev == NULL) {
     int rc = kc->be->dev_open(0, -1, &kc->own_dev, err, errlen);
     if (rc != HATTN_OK) {

@@ -113,10 +113,10 @@ typedef struct hattn__kcache hattn__kcache;
 typedef struct hattn__kcache_opts {
   hattn__backend backend;
   const char *db_path;   /* NULL: hattn__db_default_path; "": no database */
-  hattn__cuda *cu;       /* the CUDA device (backend cuda) when DEV is NULL; not owned */
   int quiet;             /* do not print warnings to stderr (they are kept anyway) */
-  void *dev;             /* the backend's device (backend.h); not owned.  NULL: CU for
-                         ** cuda; for the CPU a device of the cache's own, without a pool */
+  void *dev;             /* the backend's device, opened through its table (backend.h; for
+                         ** cuda an open hattn__cuda); not owned.  NULL: a device of the
+                         ** cache's own (ordinal 0; the CPU's without a pool) */
 } hattn__kcache_opts;
 
 /* Where a kernel came from. */

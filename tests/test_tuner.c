@@ -173,8 +173,8 @@ static int fake_timer(void *ctx, const hattn__tune_cand *c, double *s, int n) {
   int i, k = 9;
   double base = 1000;
   (void)ctx;
-  if (c->cpu.bm == 64 && c->cpu.bn == 32) base = 500;      /* fastest, by far */
-  else if (c->cpu.bm == 256 && c->cpu.bn == 128) base = 700;
+  if (c->cfg.cpu.bm == 64 && c->cfg.cpu.bn == 32) base = 500;      /* fastest, by far */
+  else if (c->cfg.cpu.bm == 256 && c->cfg.cpu.bn == 128) base = 700;
   for (i = 0; i < k && i < n; i++) s[i] = base + (i % 3) * 2;
   return k;
 }
@@ -182,7 +182,7 @@ static int fake_timer(void *ctx, const hattn__tune_cand *c, double *s, int n) {
 /* Corrupt O of the 64 x 32 tile: a deliberately wrong candidate. */
 static void corrupt_64x32(void *ctx, const hattn__tune_cand *c, void *o, size_t n, hattn_dtype t) {
   (void)ctx;
-  if (c->cpu.bm == 64 && c->cpu.bn == 32 && t == HATTN_DTYPE_FP32) ((float *)o)[n / 2] += 0.5f;
+  if (c->cfg.cpu.bm == 64 && c->cfg.cpu.bn == 32 && t == HATTN_DTYPE_FP32) ((float *)o)[n / 2] += 0.5f;
 }
 
 static hattn__tune_problem small_problem(const hattn_spec *spec, int pi) {
@@ -208,7 +208,7 @@ START_TEST(test_fake_timer_run) {
   rc = hattn__tune_run(HATTN__BACKEND_CPU, &p, &opt, &r, err, sizeof err);
   CHECK(rc == HATTN_OK, "tune: %s", err);
   CHECK(r.ncands >= 5 && r.ncands <= 20, "a pruned space: %d candidates", r.ncands);
-  CHECK(r.winner >= 0 && r.cands[r.winner].cpu.bm == 64 && r.cands[r.winner].cpu.bn == 32,
+  CHECK(r.winner >= 0 && r.cands[r.winner].cfg.cpu.bm == 64 && r.cands[r.winner].cfg.cpu.bn == 32,
         "the 64 x 32 tile is fastest under the fake timer, winner %s", r.winner >= 0 ? r.cands[r.winner].config : "-");
   for (i = 0; i < r.ncands; i++) CHECK(r.cands[i].status == HATTN__CAND_TIMED, "%s: %s", r.cands[i].config, r.cands[i].why);
   hattn__tune_result_clear(&r);
@@ -231,7 +231,7 @@ START_TEST(test_wrong_thrown_out) {
   CHECK(rc == HATTN_OK, "tune: %s", err);
   for (i = 0; i < r.ncands; i++) {
     const hattn__tune_cand *c = &r.cands[i];
-    if (c->cpu.bm == 64 && c->cpu.bn == 32) {
+    if (c->cfg.cpu.bm == 64 && c->cfg.cpu.bn == 32) {
       wrong++;
       CHECK(c->status == HATTN__CAND_WRONG, "the corrupted candidate is %s", hattn__cand_status_name(c->status));
       CHECK(strstr(c->why, "wrong on the gate") != NULL, "why: %s", c->why);
@@ -240,7 +240,7 @@ START_TEST(test_wrong_thrown_out) {
     }
   }
   CHECK(wrong == 1, "the space holds the 64 x 32 tile once (%d)", wrong);
-  CHECK(r.winner >= 0 && r.cands[r.winner].cpu.bm == 256 && r.cands[r.winner].cpu.bn == 128,
+  CHECK(r.winner >= 0 && r.cands[r.winner].cfg.cpu.bm == 256 && r.cands[r.winner].cfg.cpu.bn == 128,
         "the next fastest wins: %s", r.winner >= 0 ? r.cands[r.winner].config : "-");
   hattn__tune_result_clear(&r);
   hattn__spec_destroy(spec);

@@ -436,7 +436,7 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
   if (a->db) {
     /* The runtime's lookup: memory, then the database, then a compile of
     ** the default configuration that it stores. */
-    hattn__kcache_opts ko = {HATTN__BACKEND_CPU, a->db, NULL, 0, NULL};
+    hattn__kcache_opts ko = {HATTN__BACKEND_CPU, a->db, 0, NULL};
     hattn__kc_kernel *kk;
     if ((st = hattn__kcache_open(&ko, &kc, err, sizeof err)) != HATTN_OK ||
         (st = hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
@@ -522,7 +522,7 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
   desc.dtype = d->dtype;
   desc.head_dim = (int)s->head_dim;
   if (a->db) {
-    hattn__kcache_opts ko = {HATTN__BACKEND_CUDA, a->db, cu, 0, NULL};
+    hattn__kcache_opts ko = {HATTN__BACKEND_CUDA, a->db, 0, cu};
     hattn__kc_kernel *kk;
     if (hattn__kcache_open(&ko, &kc, err, sizeof err) != HATTN_OK ||
         hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,

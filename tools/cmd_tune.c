@@ -188,7 +188,7 @@ static int lookup_one(const tune_args *a, hattn__backend backend, const hattn__t
   memset(&o, 0, sizeof o);
   o.backend = backend;
   o.db_path = a->db_path;
-  o.cu = cu;
+  o.dev = cu;
   rc = hattn__kcache_open(&o, &kc, err, sizeof err);
   if (rc == HATTN_OK)
     rc = hattn__kcache_get(kc, p->pattern, p->dtype, p->head_dim, p->lk, p->batch * p->heads, &k, err, sizeof err);
@@ -218,7 +218,7 @@ static int tune_one(const tune_args *a, hattn__backend backend, hattn__tune_prob
   opt.reps = (int)a->reps;
   opt.progress = a->quiet ? 2 : -1;
   opt.max_threads = (int)a->threads;
-  opt.cu = cu;
+  opt.dev = cu;
   printf("\ntune %s = %s | %s | q %lldx%lldx%lldx%d kv %lldx%lldx%lldx%d %s\n", p->pattern->name,
          p->pattern->canon, hattn__backend_name(backend), (long long)p->batch, (long long)p->heads,
          (long long)p->lq, p->head_dim, (long long)p->batch, (long long)p->kv_heads, (long long)p->lk, p->head_dim,

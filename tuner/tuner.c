@@ -1,7 +1,9 @@
 /*
-** tuner.c: candidate spaces, the correctness gate, timing, selection and
-** storage of tunings.  See tuner.h.
+** tuner.c: the correctness gate, selection and storage of tunings, one
+** loop over the backend table (backend.h): the backend gives the
+** candidates, the device memory and the timing.  See tuner.h.
 */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,98 +54,6 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* ---- spaces ---------------------------------------------------------------- */
-
-static int add_cpu(hattn__tune_cand *c, int *n, int cap, int head_dim, int bm, int bn, int rows, int vec,
-                   int threads) {
-  hattn_cpu_config cfg;
-  char err[256];
-  int i;
-  cfg.bm = bm, cfg.bn = bn, cfg.rows = rows, cfg.vec = vec;
-  if (*n >= cap || hattn__cpu_config_check(&cfg, head_dim, err, sizeof err) != HATTN_OK) return 0;
-  for (i = 0; i < *n; i++)
-    if (!memcmp(&c[i].cpu, &cfg, sizeof cfg) && c[i].threads == threads) return 0;
-  memset(&c[*n], 0, sizeof c[*n]);
-  c[*n].cpu = cfg;
-  c[*n].threads = threads;
-  hattn__kc_cpu_config_text(&cfg, threads, c[*n].config, sizeof c[*n].config);
-  (*n)++;
-  return 1;
-}
-
-int hattn__tune_space_cpu(int head_dim, int vec, int cores, hattn__tune_cand **out, int *n) {
-  /* Query tiles x key tiles around the default, 4 register rows (and 2
-  ** and 8 for the default tile), the host's vector width (and 8 floats on
-  ** AVX-512 hosts), every core (and half of them for the default). */
-  static const int bms[] = {64, 128, 256}, bns[] = {32, 64, 128};
-  hattn__tune_cand *c;
-  hattn_cpu_config d;
-  int cap = 24, i, j;
-
-  *out = NULL;
-  *n = 0;
-  if ((c = calloc((size_t)cap, sizeof *c)) == NULL) return HATTN_ENOMEM;
-  if (cores < 1) cores = 1;
-  hattn__cpu_config_default(head_dim, vec, &d);
-  add_cpu(c, n, cap, head_dim, d.bm, d.bn, d.rows, d.vec, cores);
-  for (i = 0; i < 3; i++)
-    for (j = 0; j < 3; j++) {
-      if (head_dim > 256 && (bms[i] > 128 || bns[j] > 64)) continue; /* scratch beyond L2 */
-      add_cpu(c, n, cap, head_dim, bms[i], bns[j], 4, d.vec, cores);
-    }
-  add_cpu(c, n, cap, head_dim, d.bm, d.bn, 2, d.vec, cores);
-  add_cpu(c, n, cap, head_dim, d.bm, d.bn, 8, d.vec, cores);
-  if (d.vec == 16) add_cpu(c, n, cap, head_dim, d.bm, d.bn < 64 ? 64 : d.bn, d.rows, 8, cores);
-  if (cores >= 2) add_cpu(c, n, cap, head_dim, d.bm, d.bn, d.rows, d.vec, cores / 2);
-  *out = c;
-  return HATTN_OK;
-}
-
-/* Append CFG to C (N of CAP used) when DESC accepts it. */
-static void add_cuda(hattn__tune_cand *c, int *n, int cap, const hattn_cuda_kernel_desc *desc,
-                     const hattn_cuda_config *cfg) {
-  char err[256];
-  if (hattn__cuda_config_check(desc, cfg, err, sizeof err) != HATTN_OK || *n >= cap) return;
-  memset(&c[*n], 0, sizeof c[*n]);
-  c[*n].cuda = *cfg;
-  hattn__kc_cuda_config_text(cfg, c[*n].config, sizeof c[*n].config);
-  (*n)++;
-}
-
-int hattn__tune_space_cuda(const hattn_cuda_kernel_desc *desc, int sm, hattn__tune_cand **out, int *n) {
-  static const int bms[] = {64, 128}, bns[] = {32, 64, 128}, warps[] = {4, 8}, stages[] = {2, 3};
-  hattn__tune_cand *c;
-  hattn_cuda_config d, cfg;
-  int cap = 32, i;
-
-  *out = NULL;
-  *n = 0;
-  if ((c = calloc((size_t)cap, sizeof *c)) == NULL) return HATTN_ENOMEM;
-  /* The default first. */
-  hattn__cuda_config_default(desc, sm, &d);
-  add_cuda(c, n, cap, desc, &d);
-  /* The mma.sync kernel, pruned: 128-row tiles with 8 warps only (16 rows
-  ** a warp), 64-row tiles with 4; 128-key tiles only at head dim 64. */
-  for (i = 0; i < 2 * 3 * 2 * 2; i++) {
-    memset(&cfg, 0, sizeof cfg);
-    cfg.block_m = bms[i / 12], cfg.block_n = bns[i / 4 % 3], cfg.warps = warps[i / 2 % 2];
-    cfg.stages = stages[i % 2];
-    if (cfg.block_m / cfg.warps != 16) continue;
-    if (cfg.block_n == 128 && desc->head_dim > 64) continue;
-    if (!memcmp(&cfg, &d, sizeof cfg)) continue;
-    add_cuda(c, n, cap, desc, &cfg);
-  }
-  /* The warpgroup kernel's tiles, on sm_90 only. */
-  for (i = 0; sm == 90 && i < 4; i++) {
-    memset(&cfg, 0, sizeof cfg);
-    cfg.block_m = i < 2 ? 128 : 64, cfg.block_n = i % 2 ? 64 : 128;
-    cfg.warps = cfg.block_m / 16, cfg.stages = 2, cfg.wgmma = 1;
-    if (!memcmp(&cfg, &d, sizeof cfg)) continue;
-    add_cuda(c, n, cap, desc, &cfg);
-  }
-  *out = c;
-  return HATTN_OK;
-}
 
 /* ---- statistics and selection ------------------------------------------------- */
 
@@ -209,13 +119,14 @@ int hattn__tune_agree(const hattn__tune_result *a, const hattn__tune_result *b) 
   return within(a, wb) || within(b, wa) ? HATTN__TUNE_WITHIN : HATTN__TUNE_DIFFER;
 }
 
+
 /* ---- problems and inputs ------------------------------------------------------------ */
 
 /* One set of host tensors of a shape: Q, K, V, O in the dtype, LSE float32. */
 typedef struct tset {
   void *q, *k, *v, *o;
   float *lse;
-  void *dq, *dk, *dv, *dout, *dl;  /* device copies (cuda) */
+  void *dq, *dk, *dv, *dout, *dl;  /* in the device's memory */
 } tset;
 
 typedef struct tproblem {
@@ -228,15 +139,13 @@ typedef struct tproblem {
   double *qd, *kd, *vd, *oref, *lref;  /* the gate's doubles and reference */
 } tproblem;
 
-static void tproblem_free(tproblem *t, hattn__cuda *cu) {
+/* Free what T holds: host sets, and device sets in DEV of BE. */
+static void tproblem_free(tproblem *t, const hattn__backend_i *be, void *dev) {
   int i;
   for (i = 0; i < MAX_SETS; i++) {
     free(t->sets[i].q), free(t->sets[i].k), free(t->sets[i].v), free(t->sets[i].o), free(t->sets[i].lse);
-    if (cu) {
-      hattn__cuda_free(cu, t->sets[i].dq), hattn__cuda_free(cu, t->sets[i].dk);
-      hattn__cuda_free(cu, t->sets[i].dv), hattn__cuda_free(cu, t->sets[i].dout);
-      hattn__cuda_free(cu, t->sets[i].dl);
-    }
+    be->mem_free(dev, t->sets[i].dq), be->mem_free(dev, t->sets[i].dk), be->mem_free(dev, t->sets[i].dv);
+    be->mem_free(dev, t->sets[i].dout), be->mem_free(dev, t->sets[i].dl);
   }
   free(t->offsets);
   free(t->qd), free(t->kd), free(t->vd), free(t->oref), free(t->lref);
@@ -338,6 +247,7 @@ static int gate_check(tproblem *g, hattn_dtype dtype, const hattn__tune_opts *op
   return -1;
 }
 
+
 /* ---- progress ------------------------------------------------------------------------ */
 
 static void progress(const hattn__tune_opts *opt, const hattn__tune_result *r, int i, int done) {
@@ -394,12 +304,8 @@ static int fake_time(const hattn__tune_opts *opt, hattn__tune_cand *c) {
   return 1;
 }
 
-/* ---- CPU --------------------------------------------------------------------------------- */
 
-typedef struct pool_slot {
-  int threads;
-  hattn__pool *pool;
-} pool_slot;
+/* ---- the tuning loop ------------------------------------------------------------------ */
 
 /* The shapes of P's gate (one batch entry, at most two KV heads, at most
 ** GATE_LEN positions) and of its timed problem. */
@@ -414,203 +320,90 @@ static void problem_shapes(const hattn__tune_problem *p, hattn__shape *gate, hat
   timed->lq = p->lq, timed->lk = p->lk, timed->head_dim = p->head_dim;
 }
 
-static int tune_cpu(const hattn__tune_problem *p, const hattn__tune_opts *opt, hattn__tune_result *r, char *err,
-                    size_t errlen) {
-  const hattn__kc_host *host;
-  hattn__jit *jit = NULL;
-  pool_slot pools[4];
-  int npools = 0, rc, i, j, cores;
-  tproblem g, m;
-  hattn__shape gs, ms;
-  hattn_cpu_kernel_desc desc;
-  hattn__tensor tq, tk, tv, to, tl, gq, gk, gv, go, gl;
-  double t0 = now_s(), *samples = NULL;
-  size_t esz = (size_t)hattn__dtype_size(p->dtype), j2;
-
-  memset(&g, 0, sizeof g), memset(&m, 0, sizeof m);
-  if ((rc = hattn__kc_host_cpu(&host, err, errlen)) != HATTN_OK) return rc;
-  snprintf(r->target, sizeof r->target, "%s", host->target);
-  snprintf(r->model, sizeof r->model, "%s", host->model);
-  snprintf(r->compiler, sizeof r->compiler, "%s", host->compiler);
-  cores = opt->max_threads > 0 ? opt->max_threads : host->cores;
-  if ((rc = hattn__tune_space_cpu(p->head_dim, host->vec, cores, &r->cands, &r->ncands)) != HATTN_OK) {
-    snprintf(err, errlen, "out of memory");
-    return rc;
-  }
-  if ((rc = hattn__jit_create(&jit, err, errlen)) != HATTN_OK) return rc;
-  desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
-
-  problem_shapes(p, &gs, &ms);
-  if ((rc = tproblem_init(&g, p->pattern, &gs, err, errlen)) != HATTN_OK ||
-      (rc = tproblem_inputs(&g, p->pattern, p->nlayouts, p->dtype, 1, 1, opt->seed ? opt->seed : 42, err, errlen)) !=
-          HATTN_OK ||
-      (rc = tproblem_init(&m, p->pattern, &ms, err, errlen)) != HATTN_OK)
-    goto done;
-  if (opt->hooks.timer == NULL &&
-      (rc = tproblem_inputs(&m, p->pattern, p->nlayouts, p->dtype,
-                            sets_for((2 * m.nq + 2 * m.nkv) * esz + m.nlse * 4), 0,
-                            (opt->seed ? opt->seed : 42) + 1, err, errlen)) != HATTN_OK)
-    goto done;
-  if ((samples = malloc(256 * sizeof *samples)) == NULL) {
-    rc = HATTN_ENOMEM;
-    snprintf(err, errlen, "out of memory");
-    goto done;
-  }
-  hattn__tensor_strides(&gs, &gq, &gk, &gv, &go, &gl);
-  hattn__tensor_strides(&ms, &tq, &tk, &tv, &to, &tl);
-
-  for (i = 0; i < r->ncands; i++) {
-    hattn__tune_cand *c = &r->cands[i];
-    hattn__pool *pool = NULL;
-    hattn__cpu_problem *mprob = NULL;
-    hattn_cpu_fn fn;
-    double t, ts;
-    int reps, warm = opt->warmup > 0 ? opt->warmup : 2;
-
-    if (opt->budget_s > 0 && now_s() - t0 > opt->budget_s && i > 0) {
-      c->status = HATTN__CAND_SKIPPED;
-      r->budget_hit = 1;
-      continue;
-    }
-    progress(opt, r, i, 0);
-    for (j = 0; j < npools; j++)
-      if (pools[j].threads == c->threads) pool = pools[j].pool;
-    if (pool == NULL && npools < 4) {
-      if (hattn__pool_create(c->threads, &pool) != HATTN_OK) pool = NULL;
-      else pools[npools].threads = c->threads, pools[npools++].pool = pool;
-    }
-    if (pool == NULL) {
-      c->status = HATTN__CAND_FAILED;
-      snprintf(c->why, sizeof c->why, "cannot start %d threads", c->threads);
-      goto next;
-    }
-    if (hattn__jit_compile(jit, &desc, &c->cpu, &fn, c->why, sizeof c->why) != HATTN_OK) {
-      c->status = HATTN__CAND_FAILED;
-      goto next;
-    }
-    /* The gate: NaN-poisoned outputs, the small problem, the reference. */
-    for (j2 = 0; j2 < g.nq; j2++) hattn__elem_set(g.sets[0].o, p->dtype, j2, NAN);
-    for (j2 = 0; j2 < g.nlse; j2++) g.sets[0].lse[j2] = NAN;
-    gq.data = g.sets[0].q, gk.data = g.sets[0].k, gv.data = g.sets[0].v, go.data = g.sets[0].o,
-    gl.data = g.sets[0].lse;
-    if (hattn__cpu_forward(fn, &desc, &c->cpu, &gs, &g.env, &gq, &gk, &gv, &go, &gl, pool, c->why,
-                           sizeof c->why) != HATTN_OK) {
-      c->status = HATTN__CAND_FAILED;
-      goto next;
-    }
-    if (gate_check(&g, p->dtype, opt, c) != 0) {
-      c->status = HATTN__CAND_WRONG;
-      goto next;
-    }
-    if (fake_time(opt, c)) goto next;
-    /* Timing: the problem made once (plan and tables), warm-up, then one
-    ** launch a sample, rotating the input sets. */
-    if (hattn__cpu_problem_create(&desc, &c->cpu, &ms, &m.env, &mprob, c->why, sizeof c->why) != HATTN_OK) {
-      c->status = HATTN__CAND_FAILED;
-      goto next;
-    }
-    ts = now_s();
-    for (j = 0; j < warm; j++) {
-      tset *s = &m.sets[j % m.nsets];
-      tq.data = s->q, tk.data = s->k, tv.data = s->v, to.data = s->o, tl.data = s->lse;
-      if (hattn__cpu_launch(fn, mprob, &tq, &tk, &tv, &to, &tl, pool, c->why, sizeof c->why) != HATTN_OK) {
-        c->status = HATTN__CAND_FAILED;
-        goto next;
-      }
-    }
-    reps = reps_for(opt, t0, (now_s() - ts) / warm, r->ncands - i);
-    if (reps > 256) reps = 256;
-    for (j = 0; j < reps; j++) {
-      tset *s = &m.sets[(j + warm) % m.nsets];
-      tq.data = s->q, tk.data = s->k, tv.data = s->v, to.data = s->o, tl.data = s->lse;
-      t = now_s();
-      if (hattn__cpu_launch(fn, mprob, &tq, &tk, &tv, &to, &tl, pool, c->why, sizeof c->why) != HATTN_OK) {
-        c->status = HATTN__CAND_FAILED;
-        goto next;
-      }
-      samples[j] = (now_s() - t) * 1e6;
-    }
-    c->reps = reps;
-    hattn__tune_stats(samples, reps, &c->median_us, &c->spread_us);
-    c->min_us = samples[0];
-    c->status = HATTN__CAND_TIMED;
-  next:
-    hattn__cpu_problem_destroy(mprob);
-    progress(opt, r, i, 1);
-  }
-  progress_end(opt);
-  r->winner = hattn__tune_select(r->cands, r->ncands, &r->fastest);
-  rc = HATTN_OK;
-  if (r->winner < 0) {
-    snprintf(err, errlen, "no candidate passed the gate (the first: %s)", r->cands[0].why);
-    rc = HATTN_ECOMPILE;
-  }
-done:
-  free(samples);
-  tproblem_free(&g, NULL);
-  tproblem_free(&m, NULL);
-  for (j = 0; j < npools; j++) hattn__pool_destroy(pools[j].pool);
-  hattn__jit_destroy(jit);
-  return rc;
-}
-
-/* ---- CUDA ------------------------------------------------------------------------------- */
-
-/* Upload the sets of T to the device (O and LSE allocated, not filled). */
-static int upload_sets(hattn__cuda *cu, tproblem *t, size_t esz, char *err, size_t errlen) {
+/* Copy the sets of T into the device's memory (O and LSE allocated, not
+** filled) as tensors of T's shape in SETS (may be NULL); with DROP_HOST the
+** host copies are freed once uploaded. */
+static int upload_sets(const hattn__backend_i *be, void *dev, tproblem *t, size_t esz, int drop_host,
+                       hattn__tensor_set *sets, char *err, size_t errlen) {
   int i;
   for (i = 0; i < t->nsets; i++) {
     tset *s = &t->sets[i];
-    if (hattn__cuda_alloc(cu, t->nq * esz, &s->dq, err, errlen) != HATTN_OK ||
-        hattn__cuda_alloc(cu, t->nkv * esz, &s->dk, err, errlen) != HATTN_OK ||
-        hattn__cuda_alloc(cu, t->nkv * esz, &s->dv, err, errlen) != HATTN_OK ||
-        hattn__cuda_alloc(cu, t->nq * esz, &s->dout, err, errlen) != HATTN_OK ||
-        hattn__cuda_alloc(cu, t->nlse * sizeof(float), &s->dl, err, errlen) != HATTN_OK ||
-        hattn__cuda_upload(cu, s->dq, s->q, t->nq * esz, err, errlen) != HATTN_OK ||
-        hattn__cuda_upload(cu, s->dk, s->k, t->nkv * esz, err, errlen) != HATTN_OK ||
-        hattn__cuda_upload(cu, s->dv, s->v, t->nkv * esz, err, errlen) != HATTN_OK)
+    if (be->mem_alloc(dev, t->nq * esz, &s->dq, err, errlen) != HATTN_OK ||
+        be->mem_alloc(dev, t->nkv * esz, &s->dk, err, errlen) != HATTN_OK ||
+        be->mem_alloc(dev, t->nkv * esz, &s->dv, err, errlen) != HATTN_OK ||
+        be->mem_alloc(dev, t->nq * esz, &s->dout, err, errlen) != HATTN_OK ||
+        be->mem_alloc(dev, t->nlse * sizeof(float), &s->dl, err, errlen) != HATTN_OK ||
+        be->mem_upload(dev, s->dq, s->q, t->nq * esz, err, errlen) != HATTN_OK ||
+        be->mem_upload(dev, s->dk, s->k, t->nkv * esz, err, errlen) != HATTN_OK ||
+        be->mem_upload(dev, s->dv, s->v, t->nkv * esz, err, errlen) != HATTN_OK)
       return HATTN_ENOMEM;
+    if (drop_host) {
+      free(s->q), free(s->k), free(s->v), free(s->o), free(s->lse);
+      s->q = s->k = s->v = s->o = NULL, s->lse = NULL;
+    }
+    if (sets == NULL) continue;
+    sets[i].q.data = s->dq, sets[i].k.data = s->dk, sets[i].v.data = s->dv;
+    sets[i].o.data = s->dout, sets[i].lse.data = s->dl;
+    hattn__tensor_strides(&t->shape, &sets[i].q, &sets[i].k, &sets[i].v, &sets[i].o, &sets[i].lse);
   }
   return HATTN_OK;
 }
 
-static void dev_tensors(const tset *s, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv, hattn__tensor *to,
-                        hattn__tensor *tl) {
-  tq->data = s->dq, tk->data = s->dk, tv->data = s->dv, to->data = s->dout, tl->data = s->dl;
+/* What the timing asks the tuner: how many samples, the budget left
+** shared by the candidates still to run. */
+typedef struct reps_ctx {
+  const hattn__tune_opts *opt;
+  double t0;
+  int left;
+} reps_ctx;
+
+static int reps_cb(void *ctx, double sample_s) {
+  const reps_ctx *x = ctx;
+  return reps_for(x->opt, x->t0, sample_s, x->left);
 }
 
-static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, hattn__tune_result *r, char *err,
-                     size_t errlen) {
-  hattn__cuda *cu = opt->cu;
-  hattn__kc_gpu gpu;
-  hattn_cuda_kernel_desc desc;
+/* The tuning itself, on DEV of BE: identity, candidates, then per
+** candidate the gate, the timing and the verdict. */
+static int tune(const hattn__backend_i *be, void *dev, const hattn__tune_problem *p, const hattn__tune_opts *opt,
+                hattn__tune_result *r, char *err, size_t errlen) {
+  hattn__kernel_desc desc;
+  hattn__config *cfgs = NULL;
+  hattn__ident id;
+  hattn__tensor_set gset, msets[MAX_SETS];
   tproblem g, m;
   hattn__shape gs, ms;
-  hattn__tensor tq, tk, tv, to, tl;
-  size_t esz = (size_t)hattn__dtype_size(p->dtype), flush_bytes = (size_t)128 << 20;
-  void *flush = NULL;
+  size_t esz = (size_t)hattn__dtype_size(p->dtype);
   double t0 = now_s(), *samples = NULL;
+  char upper[16];
   int rc, i, j;
 
   memset(&g, 0, sizeof g), memset(&m, 0, sizeof m);
-  if (cu == NULL) {
-    snprintf(err, errlen, "the cuda backend needs an open device");
-    return HATTN_EINVAL;
-  }
-  hattn__kc_gpu_identity(cu, &gpu);
-  snprintf(r->target, sizeof r->target, "%s", gpu.arch);
-  snprintf(r->model, sizeof r->model, "%s", gpu.model);
-  snprintf(r->compiler, sizeof r->compiler, "%s", gpu.compiler);
+  be->ident(dev, &id);
+  snprintf(r->target, sizeof r->target, "%s", id.target);
+  snprintf(r->model, sizeof r->model, "%s", id.model);
+  snprintf(r->compiler, sizeof r->compiler, "%s", id.compiler);
   desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
-  if ((rc = hattn__tune_space_cuda(&desc, hattn__cuda_sm(cu), &r->cands, &r->ncands)) != HATTN_OK) {
+  if ((rc = be->config_candidates(dev, &desc, opt->max_threads, &cfgs, &r->ncands)) != HATTN_OK ||
+      (r->cands = calloc((size_t)r->ncands + 1, sizeof *r->cands)) == NULL) {
+    free(cfgs);
+    r->ncands = 0;
     snprintf(err, errlen, "out of memory");
-    return rc;
+    return rc != HATTN_OK ? rc : HATTN_ENOMEM;
   }
+  for (i = 0; i < r->ncands; i++) {
+    r->cands[i].cfg = cfgs[i];
+    be->config_text(&cfgs[i], cfgs[i].threads, r->cands[i].config, sizeof r->cands[i].config);
+  }
+  free(cfgs);
   if (r->ncands == 0) {
-    snprintf(err, errlen, "no CUDA configuration suits %s at head dim %d", hattn__dtype_name(p->dtype), p->head_dim);
+    for (j = 0; be->name[j] && j < (int)sizeof upper - 1; j++) upper[j] = (char)toupper((unsigned char)be->name[j]);
+    upper[j] = '\0';
+    snprintf(err, errlen, "no %s configuration suits %s at head dim %d", upper, hattn__dtype_name(p->dtype),
+             p->head_dim);
     return HATTN_ENOTSUP;
   }
   problem_shapes(p, &gs, &ms);
+  memset(&gset, 0, sizeof gset), memset(msets, 0, sizeof msets);
   if ((rc = tproblem_init(&g, p->pattern, &gs, err, errlen)) != HATTN_OK ||
       (rc = tproblem_inputs(&g, p->pattern, p->nlayouts, p->dtype, 1, 1, opt->seed ? opt->seed : 42, err, errlen)) !=
           HATTN_OK ||
@@ -618,22 +411,20 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
       (rc = tproblem_inputs(&m, p->pattern, p->nlayouts, p->dtype,
                             opt->hooks.timer ? 0 : sets_for((2 * m.nq + 2 * m.nkv) * esz), 0,
                             (opt->seed ? opt->seed : 42) + 1, err, errlen)) != HATTN_OK ||
-      (rc = upload_sets(cu, &g, esz, err, errlen)) != HATTN_OK || (rc = upload_sets(cu, &m, esz, err, errlen)) != HATTN_OK)
+      (rc = upload_sets(be, dev, &g, esz, 0, &gset, err, errlen)) != HATTN_OK ||
+      (rc = upload_sets(be, dev, &m, esz, 1, msets, err, errlen)) != HATTN_OK)
     goto done;
-  /* A small problem fits in L2 even rotated: write a buffer larger than
-  ** L2 before each timed run. */
-  if (m.nsets * (2 * m.nq + 2 * m.nkv) * esz < flush_bytes && hattn__cuda_alloc(cu, flush_bytes, &flush, err, errlen) != HATTN_OK)
-    flush = NULL;
   if ((samples = malloc(256 * sizeof *samples)) == NULL) {
     rc = HATTN_ENOMEM;
+    snprintf(err, errlen, "out of memory");
     goto done;
   }
   for (i = 0; i < r->ncands; i++) {
     hattn__tune_cand *c = &r->cands[i];
-    hattn__cuda_kernel *kern = NULL;
-    hattn__cuda_plan *gplan = NULL, *mplan = NULL;
-    double ms1;
-    int reps, warm = opt->warmup > 0 ? opt->warmup : 3;
+    void *kern = NULL, *gprob = NULL, *mprob = NULL;
+    char key[HATTN__KC_KEY_LEN], text[96];
+    reps_ctx rx;
+    int n;
 
     if (opt->budget_s > 0 && now_s() - t0 > opt->budget_s && i > 0) {
       c->status = HATTN__CAND_SKIPPED;
@@ -642,17 +433,18 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
     }
     progress(opt, r, i, 0);
     c->status = HATTN__CAND_FAILED;
-    if (hattn__cuda_kernel_get(cu, &desc, &c->cuda, &kern, c->why, sizeof c->why) != HATTN_OK ||
-        hattn__cuda_plan_create(cu, &desc, &c->cuda, &gs, &g.env, &gplan, c->why, sizeof c->why) != HATTN_OK)
-      goto next;
-    dev_tensors(&g.sets[0], &tq, &tk, &tv, &to, &tl);
-    hattn__tensor_strides(&gs, &tq, &tk, &tv, &to, &tl);
-    if (hattn__cuda_memset(cu, g.sets[0].dout, 0xff, g.nq * esz, c->why, sizeof c->why) != HATTN_OK ||
-        hattn__cuda_memset(cu, g.sets[0].dl, 0xff, g.nlse * sizeof(float), c->why, sizeof c->why) != HATTN_OK ||
-        hattn__cuda_launch(kern, gplan, &gs, &tq, &tk, &tv, &to, &tl, NULL, c->why, sizeof c->why) != HATTN_OK ||
-        hattn__cuda_sync(cu, c->why, sizeof c->why) != HATTN_OK ||
-        hattn__cuda_download(cu, g.sets[0].o, g.sets[0].dout, g.nq * esz, c->why, sizeof c->why) != HATTN_OK ||
-        hattn__cuda_download(cu, g.sets[0].lse, g.sets[0].dl, g.nlse * sizeof(float), c->why, sizeof c->why) !=
+    /* The gate: the kernel on the small problem, outputs poisoned with
+    ** NaN bytes first, against the float64 reference. */
+    be->config_text(&c->cfg, 0, text, sizeof text);
+    hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, be->id, r->target, text, key);
+    if (be->compile(dev, &desc, &c->cfg, key, &kern, c->why, sizeof c->why) != HATTN_OK ||
+        be->problem_create(dev, &desc, &c->cfg, &gs, &g.env, &gprob, c->why, sizeof c->why) != HATTN_OK ||
+        be->mem_set(dev, g.sets[0].dout, 0xff, g.nq * esz, c->why, sizeof c->why) != HATTN_OK ||
+        be->mem_set(dev, g.sets[0].dl, 0xff, g.nlse * sizeof(float), c->why, sizeof c->why) != HATTN_OK ||
+        be->launch(dev, kern, gprob, &gset.q, &gset.k, &gset.v, &gset.o, &gset.lse, NULL, c->why, sizeof c->why) !=
+            HATTN_OK ||
+        be->mem_download(dev, g.sets[0].o, g.sets[0].dout, g.nq * esz, c->why, sizeof c->why) != HATTN_OK ||
+        be->mem_download(dev, g.sets[0].lse, g.sets[0].dl, g.nlse * sizeof(float), c->why, sizeof c->why) !=
             HATTN_OK)
       goto next;
     if (gate_check(&g, p->dtype, opt, c) != 0) {
@@ -660,32 +452,21 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
       goto next;
     }
     if (fake_time(opt, c)) goto next;
-    if (hattn__cuda_plan_create(cu, &desc, &c->cuda, &ms, &m.env, &mplan, c->why, sizeof c->why) != HATTN_OK)
+    /* Timing: the problem made once (plan and tables), then the backend's
+    ** own warm-up and samples, as many as the budget holds. */
+    rx.opt = opt, rx.t0 = t0, rx.left = r->ncands - i;
+    if (be->problem_create(dev, &desc, &c->cfg, &ms, &m.env, &mprob, c->why, sizeof c->why) != HATTN_OK ||
+        be->time(dev, kern, mprob, &desc, &c->cfg, msets, m.nsets, opt->warmup, reps_cb, &rx, 256, samples, &n,
+                 c->why, sizeof c->why) != HATTN_OK)
       goto next;
-    /* Device events around one launch a sample, after a warm-up; input
-    ** sets rotated and L2 flushed before each. */
-    dev_tensors(&m.sets[0], &tq, &tk, &tv, &to, &tl);
-    hattn__tensor_strides(&ms, &tq, &tk, &tv, &to, &tl);
-    if (hattn__cuda_time(kern, mplan, &ms, &tq, &tk, &tv, &to, &tl, warm, 1, &ms1, c->why, sizeof c->why) != HATTN_OK)
-      goto next;
-    reps = reps_for(opt, t0, ms1 * 1e-3 + 50e-6, r->ncands - i);
-    if (reps > 256) reps = 256;
-    for (j = 0; j < reps; j++) {
-      dev_tensors(&m.sets[j % m.nsets], &tq, &tk, &tv, &to, &tl);
-      if ((flush && hattn__cuda_memset(cu, flush, j & 0xff, flush_bytes, c->why, sizeof c->why) != HATTN_OK) ||
-          hattn__cuda_time(kern, mplan, &ms, &tq, &tk, &tv, &to, &tl, 0, 1, &samples[j], c->why, sizeof c->why) !=
-              HATTN_OK)
-        goto next;
-      samples[j] *= 1e3;
-    }
-    c->reps = reps;
-    hattn__tune_stats(samples, reps, &c->median_us, &c->spread_us);
+    c->reps = n;
+    hattn__tune_stats(samples, n, &c->median_us, &c->spread_us);
     c->min_us = samples[0];
     c->status = HATTN__CAND_TIMED;
     c->why[0] = '\0';
   next:
-    hattn__cuda_plan_destroy(gplan);
-    hattn__cuda_plan_destroy(mplan);
+    be->problem_destroy(gprob);
+    be->problem_destroy(mprob);
     progress(opt, r, i, 1);
   }
   progress_end(opt);
@@ -697,24 +478,17 @@ static int tune_cuda(const hattn__tune_problem *p, const hattn__tune_opts *opt, 
   }
 done:
   free(samples);
-  hattn__cuda_free(cu, flush);
-  tproblem_free(&g, cu);
-  tproblem_free(&m, cu);
+  tproblem_free(&g, be, dev);
+  tproblem_free(&m, be, dev);
   return rc;
-}
-
-/* The configuration of candidate C as the backend tables take it. */
-static void cand_config(const hattn__tune_cand *c, hattn__config *cfg) {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->cpu = c->cpu;
-  cfg->threads = c->threads;
-  cfg->cuda = c->cuda;
 }
 
 /* ---- entry points ------------------------------------------------------------------------- */
 
 int hattn__tune_run(hattn__backend backend, const hattn__tune_problem *p, const hattn__tune_opts *opt,
                     hattn__tune_result *r, char *err, size_t errlen) {
+  const hattn__backend_i *be = hattn__backend_get(backend);
+  void *dev = opt->dev, *own = NULL;
   double t0 = now_s();
   int rc;
   memset(r, 0, sizeof *r);
@@ -724,18 +498,22 @@ int hattn__tune_run(hattn__backend backend, const hattn__tune_problem *p, const 
     snprintf(err, errlen, "bad problem shape for tuning");
     return HATTN_ESHAPE;
   }
-  /* The timing loops differ: wall clock over the thread pool, device
-  ** events with the L2 flushed in between. */
-  rc = backend == HATTN__BACKEND_CUDA ? tune_cuda(p, opt, r, err, errlen) : tune_cpu(p, opt, r, err, errlen);
+  if (be == NULL || be->compile == NULL) {
+    snprintf(err, errlen, "the %s backend compiles nothing here", be ? be->name : "unknown");
+    return HATTN_ENOTSUP;
+  }
+  if (dev == NULL) {
+    if ((rc = be->dev_open(0, opt->max_threads, &own, err, errlen)) != HATTN_OK) return rc;
+    dev = own;
+  }
+  rc = tune(be, dev, p, opt, r, err, errlen);
+  if (own) be->dev_close(own);
   r->elapsed_s = now_s() - t0;
   hattn__db_bucket(p->lk, p->batch * p->heads, &r->lk_log2, &r->bh_class);
   if (r->target[0]) hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, NULL, r->kclass);
   if (r->winner >= 0) {
-    const hattn__backend_i *be = hattn__backend_get(backend);
-    hattn__config cfg;
     char text[96];
-    cand_config(&r->cands[r->winner], &cfg);
-    be->config_text(&cfg, 0, text, sizeof text);
+    be->config_text(&r->cands[r->winner].cfg, 0, text, sizeof text);
     hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, text, r->winner_key);
   }
   return rc;
@@ -764,19 +542,15 @@ int hattn__tune_store(hattn__db *db, const hattn__tune_problem *p, const hattn__
     return HATTN_ENOTSUP;
   }
   w = &r->cands[r->winner];
-  /* The device the tuning ran on: the open GPU, or a CPU device of our own. */
-  dev = r->backend == HATTN__BACKEND_CUDA ? (void *)opt->cu : NULL;
-  if (dev == NULL && r->backend == HATTN__BACKEND_CUDA) {
-    snprintf(err, errlen, "the cuda backend needs an open device");
-    return HATTN_EINVAL;
-  }
+  /* The device the tuning ran on, or one of our own. */
+  dev = opt->dev;
   if (dev == NULL) {
     if ((rc = be->dev_open(0, -1, &own, err, errlen)) != HATTN_OK) return rc;
     dev = own;
   }
   be->ident(dev, &id);
   desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
-  cand_config(w, &cfg);
+  cfg = w->cfg;
   be->config_text(&cfg, 0, text, sizeof text);
   /* The winner's binary: a CPU object compiled again (named after the
   ** winner's key), or the cubin the timed kernel was loaded from (the

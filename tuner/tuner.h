@@ -1,7 +1,8 @@
 /*
-** tuner.h: the autotuner.  Per backend a pruned candidate space (CPU:
+** tuner.h: the autotuner, one loop over the backend table (backend.h).
+** The backend gives a pruned candidate space (config_candidates; CPU:
 ** query tile, key tile, register rows, vector width, threads; GPU:
-** BLOCK_M, BLOCK_N, warps, stages); every candidate is first checked
+** BLOCK_M, BLOCK_N, warps, stages), device memory and timing; every candidate is first checked
 ** against the float64 reference on a small problem and thrown out when
 ** wrong, then timed (warm-up, many repetitions, the median and the
 ** interquartile range, inputs rotated so that a small problem does not
@@ -40,10 +41,8 @@ typedef enum hattn__cand_status {
 const char *hattn__cand_status_name(hattn__cand_status s);
 
 typedef struct hattn__tune_cand {
-  char config[96];        /* as stored: hattn__kc_cpu_config_text / _cuda_config_text */
-  hattn_cpu_config cpu;
-  int threads;            /* CPU threads */
-  hattn_cuda_config cuda;
+  char config[96];        /* as stored: the backend's config_text, with the CPU's threads */
+  hattn__config cfg;      /* cfg.threads: CPU threads */
   hattn__cand_status status;
   double gate_err;        /* relative error of O on the gate problem */
   double median_us, spread_us, min_us;  /* spread: interquartile range */
@@ -68,7 +67,8 @@ typedef struct hattn__tune_opts {
   int reps;               /* timed runs per candidate (0: 15); fewer when the budget is short, never below 5 */
   int progress;           /* -1: a bar when stderr is a terminal, lines otherwise; 0: lines; 1: bar; 2: quiet */
   int max_threads;        /* CPU: 0: every core */
-  hattn__cuda *cu;        /* cuda: the open device */
+  void *dev;              /* the backend's device, opened through its table (backend.h; for
+                          ** cuda an open hattn__cuda); NULL: one of the tuner's own, ordinal 0 */
   uint64_t seed;          /* of the inputs (0: a fixed one) */
   hattn__tune_hooks hooks;
 } hattn__tune_opts;
@@ -89,13 +89,6 @@ typedef struct hattn__tune_result {
 
 /* Free what a result holds (not R itself); NULL is fine. */
 void hattn__tune_result_clear(hattn__tune_result *r);
-
-/* The candidate spaces: *OUT (malloc'd; free it) with *N entries, the
-** default configuration first.  CPU: tiles for HEAD_DIM and the host's
-** vector width VEC at CORES threads, then the default tile at half the
-** cores.  CUDA: the tiles that hattn__cuda_config_check accepts for DESC. */
-int hattn__tune_space_cpu(int head_dim, int vec, int cores, hattn__tune_cand **out, int *n);
-int hattn__tune_space_cuda(const hattn_cuda_kernel_desc *desc, int sm, hattn__tune_cand **out, int *n);
 
 /* The median and interquartile range of N samples (sorted in place). */
 void hattn__tune_stats(double *samples, int n, double *median, double *iqr);
