@@ -223,6 +223,13 @@ void hattn__mask_free(hattn__mask *m) {
   free(m);
 }
 
+int hattn__mask_uses_layout(const hattn__mask *m, int64_t idx) {
+  int i;
+  for (i = 0; i < m->nops; i++)
+    if (m->ops[i].kind == HATTN_OP_LAYOUT && m->ops[i].a == idx) return 1;
+  return 0;
+}
+
 const hattn__op *hattn__mask_random_op(const hattn__mask *m, int n) {
   int i;
   for (i = 0; i < m->nops; i++)

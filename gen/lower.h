@@ -88,6 +88,9 @@ int hattn__mask_lower(const hattn__expr *e, hattn__mask **out);
 /* Free a lowered mask; NULL is allowed. */
 void hattn__mask_free(hattn__mask *m);
 
+/* Whether M reads layout number IDX of the spec (blocks(NAME)). */
+int hattn__mask_uses_layout(const hattn__mask *m, int64_t idx);
+
 /* The operation that random bit set number N comes from, or NULL. */
 const hattn__op *hattn__mask_random_op(const hattn__mask *m, int n);
 

@@ -440,7 +440,6 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
   hattn__shape shape;
   hattn__mask_env env;
   hattn__layout *lays = NULL;
-  hattn__table_needs needs;
   int st = HATTN_OK, i, j;
 
   *layp = NULL;
@@ -458,8 +457,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
       if (isnan(inputs->sink_logits[i]) || inputs->sink_logits[i] == INFINITY)
         return fail(ctx, HATTN_EINPUT, "inputs: sink_logits[%d] is %s", i,
                     isnan(inputs->sink_logits[i]) ? "NaN" : "+inf");
-  hattn__tables_needs(kern->pat, &needs);
-  if (inputs->seed && needs.nrandom == 0)
+  if (inputs->seed && kern->pat->lowered->nrandom == 0)
     return fail(ctx, HATTN_EINPUT, "inputs: seed is set, but pattern '%s' has no random() atom", kern->pat->name);
   shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
   shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
@@ -495,7 +493,7 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
         const hattn_layout *l = &inputs->layouts[j];
         lays[i].bm = l->bm, lays[i].bn = l->bn, lays[i].nqb = l->nqb, lays[i].nkb = l->nkb;
         lays[i].bits = l->bits;
-      } else if (hattn__tables_uses_layout(kern->pat, i)) {
+      } else if (hattn__mask_uses_layout(kern->pat->lowered, i)) {
         st = fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses blocks(%s): no layout of that name given",
                   kern->pat->name, kern->spec->layouts[i]);
         goto done;

@@ -428,7 +428,6 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   hattn__cuda_plan *cp = NULL;
   hattn__plan *plan = NULL;
   hattn__tables tb;
-  hattn__table_needs needs;
   int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk;
   int rc, l;
   void *mem = NULL;
@@ -458,13 +457,13 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
   }
   rc = hattn__env_check(env, shape, pat->lowered, err, errlen);
   if (rc != HATTN_OK) return rc;
-  hattn__tables_needs(pat, &needs);
-  if (needs.blocks && env->nlayouts > 4) {
+  if ((pat->lowered->needs & HATTN_NEEDS_BLOCKS) && env->nlayouts > 4) {
     snprintf(err, errlen, "the CUDA backend takes at most 4 block layouts, the pattern has %d", env->nlayouts);
     return HATTN_ENOTSUP;
   }
-  if (needs.nrandom > 4) {
-    snprintf(err, errlen, "the CUDA backend takes at most 4 random() atoms in a pattern, it has %d", needs.nrandom);
+  if (pat->lowered->nrandom > 4) {
+    snprintf(err, errlen, "the CUDA backend takes at most 4 random() atoms in a pattern, it has %d",
+             pat->lowered->nrandom);
     return HATTN_ENOTSUP;
   }
 

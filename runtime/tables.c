@@ -14,22 +14,6 @@
 /* Spare zeroed bytes kept beyond a buffer's SIZE. */
 #define SPARE 64
 
-void hattn__tables_needs(const hattn__pattern *p, hattn__table_needs *out) {
-  const hattn__mask *m = p->lowered;
-  out->document = (m->needs & HATTN_NEEDS_DOCUMENT) != 0;
-  out->blocks = (m->needs & HATTN_NEEDS_BLOCKS) != 0;
-  out->topk = (m->needs & HATTN_NEEDS_TOPK) != 0;
-  out->nrandom = m->nrandom;
-}
-
-int hattn__tables_uses_layout(const hattn__pattern *p, int64_t idx) {
-  const hattn__mask *m = p->lowered;
-  int i;
-  for (i = 0; i < m->nops; i++)
-    if (m->ops[i].kind == HATTN_OP_LAYOUT && m->ops[i].a == idx) return 1;
-  return 0;
-}
-
 /* Reserve BYTES (zeroed) in T, 256-byte aligned; returns the segment's
 ** offset or HATTN__TABLE_NONE when memory runs out. */
 static size_t stage_add(hattn__tables *t, size_t bytes) {
@@ -92,14 +76,13 @@ static int stage_plan(hattn__tables *t, const hattn__plan *plan, char *err, size
 
 int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, const hattn__mask_env *env,
                         const hattn__plan *plan, hattn__tables *t, char *err, size_t errlen) {
-  hattn__table_needs needs;
+  const hattn__mask *m = p->lowered;
   int64_t H = shape->heads, B = shape->batch, LK = shape->lk, i, nqb64, ntopk;
   int rc = HATTN_ENOMEM, l;
 
   memset(t, 0, sizeof *t);
   t->full_off = t->partial_off = t->full_idx = t->partial_idx = HATTN__TABLE_NONE;
   t->sink = t->slopes = t->doc_id = t->topk = HATTN__TABLE_NONE;
-  hattn__tables_needs(p, &needs);
   if (plan != NULL && (rc = stage_plan(t, plan, err, errlen)) != HATTN_OK) goto fail;
   rc = HATTN_ENOMEM;
 
@@ -113,11 +96,11 @@ int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, cons
     s = hattn__tables_at(t, t->slopes);
     for (i = 0; i < H; i++) s[i] = (float)hattn__env_slope(p, env, i, H);
   }
-  if (needs.document) {
+  if (m->needs & HATTN_NEEDS_DOCUMENT) {
     if ((t->doc_id = stage_add(t, ((size_t)LK + 1) * sizeof(int32_t))) == HATTN__TABLE_NONE) goto fail;
     hattn__doc_ids(env, hattn__tables_at(t, t->doc_id));
   }
-  if (needs.blocks && env->nlayouts > 0) {
+  if ((m->needs & HATTN_NEEDS_BLOCKS) && env->nlayouts > 0) {
     if ((t->layout = calloc((size_t)env->nlayouts, sizeof *t->layout)) == NULL) goto fail;
     t->nlayouts = env->nlayouts;
     for (l = 0; l < env->nlayouts; l++) {
@@ -127,17 +110,17 @@ int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, cons
     }
   }
   nqb64 = hattn__nblocks64(LK);
-  if (needs.nrandom > 0) {
-    if ((t->random = calloc((size_t)needs.nrandom, sizeof *t->random)) == NULL) goto fail;
-    t->nrandom = needs.nrandom;
+  if (m->nrandom > 0) {
+    if ((t->random = calloc((size_t)m->nrandom, sizeof *t->random)) == NULL) goto fail;
+    t->nrandom = m->nrandom;
     t->random_words = hattn__random_words(LK);
-    for (l = 0; l < needs.nrandom; l++) {
+    for (l = 0; l < m->nrandom; l++) {
       if ((t->random[l] = stage_add(t, (size_t)(nqb64 * t->random_words) * sizeof(uint64_t))) == HATTN__TABLE_NONE)
         goto fail;
-      if (hattn__random_bitset(hattn__mask_random_op(p->lowered, l), env, hattn__tables_at(t, t->random[l])) != HATTN_OK) goto fail;
+      if (hattn__random_bitset(hattn__mask_random_op(m, l), env, hattn__tables_at(t, t->random[l])) != HATTN_OK) goto fail;
     }
   }
-  if (needs.topk) {
+  if (m->needs & HATTN_NEEDS_TOPK) {
     ntopk = B * H * nqb64 * env->topk_k;
     if ((t->topk = stage_add(t, (size_t)ntopk * sizeof(int32_t))) == HATTN__TABLE_NONE) goto fail;
     if (ntopk > 0) memcpy(hattn__tables_at(t, t->topk), env->topk_blocks, (size_t)ntopk * sizeof(int32_t));

@@ -20,20 +20,6 @@
 /* An offset that names no table. */
 #define HATTN__TABLE_NONE ((size_t)-1)
 
-/* What a pattern's mask needs of the run-time data. */
-typedef struct hattn__table_needs {
-  int document;                 /* document(): doc_offsets */
-  int blocks;                   /* blocks(NAME): layouts */
-  int topk;                     /* topk(K): routed blocks */
-  int nrandom;                  /* random() atoms */
-} hattn__table_needs;
-
-/* What P's mask needs (see hattn__table_needs). */
-void hattn__tables_needs(const hattn__pattern *p, hattn__table_needs *out);
-
-/* Whether P's mask reads layout number IDX of the spec (blocks(NAME)). */
-int hattn__tables_uses_layout(const hattn__pattern *p, int64_t idx);
-
 /*
 ** The tables of one problem.  BUF holds every table, each segment 256-byte
 ** aligned and zero-padded, SIZE bytes in all (and at least 64 zeroed

@@ -486,20 +486,6 @@ static void *kernel_get(const backend *b, const tcase *tc, const hattn__kernel_d
   return again;
 }
 
-/* Element (i0, i1, i2, i3) of a tensor of dims n1, n2, n3 in either layout. */
-static void strides_of(int bshd, int64_t n1, int64_t n2, int64_t n3, int64_t st[4]) {
-  if (bshd) {
-    st[0] = n1 * n2 * n3;
-    st[1] = n3;
-    st[2] = n1 * n3;
-  } else {
-    st[0] = n1 * n2 * n3;
-    st[1] = n2 * n3;
-    st[2] = n3;
-  }
-  st[3] = 1;
-}
-
 /* ---- one case on one backend ------------------------------------------------- */
 
 static void run_case(backend *b, const tcase *tc) {

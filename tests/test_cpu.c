@@ -29,20 +29,6 @@ static int g_vec = 8;           /* the host's, set in main */
 
 #include "testutil.h"
 
-/* Element (i0, i1, i2, i3) of a tensor of dims n1, n2, n3 in either layout. */
-static void strides_of(int bshd, int64_t n1, int64_t n2, int64_t n3, int64_t st[4]) {
-  if (bshd) {
-    st[0] = n1 * n2 * n3;
-    st[1] = n3;
-    st[2] = n1 * n3;
-  } else {
-    st[0] = n1 * n2 * n3;
-    st[1] = n2 * n3;
-    st[2] = n3;
-  }
-  st[3] = 1;
-}
-
 static hattn__jit *g_jit;
 static hattn__pool *g_pool;
 

@@ -69,6 +69,16 @@ static inline float from_fp16(uint16_t u) {
 }
 
 /* Store X as element I of BUF in dtype T; return the value stored. */
+/* The element strides of a tensor of dims [n0, n1, n2, n3] (n0 unused) in
+** either layout: BSHD 0 is [n0, n1, n2, n3] contiguous, BSHD 1 stores it as
+** [n0, n2, n1, n3]; stride[3] is 1. */
+static inline void strides_of(int bshd, int64_t n1, int64_t n2, int64_t n3, int64_t st[4]) {
+  st[0] = n1 * n2 * n3;
+  st[1] = bshd ? n3 : n2 * n3;
+  st[2] = bshd ? n1 * n3 : n3;
+  st[3] = 1;
+}
+
 static inline double put(void *buf, size_t i, hattn_dtype t, double x) {
   switch (t) {
   case HATTN_DTYPE_FP16:
