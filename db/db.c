@@ -204,7 +204,7 @@ void hattn__db_sha256_hex(const void *data, size_t n, char out[65]) {
   out[64] = '\0';
 }
 
-/* The SQL function hattn_sha256(X): the SHA-256 of the blob X in hex. */
+/* The SQL function hattn__sha256(X): the SHA-256 of the blob X in hex. */
 static void sql_sha256(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   char hex[65];
   const void *p;
@@ -459,7 +459,7 @@ static int setup(hattn__db *db, int *sqrc, char *err, size_t errlen) {
   *sqrc = SQLITE_OK;
   sqlite3_busy_timeout(db->sq, db->busy_ms);
   sqlite3_extended_result_codes(db->sq, 1);
-  rc = sqlite3_create_function_v2(db->sq, "hattn_sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+  rc = sqlite3_create_function_v2(db->sq, "hattn__sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                   sql_sha256, NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail_sql;
   if ((rc = query_int(db->sq, "PRAGMA user_version", &v)) != SQLITE_OK) goto fail_sql;
@@ -1232,7 +1232,7 @@ int hattn__db_export(hattn__db *db, const char *path, const char *model, const c
   if ((rc = run2(ex, sql, PACKAGE_VERSION, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   if ((rc = sqlite3_exec(ex, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   /* The source is read through a second connection, in one read transaction. */
-  if ((rc = sqlite3_create_function_v2(ex, "hattn_sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+  if ((rc = sqlite3_create_function_v2(ex, "hattn__sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                        sql_sha256, NULL, NULL, NULL)) != SQLITE_OK)
     goto fail_sql;
   if ((rc = run2(ex, "ATTACH DATABASE ?1 AS src", db->path, NULL, NULL)) != SQLITE_OK) goto fail_sql;
@@ -1256,7 +1256,7 @@ int hattn__db_export(hattn__db *db, const char *path, const char *model, const c
     goto fail_sql;
   if ((rc = run2(ex,
                  "INSERT INTO kernels SELECT * FROM src.kernels WHERE (?1 IS NULL OR compiler = ?1) AND "
-                 "hattn_sha256(binary) = checksum",
+                 "hattn__sha256(binary) = checksum",
                  compiler, NULL, &nk)) != SQLITE_OK)
     goto fail_sql;
   if ((rc = run2(ex, "DELETE FROM devices WHERE id NOT IN (SELECT device_id FROM tunings)", NULL, NULL, NULL))

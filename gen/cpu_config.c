@@ -10,7 +10,7 @@
 
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
-void hattn__cpu_scratch_plan(const hattn_cpu_config *cfg, int head_dim, hattn__scratch_map *m) {
+void hattn__cpu_scratch_plan(const hattn__cpu_config *cfg, int head_dim, hattn__scratch_map *m) {
   size_t dp = (size_t)hattn__cpu_padded_dim(head_dim, cfg->vec), bm = (size_t)cfg->bm, bn = (size_t)cfg->bn;
   size_t off = 0;
   m->q = off;
@@ -30,7 +30,7 @@ void hattn__cpu_scratch_plan(const hattn_cpu_config *cfg, int head_dim, hattn__s
   m->total = off;
 }
 
-void hattn__cpu_config_default(int head_dim, int vec, hattn_cpu_config *out) {
+void hattn__cpu_config_default(int head_dim, int vec, hattn__cpu_config *out) {
   out->vec = vec == 16 ? 16 : 8;
   /* Measured on Zen 5 (AVX-512 and AVX2 code), causal fp32 at 4k, d 128:
   ** 128 x 64 tiles of 4-row groups beat 64 x 64 by 5-10%; larger head dims
@@ -41,7 +41,7 @@ void hattn__cpu_config_default(int head_dim, int vec, hattn_cpu_config *out) {
   if (out->bn < out->vec) out->bn = out->vec;
 }
 
-int hattn__cpu_config_check(const hattn_cpu_config *cfg, int head_dim, char *err, size_t errlen) {
+int hattn__cpu_config_check(const hattn__cpu_config *cfg, int head_dim, char *err, size_t errlen) {
   if (cfg->vec != 8 && cfg->vec != 16) {
     snprintf(err, errlen, "the CPU vector width must be 8 or 16 floats, got %d", cfg->vec);
     return HATTN_EINVAL;
@@ -67,7 +67,7 @@ int hattn__cpu_config_check(const hattn_cpu_config *cfg, int head_dim, char *err
   return HATTN_OK;
 }
 
-size_t hattn__cpu_scratch_bytes(const hattn_cpu_config *cfg, int head_dim) {
+size_t hattn__cpu_scratch_bytes(const hattn__cpu_config *cfg, int head_dim) {
   hattn__scratch_map m;
   hattn__cpu_scratch_plan(cfg, head_dim, &m);
   return m.total * sizeof(float);

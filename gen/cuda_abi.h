@@ -6,7 +6,7 @@
 **
 ** A kernel is  extern "C" __global__ void NAME(const hattn_cuda_args args)
 ** launched on a grid of (number of query blocks, batch * heads) CTAs of
-** hattn_cuda_config.warps * 32 threads, with the dynamic shared memory
+** hattn__cuda_config.warps * 32 threads, with the dynamic shared memory
 ** that hattn__cuda_smem_bytes says.  CTA (x, y) computes query block x of
 ** flattened head y = b * heads + h.  Internal; not installed.
 */

@@ -13,7 +13,7 @@
 /* Shared memory a CTA may use on the largest supported device (sm_90). */
 #define SMEM_LIMIT (227 * 1024)
 
-void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hattn_cuda_config *out) {
+void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__cuda_config *out) {
   const int head_dim = desc->head_dim;
   const int dense = desc->pattern != NULL && desc->pattern->lowered != NULL &&
                     desc->pattern->lowered->dense;
@@ -59,7 +59,7 @@ void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hatt
   }
 }
 
-int hattn__cuda_config_runs_on(const hattn_cuda_config *cfg, int sm, const char *device, char *err,
+int hattn__cuda_config_runs_on(const hattn__cuda_config *cfg, int sm, const char *device, char *err,
                                size_t errlen) {
   if (cfg->wgmma && sm != 90) {
     snprintf(err, errlen, "the wgmma kernel needs an sm_90 device (compiled for sm_90a), but %s is sm_%d",
@@ -69,21 +69,21 @@ int hattn__cuda_config_runs_on(const hattn_cuda_config *cfg, int sm, const char 
   return HATTN_OK;
 }
 
-void hattn__cuda_kernel_name(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+void hattn__cuda_kernel_name(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              char *buf, size_t len) {
   snprintf(buf, len, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d%s", (unsigned long long)desc->pattern->key,
            hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
            cfg->stages, cfg->wgmma ? "_wg" : "");
 }
 
-size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg) {
+size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg) {
   size_t d = (size_t)desc->head_dim, elem = 2;
   return (size_t)cfg->block_m * d * elem + 2 * (size_t)cfg->stages * (size_t)cfg->block_n * d * elem;
 }
 
 /* The tiles of the warpgroup kernel: 64 query rows a warpgroup, S and O
 ** each one wgmma wide (64 to 256 columns), 2 buffers of K and V. */
-static int check_wgmma(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, char *err,
+static int check_wgmma(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg, char *err,
                        size_t errlen) {
   if (desc->head_dim == 256 && (cfg->block_m != 64 || cfg->block_n != 64)) {
     snprintf(err, errlen,
@@ -103,7 +103,7 @@ static int check_wgmma(const hattn_cuda_kernel_desc *desc, const hattn_cuda_conf
 }
 
 /* The tiles of the mma.sync kernel. */
-static int check_mma_sync(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, char *err,
+static int check_mma_sync(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg, char *err,
                           size_t errlen) {
   int rows;
   if (cfg->block_m != 64 && cfg->block_m != 128) {
@@ -139,7 +139,7 @@ static int check_mma_sync(const hattn_cuda_kernel_desc *desc, const hattn_cuda_c
   return HATTN_OK;
 }
 
-int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__cuda_config_check(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              char *err, size_t errlen) {
   size_t smem;
   int rc;

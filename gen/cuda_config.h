@@ -13,7 +13,7 @@
 #include "kernel_desc.h"
 #include "spec.h"
 
-typedef struct hattn_cuda_config {
+typedef struct hattn__cuda_config {
   int block_m;   /* query rows per CTA (the plan's bm): 64 or 128 */
   int block_n;   /* keys per block (the plan's bn): 32, 64 or 128 */
   int warps;     /* 4 or 8; each warp owns block_m / warps query rows (16 or more) */
@@ -21,7 +21,7 @@ typedef struct hattn_cuda_config {
   int wgmma;     /* 0: the mma.sync kernel (templates/attn_fwd.cuh, sm_80 and
                  ** later); 1: the warpgroup kernel (templates/attn_fwd_sm90.cuh,
                  ** sm_90a only): warps = block_m / 16, stages 2 */
-} hattn_cuda_config;
+} hattn__cuda_config;
 
 /* The kernel families that the CUDA emitter writes (hattn__emit_cuda_kernel):
 ** each selects a kernel body of templates/, per configuration. */
@@ -29,31 +29,31 @@ typedef enum hattn__cuda_kernel_kind {
   HATTN_CUDA_KERNEL_FWD = 0   /* forward attention: O and LSE from Q, K, V */
 } hattn__cuda_kernel_kind;
 
-/* What a kernel is specialised on: hattn_cuda_kernel_desc is hattn__kernel_desc
+/* What a kernel is specialised on: hattn__kernel_desc is hattn__kernel_desc
 ** (kernel_desc.h). */
 
 /* A good configuration for DESC (its head dim, and whether its pattern is
 ** dense) on compute capability SM (80, 90, ...). */
-void hattn__cuda_config_default(const hattn_cuda_kernel_desc *desc, int sm, hattn_cuda_config *out);
+void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__cuda_config *out);
 
 /* Whether CFG suits DESC: HATTN_OK, or HATTN_EINVAL/HATTN_ENOTSUP with a
 ** sentence in ERR. */
-int hattn__cuda_config_check(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__cuda_config_check(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              char *err, size_t errlen);
 
 /* Whether a kernel of CFG runs on a device of compute capability SM (named
 ** DEVICE in the message): HATTN_OK, or HATTN_ENOTSUP with a sentence in ERR
 ** (the warpgroup kernel needs sm_90). */
-int hattn__cuda_config_runs_on(const hattn_cuda_config *cfg, int sm, const char *device, char *err,
+int hattn__cuda_config_runs_on(const hattn__cuda_config *cfg, int sm, const char *device, char *err,
                                size_t errlen);
 
 /* The entry point's name of a kernel of DESC and CFG into BUF:
 ** hattn_fwd_KEY_DTYPE_dHEADDIM_BMxBN_wWARPS_sSTAGES, then "_wg" for the
 ** warpgroup kernel.  It names everything the kernel is specialised on. */
-void hattn__cuda_kernel_name(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+void hattn__cuda_kernel_name(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              char *buf, size_t len);
 
 /* Dynamic shared memory in bytes that a kernel of DESC and CFG launches with. */
-size_t hattn__cuda_smem_bytes(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg);
+size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg);
 
 #endif /* HATTN_GEN_CUDA_CONFIG_H */

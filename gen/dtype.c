@@ -53,7 +53,7 @@ float hattn__f16_to_f32(uint16_t h) {
   return f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
 }
 
-double hattn__elem_get(const void *x, hattn_dtype t, size_t i) {
+double hattn__elem_get(const void *x, hattn__dtype t, size_t i) {
   switch (t) {
   case HATTN_DTYPE_FP16: return hattn__f16_to_f32(((const uint16_t *)x)[i]);
   case HATTN_DTYPE_BF16: return hattn__bf16_to_f32(((const uint16_t *)x)[i]);
@@ -61,7 +61,7 @@ double hattn__elem_get(const void *x, hattn_dtype t, size_t i) {
   }
 }
 
-void hattn__elem_set(void *x, hattn_dtype t, size_t i, float f) {
+void hattn__elem_set(void *x, hattn__dtype t, size_t i, float f) {
   switch (t) {
   case HATTN_DTYPE_FP16: ((uint16_t *)x)[i] = hattn__f32_to_f16(f); break;
   case HATTN_DTYPE_BF16: ((uint16_t *)x)[i] = hattn__f32_to_bf16(f); break;

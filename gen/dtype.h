@@ -21,10 +21,10 @@ uint16_t hattn__f32_to_f16(float f);
 float hattn__f16_to_f32(uint16_t h);
 
 /* Element I of X, an array of DTYPE (fp16 and bf16 as 16-bit words). */
-double hattn__elem_get(const void *x, hattn_dtype dtype, size_t i);
+double hattn__elem_get(const void *x, hattn__dtype dtype, size_t i);
 
 /* Store F, rounded to DTYPE, as element I of X. */
-void hattn__elem_set(void *x, hattn_dtype dtype, size_t i, float f);
+void hattn__elem_set(void *x, hattn__dtype dtype, size_t i, float f);
 
 /* One step of splitmix64: a well-mixed 64-bit value from *STATE. */
 uint64_t hattn__splitmix64(uint64_t *state);

@@ -276,7 +276,7 @@ static const kernel_body *kernel_body_find(hattn__cuda_kernel_kind kind, int wgm
 }
 
 /* The body's Config argument. */
-static void emit_config(sbuf *b, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg) {
+static void emit_config(sbuf *b, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg) {
   sb_puts(b, "/* The tile configuration: the kernel body's Config argument. */\n"
              "struct hattn_config {\n");
   sb_printf(b, "  static constexpr int block_m = %d;\n", cfg->block_m);
@@ -338,8 +338,8 @@ static int valid_name(const char *s) {
   return 1;
 }
 
-int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const char *fn_name, char **out, char *err,
+int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_desc *desc,
+                            const hattn__cuda_config *cfg, const char *fn_name, char **out, char *err,
                             size_t errlen) {
   sbuf b = {0};
   const hattn__pattern *pat = desc->pattern;
@@ -418,7 +418,7 @@ fail:
   return rc;
 }
 
-int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__emit_cuda(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                      const char *fn_name, char **out, char *err, size_t errlen) {
   return hattn__emit_cuda_kernel(HATTN_CUDA_KERNEL_FWD, desc, cfg, fn_name, out, err, errlen);
 }

@@ -24,12 +24,12 @@
 ** canonical text.  Returns HATTN_OK, or HATTN_EINVAL / HATTN_ENOTSUP /
 ** HATTN_ENOMEM with a sentence in ERR.
 */
-int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const char *fn_name, char **out, char *err,
+int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_desc *desc,
+                            const hattn__cuda_config *cfg, const char *fn_name, char **out, char *err,
                             size_t errlen);
 
 /* The forward kernel: hattn__emit_cuda_kernel(HATTN_CUDA_KERNEL_FWD, ...). */
-int hattn__emit_cuda(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__emit_cuda(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                      const char *fn_name, char **out, char *err, size_t errlen);
 
 #endif /* HATTN_GEN_EMIT_CUDA_H */

@@ -45,7 +45,7 @@ typedef struct em {
   LLVMBuilderRef eb;            /* allocas, at the end of the entry block */
   LLVMValueRef fn;
   const hattn__pattern *pat;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int d, dp, vec, rows, bm, bn;
   int has_mod;                  /* softcap or alibi: scores leave the base-2 domain */
   hattn__scratch_map sm;
@@ -769,8 +769,8 @@ static void emit_list(em *e, size_t off_field, size_t idx_field, int partial, LL
   loop_end(e, &l);
 }
 
-int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
-                     const hattn_cpu_config *cfg, const char *fn_name, int prefer_512,
+int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
+                     const hattn__cpu_config *cfg, const char *fn_name, int prefer_512,
                      LLVMModuleRef *out, char *err, size_t errlen) {
   em E, *e = &E;
   LLVMTypeRef params[4], fty;

@@ -24,8 +24,8 @@
 ** *OUT (owned by the caller), or HATTN_ENOTSUP / HATTN_EINVAL with a
 ** sentence in ERR.
 */
-int hattn__emit_llvm(LLVMContextRef ctx, const hattn_cpu_kernel_desc *desc,
-                     const hattn_cpu_config *cfg, const char *fn_name, int prefer_512,
+int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
+                     const hattn__cpu_config *cfg, const char *fn_name, int prefer_512,
                      LLVMModuleRef *out, char *err, size_t errlen);
 #endif /* HATTN_HAVE_LLVM */
 

@@ -10,12 +10,8 @@
 
 typedef struct hattn__kernel_desc {
   const hattn__pattern *pattern;  /* checked, canonical */
-  hattn_dtype dtype;              /* of Q, K, V and O; accumulation is fp32 (CUDA: bf16 or fp16) */
+  hattn__dtype dtype;             /* of Q, K, V and O; accumulation is fp32 (CUDA: bf16 or fp16) */
   int head_dim;                   /* CPU: 1 .. 1024; CUDA: 64, 128 or 256 (others: HATTN_ENOTSUP) */
 } hattn__kernel_desc;
-
-/* The names each backend used before there was one descriptor. */
-typedef hattn__kernel_desc hattn_cpu_kernel_desc;
-typedef hattn__kernel_desc hattn_cuda_kernel_desc;
 
 #endif /* HATTN_GEN_KERNEL_DESC_H */

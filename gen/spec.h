@@ -81,29 +81,29 @@ typedef struct hattn__pattern {
   uint64_t key;                 /* FNV-1a 64 of canon; compare canon as well */
 } hattn__pattern;
 
-typedef enum hattn_dtype {
+typedef enum hattn__dtype {
   HATTN_DTYPE_FP32 = 0,
   HATTN_DTYPE_FP16,
   HATTN_DTYPE_BF16
-} hattn_dtype;
+} hattn__dtype;
 
 typedef struct hattn__model {
   char *name;
   int line, col;
   int layers, heads, kv_heads, head_dim;
-  hattn_dtype dtype;            /* bf16 unless the model says otherwise */
+  hattn__dtype dtype;            /* bf16 unless the model says otherwise */
   int *assign;                  /* [layers * heads]: pattern index per (layer, head) */
 } hattn__model;
 
 /* A parsed, checked spec.  All memory is owned by the spec. */
-typedef struct hattn_spec {
+typedef struct hattn__spec {
   hattn__pattern *patterns;
   int npatterns;
   hattn__model *models;
   int nmodels;
   char **layouts;               /* names used in blocks(NAME); BLOCKS' a indexes this */
   int nlayouts;
-} hattn_spec;
+} hattn__spec;
 
 /* The diagnostics of one parse. */
 typedef struct hattn__diag {
@@ -126,17 +126,17 @@ typedef struct hattn__diags {
 ** DIAGS may be NULL.  Returns HATTN_ENOMEM when memory runs out.
 */
 int hattn__spec_parse(const char *text, size_t len, const char *filename,
-                      hattn_spec **out, hattn__diags *diags);
+                      hattn__spec **out, hattn__diags *diags);
 
 /* Free a spec; NULL is allowed. */
-void hattn__spec_destroy(hattn_spec *spec);
+void hattn__spec_destroy(hattn__spec *spec);
 
 /* Free what a parse put in DIAGS (not DIAGS itself); NULL is allowed. */
 void hattn__diags_clear(hattn__diags *diags);
 
 /* Look a pattern or model up by name: its index, or -1. */
-int hattn__spec_find_pattern(const hattn_spec *spec, const char *name);
-int hattn__spec_find_model(const hattn_spec *spec, const char *name);
+int hattn__spec_find_pattern(const hattn__spec *spec, const char *name);
+int hattn__spec_find_model(const hattn__spec *spec, const char *name);
 
 /*
 ** The canonical text of a mask expression alone (without modifiers), as
@@ -152,9 +152,9 @@ int hattn__expr_count(const hattn__expr *e, hattn__node_kind kind);
 const hattn__expr *hattn__expr_find(const hattn__expr *e, hattn__node_kind kind);
 
 /* The name of a dtype ("bf16"). */
-const char *hattn__dtype_name(hattn_dtype t);
+const char *hattn__dtype_name(hattn__dtype t);
 
 /* The size in bytes of one element of a dtype. */
-int hattn__dtype_size(hattn_dtype t);
+int hattn__dtype_size(hattn__dtype t);
 
 #endif /* HATTN_GEN_SPEC_H */

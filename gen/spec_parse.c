@@ -37,10 +37,10 @@ struct arena_chunk {
 
 #define ARENA_CHUNK 65536
 
-/* A spec as allocated: the public struct first, so a hattn_spec * is one of
+/* A spec as allocated: the public struct first, so a hattn__spec * is one of
 ** these. */
 typedef struct spec_impl {
-  hattn_spec pub;
+  hattn__spec pub;
   arena_chunk *arena;
 } spec_impl;
 
@@ -1219,10 +1219,10 @@ static void parse_model(parser *p)
 
 /* The spec the parser built (arena moved into it), or NULL when memory runs
 ** out. */
-static hattn_spec *build_spec(parser *p)
+static hattn__spec *build_spec(parser *p)
 {
   spec_impl *s = calloc(1, sizeof *s);
-  hattn_spec *pub;
+  hattn__spec *pub;
   int i;
 
   if (!s)
@@ -1259,7 +1259,7 @@ static hattn_spec *build_spec(parser *p)
 }
 
 int hattn__spec_parse(const char *text, size_t len, const char *filename,
-                      hattn_spec **out, hattn__diags *diags)
+                      hattn__spec **out, hattn__diags *diags)
 {
   parser p;
   named *pt = NULL, *mt = NULL;
@@ -1342,7 +1342,7 @@ done:
   return rc;
 }
 
-void hattn__spec_destroy(hattn_spec *spec)
+void hattn__spec_destroy(hattn__spec *spec)
 {
   spec_impl *s = (spec_impl *)spec;
   int i;
@@ -1366,7 +1366,7 @@ void hattn__diags_clear(hattn__diags *diags)
   memset(diags, 0, sizeof *diags);
 }
 
-int hattn__spec_find_pattern(const hattn_spec *spec, const char *name)
+int hattn__spec_find_pattern(const hattn__spec *spec, const char *name)
 {
   int i;
   if (!spec || !name)
@@ -1377,7 +1377,7 @@ int hattn__spec_find_pattern(const hattn_spec *spec, const char *name)
   return -1;
 }
 
-int hattn__spec_find_model(const hattn_spec *spec, const char *name)
+int hattn__spec_find_model(const hattn__spec *spec, const char *name)
 {
   int i;
   if (!spec || !name)

@@ -220,7 +220,7 @@ char *hattn__expr_text(const hattn__expr *e)
   return sb_take(&b);
 }
 
-const char *hattn__dtype_name(hattn_dtype t)
+const char *hattn__dtype_name(hattn__dtype t)
 {
   switch (t) {
   case HATTN_DTYPE_FP32: return "fp32";
@@ -230,7 +230,7 @@ const char *hattn__dtype_name(hattn_dtype t)
   return "?";
 }
 
-int hattn__dtype_size(hattn_dtype t)
+int hattn__dtype_size(hattn__dtype t)
 {
   switch (t) {
   case HATTN_DTYPE_FP32: return 4;

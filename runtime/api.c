@@ -28,7 +28,7 @@ _Static_assert(HATTN_PREBUILT_ABI == HATTN_CPU_ABI_VERSION && HATTN_PREBUILT_ABI
                "HATTN_PREBUILT_ABI follows gen/cpu_abi.h and gen/cuda_abi.h");
 
 struct hattn_specfile {
-  hattn_spec *spec;
+  hattn__spec *spec;
   int refs;                    /* the caller's, plus one per context keeping it */
 };
 
@@ -45,7 +45,7 @@ struct hattn_ctx {
 
 struct hattn_kernel {
   hattn_ctx *ctx;
-  const hattn_spec *spec;
+  const hattn__spec *spec;
   const hattn__pattern *pat;
   hattn_problem prob;
   hattn__kc_kernel *kk;
@@ -160,7 +160,7 @@ void hattn_close(hattn_ctx *ctx) {
 int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len, const char *filename,
                          hattn_specfile **out) {
   hattn__diags diags;
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn_specfile *s;
   int st;
 
@@ -234,13 +234,13 @@ static int check_problem(hattn_ctx *ctx, const hattn_problem *p) {
   return HATTN_OK;
 }
 
-/* One element type: the public hattn_eltype and the library's hattn_dtype
+/* One element type: the public hattn_eltype and the library's hattn__dtype
 ** agree value for value. */
 _Static_assert((int)HATTN_FP32 == (int)HATTN_DTYPE_FP32 && (int)HATTN_FP16 == (int)HATTN_DTYPE_FP16 &&
                    (int)HATTN_BF16 == (int)HATTN_DTYPE_BF16,
-               "hattn_eltype and hattn_dtype agree");
+               "hattn_eltype and hattn__dtype agree");
 
-static hattn_dtype dtype_of(int t) { return (hattn_dtype)t; }
+static hattn__dtype dtype_of(int t) { return (hattn__dtype)t; }
 
 int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pattern,
                      const hattn_problem *prob, hattn_kernel **out) {
@@ -332,8 +332,8 @@ int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *
     pb.config = t->config;
     pb.target = t->target;
     pb.needs = t->needs;
-    /* The kernel's own type: hattn_cpu_kernel_fn is hattn_cpu_fn. */
-    pb.fn = (hattn_cpu_fn)t->cpu_fn;
+    /* The kernel's own type: hattn_cpu_kernel_fn is hattn__cpu_fn. */
+    pb.fn = (hattn__cpu_fn)t->cpu_fn;
     pb.cubin = t->cubin;
     pb.cubin_size = t->cubin_size;
     ctx->buf[0] = 0;
@@ -568,7 +568,7 @@ done:
 /* ---- the reference ------------------------------------------------------------- */
 
 /* Copy the [n0, n1, n2, n3] tensor T of DTYPE into the contiguous X. */
-static void gather(const hattn__tensor *t, hattn_dtype dtype, const int64_t n[4], double *x) {
+static void gather(const hattn__tensor *t, hattn__dtype dtype, const int64_t n[4], double *x) {
   int64_t a, b, c, d, i = 0;
   for (a = 0; a < n[0]; a++)
     for (b = 0; b < n[1]; b++)

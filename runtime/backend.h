@@ -37,9 +37,9 @@ typedef hattn_backend hattn__backend;
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
 ** compiled in and not part of a kernel's key. */
 typedef struct hattn__config {
-  hattn_cpu_config cpu;
+  hattn__cpu_config cpu;
   int threads;
-  hattn_cuda_config cuda;
+  hattn__cuda_config cuda;
 } hattn__config;
 
 /* What a device is to the database and to kernel keys: TARGET (CPU:
@@ -166,6 +166,6 @@ extern hattn__backend_i hattn__backend_cuda;
 void hattn__backend_register_compilers(void);
 
 /* The CPU backend's kernel handle: its function. */
-hattn_cpu_fn hattn__cpu_kernel_fn(const void *kern);
+hattn__cpu_fn hattn__cpu_kernel_fn(const void *kern);
 
 #endif /* HATTN_RUNTIME_BACKEND_H */

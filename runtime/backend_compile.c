@@ -17,7 +17,7 @@
 
 /* ---- CPU ------------------------------------------------------------------------- */
 
-int hattn__kc_cpu_object(const hattn_cpu_kernel_desc *desc, const hattn_cpu_config *cfg,
+int hattn__kc_cpu_object(const hattn__kernel_desc *desc, const hattn__cpu_config *cfg,
                          const char *fn_name, void **bytes, size_t *size, char *err, size_t errlen) {
   const char *tmp = getenv("TMPDIR");
   char path[4096];
@@ -80,7 +80,7 @@ static int cpu_compile(void *dev, const hattn__kernel_desc *desc, const hattn__c
 
 /* ---- CUDA ------------------------------------------------------------------------ */
 
-static int emit_nvrtc(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg, const char *name,
+static int emit_nvrtc(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg, const char *name,
                       const char *arch, void **cubin, size_t *size, char *err, size_t errlen) {
   char *source = NULL;
   int rc = hattn__emit_cuda(desc, cfg, name, &source, err, errlen);
@@ -90,7 +90,7 @@ static int emit_nvrtc(const hattn_cuda_kernel_desc *desc, const hattn_cuda_confi
   return rc;
 }
 
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                            hattn__cuda_kernel **out, char *err, size_t errlen) {
   return hattn__cuda_kernel_build(cu, desc, cfg, emit_nvrtc, out, err, errlen);
 }

@@ -73,12 +73,12 @@ int hattn__kc_features_cover(const char *have, const char *need) {
 
 /* ---- configurations ------------------------------------------------------------- */
 
-void hattn__kc_cpu_config_text(const hattn_cpu_config *cfg, int threads, char *buf, size_t len) {
+void hattn__kc_cpu_config_text(const hattn__cpu_config *cfg, int threads, char *buf, size_t len) {
   int n = snprintf(buf, len, "bm=%d bn=%d rows=%d vec=%d", cfg->bm, cfg->bn, cfg->rows, cfg->vec);
   if (threads > 0 && n >= 0 && (size_t)n < len) snprintf(buf + n, len - (size_t)n, " threads=%d", threads);
 }
 
-int hattn__kc_cpu_config_parse(const char *text, hattn_cpu_config *cfg, int *threads) {
+int hattn__kc_cpu_config_parse(const char *text, hattn__cpu_config *cfg, int *threads) {
   int n = 0, t = 0;
   if (sscanf(text, "bm=%d bn=%d rows=%d vec=%d%n", &cfg->bm, &cfg->bn, &cfg->rows, &cfg->vec, &n) != 4)
     return HATTN_EINVAL;
@@ -115,7 +115,7 @@ static int config_parse(const char *text, hattn__config *cfg) {
 ** program's own function). */
 typedef struct cpu_kernel {
   struct cpu_kernel *next;
-  hattn_cpu_fn fn;
+  hattn__cpu_fn fn;
   hattn__elf_image *img;
   void *bin;
   size_t size;
@@ -196,7 +196,7 @@ static int prebuilt_has_binary(void (*fn)(void), const void *bin, size_t size) {
 }
 
 /* Add a kernel to DEV: FN, from IMG and a copy of BIN (may be NULL). */
-static int add_kernel(cpu_dev *d, hattn_cpu_fn fn, hattn__elf_image *img, const void *bin, size_t size,
+static int add_kernel(cpu_dev *d, hattn__cpu_fn fn, hattn__elf_image *img, const void *bin, size_t size,
                       void **out, char *err, size_t errlen) {
   cpu_kernel *k = calloc(1, sizeof *k);
   if (k == NULL || (bin != NULL && (k->bin = malloc(size ? size : 1)) == NULL)) {
@@ -218,7 +218,7 @@ static int add_kernel(cpu_dev *d, hattn_cpu_fn fn, hattn__elf_image *img, const 
 static int load(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, const char *key,
                 const void *bin, size_t size, void **out, char *err, size_t errlen) {
   hattn__elf_image *img = NULL;
-  hattn_cpu_fn fn;
+  hattn__cpu_fn fn;
   void *addr = NULL;
   char fn_name[64];
   int rc;
@@ -234,8 +234,8 @@ static int load(void *dev, const hattn__kernel_desc *desc, const hattn__config *
 static int load_prebuilt(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, void (*fn)(void),
                          const void *bin, size_t size, void **out, char *err, size_t errlen) {
   (void)desc, (void)cfg, (void)bin, (void)size;
-  /* The kernel's own type: hattn_cpu_kernel_fn is hattn_cpu_fn. */
-  return add_kernel(dev, (hattn_cpu_fn)fn, NULL, NULL, 0, out, err, errlen);
+  /* The kernel's own type: hattn_cpu_kernel_fn is hattn__cpu_fn. */
+  return add_kernel(dev, (hattn__cpu_fn)fn, NULL, NULL, 0, out, err, errlen);
 }
 
 static void binary(const void *kern, const void **bin, size_t *size) {
@@ -244,7 +244,7 @@ static void binary(const void *kern, const void **bin, size_t *size) {
   *size = k->size;
 }
 
-hattn_cpu_fn hattn__cpu_kernel_fn(const void *kern) { return ((const cpu_kernel *)kern)->fn; }
+hattn__cpu_fn hattn__cpu_kernel_fn(const void *kern) { return ((const cpu_kernel *)kern)->fn; }
 
 /* ---- problems and launches ------------------------------------------------------ */
 
@@ -270,7 +270,7 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
 ** HEAD_DIM accepts it and it is not there yet. */
 static void add_cand(hattn__config *c, int *n, int cap, int head_dim, int bm, int bn, int rows, int vec,
                      int threads) {
-  hattn_cpu_config cfg;
+  hattn__cpu_config cfg;
   char err[256];
   int i;
   cfg.bm = bm, cfg.bn = bn, cfg.rows = rows, cfg.vec = vec;
@@ -291,7 +291,7 @@ static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_
   static const int bms[] = {64, 128, 256}, bns[] = {32, 64, 128};
   const hattn__kc_host *host;
   hattn__config *c;
-  hattn_cpu_config d;
+  hattn__cpu_config d;
   int cap = 24, i, j, cores, head_dim = desc->head_dim;
   (void)dev;
 
@@ -366,7 +366,7 @@ static int time_kernel(void *dev, void *kern, void *prob, const hattn__kernel_de
                        const hattn__tensor_set *sets, int nsets, int warmup, int (*reps)(void *ctx, double sample_s),
                        void *ctx, int max, double *samples_us, int *n, char *err, size_t errlen) {
   hattn__pool *pool = timing_pool(dev, cfg->threads);
-  hattn_cpu_fn fn = hattn__cpu_kernel_fn(kern);
+  hattn__cpu_fn fn = hattn__cpu_kernel_fn(kern);
   double t, ts;
   int j, r, rc;
   (void)desc;

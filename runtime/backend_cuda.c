@@ -44,12 +44,12 @@ int hattn__kc_arch_runs(const char *arch, int sm) {
   return !tail[0] && major == sm / 10 && minor < sm % 10 ? 1 : 0;
 }
 
-void hattn__kc_cuda_config_text(const hattn_cuda_config *cfg, char *buf, size_t len) {
+void hattn__kc_cuda_config_text(const hattn__cuda_config *cfg, char *buf, size_t len) {
   snprintf(buf, len, "bm=%d bn=%d warps=%d stages=%d%s", cfg->block_m, cfg->block_n, cfg->warps,
            cfg->stages, cfg->wgmma ? " wgmma" : "");
 }
 
-int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg) {
+int hattn__kc_cuda_config_parse(const char *text, hattn__cuda_config *cfg) {
   int n = 0;
   if (sscanf(text, "bm=%d bn=%d warps=%d stages=%d%n", &cfg->block_m, &cfg->block_n, &cfg->warps,
              &cfg->stages, &n) != 4)
@@ -151,7 +151,7 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
 /* ---- the tuner: candidates, memory, timing --------------------------------------- */
 
 /* Append CFG to C (N of CAP used) when DESC accepts it. */
-static void add_cand(hattn__config *c, int *n, int cap, const hattn__kernel_desc *desc, const hattn_cuda_config *cfg) {
+static void add_cand(hattn__config *c, int *n, int cap, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg) {
   char err[256];
   if (hattn__cuda_config_check(desc, cfg, err, sizeof err) != HATTN_OK || *n >= cap) return;
   memset(&c[*n], 0, sizeof c[*n]);
@@ -163,7 +163,7 @@ static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_
                              int *n) {
   static const int bms[] = {64, 128}, bns[] = {32, 64, 128}, warps[] = {4, 8}, stages[] = {2, 3};
   hattn__config *c;
-  hattn_cuda_config d, cfg;
+  hattn__cuda_config d, cfg;
   int cap = 32, i, sm = hattn__cuda_sm(dev);
   (void)max_threads;
 

@@ -16,7 +16,7 @@
 #include "spec.h"
 
 /* A compiled kernel function (cpu_abi.h). */
-typedef void (*hattn_cpu_fn)(const hattn_cpu_args *args, int64_t bh, int64_t qb, float *scratch);
+typedef void (*hattn__cpu_fn)(const hattn_cpu_args *args, int64_t bh, int64_t qb, float *scratch);
 
 /* ---- thread pool (runtime/pool.c) --------------------------------------- */
 
@@ -52,7 +52,7 @@ int hattn__jit_vec(const hattn__jit *jit);
 ** Returns HATTN_OK, or HATTN_ECOMPILE/HATTN_EINVAL/HATTN_ENOTSUP with the
 ** LLVM message in ERR. */
 int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
-                       const hattn_cpu_config *cfg, hattn_cpu_fn *fn,
+                       const hattn__cpu_config *cfg, hattn__cpu_fn *fn,
                        char *err, size_t errlen);
 
 /* Write the kernel of DESC and CFG, named FN_NAME, as a relocatable
@@ -60,7 +60,7 @@ int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
 ** as "x86-64-v3", "znver1", "sapphirerapids"; NULL for the host).  Returns
 ** HATTN_OK, or an error code with a sentence in ERR. */
 int hattn__llvm_write_object(const hattn__kernel_desc *desc,
-                             const hattn_cpu_config *cfg, const char *fn_name,
+                             const hattn__cpu_config *cfg, const char *fn_name,
                              const char *cpu, const char *path, char *err, size_t errlen);
 
 /* The LLVM version hattn was built with ("16.0.6"), or NULL without LLVM. */
@@ -110,7 +110,7 @@ typedef struct hattn__cpu_problem hattn__cpu_problem;
 /* Prepare SHAPE with ENV (which must match SHAPE) for kernels of DESC and
 ** CFG.  Returns HATTN_OK, or HATTN_ESHAPE / HATTN_EINPUT / HATTN_EINVAL /
 ** HATTN_ENOMEM with a sentence in ERR. */
-int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn_cpu_config *cfg,
+int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn__cpu_config *cfg,
                               const hattn__shape *shape, const hattn__mask_env *env,
                               hattn__cpu_problem **out, char *err, size_t errlen);
 void hattn__cpu_problem_destroy(hattn__cpu_problem *pr);
@@ -121,14 +121,14 @@ void hattn__cpu_problem_destroy(hattn__cpu_problem *pr);
 ** with strides 0..2.  Spreads (bh, query block) work over POOL (NULL: the
 ** calling thread).  Returns HATTN_OK, or HATTN_ESHAPE / HATTN_ENOMEM with
 ** a sentence in ERR. */
-int hattn__cpu_launch(hattn_cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
+int hattn__cpu_launch(hattn__cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);
 
 /* hattn__cpu_problem_create, hattn__cpu_launch and destroy in one call:
 ** the tensors are checked before the run-time data. */
-int hattn__cpu_forward(hattn_cpu_fn fn, const hattn__kernel_desc *desc,
-                       const hattn_cpu_config *cfg, const hattn__shape *shape,
+int hattn__cpu_forward(hattn__cpu_fn fn, const hattn__kernel_desc *desc,
+                       const hattn__cpu_config *cfg, const hattn__shape *shape,
                        const hattn__mask_env *env, const hattn__tensor *q,
                        const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                        hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);

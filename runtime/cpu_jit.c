@@ -172,7 +172,7 @@ const char *hattn__jit_cpu_name(const hattn__jit *jit) { return jit->cpu; }
 int hattn__jit_vec(const hattn__jit *jit) { return jit->vec; }
 
 int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
-                       const hattn_cpu_config *cfg, hattn_cpu_fn *fn, char *err,
+                       const hattn__cpu_config *cfg, hattn__cpu_fn *fn, char *err,
                        size_t errlen) {
   char name[64];
   LLVMOrcThreadSafeContextRef tsc;
@@ -217,7 +217,7 @@ int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
     goto fail_ctx;
   }
   LLVMOrcDisposeThreadSafeContext(tsc);
-  *fn = (hattn_cpu_fn)(uintptr_t)addr;
+  *fn = (hattn__cpu_fn)(uintptr_t)addr;
   return HATTN_OK;
 
 fail_mod:
@@ -228,7 +228,7 @@ fail_ctx:
 }
 
 int hattn__llvm_write_object(const hattn__kernel_desc *desc,
-                             const hattn_cpu_config *cfg, const char *fn_name,
+                             const hattn__cpu_config *cfg, const char *fn_name,
                              const char *cpu, const char *path, char *err, size_t errlen) {
   char *triple, *host_cpu = NULL, *host_features = NULL, *msg = NULL, *dl;
   LLVMContextRef ctx;
@@ -307,7 +307,7 @@ int hattn__jit_vec(const hattn__jit *jit) {
 }
 
 int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
-                       const hattn_cpu_config *cfg, hattn_cpu_fn *fn, char *err,
+                       const hattn__cpu_config *cfg, hattn__cpu_fn *fn, char *err,
                        size_t errlen) {
   (void)jit;
   (void)desc;
@@ -318,7 +318,7 @@ int hattn__jit_compile(hattn__jit *jit, const hattn__kernel_desc *desc,
 }
 
 int hattn__llvm_write_object(const hattn__kernel_desc *desc,
-                             const hattn_cpu_config *cfg, const char *fn_name,
+                             const hattn__cpu_config *cfg, const char *fn_name,
                              const char *cpu, const char *path, char *err, size_t errlen) {
   (void)desc;
   (void)cfg;

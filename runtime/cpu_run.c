@@ -20,7 +20,7 @@
 
 struct hattn__cpu_problem {
   hattn__kernel_desc desc;
-  hattn_cpu_config cfg;
+  hattn__cpu_config cfg;
   hattn__shape shape;
   hattn__plan *plan;            /* NULL when lq is 0 */
   hattn__tables tables;
@@ -33,7 +33,7 @@ struct hattn__cpu_problem {
 
 /* What every worker needs for one call. */
 typedef struct run_ctx {
-  hattn_cpu_fn fn;
+  hattn__cpu_fn fn;
   const hattn_cpu_args *args;
   int64_t nqb;
   char *scratch;                /* threads x scratch_bytes */
@@ -65,7 +65,7 @@ static int check_tensor(const char *name, const hattn__tensor *t, int64_t n0, in
 }
 
 /* Whether SHAPE and CFG suit kernels of DESC. */
-static int check_shape(const hattn__kernel_desc *desc, const hattn_cpu_config *cfg, const hattn__shape *shape,
+static int check_shape(const hattn__kernel_desc *desc, const hattn__cpu_config *cfg, const hattn__shape *shape,
                        char *err, size_t errlen) {
   int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk,
           D = shape->head_dim;
@@ -99,7 +99,7 @@ static int check_tensors(const hattn__shape *s, const hattn__tensor *q, const ha
   return HATTN_OK;
 }
 
-int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn_cpu_config *cfg,
+int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn__cpu_config *cfg,
                               const hattn__shape *shape, const hattn__mask_env *env,
                               hattn__cpu_problem **out, char *err, size_t errlen) {
   const hattn__pattern *pat = desc->pattern;
@@ -207,7 +207,7 @@ void hattn__cpu_problem_destroy(hattn__cpu_problem *pr) {
   free(pr);
 }
 
-int hattn__cpu_launch(hattn_cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
+int hattn__cpu_launch(hattn__cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
   hattn_cpu_args args;
@@ -254,8 +254,8 @@ int hattn__cpu_launch(hattn_cpu_fn fn, const hattn__cpu_problem *pr, const hattn
   return HATTN_OK;
 }
 
-int hattn__cpu_forward(hattn_cpu_fn fn, const hattn__kernel_desc *desc,
-                       const hattn_cpu_config *cfg, const hattn__shape *shape,
+int hattn__cpu_forward(hattn__cpu_fn fn, const hattn__kernel_desc *desc,
+                       const hattn__cpu_config *cfg, const hattn__shape *shape,
                        const hattn__mask_env *env, const hattn__tensor *q,
                        const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                        hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {

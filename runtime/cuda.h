@@ -48,7 +48,7 @@ typedef struct hattn__cuda_kernel hattn__cuda_kernel;
 
 /* A compiler of CUDA kernels: the cubin (*CUBIN, malloc'd, *SIZE bytes)
 ** of the kernel of DESC and CFG, entry point NAME, for ARCH. */
-typedef int (*hattn__cuda_compile_fn)(const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+typedef int (*hattn__cuda_compile_fn)(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                                       const char *name, const char *arch, void **cubin, size_t *size,
                                       char *err, size_t errlen);
 
@@ -56,21 +56,21 @@ typedef int (*hattn__cuda_compile_fn)(const hattn_cuda_kernel_desc *desc, const 
 ** entry point), else compiled by COMPILE and loaded; raises the dynamic
 ** shared-memory limit as needed.  Returns HATTN_OK or an error with the
 ** compiler's log / driver error in ERR. */
-int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              hattn__cuda_compile_fn compile, hattn__cuda_kernel **out, char *err, size_t errlen);
 
 /* hattn__cuda_kernel_build with the emitter and NVRTC (backend_compile.c;
 ** libhattn only). */
-int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                           const hattn_cuda_config *cfg, hattn__cuda_kernel **out,
+int hattn__cuda_kernel_get(hattn__cuda *cu, const hattn__kernel_desc *desc,
+                           const hattn__cuda_config *cfg, hattn__cuda_kernel **out,
                            char *err, size_t errlen);
 
 /* Load CUBIN (SIZE bytes, compiled earlier from the source of DESC and CFG
 ** for this device's arch, as hattn__cuda_kernel_cubin hands out) without
 ** NVRTC; cached like hattn__cuda_kernel_get.  A cubin that the driver
 ** refuses gives HATTN_ECOMPILE with the driver's message. */
-int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
+int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn__kernel_desc *desc,
+                            const hattn__cuda_config *cfg, const void *cubin, size_t size,
                             hattn__cuda_kernel **out, char *err, size_t errlen);
 
 /* The cubin KERN was loaded from: owned by KERN, valid while it lives. */
@@ -88,8 +88,8 @@ int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen);
 ** problem: build once, launch many times. */
 typedef struct hattn__cuda_plan hattn__cuda_plan;
 
-int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const hattn__shape *shape,
+int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
+                            const hattn__cuda_config *cfg, const hattn__shape *shape,
                             const hattn__mask_env *env, hattn__cuda_plan **out,
                             char *err, size_t errlen);
 void hattn__cuda_plan_destroy(hattn__cuda_plan *plan);

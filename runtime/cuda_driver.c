@@ -66,9 +66,9 @@ struct hattn__cuda_kernel {
   char name[128];                    /* the entry point, the key of the cache */
   CUmodule module;
   CUfunction fn;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int head_dim;
-  hattn_cuda_config cfg;
+  hattn__cuda_config cfg;
   size_t smem;                       /* dynamic shared memory per launch */
   void *cubin;                       /* what was loaded, for the database */
   size_t cubin_size;
@@ -88,7 +88,7 @@ struct hattn__cuda {
 struct hattn__cuda_plan {
   hattn__cuda *cu;
   hattn__shape shape;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int head_dim, block_m, block_n;
   int64_t nqb;
   CUdeviceptr mem;                   /* every table, in one allocation */
@@ -262,7 +262,7 @@ int hattn__cuda_sm_count(const hattn__cuda *cu) { return cu->sm_count; }
 ** GIVEN (GIVEN_SIZE bytes of cubin) when it is not NULL, else compiled by
 ** COMPILE.  The cache is keyed by the entry point's name, which names the
 ** pattern, dtype, head dim and config. */
-static int kernel_get(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+static int kernel_get(hattn__cuda *cu, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                       const void *given, size_t given_size, hattn__cuda_compile_fn compile,
                       hattn__cuda_kernel **out, char *err, size_t errlen) {
   hattn__cuda_kernel *k = NULL;
@@ -338,14 +338,14 @@ fail_cubin:
   return rc;
 }
 
-int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc, const hattn_cuda_config *cfg,
+int hattn__cuda_kernel_build(hattn__cuda *cu, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              hattn__cuda_compile_fn compile, hattn__cuda_kernel **out, char *err, size_t errlen) {
   assert(compile != NULL);
   return kernel_get(cu, desc, cfg, NULL, 0, compile, out, err, errlen);
 }
 
-int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const void *cubin, size_t size,
+int hattn__cuda_kernel_load(hattn__cuda *cu, const hattn__kernel_desc *desc,
+                            const hattn__cuda_config *cfg, const void *cubin, size_t size,
                             hattn__cuda_kernel **out, char *err, size_t errlen) {
   assert(cubin != NULL);
   return kernel_get(cu, desc, cfg, cubin, size, NULL, out, err, errlen);
@@ -420,8 +420,8 @@ done:
 
 /* ---- the plan ------------------------------------------------------------- */
 
-int hattn__cuda_plan_create(hattn__cuda *cu, const hattn_cuda_kernel_desc *desc,
-                            const hattn_cuda_config *cfg, const hattn__shape *shape,
+int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
+                            const hattn__cuda_config *cfg, const hattn__shape *shape,
                             const hattn__mask_env *env, hattn__cuda_plan **out,
                             char *err, size_t errlen) {
   const hattn__pattern *pat = desc->pattern;

@@ -37,7 +37,7 @@ static uint64_t fnv_add(uint64_t h, const void *data, size_t n) {
 /* Add the string S and its NUL, so that fields cannot run into each other. */
 static uint64_t fnv_str(uint64_t h, const char *s) { return fnv_add(h, s, strlen(s) + 1); }
 
-void hattn__kc_key(const char *canon, hattn_dtype dtype, int head_dim, hattn__backend backend,
+void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__backend backend,
                    const char *target, const char *config, char out[HATTN__KC_KEY_LEN]) {
   uint64_t h = 0xcbf29ce484222325ull;
   char num[32];
@@ -272,7 +272,7 @@ int hattn__kcache_add_prebuilt(hattn__kcache *kc, const hattn__kc_prebuilt *pb, 
 
 /* The registered kernel for P, DTYPE and HEAD_DIM that runs here (the
 ** device's own arch first), or NULL. */
-static kc_pre *find_prebuilt(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim) {
+static kc_pre *find_prebuilt(hattn__kcache *kc, const hattn__pattern *p, hattn__dtype dtype, int head_dim) {
   kc_pre *best = NULL;
   int i, score, best_score = 0;
   for (i = 0; i < kc->npre; i++) {
@@ -284,7 +284,7 @@ static kc_pre *find_prebuilt(hattn__kcache *kc, const hattn__pattern *p, hattn_d
   return best;
 }
 
-int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
+int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn__dtype dtype, int head_dim,
                       int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen) {
   const hattn__backend_i *be = kc->be;
   hattn__ident id;

@@ -37,7 +37,7 @@
 ** "k" and 16 hex digits.  With CONFIG NULL it is the kernel class (the key
 ** of tuning records), "c" and 16 hex digits.
 */
-void hattn__kc_key(const char *canon, hattn_dtype dtype, int head_dim, hattn__backend backend,
+void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__backend backend,
                    const char *target, const char *config, char out[HATTN__KC_KEY_LEN]);
 
 /* The host CPU as hattn sees it (hattn__host_cpu_probe, no LLVM): its
@@ -89,10 +89,10 @@ void hattn__kc_gpu_identity(hattn__cuda *cu, hattn__kc_gpu *out);
 ** "bm=128 bn=64 rows=4 vec=8" (with " threads=N" when THREADS > 0) and
 ** "bm=64 bn=64 warps=4 stages=2".  Parsing accepts what formatting writes
 ** (and a CPU config without threads: *THREADS = 0). */
-void hattn__kc_cpu_config_text(const hattn_cpu_config *cfg, int threads, char *buf, size_t len);
-int hattn__kc_cpu_config_parse(const char *text, hattn_cpu_config *cfg, int *threads);
-void hattn__kc_cuda_config_text(const hattn_cuda_config *cfg, char *buf, size_t len);
-int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg);
+void hattn__kc_cpu_config_text(const hattn__cpu_config *cfg, int threads, char *buf, size_t len);
+int hattn__kc_cpu_config_parse(const char *text, hattn__cpu_config *cfg, int *threads);
+void hattn__kc_cuda_config_text(const hattn__cuda_config *cfg, char *buf, size_t len);
+int hattn__kc_cuda_config_parse(const char *text, hattn__cuda_config *cfg);
 
 /* ---- CPU object files -------------------------------------------------------- */
 
@@ -100,7 +100,7 @@ int hattn__kc_cuda_config_parse(const char *text, hattn_cuda_config *cfg);
 ** whose function is FN_NAME: *BYTES (malloc'd; the caller frees) and
 ** *SIZE.  Codegen through hattn__llvm_write_object into a temporary file
 ** (backend_compile.c: libhattn only). */
-int hattn__kc_cpu_object(const hattn_cpu_kernel_desc *desc, const hattn_cpu_config *cfg,
+int hattn__kc_cpu_object(const hattn__kernel_desc *desc, const hattn__cpu_config *cfg,
                          const char *fn_name, void **bytes, size_t *size, char *err, size_t errlen);
 
 /* The function name a stored CPU kernel of KEY carries: "hattn_" KEY. */
@@ -166,12 +166,12 @@ hattn__db *hattn__kcache_db(hattn__kcache *kc);
 typedef struct hattn__kc_prebuilt {
   hattn__backend backend;
   const char *canon;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int head_dim;
   const char *config;
   const char *target;
   const char *needs;
-  hattn_cpu_fn fn;
+  hattn__cpu_fn fn;
   const void *cubin;
   size_t cubin_size;
 } hattn__kc_prebuilt;
@@ -194,7 +194,7 @@ const char *hattn__kcache_warning(const hattn__kcache *kc);
 ** compile.  Database failures warn and fall through to a compile.  Where
 ** the backend has no compile operation (libhattnrt) a kernel found nowhere
 ** is HATTN_ENOTSUP, with a sentence saying how to provide it. */
-int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn_dtype dtype, int head_dim,
+int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn__dtype dtype, int head_dim,
                       int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
 
 #endif /* HATTN_RUNTIME_KERNEL_CACHE_H */

@@ -30,7 +30,7 @@ static void fail(const char *what, const hattn__pattern *p) {
 /* Property 1: the canonical text is a fixed point of parse-and-canonicalise. */
 static void check_canon_roundtrip(const hattn__pattern *p) {
   char *text = malloc(strlen(p->canon) + 32);
-  hattn_spec *again = NULL;
+  hattn__spec *again = NULL;
   if (text == NULL) return;
   sprintf(text, "pattern x = %s\n", p->canon);
   if (hattn__spec_parse(text, strlen(text), "canon", &again, NULL) != HATTN_OK)
@@ -81,7 +81,7 @@ static void check_plan(const hattn__pattern *p, uint32_t h) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__diags diags = {0};
   uint32_t h = 2166136261u;
   size_t i;

@@ -36,7 +36,7 @@ static int check_kernel(const hattn_gen_kernel *g, int64_t lq, int64_t lk, uint6
   float *q = NULL, *k = NULL, *v = NULL, *o = NULL, *lse = NULL, *slopes = NULL, *scratch = NULL;
   double *qd = NULL, *kd = NULL, *vd = NULL, *od = NULL, *ld = NULL, *og = NULL, *lg = NULL, eo, el;
   char *text = NULL, err[512];
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__plan *plan = NULL;
   hattn__mask_env env;
   hattn__shape shape = {B, H, HK, lq, lk, D};

@@ -64,7 +64,7 @@ typedef struct tens {
   int64_t shape[4], strides[4];
 } tens;
 
-static void tens_init(tens *x, void *data, hattn_dtype dt, int ndim, const int64_t *shape, int swap) {
+static void tens_init(tens *x, void *data, hattn__dtype dt, int ndim, const int64_t *shape, int swap) {
   int i;
   memset(x, 0, sizeof *x);
   x->t.data = data;
@@ -97,7 +97,7 @@ static size_t at4(const tens *x, int64_t a, int64_t b, int64_t c, int64_t d) {
 
 typedef struct acase {
   const char *mask;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int64_t b, h, hk, lq, lk, d;
   int bshd;
   int docs;
@@ -107,7 +107,7 @@ typedef struct acase {
 static void run_case(const acase *tc, uint64_t salt) {
   char text[512], err[512];
   hattn_specfile *spec;
-  hattn_spec *ispec = NULL;
+  hattn__spec *ispec = NULL;
   hattn_kernel *kern = NULL;
   hattn_problem pr;
   hattn_inputs in;
@@ -393,7 +393,7 @@ END_TEST
 ** and return the relative errors of O (DTYPE, host) and LSE against
 ** hattn_reference through *EO and *EL. */
 static void compare_with_reference(hattn_ctx *ctx, hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
-                                   const DLTensor *v, const void *o, const float *lse, hattn_dtype dt,
+                                   const DLTensor *v, const void *o, const float *lse, hattn__dtype dt,
                                    const hattn_inputs *in, double *eo, double *el) {
   int64_t *sq = q->shape, sl[3] = {q->shape[0], q->shape[1], q->shape[2]};
   size_t nq = (size_t)(sq[0] * sq[1] * sq[2] * sq[3]), nl = (size_t)(sl[0] * sl[1] * sl[2]), i;
@@ -415,7 +415,7 @@ static void compare_with_reference(hattn_ctx *ctx, hattn_kernel *kern, const DLT
   free(ro), free(rl), free(xo), free(xl);
 }
 
-static void host_tensor(DLTensor *t, void *data, hattn_dtype dt, int ndim, int64_t *shape) {
+static void host_tensor(DLTensor *t, void *data, hattn__dtype dt, int ndim, int64_t *shape) {
   memset(t, 0, sizeof *t);
   t->data = data;
   t->device.device_type = kDLCPU;
@@ -432,11 +432,11 @@ static void host_tensor(DLTensor *t, void *data, hattn_dtype dt, int ndim, int64
 START_TEST(prebuilt_cpu) {
   const char *text = "pattern w = causal & window(20)\n";
   hattn_specfile *s = parse(text);
-  hattn_spec *ispec = NULL;
+  hattn__spec *ispec = NULL;
   hattn__jit *jit = NULL;
-  hattn_cpu_fn fn = NULL;
-  hattn_cpu_config cfg;
-  hattn_cpu_kernel_desc desc;
+  hattn__cpu_fn fn = NULL;
+  hattn__cpu_config cfg;
+  hattn__kernel_desc desc;
   hattn_prebuilt pb[2];
   hattn_kernel *kern = NULL, *again = NULL;
   hattn_problem pr = {1, 4, 2, 77, 77, 32, HATTN_FP32};
@@ -636,7 +636,7 @@ START_TEST(cuda_forward) {
   hattn_ctx *ctx = NULL;
   hattn__cuda *cu = NULL;
   hattn_specfile *s;
-  hattn_spec *ispec = NULL;
+  hattn__spec *ispec = NULL;
   hattn_kernel *kern = NULL;
   hattn_problem pr = {tc->b, tc->h, tc->hk, tc->lq, tc->lk, tc->d, HATTN_BF16};
   hattn_inputs in;
@@ -674,8 +674,8 @@ START_TEST(cuda_forward) {
 
   if (tc->prebuilt) {
     /* A cubin made here, as hattn gen makes it, registered for this arch. */
-    hattn_cuda_kernel_desc desc = {&ispec->patterns[0], HATTN_DTYPE_BF16, (int)tc->d};
-    hattn_cuda_config cfg;
+    hattn__kernel_desc desc = {&ispec->patterns[0], HATTN_DTYPE_BF16, (int)tc->d};
+    hattn__cuda_config cfg;
     hattn_prebuilt pb;
     char *src = NULL, cfgtext[96];
     size_t size = 0;

@@ -54,7 +54,7 @@ static int g_vec = 8;           /* the host's floats per vector, set in main */
 
 typedef struct tcase {
   const char *mask;             /* "causal & window(8)", or with " with ..." */
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int64_t b, h, hk, lq, lk, d;
   int bshd;                     /* [B, S, H, D] strides instead of [B, H, S, D] */
   int no_lse;
@@ -73,7 +73,7 @@ static int g_ncases;
 
 /* A case with the common defaults: batch 1, 2 heads sharing one KV head,
 ** head dim 64, [B, H, S, D]. */
-static tcase *add(const char *mask, hattn_dtype dt, int64_t lq, int64_t lk) {
+static tcase *add(const char *mask, hattn__dtype dt, int64_t lq, int64_t lk) {
   tcase *t;
   if (g_ncases == MAX_CASES) {
     fprintf(stderr, "more than %d cases\n", MAX_CASES);
@@ -146,8 +146,8 @@ static void cases_make(void) {
   static const int64_t dims[] = {32, 64, 80, 128, 256, 3, 20};
   static const int64_t seqs[] = {1, 7, 63, 64, 65, 77, 300, 1000};
   static const char *const len_masks[] = {"causal", "full", "document & causal", "chunk(16) | sink(1)"};
-  static const hattn_dtype dts[] = {HATTN_DTYPE_FP32, HATTN_DTYPE_FP16, HATTN_DTYPE_BF16};
-  const hattn_dtype F32 = HATTN_DTYPE_FP32, F16 = HATTN_DTYPE_FP16, BF16 = HATTN_DTYPE_BF16;
+  static const hattn__dtype dts[] = {HATTN_DTYPE_FP32, HATTN_DTYPE_FP16, HATTN_DTYPE_BF16};
+  const hattn__dtype F32 = HATTN_DTYPE_FP32, F16 = HATTN_DTYPE_FP16, BF16 = HATTN_DTYPE_BF16;
   tcase *t;
   int i, j, m;
 
@@ -219,7 +219,7 @@ static void cases_make(void) {
   /* Sequence lengths around and across tiles, and against 65. */
   for (i = 0; i < N(seqs); i++)
     for (m = 0; m < N(len_masks); m++) {
-      hattn_dtype dt = seqs[i] == 77 || seqs[i] == 300 ? BF16 : F32;
+      hattn__dtype dt = seqs[i] == 77 || seqs[i] == 300 ? BF16 : F32;
       add(len_masks[m], dt, seqs[i], seqs[i])->h = 1;
       if (seqs[i] == 1000) {
         add(len_masks[m], BF16, 1000, 1000)->h = 1;
@@ -490,7 +490,7 @@ static void *kernel_get(const backend *b, const tcase *tc, const hattn__kernel_d
 
 static void run_case(backend *b, const tcase *tc) {
   char err[16384], text[512], cfgtext[128];
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__diags diags;
   hattn__kernel_desc desc;
   hattn__config cfg;

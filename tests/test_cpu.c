@@ -54,18 +54,18 @@ static void teardown(void) {
 ** through the ELF loader, launched on the calling thread) gives the same
 ** bits on the same fresh random inputs, in every dtype. */
 START_TEST(test_jit_matches_table) {
-  static const hattn_dtype dts[] = {HATTN_DTYPE_FP32, HATTN_DTYPE_FP16, HATTN_DTYPE_BF16};
+  static const hattn__dtype dts[] = {HATTN_DTYPE_FP32, HATTN_DTYPE_FP16, HATTN_DTYPE_BF16};
   const char *text = "pattern p = causal & (window(16) | sink(4)) | document with softcap(5)";
   const hattn__backend_i *be = hattn__backend_get(HATTN__BACKEND_CPU);
   const int64_t B = 2, H = 4, HK = 2, LQ = 77, LK = 150, D = 64, nq = B * H * LQ * D, nk = B * HK * LK * D;
-  hattn_spec *spec = NULL;
-  hattn_cpu_kernel_desc desc;
+  hattn__spec *spec = NULL;
+  hattn__kernel_desc desc;
   hattn__config cfg;
   hattn__shape shape = {B, H, HK, LQ, LK, D};
   hattn__mask_env env;
   hattn__tensor tq, tk, tv, to, tl;
   test_rundata rd;
-  hattn_cpu_fn fn;
+  hattn__cpu_fn fn;
   void *dev = NULL, *kern = NULL, *prob = NULL;
   char err[1024];
   int t;
@@ -140,10 +140,10 @@ END_TEST
 /* ---- failure paths ----------------------------------------------------- */
 
 typedef struct fail_fixture {
-  hattn_spec *spec;
-  hattn_cpu_kernel_desc desc;
-  hattn_cpu_config cfg;
-  hattn_cpu_fn fn;
+  hattn__spec *spec;
+  hattn__kernel_desc desc;
+  hattn__cpu_config cfg;
+  hattn__cpu_fn fn;
   hattn__shape shape;
   hattn__mask_env env;
   hattn__tensor q, k, v, o, l;
@@ -231,8 +231,8 @@ END_TEST
 
 START_TEST(test_fail_config) {
   fail_fixture f;
-  hattn_cpu_config c;
-  hattn_cpu_fn fn;
+  hattn__cpu_config c;
+  hattn__cpu_fn fn;
   char err[512];
   fail_setup(&f, "causal");
   c = f.cfg;

@@ -35,9 +35,9 @@ static void *dev_alloc(size_t bytes) {
   return p;
 }
 
-static hattn_spec *parse(const char *mask) {
+static hattn__spec *parse(const char *mask) {
   char text[512];
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__diags diags;
   int rc;
   snprintf(text, sizeof text, "pattern p = %s\n", mask);
@@ -51,9 +51,9 @@ static hattn_spec *parse(const char *mask) {
 /* ---- failure paths ----------------------------------------------------- */
 
 typedef struct fail_fixture {
-  hattn_spec *spec;
-  hattn_cuda_kernel_desc desc;
-  hattn_cuda_config cfg;
+  hattn__spec *spec;
+  hattn__kernel_desc desc;
+  hattn__cuda_config cfg;
   hattn__cuda_kernel *kern;
   hattn__cuda_plan *plan;
   hattn__shape shape;
@@ -185,7 +185,7 @@ END_TEST
 START_TEST(test_fail_mismatch) {
   /* A plan for one configuration, a kernel of another dtype. */
   fail_fixture f;
-  hattn_cuda_kernel_desc d2;
+  hattn__kernel_desc d2;
   hattn__cuda_kernel *k2 = NULL;
   char err[16384];
   int rc;

@@ -56,9 +56,9 @@ static const char *g_skip;      /* why every test returns early, or NULL */
 
 /* A kernel: its spec, description, configuration and object file. */
 typedef struct kobj {
-  hattn_spec *spec;
-  hattn_cpu_kernel_desc desc;
-  hattn_cpu_config cfg;
+  hattn__spec *spec;
+  hattn__kernel_desc desc;
+  hattn__cpu_config cfg;
   char fn_name[64];
   void *bytes;
   size_t size;
@@ -87,7 +87,7 @@ static int read_file(const char *path, void **bytes, size_t *size) {
 /* The object of MASK in DTYPE and D: for the host through
 ** hattn__kc_cpu_object when CPU is NULL, else through
 ** hattn__llvm_write_object for CPU with vectors of VEC floats. */
-static void kobj_make(kobj *k, const char *mask, hattn_dtype dtype, int d, const char *cpu, int vec) {
+static void kobj_make(kobj *k, const char *mask, hattn__dtype dtype, int d, const char *cpu, int vec) {
   char text[512], err[1024];
   hattn__diags diags;
   int rc;
@@ -140,9 +140,9 @@ typedef struct shape_case {
 
 /* Run FN (the kernel of K) on SC with fresh inputs and compare with the
 ** reference. */
-static void run_kernel(const kobj *k, hattn_cpu_fn fn, const shape_case *sc, uint64_t salt) {
+static void run_kernel(const kobj *k, hattn__cpu_fn fn, const shape_case *sc, uint64_t salt) {
   char err[1024];
-  const hattn_dtype dt = k->desc.dtype;
+  const hattn__dtype dt = k->desc.dtype;
   hattn__shape shape;
   hattn__mask_env env;
   hattn__tensor tq, tk, tv, to, tl;
@@ -261,7 +261,7 @@ static void load_and_run(const kobj *k, const shape_case *scs, int n, uint64_t s
   hattn__elf_image *im = NULL;
   void *fn = NULL;
   char err[1024];
-  hattn_cpu_fn f;
+  hattn__cpu_fn f;
   int rc, i;
   rc = hattn__elf_load(k->bytes, k->size, k->fn_name, &im, &fn, err, sizeof err);
   CHECK(rc == HATTN_OK, "load '%s' (%s, d %d): %s", k->desc.pattern->canon, hattn__dtype_name(k->desc.dtype),

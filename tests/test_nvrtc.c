@@ -25,8 +25,8 @@ static const char *top_srcdir(void) {
   return s && *s ? s : ".";
 }
 
-static hattn_spec *parse(const char *text) {
-  hattn_spec *spec = NULL;
+static hattn__spec *parse(const char *text) {
+  hattn__spec *spec = NULL;
   hattn__diags diags = {0};
   int rc = hattn__spec_parse(text, strlen(text), "test", &spec, &diags);
   ck_assert_msg(rc == HATTN_OK, "spec does not parse: %s", diags.text ? diags.text : text);
@@ -36,10 +36,10 @@ static hattn_spec *parse(const char *text) {
 
 /* Emit PAT for DTYPE, D and the default configuration (or CFG), compile it
 ** for ARCH and check the cubin. */
-static void emit_compile(const hattn__pattern *pat, hattn_dtype dtype, int d,
-                         const hattn_cuda_config *cfg, const char *arch) {
-  hattn_cuda_kernel_desc desc;
-  hattn_cuda_config def;
+static void emit_compile(const hattn__pattern *pat, hattn__dtype dtype, int d,
+                         const hattn__cuda_config *cfg, const char *arch) {
+  hattn__kernel_desc desc;
+  hattn__cuda_config def;
   char err[16384], *src = NULL;
   void *cubin = NULL;
   size_t size = 0;
@@ -81,7 +81,7 @@ START_TEST(test_examples) {
     size_t n = strlen(ent->d_name), len;
     FILE *f;
     char *text;
-    hattn_spec *spec;
+    hattn__spec *spec;
     int i;
     if (n < 7 || strcmp(ent->d_name + n - 6, ".hattn") != 0) continue;
     snprintf(path, sizeof path, "%s/%s", dirpath, ent->d_name);
@@ -95,7 +95,7 @@ START_TEST(test_examples) {
     for (i = 0; i < spec->npatterns; i++, npat++) {
       /* A representative subset: the dtype and head dim rotate over the
       ** patterns; both architectures every time. */
-      hattn_dtype t = npat % 2 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16;
+      hattn__dtype t = npat % 2 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16;
       int d = dims[npat % 3];
       emit_compile(&spec->patterns[i], t, d, NULL, "sm_80");
       emit_compile(&spec->patterns[i], t, d, NULL, "sm_90a");
@@ -130,7 +130,7 @@ START_TEST(test_atoms) {
   const char *arch = _i % 2 ? "sm_90a" : "sm_80";
   size_t i;
   for (i = 0; i < sizeof atoms / sizeof atoms[0]; i++) {
-    hattn_spec *spec = parse(atoms[i]);
+    hattn__spec *spec = parse(atoms[i]);
     emit_compile(&spec->patterns[0], i % 2 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16,
                  i % 3 == 2 ? 64 : 128, NULL, arch);
     hattn__spec_destroy(spec);
@@ -141,12 +141,12 @@ END_TEST
 /* Every head dim and dtype with the default tiles, and the other tilings the
 ** configuration check accepts, of both kernels. */
 START_TEST(test_configs) {
-  hattn_spec *spec = parse("pattern p = causal & window(1k)");
-  static const hattn_cuda_config cfgs[] = {
+  hattn__spec *spec = parse("pattern p = causal & window(1k)");
+  static const hattn__cuda_config cfgs[] = {
     {128, 128, 4, 3, 0}, {64, 64, 4, 1, 0}, {128, 32, 8, 3, 0}, {64, 128, 4, 2, 0},
     {128, 64, 8, 2, 1},  {64, 128, 4, 2, 1}, {64, 64, 4, 2, 1},
   };
-  static const hattn_cuda_config wg256 = {64, 64, 4, 2, 1};
+  static const hattn__cuda_config wg256 = {64, 64, 4, 2, 1};
   size_t i;
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, NULL, "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 128, NULL, "sm_90a");
@@ -161,9 +161,9 @@ END_TEST
 /* ---- failure paths -------------------------------------------------------------- */
 
 START_TEST(test_failures) {
-  hattn_spec *spec = parse("pattern p = causal");
-  hattn_cuda_kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_BF16, 96};
-  hattn_cuda_config cfg;
+  hattn__spec *spec = parse("pattern p = causal");
+  hattn__kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_BF16, 96};
+  hattn__cuda_config cfg;
   char err[4096], *src = (char *)1;
   void *cubin = (void *)1;
   size_t size = 1;
@@ -285,9 +285,9 @@ START_TEST(test_band) {
   size_t i;
   for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char text[256], err[4096], *src = NULL;
-    hattn_spec *spec;
-    hattn_cuda_kernel_desc desc;
-    hattn_cuda_config cfg;
+    hattn__spec *spec;
+    hattn__kernel_desc desc;
+    hattn__cuda_config cfg;
     snprintf(text, sizeof text, "pattern p = %s", cases[i].mask);
     spec = parse(text);
     desc.pattern = &spec->patterns[0];
@@ -304,10 +304,10 @@ START_TEST(test_band) {
 END_TEST
 
 START_TEST(test_comment) {
-  hattn_spec *spec = parse("pattern p = blocks(evil_x) & causal");
+  hattn__spec *spec = parse("pattern p = blocks(evil_x) & causal");
   hattn__pattern fake;
-  hattn_cuda_kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_BF16, 64};
-  hattn_cuda_config cfg;
+  hattn__kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_BF16, 64};
+  hattn__cuda_config cfg;
   char err[4096], *src, *close, *hit;
   hattn__cuda_config_default(&desc, 90, &cfg);
   ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &src, err, sizeof err), HATTN_OK);
@@ -348,9 +348,9 @@ END_TEST
 ** takes the configuration and the pattern as its template arguments; only
 ** the warpgroup kernel's source carries the sm_90 architecture layer. */
 START_TEST(test_contract) {
-  hattn_spec *spec = parse("pattern p = causal & window(1k) with softcap(50)");
-  hattn_cuda_kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_FP16, 128};
-  hattn_cuda_config cfg;
+  hattn__spec *spec = parse("pattern p = causal & window(1k) with softcap(50)");
+  hattn__kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_FP16, 128};
+  hattn__cuda_config cfg;
   char err[4096], *src, *fwd;
   int wgmma;
   for (wgmma = 0; wgmma < 2; wgmma++) {

@@ -918,7 +918,7 @@ END_TEST
 
 /* Key ranges of fixed cases, and | beyond HATTN_MAX_KRANGES pieces. */
 /* The lowering's operations and facts for parsed, canonical patterns. */
-static hattn__mask *lower_text(const char *mask, hattn_spec **spec) {
+static hattn__mask *lower_text(const char *mask, hattn__spec **spec) {
   char text[256];
   snprintf(text, sizeof text, "pattern p = %s\n", mask);
   ck_assert_int_eq(hattn__spec_parse(text, strlen(text), "lower", spec, NULL), HATTN_OK);
@@ -927,7 +927,7 @@ static hattn__mask *lower_text(const char *mask, hattn_spec **spec) {
 }
 
 START_TEST(test_lowering) {
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   const hattn__mask *m;
 
   m = lower_text("full", &spec);

@@ -20,8 +20,8 @@ static unsigned seed;
 static double urand(void) { return (double)rand() / RAND_MAX * 2.0 - 1.0; }
 
 /* Parse TEXT, which must hold one pattern, and return the spec. */
-static hattn_spec *parse1(const char *text) {
-  hattn_spec *spec = NULL;
+static hattn__spec *parse1(const char *text) {
+  hattn__spec *spec = NULL;
   hattn__diags diags = {0};
   int rc = hattn__spec_parse(text, strlen(text), "test.hattn", &spec, &diags);
   ck_assert_msg(rc == HATTN_OK, "parse failed: %s", diags.text ? diags.text : "?");
@@ -50,7 +50,7 @@ static int run_ref(const hattn__pattern *p, hattn__shape sh, const hattn__mask_e
 }
 
 START_TEST(one_key_gives_its_value) {
-  hattn_spec *spec = parse1("pattern p = full");
+  hattn__spec *spec = parse1("pattern p = full");
   hattn__shape sh = {1, 1, 1, 1, 1, 4};
   hattn__mask_env env = env_for(1, 1, 1, 1);
   double q[4], k[4], v[4], o[4], lse[1], dot = 0;
@@ -69,7 +69,7 @@ START_TEST(sink_logits_by_hand) {
   ** row 1 sees key 0, row 2 sees both.  Every score is s (q . k = 0 with
   ** k = 0), so with sink logit g a row of n keys gives O = n e^0 / (n + e^g)
   ** times the mean of its values and LSE = ln(n + e^g); head 1 has no sink. */
-  hattn_spec *spec = parse1("pattern p = causal");
+  hattn__spec *spec = parse1("pattern p = causal");
   hattn__shape sh = {1, 2, 2, 3, 2, 1};
   hattn__mask_env env = env_for(1, 2, 3, 2);
   double q[6], k[4] = {0, 0, 0, 0}, v[4], o[6], lse[6], g = 0.5 + urand();
@@ -99,7 +99,7 @@ END_TEST
 
 START_TEST(two_keys_by_hand) {
   /* q = (1, 0), k0 = (1, 0), k1 = (0, 0): s0 = 1/sqrt(2), s1 = 0. */
-  hattn_spec *spec = parse1("pattern p = full");
+  hattn__spec *spec = parse1("pattern p = full");
   hattn__shape sh = {1, 1, 1, 1, 2, 2};
   hattn__mask_env env = env_for(1, 1, 1, 2);
   double q[2] = {1, 0}, k[4] = {1, 0, 0, 0}, v[4], o[2], lse[1], s0 = 1 / sqrt(2.0);
@@ -119,7 +119,7 @@ END_TEST
 ** of the visible values and its LSE is log(count). */
 static void check_means(const char *text, int64_t lq, int64_t lk, const int64_t *offsets,
                         int64_t ndocs, const char *expect /* lq rows of lk chars: 1 visible */) {
-  hattn_spec *spec = parse1(text);
+  hattn__spec *spec = parse1(text);
   int64_t d = 3, i, j, c;
   hattn__shape sh = {1, 1, 1, lq, lk, d};
   hattn__mask_env env = env_for(1, 1, lq, lk);
@@ -177,7 +177,7 @@ END_TEST
 START_TEST(gqa_heads_share_kv) {
   /* heads 4, kv_heads 2: heads 0, 1 read kv head 0; heads 2, 3 read kv head 1.
   ** Each head must equal a one-head run on its own kv head. */
-  hattn_spec *spec = parse1("pattern p = causal with softcap(3)");
+  hattn__spec *spec = parse1("pattern p = causal with softcap(3)");
   int64_t H = 4, HK = 2, L = 5, D = 4, h, i;
   hattn__shape sh = {1, H, HK, L, L, D}, one = {1, 1, 1, L, L, D};
   hattn__mask_env env = env_for(1, H, L, L), env1 = env_for(1, 1, L, L);
@@ -199,7 +199,7 @@ END_TEST
 
 /* Two keys, one query: the softmax of two modified scores by hand. */
 static void check_two_scores(const char *text, int64_t heads, int64_t h, double s0, double s1) {
-  hattn_spec *spec = parse1(text);
+  hattn__spec *spec = parse1(text);
   int64_t D = 2, i;
   hattn__shape sh = {1, heads, heads, 1, 2, D};
   hattn__mask_env env = env_for(1, heads, 1, 2);
@@ -236,7 +236,7 @@ START_TEST(score_modifiers_by_hand) {
 END_TEST
 
 START_TEST(failures_have_codes_and_messages) {
-  hattn_spec *spec = parse1("pattern p = document & causal");
+  hattn__spec *spec = parse1("pattern p = document & causal");
   hattn__shape bad = {1, 3, 2, 4, 4, 8}, ok = {1, 1, 1, 4, 4, 8};
   hattn__mask_env env = env_for(1, 3, 4, 4);
   double buf[128];

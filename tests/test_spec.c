@@ -18,12 +18,12 @@
 /* ------------------------------------------------------------------ */
 
 /* Parses the N bytes at SRC as "t.hattn"; returns the status. */
-static int parse_n(const char *src, size_t n, hattn_spec **out, hattn__diags *d)
+static int parse_n(const char *src, size_t n, hattn__spec **out, hattn__diags *d)
 {
   return hattn__spec_parse(src, n, "t.hattn", out, d);
 }
 
-static int parse(const char *src, hattn_spec **out, hattn__diags *d)
+static int parse(const char *src, hattn__spec **out, hattn__diags *d)
 {
   return parse_n(src, strlen(src), out, d);
 }
@@ -48,7 +48,7 @@ static const char *first_line(const hattn__diags *d)
 /* Asserts that "pattern p = EXPR" parses and pattern p's canon is CANON. */
 static void expect_canon(const char *src, const char *name, const char *canon)
 {
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   int rc = parse(src, &s, &d), i;
   ck_assert_msg(rc == HATTN_OK, "%s: rc %d:\n%s", src, rc, d.text ? d.text : "");
@@ -192,7 +192,7 @@ START_TEST(test_keys)
     "pattern f = window(4k) with softcap(50)\n"
     "pattern g = causal | prefix(8)\n"
     "pattern h = sink(8) | causal\n";
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   int i;
   ck_assert_int_eq(parse(src, &s, &d), HATTN_OK);
@@ -220,7 +220,7 @@ END_TEST
 
 START_TEST(test_modifier_fields)
 {
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   ck_assert_int_eq(parse("pattern a = causal with alibi, scale(0.5), softcap(30)\n"
                          "pattern b = causal with alibi(0.25)\n"
@@ -239,7 +239,7 @@ END_TEST
 
 START_TEST(test_tree_and_needs)
 {
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   const hattn__expr *m;
   ck_assert_int_eq(parse("pattern a = document & causal & blocks(zz) & random(1, 2) & topk(3)\n"
@@ -304,7 +304,7 @@ START_TEST(test_model_assign)
   static const int want[6][4] = {
     {1, 1, 0, 0}, {1, 1, 1, 1}, {0, 0, 0, 0}, {1, 1, 1, 1}, {0, 0, 0, 2}, {1, 1, 1, 1}
   };
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   const hattn__model *m;
   int l, h;
@@ -474,7 +474,7 @@ static const err_case err_cases[] = {
 START_TEST(test_errors)
 {
   const err_case *c = &err_cases[_i];
-  hattn_spec *s = (hattn_spec *)1;
+  hattn__spec *s = (hattn__spec *)1;
   hattn__diags d;
   char want[512];
   int rc = parse(c->src, &s, &d);
@@ -493,7 +493,7 @@ END_TEST
 /* The full text of a diagnostic: source echo and caret. */
 START_TEST(test_caret)
 {
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
 
   ck_assert_int_eq(parse("\n\npattern local = causal & window(0)\n", &s, &d), HATTN_ESPEC);
@@ -548,7 +548,7 @@ START_TEST(test_multiple_errors)
     "  layer 0-1 : c\n"
     "}\n"
     "pattern a = full\n";
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   const char *t;
 
@@ -592,7 +592,7 @@ END_TEST
 
 START_TEST(test_empty_inputs)
 {
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   ck_assert_int_eq(parse("", &s, &d), HATTN_OK);
   ck_assert_int_eq(s->npatterns, 0);
@@ -616,7 +616,7 @@ END_TEST
 START_TEST(test_not_past_len)
 {
   /* the length cuts the text: "pattern p = caus" */
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   ck_assert_int_eq(parse_n("pattern p = causal", 16, &s, &d), HATTN_ESPEC);
   ck_assert_str_eq(first_line(&d), "t.hattn:1:13: error: unknown mask atom 'caus'; did you mean 'causal'?");
@@ -632,7 +632,7 @@ START_TEST(test_deep_nesting)
 {
   size_t n = 100000, i;
   char *src = malloc(12 + 2 * n + 8);
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
 
   ck_assert_ptr_nonnull(src);
@@ -674,7 +674,7 @@ START_TEST(test_error_limit)
 {
   size_t n = 0, i;
   char *src = malloc(100 * 32);
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   ck_assert_ptr_nonnull(src);
   for (i = 0; i < 100; i++)
@@ -701,7 +701,7 @@ START_TEST(test_garbage)
 
   for (iter = 0; iter < 3000; iter++) {
     size_t n = 0, len;
-    hattn_spec *s = NULL;
+    hattn__spec *s = NULL;
     hattn__diags d;
     int rc;
     x ^= x << 13;
@@ -775,7 +775,7 @@ END_TEST
 
 START_TEST(test_expr_text_matches_canon)
 {
-  hattn_spec *s = NULL;
+  hattn__spec *s = NULL;
   hattn__diags d;
   char *t;
   ck_assert_int_eq(parse("pattern p = causal & (window(1k) | sink(64)) with softcap(50)", &s, &d), HATTN_OK);

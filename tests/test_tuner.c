@@ -43,8 +43,8 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static hattn_spec *load_spec(void) {
-  hattn_spec *spec = NULL;
+static hattn__spec *load_spec(void) {
+  hattn__spec *spec = NULL;
   if (hattn__spec_parse(g_spec_text, strlen(g_spec_text), "test", &spec, NULL) != HATTN_OK) return NULL;
   return spec;
 }
@@ -180,12 +180,12 @@ static int fake_timer(void *ctx, const hattn__tune_cand *c, double *s, int n) {
 }
 
 /* Corrupt O of the 64 x 32 tile: a deliberately wrong candidate. */
-static void corrupt_64x32(void *ctx, const hattn__tune_cand *c, void *o, size_t n, hattn_dtype t) {
+static void corrupt_64x32(void *ctx, const hattn__tune_cand *c, void *o, size_t n, hattn__dtype t) {
   (void)ctx;
   if (c->cfg.cpu.bm == 64 && c->cfg.cpu.bn == 32 && t == HATTN_DTYPE_FP32) ((float *)o)[n / 2] += 0.5f;
 }
 
-static hattn__tune_problem small_problem(const hattn_spec *spec, int pi) {
+static hattn__tune_problem small_problem(const hattn__spec *spec, int pi) {
   hattn__tune_problem p;
   memset(&p, 0, sizeof p);
   p.pattern = &spec->patterns[pi];
@@ -196,7 +196,7 @@ static hattn__tune_problem small_problem(const hattn_spec *spec, int pi) {
 }
 
 START_TEST(test_fake_timer_run) {
-  hattn_spec *spec = load_spec();
+  hattn__spec *spec = load_spec();
   hattn__tune_problem p = small_problem(spec, 0);
   hattn__tune_opts opt;
   hattn__tune_result r;
@@ -217,7 +217,7 @@ START_TEST(test_fake_timer_run) {
 END_TEST
 
 START_TEST(test_wrong_thrown_out) {
-  hattn_spec *spec = load_spec();
+  hattn__spec *spec = load_spec();
   hattn__tune_problem p = small_problem(spec, 1);
   hattn__tune_opts opt;
   hattn__tune_result r;
@@ -250,7 +250,7 @@ END_TEST
 /* ---- real tunings, the database and lookups -------------------------------------------- */
 
 /* Tune pattern PI for real (small budget) into the database PATH. */
-static void tune_into(const char *path, const hattn_spec *spec, int pi, hattn__tune_result *r) {
+static void tune_into(const char *path, const hattn__spec *spec, int pi, hattn__tune_result *r) {
   hattn__tune_problem p = small_problem(spec, pi);
   hattn__tune_opts opt;
   hattn__db *db = NULL;
@@ -266,7 +266,7 @@ static void tune_into(const char *path, const hattn_spec *spec, int pi, hattn__t
 }
 
 START_TEST(test_tune_store) {
-  hattn_spec *spec = load_spec();
+  hattn__spec *spec = load_spec();
   hattn__tune_result r;
   hattn__db *db = NULL;
   hattn__db_tuning *t = NULL;
@@ -321,7 +321,7 @@ static int child_lookup(const char *path, int pi, char *line, size_t len) {
 /* The child: open the cache, ask for the kernel, print "SOURCE TUNED MS
 ** ERROR"; exit 0 when the kernel is right. */
 static int child_main(const char *path, int pi) {
-  hattn_spec *spec;
+  hattn__spec *spec;
   hattn__kcache *kc = NULL;
   hattn__kcache_opts o;
   hattn__kc_kernel *k = NULL;
@@ -347,7 +347,7 @@ static int child_main(const char *path, int pi) {
 }
 
 START_TEST(test_fresh_process_hit) {
-  hattn_spec *spec = load_spec();
+  hattn__spec *spec = load_spec();
   hattn__tune_result r;
   char path[4200], line[512], src[32];
   int tuned = -1, st;
@@ -385,7 +385,7 @@ START_TEST(test_cold_warm_times) {
 END_TEST
 
 START_TEST(test_memory_and_nearest) {
-  hattn_spec *spec = load_spec();
+  hattn__spec *spec = load_spec();
   hattn__tune_result r;
   hattn__kcache *kc = NULL;
   hattn__kcache_opts o;
@@ -414,7 +414,7 @@ START_TEST(test_memory_and_nearest) {
 END_TEST
 
 START_TEST(test_corrupt_db) {
-  hattn_spec *spec = load_spec();
+  hattn__spec *spec = load_spec();
   hattn__kcache *kc = NULL;
   hattn__kcache_opts o;
   hattn__kc_kernel *k = NULL;
@@ -444,8 +444,8 @@ START_TEST(test_corrupt_db) {
 END_TEST
 
 START_TEST(test_config_text) {
-  hattn_cpu_config c = {128, 64, 4, 8}, d;
-  hattn_cuda_config g = {64, 32, 4, 2, 0}, h;
+  hattn__cpu_config c = {128, 64, 4, 8}, d;
+  hattn__cuda_config g = {64, 32, 4, 2, 0}, h;
   char buf[96];
   int t;
   hattn__kc_cpu_config_text(&c, 16, buf, sizeof buf);

@@ -79,7 +79,7 @@ static inline void strides_of(int bshd, int64_t n1, int64_t n2, int64_t n3, int6
   st[3] = 1;
 }
 
-static inline double put(void *buf, size_t i, hattn_dtype t, double x) {
+static inline double put(void *buf, size_t i, hattn__dtype t, double x) {
   switch (t) {
   case HATTN_DTYPE_FP16:
     ((uint16_t *)buf)[i] = to_fp16((float)x);
@@ -93,7 +93,7 @@ static inline double put(void *buf, size_t i, hattn_dtype t, double x) {
   }
 }
 
-static inline double get(const void *buf, size_t i, hattn_dtype t) {
+static inline double get(const void *buf, size_t i, hattn__dtype t) {
   switch (t) {
   case HATTN_DTYPE_FP16: return from_fp16(((const uint16_t *)buf)[i]);
   case HATTN_DTYPE_BF16: return from_bf16(((const uint16_t *)buf)[i]);
@@ -120,7 +120,7 @@ typedef struct test_rundata {
 ** random block sizes that may fall short of the problem, and top-k routes
 ** from the float64 inputs RQ and RK.  D_ owns the memory (test_rundata_free).
 */
-static inline void test_rundata_make(test_rundata *d_, rng *r, const hattn_spec *spec, const hattn__pattern *p,
+static inline void test_rundata_make(test_rundata *d_, rng *r, const hattn__spec *spec, const hattn__pattern *p,
                                      int64_t B, int64_t H, int64_t HK, int64_t LQ, int64_t LK, int64_t D,
                                      const double *rq, const double *rk, int one_token_docs, int64_t max_doc,
                                      hattn__mask_env *env) {

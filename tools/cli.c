@@ -13,11 +13,11 @@
 #include "hattn.h"
 #include "tools.h"
 
-hattn_spec *tool_load_spec(const char *path) {
+hattn__spec *tool_load_spec(const char *path) {
   FILE *f = fopen(path, "rb");
   char *text = NULL;
   size_t len = 0, cap = 0, n;
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__diags diags = {0};
   int rc;
 
@@ -217,7 +217,7 @@ done:
   return rc;
 }
 
-int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__pattern *p,
+int tool_rtdata_env(tool_rtdata *rt, const hattn__spec *spec, const hattn__pattern *p,
                     int64_t lq, int64_t lk, hattn__mask_env *env) {
   int i, j;
   memset(env, 0, sizeof *env);
@@ -274,7 +274,7 @@ void tool_rtdata_free(tool_rtdata *rt) {
   memset(rt, 0, sizeof *rt);
 }
 
-int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out) {
+int tool_parse_dtype(const char *opt, const char *s, hattn__dtype *out) {
   if (!strcmp(s, "fp32")) *out = HATTN_DTYPE_FP32;
   else if (!strcmp(s, "fp16")) *out = HATTN_DTYPE_FP16;
   else if (!strcmp(s, "bf16")) *out = HATTN_DTYPE_BF16;
@@ -338,7 +338,7 @@ void tool_print_layers(FILE *out, const int *set, int n) {
   }
 }
 
-void tool_print_layer_heads(FILE *out, const hattn_spec *spec, const hattn__model *m, int layer) {
+void tool_print_layer_heads(FILE *out, const hattn__spec *spec, const hattn__model *m, int layer) {
   const int *row = m->assign + (size_t)layer * (size_t)m->heads;
   int h = 0, first = 1, uniform = 1;
   for (h = 1; h < m->heads; h++) uniform &= row[h] == row[0];

@@ -186,7 +186,7 @@ static int next_len(const char **list, const char *opt, int64_t *out) {
 typedef struct cuda_bench_opts {
   const char *seqlens, *batch_heads;
   int64_t head_dim, reps, window, sink, doc;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
 } cuda_bench_opts;
 
 /* Inputs under this size are rotated among copies (twice the H100's L2). */
@@ -198,7 +198,7 @@ typedef struct cuda_set {
 } cuda_set;
 
 /* Float F as a bf16 or fp16 word (round to nearest even; finite inputs). */
-static uint16_t half_bits(float f, hattn_dtype t) {
+static uint16_t half_bits(float f, hattn__dtype t) {
   uint32_t x;
   memcpy(&x, &f, 4);
   if (t == HATTN_DTYPE_BF16) return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
@@ -217,10 +217,10 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   int64_t H = BH % 16 == 0 ? 16 : BH, B = BH / H, ndocs = (S + o->doc - 1) / o->doc, r;
   hattn__shape shape;
   hattn__mask_env env;
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__diags diags = {0};
-  hattn_cuda_kernel_desc desc;
-  hattn_cuda_config cfg;
+  hattn__kernel_desc desc;
+  hattn__cuda_config cfg;
   hattn__cuda_kernel *kern = NULL;
   hattn__cuda_plan *plan = NULL;
   hattn__plan *hplan = NULL;
@@ -425,7 +425,7 @@ fail:
   return TOOL_USAGE;
 }
 
-int hattn_cmd_bench(int argc, char **argv) {
+int hattn__cmd_bench(int argc, char **argv) {
   static const struct option opts[] = {
     {"backend", required_argument, 0, 'B'}, {"seqlen", required_argument, 0, 's'},
     {"head-dim", required_argument, 0, 'd'}, {"heads", required_argument, 0, 'H'},
@@ -436,7 +436,7 @@ int hattn_cmd_bench(int argc, char **argv) {
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   const char *seqlens = "4k,16k", *baselines = "all", *batch_heads = NULL;
   int64_t hd = 128, heads = 0, threads = 0, reps = 0, window = 1024, sink = 64, doc = 1024;
-  hattn_dtype dtype = HATTN_DTYPE_BF16;
+  hattn__dtype dtype = HATTN_DTYPE_BF16;
   int cuda = 0;
   bench_case cases[5] = {{"dense", BENCH_DENSE, ""}, {"causal", BENCH_CAUSAL, ""},
                          {"", BENCH_WINDOW, ""}, {"", BENCH_WINDOW_SINK, ""}, {"", BENCH_DOCUMENT, ""}};
@@ -534,11 +534,11 @@ int hattn_cmd_bench(int argc, char **argv) {
       float *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
       float *o = malloc(n * sizeof *o), *ob = malloc(n * sizeof *ob);
       int64_t *offsets = NULL, ndocs = (S + doc - 1) / doc, r;
-      hattn_spec *spec = NULL;
+      hattn__spec *spec = NULL;
       hattn__diags diags = {0};
-      hattn_cpu_kernel_desc desc;
-      hattn_cpu_config cfg;
-      hattn_cpu_fn fn;
+      hattn__kernel_desc desc;
+      hattn__cpu_config cfg;
+      hattn__cpu_fn fn;
       hattn__mask_env env;
       hattn__shape shape = {1, heads, heads, S, S, hd};
       hattn__tensor tq, tk, tv, to, tl = {NULL, {0, 0, 0, 0}};

@@ -16,7 +16,7 @@ static const char check_usage[] =
   "for every model its shape and which pattern each layer and head uses.\n"
   "On errors print one compiler-style message per problem and exit 2.\n";
 
-static int print_model(const hattn_spec *spec, const hattn__model *m) {
+static int print_model(const hattn__spec *spec, const hattn__model *m) {
   int *done = calloc((size_t)m->layers, sizeof *done), *set = malloc((size_t)m->layers * sizeof *set);
   int l, l2, n;
   if (!done || !set) {
@@ -47,8 +47,8 @@ static int print_model(const hattn_spec *spec, const hattn__model *m) {
   return 0;
 }
 
-int hattn_cmd_check(int argc, char **argv) {
-  hattn_spec *spec;
+int hattn__cmd_check(int argc, char **argv) {
+  hattn__spec *spec;
   int i, width = 0;
   if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     fputs(check_usage, stdout);

@@ -125,7 +125,7 @@ done:
   return rc;
 }
 
-int hattn_cmd_db(int argc, char **argv) {
+int hattn__cmd_db(int argc, char **argv) {
   static const struct option opts[] = {
     {"db", required_argument, 0, 'D'},          {"older-than", required_argument, 0, 'O'},
     {"compiler", required_argument, 0, 'C'},    {"device", required_argument, 0, 'V'},

@@ -98,8 +98,8 @@ typedef struct gen_item {
   char symbol[64];
 } gen_item;
 
-static int write_header(const char *path, const gen_item *items, int n, const hattn_cpu_config *cfg,
-                        hattn_dtype dtype, int head_dim, const char *cpu) {
+static int write_header(const char *path, const gen_item *items, int n, const hattn__cpu_config *cfg,
+                        hattn__dtype dtype, int head_dim, const char *cpu) {
   FILE *f = fopen(path, "w");
   int i;
   if (f == NULL) return -1;
@@ -199,7 +199,7 @@ static int c_ident(const char *name) {
 ** ITEMS of BACKEND (0 cpu, 1 cuda), in DTYPE at HEAD_DIM, with C names
 ** made from NAME; NEEDS is the CPU kernels' requirement. */
 static int write_prebuilt(const char *dir, const char *name, int backend, const pre_item *items, int n,
-                          hattn_dtype dtype, int head_dim, const char *needs) {
+                          hattn__dtype dtype, int head_dim, const char *needs) {
   static const char *const dtypes[] = {"HATTN_FP32", "HATTN_FP16", "HATTN_BF16"};
   char path[4300];
   FILE *f;
@@ -268,8 +268,8 @@ static int write_prebuilt(const char *dir, const char *name, int backend, const 
 
 /* Write the CUDA kernels of SPEC (every pattern, or PATTERN) for each arch
 ** of the comma list ARCHS into OUT: sources when SOURCE, else cubins. */
-static int gen_cuda(const hattn_spec *spec, const char *pattern, const char *archs, int source,
-                    const char *out, hattn_dtype dtype, int head_dim, int bm, int bn, const char *cname) {
+static int gen_cuda(const hattn__spec *spec, const char *pattern, const char *archs, int source,
+                    const char *out, hattn__dtype dtype, int head_dim, int bm, int bn, const char *cname) {
   char arch[32], name[160], path[4300], err[16384];
   const char *a = archs;
   pre_item *pre = NULL;
@@ -286,8 +286,8 @@ static int gen_cuda(const hattn_spec *spec, const char *pattern, const char *arc
     a += t + (a[t] == ',');
     for (i = 0; i < spec->npatterns; i++) {
       const hattn__pattern *p = &spec->patterns[i];
-      hattn_cuda_kernel_desc desc = {p, dtype, head_dim};
-      hattn_cuda_config cfg;
+      hattn__kernel_desc desc = {p, dtype, head_dim};
+      hattn__cuda_config cfg;
       char *src = NULL;
       void *cubin = NULL;
       size_t size = 0;
@@ -357,7 +357,7 @@ done:
   return rc;
 }
 
-int hattn_cmd_gen(int argc, char **argv) {
+int hattn__cmd_gen(int argc, char **argv) {
   enum { O_BACKEND = 256, O_ROWS, O_VEC, O_ARCH, O_EMIT, O_NEEDS, O_NAME };
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'}, {"backend", required_argument, 0, O_BACKEND},
@@ -372,8 +372,8 @@ int hattn_cmd_gen(int argc, char **argv) {
   const char *needs = NULL, *cname = "hattn_gen";
   int dtype_given = 0;
   int64_t hd = 128, bm = 0, bn = 0, rows = 0, vec = 0;
-  hattn_dtype dtype = HATTN_DTYPE_FP32;
-  hattn_spec *spec = NULL;
+  hattn__dtype dtype = HATTN_DTYPE_FP32;
+  hattn__spec *spec = NULL;
   int c, rc = TOOL_USAGE;
 
   optind = 1;
@@ -457,8 +457,8 @@ int hattn_cmd_gen(int argc, char **argv) {
     goto done;
   }
   {
-    hattn_cpu_config cfg;
-    hattn_cpu_kernel_desc desc;
+    hattn__cpu_config cfg;
+    hattn__kernel_desc desc;
     gen_item *items = NULL;
     pre_item *pre = NULL;
     char err[2048], path[4200];

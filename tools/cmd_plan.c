@@ -53,7 +53,7 @@ static int64_t visited_area(const hattn__plan *p, int64_t t) {
 
 static double pct(int64_t a, int64_t b) { return b > 0 ? 100.0 * (double)a / (double)b : 0.0; }
 
-int hattn_cmd_plan(int argc, char **argv) {
+int hattn__cmd_plan(int argc, char **argv) {
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'}, {"seqlen", required_argument, 0, 's'},
     {"block", required_argument, 0, 'b'},   {"head-dim", required_argument, 0, 'd'},
@@ -63,7 +63,7 @@ int hattn_cmd_plan(int argc, char **argv) {
   const char *pattern = NULL, *svg = NULL;
   int64_t lq = 0, lk = 0, bm = 128, bn = 128, hd = 128;
   tool_rtdata rt = {0};
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__plan *plan = NULL;
   hattn__mask_env env;
   const hattn__pattern *p;

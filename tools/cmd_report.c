@@ -53,7 +53,7 @@ typedef struct pattern_cost {
   uint8_t *keep;        /* [n] */
 } pattern_cost;
 
-static int cost_pattern(const hattn_spec *spec, int pi, int64_t n, int64_t bm, int64_t bn,
+static int cost_pattern(const hattn__spec *spec, int pi, int64_t n, int64_t bm, int64_t bn,
                         tool_rtdata *rt, pattern_cost *c) {
   const hattn__pattern *p = &spec->patterns[pi];
   hattn__mask_env env;
@@ -75,7 +75,7 @@ static int cost_pattern(const hattn_spec *spec, int pi, int64_t n, int64_t bm, i
 
 static void print_flops(double flops, double unit) { printf("%12.3f", flops / unit); }
 
-static int report_model(const hattn_spec *spec, const hattn__model *m, int64_t n, int64_t bm,
+static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t n, int64_t bm,
                         int64_t bn, tool_rtdata *rt, pattern_cost *cost) {
   int group = m->heads / m->kv_heads, l, h, g, i, j;
   int64_t causal = tool_causal_pairs(n, n), k;
@@ -155,7 +155,7 @@ static int report_model(const hattn_spec *spec, const hattn__model *m, int64_t n
   return 0;
 }
 
-int hattn_cmd_report(int argc, char **argv) {
+int hattn__cmd_report(int argc, char **argv) {
   static const struct option opts[] = {
     {"model", required_argument, 0, 'm'},  {"seqlen", required_argument, 0, 's'},
     {"block", required_argument, 0, 'b'},  {"docs", required_argument, 0, 'D'},
@@ -164,7 +164,7 @@ int hattn_cmd_report(int argc, char **argv) {
   const char *model = NULL;
   int64_t n = 0, bm = 128, bn = 128;
   tool_rtdata rt = {0};
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   pattern_cost *cost = NULL;
   int c, rc = TOOL_USAGE, mi, printed = 0, i;
 

@@ -76,7 +76,7 @@ static const char verify_usage[] =
 /* ---- numbers ------------------------------------------------------------- */
 
 
-static tool_npy_type npy_type_of(hattn_dtype t) {
+static tool_npy_type npy_type_of(hattn__dtype t) {
   return t == HATTN_DTYPE_FP16 ? TOOL_NPY_F2 : t == HATTN_DTYPE_BF16 ? TOOL_NPY_U2 : TOOL_NPY_F4;
 }
 
@@ -85,7 +85,7 @@ static tool_npy_type npy_type_of(hattn_dtype t) {
 typedef struct run_args {
   const char *file, *pattern, *backend, *in_dir, *out_dir;
   int64_t batch, heads, kv_heads, head_dim, lq, lk; /* 0: not given */
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int have_dtype, have_seed;
   uint64_t seed;
   int64_t threads, bm, bn, rows;                      /* 0: the default */
@@ -172,7 +172,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
 ** double copies of the inputs when the reference or routing needs them. */
 typedef struct run_data {
   hattn__shape shape;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   size_t nq, nkv, nlse;       /* elements of Q (and O), of K (and V), of LSE */
   void *q, *k, *v, *o;
   float *lse;
@@ -205,7 +205,7 @@ static int64_t count4(int64_t a, int64_t b, int64_t c, int64_t d) {
 
 /* Check that the file PATH read into X holds a [d0, d1, d2, d3] array of
 ** dtype T; prints why not and returns -1. */
-static int check_input(const char *cmd, const char *path, const tool_npy *x, hattn_dtype t,
+static int check_input(const char *cmd, const char *path, const tool_npy *x, hattn__dtype t,
                        const int64_t want[4]) {
   int i;
   if (x->type != npy_type_of(t)) {
@@ -416,9 +416,9 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
   const hattn__shape *s = &d->shape;
   hattn__jit *jit = NULL;
   hattn__pool *pool = NULL;
-  hattn_cpu_config cfg;
-  hattn_cpu_kernel_desc desc;
-  hattn_cpu_fn fn = NULL;
+  hattn__cpu_config cfg;
+  hattn__kernel_desc desc;
+  hattn__cpu_fn fn = NULL;
   hattn__kcache *kc = NULL;
   const char *from = "compiled";
   hattn__tensor tq, tk, tv, to, tl;
@@ -502,8 +502,8 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
   hattn__kcache *kc = NULL;
   const char *from = "compiled";
   hattn__cuda_plan *plan = NULL;
-  hattn_cuda_config cfg;
-  hattn_cuda_kernel_desc desc;
+  hattn__cuda_config cfg;
+  hattn__kernel_desc desc;
   hattn__tensor tq, tk, tv, to, tl;
   void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
   size_t esz = (size_t)hattn__dtype_size(d->dtype);
@@ -592,7 +592,7 @@ static int run_main(int argc, char **argv, int verify) {
   run_args a;
   run_data d;
   tool_npy x[3];
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__mask_env env;
   const hattn__pattern *p;
   double *oref = NULL, *lref = NULL, *ogot = NULL, *lgot = NULL, ms = 0, eo = 0, el = 0, tol = 0;
@@ -726,6 +726,6 @@ done:
   return rc;
 }
 
-int hattn_cmd_run(int argc, char **argv) { return run_main(argc, argv, 0); }
+int hattn__cmd_run(int argc, char **argv) { return run_main(argc, argv, 0); }
 
-int hattn_cmd_verify(int argc, char **argv) { return run_main(argc, argv, 1); }
+int hattn__cmd_verify(int argc, char **argv) { return run_main(argc, argv, 1); }

@@ -64,7 +64,7 @@ typedef struct tune_args {
   int nseq, nbatch;
   int64_t heads, kv_heads, head_dim, reps, threads, repeat;
   double budget;
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int have_dtype, no_store, quiet, lookup;
 } tune_args;
 
@@ -271,9 +271,9 @@ static int tune_one(const tune_args *a, hattn__backend backend, hattn__tune_prob
   return 0;
 }
 
-int hattn_cmd_tune(int argc, char **argv) {
+int hattn__cmd_tune(int argc, char **argv) {
   tune_args a;
-  hattn_spec *spec = NULL;
+  hattn__spec *spec = NULL;
   hattn__backend backend;
   hattn__cuda *cu = NULL;
   hattn__db *db = NULL;

@@ -50,15 +50,15 @@ int main(int argc, char **argv) {
     printf("hattn %s\n", hattn_version());
     return TOOL_OK;
   }
-  if (!strcmp(argv[1], "check")) return hattn_cmd_check(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "plan")) return hattn_cmd_plan(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "report")) return hattn_cmd_report(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "run")) return hattn_cmd_run(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "bench")) return hattn_cmd_bench(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "verify")) return hattn_cmd_verify(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "gen")) return hattn_cmd_gen(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "db")) return hattn_cmd_db(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "tune")) return hattn_cmd_tune(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "check")) return hattn__cmd_check(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "plan")) return hattn__cmd_plan(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "report")) return hattn__cmd_report(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "run")) return hattn__cmd_run(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "bench")) return hattn__cmd_bench(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "verify")) return hattn__cmd_verify(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "gen")) return hattn__cmd_gen(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "db")) return hattn__cmd_db(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "tune")) return hattn__cmd_tune(argc - 1, argv + 1);
   fprintf(stderr, "hattn: unknown command '%s'\n\n%s", argv[1], usage);
   return TOOL_USAGE;
 }

@@ -16,22 +16,22 @@
 enum { TOOL_OK = 0, TOOL_FAIL = 1, TOOL_USAGE = 2 };
 
 /* Each subcommand: argc/argv start at the subcommand's name. */
-int hattn_cmd_check(int argc, char **argv);   /* cmd_check.c */
-int hattn_cmd_plan(int argc, char **argv);    /* cmd_plan.c */
-int hattn_cmd_report(int argc, char **argv);  /* cmd_report.c */
-int hattn_cmd_run(int argc, char **argv);     /* cmd_run.c */
-int hattn_cmd_verify(int argc, char **argv);  /* cmd_run.c */
-int hattn_cmd_gen(int argc, char **argv);     /* cmd_gen.c */
-int hattn_cmd_bench(int argc, char **argv);   /* cmd_bench.c */
-int hattn_cmd_db(int argc, char **argv);      /* cmd_db.c */
-int hattn_cmd_tune(int argc, char **argv);    /* cmd_tune.c */
+int hattn__cmd_check(int argc, char **argv);   /* cmd_check.c */
+int hattn__cmd_plan(int argc, char **argv);    /* cmd_plan.c */
+int hattn__cmd_report(int argc, char **argv);  /* cmd_report.c */
+int hattn__cmd_run(int argc, char **argv);     /* cmd_run.c */
+int hattn__cmd_verify(int argc, char **argv);  /* cmd_run.c */
+int hattn__cmd_gen(int argc, char **argv);     /* cmd_gen.c */
+int hattn__cmd_bench(int argc, char **argv);   /* cmd_bench.c */
+int hattn__cmd_db(int argc, char **argv);      /* cmd_db.c */
+int hattn__cmd_tune(int argc, char **argv);    /* cmd_tune.c */
 
 /* The helpers below are shared by several subcommands and live in cli.c,
 ** except tool_svg_write (svg.c). */
 
 /* Parse "fp32", "fp16" or "bf16" into *OUT.  Prints "hattn: OPTION: ..."
 ** and returns -1 when it is none of them. */
-int tool_parse_dtype(const char *opt, const char *s, hattn_dtype *out);
+int tool_parse_dtype(const char *opt, const char *s, hattn__dtype *out);
 
 /* Create the directory DIR and its missing parents.  Returns 0, or prints
 ** "hattn CMD: ..." and returns -1. */
@@ -39,7 +39,7 @@ int tool_make_dir(const char *cmd, const char *dir);
 
 /* Read and parse the spec file PATH.  Prints the spec's diagnostics (or why
 ** the file could not be read) to stderr and returns NULL on failure. */
-hattn_spec *tool_load_spec(const char *path);
+hattn__spec *tool_load_spec(const char *path);
 
 /* Parse a length such as "4096", "128k" or "1m" into *OUT (> 0 unless
 ** ALLOW_ZERO).  Prints "hattn: OPTION: ..." and returns -1 when it is not one. */
@@ -71,7 +71,7 @@ typedef struct tool_rtdata {
 
 /* Fill ENV for pattern P of SPEC at lq x lk (batch 1, one head) from RT.
 ** Returns 0, or prints why and returns -1. */
-int tool_rtdata_env(tool_rtdata *rt, const hattn_spec *spec, const hattn__pattern *p,
+int tool_rtdata_env(tool_rtdata *rt, const hattn__spec *spec, const hattn__pattern *p,
                     int64_t lq, int64_t lk, hattn__mask_env *env);
 void tool_rtdata_free(tool_rtdata *rt);
 
@@ -83,7 +83,7 @@ void tool_print_layers(FILE *out, const int *set, int n);
 
 /* Print the patterns of one layer of M: "local", or
 ** "heads 0-3 global, heads 4-15 local". */
-void tool_print_layer_heads(FILE *out, const hattn_spec *spec, const hattn__model *m, int layer);
+void tool_print_layer_heads(FILE *out, const hattn__spec *spec, const hattn__model *m, int layer);
 
 /* Draw the plan's block classes as an SVG file at PATH; returns 0 or -1. */
 int tool_svg_write(const char *path, const hattn__plan *plan, const char *title);

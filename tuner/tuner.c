@@ -185,7 +185,7 @@ nomem:
 
 /* Draw NSETS input sets (uniform in [-1, 1), rounded to DTYPE) from SEED;
 ** with WANT_REF, also the doubles of set 0 and the float64 reference. */
-static int tproblem_inputs(tproblem *t, const hattn__pattern *p, int nlayouts, hattn_dtype dtype, int nsets,
+static int tproblem_inputs(tproblem *t, const hattn__pattern *p, int nlayouts, hattn__dtype dtype, int nsets,
                            int want_ref, uint64_t seed, char *err, size_t errlen) {
   size_t esz = (size_t)hattn__dtype_size(dtype), j;
   uint64_t st = seed;
@@ -225,7 +225,7 @@ static int sets_for(size_t set_bytes) {
 
 /* The gate's verdict on O and LSE of set 0 of G: 0 when within the dtype's
 ** tolerance, else -1 with the reason in C->why. */
-static int gate_check(tproblem *g, hattn_dtype dtype, const hattn__tune_opts *opt, hattn__tune_cand *c) {
+static int gate_check(tproblem *g, hattn__dtype dtype, const hattn__tune_opts *opt, hattn__tune_cand *c) {
   double *od = malloc(g->nq * sizeof *od + 1), *ld = malloc(g->nlse * sizeof *ld + 1), eo, el;
   double tol = dtype == HATTN_DTYPE_FP32 ? 1e-5 : 1e-2;
   size_t j;

@@ -24,7 +24,7 @@
 typedef struct hattn__tune_problem {
   const hattn__pattern *pattern;  /* checked, canonical */
   int nlayouts;                   /* the spec's layouts (blocks() patterns are not tuned yet) */
-  hattn_dtype dtype;
+  hattn__dtype dtype;
   int head_dim;
   int64_t batch, heads, kv_heads, lq, lk;
 } hattn__tune_problem;
@@ -56,7 +56,7 @@ typedef struct hattn__tune_cand {
 ** writes N samples in microseconds for candidate C and returns how many it
 ** wrote.  Both get CTX. */
 typedef struct hattn__tune_hooks {
-  void (*corrupt)(void *ctx, const hattn__tune_cand *c, void *o, size_t n, hattn_dtype dtype);
+  void (*corrupt)(void *ctx, const hattn__tune_cand *c, void *o, size_t n, hattn__dtype dtype);
   int (*timer)(void *ctx, const hattn__tune_cand *c, double *samples_us, int n);
   void *ctx;
 } hattn__tune_hooks;
