@@ -522,6 +522,12 @@ static int find_function(ld *l, const char *fn_name, size_t *out) {
     if ((s.type != T_FUNC && s.type != T_NOTYPE) || s.shndx >= l->shnum || l->part[s.shndx] != PART_X)
       return fail(l, HATTN_ECOMPILE, "'%s' in the object file is not a global function of an executable section",
                   shown(fn_name, nb));
+    if (s.value >= l->sh[s.shndx].size) {
+      char sb[96];
+      return fail(l, HATTN_ECOMPILE, "function '%s' is at the end of section %s (byte %llu of %llu), not inside it",
+                  shown(fn_name, nb), sec_name(l, s.shndx, sb), (unsigned long long)s.value,
+                  (unsigned long long)l->sh[s.shndx].size);
+    }
     *out = i;
     return HATTN_OK;
   }
@@ -632,7 +638,11 @@ static int relocate(ld *l, int apply) {
                   sec_name(l, i, nb), rs->info);
     t = rs->info;
     ts = &l->sh[t];
-    if (!(ts->flags & F_ALLOC) || l->part[t] == PART_NONE) continue; /* debug info, notes */
+    /* Skipping it would leave the code it patches unpatched, or let an
+    ** edited header turn off relocations: the loader loads what it relocates. */
+    if (!(ts->flags & F_ALLOC) || l->part[t] == PART_NONE)
+      return fail(l, HATTN_ECOMPILE, "relocation section %s applies to %s, a section the loader does not load",
+                  sec_name(l, i, nb), sec_name(l, t, tb));
     if (rs->link != l->symtab)
       return fail(l, HATTN_ECOMPILE, "relocation section %s does not use the symbol table (its link is %u)",
                   sec_name(l, i, nb), rs->link);

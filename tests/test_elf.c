@@ -661,6 +661,31 @@ static void ed_reloc_32(unsigned char *b) {
 static void ed_rel(unsigned char *b) { wr32(shdr_at(b, find_section(b, 4)) + 4, 9); }
 static void ed_rela_target(unsigned char *b) { wr32(shdr_at(b, find_section(b, 4)) + 44, 999); }
 static void ed_rela_entsize(unsigned char *b) { wr64(shdr_at(b, find_section(b, 4)) + 56, 16); }
+/* .rela.text pointed at the symbol table, a section that is not loaded:
+** its relocations would be skipped, the code left unpatched. */
+static void ed_rela_unloaded_target(unsigned char *b) {
+  wr32(shdr_at(b, find_section(b, 4)) + 44, (uint32_t)find_section(b, 2));
+}
+/* The symbol the loader hands out (global, in a section; a file symbol may
+** share its name), or NULL. */
+static unsigned char *entry_sym(unsigned char *b) {
+  unsigned char *st = shdr_at(b, find_section(b, 2));
+  unsigned char *str = shdr_at(b, (int)rd32(st + 40));
+  size_t i, n = (size_t)(rd64(st + 32) / 24);
+  for (i = 1; i < n; i++) {
+    unsigned char *s = b + rd64(st + 24) + i * 24;
+    if ((s[4] >> 4) == 1 && rd16(s + 6) != 0 && rd16(s + 6) < 0xff00 &&
+        !strcmp((const char *)b + rd64(str + 24) + rd32(s), g_small.fn_name))
+      return s;
+  }
+  return NULL;
+}
+/* The entry function moved to the end of its section: a jump past the code. */
+static void ed_entry_at_end(unsigned char *b) {
+  unsigned char *s = entry_sym(b);
+  ck_assert_ptr_nonnull(s);
+  wr64(s + 8, rd64(shdr_at(b, rd16(s + 6)) + 32));
+}
 static void ed_undefined(unsigned char *b) {
   unsigned char *p = memmem(b, g_small.size, "memset", 7);
   ck_assert_ptr_nonnull(p);
@@ -787,6 +812,17 @@ START_TEST(test_fail_relocations) {
 }
 END_TEST
 
+/* Issue 12: a relocation section for a section that is not loaded was
+** skipped, and an entry point at its section's end was accepted. */
+START_TEST(test_fail_unloaded_reloc_target_and_entry_at_end) {
+  SKIP_IF_NEEDED();
+  EXPECT((ed_rela_unloaded_target, 0, NULL, ERR), HATTN_ECOMPILE,
+         "relocation section .rela.text applies to .symtab, a section the loader does not load");
+  EXPECT((ed_entry_at_end, 0, NULL, ERR), HATTN_ECOMPILE, "' is at the end of section .text");
+  EXPECT((ed_entry_at_end, 0, NULL, ERR), HATTN_ECOMPILE, "not inside it");
+}
+END_TEST
+
 /* ITERS random byte changes and truncations of the object ORIG of N bytes
 ** whose function is FN_NAME: each load fails with a message or succeeds
 ** (and is unloaded, never run).  Half the changes go to the parts that
@@ -877,6 +913,7 @@ static Suite *elf_suite(void) {
   tcase_add_test(tf, test_fail_headers);
   tcase_add_test(tf, test_fail_symbols);
   tcase_add_test(tf, test_fail_relocations);
+  tcase_add_test(tf, test_fail_unloaded_reloc_target_and_entry_at_end);
   tcase_add_test(tf, test_mutations);
   suite_add_tcase(s, tf);
   return s;
