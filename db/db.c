@@ -451,6 +451,45 @@ fail_txn:
   return rc;
 }
 
+/* Whether the file open in DB (schema version V) is hattn's: its
+** application id is hattn's, or it is 0 in a file without tables or schema
+** version (a new, empty file).  Reads only; returns HATTN_OK or HATTN_EDB
+** with a sentence, *SQRC set to SQLite's code when the read failed. */
+static int check_owner(hattn__db *db, int64_t v, int *sqrc, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  char names[256];
+  size_t o = 0;
+  int64_t id;
+  int rc, ntables = 0;
+  if ((rc = query_int(db->sq, "PRAGMA application_id", &id)) != SQLITE_OK) goto fail_sql;
+  if (id == APP_ID_DB) return HATTN_OK;
+  if (id != 0)
+    return fail(err, errlen, HATTN_EDB, "%s is not a hattn database (its application id is 0x%08x)", db->path,
+                (unsigned)(uint32_t)id);
+  rc = sqlite3_prepare_v2(db->sq, "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK) goto fail_sql;
+  names[0] = '\0';
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (o < sizeof names - 8)
+      o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", ntables ? ", " : "", sqlite3_column_text(st, 0));
+    ntables++;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) goto fail_sql;
+  if (ntables > 0)
+    return fail(err, errlen, HATTN_EDB, "%s is not a hattn database: it holds tables of another program (%s)",
+                db->path, names);
+  if (v != 0)
+    return fail(err, errlen, HATTN_EDB,
+                "%s is not a hattn database: its schema version is %lld but it lacks hattn's application id",
+                db->path, (long long)v);
+  return HATTN_OK;
+fail_sql:
+  *sqrc = rc;
+  return db_fail(db, rc, "cannot read the file", err, errlen);
+}
+
 /* Configure a fresh connection and check the file: returns an SQLite code
 ** in *SQRC (for the caller's fallbacks) besides the hattn status. */
 static int setup(hattn__db *db, int *sqrc, char *err, size_t errlen) {
@@ -463,6 +502,9 @@ static int setup(hattn__db *db, int *sqrc, char *err, size_t errlen) {
                                   sql_sha256, NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail_sql;
   if ((rc = query_int(db->sq, "PRAGMA user_version", &v)) != SQLITE_OK) goto fail_sql;
+  /* Before anything writes: a file that is neither empty nor hattn's is
+  ** left exactly as it is. */
+  if ((rc = check_owner(db, v, sqrc, err, errlen)) != HATTN_OK) return rc;
   if (v > HATTN__DB_SCHEMA_VERSION)
     return fail(err, errlen, HATTN_EDB,
                 "%s was written by a newer hattn (schema version %lld, this hattn knows up to %d)",
@@ -531,6 +573,11 @@ int hattn__db_open(const char *path, int flags, hattn__db **out, char *err, size
     if ((rc = hattn__db_default_path(defpath, sizeof defpath, err, errlen)) != HATTN_OK) return rc;
     path = defpath;
   }
+  if (*path == '\0')
+    return fail(err, errlen, HATTN_EINVAL,
+                "the kernel database path is empty: name a file (nothing would be kept in a temporary one)");
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    return fail(err, errlen, HATTN_EDB, "%s is a directory, not a database file", path);
   if ((db = calloc(1, sizeof *db)) == NULL || (db->path = strdup(path)) == NULL) {
     rc = fail(err, errlen, HATTN_ENOMEM, "out of memory");
     goto fail_db;
@@ -743,6 +790,13 @@ static const char *take_text(sqlite3_stmt *st, int i, char **cur) {
   return d;
 }
 
+/* What becomes of a kernel that DB has no usable binary of, as the end of
+** a sentence: DB's path comes before it when DB is read-only. */
+static const char *rebuilt(const hattn__db *db) {
+  return db->readonly ? " is open read-only, so the kernel is compiled for this process and not kept"
+                      : "it is rebuilt";
+}
+
 int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
                          hattn__db_kernel **out, int *miss, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
@@ -773,8 +827,8 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
   }
   if (compiler != NULL && strcmp((const char *)sqlite3_column_text(st, 5), compiler) != 0) {
     *miss = HATTN__DB_MISS_COMPILER;
-    rc = fail(err, errlen, HATTN_ENOENT, "kernel %s in %s was built by %s, not %s: it is rebuilt", key,
-              db->path, sqlite3_column_text(st, 5), compiler);
+    rc = fail(err, errlen, HATTN_ENOENT, "kernel %s in %s was built by %s, not %s: %s%s", key, db->path,
+              sqlite3_column_text(st, 5), compiler, db->readonly ? db->path : "", rebuilt(db));
     goto done;
   }
   total = sizeof *k + 16 + (size_t)sqlite3_column_bytes(st, 6);
@@ -800,7 +854,8 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
   hattn__db_sha256_hex(k->binary, k->size, sum);
   if (strcmp(sum, k->checksum) != 0) {
     *miss = HATTN__DB_MISS_CHECKSUM;
-    rc = fail(err, errlen, HATTN_ENOENT, "kernel %s in %s fails its checksum: it is rebuilt", key, db->path);
+    rc = fail(err, errlen, HATTN_ENOENT, "kernel %s in %s fails its checksum: %s%s", key, db->path,
+              db->readonly ? db->path : "", rebuilt(db));
     free(k);
     goto done;
   }

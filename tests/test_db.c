@@ -563,6 +563,68 @@ START_TEST(corrupt_file) {
 }
 END_TEST
 
+/* The bytes of the file PATH (malloc'd), *N their count. */
+static unsigned char *read_bytes(const char *path, size_t *n) {
+  struct stat st;
+  unsigned char *b;
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fstat(fileno(f), &st), 0);
+  b = malloc((size_t)st.st_size + 1);
+  ck_assert_ptr_nonnull(b);
+  ck_assert_uint_eq(fread(b, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+  fclose(f);
+  *n = (size_t)st.st_size;
+  return b;
+}
+
+/* Issue 12: an SQLite file of another program, with application id 0, was
+** taken over (switched to WAL, hattn's tables added), or called read-only
+** when it was not.  It is refused, and left byte for byte as it was. */
+START_TEST(foreign_sqlite_file_untouched) {
+  char *path = path_in("theirs.db"), side[4200];
+  unsigned char *before, *after;
+  size_t nb, na;
+  int flags;
+  raw_exec(path, "CREATE TABLE mine (x); INSERT INTO mine VALUES (1)");
+  before = read_bytes(path, &nb);
+  for (flags = 0; flags <= HATTN__DB_READONLY; flags += HATTN__DB_READONLY) {
+    open_fails(path, flags, "is not a hattn database: it holds tables of another program (mine)");
+    ck_assert_msg(strstr(err, "read-only") == NULL, "%s", err);
+  }
+  after = read_bytes(path, &na);
+  ck_assert_uint_eq(na, nb);
+  ck_assert_int_eq(memcmp(before, after, nb), 0);
+  snprintf(side, sizeof side, "%s-wal", path);
+  ck_assert_int_ne(access(side, F_OK), 0);
+  free(before);
+  free(after);
+  /* A file with a schema version but no hattn id is not ours either. */
+  path = path_in("versioned.db");
+  raw_exec(path, "PRAGMA user_version = 1");
+  open_fails(path, 0, "is not a hattn database: its schema version is 1 but it lacks hattn's application id");
+}
+END_TEST
+
+/* Issue 12: a directory given as the database was reported as an I/O
+** error or as read-only. */
+START_TEST(directory_refused) {
+  char *path = path_in("adir.db");
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  open_fails(path, 0, "is a directory, not a database file");
+  open_fails(path, HATTN__DB_READONLY, "is a directory, not a database file");
+}
+END_TEST
+
+/* Issue 12: an empty path opened a temporary database that kept nothing. */
+START_TEST(empty_path_refused) {
+  hattn__db *db = NULL;
+  ck_assert_int_eq(hattn__db_open("", 0, &db, err, sizeof err), HATTN_EINVAL);
+  ck_assert_ptr_null(db);
+  ck_assert_str_eq(err, "the kernel database path is empty: name a file (nothing would be kept in a temporary one)");
+}
+END_TEST
+
 START_TEST(truncated_file) {
   char *path = path_in("cut.db");
   struct stat st;
@@ -715,6 +777,25 @@ START_TEST(checksum_mismatch_rebuilt) {
   ck_assert_int_eq(memcmp(k->binary, bin, n), 0);
   free(k);
   free(bin);
+  hattn__db_close(db);
+}
+END_TEST
+
+/* Issue 12: a read-only database said of a kernel it cannot replace that
+** "it is rebuilt". */
+START_TEST(read_only_mismatch_not_rebuilt) {
+  char *path = path_in("ro-miss.db"), want[8192];
+  hattn__db *db;
+  hattn__db_kernel *k = NULL;
+  int miss = 0;
+  make_db(path, 1, 100);
+  db = open_ok(path, HATTN__DB_READONLY);
+  ck_assert_int_eq(hattn__db_kernel_get(db, "k0", "nvrtc 12.8", &k, &miss, err, sizeof err), HATTN_ENOENT);
+  ck_assert_int_eq(miss, HATTN__DB_MISS_COMPILER);
+  snprintf(want, sizeof want,
+           "kernel k0 in %s was built by nvrtc 12.4, not nvrtc 12.8: %s is open read-only, so the kernel is "
+           "compiled for this process and not kept", path, path);
+  ck_assert_str_eq(err, want);
   hattn__db_close(db);
 }
 END_TEST
@@ -958,11 +1039,15 @@ static Suite *db_suite(void) {
   tcase_add_test(tc, default_path);
   tcase_add_test(tc, corrupt_file);
   tcase_add_test(tc, truncated_file);
+  tcase_add_test(tc, foreign_sqlite_file_untouched);
+  tcase_add_test(tc, directory_refused);
+  tcase_add_test(tc, empty_path_refused);
   tcase_add_test(tc, corrupt_after_open);
   tcase_add_test(tc, newer_schema_refused);
   tcase_add_test(tc, read_only);
   tcase_add_test(tc, checksum_mismatch_rebuilt);
   tcase_add_test(tc, compiler_mismatch_rebuilt);
+  tcase_add_test(tc, read_only_mismatch_not_rebuilt);
   tcase_add_test(tc, two_processes);
   tcase_add_test(tc, busy_message);
   tcase_add_test(tc, export_import_round_trip);

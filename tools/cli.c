@@ -73,6 +73,16 @@ bad:
   return -1;
 }
 
+int tool_parse_db(const char *s, const char **out) {
+  if (*s == '\0') {
+    fprintf(stderr, "hattn: --db: an empty path names no database file, and nothing would be kept: name a file, "
+                    "or leave --db out for the default one\n");
+    return -1;
+  }
+  *out = s;
+  return 0;
+}
+
 int tool_parse_pair(const char *opt, const char *s, int allow_zero, int64_t *a, int64_t *b) {
   const char *comma = strchr(s, ',');
   char first[64];

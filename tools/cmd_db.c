@@ -141,7 +141,7 @@ int hattn__cmd_db(int argc, char **argv) {
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
-    case 'D': o.path = optarg; break;
+    case 'D': if (tool_parse_db(optarg, &o.path)) return TOOL_USAGE; break;
     case 'O':
       o.older_than = strtod(optarg, &end);
       if (end == optarg || *end || !(o.older_than >= 0) || o.older_than > 1e6) {

@@ -149,7 +149,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     case O_THREADS: if (tool_parse_len("--threads", optarg, 0, &a->threads)) return -1; break;
     case 'b': if (tool_parse_pair("--block", optarg, 0, &a->bm, &a->bn)) return -1; break;
     case O_ROWS: if (tool_parse_len("--rows", optarg, 0, &a->rows)) return -1; break;
-    case O_DB: a->db = optarg; break;
+    case O_DB: if (tool_parse_db(optarg, &a->db)) return -1; break;
     case 'h': fputs(usage, stdout); return 1;
     default: fputs(usage, stderr); return -1;
     }

@@ -121,7 +121,7 @@ static int parse_args(int argc, char **argv, tune_args *a) {
     case 'r': if (tool_parse_len("--reps", optarg, 0, &a->reps)) return -1; break;
     case O_THREADS: if (tool_parse_len("--threads", optarg, 0, &a->threads)) return -1; break;
     case O_REPEAT: if (tool_parse_len("--repeat", optarg, 0, &a->repeat)) return -1; break;
-    case O_DB: a->db_path = optarg; break;
+    case O_DB: if (tool_parse_db(optarg, &a->db_path)) return -1; break;
     case O_NOSTORE: a->no_store = 1; break;
     case O_LOOKUP: a->lookup = 1; break;
     case 'q': a->quiet = 1; break;

@@ -45,6 +45,10 @@ hattn__spec *tool_load_spec(const char *path);
 ** ALLOW_ZERO).  Prints "hattn: OPTION: ..." and returns -1 when it is not one. */
 int tool_parse_len(const char *opt, const char *s, int allow_zero, int64_t *out);
 
+/* The argument S of --db: 0 with *OUT = S, or -1 (with a message) when S
+** is empty, which would name a temporary database that keeps nothing. */
+int tool_parse_db(const char *s, const char **out);
+
 /* Parse "A" or "A,B" into *A and *B (B = A when absent). */
 int tool_parse_pair(const char *opt, const char *s, int allow_zero, int64_t *a, int64_t *b);
 
