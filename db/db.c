@@ -3,6 +3,7 @@
 */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,9 @@ struct hattn__db {
   char *path;
   int readonly;
   int busy_ms;       /* the busy timeout */
+  int key_state;     /* 0: not read yet, 1: KEY holds the user's key, -1: KEY_ERR says why not */
+  unsigned char key[HATTN__DB_KEY_LEN];
+  char key_err[1024];
 };
 
 /* ---- migrations --------------------------------------------------------------
@@ -87,6 +91,13 @@ static const char *const migrations[] = {
   "  spread_us REAL NOT NULL,\n"
   "  PRIMARY KEY (tuning_id, config)\n"
   ") WITHOUT ROWID;\n",
+  /* 1 -> 2: what a kernel is (its class, dtype and head dim, for hattn db
+  ** list) and the HMAC that authenticates its binary with the user's key.
+  ** Kernels of schema 1 have none: they are ignored and compiled again. */
+  "ALTER TABLE kernels ADD COLUMN kernel_class TEXT NOT NULL DEFAULT '';\n"
+  "ALTER TABLE kernels ADD COLUMN dtype TEXT NOT NULL DEFAULT '';\n"
+  "ALTER TABLE kernels ADD COLUMN head_dim INTEGER NOT NULL DEFAULT 0;\n"
+  "ALTER TABLE kernels ADD COLUMN hmac TEXT NOT NULL DEFAULT '';\n",
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == HATTN__DB_SCHEMA_VERSION,
@@ -177,31 +188,150 @@ static void sha_block(sha256 *s, const unsigned char *p) {
   s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
 }
 
-void hattn__db_sha256_hex(const void *data, size_t n, char out[65]) {
+static void sha_init(sha256 *s) {
   static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  static const char hex[] = "0123456789abcdef";
+  memcpy(s->h, h0, sizeof h0);
+  s->len = 0;
+  s->nbuf = 0;
+}
+
+static void sha_update(sha256 *s, const void *data, size_t n) {
   const unsigned char *p = data;
-  sha256 s;
+  s->len += (uint64_t)n * 8;
+  if (s->nbuf > 0) {
+    size_t take = n < 64 - s->nbuf ? n : 64 - s->nbuf;
+    memcpy(s->buf + s->nbuf, p, take);
+    s->nbuf += take, p += take, n -= take;
+    if (s->nbuf < 64) return;
+    sha_block(s, s->buf);
+    s->nbuf = 0;
+  }
+  for (; n >= 64; n -= 64, p += 64) sha_block(s, p);
+  if (n > 0) memcpy(s->buf, p, n);
+  s->nbuf = n;
+}
+
+/* The 32 bytes of the digest into OUT. */
+static void sha_final(sha256 *s, unsigned char out[32]) {
+  uint64_t len = s->len;
   size_t i;
-  memcpy(s.h, h0, sizeof h0);
-  s.len = (uint64_t)n * 8;
-  for (; n >= 64; n -= 64, p += 64) sha_block(&s, p);
-  memset(s.buf, 0, sizeof s.buf);
-  if (n > 0) memcpy(s.buf, p, n);
-  s.buf[n] = 0x80;
-  if (n >= 56) {
-    sha_block(&s, s.buf);
-    memset(s.buf, 0, sizeof s.buf);
+  memset(s->buf + s->nbuf, 0, 64 - s->nbuf);
+  s->buf[s->nbuf] = 0x80;
+  if (s->nbuf >= 56) {
+    sha_block(s, s->buf);
+    memset(s->buf, 0, sizeof s->buf);
   }
-  for (i = 0; i < 8; i++) s.buf[56 + i] = (unsigned char)(s.len >> (56 - 8 * i));
-  sha_block(&s, s.buf);
-  for (i = 0; i < 32; i++) {
-    unsigned char byte = (unsigned char)(s.h[i / 4] >> (24 - 8 * (i % 4)));
-    out[2 * i] = hex[byte >> 4];
-    out[2 * i + 1] = hex[byte & 15];
+  for (i = 0; i < 8; i++) s->buf[56 + i] = (unsigned char)(len >> (56 - 8 * i));
+  sha_block(s, s->buf);
+  for (i = 0; i < 32; i++) out[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+static void hex_of(const unsigned char *b, size_t n, char *out) {
+  static const char hex[] = "0123456789abcdef";
+  size_t i;
+  for (i = 0; i < n; i++) {
+    out[2 * i] = hex[b[i] >> 4];
+    out[2 * i + 1] = hex[b[i] & 15];
   }
-  out[64] = '\0';
+  out[2 * n] = '\0';
+}
+
+void hattn__db_sha256_hex(const void *data, size_t n, char out[65]) {
+  unsigned char d[32];
+  sha256 s;
+  sha_init(&s);
+  sha_update(&s, data, n);
+  sha_final(&s, d);
+  hex_of(d, 32, out);
+}
+
+/* ---- HMAC-SHA-256 (RFC 2104) ------------------------------------------------------ */
+
+typedef struct hmac {
+  sha256 inner;
+  unsigned char okey[64];  /* the key XOR opad */
+} hmac;
+
+static void hmac_init(hmac *m, const void *key, size_t keylen) {
+  unsigned char k[64], ikey[64];
+  size_t i;
+  memset(k, 0, sizeof k);
+  if (keylen > 64) {
+    sha256 s;
+    sha_init(&s);
+    sha_update(&s, key, keylen);
+    sha_final(&s, k);
+  } else if (keylen > 0) {
+    memcpy(k, key, keylen);
+  }
+  for (i = 0; i < 64; i++) ikey[i] = k[i] ^ 0x36, m->okey[i] = k[i] ^ 0x5c;
+  sha_init(&m->inner);
+  sha_update(&m->inner, ikey, 64);
+}
+
+static void hmac_final(hmac *m, char out[65]) {
+  unsigned char d[32];
+  sha256 outer;
+  sha_final(&m->inner, d);
+  sha_init(&outer);
+  sha_update(&outer, m->okey, 64);
+  sha_update(&outer, d, 32);
+  sha_final(&outer, d);
+  hex_of(d, 32, out);
+}
+
+void hattn__db_hmac_sha256_hex(const void *key, size_t keylen, const void *data, size_t n, char out[65]) {
+  hmac m;
+  hmac_init(&m, key, keylen);
+  sha_update(&m.inner, data, n);
+  hmac_final(&m, out);
+}
+
+/* The fields of a kernel that its HMAC covers, in order: everything that
+** decides what the binary is taken for, then the binary. */
+enum { MAC_FIELDS = 9 };
+
+/* The HMAC of a kernel under KEY: "hattn-kernel-v1", then each text field
+** of F (MAC_FIELDS of them: key, canon, backend, target, config, compiler,
+** kernel class, dtype, head dim as decimal) with its length, then the
+** binary, into OUT as hex. */
+static void kernel_mac(const unsigned char *key, const char *const f[MAC_FIELDS], const void *bin, size_t n,
+                       char out[65]) {
+  static const char tag[] = "hattn-kernel-v1";
+  unsigned char len[8];
+  hmac m;
+  size_t i, j, fl;
+  hmac_init(&m, key, HATTN__DB_KEY_LEN);
+  sha_update(&m.inner, tag, sizeof tag);
+  for (i = 0; i < MAC_FIELDS; i++) {
+    fl = strlen(f[i]);
+    for (j = 0; j < 8; j++) len[j] = (unsigned char)((uint64_t)fl >> (8 * j));
+    sha_update(&m.inner, len, 8);
+    sha_update(&m.inner, f[i], fl);
+  }
+  for (j = 0; j < 8; j++) len[j] = (unsigned char)((uint64_t)n >> (8 * j));
+  sha_update(&m.inner, len, 8);
+  if (n) sha_update(&m.inner, bin, n);
+  hmac_final(&m, out);
+}
+
+/* The SQL function hattn__kernel_hmac(key, canon, backend, target, config,
+** compiler, kernel_class, dtype, head_dim, binary): kernel_mac under the
+** key its user data points at (HATTN__DB_KEY_LEN bytes). */
+static void sql_kernel_hmac(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *f[MAC_FIELDS];
+  char out[65];
+  const void *p;
+  int i;
+  (void)argc;
+  for (i = 0; i < MAC_FIELDS; i++) {
+    f[i] = (const char *)sqlite3_value_text(argv[i]);
+    if (f[i] == NULL) f[i] = "";
+  }
+  p = sqlite3_value_blob(argv[MAC_FIELDS]);
+  kernel_mac(sqlite3_user_data(ctx), f, p, (size_t)sqlite3_value_bytes(argv[MAC_FIELDS]), out);
+  sqlite3_result_text(ctx, out, 64, SQLITE_TRANSIENT);
 }
 
 /* The SQL function hattn__sha256(X): the SHA-256 of the blob X in hex. */
@@ -323,6 +453,23 @@ int hattn__db_default_path(char *buf, size_t len, char *err, size_t errlen) {
   return HATTN_OK;
 }
 
+int hattn__db_key_path(char *buf, size_t len, char *err, size_t errlen) {
+  const char *env = getenv("HATTN_CONFIG_DIR"), *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+  int n;
+  if (env != NULL && *env)
+    n = snprintf(buf, len, "%s/db.key", env);
+  else if (xdg != NULL && xdg[0] == '/')
+    n = snprintf(buf, len, "%s/hattn/db.key", xdg);
+  else if (home != NULL && *home)
+    n = snprintf(buf, len, "%s/.config/hattn/db.key", home);
+  else
+    return fail(err, errlen, HATTN_EINVAL,
+                "no place for the key that authenticates kernel binaries: set HATTN_CONFIG_DIR, XDG_CONFIG_HOME "
+                "or HOME");
+  if (n < 0 || (size_t)n >= len) return fail(err, errlen, HATTN_EINVAL, "the key's path is too long");
+  return HATTN_OK;
+}
+
 /* Create the directories above the file PATH, mode 0700, as mkdir -p does. */
 static int make_parent_dirs(const char *path, char *err, size_t errlen) {
   char *dir = strdup(path), *p, c;
@@ -349,6 +496,107 @@ static int make_parent_dirs(const char *path, char *err, size_t errlen) {
 done:
   free(dir);
   return rc;
+}
+
+/* Whether ST, a file or directory, can be written by a user other than
+** this one: group or others may write it, or it belongs to another user
+** (root aside). */
+static int others_may_write(const struct stat *st) {
+  return (st->st_mode & (S_IWGRP | S_IWOTH)) != 0 || (st->st_uid != geteuid() && st->st_uid != 0);
+}
+
+/* Write a new key of random bytes to PATH (in the directory DIR) unless
+** one is there: a temporary file of mode 0600, linked into place, so that
+** a process never reads a key half written and two processes agree. */
+static int key_create(const char *path, const char *dir, char *err, size_t errlen) {
+  unsigned char key[HATTN__DB_KEY_LEN];
+  char tmp[4200];
+  int fd = -1, rfd, rc = HATTN_OK;
+  ssize_t got = 0;
+  if ((rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)) < 0 ||
+      (got = read(rfd, key, sizeof key)) != (ssize_t)sizeof key) {
+    rc = fail(err, errlen, HATTN_EDB, "cannot make a key for %s: /dev/urandom: %s", path,
+              rfd < 0 || got < 0 ? strerror(errno) : "short read");
+    goto done;
+  }
+  snprintf(tmp, sizeof tmp, "%s/.db.key.XXXXXX", dir);
+  if ((fd = mkstemp(tmp)) < 0) {
+    rc = fail(err, errlen, HATTN_EDB, "cannot make the key %s: %s", path, strerror(errno));
+    goto done;
+  }
+  if (fchmod(fd, 0600) != 0 || write(fd, key, sizeof key) != (ssize_t)sizeof key || fsync(fd) != 0 ||
+      (link(tmp, path) != 0 && errno != EEXIST))
+    rc = fail(err, errlen, HATTN_EDB, "cannot write the key %s: %s", path, strerror(errno));
+  unlink(tmp);
+done:
+  if (fd >= 0) close(fd);
+  if (rfd >= 0) close(rfd);
+  memset(key, 0, sizeof key);
+  return rc;
+}
+
+int hattn__db_key(unsigned char key[HATTN__DB_KEY_LEN], char *err, size_t errlen) {
+  char path[4096], *dir = NULL, *slash;
+  struct stat st;
+  int fd = -1, rc;
+  ssize_t got;
+  if ((rc = hattn__db_key_path(path, sizeof path, err, errlen)) != HATTN_OK) return rc;
+  if ((rc = make_parent_dirs(path, err, errlen)) != HATTN_OK) return rc;
+  if ((dir = strdup(path)) == NULL) return fail(err, errlen, HATTN_ENOMEM, "out of memory");
+  if ((slash = strrchr(dir, '/')) != NULL && slash != dir) *slash = '\0';
+  if (stat(dir, &st) != 0) {
+    rc = fail(err, errlen, HATTN_EDB, "cannot read the directory %s of the key: %s", dir, strerror(errno));
+    goto done;
+  }
+  if (others_may_write(&st)) {
+    rc = fail(err, errlen, HATTN_EDB,
+              "the directory %s of the key that authenticates kernel binaries can be written by other users "
+              "(mode 0%03o): no stored binary is trusted until it cannot (chmod go-w %s)",
+              dir, (unsigned)(st.st_mode & 0777), dir);
+    goto done;
+  }
+  fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    if ((rc = key_create(path, dir, err, errlen)) != HATTN_OK) goto done;
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  }
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    rc = fail(err, errlen, HATTN_EDB, "cannot read the key %s: %s", path, strerror(errno));
+    goto done;
+  }
+  if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
+    rc = fail(err, errlen, HATTN_EDB,
+              "the key %s can be read or written by other users (mode 0%03o%s): no stored binary is trusted "
+              "until only you can (chmod 600 %s, or remove it to make a new one)",
+              path, (unsigned)(st.st_mode & 0777), st.st_uid != geteuid() ? ", another user's file" : "", path);
+    goto done;
+  }
+  if (st.st_size != HATTN__DB_KEY_LEN || (got = read(fd, key, HATTN__DB_KEY_LEN)) != HATTN__DB_KEY_LEN) {
+    rc = fail(err, errlen, HATTN_EDB, "the key %s is not %d bytes long: remove it to make a new one", path,
+              HATTN__DB_KEY_LEN);
+    goto done;
+  }
+  rc = HATTN_OK;
+done:
+  if (fd >= 0) close(fd);
+  free(dir);
+  return rc;
+}
+
+/* Read the user's key into DB once; HATTN_OK, or HATTN_EDB with the reason
+** (kept for later calls). */
+static int db_key(hattn__db *db, char *err, size_t errlen) {
+  if (db->key_state == 0) {
+    db->key_state = hattn__db_key(db->key, db->key_err, sizeof db->key_err) == HATTN_OK ? 1 : -1;
+    if (db->key_state > 0 &&
+        sqlite3_create_function_v2(db->sq, "hattn__kernel_hmac", MAC_FIELDS + 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                   db->key, sql_kernel_hmac, NULL, NULL, NULL) != SQLITE_OK) {
+      db->key_state = -1;
+      snprintf(db->key_err, sizeof db->key_err, "%s: cannot register the HMAC function", db->path);
+    }
+  }
+  if (db->key_state > 0) return HATTN_OK;
+  return fail(err, errlen, HATTN_EDB, "%s", db->key_err);
 }
 
 static uint32_t be32(const unsigned char *p) {
@@ -561,6 +809,35 @@ static int is_access_error(int sqrc) {
   return sqrc == SQLITE_READONLY || sqrc == SQLITE_CANTOPEN || sqrc == SQLITE_PERM;
 }
 
+/* Refuse the database PATH when a user other than this one could change
+** it: the file, or the directory that holds it and its journals (where
+** another user could plant a journal that SQLite would replay). */
+static int check_writers(const char *path, char *err, size_t errlen) {
+  char *dir = strdup(path), *slash;
+  struct stat st;
+  int rc = HATTN_OK;
+  if (dir == NULL) return fail(err, errlen, HATTN_ENOMEM, "out of memory");
+  if (stat(path, &st) == 0 && others_may_write(&st)) {
+    rc = fail(err, errlen, HATTN_EDB,
+              "%s can be written by other users (mode 0%03o%s): hattn does not use it (chmod go-w %s, or use "
+              "another file)", path, (unsigned)(st.st_mode & 0777),
+              st.st_uid != geteuid() && st.st_uid != 0 ? ", another user's file" : "", path);
+    goto done;
+  }
+  slash = strrchr(dir, '/');
+  if (slash == NULL) strcpy(dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  if (stat(dir, &st) == 0 && others_may_write(&st))
+    rc = fail(err, errlen, HATTN_EDB,
+              "%s is in %s, a directory other users can write (mode 0%03o%s): hattn does not use it (put the "
+              "database in a directory of your own)", path, dir, (unsigned)(st.st_mode & 07777),
+              st.st_uid != geteuid() && st.st_uid != 0 ? ", another user's directory" : "");
+done:
+  free(dir);
+  return rc;
+}
+
 int hattn__db_open(const char *path, int flags, hattn__db **out, char *err, size_t errlen) {
   char defpath[4096];
   hattn__db *db;
@@ -585,6 +862,7 @@ int hattn__db_open(const char *path, int flags, hattn__db **out, char *err, size
   db->readonly = (flags & HATTN__DB_READONLY) != 0;
   db->busy_ms = HATTN__DB_BUSY_MS;
   if (!db->readonly && (rc = make_parent_dirs(path, err, errlen)) != HATTN_OK) goto fail_db;
+  if ((rc = check_writers(path, err, errlen)) != HATTN_OK) goto fail_db;
   rc = check_header(path, APP_ID_DB, 0, "a hattn database", err, errlen);
   if (rc != HATTN_OK) goto fail_db;
   exists = stat(path, &st) == 0;
@@ -745,17 +1023,25 @@ int hattn__db_device_put(hattn__db *db, const hattn__db_device *dev, char *err, 
 
 int hattn__db_kernel_put(hattn__db *db, const hattn__db_kernel *k, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  char sum[65];
+  const char *f[MAC_FIELDS];
+  char sum[65], mac[65], hd[16];
   int rc;
   assert(k->key != NULL && (k->binary != NULL || k->size == 0));
   if (k->size > (size_t)INT32_MAX)
     return fail(err, errlen, HATTN_EINVAL, "kernel %s: a binary of %zu bytes is too large to store", k->key,
                 k->size);
   hattn__db_sha256_hex(k->binary ? k->binary : "", k->size, sum);
+  if (db->readonly) return begin(db, err, errlen);
+  if ((rc = db_key(db, err, errlen)) != HATTN_OK) return rc;
+  snprintf(hd, sizeof hd, "%d", k->head_dim);
+  f[0] = k->key, f[1] = str_or_empty(k->canon), f[2] = str_or_empty(k->backend), f[3] = str_or_empty(k->target);
+  f[4] = str_or_empty(k->config), f[5] = str_or_empty(k->compiler), f[6] = str_or_empty(k->kernel_class);
+  f[7] = str_or_empty(k->dtype), f[8] = hd;
+  kernel_mac(db->key, f, k->binary ? k->binary : "", k->size, mac);
   if ((rc = begin(db, err, errlen)) != HATTN_OK) return rc;
   rc = prep(db,
             "INSERT OR REPLACE INTO kernels (key, canon, backend, target, config, compiler, binary, "
-            "checksum, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "checksum, created, kernel_class, dtype, head_dim, hmac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &st, err, errlen);
   if (rc != HATTN_OK) goto fail_txn;
   sqlite3_bind_text(st, 1, k->key, -1, SQLITE_STATIC);
@@ -767,6 +1053,10 @@ int hattn__db_kernel_put(hattn__db *db, const hattn__db_kernel *k, char *err, si
   sqlite3_bind_blob(st, 7, k->binary ? k->binary : "", (int)k->size, SQLITE_STATIC);
   sqlite3_bind_text(st, 8, sum, 64, SQLITE_STATIC);
   sqlite3_bind_int64(st, 9, k->created ? k->created : now_s());
+  sqlite3_bind_text(st, 10, f[6], -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 11, f[7], -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 12, k->head_dim);
+  sqlite3_bind_text(st, 13, mac, 64, SQLITE_STATIC);
   rc = sqlite3_step(st);
   sqlite3_finalize(st);
   if (rc != SQLITE_DONE) {
@@ -801,7 +1091,7 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
                          hattn__db_kernel **out, int *miss, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   hattn__db_kernel *k;
-  char *cur, sum[65];
+  char *cur, sum[65], kerr[1024];
   size_t total;
   int rc, i, why;
 
@@ -810,8 +1100,8 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
   if (miss == NULL) miss = &why;
   *miss = HATTN__DB_MISS_NONE;
   rc = prep(db,
-            "SELECT key, canon, backend, target, config, compiler, binary, checksum, created "
-            "FROM kernels WHERE key = ?",
+            "SELECT key, canon, backend, target, config, compiler, binary, checksum, created, kernel_class, "
+            "dtype, head_dim, hmac FROM kernels WHERE key = ?",
             &st, err, errlen);
   if (rc != HATTN_OK) return rc;
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -831,7 +1121,8 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
               sqlite3_column_text(st, 5), compiler, db->readonly ? db->path : "", rebuilt(db));
     goto done;
   }
-  total = sizeof *k + 16 + (size_t)sqlite3_column_bytes(st, 6);
+  total = sizeof *k + 16 + (size_t)sqlite3_column_bytes(st, 6) + (size_t)sqlite3_column_bytes(st, 9) +
+          (size_t)sqlite3_column_bytes(st, 10) + 2;
   for (i = 0; i < 6; i++) total += (size_t)sqlite3_column_bytes(st, i) + 1;
   if ((k = calloc(1, total)) == NULL) {
     rc = fail(err, errlen, HATTN_ENOMEM, "out of memory");
@@ -849,6 +1140,9 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
   k->target = take_text(st, 3, &cur);
   k->config = take_text(st, 4, &cur);
   k->compiler = take_text(st, 5, &cur);
+  k->kernel_class = take_text(st, 9, &cur);
+  k->dtype = take_text(st, 10, &cur);
+  k->head_dim = sqlite3_column_int(st, 11);
   snprintf(k->checksum, sizeof k->checksum, "%s", (const char *)sqlite3_column_text(st, 7));
   k->created = sqlite3_column_int64(st, 8);
   hattn__db_sha256_hex(k->binary, k->size, sum);
@@ -856,6 +1150,31 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
     *miss = HATTN__DB_MISS_CHECKSUM;
     rc = fail(err, errlen, HATTN_ENOENT, "kernel %s in %s fails its checksum: %s%s", key, db->path,
               db->readonly ? db->path : "", rebuilt(db));
+    free(k);
+    goto done;
+  }
+  /* The checksum finds accidents; the HMAC finds binaries that this user's
+  ** hattn did not store (written before schema 2, by another user, edited). */
+  if ((rc = db_key(db, kerr, sizeof kerr)) != HATTN_OK) {
+    *miss = HATTN__DB_MISS_HMAC;
+    rc = fail(err, errlen, HATTN_ENOENT, "%s; so the binary of kernel %s in %s is not trusted: %s%s", kerr, key,
+              db->path, db->readonly ? db->path : "", rebuilt(db));
+    free(k);
+    goto done;
+  }
+  {
+    const char *f[MAC_FIELDS];
+    char hd[16];
+    snprintf(hd, sizeof hd, "%d", k->head_dim);
+    f[0] = k->key, f[1] = k->canon, f[2] = k->backend, f[3] = k->target, f[4] = k->config, f[5] = k->compiler;
+    f[6] = k->kernel_class, f[7] = k->dtype, f[8] = hd;
+    kernel_mac(db->key, f, k->binary, k->size, sum);
+  }
+  if (strcmp(sum, (const char *)sqlite3_column_text(st, 12)) != 0) {
+    *miss = HATTN__DB_MISS_HMAC;
+    rc = fail(err, errlen, HATTN_ENOENT,
+              "kernel %s in %s has no valid HMAC of this user's key (stored by an older hattn or another user, "
+              "imported, or edited): %s%s", key, db->path, db->readonly ? db->path : "", rebuilt(db));
     free(k);
     goto done;
   }
@@ -1198,7 +1517,7 @@ fail_txn:
 int hattn__db_verify(hattn__db *db, FILE *out, int64_t *nbad, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   int64_t bad = 0;
-  char sum[65];
+  char sum[65], kerr[1024];
   int rc = prep(db, "PRAGMA quick_check", &st, err, errlen);
   if (rc != HATTN_OK) return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1214,15 +1533,34 @@ int hattn__db_verify(hattn__db *db, FILE *out, int64_t *nbad, char *err, size_t 
     return HATTN_OK;
   }
   if (rc != SQLITE_DONE) return db_fail(db, rc, "cannot check the file", err, errlen);
-  if ((rc = prep(db, "SELECT key, binary, checksum FROM kernels ORDER BY key", &st, err, errlen)) != HATTN_OK)
+  if (db_key(db, kerr, sizeof kerr) != HATTN_OK) {
+    if (out) fprintf(out, "%s\n", kerr);
+    bad++;
+  }
+  if ((rc = prep(db,
+                 "SELECT key, binary, checksum, hmac, key, canon, backend, target, config, compiler, kernel_class, "
+                 "dtype, head_dim FROM kernels ORDER BY key",
+                 &st, err, errlen)) != HATTN_OK)
     return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const void *p = sqlite3_column_blob(st, 1);
+    const char *f[MAC_FIELDS];
+    int i;
     hattn__db_sha256_hex(p ? p : "", (size_t)sqlite3_column_bytes(st, 1), sum);
     if (strcmp(sum, (const char *)sqlite3_column_text(st, 2)) != 0) {
       if (out)
         fprintf(out, "kernel %s: checksum mismatch (stored %s, binary %s)\n", sqlite3_column_text(st, 0),
                 sqlite3_column_text(st, 2), sum);
+      bad++;
+      continue;
+    }
+    if (db->key_state <= 0) continue;
+    for (i = 0; i < MAC_FIELDS; i++) f[i] = (const char *)sqlite3_column_text(st, 4 + i);
+    kernel_mac(db->key, f, p ? p : "", (size_t)sqlite3_column_bytes(st, 1), sum);
+    if (strcmp(sum, (const char *)sqlite3_column_text(st, 3)) != 0) {
+      if (out)
+        fprintf(out, "kernel %s: no valid HMAC of this user's key (stored by an older hattn or another user, "
+                "imported, or edited): it is not used, and compiled again when needed\n", sqlite3_column_text(st, 0));
       bad++;
     }
   }
@@ -1264,6 +1602,8 @@ int hattn__db_export(hattn__db *db, const char *path, const char *model, const c
   int64_t nt = 0, nk = 0, i;
   int rc;
 
+  /* Only binaries this user's hattn stored leave in an export. */
+  if ((rc = db_key(db, err, errlen)) != HATTN_OK) return rc;
   if (unlink(path) != 0 && errno != ENOENT)
     return fail(err, errlen, HATTN_EDB, "cannot replace %s: %s", path, strerror(errno));
   snprintf(side, sizeof side, "%s-journal", path);
@@ -1288,7 +1628,9 @@ int hattn__db_export(hattn__db *db, const char *path, const char *model, const c
   if ((rc = sqlite3_exec(ex, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   /* The source is read through a second connection, in one read transaction. */
   if ((rc = sqlite3_create_function_v2(ex, "hattn__sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-                                       sql_sha256, NULL, NULL, NULL)) != SQLITE_OK)
+                                       sql_sha256, NULL, NULL, NULL)) != SQLITE_OK ||
+      (rc = sqlite3_create_function_v2(ex, "hattn__kernel_hmac", MAC_FIELDS + 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                       db->key, sql_kernel_hmac, NULL, NULL, NULL)) != SQLITE_OK)
     goto fail_sql;
   if ((rc = run2(ex, "ATTACH DATABASE ?1 AS src", db->path, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   if ((rc = sqlite3_exec(ex, "BEGIN", NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
@@ -1311,9 +1653,11 @@ int hattn__db_export(hattn__db *db, const char *path, const char *model, const c
     goto fail_sql;
   if ((rc = run2(ex,
                  "INSERT INTO kernels SELECT * FROM src.kernels WHERE (?1 IS NULL OR compiler = ?1) AND "
-                 "hattn__sha256(binary) = checksum",
+                 "hattn__sha256(binary) = checksum AND hattn__kernel_hmac(key, canon, backend, target, config, "
+                 "compiler, kernel_class, dtype, head_dim, binary) = hmac",
                  compiler, NULL, &nk)) != SQLITE_OK)
     goto fail_sql;
+  if ((rc = run2(ex, "UPDATE kernels SET hmac = ''", NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
   if ((rc = run2(ex, "DELETE FROM devices WHERE id NOT IN (SELECT device_id FROM tunings)", NULL, NULL, NULL))
       != SQLITE_OK)
     goto fail_sql;
@@ -1344,7 +1688,7 @@ fail_open:
 
 /* Check the export file attached as imp against MODELS, COMPILERS and its
 ** checksums. */
-static int import_check(hattn__db *db, const char *path, const char *const *models,
+static int import_check(hattn__db *db, const char *path, int flags, const char *const *models,
                         const char *const *compilers, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   int64_t v;
@@ -1378,7 +1722,9 @@ static int import_check(hattn__db *db, const char *path, const char *const *mode
   }
   if (compilers) {
     if ((rc = sqlite3_prepare_v2(db->sq,
-                                 "SELECT compiler FROM imp.kernels UNION SELECT compiler FROM imp.tunings",
+                                 flags & HATTN__DB_IMPORT_BINARIES
+                                   ? "SELECT compiler FROM imp.kernels UNION SELECT compiler FROM imp.tunings"
+                                   : "SELECT DISTINCT compiler FROM imp.tunings ORDER BY compiler",
                                  -1, &st, NULL)))
       goto fail_sql;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1393,6 +1739,7 @@ static int import_check(hattn__db *db, const char *path, const char *const *mode
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) goto fail_sql;
   }
+  if (!(flags & HATTN__DB_IMPORT_BINARIES)) return HATTN_OK;
   if ((rc = sqlite3_prepare_v2(db->sq, "SELECT key, binary, checksum FROM imp.kernels", -1, &st, NULL)))
     goto fail_sql;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1452,10 +1799,10 @@ done:
   return rc;
 }
 
-int hattn__db_import(hattn__db *db, const char *path, const char *const *models,
+int hattn__db_import(hattn__db *db, const char *path, int flags, const char *const *models,
                      const char *const *compilers, int64_t *ntunings, int64_t *nkernels,
                      char *err, size_t errlen) {
-  int64_t nt = 0, nk = 0;
+  int64_t nt = 0, nk = 0, v = 0;
   int rc;
 
   if (db->readonly)
@@ -1464,7 +1811,9 @@ int hattn__db_import(hattn__db *db, const char *path, const char *const *models,
   if (rc != HATTN_OK) return rc == HATTN_ENOENT ? HATTN_EDB : rc;
   if ((rc = run2(db->sq, "ATTACH DATABASE ?1 AS imp", path, NULL, NULL)) != SQLITE_OK)
     return sql_fail(db->sq, path, db->busy_ms, rc, "cannot open the export file", err, errlen);
-  if ((rc = import_check(db, path, models, compilers, err, errlen)) != HATTN_OK) goto fail_attach;
+  if ((rc = import_check(db, path, flags, models, compilers, err, errlen)) != HATTN_OK) goto fail_attach;
+  if ((flags & HATTN__DB_IMPORT_BINARIES) && (rc = db_key(db, err, errlen)) != HATTN_OK) goto fail_attach;
+  if ((rc = query_int(db->sq, "PRAGMA imp.user_version", &v)) != SQLITE_OK) goto fail_sql_attach;
   if ((rc = begin(db, err, errlen)) != HATTN_OK) goto fail_attach;
   rc = sqlite3_exec(db->sq,
                     "INSERT OR IGNORE INTO main.devices (model, kind, name, cc, sm_count, driver, toolkit, "
@@ -1472,13 +1821,23 @@ int hattn__db_import(hattn__db *db, const char *path, const char *const *models,
                     "toolkit, features, cores, first_seen, last_seen FROM imp.devices",
                     NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail_sql;
-  rc = sqlite3_exec(db->sq,
-                    "INSERT OR REPLACE INTO main.kernels (key, canon, backend, target, config, compiler, binary, "
-                    "checksum, created) SELECT key, canon, backend, target, config, compiler, binary, checksum, "
-                    "created FROM imp.kernels",
-                    NULL, NULL, NULL);
-  if (rc != SQLITE_OK) goto fail_sql;
-  nk = sqlite3_changes(db->sq);
+  if (flags & HATTN__DB_IMPORT_BINARIES) {
+    /* The user vouches for these binaries: they get the user's HMAC.  An
+    ** export of schema 1 does not say what its kernels are. */
+    rc = sqlite3_exec(db->sq,
+                      v >= 2 ? "INSERT OR REPLACE INTO main.kernels (key, canon, backend, target, config, compiler, "
+                               "binary, checksum, created, kernel_class, dtype, head_dim, hmac) SELECT key, canon, "
+                               "backend, target, config, compiler, binary, checksum, created, kernel_class, dtype, "
+                               "head_dim, hattn__kernel_hmac(key, canon, backend, target, config, compiler, "
+                               "kernel_class, dtype, head_dim, binary) FROM imp.kernels"
+                             : "INSERT OR REPLACE INTO main.kernels (key, canon, backend, target, config, compiler, "
+                               "binary, checksum, created, hmac) SELECT key, canon, backend, target, config, "
+                               "compiler, binary, checksum, created, hattn__kernel_hmac(key, canon, backend, target, "
+                               "config, compiler, '', '', 0, binary) FROM imp.kernels",
+                      NULL, NULL, NULL);
+    if (rc != SQLITE_OK) goto fail_sql;
+    nk = sqlite3_changes(db->sq);
+  }
   if ((rc = import_tunings(db, &nt, err, errlen)) != HATTN_OK) goto fail_txn;
   if ((rc = commit(db, err, errlen)) != HATTN_OK) goto fail_attach;
   sqlite3_exec(db->sq, "DETACH DATABASE imp", NULL, NULL, NULL);
@@ -1489,6 +1848,9 @@ fail_sql:
   rc = db_fail(db, rc, "cannot import", err, errlen);
 fail_txn:
   rollback(db);
+  goto fail_attach;
+fail_sql_attach:
+  rc = sql_fail(db->sq, path, db->busy_ms, rc, "cannot read the export file", err, errlen);
 fail_attach:
   sqlite3_exec(db->sq, "DETACH DATABASE imp", NULL, NULL, NULL);
   return rc;

@@ -11,6 +11,14 @@
 ** hattn__db_open returns HATTN_EDB with a sentence that names the file, and
 ** the caller warns and goes on without it.
 **
+** Stored binaries are code that hattn runs, so the database trusts none it
+** did not store itself for this user: each carries an HMAC-SHA-256 under
+** the user's key (hattn__db_key), and a binary without a valid one is
+** treated as absent, so that the caller compiles it again.  A database file
+** or directory that other users can write is refused.  Exports carry tuning
+** records and unauthenticated binaries; an import takes the records, and
+** the binaries only when asked to (HATTN__DB_IMPORT_BINARIES).
+**
 ** Every function returns HATTN_OK or a negative HATTN_E* code and, on
 ** failure, writes a sentence into ERR (ERRLEN bytes, may be 0).  A handle
 ** is used by one thread at a time.
@@ -23,7 +31,10 @@
 #include <stdio.h>
 
 /* The schema version this hattn writes (PRAGMA user_version). */
-#define HATTN__DB_SCHEMA_VERSION 1
+#define HATTN__DB_SCHEMA_VERSION 2
+
+/* The bytes of the user's key that authenticates stored binaries. */
+#define HATTN__DB_KEY_LEN 32
 
 /* The format version of export files. */
 #define HATTN__DB_EXPORT_VERSION 1
@@ -67,10 +78,27 @@ int hattn__db_readonly(const hattn__db *db);
 ** before it fails with HATTN_EDB. */
 void hattn__db_busy_timeout(hattn__db *db, int ms);
 
-/* ---- checksums ------------------------------------------------------------ */
+/* ---- checksums and the key ------------------------------------------------- */
 
 /* The SHA-256 of N bytes at DATA as 64 lower-case hex digits and a NUL. */
 void hattn__db_sha256_hex(const void *data, size_t n, char out[65]);
+
+/* The HMAC-SHA-256 (RFC 2104) of N bytes at DATA under KEYLEN bytes of KEY,
+** as 64 hex digits and a NUL. */
+void hattn__db_hmac_sha256_hex(const void *key, size_t keylen, const void *data, size_t n, char out[65]);
+
+/* The path of the user's key: $HATTN_CONFIG_DIR/db.key when HATTN_CONFIG_DIR
+** is set and not empty, else $XDG_CONFIG_HOME/hattn/db.key when
+** XDG_CONFIG_HOME is an absolute path, else $HOME/.config/hattn/db.key.
+** HATTN_OK, or HATTN_EINVAL when none is set or the path does not fit. */
+int hattn__db_key_path(char *buf, size_t len, char *err, size_t errlen);
+
+/* Read the user's key (HATTN__DB_KEY_LEN bytes) into KEY, creating it from
+** /dev/urandom, mode 0600, with its directory (0700), when it does not
+** exist.  HATTN_EDB with a sentence naming the file when the key, or its
+** directory, can be read or written by another user, is not a regular
+** file of this user or has the wrong length: nothing is then trusted. */
+int hattn__db_key(unsigned char key[HATTN__DB_KEY_LEN], char *err, size_t errlen);
 
 /* ---- shape buckets --------------------------------------------------------- */
 
@@ -116,8 +144,9 @@ int hattn__db_device_put(hattn__db *db, const hattn__db_device *dev, char *err, 
 
 /* A compiled kernel.  KEY identifies it, its configuration included;
 ** COMPILER is the identity of what built it ("llvm 16.0.6", "nvrtc 12.4");
-** CHECKSUM is the SHA-256 of BINARY in hex.  In a record from
-** hattn__db_kernel_get every pointer points into the same allocation. */
+** CHECKSUM is the SHA-256 of BINARY in hex.  Its HMAC covers every field
+** but CHECKSUM and CREATED.  In a record from hattn__db_kernel_get every
+** pointer points into the same allocation. */
 typedef struct hattn__db_kernel {
   const char *key;
   const char *canon;     /* canonical pattern text */
@@ -129,6 +158,9 @@ typedef struct hattn__db_kernel {
   size_t size;
   char checksum[65];
   int64_t created;       /* Unix seconds */
+  const char *kernel_class;  /* the kernel key without its configuration ("" if unknown) */
+  const char *dtype;     /* "fp32", "fp16", "bf16" ("" if unknown) */
+  int head_dim;          /* 0 if unknown */
 } hattn__db_kernel;
 
 /* Why hattn__db_kernel_get found no usable kernel. */
@@ -136,18 +168,21 @@ enum hattn__db_miss {
   HATTN__DB_MISS_NONE = 0,
   HATTN__DB_MISS_ABSENT,    /* no kernel with that key */
   HATTN__DB_MISS_COMPILER,  /* built by another compiler */
-  HATTN__DB_MISS_CHECKSUM   /* the binary does not match its checksum */
+  HATTN__DB_MISS_CHECKSUM,  /* the binary does not match its checksum */
+  HATTN__DB_MISS_HMAC       /* no valid HMAC under the user's key, or no key */
 };
 
-/* Store K (checksum and, when K->created is 0, the time are filled in here),
-** replacing any kernel with the same key. */
+/* Store K (checksum, HMAC and, when K->created is 0, the time are filled
+** in here), replacing any kernel with the same key.  HATTN_EDB when the
+** user's key cannot be had (hattn__db_key's sentence). */
 int hattn__db_kernel_put(hattn__db *db, const hattn__db_kernel *k, char *err, size_t errlen);
 
 /* Look up the kernel KEY built by COMPILER (NULL: by any).  Returns HATTN_OK with *OUT (one
 ** malloc'd block; the caller frees it with free()), or HATTN_ENOENT with
 ** *MISS (may be NULL) and a sentence in ERR when there is none, it was
-** built by another compiler or its binary fails its checksum: the caller
-** rebuilds and puts it.  HATTN_EDB when the database fails. */
+** built by another compiler, its binary fails its checksum or has no valid
+** HMAC under the user's key: the caller rebuilds and puts it.  HATTN_EDB
+** when the database fails. */
 int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
                          hattn__db_kernel **out, int *miss, char *err, size_t errlen);
 
@@ -207,28 +242,38 @@ int hattn__db_prune(hattn__db *db, double older_than_days, const char *const *co
                     int64_t *nkernels, int64_t *ntunings, char *err, size_t errlen);
 
 /* Check the file's integrity (PRAGMA quick_check) and every binary against
-** its checksum, printing a line to OUT (may be NULL) for each problem.
+** its checksum and its HMAC, printing a line to OUT (may be NULL) for each
+** problem.
 ** *NBAD counts the problems; the return is HATTN_OK unless the check itself
 ** failed. */
 int hattn__db_verify(hattn__db *db, FILE *out, int64_t *nbad, char *err, size_t errlen);
 
 /* Write the tuning records of device MODEL (NULL: every device) and every
-** kernel whose binary passes its checksum, both limited to COMPILER (NULL:
-** every compiler), to PATH, replacing it.  The file is an SQLite database
+** kernel whose binary passes its checksum and HMAC, both limited to
+** COMPILER (NULL: every compiler), to PATH, replacing it.  The binaries go
+** without HMAC: whoever imports them decides to trust them.  The file is an SQLite database
 ** with application_id "hatx", the tables of schema.sql and a table export
 ** naming the format version (HATTN__DB_EXPORT_VERSION) and the hattn that
 ** wrote it.  *NTUNINGS and *NKERNELS (may be NULL) count what was written. */
 int hattn__db_export(hattn__db *db, const char *path, const char *model, const char *compiler,
                      int64_t *ntunings, int64_t *nkernels, char *err, size_t errlen);
 
-/* Add the records of the export file PATH to DB, in one transaction.  The
-** whole file is refused, with HATTN_EDB and a sentence, when it is not an
-** export file or comes from a newer hattn, when it holds a device whose
-** model is not in MODELS, a record whose compiler is not in COMPILERS (both
-** NULL-terminated lists; NULL: no check), or a binary that fails its
-** checksum.  Tunings already present are not added twice; kernels replace
-** those with the same key. */
-int hattn__db_import(hattn__db *db, const char *path, const char *const *models,
+/* Flags of hattn__db_import. */
+enum {
+  HATTN__DB_IMPORT_BINARIES = 1  /* take the file's binaries too, and sign them with the user's key */
+};
+
+/* Add the records of the export file PATH to DB, in one transaction: its
+** devices and tuning records, and with HATTN__DB_IMPORT_BINARIES in FLAGS
+** its kernels (whose binaries then carry the user's HMAC, as if compiled
+** here); without it the kernels the records name are compiled here when
+** first used.  The whole file is refused, with HATTN_EDB and a sentence,
+** when it is not an export file or comes from a newer hattn, when it holds
+** a device whose model is not in MODELS, a record (of what is imported)
+** whose compiler is not in COMPILERS (both NULL-terminated lists; NULL: no
+** check), or an imported binary that fails its checksum.  Tunings already
+** present are not added twice; kernels replace those with the same key. */
+int hattn__db_import(hattn__db *db, const char *path, int flags, const char *const *models,
                      const char *const *compilers, int64_t *ntunings, int64_t *nkernels,
                      char *err, size_t errlen);
 

@@ -9,7 +9,7 @@
 -- every machine with the same model string.
 
 PRAGMA application_id = 1751217262;  -- 0x6861746E, "hatn"
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 
 -- One row per device model this database has seen.  The driver and toolkit
 -- versions are those of the machine that wrote the row last.
@@ -31,7 +31,12 @@ CREATE TABLE devices (
 -- One compiled kernel per key.  The key includes the tile configuration; the
 -- compiler identity ("llvm 16.0.6", "nvrtc 12.4") is not part of it, so a
 -- kernel rebuilt by a new compiler replaces the old binary.  checksum is the
--- SHA-256 of binary in lower-case hex.
+-- SHA-256 of binary in lower-case hex, which finds accidents.  hmac is the
+-- HMAC-SHA-256 of the kernel's fields and binary under the user's key
+-- (db.key in the user's config directory, mode 0600), which finds binaries
+-- this user's hattn did not store: a kernel without a valid one is treated
+-- as absent and compiled again (kernels of schema 1 have '').  kernel_class,
+-- dtype and head_dim say what the kernel is, for hattn db list (schema 2).
 CREATE TABLE kernels (
   id       INTEGER PRIMARY KEY,
   key      TEXT NOT NULL UNIQUE,
@@ -42,7 +47,11 @@ CREATE TABLE kernels (
   compiler TEXT NOT NULL,
   binary   BLOB NOT NULL,
   checksum TEXT NOT NULL,
-  created  INTEGER NOT NULL
+  created  INTEGER NOT NULL,
+  kernel_class TEXT NOT NULL DEFAULT '',
+  dtype    TEXT NOT NULL DEFAULT '',
+  head_dim INTEGER NOT NULL DEFAULT 0,
+  hmac     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX kernels_compiler ON kernels (compiler);
 CREATE INDEX kernels_created ON kernels (created);

@@ -92,6 +92,7 @@ struct hattn__kcache {
   int nkernels, capkernels;
   kc_slot *slots;
   int nslots, capslots;
+  int said_hmac;               /* warned of a binary without a valid HMAC */
   char warning[1024];
 };
 
@@ -199,6 +200,10 @@ static int load_kernel(hattn__kcache *kc, const hattn__ident *id, hattn__kc_kern
       warn(kc, "%s%s", dberr, id->compiler[0] ? "; compiling the kernel" : "");
     } else if (miss == HATTN__DB_MISS_CHECKSUM) {
       warn(kc, "%s%s", dberr, id->compiler[0] ? "; compiling the kernel again" : "");
+    } else if (miss == HATTN__DB_MISS_HMAC && !kc->said_hmac) {
+      /* Every kernel of a database from before schema 2 is one: said once. */
+      kc->said_hmac = 1;
+      warn(kc, "%s (said once: the same holds for every such binary)", dberr);
     }
   }
   if (be->compile == NULL) return not_found(kc, k, id->target, err, errlen);
@@ -213,6 +218,9 @@ static int load_kernel(hattn__kcache *kc, const hattn__ident *id, hattn__kc_kern
     put.target = id->target;
     put.config = k->config;
     put.compiler = id->compiler;
+    put.kernel_class = k->kclass;
+    put.dtype = hattn__dtype_name(k->desc.dtype);
+    put.head_dim = k->desc.head_dim;
     be->binary(k->kern, &put.binary, &put.size);
     if (hattn__db_kernel_put(kc->db, &put, dberr, sizeof dberr) != HATTN_OK)
       warn(kc, "%s; the kernel is not kept", dberr);

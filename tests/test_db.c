@@ -39,8 +39,12 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 
 static void setup(void) {
   const char *base = getenv("TMPDIR");
+  char conf[1100];
   snprintf(tmp, sizeof tmp, "%s/test_db.XXXXXX", base && *base ? base : "/tmp");
   ck_assert_ptr_nonnull(mkdtemp(tmp));
+  /* The user's key, in this test's directory: never the real one. */
+  snprintf(conf, sizeof conf, "%s/config", tmp);
+  setenv("HATTN_CONFIG_DIR", conf, 1);
   srand(seed);
   err[0] = '\0';
 }
@@ -87,7 +91,7 @@ static void open_fails(const char *path, int flags, const char *want) {
 static void put_kernel(hattn__db *db, const char *key, const char *compiler, const void *bin, size_t n,
                        int64_t created) {
   hattn__db_kernel k = {key, "window(4k) with softcap(50)", "cuda", "sm_90a", "bm=128 bn=64 warps=4",
-                        compiler, bin, n, "", created};
+                        compiler, bin, n, "", created, "cls", "bf16", 128};
   int rc = hattn__db_kernel_put(db, &k, err, sizeof err);
   ck_assert_msg(rc == HATTN_OK, "kernel_put: %s", err);
 }
@@ -681,7 +685,7 @@ END_TEST
 START_TEST(read_only) {
   char *path = path_in("ro.db"), want[4200];
   hattn__db *db;
-  hattn__db_kernel k = {"k9", "", "cpu", "", "", "llvm 16.0.6", "x", 1, "", 0};
+  hattn__db_kernel k = {"k9", "", "cpu", "", "", "llvm 16.0.6", "x", 1, "", 0, "", "", 0};
   hattn__db_tuning t = {0};
   make_db(path, 1, 100);
   snprintf(want, sizeof want, "%s is open read-only: nothing is saved", path);
@@ -703,7 +707,7 @@ START_TEST(read_only) {
   ck_assert_int_eq(hattn__db_tuning_put(db, &gpu, &t, err, sizeof err), HATTN_EDB);
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(hattn__db_prune(db, 0, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
-  ck_assert_int_eq(hattn__db_import(db, path, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(db, path, HATTN__DB_IMPORT_BINARIES, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
   hattn__db_close(db);
 
   /* A file that does not exist cannot be opened read-only. */
@@ -886,7 +890,7 @@ START_TEST(busy_message) {
   char *path = path_in("busy.db");
   hattn__db *db;
   sqlite3 *sq;
-  hattn__db_kernel k = {"k", "", "cpu", "", "", "llvm 16.0.6", "x", 1, "", 0};
+  hattn__db_kernel k = {"k", "", "cpu", "", "", "llvm 16.0.6", "x", 1, "", 0, "", "", 0};
   int rc;
   make_db(path, 0, 0);
   db = open_ok(path, 0);
@@ -928,14 +932,14 @@ START_TEST(export_import_round_trip) {
   ck_assert_int_eq(raw_int(x, "SELECT format FROM export"), HATTN__DB_EXPORT_VERSION);
 
   dbb = open_ok(b, 0);
-  ck_assert_int_eq(hattn__db_import(dbb, x, models, compilers, &nt, &nk, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, models, compilers, &nt, &nk, err, sizeof err), HATTN_OK);
   ck_assert_int_eq(nt, 5);
   ck_assert_int_eq(nk, 5);
   da_text = dump(a);
   db_text = dump(b);
   ck_assert_str_eq(da_text, db_text);
   /* Importing twice adds no tuning twice. */
-  ck_assert_int_eq(hattn__db_import(dbb, x, models, compilers, &nt, &nk, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, models, compilers, &nt, &nk, err, sizeof err), HATTN_OK);
   ck_assert_int_eq(nt, 0);
   free(db_text);
   db_text = dump(b);
@@ -980,12 +984,12 @@ START_TEST(import_refusals) {
   ck_assert_int_eq(hattn__db_export(da, x, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_OK);
 
   /* Another device model. */
-  ck_assert_int_eq(hattn__db_import(dbb, x, other_models, compilers, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, other_models, compilers, NULL, NULL, err, sizeof err), HATTN_EDB);
   snprintf(want, sizeof want, "%s holds results for the device %s, not for %s: refused", x, gpu_models[0],
            other_models[0]);
   ck_assert_str_eq(err, want);
   /* Another compiler. */
-  ck_assert_int_eq(hattn__db_import(dbb, x, gpu_models, other_compilers, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, gpu_models, other_compilers, NULL, NULL, err, sizeof err), HATTN_EDB);
   snprintf(want, sizeof want, "%s holds results built by nvrtc 12.4, not by nvrtc 12.8: refused", x);
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(raw_int(b, "SELECT count(*) FROM tunings"), 0);
@@ -993,31 +997,254 @@ START_TEST(import_refusals) {
 
   /* A binary changed in the file. */
   raw_exec(x, "UPDATE kernels SET binary = zeroblob(4000)");
-  ck_assert_int_eq(hattn__db_import(dbb, x, gpu_models, compilers, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, gpu_models, compilers, NULL, NULL, err, sizeof err), HATTN_EDB);
   snprintf(want, sizeof want, "kernel k0 in %s fails its checksum: %s refused", x, x);
   ck_assert_str_eq(err, want);
 
   /* A newer export. */
   ck_assert_int_eq(hattn__db_export(da, x, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_OK);
   raw_exec(x, "UPDATE export SET format = 7");
-  ck_assert_int_eq(hattn__db_import(dbb, x, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
   ck_assert_msg(strstr(err, "was written by a newer hattn (export format 7") != NULL, "%s", err);
 
   /* Not an export file: a hattn.db, random bytes, nothing. */
-  ck_assert_int_eq(hattn__db_import(dbb, a, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, a, HATTN__DB_IMPORT_BINARIES, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
   ck_assert_msg(strstr(err, "is not a hattn export file") != NULL, "%s", err);
   hattn__db_close(da);
   da = NULL;
   /* Closed, the file's header is up to date and names what it is. */
-  ck_assert_int_eq(hattn__db_import(dbb, a, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, a, HATTN__DB_IMPORT_BINARIES, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
   ck_assert_msg(strstr(err, "is not a hattn export file (its application id is 0x6861746e)") != NULL, "%s", err);
   write_file(x, bin, 4000);
-  ck_assert_int_eq(hattn__db_import(dbb, x, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
   ck_assert_msg(strstr(err, "is not a hattn export file: it is not an SQLite file") != NULL, "%s", err);
-  ck_assert_int_eq(hattn__db_import(dbb, path_in("absent"), NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
+  ck_assert_int_eq(hattn__db_import(dbb, path_in("absent"), HATTN__DB_IMPORT_BINARIES, NULL, NULL, NULL, NULL, err, sizeof err), HATTN_EDB);
   ck_assert_msg(strstr(err, "cannot open") != NULL, "%s", err);
 
   ck_assert_int_eq(raw_int(b, "SELECT count(*) FROM tunings"), 0);
+  hattn__db_close(da);
+  hattn__db_close(dbb);
+  free(bin);
+}
+END_TEST
+
+/* ---- authenticated binaries (issue 12) -------------------------------------------- */
+
+START_TEST(hmac_vectors) {
+  /* RFC 4231, test cases 1, 2 and 6 (a key longer than a block). */
+  unsigned char k1[20], k6[131];
+  char hex[65];
+  memset(k1, 0x0b, sizeof k1);
+  memset(k6, 0xaa, sizeof k6);
+  hattn__db_hmac_sha256_hex(k1, sizeof k1, "Hi There", 8, hex);
+  ck_assert_str_eq(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  hattn__db_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
+  ck_assert_str_eq(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  hattn__db_hmac_sha256_hex(k6, sizeof k6, "Test Using Larger Than Block-Size Key - Hash Key First", 54, hex);
+  ck_assert_str_eq(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+END_TEST
+
+/* Replace the binary of KEY in PATH by BIN (N bytes) and store its SHA-256,
+** as anyone who can write the file could. */
+static void tamper(const char *path, const char *key, const void *bin, size_t n) {
+  sqlite3 *sq;
+  sqlite3_stmt *st;
+  char sum[65];
+  hattn__db_sha256_hex(bin, n, sum);
+  ck_assert_int_eq(sqlite3_open(path, &sq), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_prepare_v2(sq, "UPDATE kernels SET binary = ?1, checksum = ?2 WHERE key = ?3", -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_blob(st, 1, bin, (int)n, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, sum, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+  ck_assert_int_eq(sqlite3_changes(sq), 1);
+  sqlite3_finalize(st);
+  sqlite3_close(sq);
+}
+
+/* A binary replaced with its SHA-256 recomputed passed the checksum and was
+** run.  It lacks the user's HMAC now: absent, rebuilt, then served. */
+START_TEST(tampered_binary_refused) {
+  char *path = path_in("tamper.db"), want[8192];
+  size_t n = 200 + (size_t)(rand() % 3000);
+  unsigned char *bin = random_blob(n), *evil = random_blob(n);
+  hattn__db *db = open_ok(path, 0);
+  hattn__db_kernel *k = NULL;
+  int64_t nbad = 0;
+  int miss = 0;
+  char *text = NULL;
+  size_t len;
+  FILE *f;
+  put_kernel(db, "kx", "nvrtc 12.4", bin, n, 0);
+  put_kernel(db, "ky", "nvrtc 12.4", bin, n, 0);
+  tamper(path, "kx", evil, n);
+  ck_assert_int_eq(hattn__db_kernel_get(db, "kx", "nvrtc 12.4", &k, &miss, err, sizeof err), HATTN_ENOENT);
+  ck_assert_int_eq(miss, HATTN__DB_MISS_HMAC);
+  ck_assert_ptr_null(k);
+  snprintf(want, sizeof want,
+           "kernel kx in %s has no valid HMAC of this user's key (stored by an older hattn or another user, "
+           "imported, or edited): it is rebuilt", path);
+  ck_assert_str_eq(err, want);
+  /* A genuine binary moved to another key (the HMAC covers the key). */
+  {
+    sqlite3 *sq;
+    ck_assert_int_eq(sqlite3_open(path, &sq), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(sq, "UPDATE kernels SET key = 'kz' WHERE key = 'ky'", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(sq);
+  }
+  ck_assert_int_eq(hattn__db_kernel_get(db, "kz", "nvrtc 12.4", &k, &miss, err, sizeof err), HATTN_ENOENT);
+  ck_assert_int_eq(miss, HATTN__DB_MISS_HMAC);
+  f = open_memstream(&text, &len);
+  ck_assert_int_eq(hattn__db_verify(db, f, &nbad, err, sizeof err), HATTN_OK);
+  fclose(f);
+  ck_assert_int_eq(nbad, 2);
+  ck_assert_msg(strstr(text, "kernel kx: no valid HMAC of this user's key") != NULL, "%s", text);
+  free(text);
+  /* Rebuilt and stored again, it is served. */
+  put_kernel(db, "kx", "nvrtc 12.4", bin, n, 0);
+  ck_assert_int_eq(hattn__db_kernel_get(db, "kx", "nvrtc 12.4", &k, &miss, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(memcmp(k->binary, bin, n), 0);
+  free(k);
+  hattn__db_close(db);
+  free(bin);
+  free(evil);
+}
+END_TEST
+
+/* A database of schema 1 (binaries with a bare SHA-256) is upgraded; its
+** binaries are treated as absent, its tunings kept. */
+START_TEST(schema1_binaries_ignored) {
+  char *path = path_in("old.db");
+  hattn__db *db;
+  hattn__db_kernel *k = NULL;
+  hattn__db_tuning *t = NULL;
+  int miss = 0;
+  make_db(path, 2, 300);
+  raw_exec(path, "ALTER TABLE kernels DROP COLUMN hmac; ALTER TABLE kernels DROP COLUMN head_dim; "
+                 "ALTER TABLE kernels DROP COLUMN dtype; ALTER TABLE kernels DROP COLUMN kernel_class; "
+                 "PRAGMA user_version = 1");
+  db = open_ok(path, 0);
+  ck_assert_int_eq(raw_int(path, "PRAGMA user_version"), HATTN__DB_SCHEMA_VERSION);
+  ck_assert_int_eq(hattn__db_kernel_get(db, "k1", "nvrtc 12.4", &k, &miss, err, sizeof err), HATTN_ENOENT);
+  ck_assert_int_eq(miss, HATTN__DB_MISS_HMAC);
+  ck_assert_msg(strstr(err, "has no valid HMAC of this user's key") != NULL, "%s", err);
+  ck_assert_int_eq(hattn__db_tuning_get(db, model_of(&gpu), "cls", "nvrtc 12.4", 4096, 16, &t, err, sizeof err),
+                   HATTN_OK);
+  free(t);
+  hattn__db_close(db);
+}
+END_TEST
+
+/* The key: made once, mode 0600, in HATTN_CONFIG_DIR; refused, and nothing
+** trusted, when others may read or write it or its directory. */
+START_TEST(key_file) {
+  char *path = path_in("key.db"), *key = path_in("config/db.key"), want[8192];
+  unsigned char k1[HATTN__DB_KEY_LEN], k2[HATTN__DB_KEY_LEN];
+  hattn__db *db;
+  hattn__db_kernel *k = NULL;
+  struct stat st;
+  int miss = 0;
+  ck_assert_int_ne(access(key, F_OK), 0);
+  make_db(path, 1, 100);
+  ck_assert_int_eq(stat(key, &st), 0);
+  ck_assert_int_eq(st.st_mode & 0777, 0600);
+  ck_assert_int_eq(st.st_size, HATTN__DB_KEY_LEN);
+  ck_assert_int_eq(stat(path_in("config"), &st), 0);
+  ck_assert_int_eq(st.st_mode & 0777, 0700);
+  ck_assert_int_eq(hattn__db_key(k1, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__db_key(k2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(memcmp(k1, k2, sizeof k1), 0);
+
+  ck_assert_int_eq(chmod(key, 0644), 0);
+  snprintf(want, sizeof want,
+           "the key %s can be read or written by other users (mode 0644): no stored binary is trusted until only "
+           "you can (chmod 600 %s, or remove it to make a new one)", key, key);
+  ck_assert_int_eq(hattn__db_key(k2, err, sizeof err), HATTN_EDB);
+  ck_assert_str_eq(err, want);
+  db = open_ok(path, 0);
+  ck_assert_int_eq(hattn__db_kernel_get(db, "k0", "nvrtc 12.4", &k, &miss, err, sizeof err), HATTN_ENOENT);
+  ck_assert_int_eq(miss, HATTN__DB_MISS_HMAC);
+  ck_assert_msg(strstr(err, want) == err && strstr(err, "; so the binary of kernel k0 in ") != NULL, "%s", err);
+  {
+    hattn__db_kernel kk = {"k5", "", "cpu", "", "", "llvm 16.0.6", "x", 1, "", 0, "", "", 0};
+    ck_assert_int_eq(hattn__db_kernel_put(db, &kk, err, sizeof err), HATTN_EDB);
+    ck_assert_str_eq(err, want);
+  }
+  hattn__db_close(db);
+  ck_assert_int_eq(chmod(key, 0600), 0);
+
+  /* Its directory writable by others: the key could be swapped. */
+  ck_assert_int_eq(chmod(path_in("config"), 0777), 0);
+  ck_assert_int_eq(hattn__db_key(k2, err, sizeof err), HATTN_EDB);
+  ck_assert_msg(strstr(err, "the directory ") && strstr(err, "/config of the key that authenticates kernel binaries "
+                "can be written by other users (mode 0777)"), "%s", err);
+  ck_assert_int_eq(chmod(path_in("config"), 0700), 0);
+
+  /* Wrong length: refused, not truncated or padded. */
+  ck_assert_int_eq(truncate(key, 16), 0);
+  ck_assert_int_eq(hattn__db_key(k2, err, sizeof err), HATTN_EDB);
+  ck_assert_msg(strstr(err, "is not 32 bytes long") != NULL, "%s", err);
+}
+END_TEST
+
+/* A database, or its directory, that other users can write is refused. */
+START_TEST(others_may_write_refused) {
+  char *path = path_in("shared.db"), want[8192];
+  make_db(path, 1, 100);
+  ck_assert_int_eq(chmod(path, 0666), 0);
+  snprintf(want, sizeof want, "%s can be written by other users (mode 0666): hattn does not use it", path);
+  open_fails(path, 0, want);
+  open_fails(path, HATTN__DB_READONLY, want);
+  ck_assert_int_eq(chmod(path, 0644), 0);
+  ck_assert_int_eq(mkdir(path_in("pub"), 0700), 0);
+  ck_assert_int_eq(chmod(path_in("pub"), 01777), 0);
+  snprintf(want, sizeof want, "%s is in %s, a directory other users can write (mode 01777)", path_in("pub/h.db"),
+           path_in("pub"));
+  open_fails(path_in("pub/h.db"), 0, want);
+  ck_assert_int_ne(access(path_in("pub/h.db"), F_OK), 0);
+}
+END_TEST
+
+/* db import takes tuning records by default, binaries only when asked;
+** imported binaries are signed with the importer's key. */
+START_TEST(import_records_not_binaries) {
+  char *a = path_in("a.db"), *b = path_in("b.db"), *x = path_in("out.hattnx");
+  hattn__db *da = open_ok(a, 0), *dbb = open_ok(b, 0);
+  unsigned char *bin = random_blob(3000);
+  hattn__db_kernel *k = NULL;
+  hattn__db_tuning *t = NULL;
+  int64_t nt = -1, nk = -1;
+  put_kernel(da, "k0", "nvrtc 12.4", bin, 3000, 0);
+  put_tuning(da, &gpu, "cls", "nvrtc 12.4", 4096, 16, 4, 0);
+  ck_assert_int_eq(hattn__db_export(da, x, NULL, NULL, &nt, &nk, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(nk, 1);
+  ck_assert_int_eq(raw_int(x, "SELECT count(*) FROM kernels WHERE hmac <> ''"), 0);
+  /* Into a fresh database, naming no device. */
+  ck_assert_int_eq(hattn__db_import(dbb, x, 0, NULL, NULL, &nt, &nk, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(nt, 1);
+  ck_assert_int_eq(nk, 0);
+  ck_assert_int_eq(raw_int(b, "SELECT count(*) FROM kernels"), 0);
+  ck_assert_int_eq(hattn__db_tuning_get(dbb, model_of(&gpu), "cls", "nvrtc 12.4", 4096, 16, &t, err, sizeof err),
+                   HATTN_OK);
+  free(t);
+  /* An edited binary in the file does not matter then... */
+  raw_exec(x, "UPDATE kernels SET binary = zeroblob(3000)");
+  ck_assert_int_eq(hattn__db_import(dbb, x, 0, NULL, NULL, &nt, &nk, err, sizeof err), HATTN_OK);
+  /* ...and with the binaries it refuses the file. */
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, NULL, NULL, &nt, &nk, err, sizeof err),
+                   HATTN_EDB);
+  ck_assert_msg(strstr(err, "kernel k0 in ") && strstr(err, "fails its checksum"), "%s", err);
+  ck_assert_int_eq(hattn__db_export(da, x, NULL, NULL, &nt, &nk, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__db_import(dbb, x, HATTN__DB_IMPORT_BINARIES, NULL, NULL, &nt, &nk, err, sizeof err),
+                   HATTN_OK);
+  ck_assert_int_eq(nk, 1);
+  ck_assert_int_eq(hattn__db_kernel_get(dbb, "k0", "nvrtc 12.4", &k, NULL, err, sizeof err), HATTN_OK);
+  ck_assert_str_eq(k->kernel_class, "cls");
+  ck_assert_str_eq(k->dtype, "bf16");
+  ck_assert_int_eq(k->head_dim, 128);
+  free(k);
   hattn__db_close(da);
   hattn__db_close(dbb);
   free(bin);
@@ -1052,6 +1279,12 @@ static Suite *db_suite(void) {
   tcase_add_test(tc, busy_message);
   tcase_add_test(tc, export_import_round_trip);
   tcase_add_test(tc, import_refusals);
+  tcase_add_test(tc, hmac_vectors);
+  tcase_add_test(tc, tampered_binary_refused);
+  tcase_add_test(tc, schema1_binaries_ignored);
+  tcase_add_test(tc, key_file);
+  tcase_add_test(tc, others_may_write_refused);
+  tcase_add_test(tc, import_records_not_binaries);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "hattn.h"
 #include "cpu.h"
 #include "db.h"
@@ -443,6 +445,72 @@ START_TEST(test_corrupt_db) {
 }
 END_TEST
 
+/* Issue 12: a stored binary replaced behind hattn's back, with a checksum
+** recomputed to match, was loaded and run.  It is refused for want of the
+** user's HMAC, compiled again, stored with one, and served from then on. */
+START_TEST(test_tampered_binary_recompiled) {
+  hattn__spec *spec = load_spec();
+  hattn__kcache *kc = NULL;
+  hattn__kcache_opts o;
+  hattn__kc_kernel *k = NULL;
+  char path[4200], err[2048], key[HATTN__KC_KEY_LEN], sum[65];
+  unsigned char *bin;
+  sqlite3 *sq;
+  sqlite3_stmt *st;
+  int n, round;
+  db_path(path, sizeof path, "tamper");
+  memset(&o, 0, sizeof o);
+  o.backend = HATTN__BACKEND_CPU;
+  o.db_path = path;
+  o.quiet = 1;
+  for (round = 0; round < 3; round++) {
+    CHECK(hattn__kcache_open(&o, &kc, err, sizeof err) == HATTN_OK, "%s", err);
+    CHECK(hattn__kcache_get(kc, &spec->patterns[1], HATTN_DTYPE_FP32, 64, 512, 4, &k, err, sizeof err) == HATTN_OK,
+          "%s", err);
+    CHECK(run_kernel(k, &spec->patterns[1]) <= 1e-5, "the kernel is right");
+    if (round == 0) {
+      CHECK(k->source == HATTN__KC_COMPILED, "round 0: compiled, got %s", hattn__kc_source_name(k->source));
+      memcpy(key, k->key, sizeof key);
+    } else if (round == 1) {
+      CHECK(k->source == HATTN__KC_COMPILED, "the tampered binary is not loaded: got it from %s",
+            hattn__kc_source_name(k->source));
+      CHECK(strstr(hattn__kcache_warning(kc), "has no valid HMAC of this user's key") != NULL &&
+                strstr(hattn__kcache_warning(kc), path) != NULL && strstr(hattn__kcache_warning(kc), key) != NULL,
+            "the warning says why: '%s'", hattn__kcache_warning(kc));
+    } else {
+      CHECK(k->source == HATTN__KC_DB && hattn__kcache_warning(kc)[0] == '\0',
+            "round 2: the recompiled kernel, signed, from the db; got %s, warning '%s'",
+            hattn__kc_source_name(k->source), hattn__kcache_warning(kc));
+    }
+    hattn__kcache_close(kc);
+    if (round > 0) continue;
+    /* Append a byte to the object (the loader ignores it) and store the
+    ** SHA-256 of the new bytes, as anyone who can write the file could. */
+    CHECK(sqlite3_open(path, &sq) == SQLITE_OK, "open %s", path);
+    CHECK(sqlite3_prepare_v2(sq, "SELECT binary FROM kernels WHERE key = ?1", -1, &st, NULL) == SQLITE_OK, "select");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    CHECK(sqlite3_step(st) == SQLITE_ROW, "the kernel %s is stored", key);
+    n = sqlite3_column_bytes(st, 0);
+    bin = malloc((size_t)n + 1);
+    CHECK(bin != NULL, "memory");
+    memcpy(bin, sqlite3_column_blob(st, 0), (size_t)n);
+    bin[n] = 0xcc;
+    sqlite3_finalize(st);
+    hattn__db_sha256_hex(bin, (size_t)n + 1, sum);
+    CHECK(sqlite3_prepare_v2(sq, "UPDATE kernels SET binary = ?1, checksum = ?2 WHERE key = ?3", -1, &st, NULL) ==
+              SQLITE_OK, "update");
+    sqlite3_bind_blob(st, 1, bin, n + 1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sum, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    CHECK(sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(sq) == 1, "the binary is replaced");
+    sqlite3_finalize(st);
+    sqlite3_close(sq);
+    free(bin);
+  }
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 START_TEST(test_config_text) {
   hattn__cpu_config c = {128, 64, 4, 8}, d;
   hattn__cuda_config g = {64, 32, 4, 2, 0}, h;
@@ -481,6 +549,7 @@ static Suite *tuner_suite(void) {
   tcase_add_test(tc, test_cold_warm_times);
   tcase_add_test(tc, test_memory_and_nearest);
   tcase_add_test(tc, test_corrupt_db);
+  tcase_add_test(tc, test_tampered_binary_recompiled);
   suite_add_tcase(s, tc);
   return s;
 }
@@ -508,6 +577,12 @@ int main(int argc, char **argv) {
   if (mkdtemp(g_dir) == NULL) {
     printf("[SKIP] cannot create a temporary directory\n");
     return 77;
+  }
+  {
+    /* The user's key, in the test's directory: never the real one. */
+    char conf[4200];
+    snprintf(conf, sizeof conf, "%s/config", g_dir);
+    setenv("HATTN_CONFIG_DIR", conf, 1);
   }
   printf("host %s, %d cores, vectors of %d floats, %s; databases in %s\n", host->model, host->cores, host->vec,
          host->compiler, g_dir);

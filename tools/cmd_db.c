@@ -25,13 +25,15 @@ static const char db_usage[] =
   "                     with all its candidates (exit 1 when there is neither)\n"
   "  export FILE        write tuning records and kernels to the portable FILE,\n"
   "                     for machines of the same device model\n"
-  "  import FILE        add the records of FILE; refused (exit 1) when FILE is\n"
-  "                     for another device model or compiler, or a binary in it\n"
-  "                     fails its checksum\n"
+  "  import FILE        add the tuning records (the winning configurations) of\n"
+  "                     FILE for every device it names; their kernels are\n"
+  "                     compiled here when first used.  Refused (exit 1) when\n"
+  "                     FILE holds records of another compiler, or of a device\n"
+  "                     not named by --device when that is given\n"
   "  prune              delete kernels and tunings older than --older-than DAYS,\n"
   "                     or built by a compiler other than the --compiler ones\n"
-  "  verify             check the file and every binary's checksum: exit 0 when\n"
-  "                     all are good, 1 otherwise\n"
+  "  verify             check the file, and every binary's checksum and HMAC:\n"
+  "                     exit 0 when all are good, 1 otherwise\n"
   "\n"
   "options:\n"
   "      --db PATH         the database (default: see above)\n"
@@ -39,14 +41,25 @@ static const char db_usage[] =
   "      --compiler ID     prune: keep only records of this compiler (repeat);\n"
   "                        export: only this compiler's records; import: accept\n"
   "                        this compiler (repeat; default: this hattn's)\n"
-  "      --device MODEL    export: only this device; import: accept this device\n"
-  "                        (repeat; default: the devices the database records)\n"
-  "      --any-device      import: accept every device model\n"
+  "      --device MODEL    export: only this device; import: accept only this\n"
+  "                        device (repeat; default: every device FILE names)\n"
+  "      --any-device      import: accept every device model (the default)\n"
   "      --any-compiler    import: accept every compiler\n"
+  "      --with-binaries   import: take FILE's compiled kernels too.  hattn runs\n"
+  "                        them as if it had compiled them, so only for a FILE\n"
+  "                        you trust as much as a program you would run\n"
   "  -h, --help            this text\n"
   "\n"
   "Compilers are named as \"llvm 16.0.6\" or \"nvrtc 12.4\"; device models as\n"
-  "'hattn db list' prints them.\n";
+  "'hattn db list' prints them.\n"
+  "\n"
+  "Stored binaries are run, so hattn uses only those it stored for you: each\n"
+  "carries an HMAC under your key, $HATTN_CONFIG_DIR/db.key, else\n"
+  "$XDG_CONFIG_HOME/hattn/db.key, else ~/.config/hattn/db.key (made on first\n"
+  "use, mode 0600; refused when others may read or write it).  A binary\n"
+  "without a valid HMAC (stored before hattn had keys, by another user, or\n"
+  "edited) is ignored and compiled again.  A database that other users can\n"
+  "write, or in a directory they can write, is refused.\n";
 
 enum { MAX_LIST = 32 };
 
@@ -57,7 +70,7 @@ typedef struct db_opts {
   int ncompilers;
   const char *devices[MAX_LIST + 1];
   int ndevices;
-  int any_device, any_compiler;
+  int any_device, any_compiler, with_binaries;
 } db_opts;
 
 static int add(const char *opt, const char **list, int *n, const char *s) {
@@ -85,44 +98,24 @@ static void build_compilers(char buf[2][64], const char **list, int *n) {
   list[*n] = NULL;
 }
 
-static void free_list(char **list) {
-  int i;
-  for (i = 0; list && list[i]; i++) free(list[i]);
-  free(list);
-}
-
 static int do_import(hattn__db *db, const char *file, db_opts *o) {
-  char **recorded = NULL, names[2][64], err[1024];
-  const char **models = o->devices, **compilers = o->compilers;
+  char names[2][64], err[1024];
+  const char **compilers = o->compilers;
   int64_t nt = 0, nk = 0;
-  int rc = TOOL_FAIL;
-  if (!o->any_device && o->ndevices == 0) {
-    int n = 0;
-    if (hattn__db_device_models(db, &recorded, &n, err, sizeof err) != HATTN_OK) {
-      fprintf(stderr, "hattn db: %s\n", err);
-      goto done;
-    }
-    if (n == 0) {
-      fprintf(stderr,
-              "hattn db: %s records no device yet: name the device of %s with --device MODEL\n"
-              "('hattn db list' on the machine that exported it shows it), or pass --any-device\n",
-              hattn__db_path(db), file);
-      goto done;
-    }
-    models = (const char **)recorded;
-  }
   if (!o->any_compiler && o->ncompilers == 0) build_compilers(names, o->compilers, &o->ncompilers);
-  if (hattn__db_import(db, file, o->any_device ? NULL : models, o->any_compiler ? NULL : compilers, &nt, &nk,
-                       err, sizeof err) != HATTN_OK) {
+  if (hattn__db_import(db, file, o->with_binaries ? HATTN__DB_IMPORT_BINARIES : 0,
+                       o->any_device || o->ndevices == 0 ? NULL : o->devices, o->any_compiler ? NULL : compilers,
+                       &nt, &nk, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn db: %s\n", err);
-    goto done;
+    return TOOL_FAIL;
   }
-  printf("imported %lld tuning records and %lld kernels from %s into %s\n", (long long)nt, (long long)nk,
-         file, hattn__db_path(db));
-  rc = TOOL_OK;
-done:
-  free_list(recorded);
-  return rc;
+  if (o->with_binaries)
+    printf("imported %lld tuning records and %lld kernels from %s into %s; the kernels are trusted as if "
+           "compiled here\n", (long long)nt, (long long)nk, file, hattn__db_path(db));
+  else
+    printf("imported %lld tuning records from %s into %s; their kernels are compiled here when first used "
+           "(--with-binaries takes the file's)\n", (long long)nt, file, hattn__db_path(db));
+  return TOOL_OK;
 }
 
 int hattn__cmd_db(int argc, char **argv) {
@@ -130,9 +123,10 @@ int hattn__cmd_db(int argc, char **argv) {
     {"db", required_argument, 0, 'D'},          {"older-than", required_argument, 0, 'O'},
     {"compiler", required_argument, 0, 'C'},    {"device", required_argument, 0, 'V'},
     {"any-device", no_argument, 0, 'A'},        {"any-compiler", no_argument, 0, 'B'},
-    {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    {"with-binaries", no_argument, 0, 'W'},     {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
   static const char *const actions[] = {"list", "show", "export", "import", "prune", "verify", NULL};
-  db_opts o = {NULL, -1, {NULL}, 0, {NULL}, 0, 0, 0};
+  db_opts o = {NULL, -1, {NULL}, 0, {NULL}, 0, 0, 0, 0};
   hattn__db *db = NULL;
   const char *action, *arg = NULL;
   char err[1024], *end;
@@ -153,6 +147,7 @@ int hattn__cmd_db(int argc, char **argv) {
     case 'V': if (add("--device", o.devices, &o.ndevices, optarg)) return TOOL_USAGE; break;
     case 'A': o.any_device = 1; break;
     case 'B': o.any_compiler = 1; break;
+    case 'W': o.with_binaries = 1; break;
     case 'h': fputs(db_usage, stdout); return TOOL_OK;
     default: fputs(db_usage, stderr); return TOOL_USAGE;
     }
