@@ -1369,16 +1369,25 @@ static void print_device(sqlite3_stmt *st, FILE *out) {
   fprintf(out, "  (%lld tunings)\n", (long long)sqlite3_column_int64(st, 4));
 }
 
+/* A kernel: key, what it computes (pattern, dtype, head dim; "?" where a
+** kernel of schema 1 does not say), configuration, backend, target,
+** compiler, size, date, and the shape buckets whose tuning it won. */
 static void print_kernel(sqlite3_stmt *st, FILE *out) {
-  fprintf(out, "  %s  %s %s  %s  %lld bytes  ", sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
-          sqlite3_column_text(st, 2), sqlite3_column_text(st, 3), (long long)sqlite3_column_int64(st, 4));
+  fprintf(out, "  %s  %s  %s d%s  %s  %s %s  %s  %lld bytes  ", sqlite3_column_text(st, 0),
+          sqlite3_column_text(st, 6), sqlite3_column_bytes(st, 7) ? (const char *)sqlite3_column_text(st, 7) : "?",
+          sqlite3_column_int(st, 8) ? (const char *)sqlite3_column_text(st, 8) : "?", sqlite3_column_text(st, 9),
+          sqlite3_column_text(st, 1), sqlite3_column_text(st, 2), sqlite3_column_text(st, 3),
+          (long long)sqlite3_column_int64(st, 4));
   print_time(out, sqlite3_column_int64(st, 5));
+  if (sqlite3_column_bytes(st, 10)) fprintf(out, "  winner for %s", sqlite3_column_text(st, 10));
   fputc('\n', out);
 }
 
 static void print_tuning(sqlite3_stmt *st, FILE *out) {
-  fprintf(out, "  %s  %s  %s  lk<=%lld bh %s: %s %.2f us of %lld candidates  ", sqlite3_column_text(st, 0),
-          sqlite3_column_text(st, 1), sqlite3_column_text(st, 2), 1LL << sqlite3_column_int(st, 3),
+  fprintf(out, "  %s  %s%s%s%s  %s  lk<=%lld bh %s: %s %.2f us of %lld candidates  ", sqlite3_column_text(st, 0),
+          sqlite3_column_text(st, 1), sqlite3_column_bytes(st, 10) ? " (" : "",
+          sqlite3_column_bytes(st, 10) ? (const char *)sqlite3_column_text(st, 10) : "",
+          sqlite3_column_bytes(st, 10) ? ")" : "", sqlite3_column_text(st, 2), 1LL << sqlite3_column_int(st, 3),
           hattn__db_bh_class_name(sqlite3_column_int(st, 4)), sqlite3_column_text(st, 5),
           sqlite3_column_double(st, 6), (long long)sqlite3_column_int64(st, 8));
   print_time(out, sqlite3_column_int64(st, 7));
@@ -1392,7 +1401,9 @@ static void print_candidate(sqlite3_stmt *st, FILE *out) {
 
 #define TUNING_COLS                                                                                   \
   "SELECT d.model, t.kernel_class, t.compiler, t.lk_log2, t.bh_class, t.winner, t.winner_us, t.created, " \
-  "(SELECT count(*) FROM candidates c WHERE c.tuning_id = t.id), t.id "                              \
+  "(SELECT count(*) FROM candidates c WHERE c.tuning_id = t.id), t.id, "                             \
+  "(SELECT k.canon || ' ' || k.dtype || ' d' || k.head_dim FROM kernels k WHERE k.kernel_class = t.kernel_class " \
+  "AND k.dtype <> '' LIMIT 1) "                                                                        \
   "FROM tunings t JOIN devices d ON d.id = t.device_id "
 
 int hattn__db_list(hattn__db *db, FILE *out, char *err, size_t errlen) {
@@ -1405,7 +1416,13 @@ int hattn__db_list(hattn__db *db, FILE *out, char *err, size_t errlen) {
                   NULL, out, print_device, &n, err, errlen);
   if (rc != HATTN_OK) return rc;
   fputs("kernels:\n", out);
-  rc = print_rows(db, "SELECT key, backend, target, compiler, length(binary), created FROM kernels ORDER BY key",
+  rc = print_rows(db,
+                  "SELECT key, backend, target, compiler, length(binary), created, canon, dtype, head_dim, config, "
+                  "(SELECT group_concat(b, ', ') FROM (SELECT DISTINCT 'lk<=' || (1 << t.lk_log2) || ' bh ' || "
+                  "CASE t.bh_class WHEN 0 THEN '1' WHEN 1 THEN '2-8' WHEN 2 THEN '9-32' WHEN 3 THEN '33-128' "
+                  "ELSE '>128' END AS b FROM tunings t WHERE t.kernel_class = k.kernel_class AND k.kernel_class <> '' "
+                  "AND (t.winner = k.config OR t.winner LIKE k.config || ' threads=%') "
+                  "ORDER BY t.bh_class, t.lk_log2)) FROM kernels k ORDER BY canon, dtype, head_dim, key",
                   NULL, out, print_kernel, &n, err, errlen);
   if (rc != HATTN_OK) return rc;
   fputs("tunings:\n", out);

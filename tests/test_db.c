@@ -434,7 +434,8 @@ START_TEST(list_show_prune_verify) {
   ck_assert_int_eq(hattn__db_list(db, f, err, sizeof err), HATTN_OK);
   fclose(f);
   ck_assert_msg(strstr(text, "gpu:NVIDIA H100 80GB HBM3:sm_90:132  driver 550.54.15  toolkit 12.4") != NULL, "%s", text);
-  ck_assert_msg(strstr(text, "k-old  cuda sm_90a  nvrtc 12.4  1000 bytes") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "k-old  window(4k) with softcap(50)  bf16 d128  bm=128 bn=64 warps=4  cuda sm_90a  "
+                "nvrtc 12.4  1000 bytes") != NULL, "%s", text);
   ck_assert_msg(strstr(text, "lk<=8192 bh 9-32") != NULL, "%s", text);
   free(text);
 
@@ -472,6 +473,40 @@ START_TEST(list_show_prune_verify) {
 END_TEST
 
 /* ---- paths ---------------------------------------------------------------------- */
+
+/* Issue 12: hattn db list named kernels by their hash alone.  It says what
+** each computes and which shape buckets it won; a kernel of schema 1, which
+** does not record it, shows "?". */
+START_TEST(list_names_kernels) {
+  char *path = path_in("names.db");
+  hattn__db *db = open_ok(path, 0);
+  hattn__db_candidate c[2] = {{"bm=128 bn=64 warps=4", 10, 1}, {"bm=64 bn=64 warps=4", 12, 1}};
+  hattn__db_tuning t = {0};
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f;
+  put_kernel(db, "k-win", "nvrtc 12.4", "bin", 3, 0);
+  t.kernel_class = "cls", t.compiler = "nvrtc 12.4", t.winner = c[0].config, t.winner_us = 10;
+  t.ncandidates = 2, t.candidates = c;
+  hattn__db_bucket(4096, 16, &t.lk_log2, &t.bh_class);
+  ck_assert_int_eq(hattn__db_tuning_put(db, &gpu, &t, err, sizeof err), HATTN_OK);
+  hattn__db_bucket(512, 1, &t.lk_log2, &t.bh_class);
+  ck_assert_int_eq(hattn__db_tuning_put(db, &gpu, &t, err, sizeof err), HATTN_OK);
+  raw_exec(path, "INSERT INTO kernels (key, canon, backend, target, config, compiler, binary, checksum, created) "
+                 "VALUES ('k-v1', 'causal', 'cpu', 'x86-64/1', 'bm=64', 'llvm 16.0.6', x'00', '', 0)");
+  f = open_memstream(&text, &len);
+  ck_assert_int_eq(hattn__db_list(db, f, err, sizeof err), HATTN_OK);
+  fclose(f);
+  ck_assert_msg(strstr(text, "  k-win  window(4k) with softcap(50)  bf16 d128  bm=128 bn=64 warps=4  cuda sm_90a  "
+                "nvrtc 12.4  3 bytes  ") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "  winner for lk<=512 bh 1, lk<=4096 bh 9-32\n") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "  k-v1  causal  ? d?  bm=64  cpu x86-64/1  llvm 16.0.6  1 bytes  ") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "  cls (window(4k) with softcap(50) bf16 d128)  nvrtc 12.4  lk<=4096 bh 9-32") != NULL,
+                "%s", text);
+  free(text);
+  hattn__db_close(db);
+}
+END_TEST
 
 START_TEST(missing_directory_is_created) {
   char *path = path_in("a/b/c/hattn.db");
@@ -1262,6 +1297,7 @@ static Suite *db_suite(void) {
   tcase_add_test(tc, kernel_round_trip);
   tcase_add_test(tc, tuning_round_trip);
   tcase_add_test(tc, list_show_prune_verify);
+  tcase_add_test(tc, list_names_kernels);
   tcase_add_test(tc, missing_directory_is_created);
   tcase_add_test(tc, default_path);
   tcase_add_test(tc, corrupt_file);

@@ -564,6 +564,9 @@ int hattn__tune_store(hattn__db *db, const hattn__tune_problem *p, const hattn__
   k.target = r->target;
   k.config = text;
   k.compiler = r->compiler;
+  k.kernel_class = r->kclass;
+  k.dtype = hattn__dtype_name(p->dtype);
+  k.head_dim = p->head_dim;
   if ((rc = hattn__db_kernel_put(db, &k, err, errlen)) != HATTN_OK) goto done;
 
   if ((cands = calloc((size_t)r->ncands + 1, sizeof *cands)) == NULL) {
