@@ -62,7 +62,11 @@ int hattn__db_default_path(char *buf, size_t len, char *err, size_t errlen);
 ** then says so.  Returns HATTN_OK with *OUT set, or HATTN_EDB with a
 ** sentence naming the file when it is not a database, is corrupt or
 ** truncated, was written by a newer hattn ("... was written by a newer hattn
-** (schema version N, this hattn knows up to M)"), or cannot be created;
+** (schema version N, this hattn knows up to M)"), cannot be created, is a
+** directory, is another program's SQLite file (one that is neither empty
+** nor hattn's: nothing in it is changed), or can be written by another
+** user, or lies in a directory that another user can write;
+** HATTN_EINVAL when PATH is "" (a temporary database would keep nothing).
 ** *OUT is then NULL. */
 int hattn__db_open(const char *path, int flags, hattn__db **out, char *err, size_t errlen);
 
@@ -254,7 +258,8 @@ int hattn__db_verify(hattn__db *db, FILE *out, int64_t *nbad, char *err, size_t 
 ** without HMAC: whoever imports them decides to trust them.  The file is an SQLite database
 ** with application_id "hatx", the tables of schema.sql and a table export
 ** naming the format version (HATTN__DB_EXPORT_VERSION) and the hattn that
-** wrote it.  *NTUNINGS and *NKERNELS (may be NULL) count what was written. */
+** wrote it.  *NTUNINGS and *NKERNELS (may be NULL) count what was written.
+** HATTN_EDB when the user's key cannot be had. */
 int hattn__db_export(hattn__db *db, const char *path, const char *model, const char *compiler,
                      int64_t *ntunings, int64_t *nkernels, char *err, size_t errlen);
 
