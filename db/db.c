@@ -188,6 +188,7 @@ static void sha_block(sha256 *s, const unsigned char *p) {
   s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
 }
 
+/* Start the SHA-256 of a message in S. */
 static void sha_init(sha256 *s) {
   static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -196,6 +197,7 @@ static void sha_init(sha256 *s) {
   s->nbuf = 0;
 }
 
+/* Add N bytes at DATA (not NULL) to the message of S. */
 static void sha_update(sha256 *s, const void *data, size_t n) {
   const unsigned char *p = data;
   s->len += (uint64_t)n * 8;
@@ -227,6 +229,7 @@ static void sha_final(sha256 *s, unsigned char out[32]) {
   for (i = 0; i < 32; i++) out[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
 }
 
+/* N bytes at B as 2N lower-case hex digits and a NUL into OUT. */
 static void hex_of(const unsigned char *b, size_t n, char *out) {
   static const char hex[] = "0123456789abcdef";
   size_t i;
@@ -253,6 +256,8 @@ typedef struct hmac {
   unsigned char okey[64];  /* the key XOR opad */
 } hmac;
 
+/* Start the HMAC of a message under KEYLEN bytes of KEY in M; the message
+** goes to sha_update(&M->inner, ...). */
 static void hmac_init(hmac *m, const void *key, size_t keylen) {
   unsigned char k[64], ikey[64];
   size_t i;
@@ -270,6 +275,7 @@ static void hmac_init(hmac *m, const void *key, size_t keylen) {
   sha_update(&m->inner, ikey, 64);
 }
 
+/* The HMAC of M's message as 64 hex digits and a NUL into OUT. */
 static void hmac_final(hmac *m, char out[65]) {
   unsigned char d[32];
   sha256 outer;
