@@ -1163,8 +1163,9 @@ int hattn__db_kernel_get(hattn__db *db, const char *key, const char *compiler,
   ** hattn did not store (written before schema 2, by another user, edited). */
   if ((rc = db_key(db, kerr, sizeof kerr)) != HATTN_OK) {
     *miss = HATTN__DB_MISS_HMAC;
-    rc = fail(err, errlen, HATTN_ENOENT, "%s; so the binary of kernel %s in %s is not trusted: %s%s", kerr, key,
-              db->path, db->readonly ? db->path : "", rebuilt(db));
+    rc = fail(err, errlen, HATTN_ENOENT,
+              "%s; so the binary of kernel %s in %s is not trusted: it is compiled for this process and not kept",
+              kerr, key, db->path);
     free(k);
     goto done;
   }
