@@ -4,7 +4,8 @@
 # top of a fresh copy of the source tree, against this build installed with
 # make install DESTDIR=...: the installed bin/ comes first on PATH,
 # pkg-config finds the installed .pc files (PKG_CONFIG_SYSROOT_DIR maps
-# their paths into DESTDIR), LD_LIBRARY_PATH the installed libraries, and
+# their paths into DESTDIR), LD_LIBRARY_PATH the installed libraries (as
+# ldconfig would after a real install), and
 # HOME and XDG_CACHE_HOME are empty folders (the default kernel database).
 # `cc` is the build's compiler with its sanitizer flags, so that a program
 # links against a sanitized library as it must.
