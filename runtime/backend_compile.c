@@ -101,23 +101,24 @@ static int cuda_compile(void *dev, const hattn__kernel_desc *desc, const hattn__
   return hattn__cuda_kernel_get(dev, desc, &cfg->cuda, (hattn__cuda_kernel **)kern, err, errlen);
 }
 
-#ifndef HATTN_HAVE_CUDA
-/* Without NVRTC libhattn opens no GPU at all (libhattnrt, with no
-** compiler either way, does). */
-static int cuda_off(int ordinal, int threads, void **dev, char *err, size_t errlen) {
-  (void)ordinal, (void)threads;
+/* The driver's device_open, kept when the CUDA table's entry is replaced. */
+static int (*cuda_driver_open)(int ordinal, int threads, void **dev, char *err, size_t errlen);
+
+/* Without NVRTC (built without it, or libnvrtc not loadable) libhattn opens
+** no GPU at all and says why: HATTN_ENOTSUP with hattn__nvrtc_load's
+** message.  libhattnrt, which compiles nothing either way, does open one. */
+static int cuda_open(int ordinal, int threads, void **dev, char *err, size_t errlen) {
+  int rc;
   *dev = NULL;
-  snprintf(err, errlen, "hattn was built without NVRTC: the CUDA backend is off");
-  return HATTN_ENOTSUP;
+  if ((rc = hattn__nvrtc_load(err, errlen)) != HATTN_OK) return rc;
+  return cuda_driver_open(ordinal, threads, dev, err, errlen);
 }
-#endif
 
 void hattn__backend_register_compilers(void) {
   hattn__backend_cpu.compile = cpu_compile;
   hattn__backend_cpu.compiler_version = hattn__llvm_version;
   hattn__backend_cuda.compile = cuda_compile;
   hattn__backend_cuda.compiler_version = hattn__nvrtc_version;
-#ifndef HATTN_HAVE_CUDA
-  hattn__backend_cuda.dev_open = cuda_off;
-#endif
+  cuda_driver_open = hattn__backend_cuda.dev_open;
+  hattn__backend_cuda.dev_open = cuda_open;
 }

@@ -16,14 +16,21 @@
 
 /* ---- NVRTC (runtime/cuda_nvrtc.c) ---------------------------------------- */
 
+/* Load NVRTC (through dlopen, once per process; HATTN_NVRTC_LIBRARY names
+** the file to load instead of libnvrtc.so.N).  Returns HATTN_OK, or
+** HATTN_ENOTSUP with "NVRTC (libnvrtc.so.13) could not be loaded: ..." in
+** ERR, or with "hattn was built without NVRTC: ..." in a build without it.
+** Thread-safe. */
+int hattn__nvrtc_load(char *err, size_t errlen);
+
 /* Compile SOURCE (named NAME in messages) for ARCH ("sm_80", "sm_90a") to a
 ** cubin: *CUBIN (malloc'd) and *SIZE.  On failure returns HATTN_ECOMPILE
-** with the NVRTC log in ERR, or HATTN_ENOTSUP when hattn was built without
-** NVRTC. */
+** with the NVRTC log in ERR, HATTN_EINVAL for a bad ARCH, or HATTN_ENOTSUP
+** with hattn__nvrtc_load's message when NVRTC is not there. */
 int hattn__nvrtc_compile(const char *source, const char *name, const char *arch,
                          void **cubin, size_t *size, char *err, size_t errlen);
 
-/* The NVRTC version ("13.0"), or NULL without NVRTC. */
+/* The NVRTC version ("13.0"), or NULL where NVRTC is not there. */
 const char *hattn__nvrtc_version(void);
 
 /* ---- the driver (runtime/cuda_driver.c) ----------------------------------- */

@@ -1,7 +1,8 @@
 #!/bin/sh
 # libhattnrt, the runtime alone, depends on neither LLVM nor NVRTC, and not
 # on libcuda either (the driver is dlopen'ed): its NEEDED entries and its
-# undefined symbols are read with readelf.  Skips (77) where readelf or the
+# undefined symbols are read with readelf.  libhattn needs no CUDA library
+# either (NVRTC is dlopen'ed too).  Skips (77) where readelf or the
 # shared library is missing.
 set -u
 b=${top_builddir:-.}
@@ -30,6 +31,21 @@ if [ -n "$bad" ]; then
   echo "FAIL: libhattnrt has undefined symbols of LLVM, NVRTC or CUDA:"
   printf '%s\n' $bad | head -20
   fails=$((fails + 1))
+fi
+# libhattn, the library with everything, reaches NVRTC through dlopen as it
+# reaches the driver, so that it loads where the CUDA toolkit is not
+# installed (runtime/cuda_nvrtc.c): no NEEDED entry for libnvrtc or
+# libcuda, with or without the CUDA backend.
+if [ -f "$b/.libs/libhattn.so" ]; then
+  full=$(readelf -d "$b/.libs/libhattn.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  echo "$b/.libs/libhattn.so needs:" $full
+  for lib in $full; do
+    case $lib in
+      *nvrtc* | *libcuda* | *libcudart*)
+        echo "FAIL: libhattn depends on $lib, so it does not load without the CUDA toolkit"
+        fails=$((fails + 1)) ;;
+    esac
+  done
 fi
 # The library with everything does depend on LLVM when it was built with it:
 # the check above would catch a libhattnrt that pulled it in by accident.

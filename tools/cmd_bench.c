@@ -393,7 +393,7 @@ static int cuda_bench(const cuda_bench_opts *o) {
   snprintf(tbuf[4], sizeof tbuf[4], "pattern p = document & causal");
   for (ci = 0; ci < 5; ci++) texts[ci] = tbuf[ci];
 
-  if (hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
+  if (hattn__nvrtc_load(err, sizeof err) != HATTN_OK || hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn bench: %s\n", err);
     return TOOL_USAGE;
   }

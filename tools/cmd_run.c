@@ -514,7 +514,7 @@ static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__patt
     fprintf(stderr, "hattn %s: --rows applies to the cpu backend only\n", cmd);
     return TOOL_USAGE;
   }
-  if (hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
+  if (hattn__nvrtc_load(err, sizeof err) != HATTN_OK || hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     return TOOL_USAGE;
   }

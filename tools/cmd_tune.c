@@ -326,7 +326,8 @@ int hattn__cmd_tune(int argc, char **argv) {
             (long long)p.heads);
     goto done;
   }
-  if (backend == HATTN__BACKEND_CUDA && hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
+  if (backend == HATTN__BACKEND_CUDA &&
+      (hattn__nvrtc_load(err, sizeof err) != HATTN_OK || hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK)) {
     fprintf(stderr, "hattn tune: %s\n", err);
     goto done;
   }
