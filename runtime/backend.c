@@ -2,6 +2,7 @@
 ** backend.c: the registry of backend tables (backend.h).
 */
 #include <pthread.h>
+#include <string.h>
 
 #include "backend.h"
 
@@ -17,3 +18,15 @@ const hattn__backend_i *hattn__backend_get(int id) {
 }
 
 const char *hattn__backend_name(hattn__backend b) { return b == HATTN__BACKEND_CUDA ? "cuda" : "cpu"; }
+
+const hattn__backend_i *hattn__backend_find(const char *name, const char **names) {
+  static const int ids[] = {HATTN_BACKEND_CPU, HATTN_BACKEND_CUDA};
+  const hattn__backend_i *found = NULL;
+  size_t i;
+  if (names) *names = "cpu or cuda";
+  for (i = 0; i < sizeof ids / sizeof ids[0] && found == NULL; i++) {
+    const hattn__backend_i *be = hattn__backend_get(ids[i]);
+    if (be != NULL && strcmp(be->name, name) == 0) found = be;
+  }
+  return found;
+}

@@ -159,6 +159,14 @@ typedef struct bench_case {
   char text[160];
 } bench_case;
 
+/* Write S as the text of a markdown table cell: '|' escaped as "\|". */
+static void put_cell(const char *s) {
+  for (; *s; s++) {
+    if (*s == '|') putchar('\\');
+    putchar(*s);
+  }
+}
+
 static double median_time(double *t, int n) {
   qsort(t, (size_t)n, sizeof *t, cmp_double);
   return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
@@ -343,7 +351,9 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   for (i = 0; i < n; i++)
     if ((host[i] & 0x7fffu) >= (o->dtype == HATTN_DTYPE_BF16 ? 0x7f80u : 0x7c00u)) bad++;
 
-  printf("| %s | %lld | %lldx%lld | %.3f | %.1f | ", name, (long long)S, (long long)B, (long long)H, ms,
+  fputs("| ", stdout);
+  put_cell(name);
+  printf(" | %lld | %lldx%lld | %.3f | %.1f | ", (long long)S, (long long)B, (long long)H, ms,
          flops / (ms * 1e-3) / 1e12);
   if (cold >= 0) printf("%.0f | ", cold); else printf("(cached) | ");
   printf("%.1f | %d | %s |\n", plan_ms, nsets, bad ? "NaN/inf in O!" : "ok");
@@ -353,7 +363,9 @@ done:
   if (rc != 0) {
     char *nl;
     while ((nl = strchr(err, '\n')) != NULL) *nl = ' ';
-    printf("| %s | %lld | %lldx%lld | error: %.300s | | | | | |\n", name, (long long)S, (long long)B, (long long)H, err);
+    fputs("| ", stdout);
+    put_cell(name);
+    printf(" | %lld | %lldx%lld | error: %.300s | | | | | |\n", (long long)S, (long long)B, (long long)H, err);
     fflush(stdout);
   }
   for (r = 0; r < ns; r++) {
@@ -521,7 +533,7 @@ int hattn__cmd_bench(int argc, char **argv) {
   printf("hattn bench: CPU backend, fp32, head_dim %lld, batch 1, %lld heads, %d threads, host CPU %s, vectors of %d floats\n",
          (long long)hd, (long long)heads, hattn__pool_threads(pool), hattn__jit_cpu_name(jit), hattn__jit_vec(jit));
   printf("peak %.1f GFLOP/s = %s\n\n", peak, how);
-  printf("| pattern | S | hattn GFLOP/s | %% of peak | loop nest GFLOP/s | BLAS GFLOP/s | hattn / BLAS | max |O - O_blas| |\n");
+  printf("| pattern | S | hattn GFLOP/s | %% of peak | loop nest GFLOP/s | BLAS GFLOP/s | hattn / BLAS | max \\|O - O_blas\\| |\n");
   printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
   fflush(stdout);
 
@@ -618,7 +630,9 @@ int hattn__cmd_bench(int argc, char **argv) {
           }
         }
       }
-      printf("| %s | %lld | %.1f | %.1f%% | ", bc->name, (long long)S, g_hattn, 100.0 * g_hattn / peak);
+      fputs("| ", stdout);
+      put_cell(bc->name);
+      printf(" | %lld | %.1f | %.1f%% | ", (long long)S, g_hattn, 100.0 * g_hattn / peak);
       if (g_loop > 0) printf("%.1f | ", g_loop); else printf("- | ");
       if (g_blas > 0) printf("%.1f | %.2fx | ", g_blas, g_hattn / g_blas); else printf("- | - | ");
       if (diff >= 0) printf("%.1e |\n", diff); else printf("- |\n");
