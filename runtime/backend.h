@@ -194,7 +194,7 @@ typedef struct hattn__backend_i {
 
   /* Ahead-of-time kernels for hattn gen (optional: set with COMPILE, by
   ** hattn__backend_register_compilers, libhattn only): see hattn__gen_opts. */
-  int (*gen)(const hattn__spec *spec, const hattn__gen_opts *opts, char *err, size_t errlen);
+  int (*gen)(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
 } hattn__backend_i;
 
 /* The table of backend ID, compilers registered; NULL for an unknown ID. */
@@ -215,6 +215,10 @@ const hattn__backend_i *hattn__backend_find(const char *name, const char **names
 extern hattn__backend_i hattn__backend_cpu;
 extern hattn__backend_i hattn__backend_cuda;
 void hattn__backend_register_compilers(void);
+
+/* The gen operations of the two tables (backend_gen.c, libhattn only). */
+int hattn__backend_gen_cpu(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
+int hattn__backend_gen_cuda(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
 
 /* The CPU backend's kernel handle: its function. */
 hattn__cpu_fn hattn__cpu_kernel_fn(const void *kern);

@@ -117,6 +117,8 @@ void hattn__backend_register_compilers(void) {
   hattn__backend_cpu.compiler_version = hattn__llvm_version;
   hattn__backend_cuda.compile = cuda_compile;
   hattn__backend_cuda.compiler_version = hattn__nvrtc_version;
+  hattn__backend_cpu.gen = hattn__backend_gen_cpu;
+  hattn__backend_cuda.gen = hattn__backend_gen_cuda;
 #ifndef HATTN_HAVE_CUDA
   hattn__backend_cuda.dev_open = cuda_off;
 #endif

@@ -457,5 +457,5 @@ hattn__backend_i hattn__backend_cpu = {
     .time = time_kernel,
     .config_tile = config_tile,
     .config_describe = config_describe,
-    .gen = NULL,                /* backend_gen.c */
+    .gen = NULL,                /* backend_gen.c, by backend_compile.c */
 };

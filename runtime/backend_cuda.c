@@ -321,5 +321,5 @@ hattn__backend_i hattn__backend_cuda = {
     .time = time_kernel,
     .config_tile = config_tile,
     .config_describe = config_describe,
-    .gen = NULL,                /* backend_gen.c */
+    .gen = NULL,                /* backend_gen.c, by backend_compile.c */
 };
