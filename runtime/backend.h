@@ -101,6 +101,7 @@ typedef struct hattn__backend_i {
   hattn__dtype dtype_default;   /* the dtype of a run that names none (CPU fp32, CUDA bf16) */
   unsigned dtypes;              /* the dtypes it runs, bit 1 << dtype */
   const char *gen_target_option;/* the hattn gen option naming its targets: "--cpu", "--arch" */
+  const char *compiler_name;    /* its compiler in identities: "llvm", "nvrtc" */
 
   /* Devices.  A CPU device holds a thread pool (none when THREADS < 0)
   ** and the kernels it loaded; a CUDA device is an open GPU (ORDINAL). */
@@ -202,6 +203,9 @@ const hattn__backend_i *hattn__backend_get(int id);
 
 /* "cpu" or "cuda". */
 const char *hattn__backend_name(hattn__backend b);
+
+/* The I-th table (0, 1, ...), compilers registered; NULL past the last. */
+const hattn__backend_i *hattn__backend_at(int i);
 
 /* The table named NAME ("cpu", "cuda"), or NULL; *NAMES, when not NULL,
 ** gets the names there are, for messages ("cpu or cuda"). */

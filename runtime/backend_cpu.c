@@ -430,6 +430,7 @@ hattn__backend_i hattn__backend_cpu = {
     .dtype_default = HATTN_DTYPE_FP32,
     .dtypes = 1u << HATTN_DTYPE_FP32 | 1u << HATTN_DTYPE_FP16 | 1u << HATTN_DTYPE_BF16,
     .gen_target_option = "--cpu",
+    .compiler_name = "llvm",
     .dev_open = dev_open,
     .dev_close = dev_close,
     .ident = ident,

@@ -294,6 +294,7 @@ hattn__backend_i hattn__backend_cuda = {
     .dtype_default = HATTN_DTYPE_BF16,
     .dtypes = 1u << HATTN_DTYPE_FP16 | 1u << HATTN_DTYPE_BF16,
     .gen_target_option = "--arch",
+    .compiler_name = "nvrtc",
     .dev_open = dev_open,
     .dev_close = dev_close,
     .ident = ident,

@@ -703,6 +703,7 @@ START_TEST(test_tools_entries) {
     ck_assert_ptr_nonnull(be->config_describe);
     ck_assert_ptr_nonnull(be->gen);
     ck_assert_ptr_nonnull(be->gen_target_option);
+    ck_assert_ptr_nonnull(be->compiler_name);
     ck_assert_msg(be->dtypes & 1u << be->dtype_default, "%s: its default dtype is not one it runs", be->name);
   }
   ck_assert_int_eq(hattn__backend_get(HATTN_BACKEND_CPU)->dtype_default, HATTN_DTYPE_FP32);
@@ -718,6 +719,9 @@ START_TEST(test_backend_find) {
   ck_assert_ptr_eq(hattn__backend_find("cuda", NULL), hattn__backend_get(HATTN_BACKEND_CUDA));
   ck_assert_ptr_null(hattn__backend_find("tpu", &names));
   ck_assert_str_eq(names, "cpu or cuda");
+  ck_assert_ptr_eq(hattn__backend_at(0), hattn__backend_get(HATTN_BACKEND_CPU));
+  ck_assert_ptr_eq(hattn__backend_at(1), hattn__backend_get(HATTN_BACKEND_CUDA));
+  ck_assert_ptr_null(hattn__backend_at(2));
 }
 END_TEST
 
