@@ -170,6 +170,7 @@ static void put_cell(const char *s) {
   }
 }
 
+/* The median of the N times T, sorted in place. */
 static double median_time(double *t, int n) {
   qsort(t, (size_t)n, sizeof *t, cmp_double);
   return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
@@ -197,6 +198,7 @@ static int next_len(const char **list, const char *opt, int64_t *out) {
 typedef struct bench_opts {
   const char *seqlens, *batch_heads, *baselines;
   int64_t head_dim, heads, reps, window, sink, doc;
+  int threads;             /* --threads, 0: the default */
   hattn__dtype dtype;
   hattn__pool *host;       /* the host's pool for the baselines; NULL: none */
   double peak;             /* the host's fp32 FMA peak in GFLOP/s; 0: not measured */
@@ -279,6 +281,7 @@ static int bench_one(const hattn__backend_i *be, void *dev, const bench_opts *o,
     goto done;
   }
   if (be->config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) goto done;
+  cfg.threads = o->threads;
 
   /* Spec to runnable kernel, cold the first time this run needs it. */
   be->ident(dev, &id);
@@ -456,6 +459,7 @@ int hattn__cmd_bench(int argc, char **argv) {
   if (!dtype_given) o.dtype = be->dtype_default;
   if (tool_backend_dtype("bench", be, o.dtype)) return TOOL_USAGE;
   if (o.reps == 0) o.reps = 30;
+  o.threads = (int)threads;
   snprintf(names[0], sizeof names[0], "causal & window(%lld)", (long long)o.window);
   snprintf(names[1], sizeof names[1], "causal & (window(%lld) | sink(%lld))", (long long)o.window, (long long)o.sink);
   snprintf(names[2], sizeof names[2], "document & causal, docs of %lld", (long long)o.doc);

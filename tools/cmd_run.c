@@ -401,6 +401,7 @@ static int run_reps(void *ctx, double sample_s) {
   return sample_s >= 1.0 ? 1 : (int)(1.0 / sample_s);
 }
 
+/* qsort's order of doubles, ascending. */
 static int cmp_double(const void *x, const void *y) {
   double a = *(const double *)x, b = *(const double *)y;
   return (a > b) - (a < b);
