@@ -2,6 +2,7 @@
 ** backend.c: the registry of backend tables (backend.h).
 */
 #include <pthread.h>
+#include <string.h>
 
 #include "backend.h"
 
@@ -17,3 +18,17 @@ const hattn__backend_i *hattn__backend_get(int id) {
 }
 
 const char *hattn__backend_name(hattn__backend b) { return b == HATTN__BACKEND_CUDA ? "cuda" : "cpu"; }
+
+const hattn__backend_i *hattn__backend_at(int i) {
+  static const int ids[] = {HATTN_BACKEND_CPU, HATTN_BACKEND_CUDA};
+  return i >= 0 && i < (int)(sizeof ids / sizeof ids[0]) ? hattn__backend_get(ids[i]) : NULL;
+}
+
+const hattn__backend_i *hattn__backend_find(const char *name, const char **names) {
+  const hattn__backend_i *be, *found = NULL;
+  int i;
+  if (names) *names = "cpu or cuda";
+  for (i = 0; (be = hattn__backend_at(i)) != NULL && found == NULL; i++)
+    if (strcmp(be->name, name) == 0) found = be;
+  return found;
+}

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "hattn.h"
 #include "cpu.h"
@@ -31,7 +32,7 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 2  /* 2: candidates, memory, time (the tuner) */
+#define HATTN__BACKEND_I_VERSION 3  /* 2: candidates, memory, time (the tuner); 3: the tools */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -41,6 +42,31 @@ typedef struct hattn__config {
   int threads;
   hattn__cuda_config cuda;
 } hattn__config;
+
+/* Tile sizes a user asks for (hattn run, gen): 0 keeps the default.  BM
+** and BN are query rows and keys of a tile, ROWS the query rows held in
+** registers and VEC the floats of a vector (the CPU's). */
+typedef struct hattn__tile {
+  int bm, bn, rows, vec;
+} hattn__tile;
+
+/* What hattn gen asks of a backend (the gen operation): write the kernel
+** of each pattern of SPEC (or of PATTERN) in DTYPE at HEAD_DIM, tiles TILE
+** applied, for TARGETS (CPU: one LLVM CPU name; CUDA: a comma list of
+** archs) in the form EMIT (NULL: the backend's default; CUDA "source" or
+** "cubin"), into DIR (which exists), with the registration
+** DIR/hattn_prebuilt.c whose C names start with NAME.  NEEDS (CPU) are the
+** extensions a host must have to run the kernels, NULL: those of the
+** target.  Each file written gets a line on LISTING; a warning the caller
+** should show goes into WARNING. */
+typedef struct hattn__gen_opts {
+  const char *dir, *targets, *emit, *needs, *name, *pattern;
+  hattn__dtype dtype;
+  int head_dim;
+  hattn__tile tile;
+  FILE *listing;
+  char warning[512];
+} hattn__gen_opts;
 
 /* What a device is to the database and to kernel keys: TARGET (CPU:
 ** "x86-64/" and a hash of the extensions; CUDA: "sm_90a"), the compiler
@@ -71,6 +97,11 @@ typedef struct hattn__backend_i {
   const char *dl_name;          /* "kDLCPU", "kDLCUDA" */
   const char *binary_name;      /* what a prebuilt kernel brings: "function", "cubin" */
   const char *target_form;      /* a valid target, for messages; NULL: any text */
+  /* Version 3: what the tools need to know. */
+  hattn__dtype dtype_default;   /* the dtype of a run that names none (CPU fp32, CUDA bf16) */
+  unsigned dtypes;              /* the dtypes it runs, bit 1 << dtype */
+  const char *gen_target_option;/* the hattn gen option naming its targets: "--cpu", "--arch" */
+  const char *compiler_name;    /* its compiler in identities: "llvm", "nvrtc" */
 
   /* Devices.  A CPU device holds a thread pool (none when THREADS < 0)
   ** and the kernels it loaded; a CUDA device is an open GPU (ORDINAL). */
@@ -148,6 +179,23 @@ typedef struct hattn__backend_i {
   int (*time)(void *dev, void *kern, void *prob, const hattn__kernel_desc *desc, const hattn__config *cfg,
               const hattn__tensor_set *sets, int nsets, int warmup, int (*reps)(void *ctx, double sample_s),
               void *ctx, int max, double *samples_us, int *n, char *err, size_t errlen);
+
+  /* Version 3: what the tools need. */
+
+  /* Apply the tile sizes TILE asks for to CFG (configured for DESC);
+  ** HATTN_EINVAL with a sentence for one the backend does not have (CUDA:
+  ** register rows, vector width).  The caller checks the result. */
+  int (*config_tile)(const hattn__kernel_desc *desc, const hattn__tile *tile, hattn__config *cfg, char *err,
+                     size_t errlen);
+
+  /* One line for people: the backend, the device and CFG ("cpu NAME block
+  ** 128x64 rows 4 vec 16, 8 threads"; "cuda NAME sm_90a block 128x64
+  ** warps 8 stages 2"). */
+  void (*config_describe)(void *dev, const hattn__config *cfg, char *buf, size_t len);
+
+  /* Ahead-of-time kernels for hattn gen (optional: set with COMPILE, by
+  ** hattn__backend_register_compilers, libhattn only): see hattn__gen_opts. */
+  int (*gen)(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
 } hattn__backend_i;
 
 /* The table of backend ID, compilers registered; NULL for an unknown ID. */
@@ -155,6 +203,13 @@ const hattn__backend_i *hattn__backend_get(int id);
 
 /* "cpu" or "cuda". */
 const char *hattn__backend_name(hattn__backend b);
+
+/* The I-th table (0, 1, ...), compilers registered; NULL past the last. */
+const hattn__backend_i *hattn__backend_at(int i);
+
+/* The table named NAME ("cpu", "cuda"), or NULL; *NAMES, when not NULL,
+** gets the names there are, for messages ("cpu or cuda"). */
+const hattn__backend_i *hattn__backend_find(const char *name, const char **names);
 
 /* The tables themselves (backend_cpu.c, backend_cuda.c), and the
 ** registration of compilers, defined once in each library: libhattn's
@@ -164,6 +219,10 @@ const char *hattn__backend_name(hattn__backend b);
 extern hattn__backend_i hattn__backend_cpu;
 extern hattn__backend_i hattn__backend_cuda;
 void hattn__backend_register_compilers(void);
+
+/* The gen operations of the two tables (backend_gen.c, libhattn only). */
+int hattn__backend_gen_cpu(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
+int hattn__backend_gen_cuda(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
 
 /* The CPU backend's kernel handle: its function. */
 hattn__cpu_fn hattn__cpu_kernel_fn(const void *kern);

@@ -121,4 +121,6 @@ void hattn__backend_register_compilers(void) {
   hattn__backend_cuda.compiler_version = hattn__nvrtc_version;
   cuda_driver_open = hattn__backend_cuda.dev_open;
   hattn__backend_cuda.dev_open = cuda_open;
+  hattn__backend_cpu.gen = hattn__backend_gen_cpu;
+  hattn__backend_cuda.gen = hattn__backend_gen_cuda;
 }

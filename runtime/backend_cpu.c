@@ -109,6 +109,15 @@ static int config_parse(const char *text, hattn__config *cfg) {
   return hattn__kc_cpu_config_parse(text, &cfg->cpu, &cfg->threads);
 }
 
+static int config_tile(const hattn__kernel_desc *desc, const hattn__tile *tile, hattn__config *cfg, char *err,
+                       size_t errlen) {
+  (void)desc, (void)err, (void)errlen;
+  if (tile->vec) cfg->cpu.vec = tile->vec;
+  if (tile->bm) cfg->cpu.bm = tile->bm, cfg->cpu.bn = tile->bn;
+  if (tile->rows) cfg->cpu.rows = tile->rows;
+  return HATTN_OK;
+}
+
 /* ---- the device and its kernels ------------------------------------------------- */
 
 /* A loaded kernel: its function, and the object it came from (NULL for a
@@ -181,6 +190,15 @@ static void ident(void *dev, hattn__ident *out) {
   out->device.name = out->name;
   out->device.features = out->features;
   memcpy(out->model, host->model, sizeof host->model);
+}
+
+static void config_describe(void *dev, const hattn__config *cfg, char *buf, size_t len) {
+  const cpu_dev *d = dev;
+  const hattn__kc_host *host;
+  int threads = cfg->threads > 0 ? cfg->threads : d != NULL && d->pool != NULL ? hattn__pool_threads(d->pool) : 0;
+  hattn__kc_host_cpu(&host, NULL, 0);
+  snprintf(buf, len, "cpu %s block %dx%d rows %d vec %d, %d threads", host->cpu, cfg->cpu.bm, cfg->cpu.bn,
+           cfg->cpu.rows, cfg->cpu.vec, threads > 0 ? threads : host->cores);
 }
 
 static int target_score(void *dev, const char *target, const char *needs) {
@@ -409,6 +427,10 @@ hattn__backend_i hattn__backend_cpu = {
     .dl_name = "kDLCPU",
     .binary_name = "function",
     .target_form = NULL,
+    .dtype_default = HATTN_DTYPE_FP32,
+    .dtypes = 1u << HATTN_DTYPE_FP32 | 1u << HATTN_DTYPE_FP16 | 1u << HATTN_DTYPE_BF16,
+    .gen_target_option = "--cpu",
+    .compiler_name = "llvm",
     .dev_open = dev_open,
     .dev_close = dev_close,
     .ident = ident,
@@ -434,4 +456,7 @@ hattn__backend_i hattn__backend_cpu = {
     .mem_upload = mem_copy,
     .mem_download = mem_copy,
     .time = time_kernel,
+    .config_tile = config_tile,
+    .config_describe = config_describe,
+    .gen = NULL,                /* backend_gen.c, by backend_compile.c */
 };

@@ -74,6 +74,19 @@ static void config_text(const hattn__config *cfg, int threads, char *buf, size_t
 
 static int config_parse(const char *text, hattn__config *cfg) { return hattn__kc_cuda_config_parse(text, &cfg->cuda); }
 
+/* Tiles of BM x BN; a warpgroup per 64 rows for the warpgroup kernel. */
+static int config_tile(const hattn__kernel_desc *desc, const hattn__tile *tile, hattn__config *cfg, char *err,
+                       size_t errlen) {
+  (void)desc;
+  if (tile->rows || tile->vec) {
+    snprintf(err, errlen, "%s applies to the cpu backend only", tile->rows ? "--rows" : "--vec");
+    return HATTN_EINVAL;
+  }
+  if (tile->bm) cfg->cuda.block_m = tile->bm, cfg->cuda.block_n = tile->bn;
+  if (tile->bm && cfg->cuda.wgmma) cfg->cuda.warps = tile->bm / 16;
+  return HATTN_OK;
+}
+
 /* ---- the device and its kernels --------------------------------------------------- */
 
 static int dev_open(int ordinal, int threads, void **dev, char *err, size_t errlen) {
@@ -94,6 +107,11 @@ static void ident(void *dev, hattn__ident *out) {
   out->device.name = out->name;
   out->device.features = "";
   snprintf(out->model, sizeof out->model, "%s", gpu.model);
+}
+
+static void config_describe(void *dev, const hattn__config *cfg, char *buf, size_t len) {
+  snprintf(buf, len, "cuda %s %s block %dx%d warps %d stages %d", hattn__cuda_name(dev), hattn__cuda_arch(dev),
+           cfg->cuda.block_m, cfg->cuda.block_n, cfg->cuda.warps, cfg->cuda.stages);
 }
 
 /* Whether ARCH reads as "sm_XY" or "sm_XYa". */
@@ -273,6 +291,10 @@ hattn__backend_i hattn__backend_cuda = {
     .dl_name = "kDLCUDA",
     .binary_name = "cubin",
     .target_form = "a CUDA arch (sm_80, sm_90a, ...)",
+    .dtype_default = HATTN_DTYPE_BF16,
+    .dtypes = 1u << HATTN_DTYPE_FP16 | 1u << HATTN_DTYPE_BF16,
+    .gen_target_option = "--arch",
+    .compiler_name = "nvrtc",
     .dev_open = dev_open,
     .dev_close = dev_close,
     .ident = ident,
@@ -298,4 +320,7 @@ hattn__backend_i hattn__backend_cuda = {
     .mem_upload = mem_upload,
     .mem_download = mem_download,
     .time = time_kernel,
+    .config_tile = config_tile,
+    .config_describe = config_describe,
+    .gen = NULL,                /* backend_gen.c, by backend_compile.c */
 };

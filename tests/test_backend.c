@@ -692,11 +692,75 @@ START_TEST(test_case) {
 }
 END_TEST
 
+/* Version 3: what the tools need is in every table. */
+START_TEST(test_tools_entries) {
+  int id;
+  for (id = 0; id < MAX_BACKENDS; id++) {
+    const hattn__backend_i *be = hattn__backend_get(id);
+    if (be == NULL) continue;
+    ck_assert_int_eq(be->version, 3);
+    ck_assert_ptr_nonnull(be->config_tile);
+    ck_assert_ptr_nonnull(be->config_describe);
+    ck_assert_ptr_nonnull(be->gen);
+    ck_assert_ptr_nonnull(be->gen_target_option);
+    ck_assert_ptr_nonnull(be->compiler_name);
+    ck_assert_msg(be->dtypes & 1u << be->dtype_default, "%s: its default dtype is not one it runs", be->name);
+  }
+  ck_assert_int_eq(hattn__backend_get(HATTN_BACKEND_CPU)->dtype_default, HATTN_DTYPE_FP32);
+  ck_assert_int_eq(hattn__backend_get(HATTN_BACKEND_CUDA)->dtype_default, HATTN_DTYPE_BF16);
+  ck_assert(!(hattn__backend_get(HATTN_BACKEND_CUDA)->dtypes & 1u << HATTN_DTYPE_FP32));
+}
+END_TEST
+
+/* hattn__backend_find: by name, and the names there are. */
+START_TEST(test_backend_find) {
+  const char *names = NULL;
+  ck_assert_ptr_eq(hattn__backend_find("cpu", &names), hattn__backend_get(HATTN_BACKEND_CPU));
+  ck_assert_ptr_eq(hattn__backend_find("cuda", NULL), hattn__backend_get(HATTN_BACKEND_CUDA));
+  ck_assert_ptr_null(hattn__backend_find("tpu", &names));
+  ck_assert_str_eq(names, "cpu or cuda");
+  ck_assert_ptr_eq(hattn__backend_at(0), hattn__backend_get(HATTN_BACKEND_CPU));
+  ck_assert_ptr_eq(hattn__backend_at(1), hattn__backend_get(HATTN_BACKEND_CUDA));
+  ck_assert_ptr_null(hattn__backend_at(2));
+}
+END_TEST
+
+/* config_tile: the CPU takes tiles, register rows and vector widths; CUDA
+** takes tiles (a warpgroup per 64 rows for the warpgroup kernel) and
+** refuses the CPU's own. */
+START_TEST(test_config_tile) {
+  const hattn__backend_i *cpu = hattn__backend_get(HATTN_BACKEND_CPU), *cuda = hattn__backend_get(HATTN_BACKEND_CUDA);
+  hattn__tile t = {64, 32, 2, 8}, none = {0, 0, 0, 0};
+  hattn__config c;
+  char err[256] = "";
+  memset(&c, 0, sizeof c);
+  c.cpu.bm = 128, c.cpu.bn = 64, c.cpu.rows = 4, c.cpu.vec = 16;
+  ck_assert_int_eq(cpu->config_tile(NULL, &none, &c, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(c.cpu.bm, 128);
+  ck_assert_int_eq(cpu->config_tile(NULL, &t, &c, err, sizeof err), HATTN_OK);
+  ck_assert(c.cpu.bm == 64 && c.cpu.bn == 32 && c.cpu.rows == 2 && c.cpu.vec == 8);
+  memset(&c, 0, sizeof c);
+  c.cuda.block_m = 64, c.cuda.block_n = 64, c.cuda.warps = 4, c.cuda.stages = 2, c.cuda.wgmma = 1;
+  ck_assert_int_eq(cuda->config_tile(NULL, &t, &c, err, sizeof err), HATTN_EINVAL);
+  ck_assert_str_eq(err, "--rows applies to the cpu backend only");
+  t.rows = 0;
+  ck_assert_int_eq(cuda->config_tile(NULL, &t, &c, err, sizeof err), HATTN_EINVAL);
+  ck_assert_str_eq(err, "--vec applies to the cpu backend only");
+  t.vec = 0, t.bm = 128, t.bn = 64;
+  ck_assert_int_eq(cuda->config_tile(NULL, &t, &c, err, sizeof err), HATTN_OK);
+  ck_assert(c.cuda.block_m == 128 && c.cuda.block_n == 64 && c.cuda.warps == 8);
+}
+END_TEST
+
 static Suite *backend_suite(void) {
   Suite *s = suite_create("backend");
-  TCase *tc = tcase_create("conformance");
+  TCase *tc = tcase_create("conformance"), *tt = tcase_create("tools");
   tcase_add_loop_test(tc, test_case, 0, g_ncases);
   suite_add_tcase(s, tc);
+  tcase_add_test(tt, test_tools_entries);
+  tcase_add_test(tt, test_backend_find);
+  tcase_add_test(tt, test_config_tile);
+  suite_add_tcase(s, tt);
   return s;
 }
 

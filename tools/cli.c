@@ -366,3 +366,26 @@ void tool_print_layer_heads(FILE *out, const hattn__spec *spec, const hattn__mod
     h = j;
   }
 }
+
+const hattn__backend_i *tool_backend(const char *cmd, const char *name) {
+  const char *names;
+  const hattn__backend_i *be = hattn__backend_find(name ? name : "cpu", &names);
+  if (be == NULL) fprintf(stderr, "hattn %s: --backend: unknown backend '%s' (expected %s)\n", cmd, name, names);
+  return be;
+}
+
+int tool_backend_dtype(const char *cmd, const hattn__backend_i *be, hattn__dtype dtype) {
+  char list[64] = "";
+  int t, n = 0, k = 0;
+  if (be->dtypes & 1u << dtype) return 0;
+  for (t = HATTN_DTYPE_FP32; t <= HATTN_DTYPE_BF16; t++) n += (be->dtypes >> t) & 1;
+  for (t = HATTN_DTYPE_FP32; t <= HATTN_DTYPE_BF16; t++) {
+    if (!(be->dtypes & 1u << t)) continue;
+    k++;
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k == 1 ? "" : k == n ? " and " : ", ",
+             hattn__dtype_name((hattn__dtype)t));
+  }
+  fprintf(stderr, "hattn %s: the %s backend runs %s, not %s (use --dtype)\n", cmd, be->name, list,
+          hattn__dtype_name(dtype));
+  return -1;
+}

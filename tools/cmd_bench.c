@@ -1,10 +1,10 @@
 /*
-** cmd_bench.c: hattn bench: GFLOP/s of hattn's CPU kernels on the patterns
-** of the benchmark, side by side in the same run with a plain loop nest and
-** the BLAS path a user would write, and each as a fraction of the CPU's
-** fp32 FMA peak; with --backend cuda, TFLOP/s of the CUDA kernels on GPU 0
-** and the cold cost of turning a spec into a runnable kernel.  A benchmark,
-** not a test: it asserts nothing.
+** cmd_bench.c: hattn bench: GFLOP/s of hattn's kernels on the patterns of
+** the benchmark, through the backend table (compile, problem, memory, time),
+** with the cold cost of turning a spec into a runnable kernel; on a backend
+** whose tensors are host memory, side by side in the same run with a plain
+** loop nest and the BLAS path a user would write, and as a fraction of the
+** CPU's fp32 FMA peak.  A benchmark, not a test: it asserts nothing.
 */
 #include <getopt.h>
 #include <stdatomic.h>
@@ -16,46 +16,49 @@
 
 #include "hattn.h"
 #include "bench_native.h"
-#include "cuda.h"
-#include "cpu_config.h"
+#include "dtype.h"
+#include "kernel_cache.h"
+#include "plan.h"
 #include "tools.h"
 
 static const char bench_usage[] =
   "usage: hattn bench [options]\n"
   "\n"
-  "Time hattn's CPU kernels (fp32, batch 1, lq = lk) on dense, causal,\n"
-  "causal & window(W), causal & (window(W) | sink(G)) and document & causal\n"
-  "(documents of DOC tokens), beside (a) a plain C loop nest built with\n"
-  "-O3 -march=native and (b) the BLAS path (Q K^T with sgemm, masked softmax,\n"
-  "then P V with sgemm), in the same run.  GFLOP/s count 4 * head_dim per\n"
-  "visible pair; the median of the timed runs after one warm-up.  Peak is\n"
-  "cores x FMA pipes x fp32 lanes x 2 x clock, with the assumptions printed.\n"
+  "Time hattn's kernels on the backend (cpu, the default, or cuda on GPU 0) on\n"
+  "dense, causal, causal & window(W), causal & (window(W) | sink(G)) and\n"
+  "document & causal (documents of DOC tokens), lq = lk, [batch, heads, S, D]\n"
+  "inputs.  GFLOP/s count 4 * head_dim per visible pair over the median of the\n"
+  "timed runs (as many as about a second holds, at least 3, at most --reps) after\n"
+  "the backend's warm-up runs: the wall clock on the cpu, device events on cuda.\n"
+  "Inputs smaller than 100 MB are rotated among several copies so that no cache\n"
+  "holds them.  The cold column is the wall time from spec to runnable kernel\n"
+  "(emit, compile, load) the first time a kernel is needed.\n"
+  "\n"
+  "On a backend whose tensors are host memory (the cpu), each case also runs (a)\n"
+  "a plain C loop nest built with -O3 -march=native and (b) the BLAS path (Q K^T\n"
+  "with sgemm, masked softmax, then P V with sgemm), in fp32 at batch 1, and the\n"
+  "rate is shown as a fraction of the host's fp32 FMA peak: cores x FMA pipes x\n"
+  "fp32 lanes x 2 x clock, with the assumptions printed.\n"
   "\n"
   "options:\n"
-  "      --backend B         cpu (the default) or cuda (see below)\n"
+  "      --backend B         cpu (the default) or cuda\n"
   "  -s, --seqlen N[,M..]    sequence lengths (default 4k,16k)\n"
   "  -d, --head-dim D        head dimension (default 128)\n"
-  "  -H, --heads H           heads (default: the thread count)\n"
+  "      --dtype T           fp32 (the cpu default), fp16 or bf16 (the cuda default)\n"
+  "  -H, --heads H           heads, batch 1 (default: the host's threads on the cpu)\n"
+  "      --batch-heads N[,M..] batch x heads per sequence length (default 256k / S:\n"
+  "                          64 at 4k, 16 at 16k); heads 16 where N is a multiple\n"
   "  -t, --threads N         threads (default: HATTN_NUM_THREADS, else all cores)\n"
-  "  -r, --reps R            timed runs per case (default 3; cuda 30)\n"
+  "  -r, --reps R            timed runs per case at most (default 30)\n"
   "      --baselines WHICH   all, blas or none (default all)\n"
   "      --window W          window of the window patterns (default 1k)\n"
   "      --sink G            sink tokens (default 64)\n"
   "      --doc LEN           document length (default 1k)\n"
   "  -h, --help              this text\n"
   "\n"
-  "Peak assumptions may be overridden with HATTN_FMA_PIPES, HATTN_FMA_LANES\n"
-  "and HATTN_CLOCK_MHZ.\n"
-  "\n"
-  "With --backend cuda: the same patterns on GPU 0 in bf16 (or --dtype fp16), lq = lk,\n"
-  "[batch, heads, S, D] inputs; TFLOP/s count 4 * head_dim per visible pair over the\n"
-  "median of the timed runs (device events) after 3 warm-up runs.  Inputs smaller\n"
-  "than 100 MB are rotated among several copies so that the 50 MB L2 holds none\n"
-  "of them.  The cold column is the wall time from spec to runnable kernel (emit,\n"
-  "NVRTC, module load) the first time a kernel is needed.\n"
-  "      --batch-heads N[,M..] batch x heads per sequence length (default 256k / S:\n"
-  "                          64 at 4k, 16 at 16k); heads 16 where N is a multiple\n"
-  "      --dtype T           bf16 (default) or fp16\n";
+  "Peak assumptions may be overridden with HATTN_FMA_PIPES, HATTN_FMA_LANES and\n"
+  "HATTN_CLOCK_MHZ.  HATTN_BENCH_CONFIG, a configuration as the kernel database\n"
+  "writes it (\"bm=64 bn=64 warps=4 stages=2\"), replaces the default one.\n";
 
 static double now(void) {
   struct timespec ts;
@@ -159,6 +162,15 @@ typedef struct bench_case {
   char text[160];
 } bench_case;
 
+/* Write S as the text of a markdown table cell: '|' escaped as "\|". */
+static void put_cell(const char *s) {
+  for (; *s; s++) {
+    if (*s == '|') putchar('\\');
+    putchar(*s);
+  }
+}
+
+/* The median of the N times T, sorted in place. */
 static double median_time(double *t, int n) {
   qsort(t, (size_t)n, sizeof *t, cmp_double);
   return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
@@ -180,105 +192,107 @@ static int next_len(const char **list, const char *opt, int64_t *out) {
   return tool_parse_len(opt, tok, 0, out) ? -1 : 1;
 }
 
-/* ---- the CUDA benchmark ---------------------------------------------------- */
+/* ---- one benchmark through the backend table ------------------------------- */
 
-/* The options of the CUDA benchmark. */
-typedef struct cuda_bench_opts {
-  const char *seqlens, *batch_heads;
-  int64_t head_dim, reps, window, sink, doc;
+/* The options of a benchmark. */
+typedef struct bench_opts {
+  const char *seqlens, *batch_heads, *baselines;
+  int64_t head_dim, heads, reps, window, sink, doc;
+  int threads;             /* --threads, 0: the default */
   hattn__dtype dtype;
-} cuda_bench_opts;
+  hattn__pool *host;       /* the host's pool for the baselines; NULL: none */
+  double peak;             /* the host's fp32 FMA peak in GFLOP/s; 0: not measured */
+} bench_opts;
 
 /* Inputs under this size are rotated among copies (twice the H100's L2). */
 #define ROTATE_BYTES ((size_t)100 << 20)
 
-/* One set of device tensors of a case. */
-typedef struct cuda_set {
-  void *q, *k, *v, *o;
-} cuda_set;
-
-/* Float F as a bf16 or fp16 word (round to nearest even; finite inputs). */
-static uint16_t half_bits(float f, hattn__dtype t) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  if (t == HATTN_DTYPE_BF16) return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-  {
-    _Float16 h = (_Float16)f;
-    uint16_t u;
-    memcpy(&u, &h, 2);
-    return u;
-  }
+/* How many timed runs a case makes: as many as about a second holds at
+** SAMPLE_S seconds each, at least 3, at most the --reps in CTX. */
+static int bench_reps(void *ctx, double sample_s) {
+  int64_t max = *(const int64_t *)ctx, r = sample_s > 0 && sample_s < 1 ? (int64_t)(1.0 / sample_s) : 1;
+  if (r < 3) r = 3;
+  return (int)(r > max ? max : r);
 }
 
-/* Time one pattern at one length; prints its row.  Returns 0, or -1 after
-** printing why (the row then says error). */
-static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char *name, const char *text,
-                           int64_t S, int64_t BH, char *kseen, double *cold_ms) {
-  int64_t H = BH % 16 == 0 ? 16 : BH, B = BH / H, ndocs = (S + o->doc - 1) / o->doc, r;
+/* The largest |A[i] - B[i]| of N floats. */
+static double max_diff(const float *a, const float *b, size_t n) {
+  double d = 0;
+  size_t i;
+  for (i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - (double)b[i]));
+  return d;
+}
+
+/* Print a rate in GFLOP/s to a tenth below 1000, whole above. */
+static void put_gflops(double g) { printf(g >= 1000 ? "%.0f" : "%.1f", g); }
+
+/* Time case BC (NAME and spec TEXT) at length S with BH batch x heads on
+** DEV of backend BE; prints its row.  *KSEEN says whether its kernel was
+** compiled before in this run.  Returns 0, or -1 after printing why (the
+** row then says error). */
+static int bench_one(const hattn__backend_i *be, void *dev, const bench_opts *o, const bench_case *bc, int64_t S,
+                      int64_t BH, char *kseen) {
+  int64_t H = o->heads ? o->heads : BH % 16 == 0 ? 16 : BH, B = BH / H, ndocs = (S + o->doc - 1) / o->doc, r;
   hattn__shape shape;
   hattn__mask_env env;
   hattn__spec *spec = NULL;
   hattn__diags diags = {0};
   hattn__kernel_desc desc;
-  hattn__cuda_config cfg;
-  hattn__cuda_kernel *kern = NULL;
-  hattn__cuda_plan *plan = NULL;
+  hattn__config cfg;
+  hattn__ident id;
   hattn__plan *hplan = NULL;
-  hattn__tensor tq, tk, tv, to, tl = {NULL, {0, 0, 0, 0}};
-  cuda_set sets[64];
-  size_t n = (size_t)(BH * S * o->head_dim), esz = 2, set_bytes = 4 * n * esz, i;
-  int nsets, ns = 0, rc = -1, bad = 0;
+  hattn__tensor_set sets[64];
+  void *kern = NULL, *prob = NULL;
+  size_t n = (size_t)(BH * S * o->head_dim), esz = (size_t)hattn__dtype_size(o->dtype), set_bytes = 4 * n * esz, i;
+  int nsets, ns = 0, rc = -1, bad = 0, nt = 0;
   int64_t *offsets = NULL;
-  uint16_t *host = NULL;
-  double *times = NULL, flops, t0, plan_ms, ms = 0, cold = -1;
-  char err[16384];
+  unsigned char *host[4] = {NULL, NULL, NULL, NULL};   /* Q, K, V, and O read back */
+  double *times = NULL, flops, t0, plan_ms, ms = 0, cold = -1, g_loop = 0, g_blas = 0, diff = -1;
+  char err[16384], text[128], key[HATTN__KC_KEY_LEN];
 
   memset(sets, 0, sizeof sets);
+  memset(&cfg, 0, sizeof cfg);
   nsets = set_bytes >= ROTATE_BYTES ? 1 : (int)((ROTATE_BYTES + set_bytes - 1) / set_bytes);
   if (nsets > 64) nsets = 64;
   shape.batch = B, shape.heads = H, shape.kv_heads = H, shape.lq = S, shape.lk = S, shape.head_dim = o->head_dim;
   offsets = malloc((size_t)(ndocs + 1) * sizeof *offsets);
   times = malloc((size_t)o->reps * sizeof *times);
-  host = malloc(n * esz + 1);
-  if (offsets == NULL || times == NULL || host == NULL) {
+  for (i = 0; i < 4; i++) host[i] = malloc(n * esz + 1);
+  if (offsets == NULL || times == NULL || !host[0] || !host[1] || !host[2] || !host[3]) {
     snprintf(err, sizeof err, "out of memory");
     goto done;
   }
   for (r = 0; r <= ndocs; r++) offsets[r] = r * o->doc < S ? r * o->doc : S;
   memset(&env, 0, sizeof env);
   env.batch = B, env.heads = H, env.lq = env.lk = S, env.doc_offsets = offsets, env.ndocs = ndocs;
-  if (hattn__spec_parse(text, strlen(text), "bench", &spec, &diags) != HATTN_OK) {
+  if (hattn__spec_parse(bc->text, strlen(bc->text), "bench", &spec, &diags) != HATTN_OK) {
     snprintf(err, sizeof err, "%s", diags.text ? diags.text : "parse failed");
     goto done;
   }
   desc.pattern = &spec->patterns[0];
   desc.dtype = o->dtype;
   desc.head_dim = (int)o->head_dim;
-  hattn__cuda_config_default(&desc, hattn__cuda_sm(cu), &cfg);
-  /* HATTN_CUDA_CONFIG="BLOCK_M,BLOCK_N,WARPS,STAGES[,WGMMA]" overrides the
-  ** default, to compare configurations by hand (WGMMA 1: the warpgroup
-  ** kernel; 0 or absent: the mma.sync kernel). */
-  if (getenv("HATTN_CUDA_CONFIG")) {
-    int nf;
-    cfg.wgmma = 0;
-    nf = sscanf(getenv("HATTN_CUDA_CONFIG"), "%d,%d,%d,%d,%d", &cfg.block_m, &cfg.block_n, &cfg.warps,
-                &cfg.stages, &cfg.wgmma);
-    if (nf != 4 && nf != 5) {
-      snprintf(err, sizeof err, "HATTN_CUDA_CONFIG must be BLOCK_M,BLOCK_N,WARPS,STAGES[,WGMMA]");
-      goto done;
-    }
+  be->config_default(dev, &desc, &cfg);
+  /* HATTN_BENCH_CONFIG, a configuration in the database's text form,
+  ** overrides the default, to compare configurations by hand. */
+  if (getenv("HATTN_BENCH_CONFIG") && be->config_parse(getenv("HATTN_BENCH_CONFIG"), &cfg) != HATTN_OK) {
+    snprintf(err, sizeof err, "HATTN_BENCH_CONFIG: not a %s configuration: '%s'", be->name,
+             getenv("HATTN_BENCH_CONFIG"));
+    goto done;
   }
+  if (be->config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) goto done;
+  cfg.threads = o->threads;
 
   /* Spec to runnable kernel, cold the first time this run needs it. */
+  be->ident(dev, &id);
+  be->config_text(&cfg, 0, text, sizeof text);
+  hattn__kc_key(desc.pattern->canon, o->dtype, (int)o->head_dim, be->id, id.target, text, key);
   t0 = now();
-  if (hattn__cuda_kernel_get(cu, &desc, &cfg, &kern, err, sizeof err) != HATTN_OK) goto done;
-  if (!*kseen) {
-    cold = (now() - t0) * 1e3;
-    *kseen = 1;
-    *cold_ms = cold;
-  }
+  if (be->compile == NULL) snprintf(err, sizeof err, "this hattn compiles no %s kernels", be->name);
+  if (be->compile == NULL || be->compile(dev, &desc, &cfg, key, &kern, err, sizeof err) != HATTN_OK) goto done;
+  if (!*kseen) cold = (now() - t0) * 1e3, *kseen = 1;
   t0 = now();
-  if (hattn__cuda_plan_create(cu, &desc, &cfg, &shape, &env, &plan, err, sizeof err) != HATTN_OK) goto done;
+  if (be->problem_create(dev, &desc, &cfg, &shape, &env, &prob, err, sizeof err) != HATTN_OK) goto done;
   plan_ms = (now() - t0) * 1e3;
 
   /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
@@ -286,143 +300,105 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
   flops = 4.0 * (double)o->head_dim * (double)hattn__plan_count_visible(hplan, desc.pattern->lowered, 0, &env) *
           (double)BH;
 
-  /* Inputs uniform in [-1, 1), the same values in every set. */
+  /* Inputs uniform in [-1, 1), Q, K and V drawn in turn; the same values
+  ** in every set. */
   {
     uint64_t state = 12345;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < 3 * n; i++) {
       state = state * 6364136223846793005u + 1442695040888963407u;
-      host[i] = half_bits((float)((double)(state >> 40) / (double)(1 << 24) * 2 - 1), o->dtype);
+      hattn__elem_set(host[i % 3], o->dtype, i / 3, (float)((double)(state >> 40) / (double)(1 << 24) * 2 - 1));
     }
   }
   for (ns = 0; ns < nsets; ns++) {
-    cuda_set *st = &sets[ns];
-    if (hattn__cuda_alloc(cu, n * esz, &st->q, err, sizeof err) != HATTN_OK ||
-        hattn__cuda_alloc(cu, n * esz, &st->k, err, sizeof err) != HATTN_OK ||
-        hattn__cuda_alloc(cu, n * esz, &st->v, err, sizeof err) != HATTN_OK ||
-        hattn__cuda_alloc(cu, n * esz, &st->o, err, sizeof err) != HATTN_OK) {
+    hattn__tensor_set *st = &sets[ns];
+    if (be->mem_alloc(dev, n * esz, &st->q.data, err, sizeof err) != HATTN_OK ||
+        be->mem_alloc(dev, n * esz, &st->k.data, err, sizeof err) != HATTN_OK ||
+        be->mem_alloc(dev, n * esz, &st->v.data, err, sizeof err) != HATTN_OK ||
+        be->mem_alloc(dev, n * esz, &st->o.data, err, sizeof err) != HATTN_OK ||
+        be->mem_upload(dev, st->q.data, host[0], n * esz, err, sizeof err) != HATTN_OK ||
+        be->mem_upload(dev, st->k.data, host[1], n * esz, err, sizeof err) != HATTN_OK ||
+        be->mem_upload(dev, st->v.data, host[2], n * esz, err, sizeof err) != HATTN_OK ||
+        be->mem_set(dev, st->o.data, 0xff, n * esz, err, sizeof err) != HATTN_OK) {
       ns++;
       goto done;
     }
-    if (hattn__cuda_upload(cu, st->q, host, n * esz, err, sizeof err) != HATTN_OK ||
-        hattn__cuda_upload(cu, st->k, host, n * esz, err, sizeof err) != HATTN_OK ||
-        hattn__cuda_upload(cu, st->v, host, n * esz, err, sizeof err) != HATTN_OK ||
-        hattn__cuda_memset(cu, st->o, 0xff, n * esz, err, sizeof err) != HATTN_OK) {
-      ns++;
-      goto done;
-    }
+    st->lse.data = NULL;
+    hattn__tensor_strides(&shape, &st->q, &st->k, &st->v, &st->o, &st->lse);
   }
-  tq.stride[0] = tk.stride[0] = tv.stride[0] = to.stride[0] = H * S * o->head_dim;
-  tq.stride[1] = tk.stride[1] = tv.stride[1] = to.stride[1] = S * o->head_dim;
-  tq.stride[2] = tk.stride[2] = tv.stride[2] = to.stride[2] = o->head_dim;
-  tq.stride[3] = tk.stride[3] = tv.stride[3] = to.stride[3] = 1;
-#define USE_SET(j) (tq.data = sets[j].q, tk.data = sets[j].k, tv.data = sets[j].v, to.data = sets[j].o)
-  if (nsets == 1) {
-    USE_SET(0);
-    if (hattn__cuda_time(kern, plan, &shape, &tq, &tk, &tv, &to, &tl, 3, (int)o->reps, &ms, err, sizeof err) !=
-        HATTN_OK)
-      goto done;
-  } else {
-    /* One timed launch per call, each on another set than the last. */
-    for (r = 0; r < nsets; r++) {
-      USE_SET(r);
-      if (hattn__cuda_time(kern, plan, &shape, &tq, &tk, &tv, &to, &tl, r == 0 ? 2 : 0, 1, &ms, err,
-                           sizeof err) != HATTN_OK)
-        goto done;
-    }
-    for (r = 0; r < o->reps; r++) {
-      USE_SET(r % nsets);
-      if (hattn__cuda_time(kern, plan, &shape, &tq, &tk, &tv, &to, &tl, 0, 1, &times[r], err, sizeof err) !=
-          HATTN_OK)
-        goto done;
-    }
-    ms = median_time(times, (int)o->reps);
-  }
-#undef USE_SET
+  if (be->time(dev, kern, prob, &desc, &cfg, sets, nsets, 0, bench_reps, (void *)&o->reps, (int)o->reps, times, &nt,
+               err, sizeof err) != HATTN_OK)
+    goto done;
+  ms = median_time(times, nt) / 1e3;
   /* Every output element written and finite (checks O of the first set). */
-  if (hattn__cuda_download(cu, host, sets[0].o, n * esz, err, sizeof err) != HATTN_OK) goto done;
+  if (be->mem_download(dev, host[3], sets[0].o.data, n * esz, err, sizeof err) != HATTN_OK) goto done;
   for (i = 0; i < n; i++)
-    if ((host[i] & 0x7fffu) >= (o->dtype == HATTN_DTYPE_BF16 ? 0x7f80u : 0x7c00u)) bad++;
+    if (!isfinite(hattn__elem_get(host[3], o->dtype, i))) bad++;
 
-  printf("| %s | %lld | %lldx%lld | %.3f | %.1f | ", name, (long long)S, (long long)B, (long long)H, ms,
-         flops / (ms * 1e-3) / 1e12);
-  if (cold >= 0) printf("%.0f | ", cold); else printf("(cached) | ");
-  printf("%.1f | %d | %s |\n", plan_ms, nsets, bad ? "NaN/inf in O!" : "ok");
+  /* The host's baselines, on the same fp32 inputs (batch 1). */
+  if (o->host != NULL && o->dtype == HATTN_DTYPE_FP32 && B == 1 && strcmp(o->baselines, "none")) {
+    float *ob = malloc(n * sizeof *ob + 1);
+    bench_problem bp = {bc->mask, H, S, o->head_dim, o->window, o->sink, o->doc, (const float *)host[0],
+                        (const float *)host[1], (const float *)host[2], ob};
+    if (ob != NULL) {
+      t0 = now();
+      if (bench_blas(&bp) == 0) {
+        g_blas = flops / (now() - t0) / 1e9;
+        diff = max_diff((const float *)host[3], ob, n);
+      }
+      if (!strcmp(o->baselines, "all")) {
+        t0 = now();
+        bench_loop_nest(&bp, o->host);
+        g_loop = flops / (now() - t0) / 1e9;
+        if (diff < 0) diff = max_diff((const float *)host[3], ob, n);
+      }
+    }
+    free(ob);
+  }
+
+  fputs("| ", stdout);
+  put_cell(bc->name);
+  printf(" | %lld | %lldx%lld | %.3f | ", (long long)S, (long long)B, (long long)H, ms);
+  put_gflops(flops / (ms * 1e-3) / 1e9);
+  printf(" | ");
+  if (cold >= 0) printf("%.0f | ", cold);
+  else printf("(cached) | ");
+  printf("%.1f | %d | %s |", plan_ms, nsets, bad ? "NaN/inf in O!" : "ok");
+  if (o->host != NULL) {
+    if (o->peak > 0) printf(" %.1f%% |", 100.0 * flops / (ms * 1e-3) / 1e9 / o->peak);
+    else printf(" - |");
+    if (g_loop > 0) printf(" %.1f |", g_loop);
+    else printf(" - |");
+    if (g_blas > 0) printf(" %.1f | %.2fx |", g_blas, flops / (ms * 1e-3) / 1e9 / g_blas);
+    else printf(" - | - |");
+    if (diff >= 0) printf(" %.1e |", diff);
+    else printf(" - |");
+  }
+  printf("\n");
   fflush(stdout);
   rc = 0;
 done:
   if (rc != 0) {
     char *nl;
     while ((nl = strchr(err, '\n')) != NULL) *nl = ' ';
-    printf("| %s | %lld | %lldx%lld | error: %.300s | | | | | |\n", name, (long long)S, (long long)B, (long long)H, err);
+    fputs("| ", stdout);
+    put_cell(bc->name);
+    printf(" | %lld | %lldx%lld | error: %.300s | | | | | |\n", (long long)S, (long long)B, (long long)H, err);
     fflush(stdout);
   }
   for (r = 0; r < ns; r++) {
-    hattn__cuda_free(cu, sets[r].q);
-    hattn__cuda_free(cu, sets[r].k);
-    hattn__cuda_free(cu, sets[r].v);
-    hattn__cuda_free(cu, sets[r].o);
+    be->mem_free(dev, sets[r].q.data);
+    be->mem_free(dev, sets[r].k.data);
+    be->mem_free(dev, sets[r].v.data);
+    be->mem_free(dev, sets[r].o.data);
   }
-  hattn__cuda_plan_destroy(plan);
+  be->problem_destroy(prob);
   hattn__plan_destroy(hplan);
   hattn__spec_destroy(spec);
   hattn__diags_clear(&diags);
   free(offsets);
   free(times);
-  free(host);
+  for (i = 0; i < 4; i++) free(host[i]);
   return rc;
-}
-
-static int cuda_bench(const cuda_bench_opts *o) {
-  const char *names[5], *texts[5];
-  char nbuf[3][96], tbuf[5][160], err[1024], seen[5] = {0, 0, 0, 0, 0};
-  double cold[5] = {0, 0, 0, 0, 0};
-  hattn__cuda *cu = NULL;
-  const char *sl = o->seqlens, *bl = o->batch_heads;
-  int ci, got, errors = 0;
-  int64_t S, BH;
-
-  snprintf(nbuf[0], sizeof nbuf[0], "causal & window(%lld)", (long long)o->window);
-  snprintf(nbuf[1], sizeof nbuf[1], "causal & (window(%lld) | sink(%lld))", (long long)o->window, (long long)o->sink);
-  snprintf(nbuf[2], sizeof nbuf[2], "document & causal, docs of %lld", (long long)o->doc);
-  names[0] = "dense", names[1] = "causal", names[2] = nbuf[0], names[3] = nbuf[1], names[4] = nbuf[2];
-  snprintf(tbuf[0], sizeof tbuf[0], "pattern p = full");
-  snprintf(tbuf[1], sizeof tbuf[1], "pattern p = causal");
-  snprintf(tbuf[2], sizeof tbuf[2], "pattern p = causal & window(%lld)", (long long)o->window);
-  snprintf(tbuf[3], sizeof tbuf[3], "pattern p = causal & (window(%lld) | sink(%lld))", (long long)o->window,
-           (long long)o->sink);
-  snprintf(tbuf[4], sizeof tbuf[4], "pattern p = document & causal");
-  for (ci = 0; ci < 5; ci++) texts[ci] = tbuf[ci];
-
-  if (hattn__nvrtc_load(err, sizeof err) != HATTN_OK || hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn bench: %s\n", err);
-    return TOOL_USAGE;
-  }
-  printf("hattn bench: CUDA backend on %s (%s, %d SMs), NVRTC %s, %s, head_dim %lld, lq = lk, "
-         "median of %lld runs after 3 warm-up runs\n\n",
-         hattn__cuda_name(cu), hattn__cuda_arch(cu), hattn__cuda_sm_count(cu),
-         hattn__nvrtc_version() ? hattn__nvrtc_version() : "?", hattn__dtype_name(o->dtype), (long long)o->head_dim,
-         (long long)o->reps);
-  printf("| pattern | S | B x H | hattn ms | TFLOP/s | cold ms (emit + NVRTC + load) | plan ms | input sets | O |\n");
-  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  fflush(stdout);
-  while ((got = next_len(&sl, "--seqlen", &S)) > 0) {
-    BH = 0;
-    if (bl != NULL && *bl) {
-      if (next_len(&bl, "--batch-heads", &BH) < 0) goto fail;
-    }
-    if (BH == 0) BH = (int64_t)262144 / S > 0 ? (int64_t)262144 / S : 1;
-    for (ci = 0; ci < 5; ci++)
-      if (cuda_bench_case(cu, o, names[ci], texts[ci], S, BH, &seen[ci], &cold[ci]) != 0) errors++;
-  }
-  if (got < 0) goto fail;
-  printf("\nTFLOP/s count 4 * head_dim per visible (query, key) pair.  Cold is the wall time of the first\n"
-         "hattn__cuda_kernel_get of each pattern in this process (NVRTC's own caches aside); plan is the\n"
-         "host plan build and its upload.\n");
-  hattn__cuda_close(cu);
-  return errors ? TOOL_FAIL : TOOL_OK;
-fail:
-  hattn__cuda_close(cu);
-  return TOOL_USAGE;
 }
 
 int hattn__cmd_bench(int argc, char **argv) {
@@ -434,48 +410,43 @@ int hattn__cmd_bench(int argc, char **argv) {
     {"sink", required_argument, 0, 'G'},    {"doc", required_argument, 0, 'C'},
     {"batch-heads", required_argument, 0, 'N'}, {"dtype", required_argument, 0, 'T'},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-  const char *seqlens = "4k,16k", *baselines = "all", *batch_heads = NULL;
-  int64_t hd = 128, heads = 0, threads = 0, reps = 0, window = 1024, sink = 64, doc = 1024;
-  hattn__dtype dtype = HATTN_DTYPE_BF16;
-  int cuda = 0;
+  const char *backend = NULL, *sl, *bl;
+  const hattn__backend_i *be;
+  int64_t threads = 0, S, BH;
+  bench_opts o;
   bench_case cases[5] = {{"dense", BENCH_DENSE, ""}, {"causal", BENCH_CAUSAL, ""},
                          {"", BENCH_WINDOW, ""}, {"", BENCH_WINDOW_SINK, ""}, {"", BENCH_DOCUMENT, ""}};
-  char names[3][96], how[512], err[1024];
-  hattn__jit *jit = NULL;
-  hattn__pool *pool = NULL;
-  int c, rc = TOOL_USAGE, ci;
-  double peak;
-  const char *sl;
+  char names[3][96], how[512], err[1024], seen[5] = {0, 0, 0, 0, 0};
+  hattn__ident id;
+  void *dev = NULL;
+  int c, rc = TOOL_USAGE, ci, got, errors = 0, dtype_given = 0;
 
+  memset(&o, 0, sizeof o);
+  o.seqlens = "4k,16k", o.baselines = "all", o.head_dim = 128, o.window = 1024, o.sink = 64, o.doc = 1024;
   optind = 1;
   while ((c = getopt_long(argc, argv, "s:d:H:t:r:h", opts, NULL)) != -1) {
     switch (c) {
-    case 'B':
-      if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
-        fprintf(stderr, "hattn bench: --backend: unknown backend '%s' (expected cpu or cuda)\n", optarg);
-        return TOOL_USAGE;
-      }
-      cuda = !strcmp(optarg, "cuda");
-      break;
-    case 'N': batch_heads = optarg; break;
+    case 'B': backend = optarg; break;
+    case 'N': o.batch_heads = optarg; break;
     case 'T':
-      if (tool_parse_dtype("--dtype", optarg, &dtype)) return TOOL_USAGE;
+      if (tool_parse_dtype("--dtype", optarg, &o.dtype)) return TOOL_USAGE;
+      dtype_given = 1;
       break;
-    case 's': seqlens = optarg; break;
-    case 'd': if (tool_parse_len("--head-dim", optarg, 0, &hd)) return TOOL_USAGE; break;
-    case 'H': if (tool_parse_len("--heads", optarg, 0, &heads)) return TOOL_USAGE; break;
+    case 's': o.seqlens = optarg; break;
+    case 'd': if (tool_parse_len("--head-dim", optarg, 0, &o.head_dim)) return TOOL_USAGE; break;
+    case 'H': if (tool_parse_len("--heads", optarg, 0, &o.heads)) return TOOL_USAGE; break;
     case 't': if (tool_parse_len("--threads", optarg, 0, &threads)) return TOOL_USAGE; break;
-    case 'r': if (tool_parse_len("--reps", optarg, 0, &reps)) return TOOL_USAGE; break;
+    case 'r': if (tool_parse_len("--reps", optarg, 0, &o.reps)) return TOOL_USAGE; break;
     case 'A':
       if (strcmp(optarg, "all") && strcmp(optarg, "blas") && strcmp(optarg, "none")) {
         fprintf(stderr, "hattn bench: --baselines: expected all, blas or none, got '%s'\n", optarg);
         return TOOL_USAGE;
       }
-      baselines = optarg;
+      o.baselines = optarg;
       break;
-    case 'W': if (tool_parse_len("--window", optarg, 0, &window)) return TOOL_USAGE; break;
-    case 'G': if (tool_parse_len("--sink", optarg, 0, &sink)) return TOOL_USAGE; break;
-    case 'C': if (tool_parse_len("--doc", optarg, 0, &doc)) return TOOL_USAGE; break;
+    case 'W': if (tool_parse_len("--window", optarg, 0, &o.window)) return TOOL_USAGE; break;
+    case 'G': if (tool_parse_len("--sink", optarg, 0, &o.sink)) return TOOL_USAGE; break;
+    case 'C': if (tool_parse_len("--doc", optarg, 0, &o.doc)) return TOOL_USAGE; break;
     case 'h': fputs(bench_usage, stdout); return TOOL_OK;
     default: fputs(bench_usage, stderr); return TOOL_USAGE;
     }
@@ -484,160 +455,67 @@ int hattn__cmd_bench(int argc, char **argv) {
     fputs(bench_usage, stderr);
     return TOOL_USAGE;
   }
-  if (cuda) {
-    cuda_bench_opts o;
-    if (dtype == HATTN_DTYPE_FP32) {
-      fprintf(stderr, "hattn bench: the cuda backend runs bf16 and fp16, not fp32\n");
-      return TOOL_USAGE;
-    }
-    o.seqlens = seqlens, o.batch_heads = batch_heads, o.head_dim = hd, o.reps = reps ? reps : 30;
-    o.window = window, o.sink = sink, o.doc = doc, o.dtype = dtype;
-    return cuda_bench(&o);
-  }
-  if (reps == 0) reps = 3;
-  snprintf(names[0], sizeof names[0], "causal & window(%lld)", (long long)window);
-  snprintf(names[1], sizeof names[1], "causal & (window(%lld) | sink(%lld))", (long long)window, (long long)sink);
-  snprintf(names[2], sizeof names[2], "document & causal, docs of %lld", (long long)doc);
+  if ((be = tool_backend("bench", backend)) == NULL) return TOOL_USAGE;
+  if (!dtype_given) o.dtype = be->dtype_default;
+  if (tool_backend_dtype("bench", be, o.dtype)) return TOOL_USAGE;
+  if (o.reps == 0) o.reps = 30;
+  o.threads = (int)threads;
+  snprintf(names[0], sizeof names[0], "causal & window(%lld)", (long long)o.window);
+  snprintf(names[1], sizeof names[1], "causal & (window(%lld) | sink(%lld))", (long long)o.window, (long long)o.sink);
+  snprintf(names[2], sizeof names[2], "document & causal, docs of %lld", (long long)o.doc);
   cases[2].name = names[0];
   cases[3].name = names[1];
   cases[4].name = names[2];
   snprintf(cases[0].text, sizeof cases[0].text, "pattern p = full");
   snprintf(cases[1].text, sizeof cases[1].text, "pattern p = causal");
-  snprintf(cases[2].text, sizeof cases[2].text, "pattern p = causal & window(%lld)", (long long)window);
+  snprintf(cases[2].text, sizeof cases[2].text, "pattern p = causal & window(%lld)", (long long)o.window);
   snprintf(cases[3].text, sizeof cases[3].text, "pattern p = causal & (window(%lld) | sink(%lld))",
-           (long long)window, (long long)sink);
+           (long long)o.window, (long long)o.sink);
   snprintf(cases[4].text, sizeof cases[4].text, "pattern p = document & causal");
 
-  if (hattn__jit_create(&jit, err, sizeof err) != HATTN_OK) {
+  if (be->dev_open(0, (int)threads, &dev, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn bench: %s\n", err);
     goto done;
   }
-  if (hattn__pool_create((int)threads, &pool) != HATTN_OK) {
-    fprintf(stderr, "hattn bench: cannot start the thread pool\n");
-    goto done;
-  }
-  if (heads == 0) heads = hattn__pool_threads(pool);
-  peak = fma_peak(pool, how, sizeof how);
-  printf("hattn bench: CPU backend, fp32, head_dim %lld, batch 1, %lld heads, %d threads, host CPU %s, vectors of %d floats\n",
-         (long long)hd, (long long)heads, hattn__pool_threads(pool), hattn__jit_cpu_name(jit), hattn__jit_vec(jit));
-  printf("peak %.1f GFLOP/s = %s\n\n", peak, how);
-  printf("| pattern | S | hattn GFLOP/s | %% of peak | loop nest GFLOP/s | BLAS GFLOP/s | hattn / BLAS | max |O - O_blas| |\n");
-  printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  fflush(stdout);
-
-  for (sl = seqlens; *sl;) {
-    int64_t S;
-    if (next_len(&sl, "--seqlen", &S) < 0) goto done;
-    for (ci = 0; ci < 5; ci++) {
-      bench_case *bc = &cases[ci];
-      size_t n = (size_t)(heads * S * hd), i;
-      float *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
-      float *o = malloc(n * sizeof *o), *ob = malloc(n * sizeof *ob);
-      int64_t *offsets = NULL, ndocs = (S + doc - 1) / doc, r;
-      hattn__spec *spec = NULL;
-      hattn__diags diags = {0};
-      hattn__kernel_desc desc;
-      hattn__cpu_config cfg;
-      hattn__cpu_fn fn;
-      hattn__mask_env env;
-      hattn__shape shape = {1, heads, heads, S, S, hd};
-      hattn__tensor tq, tk, tv, to, tl = {NULL, {0, 0, 0, 0}};
-      hattn__plan *plan = NULL;
-      double *times = malloc((size_t)reps * sizeof *times), flops, g_hattn, g_loop = 0, g_blas = 0, diff = -1;
-      int ok = 0;
-      uint64_t state = 12345;
-
-      if (!q || !k || !v || !o || !ob || !times || !(offsets = malloc((size_t)(ndocs + 1) * sizeof *offsets))) {
-        fprintf(stderr, "hattn bench: out of memory at S = %lld\n", (long long)S);
-        goto case_done;
-      }
-      for (i = 0; i < n; i++) {
-        state = state * 6364136223846793005u + 1442695040888963407u;
-        q[i] = (float)((double)(state >> 40) / (double)(1 << 24) * 2 - 1);
-        state = state * 6364136223846793005u + 1442695040888963407u;
-        k[i] = (float)((double)(state >> 40) / (double)(1 << 24) * 2 - 1);
-        state = state * 6364136223846793005u + 1442695040888963407u;
-        v[i] = (float)((double)(state >> 40) / (double)(1 << 24) * 2 - 1);
-      }
-      for (r = 0; r <= ndocs; r++) offsets[r] = r * doc < S ? r * doc : S;
-      memset(&env, 0, sizeof env);
-      env.batch = 1;
-      env.heads = heads;
-      env.lq = env.lk = S;
-      env.doc_offsets = offsets;
-      env.ndocs = ndocs;
-      if (hattn__spec_parse(bc->text, strlen(bc->text), "bench", &spec, &diags) != HATTN_OK) {
-        fprintf(stderr, "hattn bench: %s", diags.text ? diags.text : "parse failed\n");
-        goto case_done;
-      }
-      desc.pattern = &spec->patterns[0];
-      desc.dtype = HATTN_DTYPE_FP32;
-      desc.head_dim = (int)hd;
-      hattn__cpu_config_default((int)hd, hattn__jit_vec(jit), &cfg);
-      if (hattn__jit_compile(jit, &desc, &cfg, &fn, err, sizeof err) != HATTN_OK) {
-        fprintf(stderr, "hattn bench: %s\n", err);
-        goto case_done;
-      }
-      /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
-      if (hattn__plan_build(desc.pattern->lowered, &env, 128, 128, &plan, err, sizeof err) != HATTN_OK) {
-        fprintf(stderr, "hattn bench: %s\n", err);
-        goto case_done;
-      }
-      flops = 4.0 * (double)hd * (double)hattn__plan_count_visible(plan, desc.pattern->lowered, 0, &env) * (double)heads;
-      tq.data = q, tk.data = k, tv.data = v, to.data = o;
-      tq.stride[0] = tk.stride[0] = tv.stride[0] = to.stride[0] = heads * S * hd;
-      tq.stride[1] = tk.stride[1] = tv.stride[1] = to.stride[1] = S * hd;
-      tq.stride[2] = tk.stride[2] = tv.stride[2] = to.stride[2] = hd;
-      tq.stride[3] = tk.stride[3] = tv.stride[3] = to.stride[3] = 1;
-      for (r = -1; r < reps; r++) {
-        double t0 = now();
-        if (hattn__cpu_forward(fn, &desc, &cfg, &shape, &env, &tq, &tk, &tv, &to, &tl, pool, err, sizeof err) != HATTN_OK) {
-          fprintf(stderr, "hattn bench: %s\n", err);
-          goto case_done;
-        }
-        if (r >= 0) times[r] = now() - t0;
-      }
-      g_hattn = flops / median_time(times, (int)reps) / 1e9;
-      {
-        bench_problem bp = {bc->mask, heads, S, hd, window, sink, doc, q, k, v, ob};
-        if (strcmp(baselines, "none")) {
-          double t0 = now();
-          if (bench_blas(&bp) == 0) {
-            g_blas = flops / (now() - t0) / 1e9;
-            diff = 0;
-            for (i = 0; i < n; i++) diff = fmax(diff, fabs((double)o[i] - (double)ob[i]));
-          }
-        }
-        if (!strcmp(baselines, "all")) {
-          double t0 = now();
-          bench_loop_nest(&bp, pool);
-          g_loop = flops / (now() - t0) / 1e9;
-          if (diff < 0) {
-            diff = 0;
-            for (i = 0; i < n; i++) diff = fmax(diff, fabs((double)o[i] - (double)ob[i]));
-          }
-        }
-      }
-      printf("| %s | %lld | %.1f | %.1f%% | ", bc->name, (long long)S, g_hattn, 100.0 * g_hattn / peak);
-      if (g_loop > 0) printf("%.1f | ", g_loop); else printf("- | ");
-      if (g_blas > 0) printf("%.1f | %.2fx | ", g_blas, g_hattn / g_blas); else printf("- | - | ");
-      if (diff >= 0) printf("%.1e |\n", diff); else printf("- |\n");
-      fflush(stdout);
-      ok = 1;
-    case_done:
-      hattn__plan_destroy(plan);
-      hattn__spec_destroy(spec);
-      hattn__diags_clear(&diags);
-      free(q), free(k), free(v), free(o), free(ob), free(times), free(offsets);
-      if (!ok) goto done;
+  be->ident(dev, &id);
+  /* A backend whose tensors are host memory runs beside the host's
+  ** baselines (host code), on the host's threads, against its FMA peak. */
+  if (be->dl_device == kDLCPU) {
+    if (hattn__pool_create((int)threads, &o.host) != HATTN_OK) {
+      fprintf(stderr, "hattn bench: cannot start the thread pool\n");
+      goto done;
     }
+    if (o.heads == 0) o.heads = hattn__pool_threads(o.host);
+    o.peak = fma_peak(o.host, how, sizeof how);
   }
-  printf("\nThe loop nest and BLAS columns run once per case; the BLAS path computes every pair and\n"
-         "masks afterwards, as a user of a dense library would.  The last column compares hattn's output\n"
-         "with a baseline's (the BLAS path where built).\n");
-  rc = TOOL_OK;
+  printf("hattn bench: %s backend on %s (%s), compiler %s, %s, head_dim %lld, lq = lk, median of up to %lld timed "
+         "runs after the backend's warm-up runs\n",
+         be->name, id.name, id.target, id.compiler[0] ? id.compiler : "none", hattn__dtype_name(o.dtype),
+         (long long)o.head_dim, (long long)o.reps);
+  if (o.host) printf("peak %.1f GFLOP/s = %s\n", o.peak, how);
+  printf("\n| pattern | S | B x H | hattn ms | GFLOP/s | cold ms (compile + load) | plan ms | input sets | O |%s\n",
+         o.host ? " % of peak | loop nest GFLOP/s | BLAS GFLOP/s | hattn / BLAS | max \\|O - O_blas\\| |" : "");
+  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |%s\n", o.host ? " --- | --- | --- | --- | --- |" : "");
+  fflush(stdout);
+  sl = o.seqlens, bl = o.batch_heads;
+  while ((got = next_len(&sl, "--seqlen", &S)) > 0) {
+    BH = 0;
+    if (bl != NULL && *bl && next_len(&bl, "--batch-heads", &BH) < 0) goto done;
+    if (BH == 0) BH = o.heads ? o.heads : (int64_t)262144 / S > 0 ? (int64_t)262144 / S : 1;
+    for (ci = 0; ci < 5; ci++)
+      if (bench_one(be, dev, &o, &cases[ci], S, BH, &seen[ci]) != 0) errors++;
+  }
+  if (got < 0) goto done;
+  printf("\nGFLOP/s count 4 * head_dim per visible (query, key) pair over the median time.  Inputs smaller than\n"
+         "100 MB are rotated among several copies.  Cold is the wall time of the first compile of each pattern\n"
+         "in this process (emit, compile, load); plan is the problem's plan and run-time tables, made once.\n");
+  if (o.host)
+    printf("The loop nest and BLAS columns (fp32, batch 1) run once per case; the BLAS path computes every pair\n"
+           "and masks afterwards, as a user of a dense library would.  The last column compares hattn's output\n"
+           "with a baseline's (the BLAS path where built).\n");
+  rc = errors ? TOOL_FAIL : TOOL_OK;
 done:
-  hattn__pool_destroy(pool);
-  hattn__jit_destroy(jit);
+  hattn__pool_destroy(o.host);
+  if (dev != NULL) be->dev_close(dev);
   return rc;
 }

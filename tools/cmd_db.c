@@ -8,8 +8,6 @@
 #include <string.h>
 
 #include "hattn.h"
-#include "cpu.h"
-#include "cuda.h"
 #include "db.h"
 #include "tools.h"
 
@@ -83,17 +81,16 @@ static int add(const char *opt, const char **list, int *n, const char *s) {
   return 0;
 }
 
-/* The compilers of this build, "llvm X.Y.Z" and "nvrtc X.Y", into LIST;
-** BUF holds their names. */
+/* The compilers of this build, "llvm X.Y.Z" and "nvrtc X.Y" (each
+** backend's that has one), into LIST; BUF holds their names. */
 static void build_compilers(char buf[2][64], const char **list, int *n) {
-  const char *llvm = hattn__llvm_version(), *nvrtc = hattn__nvrtc_version();
-  if (llvm != NULL) {
-    snprintf(buf[0], sizeof buf[0], "llvm %s", llvm);
-    list[(*n)++] = buf[0];
-  }
-  if (nvrtc != NULL) {
-    snprintf(buf[1], sizeof buf[1], "nvrtc %s", nvrtc);
-    list[(*n)++] = buf[1];
+  const hattn__backend_i *be;
+  int i;
+  for (i = 0; i < 2 && (be = hattn__backend_at(i)) != NULL; i++) {
+    const char *v = be->compiler_version ? be->compiler_version() : NULL;
+    if (v == NULL) continue;
+    snprintf(buf[i], sizeof buf[i], "%s %s", be->compiler_name, v);
+    list[(*n)++] = buf[i];
   }
   list[*n] = NULL;
 }

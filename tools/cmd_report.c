@@ -12,7 +12,7 @@
 #include "tools.h"
 
 static const char report_usage[] =
-  "usage: hattn report FILE --seqlen N [options]\n"
+  "usage: hattn report FILE --seqlen N[,M..] [options]\n"
   "\n"
   "For each model of the spec FILE (or the one named), print per layer the\n"
   "pattern(s) its heads use, the density (visible pairs over N x N), the\n"
@@ -21,15 +21,19 @@ static const char report_usage[] =
   "decode at N tokens: per KV head, the keys that the current query or any\n"
   "later one can still see (window(W) keeps W tokens, sink(G) | window(W)\n"
   "keeps G + W), K and V, in the model's dtype.  Totals compare with the same\n"
-  "model using full causal attention in every layer.\n"
+  "model using full causal attention in every layer.  Layers whose heads use the\n"
+  "same patterns are one row (their count, then the cost of one of them).\n"
   "\n"
   "options:\n"
   "  -m, --model M         the model (default: every model in FILE)\n"
-  "  -s, --seqlen N        sequence length: 8192, 128k, 1m\n"
+  "  -s, --seqlen N[,M..]  sequence lengths: 8192, 128k, 1m; a table for each\n"
   "  -b, --block BM[,BN]   block size used to count (default 128,128)\n"
   "      --docs LEN        document patterns: documents of LEN tokens (default one)\n"
   "      --doc-lens A,B,.. document patterns: these lengths\n"
   "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"
+  "  -f, --format F        text (the default), json or csv: one record per group of\n"
+  "                        layers and length, then total and causal; density as a\n"
+  "                        fraction, flops and kv_bytes of all the group's layers\n"
   "  -h, --help            this text\n"
   "\n"
   "Patterns that depend on run-time data keep every token in the KV cache\n"
@@ -75,84 +79,236 @@ static int cost_pattern(const hattn__spec *spec, int pi, int64_t n, int64_t bm, 
 
 static void print_flops(double flops, double unit) { printf("%12.3f", flops / unit); }
 
-static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t n, int64_t bm,
-                        int64_t bn, tool_rtdata *rt, pattern_cost *cost) {
-  int group = m->heads / m->kv_heads, l, h, g, i, j;
-  int64_t causal = tool_causal_pairs(n, n), k;
+/* Output formats of hattn report. */
+enum { FMT_TEXT = 0, FMT_JSON, FMT_CSV };
+
+/* One group of equal layers (the same pattern for every head): its layers,
+** and the cost of one of them. */
+typedef struct layer_group {
+  int *layers, count;
+  char patterns[256], layer_text[1024];
+  double visible;      /* visible pairs summed over the heads */
+  double kv_tokens;    /* tokens kept, summed over the KV heads */
+} layer_group;
+
+/* The tokens the KV heads of layer L of M keep, from the patterns' costs
+** (UNI: scratch of N bytes): a KV head keeps what any of its query heads
+** can see. */
+static double layer_kv_tokens(const hattn__model *m, int l, int64_t n, const pattern_cost *cost, uint8_t *uni) {
+  const int *row = m->assign + (size_t)l * m->heads;
+  int group = m->heads / m->kv_heads, g, j;
+  double kv = 0;
+  int64_t k;
+  for (g = 0; g < m->kv_heads; g++) {
+    int mixed = 0;
+    for (j = 1; j < group; j++) mixed |= row[g * group + j] != row[g * group];
+    if (!mixed) {
+      kv += (double)cost[row[g * group]].kept;
+      continue;
+    }
+    memset(uni, 0, (size_t)n);
+    for (j = 0; j < group; j++)
+      for (k = 0; k < n; k++) uni[k] |= cost[row[g * group + j]].keep[k];
+    for (k = 0; k < n; k++) kv += uni[k];
+  }
+  return kv;
+}
+
+/* Group the layers of M whose heads use the same patterns, in the order of
+** their first layers: *GROUPS (malloc'd, with their LAYERS; free with
+** free_groups) and *NGROUPS.  Returns 0, or -1 when memory runs out. */
+static int group_layers(const hattn__spec *spec, const hattn__model *m, int64_t n, const pattern_cost *cost,
+                        layer_group **groups, int *ngroups) {
+  layer_group *g = calloc((size_t)m->layers, sizeof *g);
+  uint8_t *uni = malloc((size_t)n);
+  int l, i, ng = 0, rc = -1;
+  size_t row = (size_t)m->heads * sizeof *m->assign;
+  if (g == NULL || uni == NULL) goto done;
+  for (l = 0; l < m->layers; l++) {
+    for (i = 0; i < ng; i++)
+      if (!memcmp(m->assign + (size_t)g[i].layers[0] * m->heads, m->assign + (size_t)l * m->heads, row)) break;
+    if (i == ng) {
+      FILE *mem;
+      int h;
+      if ((g[ng].layers = malloc((size_t)m->layers * sizeof *g[ng].layers)) == NULL) goto done;
+      for (h = 0; h < m->heads; h++) g[ng].visible += (double)cost[m->assign[(size_t)l * m->heads + h]].visible;
+      g[ng].kv_tokens = layer_kv_tokens(m, l, n, cost, uni);
+      if ((mem = fmemopen(g[ng].patterns, sizeof g[ng].patterns, "w")) != NULL) {
+        tool_print_layer_heads(mem, spec, m, l);
+        fclose(mem);
+      } else {
+        snprintf(g[ng].patterns, sizeof g[ng].patterns, "?");
+      }
+      ng++;
+    }
+    g[i].layers[g[i].count++] = l;
+  }
+  for (i = 0; i < ng; i++) {
+    FILE *mem = fmemopen(g[i].layer_text, sizeof g[i].layer_text, "w");
+    if (mem == NULL) continue;
+    tool_print_layers(mem, g[i].layers, g[i].count);
+    fclose(mem);
+  }
+  rc = 0;
+done:
+  free(uni);
+  *groups = g;
+  *ngroups = ng;
+  return rc;
+}
+
+static void free_groups(layer_group *g, int n) {
+  int i;
+  for (i = 0; g && i < n; i++) free(g[i].layers);
+  free(g);
+}
+
+/* Write S as a JSON string. */
+static void put_json_string(const char *s) {
+  putchar('"');
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') putchar('\\');
+    if ((unsigned char)*s < 0x20) printf("\\u%04x", (unsigned char)*s);
+    else putchar(*s);
+  }
+  putchar('"');
+}
+
+/* Write S as a CSV field: quoted (quotes doubled) when it holds a comma, a
+** quote or a line break. */
+static void put_csv_field(const char *s) {
+  if (strpbrk(s, ",\"\n\r") == NULL) {
+    fputs(s, stdout);
+    return;
+  }
+  putchar('"');
+  for (; *s; s++) {
+    if (*s == '"') putchar('"');
+    putchar(*s);
+  }
+  putchar('"');
+}
+
+/* Print the cost of model M at length N in FMT (the JSON object of one
+** length, FIRST: the first of its model).  Costs each pattern the model
+** uses once into COST (reset by the caller for each length).  Returns 0, or
+** -1 after printing why. */
+static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t n, int64_t bm, int64_t bn,
+                        tool_rtdata *rt, pattern_cost *cost, int fmt, int first) {
+  int64_t causal = tool_causal_pairs(n, n);
   double esize = hattn__dtype_size(m->dtype), d = m->head_dim;
   double causal_flops = 4.0 * d * (double)causal * m->heads;
   double causal_kv = 2.0 * d * esize * (double)n * m->kv_heads;
-  double tot_flops = 0, tot_kv = 0, funit, kunit = 1048576;
+  double tot_flops = 0, tot_kv = 0, funit, kunit = 1048576, all = (double)n * (double)n * m->heads;
+  layer_group *g = NULL;
   const char *fname;
-  uint8_t *uni = malloc((size_t)n);
   char b1[32];
+  int i, j, ng = 0, rc = -1;
 
-  if (uni == NULL) return -1;
   funit = causal_flops * m->layers >= 1e12 ? 1e12 : 1e9;
   fname = funit == 1e12 ? "TFLOP" : "GFLOP";
-
   /* Cost each pattern the model uses once. */
   for (i = 0; i < m->layers * m->heads; i++) {
     int pi = m->assign[i];
     if (!cost[pi].used) {
       cost[pi].used = 1;
-      if (cost_pattern(spec, pi, n, bm, bn, rt, &cost[pi])) {
-        free(uni);
-        return -1;
-      }
+      if (cost_pattern(spec, pi, n, bm, bn, rt, &cost[pi])) return -1;
     }
   }
-  printf("model %s: %d layers, %d heads, %d kv heads, head_dim %d, %s\n", m->name, m->layers,
-         m->heads, m->kv_heads, m->head_dim, hattn__dtype_name(m->dtype));
-  printf("prefill of %s tokens (batch 1); KV cache to decode at %s tokens\n\n", tool_commas(n, b1), b1);
-  printf("%-7s %9s %12s %12s  %s\n", "layer", "density", fname, "KV MiB", "patterns");
-  for (l = 0; l < m->layers; l++) {
-    const int *row = m->assign + (size_t)l * m->heads;
-    double vis = 0, kv_tokens = 0;
-    char pats[256];
-    FILE *mem;
-    for (h = 0; h < m->heads; h++) vis += (double)cost[row[h]].visible;
-    /* A KV head keeps what any of its query heads can see. */
-    for (g = 0; g < m->kv_heads; g++) {
-      int mixed = 0;
-      for (j = 1; j < group; j++) mixed |= row[g * group + j] != row[g * group];
-      if (!mixed) {
-        kv_tokens += (double)cost[row[g * group]].kept;
-        continue;
-      }
-      memset(uni, 0, (size_t)n);
-      for (j = 0; j < group; j++)
-        for (k = 0; k < n; k++) uni[k] |= cost[row[g * group + j]].keep[k];
-      for (k = 0; k < n; k++) kv_tokens += uni[k];
-    }
-    mem = fmemopen(pats, sizeof pats, "w");
-    if (mem) {
-      tool_print_layer_heads(mem, spec, m, l);
-      fclose(mem);
-    } else {
-      snprintf(pats, sizeof pats, "?");
-    }
-    printf("%5d   %8.3f%% ", l, 100.0 * vis / ((double)n * (double)n * m->heads));
-    print_flops(4.0 * d * vis, funit);
-    printf(" %12.2f  %s\n", 2.0 * d * esize * kv_tokens / kunit, pats);
-    tot_flops += 4.0 * d * vis;
-    tot_kv += 2.0 * d * esize * kv_tokens;
+  if (group_layers(spec, m, n, cost, &g, &ng)) {
+    fprintf(stderr, "hattn report: out of memory\n");
+    goto done;
   }
-  printf("\n%-7s %8.3f%% ", "total",
-         100.0 * tot_flops / (4.0 * d * (double)n * (double)n * m->heads * m->layers));
-  print_flops(tot_flops, funit);
-  printf(" %12.2f  this model\n", tot_kv / kunit);
-  printf("%-7s %8.3f%% ", "causal", 100.0 * (double)causal / ((double)n * (double)n));
-  print_flops(causal_flops * m->layers, funit);
-  printf(" %12.2f  the same model with full causal attention in every layer\n",
-         causal_kv * m->layers / kunit);
-  printf("%-7s %9s %11.2fx %11.2fx  less than causal: %.1f%% of the FLOPs and %.1f%% of the KV cache saved\n",
-         "saving", "", tot_flops > 0 ? causal_flops * m->layers / tot_flops : 0.0,
-         tot_kv > 0 ? causal_kv * m->layers / tot_kv : 0.0,
-         100.0 * (1 - tot_flops / (causal_flops * m->layers)),
-         100.0 * (1 - tot_kv / (causal_kv * m->layers)));
-  free(uni);
-  return 0;
+  for (i = 0; i < ng; i++) {
+    tot_flops += 4.0 * d * g[i].visible * g[i].count;
+    tot_kv += 2.0 * d * esize * g[i].kv_tokens * g[i].count;
+  }
+  if (fmt == FMT_TEXT) {
+    printf("model %s: %d layers, %d heads, %d kv heads, head_dim %d, %s\n", m->name, m->layers, m->heads,
+           m->kv_heads, m->head_dim, hattn__dtype_name(m->dtype));
+    printf("prefill of %s tokens (batch 1); KV cache to decode at %s tokens\n\n", tool_commas(n, b1), b1);
+    printf("%-7s %9s %12s %12s  %s\n", "layers", "density", fname, "KV MiB", "patterns (layers); per layer");
+    for (i = 0; i < ng; i++) {
+      printf("%5d   %8.3f%% ", g[i].count, 100.0 * g[i].visible / all);
+      print_flops(4.0 * d * g[i].visible, funit);
+      printf(" %12.2f  %s  (layers %s)\n", 2.0 * d * esize * g[i].kv_tokens / kunit, g[i].patterns, g[i].layer_text);
+    }
+    printf("\n%-7s %8.3f%% ", "total", 100.0 * tot_flops / (4.0 * d * all * m->layers));
+    print_flops(tot_flops, funit);
+    printf(" %12.2f  this model\n", tot_kv / kunit);
+    printf("%-7s %8.3f%% ", "causal", 100.0 * (double)causal / ((double)n * (double)n));
+    print_flops(causal_flops * m->layers, funit);
+    printf(" %12.2f  the same model with full causal attention in every layer\n", causal_kv * m->layers / kunit);
+    printf("%-7s %9s %11.2fx %11.2fx  less than causal: %.1f%% of the FLOPs and %.1f%% of the KV cache saved\n",
+           "saving", "", tot_flops > 0 ? causal_flops * m->layers / tot_flops : 0.0,
+           tot_kv > 0 ? causal_kv * m->layers / tot_kv : 0.0, 100.0 * (1 - tot_flops / (causal_flops * m->layers)),
+           100.0 * (1 - tot_kv / (causal_kv * m->layers)));
+  } else if (fmt == FMT_CSV) {
+    for (i = 0; i < ng; i++) {
+      printf("%s,%lld,", m->name, (long long)n);
+      put_csv_field(g[i].layer_text);
+      printf(",%d,", g[i].count);
+      put_csv_field(g[i].patterns);
+      printf(",%.6g,%.0f,%.0f\n", g[i].visible / all, 4.0 * d * g[i].visible * g[i].count,
+             2.0 * d * esize * g[i].kv_tokens * g[i].count);
+    }
+    printf("%s,%lld,total,%d,,%.6g,%.0f,%.0f\n", m->name, (long long)n, m->layers,
+           tot_flops / (4.0 * d * all * m->layers), tot_flops, tot_kv);
+    printf("%s,%lld,causal,%d,,%.6g,%.0f,%.0f\n", m->name, (long long)n, m->layers,
+           (double)causal / ((double)n * (double)n), causal_flops * m->layers, causal_kv * m->layers);
+  } else {
+    printf("%s\n        {\"seqlen\": %lld, \"groups\": [", first ? "" : ",", (long long)n);
+    for (i = 0; i < ng; i++) {
+      printf("%s\n          {\"layers\": [", i ? "," : "");
+      for (j = 0; j < g[i].count; j++) printf("%s%d", j ? ", " : "", g[i].layers[j]);
+      printf("], \"layer_ranges\": ");
+      put_json_string(g[i].layer_text);
+      printf(", \"count\": %d, \"patterns\": ", g[i].count);
+      put_json_string(g[i].patterns);
+      printf(", \"density\": %.6g, \"flops_per_layer\": %.0f, \"kv_bytes_per_layer\": %.0f, \"flops\": %.0f, "
+             "\"kv_bytes\": %.0f}",
+             g[i].visible / all, 4.0 * d * g[i].visible, 2.0 * d * esize * g[i].kv_tokens,
+             4.0 * d * g[i].visible * g[i].count, 2.0 * d * esize * g[i].kv_tokens * g[i].count);
+    }
+    printf("],\n         \"total\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f},\n",
+           tot_flops / (4.0 * d * all * m->layers), tot_flops, tot_kv);
+    printf("         \"causal\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f}}",
+           (double)causal / ((double)n * (double)n), causal_flops * m->layers, causal_kv * m->layers);
+  }
+  rc = 0;
+done:
+  free_groups(g, ng);
+  return rc;
+}
+
+/* Forget the costs of the patterns (of another length). */
+static void reset_costs(pattern_cost *cost, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    free(cost[i].keep);
+    memset(&cost[i], 0, sizeof cost[i]);
+  }
+}
+
+enum { MAX_LENGTHS = 16 };
+
+/* Parse the comma list S of lengths into LENS (*N of them).  Returns 0, or
+** prints why not and returns -1. */
+static int parse_lengths(const char *s, int64_t *lens, int *n) {
+  char tok[64];
+  *n = 0;
+  for (;;) {
+    size_t t = strcspn(s, ",");
+    if (*n == MAX_LENGTHS) {
+      fprintf(stderr, "hattn report: --seqlen: at most %d lengths\n", MAX_LENGTHS);
+      return -1;
+    }
+    snprintf(tok, sizeof tok, "%.*s", (int)(t < sizeof tok - 1 ? t : sizeof tok - 1), s);
+    if (tool_parse_len("--seqlen", tok, 0, &lens[*n])) return -1;
+    (*n)++;
+    if (s[t] == '\0') return 0;
+    s += t + 1;
+  }
 }
 
 int hattn__cmd_report(int argc, char **argv) {
@@ -160,29 +316,39 @@ int hattn__cmd_report(int argc, char **argv) {
     {"model", required_argument, 0, 'm'},  {"seqlen", required_argument, 0, 's'},
     {"block", required_argument, 0, 'b'},  {"docs", required_argument, 0, 'D'},
     {"doc-lens", required_argument, 0, 'L'}, {"layout", required_argument, 0, 'Y'},
-    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
   const char *model = NULL;
-  int64_t n = 0, bm = 128, bn = 128;
+  int64_t lens[MAX_LENGTHS], bm = 128, bn = 128;
   tool_rtdata rt = {0};
   hattn__spec *spec = NULL;
   pattern_cost *cost = NULL;
-  int c, rc = TOOL_USAGE, mi, printed = 0, i;
+  int c, rc = TOOL_USAGE, mi, li, nlens = 0, printed = 0, fmt = FMT_TEXT;
 
   optind = 1;
-  while ((c = getopt_long(argc, argv, "m:s:b:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "m:s:b:f:h", opts, NULL)) != -1) {
     int r = tool_rtdata_option(&rt, c, optarg);
     if (r < 0) goto done;
     if (r > 0) continue;
     switch (c) {
     case 'm': model = optarg; break;
-    case 's': if (tool_parse_len("--seqlen", optarg, 0, &n)) goto done; break;
+    case 's': if (parse_lengths(optarg, lens, &nlens)) goto done; break;
     case 'b': if (tool_parse_pair("--block", optarg, 0, &bm, &bn)) goto done; break;
+    case 'f':
+      if (!strcmp(optarg, "text")) fmt = FMT_TEXT;
+      else if (!strcmp(optarg, "json")) fmt = FMT_JSON;
+      else if (!strcmp(optarg, "csv")) fmt = FMT_CSV;
+      else {
+        fprintf(stderr, "hattn report: --format: expected text, json or csv, got '%s'\n", optarg);
+        goto done;
+      }
+      break;
     case 'h': fputs(report_usage, stdout); rc = TOOL_OK; goto done;
     default: fputs(report_usage, stderr); goto done;
     }
   }
-  if (optind != argc - 1 || n == 0) {
-    fprintf(stderr, "hattn report: %s\n\n%s", n == 0 ? "--seqlen is required" : "expected one spec FILE",
+  if (optind != argc - 1 || nlens == 0) {
+    fprintf(stderr, "hattn report: %s\n\n%s", nlens == 0 ? "--seqlen is required" : "expected one spec FILE",
             report_usage);
     goto done;
   }
@@ -196,14 +362,30 @@ int hattn__cmd_report(int argc, char **argv) {
     goto done;
   }
   if ((cost = calloc((size_t)spec->npatterns + 1, sizeof *cost)) == NULL) goto done;
+  if (fmt == FMT_CSV) printf("model,seqlen,layers,count,patterns,density,flops,kv_bytes\n");
+  if (fmt == FMT_JSON) printf("{\"models\": [");
   for (mi = 0; mi < spec->nmodels; mi++) {
-    if (model && strcmp(spec->models[mi].name, model)) continue;
-    if (printed++) fputc('\n', stdout);
-    if (report_model(spec, &spec->models[mi], n, bm, bn, &rt, cost)) goto done;
+    const hattn__model *m = &spec->models[mi];
+    if (model && strcmp(m->name, model)) continue;
+    if (fmt == FMT_JSON) {
+      printf("%s\n  {\"name\": ", printed ? "," : "");
+      put_json_string(m->name);
+      printf(", \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, \"dtype\": \"%s\",\n"
+             "   \"lengths\": [",
+             m->layers, m->heads, m->kv_heads, m->head_dim, hattn__dtype_name(m->dtype));
+    }
+    for (li = 0; li < nlens; li++) {
+      if (fmt == FMT_TEXT && printed) fputc('\n', stdout);
+      reset_costs(cost, spec->npatterns);
+      if (report_model(spec, m, lens[li], bm, bn, &rt, cost, fmt, li == 0)) goto done;
+      printed++;
+    }
+    if (fmt == FMT_JSON) printf("]}");
   }
+  if (fmt == FMT_JSON) printf("\n]}\n");
   rc = TOOL_OK;
 done:
-  for (i = 0; cost && i < spec->npatterns; i++) free(cost[i].keep);
+  if (cost) reset_costs(cost, spec->npatterns);
   free(cost);
   hattn__spec_destroy(spec);
   tool_rtdata_free(&rt);

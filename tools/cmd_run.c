@@ -15,14 +15,12 @@
 #include <unistd.h>
 
 #include "hattn.h"
-#include "cpu.h"
-#include "cuda.h"
 #include "npy.h"
 #include "reference.h"
 #include "dtype.h"
 #include "kernel_cache.h"
+#include "plan.h"
 #include "tools.h"
-#include "cpu_config.h"
 
 #define RUN_OPTIONS                                                                          \
   "options:\n"                                                                               \
@@ -53,9 +51,9 @@
   "('<f4', '<f2', or '<u2' holding bf16 words); LSE is float32 [batch, heads, N],\n"      \
   "the natural log of each row's sum of exp(score).  Random inputs are uniform in\n"      \
   "[-1, 1), drawn for Q, then K, then V by splitmix64 from the seed, and rounded\n"       \
-  "to the dtype (to nearest even).  topk(K) is routed from the inputs.  On the cpu\n"   \
-  "the time is of one run of the kernel after one warm-up run; on cuda it is the\n"     \
-  "median of 20 runs after 3 warm-up runs, by device events (the kernel alone).\n"
+  "to the dtype (to nearest even).  topk(K) is routed from the inputs.  The time is\n"  \
+  "the median of up to 20 runs of the kernel (as many as about a second holds) after\n" \
+  "the backend's warm-up runs: the wall clock on the cpu, device events on cuda.\n"
 
 static const char run_usage[] =
   "usage: hattn run FILE --seqlen N[,M] [options]\n"
@@ -70,7 +68,9 @@ static const char verify_usage[] =
   "Run pattern P of the spec FILE on the CPU (or CUDA) backend, compute the same attention\n"
   "in float64 from the same (dtype-rounded) inputs, and print the relative\n"
   "Frobenius error of O and of LSE.  Exits 0 when both are within the dtype's\n"
-  "tolerance (fp32 1e-5, fp16 and bf16 1e-2), 1 when not, 2 on bad input.\n"
+  "tolerance (fp32 1e-5, fp16 and bf16 1e-2), 1 when not, 2 on bad input.  When the\n"
+  "reference will take longer than HATTN_VERIFY_NOTE_S seconds (default 10), a note\n"
+  "on stderr says so first.\n"
   "\n" RUN_OPTIONS;
 
 /* ---- numbers ------------------------------------------------------------- */
@@ -341,13 +341,6 @@ nomem:
   return -1;
 }
 
-/* Fill O and LSE with NaN, so that what the kernel does not write shows. */
-static void poison(run_data *d) {
-  size_t j;
-  for (j = 0; j < d->nq; j++) hattn__elem_set(d->o, d->dtype, j, NAN);
-  for (j = 0; j < d->nlse; j++) d->lse[j] = NAN;
-}
-
 /* Route topk(K) from the inputs for every batch entry into ENV. */
 static int route_topk(const char *cmd, run_data *d, hattn__mask_env *env) {
   const hattn__shape *s = &d->shape;
@@ -397,36 +390,50 @@ static int write_outputs(const char *cmd, const char *dir, const run_data *d) {
 
 /* ---- the kernel ----------------------------------------------------------- */
 
+/* The most timed runs of a kernel. */
+#define RUN_REPS 20
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+/* How many timed runs the time operation makes: as many as about a second
+** holds at SAMPLE_S seconds each, 1 to RUN_REPS. */
+static int run_reps(void *ctx, double sample_s) {
+  (void)ctx;
+  if (!(sample_s > 1.0 / RUN_REPS)) return RUN_REPS;
+  return sample_s >= 1.0 ? 1 : (int)(1.0 / sample_s);
+}
+
+/* qsort's order of doubles, ascending. */
+static int cmp_double(const void *x, const void *y) {
+  double a = *(const double *)x, b = *(const double *)y;
+  return (a > b) - (a < b);
 }
 
 /*
-** Compile pattern P's kernel for D's shape and dtype with the options of A,
-** run it once to warm up and once timed, on NaN-poisoned outputs.  Writes
-** the configuration into CONFIG and the time into *MS.  Returns TOOL_OK, or
-** prints why not and returns TOOL_USAGE.
+** Get pattern P's kernel on device 0 of backend BE: compiled with the
+** tiles of A, or from the runtime's lookup with --db.  Upload D's inputs
+** and the plan, run once on outputs poisoned with 0xFF bytes (NaN),
+** download O and LSE into D, then time the kernel with the backend's time
+** operation (its warm-up, then the median of up to RUN_REPS runs, as many
+** as about a second holds).  Writes the configuration into CONFIG and the
+** time into *MS.  Returns TOOL_OK, or prints why not and returns TOOL_USAGE.
 */
-static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *p,
-                      const hattn__mask_env *env, run_data *d, char *config, size_t configlen,
-                      double *ms) {
+static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_args *a, const hattn__pattern *p,
+                      const hattn__mask_env *env, run_data *d, char *config, size_t configlen, double *ms) {
   const hattn__shape *s = &d->shape;
-  hattn__jit *jit = NULL;
-  hattn__pool *pool = NULL;
-  hattn__cpu_config cfg;
-  hattn__kernel_desc desc;
-  hattn__cpu_fn fn = NULL;
-  hattn__kcache *kc = NULL;
+  const hattn__tile tile = {(int)a->bm, (int)a->bn, (int)a->rows, 0};
   const char *from = "compiled";
-  hattn__tensor tq, tk, tv, to, tl;
-  char err[2048];
-  int rc = TOOL_USAGE, st, i;
-  double t0;
+  void *dev = NULL, *kern = NULL, *prob = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
+  size_t esz = (size_t)hattn__dtype_size(d->dtype);
+  hattn__kcache *kc = NULL;
+  hattn__kernel_desc desc;
+  hattn__config cfg;
+  hattn__tensor_set set;
+  hattn__ident id;
+  double samples[RUN_REPS];
+  char err[16384], text[200], key[HATTN__KC_KEY_LEN];
+  int rc = TOOL_USAGE, n = 0;
 
-  if ((st = hattn__jit_create(&jit, err, sizeof err)) != HATTN_OK) {
+  memset(&cfg, 0, sizeof cfg);
+  if (be->dev_open(0, (int)a->threads, &dev, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     goto done;
   }
@@ -436,156 +443,106 @@ static int run_kernel(const char *cmd, const run_args *a, const hattn__pattern *
   if (a->db) {
     /* The runtime's lookup: memory, then the database, then a compile of
     ** the default configuration that it stores. */
-    hattn__kcache_opts ko = {HATTN__BACKEND_CPU, a->db, 0, NULL};
+    hattn__kcache_opts ko = {be->id, a->db, 0, dev};
     hattn__kc_kernel *kk;
-    if ((st = hattn__kcache_open(&ko, &kc, err, sizeof err)) != HATTN_OK ||
-        (st = hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
-                                sizeof err)) != HATTN_OK) {
+    if (hattn__kcache_open(&ko, &kc, err, sizeof err) != HATTN_OK ||
+        hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err, sizeof err) !=
+            HATTN_OK) {
       fprintf(stderr, "hattn %s: cannot get the kernel of '%s': %s\n", cmd, p->name, err);
       goto done;
     }
-    fn = hattn__cpu_kernel_fn(kk->kern);
-    cfg = kk->cfg.cpu;
+    kern = kk->kern;
+    cfg = kk->cfg;
     from = hattn__kc_source_name(kk->source);
   } else {
-    hattn__cpu_config_default((int)s->head_dim, hattn__jit_vec(jit), &cfg);
-    if (a->bm) cfg.bm = (int)a->bm, cfg.bn = (int)a->bn;
-    if (a->rows) cfg.rows = (int)a->rows;
-    if (hattn__cpu_config_check(&cfg, (int)s->head_dim, err, sizeof err) != HATTN_OK) {
+    be->config_default(dev, &desc, &cfg);
+    if (be->config_tile(&desc, &tile, &cfg, err, sizeof err) != HATTN_OK ||
+        be->config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) {
       fprintf(stderr, "hattn %s: %s\n", cmd, err);
       goto done;
     }
-    if ((st = hattn__jit_compile(jit, &desc, &cfg, &fn, err, sizeof err)) != HATTN_OK) {
+    be->ident(dev, &id);
+    be->config_text(&cfg, 0, text, sizeof text);
+    hattn__kc_key(p->canon, d->dtype, (int)s->head_dim, be->id, id.target, text, key);
+    if (be->compile == NULL) snprintf(err, sizeof err, "this hattn compiles no %s kernels", be->name);
+    if (be->compile == NULL || be->compile(dev, &desc, &cfg, key, &kern, err, sizeof err) != HATTN_OK) {
       fprintf(stderr, "hattn %s: cannot compile the kernel of '%s': %s\n", cmd, p->name, err);
       goto done;
     }
   }
-  if ((st = hattn__pool_create((int)a->threads, &pool)) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: cannot start %lld threads: %s\n", cmd, (long long)a->threads,
-            hattn_strerror(st));
+  cfg.threads = (int)a->threads;
+  if (be->problem_create(dev, &desc, &cfg, s, env, &prob, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, d->nkv * esz, &dk, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, d->nkv * esz, &dv, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, d->nq * esz, &dout, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, d->nlse * sizeof(float), &dl, err, sizeof err) != HATTN_OK ||
+      be->mem_upload(dev, dq, d->q, d->nq * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_upload(dev, dk, d->k, d->nkv * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_upload(dev, dv, d->v, d->nkv * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_set(dev, dout, 0xff, d->nq * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_set(dev, dl, 0xff, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
     goto done;
   }
-  tq.data = d->q, tk.data = d->k, tv.data = d->v, to.data = d->o, tl.data = d->lse;
-  hattn__tensor_strides(s, &tq, &tk, &tv, &to, &tl);
-  for (i = 0; i < 2; i++) {
-    poison(d);
-    t0 = now_ms();
-    st = hattn__cpu_forward(fn, &desc, &cfg, s, env, &tq, &tk, &tv, &to, &tl, pool, err, sizeof err);
-    *ms = now_ms() - t0;
-    if (st != HATTN_OK) {
-      fprintf(stderr, "hattn %s: %s\n", cmd, err);
-      goto done;
-    }
+  set.q.data = dq, set.k.data = dk, set.v.data = dv, set.o.data = dout, set.lse.data = dl;
+  hattn__tensor_strides(s, &set.q, &set.k, &set.v, &set.o, &set.lse);
+  if (be->launch(dev, kern, prob, &set.q, &set.k, &set.v, &set.o, &set.lse, NULL, err, sizeof err) != HATTN_OK ||
+      be->mem_download(dev, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_download(dev, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK ||
+      be->time(dev, kern, prob, &desc, &cfg, &set, 1, 0, run_reps, NULL, RUN_REPS, samples, &n, err, sizeof err) !=
+          HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
   }
-  snprintf(config, configlen, "cpu %s block %dx%d rows %d vec %d, %d threads, kernel %s",
-           hattn__jit_cpu_name(jit), cfg.bm, cfg.bn, cfg.rows, cfg.vec, hattn__pool_threads(pool), from);
+  qsort(samples, (size_t)n, sizeof *samples, cmp_double);
+  *ms = n > 0 ? (n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2])) / 1e3 : 0;
+  be->config_describe(dev, &cfg, text, sizeof text);
+  snprintf(config, configlen, "%s, kernel %s", text, from);
   rc = TOOL_OK;
 done:
-  hattn__pool_destroy(pool);
+  if (dev != NULL) {
+    be->mem_free(dev, dq);
+    be->mem_free(dev, dk);
+    be->mem_free(dev, dv);
+    be->mem_free(dev, dout);
+    be->mem_free(dev, dl);
+  }
+  be->problem_destroy(prob);
   hattn__kcache_close(kc);
-  hattn__jit_destroy(jit);
-  return rc;
-}
-
-/*
-** The CUDA counterpart of run_kernel: emit, compile and load pattern P's
-** kernel on GPU 0, upload D's inputs and the plan, run once on outputs
-** poisoned with 0xFF bytes (NaN), download O and LSE into D, then time the
-** kernel (median of 20 runs after 3 warm-up runs, device events).
-*/
-static int run_kernel_cuda(const char *cmd, const run_args *a, const hattn__pattern *p,
-                           const hattn__mask_env *env, run_data *d, char *config, size_t configlen,
-                           double *ms) {
-  const hattn__shape *s = &d->shape;
-  hattn__cuda *cu = NULL;
-  hattn__cuda_kernel *kern = NULL;
-  hattn__kcache *kc = NULL;
-  const char *from = "compiled";
-  hattn__cuda_plan *plan = NULL;
-  hattn__cuda_config cfg;
-  hattn__kernel_desc desc;
-  hattn__tensor tq, tk, tv, to, tl;
-  void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
-  size_t esz = (size_t)hattn__dtype_size(d->dtype);
-  char err[16384];
-  int rc = TOOL_USAGE;
-
-  if (a->rows) {
-    fprintf(stderr, "hattn %s: --rows applies to the cpu backend only\n", cmd);
-    return TOOL_USAGE;
-  }
-  if (hattn__nvrtc_load(err, sizeof err) != HATTN_OK || hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: %s\n", cmd, err);
-    return TOOL_USAGE;
-  }
-  desc.pattern = p;
-  desc.dtype = d->dtype;
-  desc.head_dim = (int)s->head_dim;
-  if (a->db) {
-    hattn__kcache_opts ko = {HATTN__BACKEND_CUDA, a->db, 0, cu};
-    hattn__kc_kernel *kk;
-    if (hattn__kcache_open(&ko, &kc, err, sizeof err) != HATTN_OK ||
-        hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err,
-                          sizeof err) != HATTN_OK) {
-      fprintf(stderr, "hattn %s: cannot get the CUDA kernel of '%s': %s\n", cmd, p->name, err);
-      goto done;
-    }
-    kern = kk->kern;
-    cfg = kk->cfg.cuda;
-    from = hattn__kc_source_name(kk->source);
-  } else {
-    hattn__cuda_config_default(&desc, hattn__cuda_sm(cu), &cfg);
-    if (a->bm) cfg.block_m = (int)a->bm, cfg.block_n = (int)a->bn;
-    if (a->bm && cfg.wgmma) cfg.warps = (int)a->bm / 16;  /* a warpgroup per 64 rows */
-    if (hattn__cuda_config_check(&desc, &cfg, err, sizeof err) != HATTN_OK) {
-      fprintf(stderr, "hattn %s: %s\n", cmd, err);
-      goto done;
-    }
-    if (hattn__cuda_kernel_get(cu, &desc, &cfg, &kern, err, sizeof err) != HATTN_OK) {
-      fprintf(stderr, "hattn %s: cannot build the CUDA kernel of '%s': %s\n", cmd, p->name, err);
-      goto done;
-    }
-  }
-  if (hattn__cuda_plan_create(cu, &desc, &cfg, s, env, &plan, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_alloc(cu, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_alloc(cu, d->nkv * esz, &dk, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_alloc(cu, d->nkv * esz, &dv, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_alloc(cu, d->nq * esz, &dout, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_alloc(cu, d->nlse * sizeof(float), &dl, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_upload(cu, dq, d->q, d->nq * esz, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_upload(cu, dk, d->k, d->nkv * esz, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_upload(cu, dv, d->v, d->nkv * esz, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_memset(cu, dout, 0xff, d->nq * esz, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_memset(cu, dl, 0xff, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: %s\n", cmd, err);
-    goto done;
-  }
-  tq.data = dq, tk.data = dk, tv.data = dv, to.data = dout, tl.data = dl;
-  hattn__tensor_strides(s, &tq, &tk, &tv, &to, &tl);
-  if (hattn__cuda_launch(kern, plan, s, &tq, &tk, &tv, &to, &tl, NULL, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_sync(cu, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_download(cu, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
-      hattn__cuda_download(cu, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK ||
-      hattn__cuda_time(kern, plan, s, &tq, &tk, &tv, &to, &tl, 3, 20, ms, err, sizeof err) != HATTN_OK) {
-    fprintf(stderr, "hattn %s: %s\n", cmd, err);
-    goto done;
-  }
-  snprintf(config, configlen, "cuda %s %s block %dx%d warps %d stages %d, kernel %s", hattn__cuda_name(cu),
-           hattn__cuda_arch(cu), cfg.block_m, cfg.block_n, cfg.warps, cfg.stages, from);
-  rc = TOOL_OK;
-done:
-  hattn__cuda_free(cu, dq);
-  hattn__cuda_free(cu, dk);
-  hattn__cuda_free(cu, dv);
-  hattn__cuda_free(cu, dout);
-  hattn__cuda_free(cu, dl);
-  hattn__cuda_plan_destroy(plan);
-  hattn__kcache_close(kc);
-  hattn__cuda_close(cu);
+  be->dev_close(dev);
   return rc;
 }
 
 /* ---- run and verify -------------------------------------------------------- */
+
+/* What the float64 reference does a second, in visible pairs times head
+** dim (one thread, measured at head dim 128). */
+#define REF_RATE 3e8
+
+/* The seconds past which verify says how long the reference will take,
+** unless HATTN_VERIFY_NOTE_S says otherwise. */
+#define REF_NOTE_S 10.0
+
+/* Say on stderr how long the float64 reference of P at shape S and ENV
+** will take, when that is more than HATTN_VERIFY_NOTE_S (default
+** REF_NOTE_S) seconds: its work is the visible pairs times the head dim. */
+static void reference_note(const char *cmd, const hattn__pattern *p, const hattn__shape *s,
+                           const hattn__mask_env *env) {
+  const char *e = getenv("HATTN_VERIFY_NOTE_S");
+  double limit = e && *e ? atof(e) : REF_NOTE_S, pairs = 0, secs;
+  hattn__plan *plan = NULL;
+  char err[256], buf[32];
+  int64_t t;
+  if (hattn__plan_build(p->lowered, env, 128, 128, &plan, err, sizeof err) != HATTN_OK) return;
+  for (t = 0; t < plan->ntables; t++) pairs += (double)hattn__plan_count_visible(plan, p->lowered, t, env);
+  if (plan->ntables == 1) pairs *= (double)(s->batch * s->heads);
+  hattn__plan_destroy(plan);
+  secs = pairs * (double)s->head_dim / REF_RATE;
+  if (secs >= limit)
+    fprintf(stderr, "hattn %s: note: the float64 reference does %s visible pairs at head dim %lld; this takes about "
+                    "%.2g s\n", cmd, tool_commas((int64_t)pairs, buf), (long long)s->head_dim, secs);
+}
 
 static int run_main(int argc, char **argv, int verify) {
   const char *cmd = verify ? "verify" : "run";
@@ -597,7 +554,8 @@ static int run_main(int argc, char **argv, int verify) {
   const hattn__pattern *p;
   double *oref = NULL, *lref = NULL, *ogot = NULL, *lgot = NULL, ms = 0, eo = 0, el = 0, tol = 0;
   char config[256] = "", err[1024];
-  int rc = TOOL_USAGE, pi, r, cuda;
+  const hattn__backend_i *be;
+  int rc = TOOL_USAGE, pi, r;
   size_t j;
 
   memset(&a, 0, sizeof a);
@@ -608,11 +566,7 @@ static int run_main(int argc, char **argv, int verify) {
     rc = r > 0 ? TOOL_OK : TOOL_USAGE;
     goto done;
   }
-  if (a.backend && strcmp(a.backend, "cpu") != 0 && strcmp(a.backend, "cuda") != 0) {
-    fprintf(stderr, "hattn %s: --backend: unknown backend '%s' (expected cpu or cuda)\n", cmd, a.backend);
-    goto done;
-  }
-  cuda = a.backend != NULL && !strcmp(a.backend, "cuda");
+  if ((be = tool_backend(cmd, a.backend)) == NULL) goto done;
   if ((spec = tool_load_spec(a.file)) == NULL) goto done;
   if (a.pattern == NULL && spec->npatterns != 1) {
     fprintf(stderr, "hattn %s: %s has %d patterns: name one with --pattern\n", cmd, a.file,
@@ -637,11 +591,8 @@ static int run_main(int argc, char **argv, int verify) {
             (long long)a.heads);
     goto done;
   }
-  if (cuda && !a.have_dtype) a.dtype = HATTN_DTYPE_BF16;
-  if (cuda && a.dtype == HATTN_DTYPE_FP32) {
-    fprintf(stderr, "hattn %s: the cuda backend runs fp16 and bf16, not fp32 (use --dtype)\n", cmd);
-    goto done;
-  }
+  if (!a.have_dtype) a.dtype = be->dtype_default;
+  if (tool_backend_dtype(cmd, be, a.dtype)) goto done;
   if (a.head_dim > 1024) {
     fprintf(stderr, "hattn %s: --head-dim %lld is above the limit of 1024\n", cmd, (long long)a.head_dim);
     goto done;
@@ -666,8 +617,8 @@ static int run_main(int argc, char **argv, int verify) {
   env.heads = a.heads;
   if ((p->needs & HATTN_NEEDS_TOPK) && route_topk(cmd, &d, &env)) goto done;
 
-  rc = cuda ? run_kernel_cuda(cmd, &a, p, &env, &d, config, sizeof config, &ms)
-            : run_kernel(cmd, &a, p, &env, &d, config, sizeof config, &ms);
+  if (verify) reference_note(cmd, p, &d.shape, &env);
+  rc = run_kernel(cmd, be, &a, p, &env, &d, config, sizeof config, &ms);
   if (rc != TOOL_OK) goto done;
   rc = TOOL_USAGE;
 

@@ -38,7 +38,8 @@ static const char tune_usage[] =
   "  -H, --heads N         query heads (default 8, or the model's)\n"
   "      --kv-heads N      key/value heads (default --heads, or the model's)\n"
   "  -d, --head-dim D      head dimension (default 128, or the model's)\n"
-  "  -t, --dtype T         fp32 (the cpu default), fp16 or bf16 (the cuda default)\n"
+  "  -t, --dtype T         fp32 (the cpu default), fp16 or bf16 (the cuda default);\n"
+  "                        with --model, the model's dtype unless given\n"
   "      --budget SECONDS  wall-clock budget of each tuning (default 60)\n"
   "  -r, --reps R          timed runs per candidate (default 15)\n"
   "      --threads N       CPU: at most N threads (default: every core)\n"
@@ -53,7 +54,8 @@ static const char tune_usage[] =
   "  -h, --help            this text\n"
   "\n"
   "Progress goes to stderr: a bar when it is a terminal, a line a candidate\n"
-  "otherwise.  Exit 0 when every problem was tuned, 1 when one failed, 2 on bad\n"
+  "otherwise, with the time elapsed, an estimate of what remains and the best\n"
+  "time so far.  Exit 0 when every problem was tuned, 1 when one failed, 2 on bad\n"
   "input.\n";
 
 enum { MAX_SHAPES = 16 };
@@ -178,7 +180,7 @@ static double now_ms(void) {
 /* Ask the kernel cache for P's kernel (a cache of its own, as a fresh
 ** process has) and print where it came from and the time from opening the
 ** cache to holding a runnable kernel. */
-static int lookup_one(const tune_args *a, hattn__backend backend, const hattn__tune_problem *p, hattn__cuda *cu) {
+static int lookup_one(const tune_args *a, const hattn__backend_i *be, const hattn__tune_problem *p, void *dev) {
   hattn__kcache_opts o;
   hattn__kcache *kc = NULL;
   hattn__kc_kernel *k = NULL;
@@ -186,9 +188,9 @@ static int lookup_one(const tune_args *a, hattn__backend backend, const hattn__t
   double t0 = now_ms(), t1;
   int rc;
   memset(&o, 0, sizeof o);
-  o.backend = backend;
+  o.backend = be->id;
   o.db_path = a->db_path;
-  o.dev = cu;
+  o.dev = dev;
   rc = hattn__kcache_open(&o, &kc, err, sizeof err);
   if (rc == HATTN_OK)
     rc = hattn__kcache_get(kc, p->pattern, p->dtype, p->head_dim, p->lk, p->batch * p->heads, &k, err, sizeof err);
@@ -199,14 +201,14 @@ static int lookup_one(const tune_args *a, hattn__backend backend, const hattn__t
     return -1;
   }
   printf("lookup %s %s lk %lld bh %lld: %s %s, config %s%s, %.2f ms from asking to a runnable kernel\n",
-         p->pattern->name, hattn__backend_name(backend), (long long)p->lk, (long long)(p->batch * p->heads),
+         p->pattern->name, be->name, (long long)p->lk, (long long)(p->batch * p->heads),
          hattn__kc_source_name(k->source), k->key, k->config, k->tuned ? " (tuned)" : " (default)", t1 - t0);
   hattn__kcache_close(kc);
   return 0;
 }
 
 /* Tune one problem A->repeat times; print, store the first run. */
-static int tune_one(const tune_args *a, hattn__backend backend, hattn__tune_problem *p, hattn__cuda *cu,
+static int tune_one(const tune_args *a, const hattn__backend_i *be, hattn__tune_problem *p, void *dev,
                     hattn__db *db, int *agree) {
   hattn__tune_result first, again;
   hattn__tune_opts opt;
@@ -218,13 +220,13 @@ static int tune_one(const tune_args *a, hattn__backend backend, hattn__tune_prob
   opt.reps = (int)a->reps;
   opt.progress = a->quiet ? 2 : -1;
   opt.max_threads = (int)a->threads;
-  opt.dev = cu;
+  opt.dev = dev;
   printf("\ntune %s = %s | %s | q %lldx%lldx%lldx%d kv %lldx%lldx%lldx%d %s\n", p->pattern->name,
-         p->pattern->canon, hattn__backend_name(backend), (long long)p->batch, (long long)p->heads,
+         p->pattern->canon, be->name, (long long)p->batch, (long long)p->heads,
          (long long)p->lq, p->head_dim, (long long)p->batch, (long long)p->kv_heads, (long long)p->lk, p->head_dim,
          hattn__dtype_name(p->dtype));
   fflush(stdout);
-  rc = hattn__tune_run(backend, p, &opt, &first, err, sizeof err);
+  rc = hattn__tune_run(be->id, p, &opt, &first, err, sizeof err);
   if (first.ncands) {
     printf("device %s | target %s | %s | class %s | bucket lk 2^%d, batch x heads %s\n", first.model, first.target,
            first.compiler, first.kclass, first.lk_log2, hattn__db_bh_class_name(first.bh_class));
@@ -252,7 +254,7 @@ static int tune_one(const tune_args *a, hattn__backend backend, hattn__tune_prob
   for (k = 1; k < a->repeat; k++) {
     int v;
     opt.progress = 2;
-    if (hattn__tune_run(backend, p, &opt, &again, err, sizeof err) != HATTN_OK) {
+    if (hattn__tune_run(be->id, p, &opt, &again, err, sizeof err) != HATTN_OK) {
       fprintf(stderr, "hattn tune: repeat %d: %s\n", k + 1, err);
       agree[HATTN__TUNE_DIFFER]++;
       hattn__tune_result_clear(&again);
@@ -274,8 +276,8 @@ static int tune_one(const tune_args *a, hattn__backend backend, hattn__tune_prob
 int hattn__cmd_tune(int argc, char **argv) {
   tune_args a;
   hattn__spec *spec = NULL;
-  hattn__backend backend;
-  hattn__cuda *cu = NULL;
+  const hattn__backend_i *be;
+  void *dev = NULL;
   hattn__db *db = NULL;
   hattn__tune_problem p;
   const hattn__model *model = NULL;
@@ -286,11 +288,7 @@ int hattn__cmd_tune(int argc, char **argv) {
   memset(&a, 0, sizeof a);
   r = parse_args(argc, argv, &a);
   if (r != 0) return r > 0 ? TOOL_OK : TOOL_USAGE;
-  if (a.backend && strcmp(a.backend, "cpu") && strcmp(a.backend, "cuda")) {
-    fprintf(stderr, "hattn tune: --backend: unknown backend '%s' (expected cpu or cuda)\n", a.backend);
-    return TOOL_USAGE;
-  }
-  backend = a.backend && !strcmp(a.backend, "cuda") ? HATTN__BACKEND_CUDA : HATTN__BACKEND_CPU;
+  if ((be = tool_backend("tune", a.backend)) == NULL) return TOOL_USAGE;
   if ((spec = tool_load_spec(a.file)) == NULL) goto done;
   if (a.model) {
     int mi = hattn__spec_find_model(spec, a.model);
@@ -319,15 +317,15 @@ int hattn__cmd_tune(int argc, char **argv) {
   p.heads = a.heads ? a.heads : model ? model->heads : 8;
   p.kv_heads = a.kv_heads ? a.kv_heads : model && !a.heads ? model->kv_heads : p.heads;
   p.head_dim = (int)(a.head_dim ? a.head_dim : model ? model->head_dim : 128);
-  p.dtype = a.have_dtype ? a.dtype : model && backend == HATTN__BACKEND_CUDA ? model->dtype
-                                   : backend == HATTN__BACKEND_CUDA ? HATTN_DTYPE_BF16 : HATTN_DTYPE_FP32;
+  p.dtype = a.have_dtype ? a.dtype : model ? model->dtype : be->dtype_default;
+  if (tool_backend_dtype("tune", be, p.dtype)) goto done;
   if (p.kv_heads < 1 || p.heads % p.kv_heads) {
     fprintf(stderr, "hattn tune: --kv-heads %lld must divide --heads %lld\n", (long long)p.kv_heads,
             (long long)p.heads);
     goto done;
   }
-  if (backend == HATTN__BACKEND_CUDA &&
-      (hattn__nvrtc_load(err, sizeof err) != HATTN_OK || hattn__cuda_open(0, &cu, err, sizeof err) != HATTN_OK)) {
+  /* Device 0 (the CPU's with a pool of --threads, as the tuner's own). */
+  if (be->dev_open(0, (int)a.threads, &dev, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn tune: %s\n", err);
     goto done;
   }
@@ -343,7 +341,7 @@ int hattn__cmd_tune(int argc, char **argv) {
       for (bi = 0; bi < a.nbatch; bi++) {
         p.pattern = &spec->patterns[pi];
         p.lq = a.lq[si], p.lk = a.lk[si], p.batch = a.batch[bi];
-        if ((a.lookup ? lookup_one(&a, backend, &p, cu) : tune_one(&a, backend, &p, cu, db, agree)) != 0) failed++;
+        if ((a.lookup ? lookup_one(&a, be, &p, dev) : tune_one(&a, be, &p, dev, db, agree)) != 0) failed++;
       }
   }
   if (a.repeat > 1) {
@@ -356,7 +354,7 @@ int hattn__cmd_tune(int argc, char **argv) {
 done:
   free(use);
   hattn__db_close(db);
-  hattn__cuda_close(cu);
+  if (dev != NULL) be->dev_close(dev);
   hattn__spec_destroy(spec);
   return rc;
 }

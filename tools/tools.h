@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"
 #include "mask.h"
 #include "plan.h"
 #include "spec.h"
@@ -32,6 +33,14 @@ int hattn__cmd_tune(int argc, char **argv);    /* cmd_tune.c */
 /* Parse "fp32", "fp16" or "bf16" into *OUT.  Prints "hattn: OPTION: ..."
 ** and returns -1 when it is none of them. */
 int tool_parse_dtype(const char *opt, const char *s, hattn__dtype *out);
+
+/* The backend table named NAME (NULL: "cpu").  Prints "hattn CMD:
+** --backend: unknown backend ..." and returns NULL when there is none. */
+const hattn__backend_i *tool_backend(const char *cmd, const char *name);
+
+/* Whether backend BE runs DTYPE: 0, or prints "hattn CMD: the cuda backend
+** runs fp16 and bf16, not fp32 (use --dtype)" and returns -1. */
+int tool_backend_dtype(const char *cmd, const hattn__backend_i *be, hattn__dtype dtype);
 
 /* Create the directory DIR and its missing parents.  Returns 0, or prints
 ** "hattn CMD: ..." and returns -1. */

@@ -250,25 +250,40 @@ static int gate_check(tproblem *g, hattn__dtype dtype, const hattn__tune_opts *o
 
 /* ---- progress ------------------------------------------------------------------------ */
 
-static void progress(const hattn__tune_opts *opt, const hattn__tune_result *r, int i, int done) {
+/* Progress on stderr after candidate I of R starts (DONE 0) or ends (DONE
+** 1), the tuning having started at T0: the time elapsed, an estimate of
+** what remains (the mean time a candidate took so far times the candidates
+** left, at most what the budget leaves) and the best time so far (the
+** fastest candidate timed, not the provisional winner). */
+static void progress(const hattn__tune_opts *opt, const hattn__tune_result *r, int i, int done, double t0) {
   const hattn__tune_cand *c = &r->cands[i];
-  int bar = opt->progress == 1 || (opt->progress == -1 && isatty(2)), best, k, width = 24;
-  char line[512], bestbuf[160] = "none yet";
+  int bar = opt->progress == 1 || (opt->progress == -1 && isatty(2)), fastest = -1, k, width = 24;
+  double elapsed = now_s() - t0, left;
+  char line[512], bestbuf[160] = "none yet", timebuf[96];
   if (opt->progress == 2) return;
-  best = hattn__tune_select(r->cands, r->ncands, NULL);
-  if (best >= 0) snprintf(bestbuf, sizeof bestbuf, "%.1f us (%s)", r->cands[best].median_us, r->cands[best].config);
+  for (k = 0; k < r->ncands; k++)
+    if (r->cands[k].status == HATTN__CAND_TIMED && (fastest < 0 || r->cands[k].median_us < r->cands[fastest].median_us))
+      fastest = k;
+  if (fastest >= 0)
+    snprintf(bestbuf, sizeof bestbuf, "%.1f us (%s)", r->cands[fastest].median_us, r->cands[fastest].config);
+  left = i + done > 0 ? elapsed / (i + done) * (r->ncands - i - done) : 0;
+  if (opt->budget_s > 0 && left > opt->budget_s - elapsed) left = opt->budget_s - elapsed;
+  if (left < 0) left = 0;
+  if (i + done > 0) snprintf(timebuf, sizeof timebuf, "%.1f s elapsed, about %.1f s left", elapsed, left);
+  else snprintf(timebuf, sizeof timebuf, "%.1f s elapsed", elapsed);
   if (bar) {
     int fill = (i + done) * width / (r->ncands ? r->ncands : 1), n = 0;
     for (k = 0; k < width; k++) line[n++] = k < fill ? '#' : '.';
     line[n] = '\0';
-    fprintf(stderr, "\r\033[K[%s] candidate %d of %d: %s | best %s", line, i + 1, r->ncands, c->config, bestbuf);
+    fprintf(stderr, "\r\033[K[%s] candidate %d of %d: %s | %s | best so far %s", line, i + 1, r->ncands, c->config,
+            timebuf, bestbuf);
   } else if (done) {
     if (c->status == HATTN__CAND_TIMED)
-      fprintf(stderr, "hattn tune: candidate %d of %d: %s: %.1f us (spread %.1f) | best %s\n", i + 1, r->ncands,
-              c->config, c->median_us, c->spread_us, bestbuf);
+      fprintf(stderr, "hattn tune: candidate %d of %d: %s: %.1f us (spread %.1f) | %s | best so far %s\n", i + 1,
+              r->ncands, c->config, c->median_us, c->spread_us, timebuf, bestbuf);
     else
-      fprintf(stderr, "hattn tune: candidate %d of %d: %s: %s%s%s | best %s\n", i + 1, r->ncands, c->config,
-              hattn__cand_status_name(c->status), c->why[0] ? ": " : "", c->why, bestbuf);
+      fprintf(stderr, "hattn tune: candidate %d of %d: %s: %s%s%s | %s | best so far %s\n", i + 1, r->ncands,
+              c->config, hattn__cand_status_name(c->status), c->why[0] ? ": " : "", c->why, timebuf, bestbuf);
   }
   fflush(stderr);
 }
@@ -431,7 +446,7 @@ static int tune(const hattn__backend_i *be, void *dev, const hattn__tune_problem
       r->budget_hit = 1;
       continue;
     }
-    progress(opt, r, i, 0);
+    progress(opt, r, i, 0, t0);
     c->status = HATTN__CAND_FAILED;
     /* The gate: the kernel on the small problem, outputs poisoned with
     ** NaN bytes first, against the float64 reference. */
@@ -467,7 +482,7 @@ static int tune(const hattn__backend_i *be, void *dev, const hattn__tune_problem
   next:
     be->problem_destroy(gprob);
     be->problem_destroy(mprob);
-    progress(opt, r, i, 1);
+    progress(opt, r, i, 1, t0);
   }
   progress_end(opt);
   r->winner = hattn__tune_select(r->cands, r->ncands, &r->fastest);

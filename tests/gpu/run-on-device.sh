@@ -91,8 +91,16 @@ for phase in $phases; do
           fi
         fi
         if [ "$c" = default ]; then cfg=; else cfg=$c; fi
+        # HATTN_BENCH_CONFIG takes the database's text form; builds before it
+        # read the comma form from HATTN_CUDA_CONFIG.
+        cfgtext=
+        if [ -n "$cfg" ]; then
+          IFS=, read -r m n w s g <<<"$cfg"
+          cfgtext="bm=$m bn=$n warps=$w stages=$s$([ "${g:-0}" = 1 ] && echo ' wgmma')"
+        fi
         echo "-- $name $c"
-        (cd "$dir" && env ${cfg:+HATTN_CUDA_CONFIG=$cfg} ./tools/hattn bench --backend cuda ${HATTN_AB_ARGS:-} 2>&1) |
+        (cd "$dir" && env ${cfg:+HATTN_CUDA_CONFIG=$cfg} ${cfg:+"HATTN_BENCH_CONFIG=$cfgtext"} ./tools/hattn bench \
+           --backend cuda ${HATTN_AB_ARGS:-} 2>&1) |
           tee -a "$out/bench_ab.md" |
           awk -F'|' '/^\| (dense|causal|document)/ { printf "%-26s %6s %7s\n", $2, $(NF-8), $(NF-5) }'
       done

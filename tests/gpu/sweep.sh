@@ -6,9 +6,16 @@
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd /tmp/hattn-build || exit 1
+# cfg_text BM,BN,WARPS,STAGES[,WGMMA]: the configuration as the database
+# writes it, the form of HATTN_BENCH_CONFIG.
+cfg_text() {
+  IFS=, read -r m n w s g <<<"$1"
+  printf 'bm=%s bn=%s warps=%s stages=%s%s' "$m" "$n" "$w" "$s" "$([ "${g:-0}" = 1 ] && echo ' wgmma')"
+}
 for c in ${HATTN_SWEEP:-128,128,8,2,1 64,64,4,2,1 128,64,8,2,1 64,128,4,2,1 128,64,4,2,0 64,64,4,2,0}; do
   echo "== config $c"
-  HATTN_CUDA_CONFIG=$c ./tools/hattn bench --backend cuda --seqlen 4k 2>&1 | grep -E "^\| (dense|causal|document)" | cut -d'|' -f2,3,5,6
+  HATTN_BENCH_CONFIG=$(cfg_text "$c") ./tools/hattn bench --backend cuda --seqlen 4k 2>&1 |
+    grep -E "^\| (dense|causal|document)" | cut -d'|' -f2,3,5,6
 done
 echo "== compute-sanitizer memcheck"
 printf 'pattern dense = full\n' >/tmp/hattn-dense.hattn
