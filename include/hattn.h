@@ -50,7 +50,17 @@ HATTN_API const char *hattn_strerror(int status);
 /* The name of a status code ("HATTN_ESPEC"): a static string, never NULL. */
 HATTN_API const char *hattn_err_name(int status);
 
-/* The library's version, "MAJOR.MINOR.PATCH": a static string. */
+/* The version of this header, which configure's (AC_INIT) must equal
+** (tests/test_api.c checks both against hattn_version()).  Compare with
+** HATTN_VERSION_NUMBER: MAJOR * 1000000 + MINOR * 1000 + PATCH. */
+#define HATTN_VERSION_MAJOR 0
+#define HATTN_VERSION_MINOR 1
+#define HATTN_VERSION_PATCH 0
+#define HATTN_VERSION_NUMBER (HATTN_VERSION_MAJOR * 1000000 + HATTN_VERSION_MINOR * 1000 + HATTN_VERSION_PATCH)
+
+/* The library's version, "MAJOR.MINOR.PATCH": a static string.  It names
+** the library that runs, which may be newer than the header a program was
+** built with. */
 HATTN_API const char *hattn_version(void);
 
 /* ==== contexts, specs, kernels ============================================

@@ -390,6 +390,19 @@ START_TEST(destroys_and_codes) {
 END_TEST
 
 
+/* The version macros of hattn.h agree with hattn_version() and with
+** configure's version (PACKAGE_VERSION, from config.h). */
+START_TEST(version_macros) {
+  char text[64];
+  snprintf(text, sizeof text, "%d.%d.%d", HATTN_VERSION_MAJOR, HATTN_VERSION_MINOR, HATTN_VERSION_PATCH);
+  ck_assert_str_eq(hattn_version(), text);
+  ck_assert_str_eq(PACKAGE_VERSION, text);
+  ck_assert_int_eq(HATTN_VERSION_NUMBER,
+                   HATTN_VERSION_MAJOR * 1000000 + HATTN_VERSION_MINOR * 1000 + HATTN_VERSION_PATCH);
+  ck_assert(HATTN_VERSION_MINOR < 1000 && HATTN_VERSION_PATCH < 1000);
+}
+END_TEST
+
 /* Every public function given a NULL handle or out parameter returns an
 ** error (or the documented empty answer) and does not assert. */
 START_TEST(null_handles) {
@@ -941,6 +954,7 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, bad_tensors);
   tcase_add_test(tc, destroys_and_codes);
   tcase_add_test(tc, null_handles);
+  tcase_add_test(tc, version_macros);
   tcase_add_test(tc, kernel_outlives_context);
   tcase_add_test(tc, problem_limits);
   tcase_add_loop_test(tc, forward_vs_reference, 0, (int)(sizeof g_cases / sizeof g_cases[0]));

@@ -22,7 +22,10 @@ yet covered by the tests (CI has NumPy only).
 
 The library is found through $HATTN_LIBRARY, else the build tree's
 .libs/libhattn.so next to this source tree, else where make install put it
-(_paths.py), else ctypes.util.find_library.
+(_paths.py, absolute or relative to this file, so a staged DESTDIR install
+works too), else the directories of $LD_LIBRARY_PATH, sys.prefix/lib,
+/usr/local/lib and /usr/lib (a module installed with pip from python/),
+else ctypes.util.find_library.
 
 Threads: the C API is one thread at a time per context (hattn.h), and
 ctypes releases the GIL during each call, so this module serialises: every
@@ -118,17 +121,26 @@ def _find_library():
                  os.path.join(top, "build", ".libs", "libhattn.so")):
         if os.path.exists(cand):
             return cand
+    dirs = []
     try:  # written by make install beside this file
         from . import _paths
-        cand = os.path.join(_paths.LIBDIR, "libhattn.so")
-        if os.path.exists(cand):
-            return cand
+        dirs += [_paths.LIBDIR, os.path.join(here, getattr(_paths, "LIBDIR_REL", _paths.LIBDIR))]
     except ImportError:
         pass
+    # Installed with pip: the library is where make install put it, on the
+    # loader's path or under a usual prefix.
+    dirs += [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
+    dirs += [os.path.join(sys.prefix, "lib"), "/usr/local/lib", "/usr/lib"]
+    for d in dirs:
+        for name in ("libhattn.so", "libhattn.so.0"):
+            cand = os.path.join(d, name)
+            if os.path.exists(cand):
+                return os.path.normpath(cand)
     found = ctypes.util.find_library("hattn")
     if found:
         return found
-    raise OSError("libhattn not found: set HATTN_LIBRARY to the path of libhattn.so")
+    raise OSError("libhattn not found: set HATTN_LIBRARY to the path of libhattn.so, or add its "
+                  "directory to LD_LIBRARY_PATH")
 
 
 _lib = None
