@@ -445,6 +445,14 @@ START_TEST(null_handles) {
   ck_assert_int_eq(hattn_forward(NULL, &t, &t, &t, &t, NULL, NULL, NULL), HATTN_EINVAL);
   ck_assert_int_eq(hattn_reference(NULL, &t, &t, &t, &t, NULL, NULL), HATTN_EINVAL);
 
+  /* NULL tensors given to a real kernel name the tensor. */
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_OK);
+  ck_assert_int_eq(hattn_forward(kern, NULL, &t, &t, &t, NULL, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_kernel_errmsg(kern), "q: missing (NULL)") != NULL, "%s", hattn_kernel_errmsg(kern));
+  ck_assert_int_eq(hattn_reference(kern, NULL, NULL, NULL, NULL, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "q: missing (NULL)") != NULL, "%s", hattn_errmsg(g_ctx));
+  hattn_kernel_destroy(kern);
+
   ck_assert_int_eq(hattn_add_prebuilt(NULL, NULL, 0, &n), HATTN_EINVAL);
   ck_assert_int_eq(n, 0);
   ck_assert_int_eq(hattn_add_prebuilt(g_ctx, NULL, 1, NULL), HATTN_EINVAL);

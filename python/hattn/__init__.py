@@ -350,7 +350,10 @@ def _check(ctx, st):
 class Context:
     """A hattn context: backend ("cpu" or "cuda"), CUDA device ordinal, the
     kernel database (None: the default path, "": none, else a path) and CPU
-    threads (0: all cores).  Use from one thread at a time."""
+    threads (0: all cores).  Calls on a context and its specs and kernels
+    from several threads are serialised by the context's lock; a Context
+    per thread runs them in parallel.  close() (or leaving a with block)
+    gives the context up: its kernels keep it alive and keep working."""
 
     def __init__(self, backend="cpu", db=None, threads=0, device=0, quiet=True):
         lib = _L()
