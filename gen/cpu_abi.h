@@ -16,7 +16,9 @@
 ** nothing but ARGS' tensors and SCRATCH.
 **
 ** This header is part of what generated object files depend on: a change
-** to hattn_cpu_args bumps HATTN_CPU_ABI_VERSION.  Internal; not installed.
+** to hattn_cpu_args bumps HATTN_CPU_ABI_VERSION.  Installed beside hattn.h
+** only because the header `hattn gen` writes (hattn_kernels.h) includes it;
+** programs pass its struct along and read nothing of it: not API.
 */
 #ifndef HATTN_GEN_CPU_ABI_H
 #define HATTN_GEN_CPU_ABI_H

@@ -34,7 +34,8 @@ extern "C" {
   XX(ENOTSUP,  -8, "not supported")                                         \
   XX(ENODEV,   -9, "no device")                                             \
   XX(ECOMPILE, -10, "kernel compilation failed")                            \
-  XX(EDB,      -11, "kernel database error")
+  XX(EDB,      -11, "kernel database error")                              \
+  XX(ECLOSED,  -12, "the context is closed")
 
 enum hattn_status {
   HATTN_OK = 0,
@@ -49,7 +50,17 @@ HATTN_API const char *hattn_strerror(int status);
 /* The name of a status code ("HATTN_ESPEC"): a static string, never NULL. */
 HATTN_API const char *hattn_err_name(int status);
 
-/* The library's version, "MAJOR.MINOR.PATCH": a static string. */
+/* The version of this header, which configure's (AC_INIT) must equal
+** (tests/test_api.c checks both against hattn_version()).  Compare with
+** HATTN_VERSION_NUMBER: MAJOR * 1000000 + MINOR * 1000 + PATCH. */
+#define HATTN_VERSION_MAJOR 0
+#define HATTN_VERSION_MINOR 1
+#define HATTN_VERSION_PATCH 0
+#define HATTN_VERSION_NUMBER (HATTN_VERSION_MAJOR * 1000000 + HATTN_VERSION_MINOR * 1000 + HATTN_VERSION_PATCH)
+
+/* The library's version, "MAJOR.MINOR.PATCH": a static string.  It names
+** the library that runs, which may be newer than the header a program was
+** built with. */
 HATTN_API const char *hattn_version(void);
 
 /* ==== contexts, specs, kernels ============================================
@@ -60,15 +71,31 @@ HATTN_API const char *hattn_version(void);
 ** of which accept NULL.  Strings and arrays passed in are copied or only read
 ** during the call, unless stated otherwise.
 **
-** Thread safety: a context and everything made from it (specs, kernels) are
-** used by one thread at a time; use one context per thread.  Distinct
-** contexts share nothing that needs locking by the caller.  hattn_strerror,
-** hattn_err_name and hattn_version may be called from any thread.
+** Lifetimes: a kernel keeps its context alive.  hattn_close gives up the
+** caller's handle; the context itself (its device, kernel cache and
+** database) lives on until the last of its kernels is destroyed, and those
+** kernels keep working (their messages through hattn_kernel_errmsg).  While
+** it lives on, a closed context refuses new work with HATTN_ECLOSED.  A spec
+** needs no context once parsed.
 **
-** Misuse (a NULL handle or out parameter where one is required) is a bug in
-** the caller and is caught by assert(); failures of the environment or of the
-** data return a status code and leave a sentence in hattn_errmsg.  hattn
-** never calls exit().
+** Thread safety: a context and everything made from it (specs, kernels) are
+** used by one thread at a time, hattn_forward included: the context's
+** device (the CPU's thread pool, a GPU's stream state) and its error text
+** are shared by every kernel of the context, so two concurrent calls on one
+** context, even on different kernels, are a data race.  Use one context
+** per thread, or serialise the calls (the Python module holds one lock per
+** context).  Distinct contexts share nothing that needs locking by the
+** caller.  hattn_strerror, hattn_err_name and hattn_version may be called
+** from any thread.
+**
+** Misuse: no function asserts on what the caller passes.  A NULL handle or
+** out parameter where one is required returns HATTN_EINVAL (functions that
+** return a value return the empty answer their comment names), with a
+** sentence in hattn_errmsg when there is a context to hold it.  A handle
+** that was destroyed (or whose last reference is gone) is freed memory, which
+** C cannot detect: the caller must not pass it.  Failures of the environment
+** or of the data return a status code and leave a sentence in hattn_errmsg.
+** hattn never calls exit().
 */
 
 #include <dlpack/dlpack.h>
@@ -104,7 +131,8 @@ typedef struct hattn_options {
                                ** one is still in hattn_errmsg) */
 } hattn_options;
 
-/* Fill OPT with the defaults: CPU, device 0, the default db, all cores. */
+/* Fill OPT with the defaults: CPU, device 0, the default db, all cores.
+** NULL is ignored. */
 HATTN_API void hattn_options_init(hattn_options *opt);
 
 /*
@@ -112,22 +140,29 @@ HATTN_API void hattn_options_init(hattn_options *opt);
 ** allows, also on failure, so that hattn_errmsg(*OUT) tells why (a missing
 ** CUDA driver, no LLVM, ...); the caller closes it either way.  *OUT is NULL
 ** only with HATTN_ENOMEM.  Returns HATTN_OK, HATTN_EINVAL, HATTN_ENODEV,
-** HATTN_ENOTSUP, HATTN_ENOMEM.  A database that cannot be opened is not a
-** failure: kernels are compiled and not stored, with a warning.
+** HATTN_ENOTSUP, HATTN_ENOMEM (HATTN_EINVAL without setting anything for
+** OUT NULL).  A database that cannot be opened is not a failure: kernels
+** are compiled and not stored, with a warning.  A context that failed to
+** open answers every call but hattn_errmsg and hattn_close with HATTN_EINVAL
+** and "the context failed to open: " and the reason.
 */
 HATTN_API int hattn_open(const hattn_options *opt, hattn_ctx **out);
 
-/* Close CTX and free every kernel and spec still kept by it.  NULL is
-** allowed.  Specs and kernels must not be used after this (specs made from
-** CTX must still be destroyed with hattn_specfile_destroy; it is safe after
-** the context is closed). */
+/* Give up the caller's handle to CTX; NULL is allowed.  The context is freed
+** now when no kernel of it is alive, else when the last is destroyed (see
+** "Lifetimes" above): its kernels keep running until then.  CTX must not be
+** passed to any function afterwards (while kernels keep it alive, calls on it
+** return HATTN_ECLOSED, and a second hattn_close does nothing).  Specs made
+** from CTX are independent of it and are destroyed with
+** hattn_specfile_destroy, before or after. */
 HATTN_API void hattn_close(hattn_ctx *ctx);
 
 /*
 ** The text of the last failure on CTX (or the last warning, when the last
 ** call succeeded with one): compiler logs (NVRTC, LLVM), database errors,
 ** the spec's diagnostics, shape mismatches.  "" when there is none; "out of
-** memory" for CTX NULL.  Owned by CTX; valid until the next call on it.
+** memory" for CTX NULL (hattn_open sets no context only when memory runs
+** out).  Owned by CTX; valid until the next call on it.
 */
 HATTN_API const char *hattn_errmsg(const hattn_ctx *ctx);
 
@@ -137,6 +172,8 @@ HATTN_API const char *hattn_errmsg(const hattn_ctx *ctx);
 ** On a spec with errors returns HATTN_ESPEC, sets *OUT to NULL, and the
 ** context's error text holds every diagnostic, formatted as compilers do
 ** ("file:line:col: error: msg").  The spec is independent of the text.
+** Returns HATTN_EINVAL for CTX or OUT NULL, or TEXT NULL with LEN > 0, and
+** HATTN_ECLOSED on a closed context.
 */
 HATTN_API int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len,
                                    const char *filename, hattn_specfile **out);
@@ -145,8 +182,8 @@ HATTN_API int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len,
 ** context keeps what they need until it is closed). */
 HATTN_API void hattn_specfile_destroy(hattn_specfile *spec);
 
-/* The number of patterns of SPEC and the name of pattern I (NULL when I is
-** out of range); owned by SPEC. */
+/* The number of patterns of SPEC (HATTN_EINVAL for SPEC NULL) and the name
+** of pattern I (NULL when I is out of range or SPEC is NULL); owned by SPEC. */
 HATTN_API int hattn_specfile_npatterns(const hattn_specfile *spec);
 HATTN_API const char *hattn_specfile_pattern_name(const hattn_specfile *spec, int i);
 
@@ -158,7 +195,20 @@ HATTN_API const char *hattn_specfile_pattern_name(const hattn_specfile *spec, in
 ** heads must be a multiple of kv_heads (GQA/MQA: query head h reads kv head
 ** h / (heads / kv_heads)).  When lq < lk the queries are the last lq
 ** positions (qpos = q + lk - lq).
+**
+** Limits, checked by hattn_kernel_get before anything is computed from
+** them (HATTN_ESHAPE, with a message naming the limit): batch, heads and
+** kv_heads >= 1 and batch * heads <= HATTN_MAX_BATCH_HEADS; 0 <= lq, lk <=
+** HATTN_MAX_SEQLEN; 1 <= head_dim <= HATTN_MAX_HEAD_DIM; the elements of Q
+** (batch * heads * lq * head_dim) and of K (batch * kv_heads * lk *
+** head_dim) at most HATTN_MAX_ELEMENTS each, and a block layout's nqb * nkb
+** too (hattn_forward, HATTN_EINPUT).  A backend may have lower limits of its
+** own (CUDA: batch * heads <= 65535), checked when the kernel runs.
 */
+#define HATTN_MAX_BATCH_HEADS INT64_C(2147483647)   /* 2^31 - 1 */
+#define HATTN_MAX_SEQLEN INT64_C(1073741823)        /* 2^30 - 1 */
+#define HATTN_MAX_HEAD_DIM 1024
+#define HATTN_MAX_ELEMENTS (INT64_C(1) << 48)
 typedef struct hattn_problem {
   int64_t batch, heads, kv_heads;
   int64_t lq, lk;
@@ -171,14 +221,17 @@ typedef struct hattn_problem {
 ** context's memory, else the kernel database (the tuned winner for this
 ** device and shape bucket), else compiled now (and stored in the database).
 ** *OUT is the caller's, freed with hattn_kernel_destroy (before or after
-** SPEC is destroyed, before CTX is closed).  Returns HATTN_OK, HATTN_ENOENT
-** (no such pattern), HATTN_ESHAPE (a bad problem), HATTN_ECOMPILE (with the
+** SPEC is destroyed, before or after CTX is closed: the kernel keeps CTX
+** alive).  Returns HATTN_OK, HATTN_EINVAL (an argument is NULL), HATTN_ECLOSED
+** (CTX is closed), HATTN_ENOENT (no such pattern), HATTN_ESHAPE (a bad
+** problem or one beyond the limits above), HATTN_ECOMPILE (with the
 ** compiler's log in hattn_errmsg), HATTN_ENOTSUP, HATTN_ENOMEM.
 */
 HATTN_API int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pattern,
                                const hattn_problem *prob, hattn_kernel **out);
 
-/* Free a kernel handle; NULL is allowed. */
+/* Free a kernel handle, and its context when it was closed and this was its
+** last kernel; NULL is allowed. */
 HATTN_API void hattn_kernel_destroy(hattn_kernel *kern);
 
 /* What run-time data the kernel's pattern reads: a bit set of these. */
@@ -187,15 +240,23 @@ enum {
   HATTN_NEED_LAYOUTS = 2,     /* hattn_inputs.layouts */
   HATTN_NEED_TOPK = 8          /* hattn_inputs.topk_blocks */
 };
+/* 0 for KERN NULL. */
 HATTN_API unsigned hattn_kernel_needs(const hattn_kernel *kern);
 
-/* The configuration the kernel runs with ("bm=64 bn=64 ..."), owned by it. */
+/* The configuration the kernel runs with ("bm=64 bn=64 ..."), owned by it;
+** "" for KERN NULL. */
 HATTN_API const char *hattn_kernel_config(const hattn_kernel *kern);
 
 /* Where the kernel came from when hattn_kernel_get returned it: "prebuilt"
 ** (registered with hattn_add_prebuilt), "memory" (this context had it),
-** "db" (the kernel database), or "compiled".  A static string. */
+** "db" (the kernel database), or "compiled".  A static string; "" for KERN
+** NULL. */
 HATTN_API const char *hattn_kernel_origin(const hattn_kernel *kern);
+
+/* The text of the last failure or warning on KERN's context, as
+** hattn_errmsg gives it, also after the context was closed; "" for KERN
+** NULL.  Valid until the next call on the context or one of its kernels. */
+HATTN_API const char *hattn_kernel_errmsg(const hattn_kernel *kern);
 
 
 /* An explicit block-sparse layout for blocks(NAME): query block i, key block
@@ -257,7 +318,8 @@ typedef struct hattn_inputs {
 ** Returns HATTN_OK, HATTN_ESHAPE (a tensor does not match the problem: the
 ** message names the tensor and what is wrong), HATTN_EINPUT (missing or
 ** malformed run-time inputs), HATTN_ENOTSUP (what the backend cannot run), or a
-** device error; the sentence is in hattn_errmsg of the kernel's context.
+** device error; the sentence is in hattn_errmsg of the kernel's context and
+** in hattn_kernel_errmsg.  HATTN_EINVAL for KERN NULL.
 */
 HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
                             const DLTensor *v, DLTensor *o, DLTensor *lse,
@@ -308,7 +370,8 @@ typedef struct hattn_prebuilt {
 ** CPU_FN and CUBIN must stay valid until CTX is closed (they are static
 ** data in generated code).  *NUSED (may be NULL) counts the kernels kept.
 ** Returns HATTN_OK, HATTN_EINVAL (a malformed entry: nothing after it is
-** registered), HATTN_ENOTSUP (an entry of another ABI), HATTN_ENOMEM.
+** registered, or CTX NULL, or TABLE NULL with N > 0), HATTN_ECLOSED,
+** HATTN_ENOTSUP (an entry of another ABI), HATTN_ENOMEM.
 */
 HATTN_API int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *nused);
 
@@ -318,7 +381,7 @@ HATTN_API int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, in
 ** and inputs, with O a float64 tensor [batch, heads, lq, head_dim] and LSE
 ** (may be NULL) float64 [batch, heads, lq], host memory, any strides.  One
 ** row at a time over every key: slow, and meant for tests.  Returns as
-** hattn_forward does.
+** hattn_forward does (HATTN_EINVAL for KERN NULL).
 */
 HATTN_API int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
                               DLTensor *o, DLTensor *lse, const hattn_inputs *inputs);

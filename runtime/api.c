@@ -3,7 +3,6 @@
 ** (kernel_cache.h) and the backend tables (backend.h): nothing here
 ** branches on the backend.
 */
-#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,6 +39,10 @@ struct hattn_ctx {
   hattn_specfile **kept;       /* specs whose patterns cached kernels point at */
   int nkept, capkept;
   char *msg;                   /* the error text; never NULL once open */
+  char *open_err;              /* why hattn_open failed; NULL when it did not */
+  int open_st;                 /* hattn_open's status */
+  int refs;                    /* the caller's handle, plus one per kernel */
+  int closed;                  /* hattn_close was called */
   char buf[ERRLEN];            /* scratch for the internal functions */
 };
 
@@ -95,9 +98,29 @@ const char *hattn_errmsg(const hattn_ctx *ctx) {
 /* ---- contexts -------------------------------------------------------------- */
 
 void hattn_options_init(hattn_options *opt) {
-  assert(opt != NULL);
+  if (opt == NULL) return;
   memset(opt, 0, sizeof *opt);
   opt->backend = HATTN_BACKEND_CPU;
+}
+
+/* Whether CTX takes new work from FN: HATTN_OK, or the status (with the
+** sentence in CTX's text) of a NULL, closed or failed context.  CTX NULL
+** has no text to hold the sentence. */
+static int ctx_usable(hattn_ctx *ctx, const char *fn) {
+  if (ctx == NULL) return HATTN_EINVAL;
+  if (ctx->closed) return fail(ctx, HATTN_ECLOSED, "%s: the context is closed", fn);
+  if (ctx->open_st != HATTN_OK)
+    return fail(ctx, HATTN_EINVAL, "the context failed to open: %s",
+                ctx->open_err ? ctx->open_err : hattn_strerror(ctx->open_st));
+  return HATTN_OK;
+}
+
+/* Record that hattn_open failed with ST and CTX's text; returns ST. */
+static int open_failed(hattn_ctx *ctx, int st) {
+  size_t n = strlen(ctx->msg) + 1;
+  ctx->open_st = st;
+  if ((ctx->open_err = malloc(n)) != NULL) memcpy(ctx->open_err, ctx->msg, n);
+  return st;
 }
 
 int hattn_open(const hattn_options *opt, hattn_ctx **out) {
@@ -105,7 +128,7 @@ int hattn_open(const hattn_options *opt, hattn_ctx **out) {
   hattn__kcache_opts ko;
   int st;
 
-  assert(out != NULL);
+  if (out == NULL) return HATTN_EINVAL;
   *out = NULL;
   ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL) return HATTN_ENOMEM;
@@ -114,25 +137,28 @@ int hattn_open(const hattn_options *opt, hattn_ctx **out) {
     free(ctx);
     return HATTN_ENOMEM;
   }
+  ctx->refs = 1;
   *out = ctx;
   if (opt) ctx->opt = *opt;
   else hattn_options_init(&ctx->opt);
   ctx->opt.db = NULL;          /* not kept: the caller's string */
   if ((ctx->be = hattn__backend_get(ctx->opt.backend)) == NULL)
-    return fail(ctx, HATTN_EINVAL, "unknown backend %d (HATTN_BACKEND_CPU or HATTN_BACKEND_CUDA)",
-                ctx->opt.backend);
-  if (ctx->opt.threads < 0) return fail(ctx, HATTN_EINVAL, "threads must be >= 0, got %d", ctx->opt.threads);
-  if (ctx->opt.device < 0) return fail(ctx, HATTN_EINVAL, "device must be >= 0, got %d", ctx->opt.device);
+    return open_failed(ctx, fail(ctx, HATTN_EINVAL, "unknown backend %d (HATTN_BACKEND_CPU or HATTN_BACKEND_CUDA)",
+                                 ctx->opt.backend));
+  if (ctx->opt.threads < 0)
+    return open_failed(ctx, fail(ctx, HATTN_EINVAL, "threads must be >= 0, got %d", ctx->opt.threads));
+  if (ctx->opt.device < 0)
+    return open_failed(ctx, fail(ctx, HATTN_EINVAL, "device must be >= 0, got %d", ctx->opt.device));
   ctx->buf[0] = 0;
   if ((st = ctx->be->dev_open(ctx->opt.device, ctx->opt.threads, &ctx->dev, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
-    return fail_buf(ctx, st);
+    return open_failed(ctx, fail_buf(ctx, st));
   memset(&ko, 0, sizeof ko);
   ko.backend = ctx->be->id;
   ko.db_path = opt ? opt->db : NULL;
   ko.dev = ctx->dev;
   ko.quiet = ctx->opt.quiet;
   if ((st = hattn__kcache_open(&ko, &ctx->kc, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
-    return fail_buf(ctx, st);
+    return open_failed(ctx, fail_buf(ctx, st));
   set_msg_str(ctx, hattn__kcache_warning(ctx->kc));
   return HATTN_OK;
 }
@@ -144,15 +170,23 @@ static void spec_unref(hattn_specfile *s) {
   }
 }
 
-void hattn_close(hattn_ctx *ctx) {
+/* Drop one reference to CTX; the last frees it and everything it keeps. */
+static void ctx_unref(hattn_ctx *ctx) {
   int i;
-  if (ctx == NULL) return;
+  if (--ctx->refs > 0) return;
   hattn__kcache_close(ctx->kc);
   for (i = 0; i < ctx->nkept; i++) spec_unref(ctx->kept[i]);
   free(ctx->kept);
   if (ctx->dev) ctx->be->dev_close(ctx->dev);
+  free(ctx->open_err);
   free(ctx->msg);
   free(ctx);
+}
+
+void hattn_close(hattn_ctx *ctx) {
+  if (ctx == NULL || ctx->closed) return;
+  ctx->closed = 1;
+  ctx_unref(ctx);
 }
 
 /* ---- specs ------------------------------------------------------------------ */
@@ -164,8 +198,11 @@ int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len, const cha
   hattn_specfile *s;
   int st;
 
-  assert(ctx != NULL && out != NULL && (text != NULL || len == 0));
-  *out = NULL;
+  if (out != NULL) *out = NULL;
+  if ((st = ctx_usable(ctx, "hattn_specfile_parse")) != HATTN_OK) return st;
+  if (out == NULL) return fail(ctx, HATTN_EINVAL, "hattn_specfile_parse: out is NULL");
+  if (text == NULL && len > 0)
+    return fail(ctx, HATTN_EINVAL, "hattn_specfile_parse: text is NULL with len %zu", len);
   memset(&diags, 0, sizeof diags);
   st = hattn__spec_parse(text ? text : "", len, filename ? filename : "<spec>", &spec, &diags);
   if (st != HATTN_OK) {
@@ -190,13 +227,12 @@ int hattn_specfile_parse(hattn_ctx *ctx, const char *text, size_t len, const cha
 void hattn_specfile_destroy(hattn_specfile *spec) { spec_unref(spec); }
 
 int hattn_specfile_npatterns(const hattn_specfile *spec) {
-  assert(spec != NULL);
+  if (spec == NULL) return HATTN_EINVAL;
   return spec->spec->npatterns;
 }
 
 const char *hattn_specfile_pattern_name(const hattn_specfile *spec, int i) {
-  assert(spec != NULL);
-  if (i < 0 || i >= spec->spec->npatterns) return NULL;
+  if (spec == NULL || i < 0 || i >= spec->spec->npatterns) return NULL;
   return spec->spec->patterns[i].name;
 }
 
@@ -218,17 +254,46 @@ static int keep_spec(hattn_ctx *ctx, hattn_specfile *s) {
   return HATTN_OK;
 }
 
+/* Whether A * B (both >= 0) is above LIMIT, without overflow. */
+static int product_above(int64_t a, int64_t b, int64_t limit) { return b != 0 && a > limit / b; }
+
+/* Check P against hattn.h's limits, each dimension before any product of
+** them is formed; HATTN_ESHAPE names the limit. */
 static int check_problem(hattn_ctx *ctx, const hattn_problem *p) {
+  int64_t bh;
   if (p->batch < 1) return fail(ctx, HATTN_ESHAPE, "problem: batch must be >= 1, got %lld", (long long)p->batch);
   if (p->heads < 1) return fail(ctx, HATTN_ESHAPE, "problem: heads must be >= 1, got %lld", (long long)p->heads);
   if (p->kv_heads < 1 || p->heads % p->kv_heads != 0)
     return fail(ctx, HATTN_ESHAPE, "problem: kv_heads must divide heads (%lld), got %lld", (long long)p->heads,
                 (long long)p->kv_heads);
+  if (product_above(p->batch, p->heads, HATTN_MAX_BATCH_HEADS)) {
+    if (p->batch > HATTN_MAX_BATCH_HEADS || p->heads > HATTN_MAX_BATCH_HEADS)
+      return fail(ctx, HATTN_ESHAPE, "problem: batch %lld and heads %lld: batch x heads is above "
+                  "HATTN_MAX_BATCH_HEADS (%lld)", (long long)p->batch, (long long)p->heads,
+                  (long long)HATTN_MAX_BATCH_HEADS);
+    return fail(ctx, HATTN_ESHAPE, "problem: batch x heads is %lld, above HATTN_MAX_BATCH_HEADS (%lld)",
+                (long long)(p->batch * p->heads), (long long)HATTN_MAX_BATCH_HEADS);
+  }
   if (p->lq < 0 || p->lk < 0)
     return fail(ctx, HATTN_ESHAPE, "problem: lq and lk must be >= 0, got %lld and %lld", (long long)p->lq,
                 (long long)p->lk);
-  if (p->head_dim < 1 || p->head_dim > 1024)
-    return fail(ctx, HATTN_ESHAPE, "problem: head_dim must be in [1, 1024], got %lld", (long long)p->head_dim);
+  if (p->lq > HATTN_MAX_SEQLEN || p->lk > HATTN_MAX_SEQLEN)
+    return fail(ctx, HATTN_ESHAPE, "problem: %s is %lld, above HATTN_MAX_SEQLEN (%lld)",
+                p->lq > HATTN_MAX_SEQLEN ? "lq" : "lk", (long long)(p->lq > HATTN_MAX_SEQLEN ? p->lq : p->lk),
+                (long long)HATTN_MAX_SEQLEN);
+  if (p->head_dim < 1 || p->head_dim > HATTN_MAX_HEAD_DIM)
+    return fail(ctx, HATTN_ESHAPE, "problem: head_dim must be in [1, HATTN_MAX_HEAD_DIM (%d)], got %lld",
+                HATTN_MAX_HEAD_DIM, (long long)p->head_dim);
+  /* batch x heads < 2^31 and lq, lk < 2^30: these products fit in 2^61. */
+  bh = p->batch * p->heads;
+  if (product_above(bh * p->lq, p->head_dim, HATTN_MAX_ELEMENTS))
+    return fail(ctx, HATTN_ESHAPE, "problem: Q and O have %lld x %lld x %lld x %lld elements, above "
+                "HATTN_MAX_ELEMENTS (%lld)", (long long)p->batch, (long long)p->heads, (long long)p->lq,
+                (long long)p->head_dim, (long long)HATTN_MAX_ELEMENTS);
+  if (product_above(p->batch * p->kv_heads * p->lk, p->head_dim, HATTN_MAX_ELEMENTS))
+    return fail(ctx, HATTN_ESHAPE, "problem: K and V have %lld x %lld x %lld x %lld elements, above "
+                "HATTN_MAX_ELEMENTS (%lld)", (long long)p->batch, (long long)p->kv_heads, (long long)p->lk,
+                (long long)p->head_dim, (long long)HATTN_MAX_ELEMENTS);
   if (p->dtype != HATTN_FP32 && p->dtype != HATTN_FP16 && p->dtype != HATTN_BF16)
     return fail(ctx, HATTN_ESHAPE, "problem: unknown dtype %d (HATTN_FP32, HATTN_FP16 or HATTN_BF16)", p->dtype);
   return HATTN_OK;
@@ -249,8 +314,11 @@ int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pat
   const hattn__pattern *p;
   int idx, st;
 
-  assert(ctx != NULL && spec != NULL && pattern != NULL && prob != NULL && out != NULL);
-  *out = NULL;
+  if (out != NULL) *out = NULL;
+  if ((st = ctx_usable(ctx, "hattn_kernel_get")) != HATTN_OK) return st;
+  if (spec == NULL || pattern == NULL || prob == NULL || out == NULL)
+    return fail(ctx, HATTN_EINVAL, "hattn_kernel_get: %s is NULL",
+                spec == NULL ? "spec" : pattern == NULL ? "pattern" : prob == NULL ? "prob" : "out");
   idx = hattn__spec_find_pattern(spec->spec, pattern);
   if (idx < 0) return fail(ctx, HATTN_ENOENT, "no pattern named '%s' in the spec", pattern);
   p = &spec->spec->patterns[idx];
@@ -270,6 +338,7 @@ int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pat
     return fail_buf(ctx, st);
   }
   kern->ctx = ctx;
+  ctx->refs++;
   kern->spec = spec->spec;
   kern->pat = p;
   kern->prob = *prob;
@@ -280,11 +349,15 @@ int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pat
   return HATTN_OK;
 }
 
-void hattn_kernel_destroy(hattn_kernel *kern) { free(kern); }
+void hattn_kernel_destroy(hattn_kernel *kern) {
+  if (kern == NULL) return;
+  ctx_unref(kern->ctx);
+  free(kern);
+}
 
 unsigned hattn_kernel_needs(const hattn_kernel *kern) {
   unsigned n, r = 0;
-  assert(kern != NULL);
+  if (kern == NULL) return 0;
   n = kern->pat->needs;
   if (n & HATTN_NEEDS_DOCUMENT) r |= HATTN_NEED_DOCUMENTS;
   if (n & HATTN_NEEDS_BLOCKS) r |= HATTN_NEED_LAYOUTS;
@@ -292,15 +365,11 @@ unsigned hattn_kernel_needs(const hattn_kernel *kern) {
   return r;
 }
 
-const char *hattn_kernel_config(const hattn_kernel *kern) {
-  assert(kern != NULL);
-  return kern->kk->config;
-}
+const char *hattn_kernel_config(const hattn_kernel *kern) { return kern ? kern->kk->config : ""; }
 
-const char *hattn_kernel_origin(const hattn_kernel *kern) {
-  assert(kern != NULL);
-  return kern->origin;
-}
+const char *hattn_kernel_origin(const hattn_kernel *kern) { return kern ? kern->origin : ""; }
+
+const char *hattn_kernel_errmsg(const hattn_kernel *kern) { return kern ? hattn_errmsg(kern->ctx) : ""; }
 
 /* ---- prebuilt kernels ----------------------------------------------------------- */
 
@@ -308,8 +377,10 @@ int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, int n, int *
   hattn__kc_prebuilt pb;
   int i, used, count = 0, st = HATTN_OK;
 
-  assert(ctx != NULL && (table != NULL || n == 0));
+  if (nused) *nused = 0;
+  if ((st = ctx_usable(ctx, "hattn_add_prebuilt")) != HATTN_OK) return st;
   if (n < 0) return fail(ctx, HATTN_EINVAL, "hattn_add_prebuilt: n must be >= 0, got %d", n);
+  if (table == NULL && n > 0) return fail(ctx, HATTN_EINVAL, "hattn_add_prebuilt: table is NULL with n %d", n);
   for (i = 0; i < n && st == HATTN_OK; i++) {
     const hattn_prebuilt *t = &table[i];
     if (t->abi != HATTN_PREBUILT_ABI) {
@@ -491,6 +562,11 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
         if (inputs->layouts[j].name && strcmp(inputs->layouts[j].name, kern->spec->layouts[i]) == 0) break;
       if (j < inputs->nlayouts) {
         const hattn_layout *l = &inputs->layouts[j];
+        if (l->nqb > 0 && l->nkb > 0 && product_above(l->nqb, l->nkb, HATTN_MAX_ELEMENTS)) {
+          st = fail(ctx, HATTN_EINPUT, "inputs: layout '%s' has %lld x %lld blocks, above HATTN_MAX_ELEMENTS (%lld)",
+                    l->name, (long long)l->nqb, (long long)l->nkb, (long long)HATTN_MAX_ELEMENTS);
+          goto done;
+        }
         lays[i].bm = l->bm, lays[i].bn = l->bn, lays[i].nqb = l->nqb, lays[i].nkb = l->nkb;
         lays[i].bits = l->bits;
       } else if (hattn__mask_uses_layout(kern->pat->lowered, i)) {
@@ -530,7 +606,7 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   int64_t dq[4], dkv[4], dl[3];
   int st;
 
-  assert(kern != NULL);
+  if (kern == NULL) return HATTN_EINVAL;
   ctx = kern->ctx;
   pr = &kern->prob;
   if (inputs == NULL) inputs = &none;
@@ -605,7 +681,7 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
   size_t nq, nkv, nl;
   int st;
 
-  assert(kern != NULL);
+  if (kern == NULL) return HATTN_EINVAL;
   ctx = kern->ctx;
   pr = &kern->prob;
   if (inputs == NULL) inputs = &none;

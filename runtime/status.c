@@ -23,4 +23,11 @@ const char *hattn_err_name(int status) {
   }
 }
 
-const char *hattn_version(void) { return PACKAGE_VERSION; }
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* The header's version: configure's PACKAGE_VERSION is checked against it
+** by tests/test_api.c. */
+const char *hattn_version(void) {
+  return STR(HATTN_VERSION_MAJOR) "." STR(HATTN_VERSION_MINOR) "." STR(HATTN_VERSION_PATCH);
+}

@@ -374,7 +374,8 @@ START_TEST(destroys_and_codes) {
   seen++;
   HATTN_ERR_MAP(XX)
 #undef XX
-  ck_assert_int_eq(seen, 11);
+  ck_assert_int_eq(seen, 12);
+  ck_assert_str_eq(hattn_err_name(HATTN_ECLOSED), "HATTN_ECLOSED");
   for (c = -20; c <= 0; c++) ck_assert_ptr_nonnull(hattn_strerror(c));
   ck_assert_str_eq(hattn_strerror(12345), "unknown status code");
   /* A failed open still gives a context with the reason. */
@@ -388,6 +389,196 @@ START_TEST(destroys_and_codes) {
 }
 END_TEST
 
+
+/* The version macros of hattn.h agree with hattn_version() and with
+** configure's version (PACKAGE_VERSION, from config.h). */
+START_TEST(version_macros) {
+  char text[64];
+  snprintf(text, sizeof text, "%d.%d.%d", HATTN_VERSION_MAJOR, HATTN_VERSION_MINOR, HATTN_VERSION_PATCH);
+  ck_assert_str_eq(hattn_version(), text);
+  ck_assert_str_eq(PACKAGE_VERSION, text);
+  ck_assert_int_eq(HATTN_VERSION_NUMBER,
+                   HATTN_VERSION_MAJOR * 1000000 + HATTN_VERSION_MINOR * 1000 + HATTN_VERSION_PATCH);
+  ck_assert(HATTN_VERSION_MINOR < 1000 && HATTN_VERSION_PATCH < 1000);
+}
+END_TEST
+
+/* Every public function given a NULL handle or out parameter returns an
+** error (or the documented empty answer) and does not assert. */
+START_TEST(null_handles) {
+  hattn_specfile *s = parse("pattern a = causal\n"), *sp = (hattn_specfile *)1;
+  hattn_kernel *kern = (hattn_kernel *)1;
+  hattn_problem pr = {1, 1, 1, 8, 8, 16, HATTN_FP32};
+  hattn_prebuilt pb;
+  hattn_ctx *ctx = NULL;
+  DLTensor t;
+  int n = 7;
+
+  hattn_options_init(NULL);
+  ck_assert_int_eq(hattn_open(NULL, NULL), HATTN_EINVAL);
+  ck_assert_int_eq(hattn_specfile_parse(NULL, "pattern a = causal\n", 19, NULL, &sp), HATTN_EINVAL);
+  ck_assert_ptr_null(sp);
+  ck_assert_int_eq(hattn_specfile_parse(g_ctx, "pattern a = causal\n", 19, NULL, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "hattn_specfile_parse: out is NULL") != NULL, "%s", hattn_errmsg(g_ctx));
+  ck_assert_int_eq(hattn_specfile_parse(g_ctx, NULL, 5, NULL, &sp), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "text is NULL") != NULL, "%s", hattn_errmsg(g_ctx));
+  ck_assert_int_eq(hattn_specfile_npatterns(NULL), HATTN_EINVAL);
+  ck_assert_ptr_null(hattn_specfile_pattern_name(NULL, 0));
+
+  ck_assert_int_eq(hattn_kernel_get(NULL, s, "a", &pr, &kern), HATTN_EINVAL);
+  ck_assert_ptr_null(kern);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, NULL, "a", &pr, &kern), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "hattn_kernel_get: spec is NULL") != NULL, "%s", hattn_errmsg(g_ctx));
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, NULL, &pr, &kern), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "hattn_kernel_get: pattern is NULL") != NULL, "%s",
+                hattn_errmsg(g_ctx));
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", NULL, &kern), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "hattn_kernel_get: prob is NULL") != NULL, "%s", hattn_errmsg(g_ctx));
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "hattn_kernel_get: out is NULL") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  ck_assert_uint_eq(hattn_kernel_needs(NULL), 0);
+  ck_assert_str_eq(hattn_kernel_config(NULL), "");
+  ck_assert_str_eq(hattn_kernel_origin(NULL), "");
+  ck_assert_str_eq(hattn_kernel_errmsg(NULL), "");
+  memset(&t, 0, sizeof t);
+  ck_assert_int_eq(hattn_forward(NULL, &t, &t, &t, &t, NULL, NULL, NULL), HATTN_EINVAL);
+  ck_assert_int_eq(hattn_reference(NULL, &t, &t, &t, &t, NULL, NULL), HATTN_EINVAL);
+
+  /* NULL tensors given to a real kernel name the tensor. */
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_OK);
+  ck_assert_int_eq(hattn_forward(kern, NULL, &t, &t, &t, NULL, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_kernel_errmsg(kern), "q: missing (NULL)") != NULL, "%s", hattn_kernel_errmsg(kern));
+  ck_assert_int_eq(hattn_reference(kern, NULL, NULL, NULL, NULL, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "q: missing (NULL)") != NULL, "%s", hattn_errmsg(g_ctx));
+  hattn_kernel_destroy(kern);
+
+  ck_assert_int_eq(hattn_add_prebuilt(NULL, NULL, 0, &n), HATTN_EINVAL);
+  ck_assert_int_eq(n, 0);
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, NULL, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "hattn_add_prebuilt: table is NULL") != NULL, "%s",
+                hattn_errmsg(g_ctx));
+  memset(&pb, 0, sizeof pb);
+  pb.abi = HATTN_PREBUILT_ABI;
+  pb.head_dim = 16;
+  ck_assert_int_eq(hattn_add_prebuilt(g_ctx, &pb, 1, NULL), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "canonical pattern") != NULL, "%s", hattn_errmsg(g_ctx));
+
+  /* A context that failed to open answers every call with its failure. */
+  {
+    hattn_options opt;
+    hattn_options_init(&opt);
+    opt.threads = -1;
+    ck_assert_int_eq(hattn_open(&opt, &ctx), HATTN_EINVAL);
+    ck_assert_int_eq(hattn_kernel_get(ctx, s, "a", &pr, &kern), HATTN_EINVAL);
+    ck_assert_msg(strstr(hattn_errmsg(ctx), "the context failed to open: threads must be >= 0") != NULL, "%s",
+                  hattn_errmsg(ctx));
+    ck_assert_int_eq(hattn_specfile_parse(ctx, "pattern a = causal\n", 19, NULL, &sp), HATTN_EINVAL);
+    ck_assert_msg(strstr(hattn_errmsg(ctx), "the context failed to open: threads must be >= 0") != NULL, "%s",
+                  hattn_errmsg(ctx));
+    ck_assert_int_eq(hattn_add_prebuilt(ctx, NULL, 0, NULL), HATTN_EINVAL);
+    hattn_close(ctx);
+  }
+  hattn_specfile_destroy(s);
+}
+END_TEST
+
+/* A kernel keeps its context alive: after hattn_close it still runs (its
+** errors read through hattn_kernel_errmsg), the context refuses new work
+** with HATTN_ECLOSED, and the last kernel destroyed frees the context (the
+** sanitizer build checks that nothing leaks or is used after free). */
+START_TEST(kernel_outlives_context) {
+  hattn_options opt;
+  hattn_ctx *ctx = NULL;
+  hattn_specfile *s = NULL, *s2 = (hattn_specfile *)1;
+  hattn_kernel *k1 = NULL, *k2 = NULL, *k3 = (hattn_kernel *)1;
+  hattn_problem pr = {1, 2, 1, 8, 8, 16, HATTN_FP32};
+  float q[2 * 8 * 16], k[8 * 16], v[8 * 16], o[2 * 8 * 16], o2[2 * 8 * 16];
+  int64_t sq[4] = {1, 2, 8, 16}, sk[4] = {1, 1, 8, 16};
+  tens tq, tk, tv, to;
+  rng r = {g_seed ^ 0x5eed};
+  size_t i;
+  const char *text = "pattern a = causal\n";
+
+  for (i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = (float)rng_unit(&r);
+  for (i = 0; i < sizeof k / sizeof k[0]; i++) k[i] = (float)rng_unit(&r), v[i] = (float)rng_unit(&r);
+  hattn_options_init(&opt);
+  opt.db = "";
+  opt.threads = 2;
+  opt.quiet = 1;
+  ck_assert_int_eq(hattn_open(&opt, &ctx), HATTN_OK);
+  ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), NULL, &s), HATTN_OK);
+  ck_assert_int_eq(hattn_kernel_get(ctx, s, "a", &pr, &k1), HATTN_OK);
+  ck_assert_int_eq(hattn_kernel_get(ctx, s, "a", &pr, &k2), HATTN_OK);
+  tens_init(&tq, q, HATTN_DTYPE_FP32, 4, sq, 0);
+  tens_init(&tk, k, HATTN_DTYPE_FP32, 4, sk, 0);
+  tens_init(&tv, v, HATTN_DTYPE_FP32, 4, sk, 0);
+  tens_init(&to, o, HATTN_DTYPE_FP32, 4, sq, 0);
+  ck_assert_int_eq(hattn_forward(k1, &tq.t, &tk.t, &tv.t, &to.t, NULL, NULL, NULL), HATTN_OK);
+  hattn_specfile_destroy(s);
+  hattn_close(ctx);
+  /* Closed: new work is refused while the kernels keep it alive. */
+  ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), NULL, &s2), HATTN_ECLOSED);
+  ck_assert_ptr_null(s2);
+  ck_assert_str_eq(hattn_kernel_errmsg(k1), "hattn_specfile_parse: the context is closed");
+  hattn_kernel_destroy(k1);
+  /* The other kernel still runs, with the same result. */
+  memset(o2, 0xff, sizeof o2);
+  tens_init(&to, o2, HATTN_DTYPE_FP32, 4, sq, 0);
+  ck_assert_int_eq(hattn_forward(k2, &tq.t, &tk.t, &tv.t, &to.t, NULL, NULL, NULL), HATTN_OK);
+  ck_assert_int_eq(memcmp(o, o2, sizeof o), 0);
+  ck_assert_str_eq(hattn_kernel_errmsg(k2), "");
+  ck_assert_int_eq(hattn_forward(k2, &tk.t, &tk.t, &tv.t, &to.t, NULL, NULL, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_kernel_errmsg(k2), "q: shape [1, 1, 8, 16], expected [1, 2, 8, 16]") != NULL, "%s",
+                hattn_kernel_errmsg(k2));
+  ck_assert_int_eq(hattn_kernel_get(ctx, s, "a", &pr, &k3), HATTN_ECLOSED);
+  ck_assert_ptr_null(k3);
+  ck_assert_int_eq(hattn_add_prebuilt(ctx, NULL, 0, NULL), HATTN_ECLOSED);
+  hattn_close(ctx); /* a second close while kernels live changes nothing */
+  ck_assert_int_eq(hattn_forward(k2, &tq.t, &tk.t, &tv.t, &to.t, NULL, NULL, NULL), HATTN_OK);
+  hattn_kernel_destroy(k2);
+}
+END_TEST
+
+/* Every dimension and every product of a problem is bounded before use
+** (hattn.h's HATTN_MAX_*), with a message naming the limit. */
+START_TEST(problem_limits) {
+  hattn_specfile *s = parse("pattern a = causal\n");
+  hattn_kernel *kern = (hattn_kernel *)1;
+  hattn_problem ok = {1, 1, 1, 8, 8, 16, HATTN_FP32}, pr;
+  rng r = {g_seed ^ 0x11a1};
+  int64_t big = HATTN_MAX_SEQLEN + 1 + (int64_t)(rng_next(&r) % 1000);
+
+  pr = ok, pr.batch = pr.heads = pr.kv_heads = INT64_MAX;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_ptr_null(kern);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "HATTN_MAX_BATCH_HEADS") != NULL, "%s", hattn_errmsg(g_ctx));
+  pr = ok, pr.batch = 65536, pr.heads = pr.kv_heads = 65536;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "batch x heads is 4294967296, above HATTN_MAX_BATCH_HEADS") != NULL,
+                "%s", hattn_errmsg(g_ctx));
+  pr = ok, pr.lq = pr.lk = INT64_MAX;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "above HATTN_MAX_SEQLEN") != NULL, "%s", hattn_errmsg(g_ctx));
+  pr = ok, pr.lk = big;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "lk is") != NULL, "%s", hattn_errmsg(g_ctx));
+  pr = ok, pr.head_dim = 1025;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "HATTN_MAX_HEAD_DIM") != NULL, "%s", hattn_errmsg(g_ctx));
+  /* Each dimension in range, the tensor too large. */
+  pr = ok, pr.batch = 1 << 20, pr.heads = 1 << 10, pr.kv_heads = 1, pr.lq = HATTN_MAX_SEQLEN, pr.head_dim = 1024;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "Q and O have") != NULL &&
+                    strstr(hattn_errmsg(g_ctx), "above HATTN_MAX_ELEMENTS") != NULL,
+                "%s", hattn_errmsg(g_ctx));
+  pr = ok, pr.batch = 1 << 20, pr.heads = pr.kv_heads = 1 << 10, pr.lq = 1, pr.lk = HATTN_MAX_SEQLEN;
+  pr.head_dim = 1024;
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "a", &pr, &kern), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(g_ctx), "K and V have") != NULL, "%s", hattn_errmsg(g_ctx));
+  hattn_specfile_destroy(s);
+}
+END_TEST
 
 /* Fill the [B, H, S, D] DLTensors Q, K, V (host, DTYPE) with random values,
 ** and return the relative errors of O (DTYPE, host) and LSE against
@@ -770,6 +961,10 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, unknown_pattern);
   tcase_add_test(tc, bad_tensors);
   tcase_add_test(tc, destroys_and_codes);
+  tcase_add_test(tc, null_handles);
+  tcase_add_test(tc, version_macros);
+  tcase_add_test(tc, kernel_outlives_context);
+  tcase_add_test(tc, problem_limits);
   tcase_add_loop_test(tc, forward_vs_reference, 0, (int)(sizeof g_cases / sizeof g_cases[0]));
   tcase_add_test(tc, prebuilt_cpu);
   tcase_add_test(tc, prebuilt_errors);

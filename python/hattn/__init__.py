@@ -22,13 +22,35 @@ yet covered by the tests (CI has NumPy only).
 
 The library is found through $HATTN_LIBRARY, else the build tree's
 .libs/libhattn.so next to this source tree, else where make install put it
-(_paths.py), else ctypes.util.find_library.
-A Context and everything made from it must be used by one thread at a time.
+(_paths.py, absolute or relative to this file, so a staged DESTDIR install
+works too), else the directories of $LD_LIBRARY_PATH, sys.prefix/lib,
+/usr/local/lib and /usr/lib (a module installed with pip from python/),
+else ctypes.util.find_library.
+
+Threads: the C API is one thread at a time per context (hattn.h), and
+ctypes releases the GIL during each call, so this module serialises: every
+Context holds a lock that parse, kernel, forward, close and the destruction
+of its specs and kernels take.  Calls from several threads on one context
+are safe and run one after another; for forwards in parallel, use one
+Context per thread.
+
+Lifetimes: a Kernel keeps its context alive.  After Context.close() (or
+leaving a `with Context()` block) the kernels already made keep working;
+Context.parse and Spec.kernel raise HattnError (HATTN_ECLOSED).
+
+Arrays are checked before the call: outputs must be writable, with no
+dimension of stride 0 (a broadcast view), in native byte order; inputs in
+the other byte order are converted (copied); object arrays and values of
+the wrong kind raise TypeError, wrong shapes and out-of-range integers
+ValueError.
 """
 
 import ctypes
 import ctypes.util
+import operator
 import os
+import sys
+import threading
 
 __all__ = ["HattnError", "Context", "Spec", "Kernel", "to_bf16", "from_bf16",
            "strerror", "version"]
@@ -39,6 +61,7 @@ kDLCPU, kDLCUDA = 1, 2
 kDLInt, kDLUInt, kDLFloat, kDLBfloat = 0, 1, 2, 4
 
 FP32, FP16, BF16 = 0, 1, 2
+HATTN_ECLOSED = -12
 _DTYPES = {"fp32": FP32, "float32": FP32, "fp16": FP16, "float16": FP16,
            "bf16": BF16, "bfloat16": BF16}
 _BACKENDS = {"cpu": 0, "cuda": 1}
@@ -98,17 +121,26 @@ def _find_library():
                  os.path.join(top, "build", ".libs", "libhattn.so")):
         if os.path.exists(cand):
             return cand
+    dirs = []
     try:  # written by make install beside this file
         from . import _paths
-        cand = os.path.join(_paths.LIBDIR, "libhattn.so")
-        if os.path.exists(cand):
-            return cand
+        dirs += [_paths.LIBDIR, os.path.join(here, getattr(_paths, "LIBDIR_REL", _paths.LIBDIR))]
     except ImportError:
         pass
+    # Installed with pip: the library is where make install put it, on the
+    # loader's path or under a usual prefix.
+    dirs += [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
+    dirs += [os.path.join(sys.prefix, "lib"), "/usr/local/lib", "/usr/lib"]
+    for d in dirs:
+        for name in ("libhattn.so", "libhattn.so.0"):
+            cand = os.path.join(d, name)
+            if os.path.exists(cand):
+                return os.path.normpath(cand)
     found = ctypes.util.find_library("hattn")
     if found:
         return found
-    raise OSError("libhattn not found: set HATTN_LIBRARY to the path of libhattn.so")
+    raise OSError("libhattn not found: set HATTN_LIBRARY to the path of libhattn.so, or add its "
+                  "directory to LD_LIBRARY_PATH")
 
 
 _lib = None
@@ -137,6 +169,7 @@ def _L():
         "hattn_kernel_destroy": (None, [vp]),
         "hattn_kernel_needs": (ctypes.c_uint, [vp]),
         "hattn_kernel_config": (cs, [vp]),
+        "hattn_kernel_errmsg": (cs, [vp]),
         "hattn_forward": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                                ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                                ctypes.POINTER(DLTensor), ctypes.POINTER(_Inputs), vp]),
@@ -158,6 +191,42 @@ class HattnError(Exception):
         self.name = _L().hattn_err_name(status).decode()
         self.message = message
         super().__init__("%s: %s" % (self.name, message))
+
+
+def _closed(what):
+    return HattnError(HATTN_ECLOSED, "%s: the context is closed" % what)
+
+
+def _int(name, v, lo=-2**63, hi=2**63, rng="[-2**63, 2**63)"):
+    """V as a Python int in [LO, HI), else TypeError / ValueError naming NAME."""
+    try:
+        i = operator.index(v)
+    except TypeError:
+        raise TypeError("%s must be an integer, got %s" % (name, type(v).__name__)) from None
+    if not lo <= i < hi:
+        raise ValueError("%s must be an integer in %s, got %d" % (name, rng, i))
+    return i
+
+
+def _int_array(np, name, a, dtype):
+    """A as a C-contiguous array of the integer DTYPE, its values checked to
+    fit; TypeError for arrays of anything but integers."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iub":
+        raise TypeError("%s: expected integers, got dtype %s" % (name, a.dtype))
+    info = np.iinfo(dtype)
+    if a.size and a.dtype.kind != "b" and (int(a.min()) < info.min or int(a.max()) > info.max):
+        raise ValueError("%s: values must be in [%d, %d], got [%d, %d]"
+                         % (name, info.min, info.max, int(a.min()), int(a.max())))
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _float_array(np, name, a):
+    """A as a C-contiguous float32 array; TypeError for non-numbers."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise TypeError("%s: expected numbers, got dtype %s" % (name, a.dtype))
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def strerror(status):
@@ -191,21 +260,43 @@ def from_bf16(w):
 class _Tensor:
     """A DLTensor for one call, keeping what it points at alive."""
 
-    def __init__(self, name, x, want_dtype):
+    def __init__(self, name, x, want_dtype, output=False):
         self.keep = x
         self.t = DLTensor()
         if _is_numpy(x) or (hasattr(x, "__array_interface__") and not hasattr(x, "__dlpack__")):
-            self._from_numpy(name, x, want_dtype)
+            self._from_numpy(name, x, want_dtype, output)
         elif hasattr(x, "__dlpack__"):
             self._from_dlpack(x)
         else:
             raise TypeError("%s: expected a NumPy array or an object with __dlpack__, got %s"
                             % (name, type(x).__name__))
 
-    def _from_numpy(self, name, x, want_dtype):
+    def _from_numpy(self, name, x, want_dtype, output):
         ai = x.__array_interface__
         typestr = ai["typestr"]
-        kind, size = typestr[1], int(typestr[2:])
+        kind, size = typestr[1], int(typestr[2:] or 0)
+        native = "<" if sys.byteorder == "little" else ">"
+        if kind not in "fui":
+            raise TypeError("%s: unsupported NumPy dtype %s" % (name, getattr(x, "dtype", typestr)))
+        if typestr[0] not in (native, "|"):
+            if output:
+                raise ValueError("%s: byte order is %s-endian; hattn writes native (%s-endian) values"
+                                 % (name, "big" if typestr[0] == ">" else "little", sys.byteorder))
+            import numpy as np
+            x = np.asarray(x)
+            x = x.astype(x.dtype.newbyteorder("="))   # a copy, in native order
+            self.keep = x
+            ai = x.__array_interface__
+            typestr = ai["typestr"]
+        if output:
+            if ai["data"][1]:
+                raise ValueError("%s: the array is read-only (a read-only mapping or a broadcast view?); "
+                                 "outputs must be writable" % name)
+            if ai.get("strides") is not None:
+                for i, (n, st) in enumerate(zip(ai["shape"], ai["strides"])):
+                    if n > 1 and st == 0:
+                        raise ValueError("%s: dimension %d has stride 0 (an overlapping view); outputs "
+                                         "need memory of their own" % (name, i))
         if kind == "f" and size in (4, 2):
             code, bits = kDLFloat, size * 8
         elif kind == "u" and size == 2 and want_dtype == BF16:
@@ -259,7 +350,10 @@ def _check(ctx, st):
 class Context:
     """A hattn context: backend ("cpu" or "cuda"), CUDA device ordinal, the
     kernel database (None: the default path, "": none, else a path) and CPU
-    threads (0: all cores).  Use from one thread at a time."""
+    threads (0: all cores).  Calls on a context and its specs and kernels
+    from several threads are serialised by the context's lock; a Context
+    per thread runs them in parallel.  close() (or leaving a with block)
+    gives the context up: its kernels keep it alive and keep working."""
 
     def __init__(self, backend="cpu", db=None, threads=0, device=0, quiet=True):
         lib = _L()
@@ -268,12 +362,13 @@ class Context:
         opt = _Options()
         lib.hattn_options_init(ctypes.byref(opt))
         opt.backend = _BACKENDS[backend]
-        opt.device = device
         opt.db = None if db is None else os.fsencode(db)
-        opt.threads = threads
         opt.quiet = 1 if quiet else 0
+        opt.device = _int("device", device, -2**31, 2**31, "[-2**31, 2**31)")
+        opt.threads = _int("threads", threads, -2**31, 2**31, "[-2**31, 2**31)")
         self.backend = backend
         self.device = device
+        self._lock = threading.RLock()
         h = ctypes.c_void_p()
         st = lib.hattn_open(ctypes.byref(opt), ctypes.byref(h))
         self._h = h.value
@@ -283,6 +378,8 @@ class Context:
             raise HattnError(st, msg)
 
     def _errmsg(self):
+        if not self._h:
+            return ""
         return _L().hattn_errmsg(self._h).decode(errors="replace")
 
     @property
@@ -294,16 +391,25 @@ class Context:
         if isinstance(text, str):
             text = text.encode()
         h = ctypes.c_void_p()
-        st = _L().hattn_specfile_parse(self._h, text, len(text),
-                                       None if filename is None else os.fsencode(filename),
-                                       ctypes.byref(h))
-        _check(self, st)
+        with self._lock:
+            if not self._h:
+                raise _closed("Context.parse")
+            st = _L().hattn_specfile_parse(self._h, text, len(text),
+                                           None if filename is None else os.fsencode(filename),
+                                           ctypes.byref(h))
+            _check(self, st)
         return Spec(self, h.value)
 
     def close(self):
-        if getattr(self, "_h", None):
-            _L().hattn_close(self._h)
-            self._h = None
+        """Give up the context; kernels made from it keep it alive and keep
+        working, nothing new is made from it.  Closing twice is harmless."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            if self._h:
+                _L().hattn_close(self._h)
+                self._h = None
 
     def __del__(self):
         try:
@@ -330,29 +436,36 @@ class Spec:
                 for i in range(lib.hattn_specfile_npatterns(self._h))]
 
     def kernel(self, pattern, batch, heads, kv_heads, lq, lk, head_dim, dtype="fp32"):
-        """The kernel of PATTERN for one problem; dtype "fp32", "fp16", "bf16"."""
+        """The kernel of PATTERN for one problem; dtype "fp32", "fp16", "bf16".
+        HattnError (HATTN_ECLOSED) once the context is closed."""
         if dtype not in _DTYPES:
             raise ValueError("dtype must be fp32, fp16 or bf16, got %r" % (dtype,))
-        pr = _Problem(batch, heads, kv_heads, lq, lk, head_dim, _DTYPES[dtype])
+        dims = [_int(n, x) for n, x in (("batch", batch), ("heads", heads), ("kv_heads", kv_heads),
+                                         ("lq", lq), ("lk", lk), ("head_dim", head_dim))]
+        pr = _Problem(*dims, _DTYPES[dtype])
         h = ctypes.c_void_p()
-        st = _L().hattn_kernel_get(self.ctx._h, self._h, pattern.encode(), ctypes.byref(pr),
-                                   ctypes.byref(h))
-        _check(self.ctx, st)
+        with self.ctx._lock:
+            if not self.ctx._h:
+                raise _closed("Spec.kernel")
+            st = _L().hattn_kernel_get(self.ctx._h, self._h, pattern.encode(), ctypes.byref(pr),
+                                       ctypes.byref(h))
+            _check(self.ctx, st)
         return Kernel(self, h.value, pr)
 
     def __del__(self):
         try:
-            if self._h:
-                _L().hattn_specfile_destroy(self._h)
-                self._h = None
+            with self.ctx._lock:     # the context may hold a reference to it
+                if self._h:
+                    _L().hattn_specfile_destroy(self._h)
+                    self._h = None
         except Exception:
             pass
 
 
 class Kernel:
     def __init__(self, spec, h, problem):
-        self.spec = spec          # keeps the context alive
-        self.ctx = spec.ctx
+        self.spec = spec
+        self.ctx = spec.ctx       # for its lock; the C kernel keeps the C context alive
         self._h = h
         self.problem = problem
         self.dtype = problem.dtype
@@ -389,24 +502,32 @@ class Kernel:
         value; -inf for none); seed: nonzero, XORed into every random()
         atom's seed; out: (o, lse) to write into (lse may be None)."""
         import numpy as np
+        p = self.problem
+        seed = _int("seed", seed, 0, 2**64, "[0, 2**64)")
         if out is None:
             o, lse = self._alloc(q)
         else:
             o, lse = out
-        tq, tk, tv, to = (_Tensor(n, x, self.dtype) for n, x in
-                          (("q", q), ("k", k), ("v", v), ("o", o)))
-        tl = _Tensor("lse", lse, FP32) if lse is not None else None
+        tq, tk, tv = (_Tensor(n, x, self.dtype) for n, x in (("q", q), ("k", k), ("v", v)))
+        to = _Tensor("o", o, self.dtype, output=True)
+        tl = _Tensor("lse", lse, FP32, output=True) if lse is not None else None
         inp = _Inputs()
         keep = []
         if docs is not None:
-            d = np.ascontiguousarray(docs, dtype=np.int64)
+            d = _int_array(np, "docs", docs, np.int64)
+            if d.ndim != 1:
+                raise ValueError("docs: expected one dimension, got shape %s" % (d.shape,))
             keep.append(d)
             inp.doc_offsets = d.ctypes.data
             inp.ndocs = d.size - 1
         if layouts:
             arr = (_Layout * len(layouts))()
             for i, (name, (bm, bn, bits)) in enumerate(layouts.items()):
-                b = np.ascontiguousarray(bits, dtype=np.uint8)
+                b = _int_array(np, "layouts[%r]" % (name,), bits, np.uint8)
+                if b.ndim != 2:
+                    raise ValueError("layouts[%r]: expected bits of two dimensions [nqb, nkb], got shape %s"
+                                     % (name, b.shape))
+                bm, bn = _int("layouts[%r] bm" % (name,), bm), _int("layouts[%r] bn" % (name,), bn)
                 nm = name.encode()
                 keep += [b, nm]
                 arr[i] = _Layout(nm, bm, bn, b.shape[0], b.shape[1], b.ctypes.data)
@@ -414,29 +535,37 @@ class Kernel:
             inp.layouts = arr
             inp.nlayouts = len(layouts)
         if topk is not None:
-            t = np.ascontiguousarray(topk, dtype=np.int32)
+            t = _int_array(np, "topk", topk, np.int32)
+            want = (p.batch, p.heads, (p.lk + 63) // 64, t.shape[-1] if t.ndim else 0)
+            if t.shape != want:
+                raise ValueError("topk: expected shape %s, got %s ([batch, heads, ceil(lk / 64), K])"
+                                 % (want, t.shape))
             keep.append(t)
             inp.topk_blocks = t.ctypes.data
             inp.topk_k = t.shape[-1]
         for field, arr in (("alibi_slopes", alibi_slopes), ("sink_logits", sink_logits)):
             if arr is not None:
-                a = np.ascontiguousarray(arr, dtype=np.float32)
+                a = _float_array(np, field, arr)
                 if a.shape != (self.problem.heads,):
                     raise ValueError("%s: expected shape (%d,), got %s"
                                      % (field, self.problem.heads, a.shape))
                 keep.append(a)
                 setattr(inp, field, a.ctypes.data)
         inp.seed = seed
-        st = _L().hattn_forward(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
-                                tl.ref() if tl is not None else None, ctypes.byref(inp),
-                                stream)
-        _check(self.ctx, st)
+        lib = _L()
+        with self.ctx._lock:
+            st = lib.hattn_forward(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
+                                   tl.ref() if tl is not None else None, ctypes.byref(inp),
+                                   stream)
+            if st != 0:
+                raise HattnError(st, lib.hattn_kernel_errmsg(self._h).decode(errors="replace"))
         return o, lse
 
     def __del__(self):
         try:
-            if self._h and self.ctx._h:
-                _L().hattn_kernel_destroy(self._h)
-                self._h = None
+            with self.ctx._lock:     # destroying the last kernel may free the context
+                if self._h:
+                    _L().hattn_kernel_destroy(self._h)
+                    self._h = None
         except Exception:
             pass
