@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check ab-bench ab-commits gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools ab-bench ab-commits gpu-bench sanitize
 # For ab-commits, put an earlier commit's tarball (make dist there) in
 # .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
@@ -127,6 +127,27 @@ for phase in $phases; do
             tee -a "$out/bench_commits.md" | grep "^|" | cut -c1-150
         done
       done
+      ;;
+    cuda-tools)
+      # The tools and the Python module on the CUDA backend, as a user runs
+      # them: run, verify, tune (lookup after), gen, a short bench; then
+      # Python's close-then-use and two threads forwarding on one context.
+      export HATTN_CONFIG_DIR=$b/cfg HATTN_DB=$b/cuda-tools.db
+      ex=examples/gemma3_27b.hattn; sh="--heads 4 --kv-heads 2 --head-dim 128 --seqlen 2k"
+      {
+        set -x
+        ./tools/hattn verify $ex --pattern local --backend cuda $sh --dtype bf16
+        ./tools/hattn run $ex --pattern global --backend cuda $sh --out $b/run-out
+        ./tools/hattn tune $ex --pattern local --backend cuda $sh --repeat 1
+        ./tools/hattn tune $ex --pattern local --backend cuda $sh --lookup
+        ./tools/hattn run $ex --pattern local --backend cuda $sh --db $HATTN_DB --out $b/run-db
+        ./tools/hattn gen $ex --backend cuda --out $b/gen-cuda && ls $b/gen-cuda
+        ./tools/hattn db list
+        ./tools/hattn bench --backend cuda --seqlen 4k
+        set +x
+      } >"$out/cuda_tools.log" 2>&1
+      echo "cuda-tools: exit $? (last command)"; grep -E "^\+ |max abs|error|PASS|FAIL|hattn [a-z]*:" "$out/cuda_tools.log" | cut -c1-200 | head -60
+      HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python python3 "$root/tests/gpu/python_cuda.py" 2>&1 | tee "$out/python_cuda.log" | tail -15
       ;;
     gpu-bench)
       ./tools/hattn bench --backend cuda 2>&1 | tee "$out/bench_cuda.md"

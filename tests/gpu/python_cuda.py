@@ -1,0 +1,78 @@
+"""The Python module on the CUDA backend, on the GPU machine: a causal
+forward against a float64 NumPy reference, a kernel used after its context
+is closed, new work on a closed context refused, and two threads forwarding
+on one context.  Prints one line per check and exits 1 on the first that
+fails.  Run by tests/gpu/run-on-device.sh (phase cuda-tools) with
+PYTHONPATH at the build's python/ and HATTN_LIBRARY at its libhattn."""
+import sys
+import threading
+
+import numpy as np
+
+import hattn
+
+B, H, HK, L, D = 1, 4, 2, 512, 64
+SPEC = "pattern p = causal\n"
+
+
+def reference(q, k, v):
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    k = np.repeat(k, H // HK, axis=1)
+    v = np.repeat(v, H // HK, axis=1)
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(D)
+    s = np.where(np.tril(np.ones((L, L), bool)), s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    p = np.exp(s - m)
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+def check(name, ok, detail=""):
+    print("%-44s %s %s" % (name, "ok" if ok else "FAILED", detail))
+    if not ok:
+        sys.exit(1)
+
+
+def main():
+    rng = np.random.default_rng()
+    q = rng.standard_normal((B, H, L, D)).astype(np.float16)
+    k = rng.standard_normal((B, HK, L, D)).astype(np.float16)
+    v = rng.standard_normal((B, HK, L, D)).astype(np.float16)
+    want = reference(q, k, v)
+
+    ctx = hattn.Context("cuda")
+    kern = ctx.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
+    o, _ = kern.forward(q, k, v)
+    err = float(np.abs(o.astype(np.float64) - want).max())
+    check("cuda fp16 causal vs float64 reference", err < 1e-2, "max abs %.2e" % err)
+
+    ctx.close()
+    o2, _ = kern.forward(q, k, v)
+    err = float(np.abs(o2.astype(np.float64) - want).max())
+    check("kernel forward after ctx.close()", err < 1e-2, "max abs %.2e" % err)
+    try:
+        ctx.parse(SPEC)
+        check("parse after close refused", False)
+    except hattn.HattnError as e:
+        check("parse after close refused", "closed" in str(e).lower(), str(e)[:60])
+    del kern
+
+    with hattn.Context("cuda") as ctx2:
+        kern = ctx2.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
+        errs = []
+
+        def work():
+            for _ in range(20):
+                o, _ = kern.forward(q, k, v)
+                errs.append(float(np.abs(o.astype(np.float64) - want).max()))
+
+        ts = [threading.Thread(target=work) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        check("two threads x 20 forwards on one context", len(errs) == 40 and max(errs) < 1e-2,
+              "max abs %.2e over %d" % (max(errs) if errs else -1, len(errs)))
+
+
+if __name__ == "__main__":
+    main()
