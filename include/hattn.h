@@ -216,7 +216,8 @@ typedef struct hattn_inputs {
   ** 0, nondecreasing, ending at lk; shared by every batch entry. */
   const int64_t *doc_offsets;
   int64_t ndocs;
-  /* blocks(NAME): one layout per name the pattern uses, in any order. */
+  /* blocks(NAME): one layout per name the pattern uses, in any order, each
+  ** name once (a name given twice is refused: HATTN_EINPUT). */
   const hattn_layout *layouts;
   int nlayouts;
   /* topk(K): topk_blocks[((b * heads + h) * ceil(lk / 64) + i) * topk_k + j]

@@ -110,13 +110,23 @@ int tool_rtdata_option(tool_rtdata *rt, int opt, const char *arg) {
   case 'L':
     rt->doc_lens = arg;
     return 1;
-  case 'Y':
+  case 'Y': {
+    size_t n = strcspn(arg, "=");
+    int i;
     if (rt->nlayout_args == (int)(sizeof rt->layout_args / sizeof rt->layout_args[0])) {
       fprintf(stderr, "hattn: --layout: too many layouts\n");
       return -1;
     }
+    for (i = 0; arg[n] == '=' && i < rt->nlayout_args; i++) {
+      if (strncmp(rt->layout_args[i], arg, n + 1) == 0) {
+        fprintf(stderr, "hattn: --layout: layout '%.*s' is given twice (%s and %s)\n", (int)n, arg,
+                rt->layout_args[i], arg);
+        return -1;
+      }
+    }
     rt->layout_args[rt->nlayout_args++] = arg;
     return 1;
+  }
   default:
     return 0;
   }
@@ -135,8 +145,13 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
     if (s && *s) {
       char tok[32];
       size_t t = strcspn(s, ",");
-      if (t == 0 || t >= sizeof tok) {
-        fprintf(stderr, "hattn: --doc-lens: expected lengths separated by commas\n");
+      if (t == 0) {
+        fprintf(stderr, "hattn: --doc-lens: expected lengths separated by commas, got an empty one\n");
+        return -1;
+      }
+      if (t >= sizeof tok) { /* longer than any length below 2^31 */
+        fprintf(stderr, "hattn: --doc-lens: expected a non-negative length such as 4096 or 128k "
+                        "(below 2^31), got '%.*s'\n", (int)t, s);
         return -1;
       }
       memcpy(tok, s, t);
@@ -167,10 +182,15 @@ static int read_layout(const char *path, hattn__layout *l, uint8_t **bits) {
   long long bm, bn;
   int64_t rows = 0, cols = -1, cap = 0;
   uint8_t *b = NULL;
+  struct stat st;
   int rc = -1;
   if (f == NULL) {
     fprintf(stderr, "hattn: --layout: cannot open %s: %s\n", path, strerror(errno));
     return -1;
+  }
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "hattn: --layout: cannot read %s: it is a directory, not a layout file\n", path);
+    goto done;
   }
   if (!fgets(line, sizeof line, f) || sscanf(line, "%lld %lld", &bm, &bn) != 2 || bm <= 0 ||
       bn <= 0 || bm > INT32_MAX || bn > INT32_MAX) {

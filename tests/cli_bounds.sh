@@ -1,0 +1,62 @@
+#!/bin/sh
+# The hattn command on hostile and misleading input (issue 12): every case
+# answers with its message and exit status, within seconds and under a
+# memory limit, however large the sizes the input asks for.
+set -u
+b=${top_builddir:-.}
+s=${top_srcdir:-.}
+hattn=$b/tools/hattn
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+# The limits every command runs under: seconds of wall time, and KiB of
+# address space (not under AddressSanitizer, which reserves terabytes).
+secs=20
+kib=786432
+case "${CFLAGS:-}" in *-fsanitize=address*) kib=unlimited ;; esac
+
+# expect STATUS PATTERN CMD...: CMD exits with STATUS within $secs seconds
+# and $kib KiB of address space, and its output (stdout and stderr) holds
+# the fixed string PATTERN.
+expect() {
+  want=$1 pat=$2
+  shift 2
+  (ulimit -v "$kib" && exec timeout "$secs" "$@") >"$tmp/out" 2>&1
+  got=$?
+  if [ "$got" -ne "$want" ] || ! grep -qF -- "$pat" "$tmp/out"; then
+    echo "FAIL: $* (exit $got, wanted $want and '$pat'):"
+    sed 's/^/  | /' "$tmp/out" | head -n 30
+    fails=$((fails + 1))
+  else
+    echo "ok: $*"
+  fi
+}
+
+printf 'pattern p = causal\n' >"$tmp/causal.hattn"
+printf 'pattern p = causal & document\n' >"$tmp/doc.hattn"
+printf 'pattern p = causal & blocks(L)\n' >"$tmp/blocks.hattn"
+printf '2 2\n11\n11\n' >"$tmp/l.txt"
+
+# Misleading messages.
+# A directory where a file belongs.
+mkdir -p "$tmp/in/q.npy" "$tmp/dir"
+expect 2 "cannot read $tmp/in/q.npy: it is a directory, not a .npy file" \
+  "$hattn" run "$tmp/causal.hattn" --in "$tmp/in"
+expect 2 "hattn: --layout: cannot read $tmp/dir: it is a directory, not a layout file" \
+  "$hattn" plan "$tmp/blocks.hattn" --seqlen 4 --layout "L=$tmp/dir"
+# A layout given twice.
+expect 2 "hattn: --layout: layout 'L' is given twice (L=$tmp/l.txt and L=$tmp/dir)" \
+  "$hattn" plan "$tmp/blocks.hattn" --seqlen 4 --layout "L=$tmp/l.txt" --layout "L=$tmp/dir"
+expect 0 "pairs    10 visible of 16" "$hattn" plan "$tmp/blocks.hattn" --seqlen 4 --layout "L=$tmp/l.txt"
+# A length of 40 digits is a length too large, not a missing comma.
+expect 2 "hattn: --doc-lens: expected a non-negative length such as 4096 or 128k (below 2^31), got '1234567890123456789012345678901234567890'" \
+  "$hattn" plan "$tmp/doc.hattn" --seqlen 256 --doc-lens 64,1234567890123456789012345678901234567890
+expect 2 "hattn: --doc-lens: expected lengths separated by commas, got an empty one" \
+  "$hattn" plan "$tmp/doc.hattn" --seqlen 256 --doc-lens 64,,64
+# CR-only line ends count as lines.
+printf 'pattern a = causal\rpattern b = windw(3)\r' >"$tmp/cr.hattn"
+expect 2 "$tmp/cr.hattn:2:13: error: unknown mask atom 'windw'" "$hattn" check "$tmp/cr.hattn"
+
+echo "$fails failure(s)"
+[ "$fails" -eq 0 ]
