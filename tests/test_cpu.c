@@ -258,6 +258,42 @@ START_TEST(test_fail_config) {
 }
 END_TEST
 
+/* NaN in Q or K reaches, in O and LSE, exactly the rows that see it (bug:
+** the kernel's exp2 and its maximum took a NaN score for a masked one, so a
+** NaN query row came out 0 with LSE -inf and a NaN key vanished).  Row 5 of
+** Q is NaN in head 0; row 9 of K, shared by both heads, from the second
+** run on: rows 9 to 15 see it under causal, rows 0 to 8 do not. */
+START_TEST(test_nan_reaches_rows) {
+  static const char *const masks[] = {"causal", "causal with softcap(4)"};
+  static float q[2 * 16 * 8], k[16 * 8], v[16 * 8], o[2 * 16 * 8];
+  fail_fixture f;
+  char err[512];
+  int m, run, h, i, c;
+  for (m = 0; m < 2; m++) {
+    for (run = 0; run < 2; run++) {
+      fail_setup(&f, masks[m]);
+      for (i = 0; i < 2 * 16 * 8; i++) q[i] = (float)((i * 37 % 17) - 8) / 8.0f;
+      for (i = 0; i < 16 * 8; i++) k[i] = (float)((i * 11 % 13) - 6) / 6.0f, v[i] = (float)(i % 7);
+      q[5 * 8 + 2] = NAN;
+      if (run) k[9 * 8 + 4] = NAN;
+      f.q.data = q, f.k.data = k, f.v.data = v, f.o.data = o;
+      memset(o, 0, sizeof o);
+      ck_assert_msg(fail_run(&f, err, sizeof err) == HATTN_OK, "%s", err);
+      for (h = 0; h < 2; h++)
+        for (i = 0; i < 16; i++) {
+          int want = (h == 0 && i == 5) || (run && i >= 9);
+          ck_assert_msg(isnan(f.lbuf[h * 16 + i]) == want, "%s, run %d: head %d row %d LSE %g", masks[m], run, h, i,
+                        f.lbuf[h * 16 + i]);
+          for (c = 0; c < 8; c++)
+            ck_assert_msg(isnan(o[(h * 16 + i) * 8 + c]) == want, "%s, run %d: head %d row %d O[%d] %g", masks[m],
+                          run, h, i, c, o[(h * 16 + i) * 8 + c]);
+        }
+      hattn__spec_destroy(f.spec);
+    }
+  }
+}
+END_TEST
+
 START_TEST(test_object_file) {
   fail_fixture f;
   char err[512], path[] = "/tmp/hattn_test_cpu_XXXXXX";
@@ -290,6 +326,7 @@ static Suite *cpu_suite(void) {
   tcase_add_test(tc, test_fail_documents);
   tcase_add_test(tc, test_fail_config);
   tcase_add_test(tc, test_object_file);
+  tcase_add_test(tc, test_nan_reaches_rows);
   suite_add_tcase(s, tc);
   return s;
 }
