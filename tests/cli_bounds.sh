@@ -58,5 +58,18 @@ expect 2 "hattn: --doc-lens: expected lengths separated by commas, got an empty 
 printf 'pattern a = causal\rpattern b = windw(3)\r' >"$tmp/cr.hattn"
 expect 2 "$tmp/cr.hattn:2:13: error: unknown mask atom 'windw'" "$hattn" check "$tmp/cr.hattn"
 
+# Sizes past the documented limits.
+# 2000 model blocks of 1024 x 1024 in 135 KB of spec (8 GB of grids).
+{
+  echo 'pattern p = causal'
+  i=0
+  while [ $i -lt 2000 ]; do
+    printf 'model m%04d { layers 1024 heads 1024 head_dim 64 layer 0-1023 : p }\n' $i
+    i=$((i + 1))
+  done
+} >"$tmp/models.hattn"
+expect 2 "$tmp/models.hattn:18:7: error: model 'm0016' has 1048576 (layer, head) cells, and the models of one file may have at most 16777216 (2^24) in all" \
+  "$hattn" check "$tmp/models.hattn"
+
 echo "$fails failure(s)"
 [ "$fails" -eq 0 ]

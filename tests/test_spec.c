@@ -653,6 +653,46 @@ START_TEST(test_cr_line_ends)
 }
 END_TEST
 
+/* Model grids are bounded per file: 2000 models of 1024 x 1024 cells in
+** 135 KB of spec needed 8 GB (bug); the 17th such model now goes past the
+** file's 2^24 cells, and is refused before its grid is allocated. */
+START_TEST(test_model_grid_limit)
+{
+#define ONE_MODEL "model m%04d { layers 1024 heads 1024 head_dim 64 layer 0-1023 : p }\n"
+  size_t cap = 2000 * 80 + 64, len;
+  char *src = malloc(cap);
+  hattn__spec *s = NULL;
+  hattn__diags d;
+  int i;
+
+  ck_assert_ptr_nonnull(src);
+  len = (size_t)snprintf(src, cap, "pattern p = causal\n");
+  for (i = 0; i < 16; i++)
+    len += (size_t)snprintf(src + len, cap - len, ONE_MODEL, i);
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_OK);
+  ck_assert_int_eq(s->nmodels, 16);
+  hattn__spec_destroy(s);
+  hattn__diags_clear(&d);
+  for (; i < 2000; i++)
+    len += (size_t)snprintf(src + len, cap - len, ONE_MODEL, i);
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_ESPEC);
+  ck_assert_str_eq(first_line(&d), "t.hattn:18:7: error: model 'm0016' has 1048576 (layer, head) cells, and "
+                                   "the models of one file may have at most 16777216 (2^24) in all");
+  hattn__diags_clear(&d);
+  /* Lines that cover more than 2^26 cells in all: 65 lines of 1024 x 1024. */
+  len = (size_t)snprintf(src, cap, "pattern p = causal\nmodel g { layers 1024 heads 1024 head_dim 64\n");
+  for (i = 0; i < 65; i++)
+    len += (size_t)snprintf(src + len, cap - len, "layer 0-1023 : p\n");
+  len += (size_t)snprintf(src + len, cap - len, "}\n");
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_ESPEC);
+  ck_assert_str_eq(first_line(&d), "t.hattn:67:7: error: this line takes the layer lines of one file past "
+                                   "67108864 (2^26) (layer, head) cells in all");
+  hattn__diags_clear(&d);
+  free(src);
+#undef ONE_MODEL
+}
+END_TEST
+
 START_TEST(test_deep_nesting)
 {
   size_t n = 100000, i;
@@ -862,6 +902,7 @@ static Suite *spec_suite(void)
   tcase_add_test(tc, test_not_past_len);
   tcase_add_test(tc, test_deep_nesting);
   tcase_add_test(tc, test_cr_line_ends);
+  tcase_add_test(tc, test_model_grid_limit);
   tcase_add_test(tc, test_error_limit);
   tcase_add_test(tc, test_garbage);
   suite_add_tcase(s, tc);
