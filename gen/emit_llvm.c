@@ -439,7 +439,11 @@ static void pred_row(em *e, const hattn__mask *m, LLVMValueRef qpos, LLVMValueRe
       tab = field(e, offsetof(hattn_cpu_args, topk_blocks), e->tptr, "topk_blocks");
       nqb64 = LLVMBuildAShr(e->b, add(e, e->lk, i64c(e, 63), ""), i64c(e, 6), "nqb64");
       t = LLVMBuildZExt(e->b, LLVMBuildLShr(e->b, qc, i32c(e, 6), ""), e->ti64, "");
-      t = mul(e, add(e, mul(e, e->bh, nqb64, ""), t, ""), i64c(e, op->a), "");
+      /* Rows of K entries up to HATTN_TOPK_UNROLL (a constant), else of the
+      ** staged width topk_k (gen/lower.h). */
+      me->c = op->a <= HATTN_TOPK_UNROLL ? i64c(e, op->a)
+                                         : field(e, offsetof(hattn_cpu_args, topk_k), e->ti64, "topk_k");
+      t = mul(e, add(e, mul(e, e->bh, nqb64, ""), t, ""), me->c, "");
       me->a = gep(e, e->ti32, tab, t, "topk.row");
       me->b = splat(e, ok, "");
       break;
@@ -517,7 +521,7 @@ static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMVal
   }
   case HATTN_OP_TOPK: {
     LLVMValueRef kb = LLVMBuildLShr(e->b, kv, VI(6), "kb64");
-    if (op->a <= 64) {
+    if (op->a <= HATTN_TOPK_UNROLL) {
       r = LLVMConstNull(e->tvb);
       for (i = 0; i < op->a; i++) {
         t = ld(e, e->ti32, gep(e, e->ti32, me->a, i64c(e, i), ""), 4, "topk.blk");
@@ -528,7 +532,7 @@ static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMVal
       loop l;
       LLVMValueRef j;
       st(e, LLVMConstNull(e->tvb), acc, 1);
-      j = loop_begin(e, &l, "topk.loop", i64c(e, 0), i64c(e, op->a));
+      j = loop_begin(e, &l, "topk.loop", i64c(e, 0), me->c);
       t = ld(e, e->ti32, gep(e, e->ti32, me->a, j, ""), 4, "topk.blk");
       r = LLVMBuildOr(e->b, ld(e, e->tvb, acc, 1, ""),
                       LLVMBuildICmp(e->b, LLVMIntEQ, kb, splat(e, t, ""), ""), "");

@@ -221,7 +221,9 @@ typedef struct hattn_inputs {
   const hattn_layout *layouts;
   int nlayouts;
   /* topk(K): topk_blocks[((b * heads + h) * ceil(lk / 64) + i) * topk_k + j]
-  ** is the j-th routed key 64-block of query 64-block i, or -1. */
+  ** is the j-th routed key 64-block of query 64-block i, or -1.  topk_k is K,
+  ** or min(K, ceil(lk / 64)): a query block is never routed to more key
+  ** blocks than exist, so rows need not be longer. */
   const int32_t *topk_blocks;
   int64_t topk_k;
   /* ALiBi slopes [heads] for a pattern "with alibi", instead of

@@ -36,7 +36,9 @@
 ** [lk + 1], document()), LAYOUT[l] (uint8 [nqb * nkb] per spec layout,
 ** blocks()), RANDOM[j] (uint64, rows of RANDOM_WORDS words per query
 ** 64-block, per random() atom in depth-first order), TOPK (int32 [batch *
-** heads * ceil(lk / 64) * topk_k], topk()).
+** heads * ceil(lk / 64) * topk_k], topk(): rows of the caller's distinct
+** routed blocks padded with -1, topk_k = hattn__topk_staged_width(K, lk),
+** lower.h).
 */
 typedef struct hattn__tables {
   unsigned char *buf;

@@ -313,6 +313,16 @@ static void cases_make(void) {
   t = add("full", BF16, 77, 300);
   t->nan_in = 'v', t->nan_row = 150;
 
+  /* topk(K) with K past the key blocks that exist (bug: a table of K
+  ** entries a row, 8.5 GB at K = 2^31 - 1): rows of K = 5 entries padded
+  ** with -1 beside 3 blocks, rows of min(K, blocks) at K = 2^31 - 1, and
+  ** K = 100 of 110 blocks (a row loop, not unrolled). */
+  add("topk(5) & causal", F32, 129, 129);
+  add("topk(2147483647) & causal", F32, 129, 129);
+  add("topk(2147483647) & causal", BF16, 300, 300);
+  t = add("topk(100) & causal | window(8)", BF16, 200, 7000);
+  t->h = 1;
+
   /* No LSE. */
   add("random(1, 4) | document", BF16, 150, 150)->no_lse = 1;
 

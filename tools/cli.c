@@ -138,7 +138,7 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
   int64_t n = 0, cap = 16, pos = 0;
   const char *s = rt->doc_lens;
   free(rt->offsets);
-  if ((rt->offsets = malloc((size_t)cap * sizeof *rt->offsets)) == NULL) return -1;
+  if ((rt->offsets = malloc((size_t)cap * sizeof *rt->offsets)) == NULL) goto nomem;
   rt->offsets[n++] = 0;
   while (pos < lk) {
     int64_t len = lk;
@@ -164,7 +164,7 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
     pos = pos + len < lk ? pos + len : lk;
     if (n == cap) {
       int64_t *t2 = realloc(rt->offsets, (size_t)(cap *= 2) * sizeof *t2);
-      if (t2 == NULL) return -1;
+      if (t2 == NULL) goto nomem;
       rt->offsets = t2;
     }
     rt->offsets[n++] = pos;
@@ -172,6 +172,9 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
   env->doc_offsets = rt->offsets;
   env->ndocs = n - 1;
   return 0;
+nomem:
+  fprintf(stderr, "hattn: out of memory for the offsets of %lld documents\n", (long long)n);
+  return -1;
 }
 
 /* Read a layout file: a line "BM BN", then one line of 0/1 (or . and #) per
@@ -250,7 +253,10 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn__spec *spec, const hattn__patte
       rt->nlayouts = spec->nlayouts;
       rt->layouts = calloc((size_t)spec->nlayouts + 1, sizeof *rt->layouts);
       rt->layout_bits = calloc((size_t)spec->nlayouts + 1, sizeof *rt->layout_bits);
-      if (!rt->layouts || !rt->layout_bits) return -1;
+      if (!rt->layouts || !rt->layout_bits) {
+        fprintf(stderr, "hattn: out of memory for %d layouts\n", spec->nlayouts);
+        return -1;
+      }
       for (i = 0; i < spec->nlayouts; i++) {
         const char *name = spec->layouts[i];
         size_t n = strlen(name);
@@ -272,9 +278,14 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn__spec *spec, const hattn__patte
     env->nlayouts = rt->nlayouts;
   }
   if (p->needs & HATTN_NEEDS_TOPK) {
-    int64_t k = p->lowered->topk_k, nb = hattn__nblocks64(lk), b, t;
+    /* Rows of min(K, the key blocks that exist) entries: never more. */
+    int64_t k = hattn__topk_width(p->lowered->topk_k, lk), nb = hattn__nblocks64(lk), b, t;
     free(rt->topk);
-    if ((rt->topk = malloc((size_t)(nb * k + 1) * sizeof *rt->topk)) == NULL) return -1;
+    if ((rt->topk = malloc((size_t)(nb * k + 1) * sizeof *rt->topk)) == NULL) {
+      fprintf(stderr, "hattn: out of memory for the topk table of %lld x %lld blocks\n", (long long)nb,
+              (long long)k);
+      return -1;
+    }
     /* A stand-in for data-dependent routing: the K most recent eligible blocks. */
     for (b = 0; b < nb; b++)
       for (t = 0; t < k; t++) rt->topk[b * k + t] = b - (k - 1) + t >= 0 ? (int32_t)(b - (k - 1) + t) : -1;
