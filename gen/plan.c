@@ -566,9 +566,30 @@ static int idxvec_push(idxvec *iv, int64_t x) {
   return HATTN_OK;
 }
 
-/* Build table T of P (offsets already allocated). */
+/* The key blocks that building one table of MASK for ENV in BM x BN tiles
+** visits: those in the key ranges of each of its NQB query blocks.  Stops
+** counting past CAP. */
+static int64_t plan_visits(const hattn__mask *mask, const hattn__mask_env *env, int64_t bm, int64_t bn,
+                           int64_t nqb, int64_t cap) {
+  hattn__krange kr[HATTN_MAX_KRANGES];
+  int64_t i, v = 0, shift = env->lk - env->lq;
+  int n, j;
+  for (i = 0; i < nqb && v <= cap; i++) {
+    int64_t q0 = i * bm, q1 = min64(q0 + bm, env->lq), next = 0;
+    n = ranges(mask, mask->nops - 1, q0 + shift, q1 + shift, env->lk, env, kr);
+    for (j = 0; j < n; j++) {
+      int64_t kb0 = max64(kr[j].lo / bn, next), kb1 = (kr[j].hi - 1) / bn;
+      if (kb1 >= kb0) v += kb1 - kb0 + 1;
+      next = max64(next, kb1 + 1);
+    }
+  }
+  return v;
+}
+
+/* Build table T of P (offsets already allocated), listing at most ROOM
+** more blocks: HATTN_ENOTSUP past that. */
 static int build_table(hattn__plan *p, int64_t t, const hattn__mask *mask, aux *x,
-                       const hattn__mask_env *env) {
+                       const hattn__mask_env *env, int64_t room) {
   idxvec full = {NULL, 0, 0}, part = {NULL, 0, 0};
   hattn__krange kr[HATTN_MAX_KRANGES];
   int64_t i, kb;
@@ -587,6 +608,7 @@ static int build_table(hattn__plan *p, int64_t t, const hattn__mask *mask, aux *
         c = classify(mask, mask->nops - 1, x, &r, t, env);
         if (c == HATTN_BLOCK_FULL) rc = idxvec_push(&full, kb);
         else if (c == HATTN_BLOCK_PARTIAL) rc = idxvec_push(&part, kb);
+        if (rc == HATTN_OK && full.n + part.n > room) rc = HATTN_ENOTSUP;
         if (rc != HATTN_OK) goto fail;
       }
       next = max64(next, kb1 + 1);
@@ -606,12 +628,19 @@ fail:
   return rc;
 }
 
+/* The sentence for a plan past HATTN_PLAN_MAX_BYTES. */
+static void too_many_bytes(const hattn__mask_env *env, int64_t bm, int64_t bn, char *err, size_t errlen) {
+  snprintf(err, errlen, "the block plan of %lld queries x %lld keys in tiles of %lld x %lld would take more "
+           "than %lld bytes (256 MiB), the limit: use larger tiles or shorter sequences", (long long)env->lq,
+           (long long)env->lk, (long long)bm, (long long)bn, (long long)HATTN_PLAN_MAX_BYTES);
+}
+
 int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
                       int64_t bm, int64_t bn, hattn__plan **out,
                       char *err, size_t errlen) {
   hattn__plan *p = NULL;
   aux *x = NULL;
-  int64_t t, ntables = 1, blocks;
+  int64_t t, ntables = 1, blocks, off_bytes;
   int rc;
 
   *out = NULL;
@@ -654,6 +683,22 @@ int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
     goto fail;
   }
   blocks = ntables * p->nqb * p->nkb;
+  /* The limits, before any allocation: the offsets' bytes, then the blocks
+  ** the tables would visit (the same for every table: only topk makes
+  ** more than one, and it has no key ranges). */
+  if (ntables > HATTN_PLAN_MAX_BYTES / 16 / (p->nqb + 1)) {
+    too_many_bytes(env, bm, bn, err, errlen);
+    rc = HATTN_ENOTSUP;
+    goto fail;
+  }
+  off_bytes = 16 * ntables * (p->nqb + 1);
+  if (plan_visits(mask, env, bm, bn, p->nqb, HATTN_PLAN_MAX_VISITS / ntables) > HATTN_PLAN_MAX_VISITS / ntables) {
+    snprintf(err, errlen, "the block plan of %lld queries x %lld keys in tiles of %lld x %lld would classify "
+             "more than %lld (2^26) blocks, the limit: use larger tiles or shorter sequences", (long long)env->lq,
+             (long long)env->lk, (long long)bm, (long long)bn, (long long)HATTN_PLAN_MAX_VISITS);
+    rc = HATTN_ENOTSUP;
+    goto fail;
+  }
   if ((uint64_t)ntables > SIZE_MAX / sizeof(void *) ||
       (uint64_t)p->nqb >= SIZE_MAX / sizeof(int64_t))
     goto fail_nomem;
@@ -670,7 +715,11 @@ int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
     p->full_off[t] = malloc((size_t)(p->nqb + 1) * sizeof **p->full_off);
     p->partial_off[t] = malloc((size_t)(p->nqb + 1) * sizeof **p->partial_off);
     if (p->full_off[t] == NULL || p->partial_off[t] == NULL) goto fail_nomem;
-    rc = build_table(p, t, mask, x, env);
+    rc = build_table(p, t, mask, x, env, (HATTN_PLAN_MAX_BYTES - off_bytes) / 4 - p->nfull - p->npartial);
+    if (rc == HATTN_ENOTSUP) {
+      too_many_bytes(env, bm, bn, err, errlen);
+      goto fail;
+    }
     if (rc != HATTN_OK) goto fail_nomem;
   }
   p->nempty = blocks - p->nfull - p->npartial;

@@ -69,12 +69,24 @@ typedef struct hattn__plan {
 } hattn__plan;
 
 /*
+** The limits of one plan (docs/spec.md, "Limits"): its offsets and lists
+** take at most HATTN_PLAN_MAX_BYTES (256 MiB: about 67 million FULL and
+** PARTIAL blocks), and it classifies at most HATTN_PLAN_MAX_VISITS blocks
+** (2^26: seconds), counted over its tables from the closed-form key
+** ranges before anything is allocated.  Causal attention at 1m x 1m keys
+** in tiles of 128 x 128 is within both; at 16m it is not.
+*/
+#define HATTN_PLAN_MAX_BYTES ((int64_t)1 << 28)
+#define HATTN_PLAN_MAX_VISITS ((int64_t)1 << 26)
+
+/*
 ** Build the plan of MASK for ENV (lq, lk and run-time data, which must pass
 ** hattn__mask_env_check) in tiles of BM x BN.  Work is proportional to the
 ** number of blocks (key blocks outside hattn__key_ranges, or outside the
 ** document of a query block, are not visited), never to the number of
 ** elements.  Returns HATTN_OK and sets *OUT, or HATTN_EINVAL (sizes),
-** HATTN_ENOMEM, with a sentence in ERR.
+** HATTN_ENOTSUP (past the limits above, said before any work), HATTN_ENOMEM,
+** with a sentence in ERR.
 */
 int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
                       int64_t bm, int64_t bn, hattn__plan **out,

@@ -71,6 +71,13 @@ expect 2 "$tmp/cr.hattn:2:13: error: unknown mask atom 'windw'" "$hattn" check "
 expect 2 "$tmp/models.hattn:18:7: error: model 'm0016' has 1048576 (layer, head) cells, and the models of one file may have at most 16777216 (2^24) in all" \
   "$hattn" check "$tmp/models.hattn"
 
+# A plan past the documented limits (hattn plan --seqlen 16m grew to 24 GB).
+expect 2 "hattn plan: the block plan of 16777216 queries x 16777216 keys in tiles of 128 x 128 would classify more than 67108864 (2^26) blocks, the limit: use larger tiles or shorter sequences" \
+  "$hattn" plan "$tmp/causal.hattn" --seqlen 16m
+expect 2 "hattn plan: the block plan of 16777216 queries x 16777216 keys in tiles of 1 x 128 would take more than 268435456 bytes (256 MiB), the limit" \
+  "$hattn" plan "$tmp/causal.hattn" --seqlen 16m --block 1,128
+expect 0 "pairs    8,590,000,128 visible" "$hattn" plan "$tmp/causal.hattn" --seqlen 16m,128k
+
 # topk(K) and random(R, S) hold at most the key blocks that exist (topk took
 # 27 s and 8.5 GB at seqlen 1, and exited 2 with no message at 64k).
 printf 'pattern p = causal & topk(2147483647)\n' >"$tmp/topk.hattn"
