@@ -134,6 +134,16 @@ int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, cons
     }
   }
   nqb64 = hattn__nblocks64(LK);
+  /* A random bit set grows with the square of lk, in memory and in the time
+  ** selection sampling takes: bounded before it is made. */
+  if (m->nrandom > 0 &&
+      nqb64 * hattn__random_words(LK) > HATTN_RANDOM_MAX_BYTES / 8 / m->nrandom) {
+    snprintf(err, errlen, "the bit sets of %d random() atom%s at %lld keys would take more than %lld bytes "
+             "(64 MiB), the limit", m->nrandom, m->nrandom > 1 ? "s" : "", (long long)LK,
+             (long long)HATTN_RANDOM_MAX_BYTES);
+    rc = HATTN_ENOTSUP;
+    goto fail;
+  }
   if (m->nrandom > 0) {
     if ((t->random = calloc((size_t)m->nrandom, sizeof *t->random)) == NULL) goto fail;
     t->nrandom = m->nrandom;

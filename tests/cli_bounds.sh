@@ -78,6 +78,9 @@ expect 2 "hattn plan: the block plan of 16777216 queries x 16777216 keys in tile
   "$hattn" plan "$tmp/causal.hattn" --seqlen 16m --block 1,128
 expect 0 "pairs    8,590,000,128 visible" "$hattn" plan "$tmp/causal.hattn" --seqlen 16m,128k
 
+expect 2 "hattn: --docs: 2147483647 keys in documents of 1 make 2147483647 documents, more than the limit of 16777216 (2^24)" \
+  "$hattn" plan "$tmp/doc.hattn" --seqlen 1,2147483647 --docs 1
+
 # topk(K) and random(R, S) hold at most the key blocks that exist (topk took
 # 27 s and 8.5 GB at seqlen 1, and exited 2 with no message at 64k).
 printf 'pattern p = causal & topk(2147483647)\n' >"$tmp/topk.hattn"

@@ -23,6 +23,7 @@
 #include "mask.h"
 #include "reference.h"
 #include "spec.h"
+#include "tables.h"
 
 static uint64_t g_seed;
 static int g_vec = 8;           /* the host's, set in main */
@@ -294,6 +295,28 @@ START_TEST(test_nan_reaches_rows) {
 }
 END_TEST
 
+/* The random() bit sets grow with lk squared: past HATTN_RANDOM_MAX_BYTES
+** they are refused before they are made (at 4m keys: 512 MiB). */
+START_TEST(test_random_tables_limit) {
+  const char *text = "pattern p = random(1, 1) | causal";
+  hattn__spec *spec = NULL;
+  hattn__shape shape = {1, 1, 1, 1, (int64_t)4 << 20, 8};
+  hattn__mask_env env;
+  hattn__tables t;
+  char err[512];
+  ck_assert_int_eq(hattn__spec_parse(text, strlen(text), "test", &spec, NULL), HATTN_OK);
+  memset(&env, 0, sizeof env);
+  env.lq = 1, env.lk = shape.lk, env.batch = env.heads = 1;
+  ck_assert_int_eq(hattn__tables_build(&spec->patterns[0], &shape, &env, NULL, &t, err, sizeof err), HATTN_ENOTSUP);
+  ck_assert_str_eq(err, "the bit sets of 1 random() atom at 4194304 keys would take more than 67108864 bytes "
+                        "(64 MiB), the limit");
+  shape.lk = env.lk = 64 << 10;
+  ck_assert_int_eq(hattn__tables_build(&spec->patterns[0], &shape, &env, NULL, &t, err, sizeof err), HATTN_OK);
+  hattn__tables_clear(&t);
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 START_TEST(test_object_file) {
   fail_fixture f;
   char err[512], path[] = "/tmp/hattn_test_cpu_XXXXXX";
@@ -327,6 +350,7 @@ static Suite *cpu_suite(void) {
   tcase_add_test(tc, test_fail_config);
   tcase_add_test(tc, test_object_file);
   tcase_add_test(tc, test_nan_reaches_rows);
+  tcase_add_test(tc, test_random_tables_limit);
   suite_add_tcase(s, tc);
   return s;
 }
