@@ -818,10 +818,11 @@ static int64_t count_memo(memo_slot *memo, const hattn__mask *e, int64_t dmin, i
 ** side and classify the halves, down to single elements, where
 ** classification is exact; work follows the boundary, not the area. */
 static int64_t count_split(const hattn__mask *mask, aux *x, const rect *r, int64_t head,
-                           const hattn__mask_env *env) {
+                           const hattn__mask_env *env, int64_t *steps) {
   int64_t rows = r->q1 - r->q0, cols = r->k1 - r->k0, n = 0;
   rect half[2];
   int i;
+  if (--*steps < 0) return 0; /* past the budget: the caller says so */
   if (rows == 1 && cols == 1) return hattn__mask_visible(mask, r->q0, r->k0, head, env);
   if (rows >= cols) {
     int64_t m = r->q0 + rows / 2;
@@ -835,7 +836,7 @@ static int64_t count_split(const hattn__mask *mask, aux *x, const rect *r, int64
   for (i = 0; i < 2; i++) {
     hattn__block c = classify(mask, mask->nops - 1, x, &half[i], head, env);
     if (c == HATTN_BLOCK_FULL) n += (half[i].q1 - half[i].q0) * (half[i].k1 - half[i].k0);
-    else if (c == HATTN_BLOCK_PARTIAL) n += count_split(mask, x, &half[i], head, env);
+    else if (c == HATTN_BLOCK_PARTIAL) n += count_split(mask, x, &half[i], head, env, steps);
   }
   return n;
 }
@@ -844,7 +845,7 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *ma
                                   int64_t table, const hattn__mask_env *env) {
   int dist = mask->distance_only;
   memo_slot *memo = dist ? calloc(MEMO_SLOTS, sizeof *memo) : NULL;
-  int64_t i, j, total = 0, shift = plan->lk - plan->lq;
+  int64_t i, j, total = 0, shift = plan->lk - plan->lq, steps = HATTN_PLAN_MAX_COUNT_STEPS;
   const int64_t *fo = plan->full_off[table], *po = plan->partial_off[table];
   const int32_t *fi = plan->full_idx[table], *pi = plan->partial_idx[table];
   aux *x = NULL;
@@ -861,13 +862,14 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *ma
       rect r;
       if (dist) {
         total += count_memo(memo, mask, q0 + shift - (k1 - 1), rows, k1 - k0);
+        steps -= 1;
       } else {
         rect_set(&r, q0, q1, k0, k1, env);
-        total += count_split(mask, x, &r, table, env);
+        total += count_split(mask, x, &r, table, env, &steps);
       }
     }
   }
   aux_free(mask, x);
   free(memo);
-  return total;
+  return steps < 0 ? -1 : total;
 }

@@ -99,7 +99,12 @@ void hattn__plan_destroy(hattn__plan *plan);
 ** The exact number of visible (query, key) pairs of the plan's table T,
 ** counted from the plan: FULL blocks by area, PARTIAL blocks by evaluating
 ** the predicate (by distance histogram when the mask depends only on d).
+** Returns -1 when that would take more than HATTN_PLAN_MAX_COUNT_STEPS
+** classifications of pieces of PARTIAL blocks (2^24: seconds; reached,
+** for instance, by causal & document at 16m keys).
 */
+#define HATTN_PLAN_MAX_COUNT_STEPS ((int64_t)1 << 24)
+
 int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *mask,
                                   int64_t table, const hattn__mask_env *env);
 

@@ -141,7 +141,7 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
   rt->offsets = NULL;
   if (rt->doc_len > 0 && (lk + rt->doc_len - 1) / rt->doc_len > TOOL_MAX_DOCS) {
     fprintf(stderr, "hattn: --docs: %lld keys in documents of %lld make %lld documents, more than the limit "
-            "of %d (2^24)\n", (long long)lk, (long long)rt->doc_len, (long long)((lk + rt->doc_len - 1) / rt->doc_len),
+            "of %d (2^20)\n", (long long)lk, (long long)rt->doc_len, (long long)((lk + rt->doc_len - 1) / rt->doc_len),
             TOOL_MAX_DOCS);
     return -1;
   }

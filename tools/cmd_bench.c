@@ -283,8 +283,11 @@ static int cuda_bench_case(hattn__cuda *cu, const cuda_bench_opts *o, const char
 
   /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
   if (hattn__plan_build(desc.pattern->lowered, &env, 128, 128, &hplan, err, sizeof err) != HATTN_OK) goto done;
-  flops = 4.0 * (double)o->head_dim * (double)hattn__plan_count_visible(hplan, desc.pattern->lowered, 0, &env) *
-          (double)BH;
+  {
+    /* Past the counting limit (plan.h) the FLOPs are unknown: NaN. */
+    int64_t vis = hattn__plan_count_visible(hplan, desc.pattern->lowered, 0, &env);
+    flops = vis < 0 ? NAN : 4.0 * (double)o->head_dim * (double)vis * (double)BH;
+  }
 
   /* Inputs uniform in [-1, 1), the same values in every set. */
   {
@@ -583,7 +586,11 @@ int hattn__cmd_bench(int argc, char **argv) {
         fprintf(stderr, "hattn bench: %s\n", err);
         goto case_done;
       }
-      flops = 4.0 * (double)hd * (double)hattn__plan_count_visible(plan, desc.pattern->lowered, 0, &env) * (double)heads;
+      {
+        /* Past the counting limit (plan.h) the FLOPs are unknown: NaN. */
+        int64_t vis = hattn__plan_count_visible(plan, desc.pattern->lowered, 0, &env);
+        flops = vis < 0 ? NAN : 4.0 * (double)hd * (double)vis * (double)heads;
+      }
       tq.data = q, tk.data = k, tv.data = v, to.data = o;
       tq.stride[0] = tk.stride[0] = tv.stride[0] = to.stride[0] = heads * S * hd;
       tq.stride[1] = tk.stride[1] = tv.stride[1] = to.stride[1] = S * hd;

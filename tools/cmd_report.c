@@ -67,6 +67,12 @@ static int cost_pattern(const hattn__spec *spec, int pi, int64_t n, int64_t bm, 
   }
   c->visible = hattn__plan_count_visible(plan, p->lowered, 0, &env);
   hattn__plan_destroy(plan);
+  if (c->visible < 0) {
+    fprintf(stderr, "hattn report: pattern '%s': counting its visible pairs at %lld x %lld exactly would take "
+            "more than %lld (2^24) steps, the limit: use larger tiles or shorter sequences\n", p->name,
+            (long long)n, (long long)n, (long long)HATTN_PLAN_MAX_COUNT_STEPS);
+    return -1;
+  }
   if ((c->keep = malloc((size_t)n)) == NULL) return -1;
   kept_keys(p->lowered, n, c->keep);
   for (c->kept = 0, k = 0; k < n; k++) c->kept += c->keep[k];

@@ -55,7 +55,7 @@ int64_t tool_causal_pairs(int64_t lq, int64_t lk);
 const char *tool_commas(int64_t n, char buf[32]);
 
 /* The most documents --docs may make (docs/spec.md, Limits). */
-#define TOOL_MAX_DOCS (1 << 24)
+#define TOOL_MAX_DOCS (1 << 20)
 
 /* Run-time data for plan and report, from --docs, --doc-lens and --layout,
 ** and stand-in topk tables (the K most recent eligible key blocks). */
