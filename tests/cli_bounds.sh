@@ -15,6 +15,7 @@ fails=0
 secs=20
 kib=786432
 case "${CFLAGS:-}" in *-fsanitize=address*) kib=unlimited ;; esac
+if grep -q __asan_init "$hattn" 2>/dev/null; then kib=unlimited; fi
 
 # expect STATUS PATTERN CMD...: CMD exits with STATUS within $secs seconds
 # and $kib KiB of address space, and its output (stdout and stderr) holds
