@@ -88,6 +88,13 @@ expect 2 "hattn: --docs: 16777216 keys in documents of 1 make 16777216 documents
 expect 2 "hattn: --docs: 2147483647 keys in documents of 1 make 2147483647 documents, more than the limit of 1048576 (2^20)" \
   "$hattn" plan "$tmp/doc.hattn" --seqlen 1,2147483647 --docs 1
 
+# The keys a layer keeps, found per key over one period of distances, took
+# minutes for window(8) & stride(4093) at 16m.
+printf 'pattern p = window(8) & stride(4093)\nmodel m { layers 1 heads 1 head_dim 64 layer 0 : p }\n' >"$tmp/keep.hattn"
+expect 2 "hattn report: pattern 'p': finding the keys it keeps at 16777216 tokens would take more than 268435456 (2^28) steps, the limit" \
+  "$hattn" report "$tmp/keep.hattn" --seqlen 16m
+expect 0 "density" "$hattn" report "$tmp/keep.hattn" --seqlen 4k
+
 # topk(K) and random(R, S) hold at most the key blocks that exist (topk took
 # 27 s and 8.5 GB at seqlen 1, and exited 2 with no message at 64k).
 printf 'pattern p = causal & topk(2147483647)\n' >"$tmp/topk.hattn"
