@@ -259,8 +259,13 @@ typedef struct hattn_inputs {
 **
 ** Returns HATTN_OK, HATTN_ESHAPE (a tensor does not match the problem: the
 ** message names the tensor and what is wrong), HATTN_EINPUT (missing or
-** malformed run-time inputs), HATTN_ENOTSUP (what the backend cannot run), or a
-** device error; the sentence is in hattn_errmsg of the kernel's context.
+** malformed run-time inputs), HATTN_ENOTSUP (what the backend cannot run,
+** or a problem past the documented limits of docs/spec.md, "Limits": a block
+** plan of more than 256 MiB or 2^26 blocks classified, random() bit sets of
+** more than 64 MiB; said before anything is allocated), or a device error;
+** the sentence is in hattn_errmsg of the kernel's context.  NaN in Q, K or V
+** is not taken for masking: it reaches the rows of O (and, from Q or K, of
+** LSE) that see it.
 */
 HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
                             const DLTensor *v, DLTensor *o, DLTensor *lse,
