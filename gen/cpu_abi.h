@@ -61,7 +61,8 @@ typedef struct hattn_cpu_args {
   ** order of the canonical tree) over (query 64-block, key 64-block)
   ** pairs: row i (qpos / 64) holds words_per_row 64-bit words, bit kb of
   ** the row is key 64-block kb, words_per_row = ceil(ceil(lk / 64) / 64);
-  ** topk_blocks as in gen/mask.h (flattened head bh). */
+  ** topk_blocks as in gen/mask.h (flattened head bh), rows of topk_k =
+  ** hattn__topk_staged_width(K, lk) entries (gen/lower.h). */
   const int32_t *doc_id;
   const struct hattn_cpu_layout *layouts;
   const uint64_t *const *random_bits;

@@ -40,7 +40,8 @@ typedef struct hattn_cuda_args {
   /* Run-time data of PARTIAL blocks, in device memory: doc_id[kpos]
   ** (int32, [lk]); layout bits (uint8) and shape per layout number;
   ** random bit sets (uint64 words, rows of random_words per query 64-block)
-  ** per random atom in depth-first order; routed blocks as gen/mask.h. */
+  ** per random atom in depth-first order; routed blocks as gen/mask.h, in
+  ** rows of topk_k = hattn__topk_staged_width(K, lk) (gen/lower.h). */
   const int *doc_id;
   const unsigned char *layout_bits[4];
   long long layout_shape[4][4];  /* bm, bn, nqb, nkb */

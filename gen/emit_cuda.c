@@ -143,7 +143,12 @@ static int emit_op(sbuf *b, const hattn__mask *m, int i, char *err, size_t errle
     sb_printf(b, "  bool v%d = false;\n", i);
     sb_puts(b, "  if (qpos >= 0) {\n");
     sb_puts(b, "    const int *row = a.topk_blocks + ((long long)bh * ((a.lk + 63) >> 6) + (qpos >> 6)) * a.topk_k;\n");
-    sb_printf(b, "    for (int i = 0; i < %lld; i++)\n", A);
+    /* Rows of K entries up to HATTN_TOPK_UNROLL, else of the staged width
+    ** a.topk_k, which is at most the key blocks that exist (gen/lower.h). */
+    if (A <= HATTN_TOPK_UNROLL)
+      sb_printf(b, "    for (int i = 0; i < %lld; i++)\n", A);
+    else
+      sb_puts(b, "    for (int i = 0; i < a.topk_k; i++)\n");
     sb_printf(b, "      if (row[i] == (kpos >> 6)) v%d = true;\n", i);
     sb_puts(b, "  }");
     break;

@@ -231,23 +231,38 @@ static LLVMValueRef hreduce(em *e, LLVMValueRef v, int is_max, const char *name)
 
 /* 2^x for float or <vec x float> X with x <= 128: range reduction to
 ** f in [-0.5, 0.5] and a degree-6 polynomial (relative error ~1e-7); 0 for
-** x < -126 and for x = -inf. */
+** x < -126 and for x = -inf; NaN for NaN.
+**
+** NaN must come out NaN: it is how a NaN in Q or K reaches the rows that
+** see it (the score is NaN, so is its probability, the row sum and the
+** output), rather than counting as a masked key.  So x is clamped with
+** "x < -127 ? -127 : x", which keeps NaN and is one maxps on x86 (maxnum
+** would turn NaN into -127, that is into a probability of 0), and n is taken
+** from the bits of x + 1.5 * 2^23, which rounds x to an integer in the low
+** bits of the sum, rather than by rint and fptosi, whose result for NaN is
+** poison.  Same instruction count as before; nothing is added per element
+** to find NaN. */
 static LLVMValueRef emit_exp2(em *e, LLVMValueRef x, const char *name) {
   static const double c[7] = {0.9999999999595819, 0.6931472067106389, 0.24022651213367227,
                               0.05550327214170959, 0.009618025626352042, 0.0013400432178621358,
                               0.00015469725882229582};
+  const double magic = 12582912.0; /* 1.5 * 2^23: x + magic is in [2^23, 2^24), where the ulp is 1 */
   LLVMTypeRef t = LLVMTypeOf(x);
   int isvec = LLVMGetTypeKind(t) == LLVMVectorTypeKind;
   LLVMTypeRef ti = isvec ? e->tvi : e->ti32;
-  LLVMValueRef xc, n, f, p, ni, sc, r;
+  LLVMValueRef xc, big, n, f, p, ni, sc, r;
   int i;
-  xc = intr2(e, "llvm.maxnum", x, fk(e, t, -127.0), "exp2.x");
-  n = intr1(e, "llvm.rint", xc, "exp2.n");
+  xc = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOLT, x, fk(e, t, -127.0), ""), fk(e, t, -127.0), x,
+                       "exp2.x");
+  big = LLVMBuildFAdd(e->b, xc, fk(e, t, magic), "exp2.big");
+  n = LLVMBuildFSub(e->b, big, fk(e, t, magic), "exp2.n");
   f = LLVMBuildFSub(e->b, xc, n, "exp2.f");
   p = fk(e, t, c[6]);
   for (i = 5; i >= 0; i--) p = fma3(e, p, f, fk(e, t, c[i]), "");
-  ni = LLVMBuildFPToSI(e->b, n, ti, "");
-  ni = LLVMBuildAdd(e->b, ni, isvec ? splat_const(e, i32c(e, 127)) : i32c(e, 127), "");
+  /* The biased exponent n + 127: the bits of big minus those of magic - 127
+  ** (0x4b400000 - 127). */
+  ni = LLVMBuildBitCast(e->b, big, ti, "");
+  ni = LLVMBuildSub(e->b, ni, isvec ? splat_const(e, i32c(e, 0x4b400000 - 127)) : i32c(e, 0x4b400000 - 127), "");
   ni = LLVMBuildShl(e->b, ni, isvec ? splat_const(e, i32c(e, 23)) : i32c(e, 23), "");
   sc = LLVMBuildBitCast(e->b, ni, t, "exp2.scale");
   r = LLVMBuildFMul(e->b, p, sc, "");
@@ -269,7 +284,8 @@ static LLVMValueRef emit_tanh(em *e, LLVMValueRef x) {
   p = fk(e, t, c[6]);
   for (i = 5; i >= 0; i--) p = fma3(e, p, x2, fk(e, t, c[i]), "");
   small = LLVMBuildFMul(e->b, p, ax, "tanh.small");
-  ex = intr2(e, "llvm.minnum", ax, fk(e, t, 20.0), "");
+  /* ax > 20 ? 20 : ax keeps NaN (minnum would make it 20, and tanh(NaN) 1). */
+  ex = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, ax, fk(e, t, 20.0), ""), fk(e, t, 20.0), ax, "");
   ex = emit_exp2(e, LLVMBuildFMul(e->b, ex, fk(e, t, 2.0 * LOG2E), ""), "tanh.e");
   big = LLVMBuildFSub(e->b, fk(e, t, 1.0),
                       LLVMBuildFDiv(e->b, fk(e, t, 2.0), LLVMBuildFAdd(e->b, ex, fk(e, t, 1.0), ""), ""),
@@ -423,7 +439,11 @@ static void pred_row(em *e, const hattn__mask *m, LLVMValueRef qpos, LLVMValueRe
       tab = field(e, offsetof(hattn_cpu_args, topk_blocks), e->tptr, "topk_blocks");
       nqb64 = LLVMBuildAShr(e->b, add(e, e->lk, i64c(e, 63), ""), i64c(e, 6), "nqb64");
       t = LLVMBuildZExt(e->b, LLVMBuildLShr(e->b, qc, i32c(e, 6), ""), e->ti64, "");
-      t = mul(e, add(e, mul(e, e->bh, nqb64, ""), t, ""), i64c(e, op->a), "");
+      /* Rows of K entries up to HATTN_TOPK_UNROLL (a constant), else of the
+      ** staged width topk_k (gen/lower.h). */
+      me->c = op->a <= HATTN_TOPK_UNROLL ? i64c(e, op->a)
+                                         : field(e, offsetof(hattn_cpu_args, topk_k), e->ti64, "topk_k");
+      t = mul(e, add(e, mul(e, e->bh, nqb64, ""), t, ""), me->c, "");
       me->a = gep(e, e->ti32, tab, t, "topk.row");
       me->b = splat(e, ok, "");
       break;
@@ -501,7 +521,7 @@ static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMVal
   }
   case HATTN_OP_TOPK: {
     LLVMValueRef kb = LLVMBuildLShr(e->b, kv, VI(6), "kb64");
-    if (op->a <= 64) {
+    if (op->a <= HATTN_TOPK_UNROLL) {
       r = LLVMConstNull(e->tvb);
       for (i = 0; i < op->a; i++) {
         t = ld(e, e->ti32, gep(e, e->ti32, me->a, i64c(e, i), ""), 4, "topk.blk");
@@ -512,7 +532,7 @@ static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMVal
       loop l;
       LLVMValueRef j;
       st(e, LLVMConstNull(e->tvb), acc, 1);
-      j = loop_begin(e, &l, "topk.loop", i64c(e, 0), i64c(e, op->a));
+      j = loop_begin(e, &l, "topk.loop", i64c(e, 0), me->c);
       t = ld(e, e->ti32, gep(e, e->ti32, me->a, j, ""), 4, "topk.blk");
       r = LLVMBuildOr(e->b, ld(e, e->tvb, acc, 1, ""),
                       LLVMBuildICmp(e->b, LLVMIntEQ, kb, splat(e, t, ""), ""), "");
@@ -995,7 +1015,10 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
     {
       LLVMValueRef safe = LLVMBuildSelect(e->b, empty, f32c(e, 1), lsum, "");
       lv = LLVMBuildFMul(e->b, LLVMBuildFAdd(e->b, m, emit_log2(e, safe), ""), f32c(e, LN2), "");
-      lv = LLVMBuildSelect(e->b, empty, f32c(e, -INFINITY), lv, "lse.v");
+      lv = LLVMBuildSelect(e->b, empty, f32c(e, -INFINITY), lv, "");
+      /* A NaN sum (a NaN in Q or K that the row sees) gives a NaN LSE; log2
+      ** would read it as a number. */
+      lv = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealUNO, lsum, lsum, ""), lsum, lv, "lse.v");
       x = add(e, add(e, mul(e, e->bb, ls[0], ""), mul(e, e->h, ls[1], ""), ""),
               mul(e, add(e, e->q0, rr, ""), ls[2], ""), "");
       st(e, lv, gep(e, e->tf32, lsep, x, ""), 4);

@@ -94,4 +94,28 @@ int hattn__mask_uses_layout(const hattn__mask *m, int64_t idx);
 /* The operation that random bit set number N comes from, or NULL. */
 const hattn__op *hattn__mask_random_op(const hattn__mask *m, int n);
 
+/*
+** Rows of routed blocks for topk(K) at LK keys.  A query 64-block can be
+** routed to at most the ceil(lk / 64) key 64-blocks that exist, so a row
+** needs no more entries than hattn__topk_width: topk(2147483647) at 1k keys
+** is a table of 16 entries a row, not of 2^31.  Callers may pass rows of K
+** entries or of this width (mask.h).
+**
+** The kernels read the tables that runtime/tables.c stages, whose rows hold
+** hattn__topk_staged_width entries: K itself up to HATTN_TOPK_UNROLL, where
+** the kernels unroll their loop over a row with K a constant (padding with
+** -1 where fewer blocks exist), else hattn__topk_width, where they loop to
+** the row width they are given.
+*/
+#define HATTN_TOPK_UNROLL 64
+
+static inline int64_t hattn__topk_width(int64_t k, int64_t lk) {
+  int64_t nb = (lk + HATTN_SPEC_BLOCK - 1) / HATTN_SPEC_BLOCK;
+  return k < nb ? k : nb;
+}
+
+static inline int64_t hattn__topk_staged_width(int64_t k, int64_t lk) {
+  return k <= HATTN_TOPK_UNROLL ? k : hattn__topk_width(k, lk);
+}
+
 #endif /* HATTN_GEN_LOWER_H */

@@ -67,9 +67,10 @@ static int check_env_op(const hattn__op *op, const hattn__mask_env *env, char *e
                (long long)op->a);
       return HATTN_EINPUT;
     }
-    if (env->topk_k != op->a) {
-      snprintf(err, errlen, "the pattern uses topk(%lld), but the routed blocks hold %lld per query block",
-               (long long)op->a, (long long)env->topk_k);
+    if (env->topk_k != op->a && env->topk_k != hattn__topk_width(op->a, env->lk)) {
+      snprintf(err, errlen, "the pattern uses topk(%lld), but the routed blocks hold %lld per query block "
+               "(expected %lld or, at most the key blocks that exist, %lld)", (long long)op->a,
+               (long long)env->topk_k, (long long)op->a, (long long)hattn__topk_width(op->a, env->lk));
       return HATTN_EINPUT;
     }
     if (env->batch < 1 || env->heads < 1) {

@@ -40,7 +40,8 @@ typedef struct hattn__mask_env {
   /* topk(K): topk_blocks[(bh * nqb64 + i) * topk_k + j], with
   ** nqb64 = ceil(lk / 64) and bh = b * heads + h, is the j-th routed key
   ** 64-block of query 64-block i (qpos / 64) for batch entry b and head h,
-  ** or -1.  topk_k must equal K of the atom.  Wherever this interface takes
+  ** or -1.  topk_k is K of the atom, or hattn__topk_width(K, lk) (lower.h):
+  ** min(K, nqb64), since no row holds more.  Wherever this interface takes
   ** a "head", it means this flattened index bh. */
   const int32_t *topk_blocks;
   int64_t topk_k;

@@ -566,9 +566,30 @@ static int idxvec_push(idxvec *iv, int64_t x) {
   return HATTN_OK;
 }
 
-/* Build table T of P (offsets already allocated). */
+/* The key blocks that building one table of MASK for ENV in BM x BN tiles
+** visits: those in the key ranges of each of its NQB query blocks.  Stops
+** counting past CAP. */
+static int64_t plan_visits(const hattn__mask *mask, const hattn__mask_env *env, int64_t bm, int64_t bn,
+                           int64_t nqb, int64_t cap) {
+  hattn__krange kr[HATTN_MAX_KRANGES];
+  int64_t i, v = 0, shift = env->lk - env->lq;
+  int n, j;
+  for (i = 0; i < nqb && v <= cap; i++) {
+    int64_t q0 = i * bm, q1 = min64(q0 + bm, env->lq), next = 0;
+    n = ranges(mask, mask->nops - 1, q0 + shift, q1 + shift, env->lk, env, kr);
+    for (j = 0; j < n; j++) {
+      int64_t kb0 = max64(kr[j].lo / bn, next), kb1 = (kr[j].hi - 1) / bn;
+      if (kb1 >= kb0) v += kb1 - kb0 + 1;
+      next = max64(next, kb1 + 1);
+    }
+  }
+  return v;
+}
+
+/* Build table T of P (offsets already allocated), listing at most ROOM
+** more blocks: HATTN_ENOTSUP past that. */
 static int build_table(hattn__plan *p, int64_t t, const hattn__mask *mask, aux *x,
-                       const hattn__mask_env *env) {
+                       const hattn__mask_env *env, int64_t room) {
   idxvec full = {NULL, 0, 0}, part = {NULL, 0, 0};
   hattn__krange kr[HATTN_MAX_KRANGES];
   int64_t i, kb;
@@ -587,6 +608,7 @@ static int build_table(hattn__plan *p, int64_t t, const hattn__mask *mask, aux *
         c = classify(mask, mask->nops - 1, x, &r, t, env);
         if (c == HATTN_BLOCK_FULL) rc = idxvec_push(&full, kb);
         else if (c == HATTN_BLOCK_PARTIAL) rc = idxvec_push(&part, kb);
+        if (rc == HATTN_OK && full.n + part.n > room) rc = HATTN_ENOTSUP;
         if (rc != HATTN_OK) goto fail;
       }
       next = max64(next, kb1 + 1);
@@ -606,12 +628,19 @@ fail:
   return rc;
 }
 
+/* The sentence for a plan past HATTN_PLAN_MAX_BYTES. */
+static void too_many_bytes(const hattn__mask_env *env, int64_t bm, int64_t bn, char *err, size_t errlen) {
+  snprintf(err, errlen, "the block plan of %lld queries x %lld keys in tiles of %lld x %lld would take more "
+           "than %lld bytes (256 MiB), the limit: use larger tiles or shorter sequences", (long long)env->lq,
+           (long long)env->lk, (long long)bm, (long long)bn, (long long)HATTN_PLAN_MAX_BYTES);
+}
+
 int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
                       int64_t bm, int64_t bn, hattn__plan **out,
                       char *err, size_t errlen) {
   hattn__plan *p = NULL;
   aux *x = NULL;
-  int64_t t, ntables = 1, blocks;
+  int64_t t, ntables = 1, blocks, off_bytes;
   int rc;
 
   *out = NULL;
@@ -654,6 +683,22 @@ int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
     goto fail;
   }
   blocks = ntables * p->nqb * p->nkb;
+  /* The limits, before any allocation: the offsets' bytes, then the blocks
+  ** the tables would visit (the same for every table: only topk makes
+  ** more than one, and it has no key ranges). */
+  if (ntables > HATTN_PLAN_MAX_BYTES / 16 / (p->nqb + 1)) {
+    too_many_bytes(env, bm, bn, err, errlen);
+    rc = HATTN_ENOTSUP;
+    goto fail;
+  }
+  off_bytes = 16 * ntables * (p->nqb + 1);
+  if (plan_visits(mask, env, bm, bn, p->nqb, HATTN_PLAN_MAX_VISITS / ntables) > HATTN_PLAN_MAX_VISITS / ntables) {
+    snprintf(err, errlen, "the block plan of %lld queries x %lld keys in tiles of %lld x %lld would classify "
+             "more than %lld (2^26) blocks, the limit: use larger tiles or shorter sequences", (long long)env->lq,
+             (long long)env->lk, (long long)bm, (long long)bn, (long long)HATTN_PLAN_MAX_VISITS);
+    rc = HATTN_ENOTSUP;
+    goto fail;
+  }
   if ((uint64_t)ntables > SIZE_MAX / sizeof(void *) ||
       (uint64_t)p->nqb >= SIZE_MAX / sizeof(int64_t))
     goto fail_nomem;
@@ -670,7 +715,11 @@ int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
     p->full_off[t] = malloc((size_t)(p->nqb + 1) * sizeof **p->full_off);
     p->partial_off[t] = malloc((size_t)(p->nqb + 1) * sizeof **p->partial_off);
     if (p->full_off[t] == NULL || p->partial_off[t] == NULL) goto fail_nomem;
-    rc = build_table(p, t, mask, x, env);
+    rc = build_table(p, t, mask, x, env, (HATTN_PLAN_MAX_BYTES - off_bytes) / 4 - p->nfull - p->npartial);
+    if (rc == HATTN_ENOTSUP) {
+      too_many_bytes(env, bm, bn, err, errlen);
+      goto fail;
+    }
     if (rc != HATTN_OK) goto fail_nomem;
   }
   p->nempty = blocks - p->nfull - p->npartial;
@@ -769,10 +818,11 @@ static int64_t count_memo(memo_slot *memo, const hattn__mask *e, int64_t dmin, i
 ** side and classify the halves, down to single elements, where
 ** classification is exact; work follows the boundary, not the area. */
 static int64_t count_split(const hattn__mask *mask, aux *x, const rect *r, int64_t head,
-                           const hattn__mask_env *env) {
+                           const hattn__mask_env *env, int64_t *steps) {
   int64_t rows = r->q1 - r->q0, cols = r->k1 - r->k0, n = 0;
   rect half[2];
   int i;
+  if (--*steps < 0) return 0; /* past the budget: the caller says so */
   if (rows == 1 && cols == 1) return hattn__mask_visible(mask, r->q0, r->k0, head, env);
   if (rows >= cols) {
     int64_t m = r->q0 + rows / 2;
@@ -786,7 +836,7 @@ static int64_t count_split(const hattn__mask *mask, aux *x, const rect *r, int64
   for (i = 0; i < 2; i++) {
     hattn__block c = classify(mask, mask->nops - 1, x, &half[i], head, env);
     if (c == HATTN_BLOCK_FULL) n += (half[i].q1 - half[i].q0) * (half[i].k1 - half[i].k0);
-    else if (c == HATTN_BLOCK_PARTIAL) n += count_split(mask, x, &half[i], head, env);
+    else if (c == HATTN_BLOCK_PARTIAL) n += count_split(mask, x, &half[i], head, env, steps);
   }
   return n;
 }
@@ -795,7 +845,7 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *ma
                                   int64_t table, const hattn__mask_env *env) {
   int dist = mask->distance_only;
   memo_slot *memo = dist ? calloc(MEMO_SLOTS, sizeof *memo) : NULL;
-  int64_t i, j, total = 0, shift = plan->lk - plan->lq;
+  int64_t i, j, total = 0, shift = plan->lk - plan->lq, steps = HATTN_PLAN_MAX_COUNT_STEPS;
   const int64_t *fo = plan->full_off[table], *po = plan->partial_off[table];
   const int32_t *fi = plan->full_idx[table], *pi = plan->partial_idx[table];
   aux *x = NULL;
@@ -812,13 +862,14 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *ma
       rect r;
       if (dist) {
         total += count_memo(memo, mask, q0 + shift - (k1 - 1), rows, k1 - k0);
+        steps -= 1;
       } else {
         rect_set(&r, q0, q1, k0, k1, env);
-        total += count_split(mask, x, &r, table, env);
+        total += count_split(mask, x, &r, table, env, &steps);
       }
     }
   }
   aux_free(mask, x);
   free(memo);
-  return total;
+  return steps < 0 ? -1 : total;
 }

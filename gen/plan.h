@@ -69,12 +69,24 @@ typedef struct hattn__plan {
 } hattn__plan;
 
 /*
+** The limits of one plan (docs/spec.md, "Limits"): its offsets and lists
+** take at most HATTN_PLAN_MAX_BYTES (256 MiB: about 67 million FULL and
+** PARTIAL blocks), and it classifies at most HATTN_PLAN_MAX_VISITS blocks
+** (2^26: seconds), counted over its tables from the closed-form key
+** ranges before anything is allocated.  Causal attention at 1m x 1m keys
+** in tiles of 128 x 128 is within both; at 16m it is not.
+*/
+#define HATTN_PLAN_MAX_BYTES ((int64_t)1 << 28)
+#define HATTN_PLAN_MAX_VISITS ((int64_t)1 << 26)
+
+/*
 ** Build the plan of MASK for ENV (lq, lk and run-time data, which must pass
 ** hattn__mask_env_check) in tiles of BM x BN.  Work is proportional to the
 ** number of blocks (key blocks outside hattn__key_ranges, or outside the
 ** document of a query block, are not visited), never to the number of
 ** elements.  Returns HATTN_OK and sets *OUT, or HATTN_EINVAL (sizes),
-** HATTN_ENOMEM, with a sentence in ERR.
+** HATTN_ENOTSUP (past the limits above, said before any work), HATTN_ENOMEM,
+** with a sentence in ERR.
 */
 int hattn__plan_build(const hattn__mask *mask, const hattn__mask_env *env,
                       int64_t bm, int64_t bn, hattn__plan **out,
@@ -87,7 +99,12 @@ void hattn__plan_destroy(hattn__plan *plan);
 ** The exact number of visible (query, key) pairs of the plan's table T,
 ** counted from the plan: FULL blocks by area, PARTIAL blocks by evaluating
 ** the predicate (by distance histogram when the mask depends only on d).
+** Returns -1 when that would take more than HATTN_PLAN_MAX_COUNT_STEPS
+** classifications of pieces of PARTIAL blocks (2^24: seconds; reached,
+** for instance, by causal & document at 16m keys).
 */
+#define HATTN_PLAN_MAX_COUNT_STEPS ((int64_t)1 << 24)
+
 int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *mask,
                                   int64_t table, const hattn__mask_env *env);
 

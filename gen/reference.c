@@ -65,15 +65,22 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
       for (i = 0; i < LQ; i++) {
         int64_t qpos = i + LK - LQ;
         double mx = -INFINITY, sum = 0;
+        int nan = 0;
         for (j = 0; j < LK; j++) {
           double dot = 0;
           vis[j] = (char)hattn__mask_visible(p->lowered, i, j, bh, env);
           if (!vis[j]) continue;
           for (c = 0; c < D; c++) dot += Q[i * D + c] * K[j * D + c];
           s[j] = modified_score(p, dot, scale, slope, qpos, j);
+          nan |= isnan(s[j]);
           if (s[j] > mx) mx = s[j];
         }
         for (c = 0; c < D; c++) O[i * D + c] = 0;
+        if (nan) { /* a NaN in Q or K that the row sees: the row is NaN */
+          for (c = 0; c < D; c++) O[i * D + c] = NAN;
+          if (lse) lse[bh * LQ + i] = NAN;
+          continue;
+        }
         if (sink > mx) mx = sink; /* the sink is one more logit, with no value */
         if (mx == -INFINITY) {    /* the row sees no key */
           if (lse) lse[bh * LQ + i] = -INFINITY;
@@ -105,6 +112,10 @@ double hattn__rel_error(const double *x, const double *ref, size_t n) {
   size_t i;
   for (i = 0; i < n; i++) {
     double dx = x[i] - ref[i];
+    if (isnan(ref[i])) { /* a NaN input reached this value: so must it in X */
+      if (!isnan(x[i])) return INFINITY;
+      continue;
+    }
     if (isnan(x[i])) return INFINITY;
     if (isinf(ref[i]) || isinf(x[i])) { /* -inf LSE of an empty row must match exactly */
       if (x[i] != ref[i]) return INFINITY;

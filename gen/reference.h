@@ -28,7 +28,10 @@ typedef struct hattn__shape {
 ** Q, O are [batch, heads, lq, head_dim]; K, V are [batch, kv_heads, lk,
 ** head_dim]; LSE is [batch, heads, lq]; all contiguous.  ENV carries the
 ** run-time data (its lq, lk, heads must match SHAPE).  A row that sees no key
-** gets zeros in O and -inf in LSE.  Returns HATTN_OK, or HATTN_ESHAPE /
+** gets zeros in O and -inf in LSE.  NaN is never taken for "masked": a row
+** that sees a key whose score is NaN (a NaN in its Q row or in that K row)
+** gets NaN in all of O and in LSE, and a NaN in a V row reaches the O of
+** every row that sees that key.  Returns HATTN_OK, or HATTN_ESHAPE /
 ** HATTN_EINPUT with a sentence in ERR.
 */
 int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
@@ -37,9 +40,10 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
                      double *o, double *lse, char *err, size_t errlen);
 
 /* The relative Frobenius error ||x - ref|| / ||ref|| of N values: 0 when
-** both are zero; infinity when ref is zero and x is not, when x has a NaN,
-** or when an infinite value (the -inf LSE of an empty row) is not matched
-** exactly.  Matched infinities count as equal and add nothing. */
+** both are zero; infinity when ref is zero and x is not, when x has a NaN
+** where ref has none or none where ref has one, or when an infinite value
+** (the -inf LSE of an empty row) is not matched exactly.  Matched NaNs and
+** infinities count as equal and add nothing. */
 double hattn__rel_error(const double *x, const double *ref, size_t n);
 
 #endif /* HATTN_GEN_REFERENCE_H */

@@ -408,6 +408,29 @@ void finish_model(parser *p, mrec *m, const named *pt)
     m->bad = 1;
     return;
   }
+  /* The work and memory of the grids are bounded per file, before any is
+  ** allocated: MAX_GRID_CELLS cells in all models, MAX_LINE_CELLS written
+  ** by their lines. */
+  if (p->grid_cells + (int64_t)m->m.layers * m->m.heads > MAX_GRID_CELLS) {
+    diag(p, at, "model '%s' has %lld (layer, head) cells, and the models of one file may have at most %d "
+         "(2^24) in all", name, (long long)m->m.layers * m->m.heads, MAX_GRID_CELLS);
+    m->bad = 1;
+    return;
+  }
+  for (i = 0; i < m->nlines; i++) {
+    const lline *L = &m->lines[i];
+    int64_t h0 = L->has_heads ? L->h0 : 0, h1 = L->has_heads ? L->h1 : m->m.heads - 1;
+    if (L->bad || L->l1 < L->l0 || h1 < h0)
+      continue;
+    p->line_cells += ((L->l1 - L->l0) / L->step + 1) * (h1 - h0 + 1);
+    if (p->line_cells > MAX_LINE_CELLS) {
+      diag(p, L->l0at, "this line takes the layer lines of one file past %d (2^26) (layer, head) cells in all",
+           MAX_LINE_CELLS);
+      m->bad = 1;
+      return;
+    }
+  }
+  p->grid_cells += (int64_t)m->m.layers * m->m.heads;
   {
     size_t cells = (size_t)m->m.layers * (size_t)m->m.heads, c;
     m->m.assign = palloc(p, cells * sizeof *m->m.assign);

@@ -27,6 +27,8 @@
 #define MAX_ATOMS 1000          /* atoms in one pattern */
 #define MAX_LAYERS 1024         /* layers of one model */
 #define MAX_HEADS 1024          /* heads of one model */
+#define MAX_GRID_CELLS (1 << 24) /* (layer, head) cells of all models of one file */
+#define MAX_LINE_CELLS (1 << 26) /* cells that the layer lines of one file cover, summed */
 #define INT_LIMIT 2147483647LL  /* integers are below 2^31 */
 #define SHOWN 64                /* longest name or number quoted whole in a message */
 #define SUGGEST_MAX 64          /* longest name that gets a "did you mean" */
@@ -148,6 +150,8 @@ typedef struct parser {
   char **layouts;
   int nlayouts, caplayouts;
   int atoms;                    /* atoms in the current pattern */
+  int64_t grid_cells;           /* (layer, head) cells of the models checked so far */
+  int64_t line_cells;           /* cells their layer lines cover, summed */
 } parser;
 
 /* A pattern's or model's name and its index, for the sorted name tables. */

@@ -315,16 +315,19 @@ static void next(parser *p)
   }
   while (i < n) {
     unsigned c = s[i];
-    if (c == '\n') {
+    if (c == '\n' || c == '\r') {
+      /* A line ends at LF, CR LF or a CR alone. */
       i++;
+      if (c == '\r' && i < n && s[i] == '\n')
+        i++;
       if (p->line < INT_MAX)
         p->line++;
       p->line_start = i;
       p->at_bol = 1;
-    } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+    } else if (c == ' ' || c == '\t' || c == '\f' || c == '\v') {
       i++;
     } else if (c == '#') {
-      while (i < n && s[i] != '\n')
+      while (i < n && s[i] != '\n' && s[i] != '\r')
         i++;
     } else {
       break;
@@ -777,7 +780,7 @@ static hattn__expr *parse_factor(parser *p, int depth)
   spos at = p->tok.at;
   hattn__expr *e, *k;
 
-  if (depth >= MAX_DEPTH) {
+  if (depth > MAX_DEPTH) {
     diag(p, at, "expression nested too deeply");
     return NULL;
   }

@@ -301,12 +301,10 @@ static void put_source(sbuf *b, const parser *p, spos at)
   size_t off = at.off > p->n ? p->n : at.off, ls = off, le = off, st, en, i;
   const size_t width = 160;
 
-  while (ls > 0 && p->s[ls - 1] != '\n')
+  while (ls > 0 && p->s[ls - 1] != '\n' && p->s[ls - 1] != '\r')
     ls--;
-  while (le < p->n && p->s[le] != '\n')
+  while (le < p->n && p->s[le] != '\n' && p->s[le] != '\r')
     le++;
-  if (le > off && le > ls && p->s[le - 1] == '\r')
-    le--;
   st = le - ls > width && off - ls > width / 2 ? off - width / 2 : ls;
   en = le - st > width ? st + width : le;
   sb_puts(b, "  ");

@@ -277,11 +277,14 @@ typedef struct hattn_inputs {
   ** 0, nondecreasing, ending at lk; shared by every batch entry. */
   const int64_t *doc_offsets;
   int64_t ndocs;
-  /* blocks(NAME): one layout per name the pattern uses, in any order. */
+  /* blocks(NAME): one layout per name the pattern uses, in any order, each
+  ** name once (a name given twice is refused: HATTN_EINPUT). */
   const hattn_layout *layouts;
   int nlayouts;
   /* topk(K): topk_blocks[((b * heads + h) * ceil(lk / 64) + i) * topk_k + j]
-  ** is the j-th routed key 64-block of query 64-block i, or -1. */
+  ** is the j-th routed key 64-block of query 64-block i, or -1.  topk_k is K,
+  ** or min(K, ceil(lk / 64)): a query block is never routed to more key
+  ** blocks than exist, so rows need not be longer. */
   const int32_t *topk_blocks;
   int64_t topk_k;
   /* ALiBi slopes [heads] for a pattern "with alibi", instead of
@@ -317,9 +320,14 @@ typedef struct hattn_inputs {
 **
 ** Returns HATTN_OK, HATTN_ESHAPE (a tensor does not match the problem: the
 ** message names the tensor and what is wrong), HATTN_EINPUT (missing or
-** malformed run-time inputs), HATTN_ENOTSUP (what the backend cannot run), or a
-** device error; the sentence is in hattn_errmsg of the kernel's context and
-** in hattn_kernel_errmsg.  HATTN_EINVAL for KERN NULL.
+** malformed run-time inputs), HATTN_ENOTSUP (what the backend cannot run,
+** or a problem past the documented limits of docs/spec.md, "Limits": a block
+** plan of more than 256 MiB or 2^26 blocks classified, random() bit sets of
+** more than 64 MiB; said before anything is allocated), or a device error;
+** the sentence is in hattn_errmsg of the kernel's context and in
+** hattn_kernel_errmsg.  HATTN_EINVAL for KERN NULL.  NaN in Q, K or V
+** is not taken for masking: it reaches the rows of O (and, from Q or K, of
+** LSE) that see it.
 */
 HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
                             const DLTensor *v, DLTensor *o, DLTensor *lse,

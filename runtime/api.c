@@ -553,6 +553,10 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
       if (nm && strcmp(nm, kern->spec->layouts[i]) == 0) break;
     if (i == kern->spec->nlayouts)
       return fail(ctx, HATTN_EINPUT, "inputs: layout '%s' is not named in the spec", nm ? nm : "(NULL)");
+    for (i = 0; i < j; i++)
+      if (strcmp(inputs->layouts[i].name, nm) == 0)
+        return fail(ctx, HATTN_EINPUT, "inputs: layout '%s' is given twice (layouts[%d] and layouts[%d])", nm, i,
+                    j);
   }
   if (kern->spec->nlayouts > 0) {
     lays = calloc((size_t)kern->spec->nlayouts, sizeof *lays);

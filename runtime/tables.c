@@ -74,6 +74,30 @@ static int stage_plan(hattn__tables *t, const hattn__plan *plan, char *err, size
   return HATTN_OK;
 }
 
+/* ROWS rows of ENV's routed blocks into OUT, W entries a row
+** (hattn__topk_staged_width): each row's distinct blocks, in its order,
+** padded with -1.  A row of the caller's holds at most W distinct blocks:
+** W is K, or at least every key block that exists.  Returns HATTN_OK or
+** HATTN_ENOMEM. */
+static int stage_topk(int32_t *out, int64_t w, const hattn__mask_env *env, int64_t rows) {
+  int64_t nb = hattn__nblocks64(env->lk), cw = env->topk_k, r, i, n;
+  uint8_t *seen = calloc((size_t)nb + 1, 1);
+  if (seen == NULL) return HATTN_ENOMEM;
+  for (r = 0; r < rows; r++) {
+    const int32_t *row = env->topk_blocks + r * cw;
+    int32_t *o = out + r * w;
+    for (i = 0, n = 0; i < cw && n < w; i++)
+      if (row[i] >= 0 && !seen[row[i]]) {
+        seen[row[i]] = 1;
+        o[n++] = row[i];
+      }
+    for (i = 0; i < n; i++) seen[o[i]] = 0;
+    for (; n < w; n++) o[n] = -1;
+  }
+  free(seen);
+  return HATTN_OK;
+}
+
 int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, const hattn__mask_env *env,
                         const hattn__plan *plan, hattn__tables *t, char *err, size_t errlen) {
   const hattn__mask *m = p->lowered;
@@ -110,6 +134,16 @@ int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, cons
     }
   }
   nqb64 = hattn__nblocks64(LK);
+  /* A random bit set grows with the square of lk, in memory and in the time
+  ** selection sampling takes: bounded before it is made. */
+  if (m->nrandom > 0 &&
+      nqb64 * hattn__random_words(LK) > HATTN_RANDOM_MAX_BYTES / 8 / m->nrandom) {
+    snprintf(err, errlen, "the bit sets of %d random() atom%s at %lld keys would take more than %lld bytes "
+             "(64 MiB), the limit", m->nrandom, m->nrandom > 1 ? "s" : "", (long long)LK,
+             (long long)HATTN_RANDOM_MAX_BYTES);
+    rc = HATTN_ENOTSUP;
+    goto fail;
+  }
   if (m->nrandom > 0) {
     if ((t->random = calloc((size_t)m->nrandom, sizeof *t->random)) == NULL) goto fail;
     t->nrandom = m->nrandom;
@@ -121,10 +155,11 @@ int hattn__tables_build(const hattn__pattern *p, const hattn__shape *shape, cons
     }
   }
   if (m->needs & HATTN_NEEDS_TOPK) {
-    ntopk = B * H * nqb64 * env->topk_k;
+    int64_t w = hattn__topk_staged_width(m->topk_k, LK);
+    ntopk = B * H * nqb64 * w;
     if ((t->topk = stage_add(t, (size_t)ntopk * sizeof(int32_t))) == HATTN__TABLE_NONE) goto fail;
-    if (ntopk > 0) memcpy(hattn__tables_at(t, t->topk), env->topk_blocks, (size_t)ntopk * sizeof(int32_t));
-    t->topk_k = env->topk_k;
+    if (ntopk > 0 && stage_topk(hattn__tables_at(t, t->topk), w, env, B * H * nqb64) != HATTN_OK) goto fail;
+    t->topk_k = w;
   }
   if (t->buf == NULL && stage_add(t, 0) == HATTN__TABLE_NONE) goto fail; /* never a NULL buffer */
   return HATTN_OK;

@@ -36,8 +36,14 @@
 ** [lk + 1], document()), LAYOUT[l] (uint8 [nqb * nkb] per spec layout,
 ** blocks()), RANDOM[j] (uint64, rows of RANDOM_WORDS words per query
 ** 64-block, per random() atom in depth-first order), TOPK (int32 [batch *
-** heads * ceil(lk / 64) * topk_k], topk()).
+** heads * ceil(lk / 64) * topk_k], topk(): rows of the caller's distinct
+** routed blocks padded with -1, topk_k = hattn__topk_staged_width(K, lk),
+** lower.h).
 */
+/* The most the bit sets of a problem's random() atoms may take, together:
+** 64 MiB, reached at about 1.4m keys with one atom (docs/spec.md, Limits). */
+#define HATTN_RANDOM_MAX_BYTES ((int64_t)1 << 26)
+
 typedef struct hattn__tables {
   unsigned char *buf;
   size_t size, cap;
@@ -56,7 +62,8 @@ typedef struct hattn__tables {
 /*
 ** Build the tables of pattern P for SHAPE and ENV (checked with
 ** hattn__env_check) into *T; PLAN, when not NULL, has its lists staged
-** first as int32 (the lists must fit: HATTN_ENOTSUP otherwise).  Returns
+** first as int32 (the lists must fit, and the random bit sets in
+** HATTN_RANDOM_MAX_BYTES: HATTN_ENOTSUP otherwise).  Returns
 ** HATTN_OK, or HATTN_ENOMEM / HATTN_ENOTSUP with a sentence in ERR (*T is
 ** then empty).  Free with hattn__tables_clear.
 */

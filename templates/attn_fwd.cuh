@@ -403,7 +403,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       mn = mn == hattn_neg_inf() ? 0.0f : mn;
       const float fix = exp2f(m_i[mt][r] - mn);
       l = l * fix + exp2f(sink - mn);
-      const float inv = l > 0.0f ? fix / l : 0.0f;
+      /* l is 0 only in a row that saw no key (O 0, LSE -inf).  A NaN in Q or K
+      ** that the row sees made its scores, l and O NaN (fmaxf skips NaN, ex2
+      ** keeps it): l == 0, not l > 0, so that NaN stays NaN in O and LSE. */
+      const float inv = l == 0.0f ? 0.0f : fix / l;
       const int row = mt * 16 + g + 8 * r;      /* row of the warp's slab */
 #pragma unroll
       for (int dt = 0; dt < DT; dt++) {
@@ -413,7 +416,7 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       }
       const int q = q0 + wrow0 + row;
       if (args.lse != 0 && t == 0 && q < lq) {
-        const float lse = l > 0.0f ? (mn + log2f(l)) * LN2 : hattn_neg_inf();
+        const float lse = l == 0.0f ? hattn_neg_inf() : (mn + log2f(l)) * LN2;
         args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
       }
     }

@@ -92,11 +92,15 @@ for c in python3 /usr/bin/python3; do
   fi
 done
 [ -f "$root$pydir/hattn/__init__.py" ] || fail "the module is not installed in $pydir"
-case $prefix in
+# A virtual environment's Python looks in the environment, not under the
+# prefix (pip install ./python is the way into one: python-venv.sh).
+if "$py" -c 'import sys; sys.exit(0 if sys.prefix != sys.base_prefix else 1)'; then
+  echo "note: $py is a virtual environment's: $pydir is not expected on its sys.path"
+else case $prefix in
   /usr | /usr/local)
     "$py" -c 'import sys; sys.exit(0 if sys.argv[1] in sys.path else 1)' "$pydir" ||
       fail "$pydir is not on $py's sys.path: that Python would not find the module" ;;
-esac
+esac; fi
 cat >"$tmp/t.py" <<'PY'
 import os, sys
 root = sys.argv[1]

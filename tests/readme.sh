@@ -137,7 +137,10 @@ cc_cmd=${CC:-cc}
 cc_abs=$(command -v "${cc_cmd%% *}") || { echo "FAIL: no compiler $cc_cmd"; exit 1; }
 case $cc_cmd in *" "*) cc_abs="$cc_abs ${cc_cmd#* }" ;; esac
 mkdir "$tmp/wrap" "$tmp/home" "$tmp/cache"
-printf '#!/bin/sh\nexec %s %s "$@" %s\n' "$cc_abs" "${CFLAGS:-}" "${LDFLAGS:-}" >"$tmp/wrap/cc"
+# PKG_CONFIG_SYSROOT_DIR prefixes every -I of the .pc files with the staging
+# directory, DLPack's too: the wrapper adds the build's DLPACK_CFLAGS as found.
+dlpack=$(sed -n 's/^DLPACK_CFLAGS = //p' "$b/Makefile")
+printf '#!/bin/sh\nexec %s %s %s "$@" %s\n' "$cc_abs" "${CFLAGS:-}" "$dlpack" "${LDFLAGS:-}" >"$tmp/wrap/cc"
 chmod +x "$tmp/wrap/cc"
 
 run_block() {   # run_block N LANG LINE: 0 when block N ran and succeeded

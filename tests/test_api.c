@@ -351,6 +351,24 @@ START_TEST(bad_tensors) {
   ck_assert_int_eq(hattn_forward(ks, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
   ck_assert_msg(strstr(hattn_errmsg(g_ctx), "alibi_slopes[0] is not finite") != NULL, "%s", hattn_errmsg(g_ctx));
   in.alibi_slopes = NULL;
+  /* A layout given twice under one name (bug: the first one was used). */
+  {
+    hattn_specfile *sb = parse("pattern b = causal & blocks(L)\n");
+    hattn_kernel *kb = NULL;
+    const uint8_t bits[1] = {1};
+    hattn_layout two[2] = {{"L", 8, 8, 1, 1, bits}, {"L", 8, 8, 1, 1, bits}};
+    ck_assert_int_eq(hattn_kernel_get(g_ctx, sb, "b", &pr, &kb), HATTN_OK);
+    in.layouts = two;
+    in.nlayouts = 1;
+    ck_assert_int_eq(hattn_forward(kb, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_OK);
+    in.nlayouts = 2;
+    ck_assert_int_eq(hattn_forward(kb, &tq.t, &tk.t, &tv.t, &to.t, NULL, &in, NULL), HATTN_EINPUT);
+    ck_assert_str_eq(hattn_errmsg(g_ctx), "inputs: layout 'L' is given twice (layouts[0] and layouts[1])");
+    in.layouts = NULL;
+    in.nlayouts = 0;
+    hattn_kernel_destroy(kb);
+    hattn_specfile_destroy(sb);
+  }
 
   hattn_kernel_destroy(kern);
   hattn_kernel_destroy(kd);

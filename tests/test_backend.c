@@ -65,6 +65,11 @@ typedef struct tcase {
   ** BN_VECS: bn is that many host vectors. */
   int bm, bn, rows, vec, bn_vecs;
   uint64_t salt;                /* the inputs' seed: seed ^ salt */
+  /* 'q', 'k' or 'v' (0: none): one element of row NAN_ROW of that tensor
+  ** (batch 0, head 0, dim 3) is NaN, and must reach exactly the rows of O
+  ** and LSE that the reference says it reaches. */
+  char nan_in;
+  int64_t nan_row;
 } tcase;
 
 #define MAX_CASES 1024
@@ -286,6 +291,37 @@ static void cases_make(void) {
         t->hk = 2;
         t->d = 128;
       }
+
+  /* NaN in Q, K or V is not "masked" (bug: the row of a NaN query came out
+  ** 0 with LSE -inf, a NaN key vanished from every row).  NaN in V is put
+  ** where every row of any tile sees it (key 0 of causal, any key of full):
+  ** a kernel's P V multiplies masked keys by 0 too, and 0 * NaN is NaN. */
+  t = add("causal", F32, 100, 100);
+  t->nan_in = 'q', t->nan_row = 37;
+  t = add("causal", BF16, 300, 300);
+  t->nan_in = 'q', t->nan_row = 200;
+  t = add("causal with softcap(5)", F16, 200, 200);
+  t->nan_in = 'q', t->nan_row = 0;
+  t = add("causal & window(40) | sink(4)", F32, 150, 150);
+  t->nan_in = 'k', t->nan_row = 70;
+  t = add("causal", BF16, 300, 300);
+  t->nan_in = 'k', t->nan_row = 150;
+  t = add("causal with alibi", F16, 200, 200);
+  t->nan_in = 'k', t->nan_row = 3;
+  t = add("causal", F32, 100, 100);
+  t->nan_in = 'v', t->nan_row = 0;
+  t = add("full", BF16, 77, 300);
+  t->nan_in = 'v', t->nan_row = 150;
+
+  /* topk(K) with K past the key blocks that exist (bug: a table of K
+  ** entries a row, 8.5 GB at K = 2^31 - 1): rows of K = 5 entries padded
+  ** with -1 beside 3 blocks, rows of min(K, blocks) at K = 2^31 - 1, and
+  ** K = 100 of 110 blocks (a row loop, not unrolled). */
+  add("topk(5) & causal", F32, 129, 129);
+  add("topk(2147483647) & causal", F32, 129, 129);
+  add("topk(2147483647) & causal", BF16, 300, 300);
+  t = add("topk(100) & causal | window(8)", BF16, 200, 7000);
+  t->h = 1;
 
   /* No LSE. */
   add("random(1, 4) | document", BF16, 150, 150)->no_lse = 1;
@@ -578,6 +614,14 @@ static void run_case(backend *b, const tcase *tc) {
           rk[ri] = put(k, at, tc->dtype, 2.0 * rng_unit(&r));
           rv[ri] = put(v, at, tc->dtype, rng_unit(&r));
         }
+  if (tc->nan_in) {
+    int nq_ = tc->nan_in == 'q';
+    size_t at = (size_t)(tc->nan_row * (nq_ ? tq.stride[2] : st[2]) + 3);
+    size_t ri = (size_t)(tc->nan_row * D + 3);
+    if (nq_) rq[ri] = put(q, at, tc->dtype, NAN);
+    else if (tc->nan_in == 'k') rk[ri] = put(k, at, tc->dtype, NAN);
+    else rv[ri] = put(v, at, tc->dtype, NAN);
+  }
   dq = mem_alloc(b, bq);
   dout = mem_alloc(b, bq);
   dk = mem_alloc(b, bk);
@@ -615,6 +659,11 @@ static void run_case(backend *b, const tcase *tc) {
   mem_download(b, lse, dl, bl);
   rc = hattn__reference(desc.pattern, &shape, &env, rd.nlay, rq, rk, rv, ro, rl, err, sizeof err);
   CHECK(rc == HATTN_OK, "reference '%s': %s", tc->mask, err);
+  if (tc->nan_in) {
+    for (i0 = 0; i0 < nq && !isnan(ro[i0]); i0++)
+      ;
+    CHECK(i0 < nq, "'%s': the NaN in %c reaches no row of the reference", tc->mask, tc->nan_in);
+  }
 
   for (i0 = 0; i0 < B; i0++)
     for (i1 = 0; i1 < H; i1++)

@@ -23,6 +23,7 @@
 #include "mask.h"
 #include "reference.h"
 #include "spec.h"
+#include "tables.h"
 
 static uint64_t g_seed;
 static int g_vec = 8;           /* the host's, set in main */
@@ -258,6 +259,64 @@ START_TEST(test_fail_config) {
 }
 END_TEST
 
+/* NaN in Q or K reaches, in O and LSE, exactly the rows that see it (bug:
+** the kernel's exp2 and its maximum took a NaN score for a masked one, so a
+** NaN query row came out 0 with LSE -inf and a NaN key vanished).  Row 5 of
+** Q is NaN in head 0; row 9 of K, shared by both heads, from the second
+** run on: rows 9 to 15 see it under causal, rows 0 to 8 do not. */
+START_TEST(test_nan_reaches_rows) {
+  static const char *const masks[] = {"causal", "causal with softcap(4)"};
+  static float q[2 * 16 * 8], k[16 * 8], v[16 * 8], o[2 * 16 * 8];
+  fail_fixture f;
+  char err[512];
+  int m, run, h, i, c;
+  for (m = 0; m < 2; m++) {
+    for (run = 0; run < 2; run++) {
+      fail_setup(&f, masks[m]);
+      for (i = 0; i < 2 * 16 * 8; i++) q[i] = (float)((i * 37 % 17) - 8) / 8.0f;
+      for (i = 0; i < 16 * 8; i++) k[i] = (float)((i * 11 % 13) - 6) / 6.0f, v[i] = (float)(i % 7);
+      q[5 * 8 + 2] = NAN;
+      if (run) k[9 * 8 + 4] = NAN;
+      f.q.data = q, f.k.data = k, f.v.data = v, f.o.data = o;
+      memset(o, 0, sizeof o);
+      ck_assert_msg(fail_run(&f, err, sizeof err) == HATTN_OK, "%s", err);
+      for (h = 0; h < 2; h++)
+        for (i = 0; i < 16; i++) {
+          int want = (h == 0 && i == 5) || (run && i >= 9);
+          ck_assert_msg(isnan(f.lbuf[h * 16 + i]) == want, "%s, run %d: head %d row %d LSE %g", masks[m], run, h, i,
+                        f.lbuf[h * 16 + i]);
+          for (c = 0; c < 8; c++)
+            ck_assert_msg(isnan(o[(h * 16 + i) * 8 + c]) == want, "%s, run %d: head %d row %d O[%d] %g", masks[m],
+                          run, h, i, c, o[(h * 16 + i) * 8 + c]);
+        }
+      hattn__spec_destroy(f.spec);
+    }
+  }
+}
+END_TEST
+
+/* The random() bit sets grow with lk squared: past HATTN_RANDOM_MAX_BYTES
+** they are refused before they are made (at 4m keys: 512 MiB). */
+START_TEST(test_random_tables_limit) {
+  const char *text = "pattern p = random(1, 1) | causal";
+  hattn__spec *spec = NULL;
+  hattn__shape shape = {1, 1, 1, 1, (int64_t)4 << 20, 8};
+  hattn__mask_env env;
+  hattn__tables t;
+  char err[512];
+  ck_assert_int_eq(hattn__spec_parse(text, strlen(text), "test", &spec, NULL), HATTN_OK);
+  memset(&env, 0, sizeof env);
+  env.lq = 1, env.lk = shape.lk, env.batch = env.heads = 1;
+  ck_assert_int_eq(hattn__tables_build(&spec->patterns[0], &shape, &env, NULL, &t, err, sizeof err), HATTN_ENOTSUP);
+  ck_assert_str_eq(err, "the bit sets of 1 random() atom at 4194304 keys would take more than 67108864 bytes "
+                        "(64 MiB), the limit");
+  shape.lk = env.lk = 64 << 10;
+  ck_assert_int_eq(hattn__tables_build(&spec->patterns[0], &shape, &env, NULL, &t, err, sizeof err), HATTN_OK);
+  hattn__tables_clear(&t);
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 START_TEST(test_object_file) {
   fail_fixture f;
   char err[512], path[] = "/tmp/hattn_test_cpu_XXXXXX";
@@ -290,6 +349,8 @@ static Suite *cpu_suite(void) {
   tcase_add_test(tc, test_fail_documents);
   tcase_add_test(tc, test_fail_config);
   tcase_add_test(tc, test_object_file);
+  tcase_add_test(tc, test_nan_reaches_rows);
+  tcase_add_test(tc, test_random_tables_limit);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -120,6 +120,7 @@ static const char *const atoms[] = {
   "pattern p = blocks(a) | blocks(b) & causal",
   "pattern p = random(3, 42) | random(1, 7) & causal",
   "pattern p = causal & topk(8)",
+  "pattern p = causal & topk(2147483647)",  /* rows of the staged width a.topk_k */
   "pattern p = !document & causal",
   "pattern p = causal with alibi",
   "pattern p = window(100, 100) with alibi(0.0625)",

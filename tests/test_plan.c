@@ -1063,11 +1063,16 @@ START_TEST(test_failures) {
   ck_assert_int_eq(hattn__plan_build(lw(d), &t.env, 16, 16, &p, err, sizeof err), HATTN_EINPUT);
   ck_assert_msg(strstr(err, "document") != NULL, "message: %s", err);
 
-  /* topk with a K that the tables do not hold. */
-  ck_assert_int_eq(hattn__plan_build(lw(atom(HATTN_NODE_TOPK, t.env.topk_k + 1, 0)), &t.env, 16, 16, &p,
-                                     err, sizeof err),
-                   HATTN_EINPUT);
-  ck_assert_msg(strstr(err, "topk") != NULL, "message: %s", err);
+  /* topk with a K whose rows the tables hold neither as K entries nor as
+  ** min(K, the key blocks that exist). */
+  {
+    int64_t k = t.env.topk_k, other = k > 1 ? k - 1 : k + 1;
+    if (hattn__topk_width(other, t.env.lk) != k) {
+      ck_assert_int_eq(hattn__plan_build(lw(atom(HATTN_NODE_TOPK, other, 0)), &t.env, 16, 16, &p, err, sizeof err),
+                       HATTN_EINPUT);
+      ck_assert_msg(strstr(err, "topk") != NULL, "message: %s", err);
+    }
+  }
 
   /* More key blocks than int32 indices hold. */
   t.env.lq = 1;
@@ -1076,6 +1081,25 @@ START_TEST(test_failures) {
   ck_assert_int_eq(hattn__plan_build(lw(c), &t.env, 1, 1, &p, err, sizeof err), HATTN_EINVAL);
   ck_assert_ptr_null(p);
   ck_assert_msg(strstr(err, "key blocks") != NULL, "message: %s", err);
+
+  /* Plans past the documented limits are refused before they are built
+  ** (bug: causal at 16m grew to 24 GB and was killed). */
+  t.env.lq = t.env.lk = (int64_t)16 << 20;
+  err[0] = 0;
+  ck_assert_int_eq(hattn__plan_build(lw(c), &t.env, 128, 128, &p, err, sizeof err), HATTN_ENOTSUP);
+  ck_assert_ptr_null(p);
+  ck_assert_str_eq(err, "the block plan of 16777216 queries x 16777216 keys in tiles of 128 x 128 would "
+                        "classify more than 67108864 (2^26) blocks, the limit: use larger tiles or shorter "
+                        "sequences");
+  ck_assert_int_eq(hattn__plan_build(lw(c), &t.env, 1, 128, &p, err, sizeof err), HATTN_ENOTSUP);
+  ck_assert_ptr_null(p);
+  ck_assert_str_eq(err, "the block plan of 16777216 queries x 16777216 keys in tiles of 1 x 128 would take "
+                        "more than 268435456 bytes (256 MiB), the limit: use larger tiles or shorter "
+                        "sequences");
+  /* window(4k) at 16m visits few blocks: built. */
+  ck_assert_int_eq(hattn__plan_build(lw(atom(HATTN_NODE_WINDOW, 4095, 0)), &t.env, 128, 128, &p, err, sizeof err),
+                   HATTN_OK);
+  hattn__plan_destroy(p);
 
   hattn__plan_destroy(NULL);
   tenv_free(&t);

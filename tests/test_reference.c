@@ -267,6 +267,49 @@ START_TEST(rel_error_rules) {
   ck_assert(isinf(hattn__rel_error(x, ref, 3)));
   x[1] = -INFINITY, x[2] = 2.5;
   ck_assert_double_eq_tol(hattn__rel_error(x, ref, 3), 0.5 / sqrt(5.0), 1e-15);
+  /* A NaN of the reference must be matched by a NaN, and adds nothing. */
+  ref[2] = NAN;
+  ck_assert(isinf(hattn__rel_error(x, ref, 3)));
+  x[2] = NAN;
+  ck_assert(hattn__rel_error(x, ref, 3) == 0);
+}
+END_TEST
+
+/* NaN in Q, K or V reaches every row that sees it, and no other row (bug:
+** a NaN score counted as masked, so a row of NaN Q gave O = 0, LSE -inf). */
+START_TEST(nan_reaches_the_rows_that_see_it) {
+  hattn__spec *spec = parse1("pattern p = causal");
+  hattn__shape sh = {1, 1, 1, 4, 4, 2};
+  hattn__mask_env env = env_for(1, 1, 4, 4);
+  double q[8], k[8], v[8], o[8], lse[4];
+  char err[256];
+  int i, r;
+  for (i = 0; i < 8; i++) q[i] = urand(), k[i] = urand(), v[i] = urand();
+  /* Q row 1: row 1 alone. */
+  q[2] = NAN;
+  ck_assert_int_eq(run_ref(&spec->patterns[0], sh, &env, q, k, v, o, lse, err), HATTN_OK);
+  for (r = 0; r < 4; r++) {
+    ck_assert_msg(isnan(lse[r]) == (r == 1), "Q NaN: row %d LSE %g", r, lse[r]);
+    ck_assert_msg(isnan(o[2 * r]) == (r == 1) && isnan(o[2 * r + 1]) == (r == 1), "Q NaN: row %d O %g %g", r,
+                  o[2 * r], o[2 * r + 1]);
+  }
+  q[2] = 0.5;
+  /* K row 2: rows 2 and 3, which see key 2 (rows 0 and 1 do not). */
+  k[5] = NAN;
+  ck_assert_int_eq(run_ref(&spec->patterns[0], sh, &env, q, k, v, o, lse, err), HATTN_OK);
+  for (r = 0; r < 4; r++) {
+    ck_assert_msg(isnan(lse[r]) == (r >= 2), "K NaN: row %d LSE %g", r, lse[r]);
+    ck_assert_msg(isnan(o[2 * r]) == (r >= 2), "K NaN: row %d O %g", r, o[2 * r]);
+  }
+  k[5] = 0.5;
+  /* V row 1: O of rows 1 to 3; LSE does not depend on V. */
+  v[3] = NAN;
+  ck_assert_int_eq(run_ref(&spec->patterns[0], sh, &env, q, k, v, o, lse, err), HATTN_OK);
+  for (r = 0; r < 4; r++) {
+    ck_assert_msg(!isnan(lse[r]), "V NaN: row %d LSE %g", r, lse[r]);
+    ck_assert_msg(isnan(o[2 * r + 1]) == (r >= 1), "V NaN: row %d O %g", r, o[2 * r + 1]);
+  }
+  hattn__spec_destroy(spec);
 }
 END_TEST
 
@@ -335,6 +378,7 @@ int main(void) {
   tcase_add_test(tc, score_modifiers_by_hand);
   tcase_add_test(tc, failures_have_codes_and_messages);
   tcase_add_test(tc, rel_error_rules);
+  tcase_add_test(tc, nan_reaches_the_rows_that_see_it);
   tcase_add_test(tc, random_blocks_are_distinct_sorted_and_fair);
   tcase_add_test(tc, topk_routes_by_pooled_score);
   suite_add_tcase(s, tc);

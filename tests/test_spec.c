@@ -628,6 +628,71 @@ START_TEST(test_not_past_len)
 }
 END_TEST
 
+/* Line ends are LF, CR LF or a CR alone (old Mac files): each counts one
+** line, and the echoed source line stops at it. */
+START_TEST(test_cr_line_ends)
+{
+  hattn__spec *s = NULL;
+  hattn__diags d;
+
+  ck_assert_int_eq(parse("pattern a = causal\rpattern b = windw(3)\r", &s, &d), HATTN_ESPEC);
+  ck_assert_str_eq(d.text, "t.hattn:2:13: error: unknown mask atom 'windw'; did you mean 'window'?\n"
+                           "  pattern b = windw(3)\n"
+                           "              ^\n");
+  hattn__diags_clear(&d);
+  /* a comment ends at a CR */
+  ck_assert_int_eq(parse("# c\rpattern a = causal # c\r\rpattern b = causal &\r\n\rwindw(3)", &s, &d),
+                   HATTN_ESPEC);
+  ck_assert_str_eq(first_line(&d), "t.hattn:6:1: error: unknown mask atom 'windw'; did you mean 'window'?");
+  hattn__diags_clear(&d);
+  ck_assert_int_eq(parse("# c\rpattern a = causal\r", &s, &d), HATTN_OK);
+  ck_assert_int_eq(s->npatterns, 1);
+  ck_assert_int_eq(s->patterns[0].line, 2);
+  hattn__spec_destroy(s);
+  hattn__diags_clear(&d);
+}
+END_TEST
+
+/* Model grids are bounded per file: 2000 models of 1024 x 1024 cells in
+** 135 KB of spec needed 8 GB (bug); the 17th such model now goes past the
+** file's 2^24 cells, and is refused before its grid is allocated. */
+START_TEST(test_model_grid_limit)
+{
+#define ONE_MODEL "model m%04d { layers 1024 heads 1024 head_dim 64 layer 0-1023 : p }\n"
+  size_t cap = 2000 * 80 + 64, len;
+  char *src = malloc(cap);
+  hattn__spec *s = NULL;
+  hattn__diags d;
+  int i;
+
+  ck_assert_ptr_nonnull(src);
+  len = (size_t)snprintf(src, cap, "pattern p = causal\n");
+  for (i = 0; i < 16; i++)
+    len += (size_t)snprintf(src + len, cap - len, ONE_MODEL, i);
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_OK);
+  ck_assert_int_eq(s->nmodels, 16);
+  hattn__spec_destroy(s);
+  hattn__diags_clear(&d);
+  for (; i < 2000; i++)
+    len += (size_t)snprintf(src + len, cap - len, ONE_MODEL, i);
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_ESPEC);
+  ck_assert_str_eq(first_line(&d), "t.hattn:18:7: error: model 'm0016' has 1048576 (layer, head) cells, and "
+                                   "the models of one file may have at most 16777216 (2^24) in all");
+  hattn__diags_clear(&d);
+  /* Lines that cover more than 2^26 cells in all: 65 lines of 1024 x 1024. */
+  len = (size_t)snprintf(src, cap, "pattern p = causal\nmodel g { layers 1024 heads 1024 head_dim 64\n");
+  for (i = 0; i < 65; i++)
+    len += (size_t)snprintf(src + len, cap - len, "layer 0-1023 : p\n");
+  len += (size_t)snprintf(src + len, cap - len, "}\n");
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_ESPEC);
+  ck_assert_str_eq(first_line(&d), "t.hattn:67:7: error: this line takes the layer lines of one file past "
+                                   "67108864 (2^26) (layer, head) cells in all");
+  hattn__diags_clear(&d);
+  free(src);
+#undef ONE_MODEL
+}
+END_TEST
+
 START_TEST(test_deep_nesting)
 {
   size_t n = 100000, i;
@@ -636,24 +701,32 @@ START_TEST(test_deep_nesting)
   hattn__diags d;
 
   ck_assert_ptr_nonnull(src);
-  /* 199 levels parse */
+  /* 200 levels parse, as docs/spec.md says, of ( and of ! */
   strcpy(src, "pattern p = ");
-  for (i = 0; i < 199; i++)
+  for (i = 0; i < 200; i++)
     strcat(src, "(");
   strcat(src, "causal");
-  for (i = 0; i < 199; i++)
+  for (i = 0; i < 200; i++)
     strcat(src, ")");
   ck_assert_int_eq(parse(src, &s, &d), HATTN_OK);
   ck_assert_str_eq(s->patterns[0].canon, "causal");
   hattn__spec_destroy(s);
   hattn__diags_clear(&d);
-  /* 200 do not */
   strcpy(src, "pattern p = ");
   for (i = 0; i < 200; i++)
+    strcat(src, "!");
+  strcat(src, "causal");
+  ck_assert_int_eq(parse(src, &s, &d), HATTN_OK);
+  ck_assert_str_eq(s->patterns[0].canon, "causal");
+  hattn__spec_destroy(s);
+  hattn__diags_clear(&d);
+  /* 201 do not */
+  strcpy(src, "pattern p = ");
+  for (i = 0; i < 201; i++)
     strcat(src, "(");
   strcat(src, "causal");
   ck_assert_int_eq(parse(src, &s, &d), HATTN_ESPEC);
-  ck_assert_str_eq(first_line(&d), "t.hattn:1:213: error: expression nested too deeply");
+  ck_assert_str_eq(first_line(&d), "t.hattn:1:214: error: expression nested too deeply");
   ck_assert_int_eq(d.count, 1);
   hattn__diags_clear(&d);
   /* 100000 of ( and ! */
@@ -664,7 +737,7 @@ START_TEST(test_deep_nesting)
   ck_assert_str_eq(d.items[0].msg, "expression nested too deeply");
   ck_assert_int_eq(d.count, 1);
   /* a long line is echoed as a window around the column */
-  ck_assert_ptr_nonnull(strstr(d.text, "\n  ...("));
+  ck_assert_ptr_nonnull(strstr(d.text, "\n  ...!("));
   hattn__diags_clear(&d);
   free(src);
 }
@@ -828,6 +901,8 @@ static Suite *spec_suite(void)
   tcase_add_test(tc, test_empty_inputs);
   tcase_add_test(tc, test_not_past_len);
   tcase_add_test(tc, test_deep_nesting);
+  tcase_add_test(tc, test_cr_line_ends);
+  tcase_add_test(tc, test_model_grid_limit);
   tcase_add_test(tc, test_error_limit);
   tcase_add_test(tc, test_garbage);
   suite_add_tcase(s, tc);

@@ -120,13 +120,23 @@ int tool_rtdata_option(tool_rtdata *rt, int opt, const char *arg) {
   case 'L':
     rt->doc_lens = arg;
     return 1;
-  case 'Y':
+  case 'Y': {
+    size_t n = strcspn(arg, "=");
+    int i;
     if (rt->nlayout_args == (int)(sizeof rt->layout_args / sizeof rt->layout_args[0])) {
       fprintf(stderr, "hattn: --layout: too many layouts\n");
       return -1;
     }
+    for (i = 0; arg[n] == '=' && i < rt->nlayout_args; i++) {
+      if (strncmp(rt->layout_args[i], arg, n + 1) == 0) {
+        fprintf(stderr, "hattn: --layout: layout '%.*s' is given twice (%s and %s)\n", (int)n, arg,
+                rt->layout_args[i], arg);
+        return -1;
+      }
+    }
     rt->layout_args[rt->nlayout_args++] = arg;
     return 1;
+  }
   default:
     return 0;
   }
@@ -138,15 +148,27 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
   int64_t n = 0, cap = 16, pos = 0;
   const char *s = rt->doc_lens;
   free(rt->offsets);
-  if ((rt->offsets = malloc((size_t)cap * sizeof *rt->offsets)) == NULL) return -1;
+  rt->offsets = NULL;
+  if (rt->doc_len > 0 && (lk + rt->doc_len - 1) / rt->doc_len > TOOL_MAX_DOCS) {
+    fprintf(stderr, "hattn: --docs: %lld keys in documents of %lld make %lld documents, more than the limit "
+            "of %d (2^20)\n", (long long)lk, (long long)rt->doc_len, (long long)((lk + rt->doc_len - 1) / rt->doc_len),
+            TOOL_MAX_DOCS);
+    return -1;
+  }
+  if ((rt->offsets = malloc((size_t)cap * sizeof *rt->offsets)) == NULL) goto nomem;
   rt->offsets[n++] = 0;
   while (pos < lk) {
     int64_t len = lk;
     if (s && *s) {
       char tok[32];
       size_t t = strcspn(s, ",");
-      if (t == 0 || t >= sizeof tok) {
-        fprintf(stderr, "hattn: --doc-lens: expected lengths separated by commas\n");
+      if (t == 0) {
+        fprintf(stderr, "hattn: --doc-lens: expected lengths separated by commas, got an empty one\n");
+        return -1;
+      }
+      if (t >= sizeof tok) { /* longer than any length below 2^31 */
+        fprintf(stderr, "hattn: --doc-lens: expected a non-negative length such as 4096 or 128k "
+                        "(below 2^31), got '%.*s'\n", (int)t, s);
         return -1;
       }
       memcpy(tok, s, t);
@@ -159,7 +181,7 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
     pos = pos + len < lk ? pos + len : lk;
     if (n == cap) {
       int64_t *t2 = realloc(rt->offsets, (size_t)(cap *= 2) * sizeof *t2);
-      if (t2 == NULL) return -1;
+      if (t2 == NULL) goto nomem;
       rt->offsets = t2;
     }
     rt->offsets[n++] = pos;
@@ -167,6 +189,9 @@ static int make_offsets(tool_rtdata *rt, int64_t lk, hattn__mask_env *env) {
   env->doc_offsets = rt->offsets;
   env->ndocs = n - 1;
   return 0;
+nomem:
+  fprintf(stderr, "hattn: out of memory for the offsets of %lld documents\n", (long long)n);
+  return -1;
 }
 
 /* Read a layout file: a line "BM BN", then one line of 0/1 (or . and #) per
@@ -177,10 +202,15 @@ static int read_layout(const char *path, hattn__layout *l, uint8_t **bits) {
   long long bm, bn;
   int64_t rows = 0, cols = -1, cap = 0;
   uint8_t *b = NULL;
+  struct stat st;
   int rc = -1;
   if (f == NULL) {
     fprintf(stderr, "hattn: --layout: cannot open %s: %s\n", path, strerror(errno));
     return -1;
+  }
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "hattn: --layout: cannot read %s: it is a directory, not a layout file\n", path);
+    goto done;
   }
   if (!fgets(line, sizeof line, f) || sscanf(line, "%lld %lld", &bm, &bn) != 2 || bm <= 0 ||
       bn <= 0 || bm > INT32_MAX || bn > INT32_MAX) {
@@ -240,7 +270,10 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn__spec *spec, const hattn__patte
       rt->nlayouts = spec->nlayouts;
       rt->layouts = calloc((size_t)spec->nlayouts + 1, sizeof *rt->layouts);
       rt->layout_bits = calloc((size_t)spec->nlayouts + 1, sizeof *rt->layout_bits);
-      if (!rt->layouts || !rt->layout_bits) return -1;
+      if (!rt->layouts || !rt->layout_bits) {
+        fprintf(stderr, "hattn: out of memory for %d layouts\n", spec->nlayouts);
+        return -1;
+      }
       for (i = 0; i < spec->nlayouts; i++) {
         const char *name = spec->layouts[i];
         size_t n = strlen(name);
@@ -262,9 +295,14 @@ int tool_rtdata_env(tool_rtdata *rt, const hattn__spec *spec, const hattn__patte
     env->nlayouts = rt->nlayouts;
   }
   if (p->needs & HATTN_NEEDS_TOPK) {
-    int64_t k = p->lowered->topk_k, nb = hattn__nblocks64(lk), b, t;
+    /* Rows of min(K, the key blocks that exist) entries: never more. */
+    int64_t k = hattn__topk_width(p->lowered->topk_k, lk), nb = hattn__nblocks64(lk), b, t;
     free(rt->topk);
-    if ((rt->topk = malloc((size_t)(nb * k + 1) * sizeof *rt->topk)) == NULL) return -1;
+    if ((rt->topk = malloc((size_t)(nb * k + 1) * sizeof *rt->topk)) == NULL) {
+      fprintf(stderr, "hattn: out of memory for the topk table of %lld x %lld blocks\n", (long long)nb,
+              (long long)k);
+      return -1;
+    }
     /* A stand-in for data-dependent routing: the K most recent eligible blocks. */
     for (b = 0; b < nb; b++)
       for (t = 0; t < k; t++) rt->topk[b * k + t] = b - (k - 1) + t >= 0 ? (int32_t)(b - (k - 1) + t) : -1;

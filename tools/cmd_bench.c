@@ -297,8 +297,11 @@ static int bench_one(const hattn__backend_i *be, void *dev, const bench_opts *o,
 
   /* FLOPs: 4 * head_dim per visible pair, counted from a plan. */
   if (hattn__plan_build(desc.pattern->lowered, &env, 128, 128, &hplan, err, sizeof err) != HATTN_OK) goto done;
-  flops = 4.0 * (double)o->head_dim * (double)hattn__plan_count_visible(hplan, desc.pattern->lowered, 0, &env) *
-          (double)BH;
+  {
+    /* Past the counting limit (plan.h) the FLOPs are unknown: NaN. */
+    int64_t vis = hattn__plan_count_visible(hplan, desc.pattern->lowered, 0, &env);
+    flops = vis < 0 ? NAN : 4.0 * (double)o->head_dim * (double)vis * (double)BH;
+  }
 
   /* Inputs uniform in [-1, 1), Q, K and V drawn in turn; the same values
   ** in every set. */

@@ -109,6 +109,12 @@ int hattn__cmd_plan(int argc, char **argv) {
   }
   {
     int64_t total = plan->nqb * plan->nkb, vis = hattn__plan_count_visible(plan, p->lowered, 0, &env);
+    if (vis < 0) {
+      fprintf(stderr, "hattn plan: counting the visible pairs of pattern '%s' at %lld x %lld exactly would take "
+              "more than %lld (2^24) steps, the limit: use larger tiles or shorter sequences\n", p->name,
+              (long long)lq, (long long)lk, (long long)HATTN_PLAN_MAX_COUNT_STEPS);
+      goto done;
+    }
     int64_t causal = tool_causal_pairs(lq, lk), area = visited_area(plan, 0);
     double gf = 4.0 * (double)hd * (double)vis / 1e9, gc = 4.0 * (double)hd * (double)causal / 1e9;
     printf("pattern %s = %s\n", p->name, p->canon);

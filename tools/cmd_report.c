@@ -42,6 +42,9 @@ static const char report_usage[] =
 
 /* KEEP[k] = 1 for each key k < n that the query at n - 1, or one of the next
 ** ones, may see: the tokens the KV cache must hold to decode at length n. */
+/* The most mask evaluations kept_keys may take (docs/spec.md, Limits). */
+#define REPORT_MAX_KEEP_STEPS ((int64_t)1 << 28)
+
 static void kept_keys(const hattn__mask *mask, int64_t n, uint8_t *keep) {
   int64_t period = hattn__mask_period(mask, 4096), k, t;
   for (k = 0; k < n; k++) {
@@ -71,7 +74,23 @@ static int cost_pattern(const hattn__spec *spec, int pi, int64_t n, int64_t bm, 
   }
   c->visible = hattn__plan_count_visible(plan, p->lowered, 0, &env);
   hattn__plan_destroy(plan);
-  if ((c->keep = malloc((size_t)n)) == NULL) return -1;
+  if (c->visible < 0) {
+    fprintf(stderr, "hattn report: pattern '%s': counting its visible pairs at %lld x %lld exactly would take "
+            "more than %lld (2^24) steps, the limit: use larger tiles or shorter sequences\n", p->name,
+            (long long)n, (long long)n, (long long)HATTN_PLAN_MAX_COUNT_STEPS);
+    return -1;
+  }
+  /* kept_keys evaluates up to one period of distances per key. */
+  if (hattn__mask_period(p->lowered, 4096) > REPORT_MAX_KEEP_STEPS / n) {
+    fprintf(stderr, "hattn report: pattern '%s': finding the keys it keeps at %lld tokens would take more "
+            "than %lld (2^28) steps, the limit: use shorter sequences\n", p->name, (long long)n,
+            (long long)REPORT_MAX_KEEP_STEPS);
+    return -1;
+  }
+  if ((c->keep = malloc((size_t)n)) == NULL) {
+    fprintf(stderr, "hattn report: out of memory for %lld keys\n", (long long)n);
+    return -1;
+  }
   kept_keys(p->lowered, n, c->keep);
   for (c->kept = 0, k = 0; k < n; k++) c->kept += c->keep[k];
   return 0;

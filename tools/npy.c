@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "npy.h"
 
@@ -189,12 +190,17 @@ int tool_npy_read(const char *path, tool_npy *out, char *err, size_t errlen) {
   int64_t n;
   cursor c;
   FILE *f;
+  struct stat st;
   int ch;
 
   memset(out, 0, sizeof *out);
   if ((f = fopen(path, "rb")) == NULL) {
     snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
     return -1;
+  }
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "cannot read %s: it is a directory, not a .npy file", path);
+    goto fail;
   }
   got = fread(pre, 1, 10, f);
   if (got < 8 || memcmp(pre, magic, 6) != 0) {

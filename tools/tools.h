@@ -67,6 +67,9 @@ int64_t tool_causal_pairs(int64_t lq, int64_t lk);
 /* Write N with thousands separators into BUF ("268,435,456"). */
 const char *tool_commas(int64_t n, char buf[32]);
 
+/* The most documents --docs may make (docs/spec.md, Limits). */
+#define TOOL_MAX_DOCS (1 << 20)
+
 /* Run-time data for plan and report, from --docs, --doc-lens and --layout,
 ** and stand-in topk tables (the K most recent eligible key blocks). */
 typedef struct tool_rtdata {

@@ -1,13 +1,14 @@
 """The Python module on the CUDA backend, on the GPU machine: a causal
 forward against a float64 NumPy reference, a kernel used after its context
 is closed, new work on a closed context refused, and two threads forwarding
-on one context.  Prints one line per check and exits 1 on the first that
+on one context.  Inputs are PyTorch CUDA tensors (DLPack).  Prints one line per check and exits 1 on the first that
 fails.  Run by tests/gpu/run-on-device.sh (phase cuda-tools) with
 PYTHONPATH at the build's python/ and HATTN_LIBRARY at its libhattn."""
 import sys
 import threading
 
 import numpy as np
+import torch
 
 import hattn
 
@@ -38,16 +39,17 @@ def main():
     k = rng.standard_normal((B, HK, L, D)).astype(np.float16)
     v = rng.standard_normal((B, HK, L, D)).astype(np.float16)
     want = reference(q, k, v)
+    q, k, v = (torch.from_numpy(x).cuda() for x in (q, k, v))   # reach hattn through __dlpack__
 
     ctx = hattn.Context("cuda")
     kern = ctx.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
     o, _ = kern.forward(q, k, v)
-    err = float(np.abs(o.astype(np.float64) - want).max())
+    err = float(np.abs(o.double().cpu().numpy() - want).max())
     check("cuda fp16 causal vs float64 reference", err < 1e-2, "max abs %.2e" % err)
 
     ctx.close()
     o2, _ = kern.forward(q, k, v)
-    err = float(np.abs(o2.astype(np.float64) - want).max())
+    err = float(np.abs(o2.double().cpu().numpy() - want).max())
     check("kernel forward after ctx.close()", err < 1e-2, "max abs %.2e" % err)
     try:
         ctx.parse(SPEC)
@@ -63,7 +65,7 @@ def main():
         def work():
             for _ in range(20):
                 o, _ = kern.forward(q, k, v)
-                errs.append(float(np.abs(o.astype(np.float64) - want).max()))
+                errs.append(float(np.abs(o.double().cpu().numpy() - want).max()))
 
         ts = [threading.Thread(target=work) for _ in range(2)]
         for t in ts:

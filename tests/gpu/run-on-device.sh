@@ -53,9 +53,9 @@ for phase in $phases; do
   echo "== $phase"
   case $phase in
     check)
-      make -j16 check >"$out/check.log" 2>&1
+      make -j16 check ${HATTN_CHECK_TESTS:+TESTS="$HATTN_CHECK_TESTS"} >"$out/check.log" 2>&1
       grep -E "^(PASS|FAIL|ERROR|SKIP|XFAIL)" "$out/check.log"
-      for t in tests/*.log; do grep -q "^FAIL\|^ERROR" "${t%.log}.trs" 2>/dev/null && tail -30 "$t"; done
+      for t in tests/*.log; do grep -q "^:test-result: \(FAIL\|ERROR\)" "${t%.log}.trs" 2>/dev/null && cp "$t" "$out/failed-${t#tests/}" && tail -30 "$t"; done
       ;;
     gpu-check)
       make tests/test_cuda >/dev/null && ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
@@ -141,7 +141,7 @@ for phase in $phases; do
         ./tools/hattn tune $ex --pattern local --backend cuda $sh --repeat 1
         ./tools/hattn tune $ex --pattern local --backend cuda $sh --lookup
         ./tools/hattn run $ex --pattern local --backend cuda $sh --db $HATTN_DB --out $b/run-db
-        ./tools/hattn gen $ex --backend cuda --out $b/gen-cuda && ls $b/gen-cuda
+        ./tools/hattn gen $ex --backend cuda --arch sm_90a --out $b/gen-cuda && ls $b/gen-cuda
         ./tools/hattn db list
         ./tools/hattn bench --backend cuda --seqlen 4k
         set +x
