@@ -150,7 +150,11 @@ static int dev_open(int ordinal, int threads, void **out, char *err, size_t errl
     return HATTN_ENOMEM;
   }
   if (threads >= 0 && (rc = hattn__pool_create(threads, &d->pool)) != HATTN_OK) {
-    snprintf(err, errlen, "cannot start %d threads: %s", threads, hattn_strerror(rc));
+    if (threads > 0)
+      snprintf(err, errlen, "cannot start a pool of %d threads: %s", threads, hattn_strerror(rc));
+    else
+      snprintf(err, errlen, "cannot start a pool of a thread per core (HATTN_NUM_THREADS sets fewer): %s",
+               hattn_strerror(rc));
     free(d);
     return rc;
   }
@@ -390,7 +394,10 @@ static int time_kernel(void *dev, void *kern, void *prob, const hattn__kernel_de
   (void)desc;
   *n = 0;
   if (pool == NULL) {
-    snprintf(err, errlen, "cannot start %d threads", cfg->threads);
+    if (cfg->threads > 0)
+      snprintf(err, errlen, "cannot start a pool of %d threads", cfg->threads);
+    else
+      snprintf(err, errlen, "cannot start a pool of a thread per core (HATTN_NUM_THREADS sets fewer)");
     return HATTN_ENOMEM;
   }
   if (nsets < 1) {

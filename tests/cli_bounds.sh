@@ -17,10 +17,11 @@ kib=786432
 case "${CFLAGS:-}" in *-fsanitize=address*) kib=unlimited ;; esac
 if grep -q __asan_init "$hattn" 2>/dev/null; then kib=unlimited; fi
 # OpenBLAS (the bench's baseline, linked into the command) starts a thread
-# per core when it loads, each with its own stack: on a many-core machine
-# that alone passes the limit.  One thread: the limit measures hattn's work.
-OPENBLAS_NUM_THREADS=1
-export OPENBLAS_NUM_THREADS
+# per core when it loads, and hattn's pool one per core, each with its own
+# stack: on a many-core machine (16 on the GPU machine) that alone passes
+# the limit.  Two threads: the limit measures hattn's work, not the cores.
+OPENBLAS_NUM_THREADS=1 HATTN_NUM_THREADS=2
+export OPENBLAS_NUM_THREADS HATTN_NUM_THREADS
 
 # expect STATUS PATTERN CMD...: CMD exits with STATUS within $secs seconds
 # and $kib KiB of address space, and its output (stdout and stderr) holds
