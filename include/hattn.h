@@ -67,7 +67,8 @@ HATTN_API const char *hattn_version(void);
 **
 ** Ownership: every object a hattn_* function creates through an out
 ** parameter is owned by the caller and freed with the matching destroy
-** function (hattn_close, hattn_specfile_destroy, hattn_kernel_destroy), all
+** function (hattn_close, hattn_specfile_destroy, hattn_kernel_destroy,
+** hattn_plan_destroy), all
 ** of which accept NULL.  Strings and arrays passed in are copied or only read
 ** during the call, unless stated otherwise.
 **
@@ -269,7 +270,8 @@ typedef struct hattn_layout {
 } hattn_layout;
 
 /*
-** Run-time inputs; all host memory, read during hattn_forward only.  Zero
+** Run-time inputs; all host memory, read during hattn_forward or
+** hattn_plan_create only (a plan copies what it needs).  Zero
 ** the struct (or pass NULL) for none.
 */
 typedef struct hattn_inputs {
@@ -314,9 +316,14 @@ typedef struct hattn_inputs {
 ** lanes 1); LSE is float32.  Device: kDLCPU for the CPU backend; kDLCUDA
 ** with the context's device ordinal for CUDA.
 **
-** CPU: synchronous.  CUDA: the kernel is launched on STREAM (a CUstream;
-** NULL the default stream) and hattn_forward waits for it before returning,
-** because the run-time tables live only for the call.
+** hattn_forward is the convenience path: hattn_plan_create, one launch,
+** hattn_plan_destroy, on every call.  So each call builds the plan and the
+** run-time tables (CUDA: allocates device memory and copies the tables to
+** it).  CPU: synchronous, over the context's thread pool.  CUDA: the kernel
+** is launched on STREAM (a CUstream; NULL the default stream) and
+** hattn_forward synchronises the device (cuCtxSynchronize) before it frees
+** the tables and returns.  To serve one problem many times, make a plan
+** once and call hattn_run (below).
 **
 ** Returns HATTN_OK, HATTN_ESHAPE (a tensor does not match the problem: the
 ** message names the tensor and what is wrong), HATTN_EINPUT (missing or
@@ -332,6 +339,62 @@ typedef struct hattn_inputs {
 HATTN_API int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k,
                             const DLTensor *v, DLTensor *o, DLTensor *lse,
                             const hattn_inputs *inputs, void *stream);
+
+/* ==== plans: plan once, run many ==========================================
+**
+** A plan is the per-problem state of a kernel and its run-time inputs: the
+** block plan, the run-time tables (document ids, layouts, top-k routes,
+** random() bits, ALiBi slopes, sinks) and, on CUDA, the device memory they
+** live in, uploaded once.  hattn_run then only checks the tensors, fills
+** the kernel's argument block and launches.  A plan keeps its kernel's
+** context alive (as a kernel does): it works after hattn_kernel_destroy of
+** the kernel it was made from and after hattn_close, and the context is
+** freed with the last kernel or plan.  Plans follow the context's thread
+** rules (see "Thread safety").
+*/
+typedef struct hattn_plan hattn_plan;
+
+/*
+** Make the plan of KERN with INPUTS (NULL: none; read during the call
+** only, all copied) in *OUT, the caller's, freed with hattn_plan_destroy.
+** Builds the block plan and the run-time tables; CUDA: allocates device
+** memory and copies them to it (synchronous).  Returns HATTN_OK,
+** HATTN_EINVAL (KERN or OUT NULL), HATTN_EINPUT (missing or malformed
+** run-time inputs), HATTN_ENOTSUP, HATTN_ESHAPE (a problem past the
+** backend's limits), HATTN_ENOMEM or a device error, with the sentence in
+** hattn_kernel_errmsg(KERN).
+*/
+HATTN_API int hattn_plan_create(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan **out);
+
+/*
+** Run PLAN: O and LSE (may be NULL) from Q, K, V, tensors as hattn_forward
+** takes them (the plan's problem's shapes and dtype, on its device).  Checks
+** the tensors (HATTN_ESHAPE, the message naming the tensor), fills the
+** argument block and launches; it allocates nothing, copies nothing to the
+** device and never synchronises.
+**   CPU: runs over the context's thread pool and returns when O and LSE
+**   are written; STREAM is ignored.
+**   CUDA: queues the kernel on STREAM (a CUstream; NULL the default stream)
+**   and returns at once: O and LSE are written when the stream gets there,
+**   and the caller synchronises (cuStreamSynchronize, an event, the next
+**   work on the stream).  A run may be captured into a CUDA graph
+**   (cuStreamBeginCapture on STREAM); the graph reads the plan's tables,
+**   so the plan must outlive every launch of the graph.
+** Returns HATTN_OK, HATTN_EINVAL (PLAN NULL), HATTN_ESHAPE, or a launch
+** error (HATTN_EIO); the sentence is in hattn_plan_errmsg.  A failure of
+** the kernel itself on the GPU shows at the caller's synchronisation.
+*/
+HATTN_API int hattn_run(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
+                        DLTensor *lse, void *stream);
+
+/* Free PLAN (NULL is allowed), and its context when it was closed and
+** nothing else keeps it.  CUDA: the caller makes sure no run of the plan
+** (or graph that captured one) is still queued, by synchronising first. */
+HATTN_API void hattn_plan_destroy(hattn_plan *plan);
+
+/* The text of the last failure or warning on PLAN's context, as
+** hattn_kernel_errmsg gives it; "" for PLAN NULL. */
+HATTN_API const char *hattn_plan_errmsg(const hattn_plan *plan);
 
 /* ==== kernels built ahead of time ==========================================
 **

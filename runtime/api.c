@@ -597,51 +597,132 @@ done:
   return st;
 }
 
-int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
-                  DLTensor *lse, const hattn_inputs *inputs, void *stream) {
-  static const hattn_inputs none;
-  hattn_ctx *ctx;
-  const hattn_problem *pr;
-  hattn__shape shape;
-  hattn__mask_env env;
-  hattn__layout *lays = NULL;
-  hattn__tensor tq, tk, tv, to, tl;
+/* The checked tensors of a launch of KERN: Q, K, V, O on the kernel's
+** device in the problem's dtype and shapes, LSE (NULL: none; TL then has
+** data NULL and compact strides). */
+static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                         const DLTensor *o, const DLTensor *lse, hattn__tensor *tq, hattn__tensor *tk,
+                         hattn__tensor *tv, hattn__tensor *to, hattn__tensor *tl) {
+  const hattn_problem *pr = &kern->prob;
   DLDataType dt, f32 = {kDLFloat, 32, 1};
   int64_t dq[4], dkv[4], dl[3];
   int st;
 
-  if (kern == NULL) return HATTN_EINVAL;
-  ctx = kern->ctx;
-  pr = &kern->prob;
-  if (inputs == NULL) inputs = &none;
   problem_dims(pr, &dt, dq, dkv, dl);
-  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, &tq)) != HATTN_OK ||
-      (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, &tk)) != HATTN_OK ||
-      (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, &tv)) != HATTN_OK ||
-      (st = check_tensor(kern, "o", o, 4, dq, dt, 1, &to)) != HATTN_OK)
+  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, tq)) != HATTN_OK ||
+      (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, tk)) != HATTN_OK ||
+      (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, tv)) != HATTN_OK ||
+      (st = check_tensor(kern, "o", o, 4, dq, dt, 1, to)) != HATTN_OK)
     return st;
-  if (lse) {
-    if ((st = check_tensor(kern, "lse", lse, 3, dl, f32, 0, &tl)) != HATTN_OK) return st;
-  } else {
-    memset(&tl, 0, sizeof tl);
-    tl.stride[0] = pr->heads * pr->lq, tl.stride[1] = pr->lq, tl.stride[2] = 1, tl.stride[3] = 1;
-  }
+  if (lse) return check_tensor(kern, "lse", lse, 3, dl, f32, 0, tl);
+  memset(tl, 0, sizeof *tl);
+  tl->stride[0] = pr->heads * pr->lq, tl->stride[1] = pr->lq, tl->stride[2] = 1, tl->stride[3] = 1;
+  return HATTN_OK;
+}
 
-  if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto done;
-  {
-    const hattn__backend_i *be = kern->kk->be;
-    void *prob = NULL;
-    ctx->buf[0] = 0;
-    st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &prob, ctx->buf,
-                            sizeof ctx->buf);
-    if (st == HATTN_OK)
-      st = be->launch(ctx->dev, kern->kk->kern, prob, &tq, &tk, &tv, &to, &tl, stream, ctx->buf, sizeof ctx->buf);
-    if (prob != NULL) be->problem_destroy(prob);
+/* A plan: a copy of its kernel's handle (whose context it holds a
+** reference to) and the backend's per-problem state. */
+struct hattn_plan {
+  hattn_kernel kern;
+  void *prob;
+};
+
+/* Make *OUT for KERN and INPUTS: the checked run-time data, then the
+** backend's problem (plan, tables, device memory).  The sentence of a
+** failure is in the context's text. */
+static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan **out) {
+  static const hattn_inputs none;
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  hattn__shape shape;
+  hattn__mask_env env;
+  hattn__layout *lays = NULL;
+  hattn_plan *plan;
+  int st;
+
+  *out = NULL;
+  if (inputs == NULL) inputs = &none;
+  if ((plan = calloc(1, sizeof *plan)) == NULL) return fail(ctx, HATTN_ENOMEM, "out of memory for a plan");
+  if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto fail_env;
+  ctx->buf[0] = 0;
+  st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &plan->prob, ctx->buf,
+                          sizeof ctx->buf);
+  if (st != HATTN_OK) {
+    fail_buf(ctx, st);
+    goto fail_env;
   }
-  if (st != HATTN_OK) fail_buf(ctx, st);
-  else set_msg_str(ctx, "");
-done:
   free(lays);
+  plan->kern = *kern;
+  ctx->refs++;
+  *out = plan;
+  return HATTN_OK;
+
+fail_env:
+  free(lays);
+  free(plan);
+  return st;
+}
+
+int hattn_plan_create(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan **out) {
+  int st;
+  if (out != NULL) *out = NULL;
+  if (kern == NULL) return HATTN_EINVAL;
+  if (out == NULL) return fail(kern->ctx, HATTN_EINVAL, "hattn_plan_create: out is NULL");
+  if ((st = plan_make(kern, inputs, out)) == HATTN_OK) set_msg_str(kern->ctx, "");
+  return st;
+}
+
+void hattn_plan_destroy(hattn_plan *plan) {
+  if (plan == NULL) return;
+  plan->kern.kk->be->problem_destroy(plan->prob);
+  ctx_unref(plan->kern.ctx);
+  free(plan);
+}
+
+const char *hattn_plan_errmsg(const hattn_plan *plan) { return plan ? hattn_errmsg(plan->kern.ctx) : ""; }
+
+/* Launch PLAN on the checked tensors: asynchronously on STREAM where the
+** backend can (launch_async), else the backend's synchronous launch; with
+** WAIT, the backend's launch, which returns when the outputs are written. */
+static int plan_launch(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
+                       hattn__tensor *to, hattn__tensor *tl, void *stream, int wait) {
+  hattn_kernel *kern = &plan->kern;
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  int st;
+  ctx->buf[0] = 0;
+  if (!wait && be->launch_async != NULL)
+    st = be->launch_async(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, to, tl, stream, ctx->buf,
+                          sizeof ctx->buf);
+  else
+    st = be->launch(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, to, tl, stream, ctx->buf, sizeof ctx->buf);
+  if (st != HATTN_OK) return fail_buf(ctx, st);
+  /* Success clears the text in place: a run allocates nothing. */
+  if (ctx->msg[0] != 0) ctx->msg[0] = 0;
+  return HATTN_OK;
+}
+
+int hattn_run(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
+              DLTensor *lse, void *stream) {
+  hattn__tensor tq, tk, tv, to, tl;
+  int st;
+  if (plan == NULL) return HATTN_EINVAL;
+  if ((st = check_tensors(&plan->kern, q, k, v, o, lse, &tq, &tk, &tv, &to, &tl)) != HATTN_OK) return st;
+  return plan_launch(plan, &tq, &tk, &tv, &to, &tl, stream, 0);
+}
+
+int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
+                  DLTensor *lse, const hattn_inputs *inputs, void *stream) {
+  hattn__tensor tq, tk, tv, to, tl;
+  hattn_plan *plan = NULL;
+  int st;
+
+  if (kern == NULL) return HATTN_EINVAL;
+  /* The tensors before the run-time data, as hattn_run checks them. */
+  if ((st = check_tensors(kern, q, k, v, o, lse, &tq, &tk, &tv, &to, &tl)) != HATTN_OK) return st;
+  if ((st = plan_make(kern, inputs, &plan)) != HATTN_OK) return st;
+  st = plan_launch(plan, &tq, &tk, &tv, &to, &tl, stream, 1);
+  hattn_plan_destroy(plan);
   return st;
 }
 

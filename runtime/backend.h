@@ -32,7 +32,8 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 3  /* 2: candidates, memory, time (the tuner); 3: the tools */
+#define HATTN__BACKEND_I_VERSION 4  /* 2: candidates, memory, time (the tuner); 3: the tools;
+                                      ** 4: launch_async (hattn_run) */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -196,6 +197,17 @@ typedef struct hattn__backend_i {
   /* Ahead-of-time kernels for hattn gen (optional: set with COMPILE, by
   ** hattn__backend_register_compilers, libhattn only): see hattn__gen_opts. */
   int (*gen)(const hattn__spec *spec, hattn__gen_opts *opts, char *err, size_t errlen);
+
+  /* Version 4: what hattn_run needs. */
+
+  /* Launch KERN on PROB as LAUNCH does, but return once the launch is
+  ** queued on STREAM (CUDA: a CUstream, NULL the default stream), without
+  ** allocating, copying or synchronising, so that it can be captured into
+  ** a CUDA graph (optional: NULL where LAUNCH itself is what a run does,
+  ** the CPU's synchronous launch over the device's pool). */
+  int (*launch_async)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                      const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
+                      size_t errlen);
 } hattn__backend_i;
 
 /* The table of backend ID, compilers registered; NULL for an unknown ID. */

@@ -273,8 +273,17 @@ hattn__cpu_fn hattn__cpu_kernel_fn(const void *kern) { return ((const cpu_kernel
 static int problem_create(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg,
                           const hattn__shape *shape, const hattn__mask_env *env, void **prob, char *err,
                           size_t errlen) {
-  (void)dev;
-  return hattn__cpu_problem_create(desc, &cfg->cpu, shape, env, (hattn__cpu_problem **)prob, err, errlen);
+  cpu_dev *d = dev;
+  hattn__cpu_problem *pr = NULL;
+  int rc = hattn__cpu_problem_create(desc, &cfg->cpu, shape, env, &pr, err, errlen);
+  /* The scratch of the device's pool now: launches allocate nothing. */
+  if (rc == HATTN_OK &&
+      (rc = hattn__cpu_problem_reserve(pr, d->pool ? hattn__pool_threads(d->pool) : 1, err, errlen)) != HATTN_OK) {
+    hattn__cpu_problem_destroy(pr);
+    pr = NULL;
+  }
+  *prob = pr;
+  return rc;
 }
 
 static void problem_destroy(void *prob) { hattn__cpu_problem_destroy(prob); }
@@ -466,4 +475,5 @@ hattn__backend_i hattn__backend_cpu = {
     .config_tile = config_tile,
     .config_describe = config_describe,
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
+    .launch_async = NULL,       /* hattn_run takes the synchronous launch over the pool */
 };

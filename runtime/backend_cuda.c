@@ -155,6 +155,16 @@ static int problem_create(void *dev, const hattn__kernel_desc *desc, const hattn
 
 static void problem_destroy(void *prob) { hattn__cuda_plan_destroy(prob); }
 
+/* Queued on STREAM and not waited for: the launch allocates, copies and
+** synchronises nothing (hattn__cuda_launch), so it can be captured. */
+static int launch_async(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                        const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
+                        size_t errlen) {
+  const hattn__cuda_plan *plan = prob;
+  (void)dev;
+  return hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, o, lse, stream, err, errlen);
+}
+
 /* Asynchronous on STREAM, then the device synchronised, as hattn_forward
 ** promises. */
 static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
@@ -323,4 +333,5 @@ hattn__backend_i hattn__backend_cuda = {
     .config_tile = config_tile,
     .config_describe = config_describe,
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
+    .launch_async = launch_async,
 };

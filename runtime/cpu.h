@@ -115,13 +115,21 @@ int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn__cpu_c
                               hattn__cpu_problem **out, char *err, size_t errlen);
 void hattn__cpu_problem_destroy(hattn__cpu_problem *pr);
 
+/* Give PR the scratch of NTHREADS workers (at least 1) now, so that
+** launches over at most that many threads allocate nothing.  Returns
+** HATTN_OK or HATTN_ENOMEM with a sentence in ERR. */
+int hattn__cpu_problem_reserve(hattn__cpu_problem *pr, int nthreads, char *err, size_t errlen);
+
 /* Run kernel FN (compiled for the problem's DESC and CFG) on PR: Q, O are
 ** [batch, heads, lq, head_dim], K, V [batch, kv_heads, lk, head_dim], in
 ** DESC's dtype; LSE (float32, may have data NULL) is [batch, heads, lq]
 ** with strides 0..2.  Spreads (bh, query block) work over POOL (NULL: the
-** calling thread).  Returns HATTN_OK, or HATTN_ESHAPE / HATTN_ENOMEM with
-** a sentence in ERR. */
-int hattn__cpu_launch(hattn__cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
+** calling thread), with the workers' scratch kept in PR: a launch
+** allocates only when PR has less scratch than POOL's threads need (see
+** hattn__cpu_problem_reserve), so PR is used by one launch at a time.
+** Returns HATTN_OK, or HATTN_ESHAPE / HATTN_ENOMEM with a sentence in
+** ERR. */
+int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);
 

@@ -29,6 +29,8 @@ struct hattn__cpu_problem {
   hattn_cpu_args args;          /* all but the tensors and their strides */
   int64_t n;                    /* work items: batch * heads * nqb */
   int64_t *order;               /* [n], longest first */
+  char *scratch;                /* the workers' scratch, kept between launches */
+  size_t scratch_size;          /* its bytes */
 };
 
 /* What every worker needs for one call. */
@@ -199,6 +201,7 @@ fail:
 
 void hattn__cpu_problem_destroy(hattn__cpu_problem *pr) {
   if (pr == NULL) return;
+  free(pr->scratch);
   free(pr->order);
   free(pr->random_bits);
   free(pr->layouts);
@@ -207,12 +210,29 @@ void hattn__cpu_problem_destroy(hattn__cpu_problem *pr) {
   free(pr);
 }
 
-int hattn__cpu_launch(hattn__cpu_fn fn, const hattn__cpu_problem *pr, const hattn__tensor *q,
+/* The bytes of one worker's scratch for PR. */
+static size_t scratch_bytes(const hattn__cpu_problem *pr) {
+  return (hattn__cpu_scratch_bytes(&pr->cfg, pr->desc.head_dim) + 63) / 64 * 64;
+}
+
+int hattn__cpu_problem_reserve(hattn__cpu_problem *pr, int nthreads, char *err, size_t errlen) {
+  size_t need = scratch_bytes(pr) * (size_t)(nthreads > 0 ? nthreads : 1);
+  char *s;
+  if (need <= pr->scratch_size) return HATTN_OK;
+  if ((s = aligned_alloc(64, need)) == NULL) {
+    snprintf(err, errlen, "out of memory for the scratch of a CPU launch");
+    return HATTN_ENOMEM;
+  }
+  free(pr->scratch);
+  pr->scratch = s;
+  pr->scratch_size = need;
+  return HATTN_OK;
+}
+
+int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
   hattn_cpu_args args;
-  char *scratch = NULL;
-  size_t sbytes;
   run_ctx ctx;
   int64_t t;
   int nthreads, rc, i;
@@ -234,23 +254,17 @@ int hattn__cpu_launch(hattn__cpu_fn fn, const hattn__cpu_problem *pr, const hatt
   }
 
   nthreads = pool != NULL ? hattn__pool_threads(pool) : 1;
-  sbytes = (hattn__cpu_scratch_bytes(&pr->cfg, pr->desc.head_dim) + 63) / 64 * 64;
-  scratch = aligned_alloc(64, sbytes * (size_t)nthreads);
-  if (scratch == NULL) {
-    snprintf(err, errlen, "out of memory for the scratch of a CPU launch");
-    return HATTN_ENOMEM;
-  }
+  if ((rc = hattn__cpu_problem_reserve(pr, nthreads, err, errlen)) != HATTN_OK) return rc;
   ctx.fn = fn;
   ctx.args = &args;
   ctx.nqb = pr->plan->nqb;
-  ctx.scratch = scratch;
-  ctx.scratch_bytes = sbytes;
+  ctx.scratch = pr->scratch;
+  ctx.scratch_bytes = scratch_bytes(pr);
   if (pool != NULL) {
     hattn__pool_run(pool, pr->n, pr->order, run_item, &ctx);
   } else {
     for (t = 0; t < pr->n; t++) run_item(&ctx, pr->order[t], 0);
   }
-  free(scratch);
   return HATTN_OK;
 }
 

@@ -635,6 +635,184 @@ static void host_tensor(DLTensor *t, void *data, hattn__dtype dt, int ndim, int6
   t->dtype.lanes = 1;
 }
 
+/* Fresh random [B, H, S, D] float32 Q, K, V in Q, K, V (NQ and NK
+** elements), and O and LSE (NQ and NL) poisoned with NaN. */
+static void fresh_inputs(rng *r, float *q, float *k, float *v, float *o, float *lse, size_t nq, size_t nk,
+                         size_t nl) {
+  size_t i;
+  for (i = 0; i < nq; i++) q[i] = (float)(2 * rng_unit(r));
+  for (i = 0; i < nk; i++) k[i] = (float)(2 * rng_unit(r)), v[i] = (float)rng_unit(r);
+  memset(o, 0xff, nq * sizeof *o);
+  memset(lse, 0xff, nl * sizeof *lse);
+}
+
+/* Plan once, run many: one plan (document offsets and sink logits in its
+** tables) serves several runs, each on fresh inputs into poisoned outputs
+** and each against the float64 reference.  The inputs the plan was made
+** from are overwritten after hattn_plan_create: the plan copied them. */
+START_TEST(plan_run_many) {
+  hattn_specfile *s = parse("pattern p = causal & document\n");
+  hattn_kernel *kern = NULL;
+  hattn_plan *plan = NULL;
+  hattn_problem pr = {2, 4, 2, 70, 70, 32, HATTN_FP32};
+  int64_t sq[4] = {2, 4, 70, 32}, sk[4] = {2, 2, 70, 32}, sl[3] = {2, 4, 70};
+  int64_t offs[4], offs_copy[4];
+  size_t nq = 2 * 4 * 70 * 32, nk = 2 * 2 * 70 * 32, nl = 2 * 4 * 70;
+  float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4), *lse = malloc(nl * 4);
+  float sinks[4];
+  hattn_inputs in, in_copy;
+  DLTensor tq, tk, tv, to, tl;
+  rng r = {g_seed ^ 0x9a11};
+  double eo, el;
+  int i, run;
+
+  ck_assert(q && k && v && o && lse);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "p", &pr, &kern), HATTN_OK);
+  offs[0] = 0, offs[1] = rng_range(&r, 1, 30), offs[2] = rng_range(&r, 31, 60), offs[3] = 70;
+  for (i = 0; i < 4; i++) sinks[i] = i == 1 ? -INFINITY : (float)(3.0 + 2.0 * rng_unit(&r));
+  memset(&in, 0, sizeof in);
+  in.doc_offsets = offs, in.ndocs = 3, in.sink_logits = sinks;
+  ck_assert_int_eq(hattn_plan_create(kern, &in, &plan), HATTN_OK);
+  ck_assert_ptr_nonnull(plan);
+  ck_assert_str_eq(hattn_plan_errmsg(plan), "");
+  /* The reference reads a copy; the caller's arrays are scribbled over. */
+  memcpy(offs_copy, offs, sizeof offs);
+  in_copy = in, in_copy.doc_offsets = offs_copy;
+  in_copy.sink_logits = memcpy(malloc(sizeof sinks), sinks, sizeof sinks);
+  offs[1] = offs[2] = 35;
+  for (i = 0; i < 4; i++) sinks[i] = NAN;
+
+  host_tensor(&tq, q, HATTN_DTYPE_FP32, 4, sq), host_tensor(&tk, k, HATTN_DTYPE_FP32, 4, sk);
+  host_tensor(&tv, v, HATTN_DTYPE_FP32, 4, sk), host_tensor(&to, o, HATTN_DTYPE_FP32, 4, sq);
+  host_tensor(&tl, lse, HATTN_DTYPE_FP32, 3, sl);
+  for (run = 0; run < 5; run++) {
+    fresh_inputs(&r, q, k, v, o, lse, nq, nk, nl);
+    ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &to, run % 2 ? &tl : NULL, NULL), HATTN_OK);
+    ck_assert_str_eq(hattn_plan_errmsg(plan), "");
+    if (run % 2 == 0) {
+      /* No LSE asked for: none written. */
+      for (i = 0; i < (int)nl; i++) ck_assert(isnan(lse[i]));
+      ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &to, &tl, NULL), HATTN_OK);
+    }
+    compare_with_reference(g_ctx, kern, &tq, &tk, &tv, o, lse, HATTN_DTYPE_FP32, &in_copy, &eo, &el);
+    ck_assert_msg(eo < 1e-5 && el < 1e-5, "run %d: error O %g LSE %g", run, eo, el);
+  }
+  hattn_plan_destroy(plan);
+  hattn_kernel_destroy(kern);
+  hattn_specfile_destroy(s);
+  free((void *)in_copy.sink_logits);
+  free(q), free(k), free(v), free(o), free(lse);
+}
+END_TEST
+
+/* A plan keeps its context alive: it runs after its kernel is destroyed
+** and its context closed, with the result it had before, and destroying
+** it frees the context (the sanitizer build checks for leaks). */
+START_TEST(plan_outlives_context) {
+  hattn_options opt;
+  hattn_ctx *ctx = NULL;
+  hattn_specfile *s = NULL;
+  hattn_kernel *kern = NULL;
+  hattn_plan *plan = NULL;
+  hattn_problem pr = {1, 2, 1, 40, 40, 16, HATTN_FP32};
+  int64_t sq[4] = {1, 2, 40, 16}, sk[4] = {1, 1, 40, 16}, sl[3] = {1, 2, 40};
+  float q[2 * 40 * 16], k[40 * 16], v[40 * 16], o[2 * 40 * 16], o2[2 * 40 * 16], lse[80], lse2[80];
+  DLTensor tq, tk, tv, to, tl;
+  rng r = {g_seed ^ 0x9a12};
+  double eo, el;
+  const char *text = "pattern a = causal & window(9)\n";
+
+  hattn_options_init(&opt);
+  opt.db = "";
+  opt.threads = 2;
+  opt.quiet = 1;
+  ck_assert_int_eq(hattn_open(&opt, &ctx), HATTN_OK);
+  ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), NULL, &s), HATTN_OK);
+  ck_assert_int_eq(hattn_kernel_get(ctx, s, "a", &pr, &kern), HATTN_OK);
+  ck_assert_int_eq(hattn_plan_create(kern, NULL, &plan), HATTN_OK);
+  fresh_inputs(&r, q, k, v, o, lse, sizeof q / 4, sizeof k / 4, sizeof lse / 4);
+  host_tensor(&tq, q, HATTN_DTYPE_FP32, 4, sq), host_tensor(&tk, k, HATTN_DTYPE_FP32, 4, sk);
+  host_tensor(&tv, v, HATTN_DTYPE_FP32, 4, sk), host_tensor(&to, o, HATTN_DTYPE_FP32, 4, sq);
+  host_tensor(&tl, lse, HATTN_DTYPE_FP32, 3, sl);
+  ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &to, &tl, NULL), HATTN_OK);
+  compare_with_reference(ctx, kern, &tq, &tk, &tv, o, lse, HATTN_DTYPE_FP32, NULL, &eo, &el);
+  ck_assert_msg(eo < 1e-5 && el < 1e-5, "error O %g LSE %g", eo, el);
+  hattn_kernel_destroy(kern);
+  hattn_specfile_destroy(s);
+  hattn_close(ctx);
+  memset(o2, 0xff, sizeof o2), memset(lse2, 0xff, sizeof lse2);
+  to.data = o2, tl.data = lse2;
+  ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &to, &tl, NULL), HATTN_OK);
+  ck_assert_int_eq(memcmp(o, o2, sizeof o), 0);
+  ck_assert_int_eq(memcmp(lse, lse2, sizeof lse), 0);
+  /* Errors still read through the plan. */
+  ck_assert_int_eq(hattn_run(plan, &tk, &tk, &tv, &to, &tl, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_plan_errmsg(plan), "q: shape [1, 1, 40, 16], expected [1, 2, 40, 16]") != NULL, "%s",
+                hattn_plan_errmsg(plan));
+  hattn_plan_destroy(plan);
+}
+END_TEST
+
+/* Calls that must fail: each code, and the message where there is a
+** context to hold it. */
+START_TEST(plan_errors) {
+  hattn_specfile *s = parse("pattern d = causal & document\npattern c = causal\n");
+  hattn_kernel *kd = NULL, *kc = NULL;
+  hattn_plan *plan = (hattn_plan *)1;
+  hattn_problem pr = {1, 2, 1, 16, 16, 8, HATTN_FP32};
+  int64_t sq[4] = {1, 2, 16, 8}, sk[4] = {1, 1, 16, 8}, sl[3] = {1, 2, 16}, bad[4] = {1, 2, 17, 8};
+  int64_t badl[3] = {1, 2, 15};
+  float q[2 * 16 * 8], k[16 * 8], v[16 * 8], o[2 * 16 * 8], lse[32];
+  uint16_t oh[2 * 16 * 8];
+  DLTensor tq, tk, tv, to, tl, tbad;
+  rng r = {g_seed ^ 0x9a13};
+
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "d", &pr, &kd), HATTN_OK);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "c", &pr, &kc), HATTN_OK);
+  ck_assert_int_eq(hattn_plan_create(NULL, NULL, &plan), HATTN_EINVAL);
+  ck_assert_ptr_null(plan);
+  ck_assert_int_eq(hattn_plan_create(kc, NULL, NULL), HATTN_EINVAL);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_plan_create: out is NULL");
+  plan = (hattn_plan *)1;
+  ck_assert_int_eq(hattn_plan_create(kd, NULL, &plan), HATTN_EINPUT);
+  ck_assert_ptr_null(plan);
+  ck_assert_msg(strstr(hattn_kernel_errmsg(kd), "doc_offsets are required") != NULL, "%s", hattn_kernel_errmsg(kd));
+
+  fresh_inputs(&r, q, k, v, o, lse, sizeof q / 4, sizeof k / 4, sizeof lse / 4);
+  host_tensor(&tq, q, HATTN_DTYPE_FP32, 4, sq), host_tensor(&tk, k, HATTN_DTYPE_FP32, 4, sk);
+  host_tensor(&tv, v, HATTN_DTYPE_FP32, 4, sk), host_tensor(&to, o, HATTN_DTYPE_FP32, 4, sq);
+  host_tensor(&tl, lse, HATTN_DTYPE_FP32, 3, sl);
+  ck_assert_int_eq(hattn_run(NULL, &tq, &tk, &tv, &to, &tl, NULL), HATTN_EINVAL);
+  ck_assert_int_eq(hattn_plan_create(kc, NULL, &plan), HATTN_OK);
+  ck_assert_int_eq(hattn_run(plan, NULL, &tk, &tv, &to, &tl, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_plan_errmsg(plan), "q: missing (NULL)");
+  host_tensor(&tbad, q, HATTN_DTYPE_FP32, 4, bad);
+  ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &tbad, &tl, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_plan_errmsg(plan), "o: shape [1, 2, 17, 8], expected [1, 2, 16, 8] (dimension 2 differs)");
+  host_tensor(&tbad, oh, HATTN_DTYPE_FP16, 4, sq);
+  ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &tbad, &tl, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_plan_errmsg(plan), "o: dtype float16, expected float32");
+  host_tensor(&tbad, lse, HATTN_DTYPE_FP32, 3, badl);
+  ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &to, &tbad, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_plan_errmsg(plan), "lse: shape [1, 2, 15], expected [1, 2, 16]") != NULL, "%s",
+                hattn_plan_errmsg(plan));
+  tbad = tk, tbad.device.device_type = kDLCUDA;
+  ck_assert_int_eq(hattn_run(plan, &tq, &tbad, &tv, &to, &tl, NULL), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_plan_errmsg(plan), "k: on device type 2") != NULL, "%s", hattn_plan_errmsg(plan));
+  /* The failures wrote nothing; a good run after them succeeds. */
+  ck_assert(isnan(o[0]) && isnan(lse[0]));
+  ck_assert_int_eq(hattn_run(plan, &tq, &tk, &tv, &to, &tl, NULL), HATTN_OK);
+  ck_assert(!isnan(o[0]) && !isnan(lse[0]));
+  ck_assert_str_eq(hattn_plan_errmsg(plan), "");
+  hattn_plan_destroy(plan);
+  hattn_plan_destroy(NULL);
+  ck_assert_str_eq(hattn_plan_errmsg(NULL), "");
+  hattn_kernel_destroy(kd);
+  hattn_kernel_destroy(kc);
+  hattn_specfile_destroy(s);
+}
+END_TEST
+
 /* A kernel compiled here (LLVM JIT) and registered as prebuilt is what
 ** hattn_kernel_get returns, before any database or compile; one whose
 ** needs the host does not meet is passed over. */
@@ -989,6 +1167,9 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, arch_rules);
   tcase_add_test(tc, host_cpu_probe);
   tcase_add_test(tc, reference_errors);
+  tcase_add_test(tc, plan_run_many);
+  tcase_add_test(tc, plan_outlives_context);
+  tcase_add_test(tc, plan_errors);
   tcase_add_loop_test(tc, cuda_forward, 0, (int)(sizeof g_gpu_cases / sizeof g_gpu_cases[0]));
   suite_add_tcase(s, tc);
   return s;

@@ -741,13 +741,14 @@ START_TEST(test_case) {
 }
 END_TEST
 
-/* Version 3: what the tools need is in every table. */
+/* Version 3: what the tools need is in every table; version 4: CUDA's
+** asynchronous launch for hattn_run (the CPU's launch is synchronous). */
 START_TEST(test_tools_entries) {
   int id;
   for (id = 0; id < MAX_BACKENDS; id++) {
     const hattn__backend_i *be = hattn__backend_get(id);
     if (be == NULL) continue;
-    ck_assert_int_eq(be->version, 3);
+    ck_assert_int_eq(be->version, 4);
     ck_assert_ptr_nonnull(be->config_tile);
     ck_assert_ptr_nonnull(be->config_describe);
     ck_assert_ptr_nonnull(be->gen);
@@ -758,6 +759,8 @@ START_TEST(test_tools_entries) {
   ck_assert_int_eq(hattn__backend_get(HATTN_BACKEND_CPU)->dtype_default, HATTN_DTYPE_FP32);
   ck_assert_int_eq(hattn__backend_get(HATTN_BACKEND_CUDA)->dtype_default, HATTN_DTYPE_BF16);
   ck_assert(!(hattn__backend_get(HATTN_BACKEND_CUDA)->dtypes & 1u << HATTN_DTYPE_FP32));
+  ck_assert_ptr_nonnull(hattn__backend_get(HATTN_BACKEND_CUDA)->launch_async);
+  ck_assert_ptr_null(hattn__backend_get(HATTN_BACKEND_CPU)->launch_async);
 }
 END_TEST
 
