@@ -52,7 +52,7 @@ import os
 import sys
 import threading
 
-__all__ = ["HattnError", "Context", "Spec", "Kernel", "to_bf16", "from_bf16",
+__all__ = ["HattnError", "Context", "Spec", "Kernel", "Plan", "to_bf16", "from_bf16",
            "strerror", "version"]
 
 # ---- the C declarations (hattn.h, dlpack.h) ---------------------------------
@@ -61,6 +61,7 @@ kDLCPU, kDLCUDA = 1, 2
 kDLInt, kDLUInt, kDLFloat, kDLBfloat = 0, 1, 2, 4
 
 FP32, FP16, BF16 = 0, 1, 2
+HATTN_EINVAL = -1
 HATTN_ECLOSED = -12
 _DTYPES = {"fp32": FP32, "float32": FP32, "fp16": FP16, "float16": FP16,
            "bf16": BF16, "bfloat16": BF16}
@@ -173,6 +174,11 @@ def _L():
         "hattn_forward": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                                ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                                ctypes.POINTER(DLTensor), ctypes.POINTER(_Inputs), vp]),
+        "hattn_plan_create": (ci, [vp, ctypes.POINTER(_Inputs), pp]),
+        "hattn_run": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                           ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), vp]),
+        "hattn_plan_destroy": (None, [vp]),
+        "hattn_plan_errmsg": (cs, [vp]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -490,27 +496,12 @@ class Kernel:
             return like.new_empty(so), like.new_empty(sl, dtype=torch.float32)
         raise TypeError("pass out=(o, lse) for inputs of type %s" % type(like).__name__)
 
-    def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None,
-                alibi_slopes=None, sink_logits=None, seed=0):
-        """O = attention(q, k, v) and LSE; returns (o, lse).
-
-        docs: document offsets (ndocs + 1 cumulative key positions, from 0 to
-        lk); layouts: {name: (bm, bn, bits uint8 [nqb, nkb])}; topk:
-        int32 [B, H, ceil(lk / 64), K] routed key blocks; alibi_slopes:
-        float32 [heads] for a pattern "with alibi"; sink_logits: float32
-        [heads], learned sink logits (one more softmax term per row, with no
-        value; -inf for none); seed: nonzero, XORed into every random()
-        atom's seed; out: (o, lse) to write into (lse may be None)."""
+    def _inputs(self, docs, layouts, topk, alibi_slopes, sink_logits, seed):
+        """The _Inputs of a call and the arrays it points into (keep them
+        alive for the call)."""
         import numpy as np
         p = self.problem
         seed = _int("seed", seed, 0, 2**64, "[0, 2**64)")
-        if out is None:
-            o, lse = self._alloc(q)
-        else:
-            o, lse = out
-        tq, tk, tv = (_Tensor(n, x, self.dtype) for n, x in (("q", q), ("k", k), ("v", v)))
-        to = _Tensor("o", o, self.dtype, output=True)
-        tl = _Tensor("lse", lse, FP32, output=True) if lse is not None else None
         inp = _Inputs()
         keep = []
         if docs is not None:
@@ -552,6 +543,34 @@ class Kernel:
                 keep.append(a)
                 setattr(inp, field, a.ctypes.data)
         inp.seed = seed
+        return inp, keep
+
+    def _tensors(self, q, k, v, out):
+        """(o, lse) to return and the _Tensors of q, k, v, o, lse (None)."""
+        if out is None:
+            o, lse = self._alloc(q)
+        else:
+            o, lse = out
+        tq, tk, tv = (_Tensor(n, x, self.dtype) for n, x in (("q", q), ("k", k), ("v", v)))
+        to = _Tensor("o", o, self.dtype, output=True)
+        tl = _Tensor("lse", lse, FP32, output=True) if lse is not None else None
+        return o, lse, (tq, tk, tv, to, tl)
+
+    def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None,
+                alibi_slopes=None, sink_logits=None, seed=0):
+        """O = attention(q, k, v) and LSE; returns (o, lse).  Each call plans,
+        runs and (CUDA) synchronises the device: to run one problem many
+        times, make a plan() once.
+
+        docs: document offsets (ndocs + 1 cumulative key positions, from 0 to
+        lk); layouts: {name: (bm, bn, bits uint8 [nqb, nkb])}; topk:
+        int32 [B, H, ceil(lk / 64), K] routed key blocks; alibi_slopes:
+        float32 [heads] for a pattern "with alibi"; sink_logits: float32
+        [heads], learned sink logits (one more softmax term per row, with no
+        value; -inf for none); seed: nonzero, XORed into every random()
+        atom's seed; out: (o, lse) to write into (lse may be None)."""
+        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed)
+        o, lse, (tq, tk, tv, to, tl) = self._tensors(q, k, v, out)
         lib = _L()
         with self.ctx._lock:
             st = lib.hattn_forward(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
@@ -559,7 +578,22 @@ class Kernel:
                                    stream)
             if st != 0:
                 raise HattnError(st, lib.hattn_kernel_errmsg(self._h).decode(errors="replace"))
+        del keep
         return o, lse
+
+    def plan(self, docs=None, layouts=None, topk=None, alibi_slopes=None, sink_logits=None, seed=0):
+        """The Plan of this kernel with these run-time inputs (as forward
+        takes them; copied): the block plan and tables built, and on CUDA
+        uploaded, once.  Plan.run then only launches."""
+        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed)
+        lib = _L()
+        h = ctypes.c_void_p()
+        with self.ctx._lock:
+            st = lib.hattn_plan_create(self._h, ctypes.byref(inp), ctypes.byref(h))
+            if st != 0:
+                raise HattnError(st, lib.hattn_kernel_errmsg(self._h).decode(errors="replace"))
+        del keep
+        return Plan(self, h.value)
 
     def __del__(self):
         try:
@@ -567,5 +601,63 @@ class Kernel:
                 if self._h:
                     _L().hattn_kernel_destroy(self._h)
                     self._h = None
+        except Exception:
+            pass
+
+
+def _current_stream(x):
+    """The current PyTorch CUDA stream of tensor X's device (a CUstream as
+    an int), or None for anything else."""
+    dev = getattr(x, "device", None)
+    if getattr(dev, "type", None) != "cuda":
+        return None
+    import torch
+    return torch.cuda.current_stream(dev).cuda_stream
+
+
+class Plan:
+    """A kernel's per-problem state (Kernel.plan): run() checks the
+    tensors and launches, allocating, copying and synchronising nothing.
+    The plan keeps its context alive, also after the Kernel and the
+    Context are gone."""
+
+    def __init__(self, kernel, h):
+        self.kernel = kernel        # for its problem and dtype
+        self.ctx = kernel.ctx       # for its lock
+        self._h = h
+
+    def run(self, q, k, v, out=None, stream=None):
+        """O = attention(q, k, v) and LSE under the plan; returns (o, lse).
+        out: (o, lse) to write into (lse may be None), else allocated like q.
+        CPU: returns when they are written.  CUDA: queued on STREAM (a
+        CUstream as an int; None: for PyTorch tensors the current PyTorch
+        stream, else the default stream) and never waited for: synchronise
+        the stream before reading the outputs on the host."""
+        o, lse, (tq, tk, tv, to, tl) = self.kernel._tensors(q, k, v, out)
+        if stream is None:
+            stream = _current_stream(q)
+        lib = _L()
+        with self.ctx._lock:
+            if not self._h:
+                raise HattnError(HATTN_EINVAL, "Plan.run: the plan was destroyed")
+            st = lib.hattn_run(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
+                               tl.ref() if tl is not None else None, stream)
+            if st != 0:
+                raise HattnError(st, lib.hattn_plan_errmsg(self._h).decode(errors="replace"))
+        return o, lse
+
+    def destroy(self):
+        """Free the plan now (CUDA: after the runs queued on it finished)."""
+        lock = getattr(self, "ctx", None)
+        if lock is None:
+            return
+        with self.ctx._lock:         # destroying the last plan may free the context
+            if self._h:
+                _L().hattn_plan_destroy(self._h)
+                self._h = None
+
+    def __del__(self):
+        try:
+            self.destroy()
         except Exception:
             pass

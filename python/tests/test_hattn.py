@@ -207,6 +207,50 @@ try:
 except hattn.HattnError as e:
     assert e.name == "HATTN_ESHAPE" and "q: shape" in e.message, e
 
+# Plan once, run many: one plan (document offsets in its tables) serves
+# several runs on fresh inputs into poisoned outputs, each against the
+# reference; the offsets given to plan() are overwritten afterwards (the plan
+# copied them); the plan outlives its Kernel and a closed Context.
+pctx = hattn.Context("cpu", db="", threads=2)
+pkern = pctx.parse(SPEC).kernel("docs", B, H, HK, L, L, D, "fp32")
+poffs = np.array([0, 11, 11, 40, L], dtype=np.int64)
+pdoc = np.searchsorted(poffs, np.arange(L), side="right") - 1
+plan = pkern.plan(docs=poffs)
+poffs[1:4] = 20
+for i in range(4):
+    q3, r3q = make((B, H, L, D), "fp32", i % 2 == 1)
+    k3, r3k = make((B, HK, L, D), "fp32", False)
+    v3, r3v = make((B, HK, L, D), "fp32", False)
+    obuf = np.full((B, H, L, D), np.nan, dtype=np.float32)
+    lbuf = np.full((B, H, L), np.nan, dtype=np.float32)
+    o3, l3 = plan.run(q3, k3, v3, out=(obuf, lbuf))
+    assert o3 is obuf and l3 is lbuf
+    ro3, rl3 = reference(r3q, r3k, r3v, lambda qp, kp: (qp >= kp) & (pdoc[qp] == pdoc[kp]))
+    assert rel(obuf, ro3) < 1e-5 and rel(lbuf, rl3) < 1e-5, ("plan run", i, rel(obuf, ro3), rel(lbuf, rl3))
+o4, l4 = plan.run(q3, k3, v3)          # outputs allocated like q
+assert np.array_equal(o4, obuf) and np.array_equal(l4, lbuf)
+try:
+    plan.run(q3[:, :, :-1].copy(), k3, v3)
+    assert False, "wrong shape accepted by Plan.run"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "q: shape" in e.message, e
+try:
+    pkern.plan()
+    assert False, "a document pattern planned without docs"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINPUT" and "doc_offsets are required" in e.message, e
+del pkern
+pctx.close()
+o5, l5 = plan.run(q3, k3, v3)
+assert np.array_equal(o5, obuf) and np.array_equal(l5, lbuf), "plan after close"
+plan.destroy()
+try:
+    plan.run(q3, k3, v3)
+    assert False, "a destroyed plan ran"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINVAL", e
+del plan
+
 # A kernel database in a temporary directory: a second context finds it.
 with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "k.db")
