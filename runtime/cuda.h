@@ -115,6 +115,24 @@ int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
                        const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                        hattn__tensor *lse, void *stream, char *err, size_t errlen);
 
+/*
+** Streams and CUDA graphs of CU's context, for the tests (hattn_run on a
+** stream, captured into a graph).  STREAM_CREATE makes a non-blocking
+** stream; CAPTURE_BEGIN starts a global-mode capture on STREAM (so that a
+** call that may not be captured, such as an allocation or a
+** synchronisation, invalidates it); CAPTURE_END ends it and instantiates
+** the graph in *EXEC.  The destroys accept NULL.  Each returns HATTN_OK,
+** HATTN_ENOTSUP when the driver lacks the entry point, or HATTN_EIO with
+** the driver's error in ERR.
+*/
+int hattn__cuda_stream_create(hattn__cuda *cu, void **stream, char *err, size_t errlen);
+void hattn__cuda_stream_destroy(hattn__cuda *cu, void *stream);
+int hattn__cuda_stream_sync(hattn__cuda *cu, void *stream, char *err, size_t errlen);
+int hattn__cuda_capture_begin(hattn__cuda *cu, void *stream, char *err, size_t errlen);
+int hattn__cuda_capture_end(hattn__cuda *cu, void *stream, void **exec, char *err, size_t errlen);
+int hattn__cuda_graph_launch(hattn__cuda *cu, void *exec, void *stream, char *err, size_t errlen);
+void hattn__cuda_graph_destroy(hattn__cuda *cu, void *exec);
+
 /* Time LAUNCHES launches of KERN with device events: the median of REPS
 ** timed runs (each of one launch) after WARMUP, in milliseconds. */
 int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,

@@ -33,6 +33,8 @@ typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUevent_st *CUevent;
 typedef struct CUstream_st *CUstream;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUgraphExec_st *CUgraphExec;
 typedef int CUdevice_attribute;
 typedef int CUfunction_attribute;
 
@@ -44,7 +46,9 @@ enum {
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
   CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97,
   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
-  CU_EVENT_DEFAULT = 0
+  CU_EVENT_DEFAULT = 0,
+  CU_STREAM_NON_BLOCKING = 1,
+  CU_STREAM_CAPTURE_MODE_GLOBAL = 0
 };
 
 /* Dynamic shared memory a kernel may use without opting in. */
@@ -56,7 +60,9 @@ enum {
 /* The driver's entry points, one pointer each. */
 typedef struct cuda_fns {
 #define HATTN_CUDA_FN(name, symbol, fallback, params) CUresult (*name) params;
+#define HATTN_CUDA_FN_OPTIONAL(name, symbol, params) CUresult (*name) params;
 #include "cuda_functions.h"
+#undef HATTN_CUDA_FN_OPTIONAL
 #undef HATTN_CUDA_FN
 } cuda_fns;
 
@@ -159,7 +165,13 @@ int hattn__cuda_open(int ordinal, hattn__cuda **out, char *err, size_t errlen) {
     if (p_ == NULL && missing == NULL) missing = symbol;                       \
     memcpy(&cu->f.name, &p_, sizeof p_);                                       \
   }
+#define HATTN_CUDA_FN_OPTIONAL(name, symbol, params)                           \
+  {                                                                            \
+    void *p_ = dlsym(cu->lib, symbol);                                         \
+    memcpy(&cu->f.name, &p_, sizeof p_);                                       \
+  }
 #include "cuda_functions.h"
+#undef HATTN_CUDA_FN_OPTIONAL
 #undef HATTN_CUDA_FN
   if (missing != NULL) {
     snprintf(err, errlen, "no CUDA driver: libcuda.so.1 lacks %s (the driver is too old)", missing);
@@ -417,6 +429,88 @@ int hattn__cuda_sync(hattn__cuda *cu, char *err, size_t errlen) {
 done:
   return rc;
 }
+
+/* ---- streams and graphs, for the tests ------------------------------------ */
+
+/* HATTN_ENOTSUP naming FN when the driver lacks it. */
+#define NEED_FN(cu, fn)                                                        \
+  do {                                                                         \
+    if ((cu)->f.fn == NULL) {                                                  \
+      snprintf(err, errlen, "the CUDA driver lacks %s", #fn);                  \
+      return HATTN_ENOTSUP;                                                    \
+    }                                                                          \
+  } while (0)
+
+int hattn__cuda_stream_create(hattn__cuda *cu, void **stream, char *err, size_t errlen) {
+  CUstream s = NULL;
+  int rc = HATTN_OK;
+  *stream = NULL;
+  NEED_FN(cu, cuStreamCreate);
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate", done);
+  *stream = s;
+done:
+  return rc;
+}
+
+void hattn__cuda_stream_destroy(hattn__cuda *cu, void *stream) {
+  if (stream == NULL || cu->f.cuStreamDestroy == NULL) return;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  cu->f.cuStreamDestroy((CUstream)stream);
+}
+
+int hattn__cuda_stream_sync(hattn__cuda *cu, void *stream, char *err, size_t errlen) {
+  int rc = HATTN_OK;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuStreamSynchronize((CUstream)stream), "cuStreamSynchronize", done);
+done:
+  return rc;
+}
+
+int hattn__cuda_capture_begin(hattn__cuda *cu, void *stream, char *err, size_t errlen) {
+  int rc = HATTN_OK;
+  NEED_FN(cu, cuStreamBeginCapture);
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuStreamBeginCapture((CUstream)stream, CU_STREAM_CAPTURE_MODE_GLOBAL),
+           "cuStreamBeginCapture", done);
+done:
+  return rc;
+}
+
+int hattn__cuda_capture_end(hattn__cuda *cu, void *stream, void **exec, char *err, size_t errlen) {
+  CUgraph graph = NULL;
+  CUgraphExec ge = NULL;
+  int rc = HATTN_OK;
+  *exec = NULL;
+  NEED_FN(cu, cuStreamEndCapture);
+  NEED_FN(cu, cuGraphInstantiateWithFlags);
+  NEED_FN(cu, cuGraphDestroy);
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuStreamEndCapture((CUstream)stream, &graph), "cuStreamEndCapture", done);
+  CU_CHECK(cu, cu->f.cuGraphInstantiateWithFlags(&ge, graph, 0), "cuGraphInstantiateWithFlags", fail_graph);
+  *exec = ge;
+fail_graph:
+  cu->f.cuGraphDestroy(graph);
+done:
+  return rc;
+}
+
+int hattn__cuda_graph_launch(hattn__cuda *cu, void *exec, void *stream, char *err, size_t errlen) {
+  int rc = HATTN_OK;
+  NEED_FN(cu, cuGraphLaunch);
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  CU_CHECK(cu, cu->f.cuGraphLaunch((CUgraphExec)exec, (CUstream)stream), "cuGraphLaunch", done);
+done:
+  return rc;
+}
+
+void hattn__cuda_graph_destroy(hattn__cuda *cu, void *exec) {
+  if (exec == NULL || cu->f.cuGraphExecDestroy == NULL) return;
+  cu->f.cuCtxSetCurrent(cu->ctx);
+  cu->f.cuGraphExecDestroy((CUgraphExec)exec);
+}
+
+#undef NEED_FN
 
 /* ---- the plan ------------------------------------------------------------- */
 

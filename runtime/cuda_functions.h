@@ -10,6 +10,10 @@
 ** where cuda.h #defines NAME to one); FALLBACK is tried when SYMBOL is
 ** missing (an older driver), and is SYMBOL itself where there is none.
 ** The types are those of cuda_driver.c, which mirrors cuda.h's ABI.
+** HATTN_CUDA_FN_OPTIONAL(NAME, SYMBOL, PARAMS) lists entry points that
+** only the tests use (streams, graph capture): resolved when present, NULL
+** when not, never a reason to refuse a driver.  Left undefined it lists
+** nothing.
 ** Internal; not installed.  Deliberately without an include guard.
 */
 #ifndef HATTN_CUDA_FN
@@ -60,3 +64,15 @@ HATTN_CUDA_FN(cuEventSynchronize, "cuEventSynchronize", "cuEventSynchronize", (C
 HATTN_CUDA_FN(cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime",
               (float *ms, CUevent start, CUevent end))
 HATTN_CUDA_FN(cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy_v2", (CUevent event))
+
+#ifdef HATTN_CUDA_FN_OPTIONAL
+HATTN_CUDA_FN_OPTIONAL(cuStreamCreate, "cuStreamCreate", (CUstream *stream, unsigned int flags))
+HATTN_CUDA_FN_OPTIONAL(cuStreamDestroy, "cuStreamDestroy_v2", (CUstream stream))
+HATTN_CUDA_FN_OPTIONAL(cuStreamBeginCapture, "cuStreamBeginCapture_v2", (CUstream stream, int mode))
+HATTN_CUDA_FN_OPTIONAL(cuStreamEndCapture, "cuStreamEndCapture", (CUstream stream, CUgraph *graph))
+HATTN_CUDA_FN_OPTIONAL(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags",
+                       (CUgraphExec *exec, CUgraph graph, unsigned long long flags))
+HATTN_CUDA_FN_OPTIONAL(cuGraphLaunch, "cuGraphLaunch", (CUgraphExec exec, CUstream stream))
+HATTN_CUDA_FN_OPTIONAL(cuGraphExecDestroy, "cuGraphExecDestroy", (CUgraphExec exec))
+HATTN_CUDA_FN_OPTIONAL(cuGraphDestroy, "cuGraphDestroy", (CUgraph graph))
+#endif

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hattn.h"
 #include "cuda.h"
@@ -212,6 +213,237 @@ START_TEST(test_fail_open) {
 }
 END_TEST
 
+/* ---- hattn_run: streams, many runs, graph capture (the public API) ------ */
+
+/* Device tensors of one run of a bf16 problem, [B, H, L, D] Q and O, [B,
+** HK, L, D] K and V, [B, H, L] LSE, with host copies for the reference.
+** Not moved once made: the DLTensors point at its shape arrays. */
+typedef struct run_io {
+  int64_t sq[4], sk[4], sl[3];
+  size_t nq, nk, nl;
+  uint16_t *q, *k, *v, *o;
+  float *lse;
+  void *dq, *dk, *dv, *dout, *dl;
+  DLTensor tq, tk, tv, to, tl;
+} run_io;
+
+static void dl_tensor(DLTensor *t, void *data, int device, int bf16, int ndim, int64_t *shape) {
+  memset(t, 0, sizeof *t);
+  t->data = data;
+  t->device.device_type = device;
+  t->ndim = ndim;
+  t->shape = shape;
+  t->dtype.code = bf16 ? kDLBfloat : kDLFloat;
+  t->dtype.bits = bf16 ? 16 : 32;
+  t->dtype.lanes = 1;
+}
+
+static void io_init(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t L, int64_t D) {
+  memset(io, 0, sizeof *io);
+  io->sq[0] = io->sk[0] = io->sl[0] = B;
+  io->sq[1] = io->sl[1] = H, io->sk[1] = HK;
+  io->sq[2] = io->sk[2] = io->sl[2] = L;
+  io->sq[3] = io->sk[3] = D;
+  io->nq = (size_t)(B * H * L * D), io->nk = (size_t)(B * HK * L * D), io->nl = (size_t)(B * H * L);
+  io->q = malloc(io->nq * 2), io->o = malloc(io->nq * 2), io->k = malloc(io->nk * 2), io->v = malloc(io->nk * 2);
+  io->lse = malloc(io->nl * 4);
+  ck_assert(io->q && io->o && io->k && io->v && io->lse);
+  io->dq = dev_alloc(io->nq * 2), io->dout = dev_alloc(io->nq * 2);
+  io->dk = dev_alloc(io->nk * 2), io->dv = dev_alloc(io->nk * 2), io->dl = dev_alloc(io->nl * 4);
+  dl_tensor(&io->tq, io->dq, kDLCUDA, 1, 4, io->sq), dl_tensor(&io->tk, io->dk, kDLCUDA, 1, 4, io->sk);
+  dl_tensor(&io->tv, io->dv, kDLCUDA, 1, 4, io->sk), dl_tensor(&io->to, io->dout, kDLCUDA, 1, 4, io->sq);
+  dl_tensor(&io->tl, io->dl, kDLCUDA, 0, 3, io->sl);
+}
+
+/* Poison O and LSE on the device (NaN), finished before the next launch
+** on any stream. */
+static void io_poison(run_io *io) {
+  char err[512];
+  ck_assert_int_eq(hattn__cuda_memset(g_cu, io->dout, 0xff, io->nq * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_memset(g_cu, io->dl, 0xff, io->nl * 4, err, sizeof err), HATTN_OK);
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+}
+
+/* Fresh random Q, K, V, uploaded; O and LSE poisoned. */
+static void io_fresh(run_io *io, rng *r) {
+  char err[512];
+  size_t i;
+  for (i = 0; i < io->nq; i++) put(io->q, i, HATTN_DTYPE_BF16, 2 * rng_unit(r));
+  for (i = 0; i < io->nk; i++) put(io->k, i, HATTN_DTYPE_BF16, 2 * rng_unit(r)), put(io->v, i, HATTN_DTYPE_BF16, rng_unit(r));
+  ck_assert_int_eq(hattn__cuda_upload(g_cu, io->dq, io->q, io->nq * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_upload(g_cu, io->dk, io->k, io->nk * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_upload(g_cu, io->dv, io->v, io->nk * 2, err, sizeof err),
+                   HATTN_OK);
+  io_poison(io);
+}
+
+/* Download O and LSE and compare them with hattn_reference of KERN and IN
+** on the host copies of Q, K, V; WHAT names the run in messages. */
+static void io_check(run_io *io, hattn_kernel *kern, const hattn_inputs *in, const char *what) {
+  char err[512];
+  DLTensor hq, hk, hv, ro, rl;
+  double *o64 = malloc(io->nq * sizeof *o64), *l64 = malloc(io->nl * sizeof *l64);
+  double *xo = malloc(io->nq * sizeof *xo), *xl = malloc(io->nl * sizeof *xl), eo, el;
+  size_t i;
+  int rc;
+  ck_assert(o64 && l64 && xo && xl);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, io->o, io->dout, io->nq * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, io->lse, io->dl, io->nl * 4, err, sizeof err), HATTN_OK);
+  dl_tensor(&hq, io->q, kDLCPU, 1, 4, io->sq), dl_tensor(&hk, io->k, kDLCPU, 1, 4, io->sk);
+  dl_tensor(&hv, io->v, kDLCPU, 1, 4, io->sk);
+  dl_tensor(&ro, o64, kDLCPU, 0, 4, io->sq), dl_tensor(&rl, l64, kDLCPU, 0, 3, io->sl);
+  ro.dtype.bits = rl.dtype.bits = 64;
+  rc = hattn_reference(kern, &hq, &hk, &hv, &ro, &rl, in);
+  CHECK(rc == HATTN_OK, "reference: %s", hattn_kernel_errmsg(kern));
+  for (i = 0; i < io->nq; i++) xo[i] = get(io->o, i, HATTN_DTYPE_BF16);
+  for (i = 0; i < io->nl; i++) xl[i] = io->lse[i];
+  eo = hattn__rel_error(xo, o64, io->nq);
+  el = hattn__rel_error(xl, l64, io->nl);
+  CHECK(eo < 1e-2 && el < 1e-2, "%s: error O %g LSE %g (tolerance 1e-2)", what, eo, el);
+  free(o64), free(l64), free(xo), free(xl);
+}
+
+static void io_free(run_io *io) {
+  hattn__cuda_free(g_cu, io->dq), hattn__cuda_free(g_cu, io->dk), hattn__cuda_free(g_cu, io->dv);
+  hattn__cuda_free(g_cu, io->dout), hattn__cuda_free(g_cu, io->dl);
+  free(io->q), free(io->k), free(io->v), free(io->o), free(io->lse);
+}
+
+/* A CUDA context of the public API, a document-masked bf16 kernel (GQA,
+** 300 x 300, head dim 128), its plan (the document offsets in device
+** memory) and a non-blocking stream of the same (primary) context. */
+typedef struct serve_fixture {
+  hattn_ctx *ctx;
+  hattn_specfile *spec;
+  hattn_kernel *kern;
+  hattn_plan *plan;
+  hattn_inputs in;
+  int64_t offs[4];
+  void *stream;
+} serve_fixture;
+
+static void serve_setup(serve_fixture *f) {
+  static const char text[] = "pattern p = causal & document\n";
+  hattn_options opt;
+  hattn_problem pr = {2, 4, 2, 300, 300, 128, HATTN_BF16};
+  char err[512];
+  int rc;
+  memset(f, 0, sizeof *f);
+  hattn_options_init(&opt);
+  opt.backend = HATTN_BACKEND_CUDA;
+  opt.db = "";
+  opt.quiet = 1;
+  rc = hattn_open(&opt, &f->ctx);
+  CHECK(rc == HATTN_OK, "hattn_open: %s", hattn_errmsg(f->ctx));
+  ck_assert_int_eq(hattn_specfile_parse(f->ctx, text, strlen(text), "serve", &f->spec), HATTN_OK);
+  rc = hattn_kernel_get(f->ctx, f->spec, "p", &pr, &f->kern);
+  CHECK(rc == HATTN_OK, "kernel: %s", hattn_errmsg(f->ctx));
+  f->offs[0] = 0, f->offs[1] = 100, f->offs[2] = 150, f->offs[3] = 300;
+  f->in.doc_offsets = f->offs, f->in.ndocs = 3;
+  rc = hattn_plan_create(f->kern, &f->in, &f->plan);
+  CHECK(rc == HATTN_OK, "plan: %s", hattn_kernel_errmsg(f->kern));
+  rc = hattn__cuda_stream_create(g_cu, &f->stream, err, sizeof err);
+  CHECK(rc == HATTN_OK, "stream: %s", err);
+}
+
+static void serve_teardown(serve_fixture *f) {
+  char err[512];
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+  hattn_plan_destroy(f->plan);
+  hattn__cuda_stream_destroy(g_cu, f->stream);
+  hattn_kernel_destroy(f->kern);
+  hattn_specfile_destroy(f->spec);
+  hattn_close(f->ctx);
+}
+
+/* hattn_run on a non-blocking stream: queued there, correct once the
+** stream is synchronised. */
+START_TEST(test_run_stream) {
+  serve_fixture f;
+  run_io io;
+  rng r = {(uint64_t)time(NULL) ^ 0x5e41};
+  char err[512];
+  serve_setup(&f);
+  io_init(&io, 2, 4, 2, 300, 128);
+  io_fresh(&io, &r);
+  ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_OK);
+  ck_assert_str_eq(hattn_plan_errmsg(f.plan), "");
+  CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
+  io_check(&io, f.kern, &f.in, "hattn_run on a stream");
+  /* A shape that is not the plan's is refused before anything is queued. */
+  io.sq[2] = 299;
+  ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_plan_errmsg(f.plan), "q: shape [2, 4, 299, 128], expected [2, 4, 300, 128]") != NULL,
+                "%s", hattn_plan_errmsg(f.plan));
+  io.sq[2] = 300;
+  io_free(&io);
+  serve_teardown(&f);
+}
+END_TEST
+
+/* Many runs of one plan back to back on a stream, on different tensors,
+** then one synchronisation: every output is right. */
+#define NRUNS 8
+START_TEST(test_run_many) {
+  serve_fixture f;
+  run_io *io = calloc(NRUNS, sizeof *io);
+  rng r = {(uint64_t)time(NULL) ^ 0x5e42};
+  char err[512], what[64];
+  int i;
+  ck_assert_ptr_nonnull(io);
+  serve_setup(&f);
+  for (i = 0; i < NRUNS; i++) io_init(&io[i], 2, 4, 2, 300, 128), io_fresh(&io[i], &r);
+  for (i = 0; i < NRUNS; i++)
+    ck_assert_int_eq(hattn_run(f.plan, &io[i].tq, &io[i].tk, &io[i].tv, &io[i].to, &io[i].tl, f.stream), HATTN_OK);
+  CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
+  for (i = 0; i < NRUNS; i++) {
+    snprintf(what, sizeof what, "run %d of %d", i, NRUNS);
+    io_check(&io[i], f.kern, &f.in, what);
+  }
+  for (i = 0; i < NRUNS; i++) io_free(&io[i]);
+  free(io);
+  serve_teardown(&f);
+}
+END_TEST
+
+/* hattn_run captured into a CUDA graph (global capture mode: an
+** allocation, copy or synchronisation inside it would invalidate the
+** capture); the capture itself writes nothing; each replay, on fresh
+** inputs in the same buffers with O and LSE poisoned, matches the
+** reference. */
+START_TEST(test_run_graph) {
+  serve_fixture f;
+  run_io io;
+  rng r = {(uint64_t)time(NULL) ^ 0x5e43};
+  char err[512], what[64];
+  void *exec = NULL;
+  size_t i;
+  int rep, rc;
+  serve_setup(&f);
+  io_init(&io, 2, 4, 2, 300, 128);
+  io_fresh(&io, &r);
+  rc = hattn__cuda_capture_begin(g_cu, f.stream, err, sizeof err);
+  CHECK(rc == HATTN_OK, "capture: %s", err);
+  ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_OK);
+  rc = hattn__cuda_capture_end(g_cu, f.stream, &exec, err, sizeof err);
+  CHECK(rc == HATTN_OK, "end of capture: %s", err);
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, io.o, io.dout, io.nq * 2, err, sizeof err), HATTN_OK);
+  for (i = 0; i < io.nq; i++) CHECK(io.o[i] == 0xffff, "the capture wrote O[%zu]", i);
+  for (rep = 0; rep < 3; rep++) {
+    io_fresh(&io, &r);
+    rc = hattn__cuda_graph_launch(g_cu, exec, f.stream, err, sizeof err);
+    CHECK(rc == HATTN_OK, "graph launch: %s", err);
+    CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
+    snprintf(what, sizeof what, "graph replay %d", rep);
+    io_check(&io, f.kern, &f.in, what);
+  }
+  hattn__cuda_graph_destroy(g_cu, exec);
+  io_free(&io);
+  serve_teardown(&f);
+}
+END_TEST
+
 static Suite *cuda_suite(void) {
   Suite *s = suite_create("cuda");
   TCase *tc = tcase_create("failures");
@@ -220,6 +452,9 @@ static Suite *cuda_suite(void) {
   tcase_add_test(tc, test_fail_plan);
   tcase_add_test(tc, test_fail_mismatch);
   tcase_add_test(tc, test_fail_open);
+  tcase_add_test(tc, test_run_stream);
+  tcase_add_test(tc, test_run_many);
+  tcase_add_test(tc, test_run_graph);
   suite_add_tcase(s, tc);
   return s;
 }
