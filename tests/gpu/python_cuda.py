@@ -58,6 +58,22 @@ def main():
         check("parse after close refused", "closed" in str(e).lower(), str(e)[:60])
     del kern
 
+    with hattn.Context("cuda") as ctx3:
+        kern = ctx3.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
+        plan = kern.plan()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())   # q, k, v were made on the default stream
+        outs = []
+        with torch.cuda.stream(side):            # Plan.run takes the current stream
+            for _ in range(8):
+                o = torch.full_like(q, float("nan"))
+                plan.run(q, k, v, out=(o, None))
+                outs.append(o)
+        side.synchronize()
+        err = max(float(np.abs(o.double().cpu().numpy() - want).max()) for o in outs)
+        check("Plan.run x 8 on a side stream, one sync", err < 1e-2, "max abs %.2e" % err)
+        del plan, kern
+
     with hattn.Context("cuda") as ctx2:
         kern = ctx2.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
         errs = []
