@@ -72,6 +72,21 @@ def main():
         side.synchronize()
         err = max(float(np.abs(o.double().cpu().numpy() - want).max()) for o in outs)
         check("Plan.run x 8 on a side stream, one sync", err < 1e-2, "max abs %.2e" % err)
+        # Host cost per call from Python, back to back (a measurement, printed).
+        import time
+        o = torch.empty_like(q)
+        for what, call in (("Kernel.forward", lambda: kern.forward(q, k, v, out=(o, None))),
+                           ("Plan.run", lambda: plan.run(q, k, v, out=(o, None)))):
+            for _ in range(20):
+                call()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(1000):
+                call()
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            print("%-44s %.1f us a call (queueing), %.1f us with the final sync"
+                  % ("host cost, " + what + " from Python", (t1 - t0) * 1e3, (time.perf_counter() - t0) * 1e3))
         del plan, kern
 
     with hattn.Context("cuda") as ctx2:

@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools ab-bench ab-commits gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost ab-bench ab-commits gpu-bench sanitize
 # For ab-commits, put an earlier commit's tarball (make dist there) in
 # .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
@@ -148,6 +148,13 @@ for phase in $phases; do
       } >"$out/cuda_tools.log" 2>&1
       echo "cuda-tools: exit $? (last command)"; grep -E "^\+ |max abs|error|PASS|FAIL|hattn [a-z]*:" "$out/cuda_tools.log" | cut -c1-200 | head -60
       HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python python3 "$root/tests/gpu/python_cuda.py" 2>&1 | tee "$out/python_cuda.log" | tail -15
+      ;;
+    host-cost)
+      # The host's cost of a forward through the public API, back to back:
+      # hattn_forward against hattn_run on a plan made once.
+      gcc -std=c11 -O2 -Iinclude -I/usr/local/cuda/include -I"$D/include" "$root/tests/gpu/host_cost.c" \
+        -o host_cost .libs/libhattn.so -l:libcuda.so.1 -Wl,-rpath,"$b/.libs" &&
+        HATTN_CONFIG_DIR=$b/cfg ./host_cost 1000 2>&1 | tee "$out/host_cost.md"
       ;;
     gpu-bench)
       ./tools/hattn bench --backend cuda 2>&1 | tee "$out/bench_cuda.md"
