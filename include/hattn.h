@@ -423,8 +423,10 @@ HATTN_API const char *hattn_plan_errmsg(const hattn_plan *plan);
 **   CPU: synchronous; STREAM is ignored.
 **   CUDA: queued on STREAM (a CUstream; NULL the default stream) and
 **   returns at once, as hattn_run does: nothing is allocated, copied or
-**   synchronised (the first merge of each dtype on a context compiles its
-**   kernel with NVRTC, once, and caches it).  Capturable into a CUDA graph.
+**   synchronised, except that the first merge of each dtype on a context
+**   compiles its kernel with NVRTC and loads it (kept until the context is
+**   freed): make one merge of that dtype before capturing a merge into a
+**   CUDA graph.
 ** Returns HATTN_OK, HATTN_EINVAL (CTX, O_PARTS or LSE_PARTS NULL; NPARTS
 ** out of range), HATTN_ESHAPE (a tensor missing, on the wrong device, of
 ** the wrong dtype or shape: the message names it as "o_parts[1]",
