@@ -750,6 +750,8 @@ static int merge_tensor(hattn_ctx *ctx, const char *name, const DLTensor *t, int
   if (t->shape == NULL) return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: shape is NULL", name);
   for (i = 0; i < ndim; i++) {
     if (t->shape[i] < 0) return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: negative dimension %d", name, i);
+    if (product_above(n, t->shape[i], HATTN_MAX_ELEMENTS))
+      return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: more than HATTN_MAX_ELEMENTS (2^48) elements", name);
     if (dims != NULL && t->shape[i] != dims[i])
       return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: dimension %d is %lld, expected %lld (as o_parts[0])",
                   name, i, (long long)t->shape[i], (long long)dims[i]);

@@ -1329,7 +1329,8 @@ START_TEST(merge_errors) {
   float o1[24], o2[24], out[24], l1[6], l2[6], lout[6];
   uint16_t h[24];
   int32_t ints[24];
-  DLTensor to1, to2, tout, tl1, tl2, tlout, th, ti, tbad, tbadl, tgpu;
+  int64_t big[4] = {INT64_C(1) << 20, INT64_C(1) << 20, INT64_C(1) << 10, 1};
+  DLTensor to1, to2, tout, tl1, tl2, tlout, th, ti, tbad, tbadl, tgpu, huge;
   const DLTensor *po[HATTN_MERGE_MAX_PARTS + 1], *pl[HATTN_MERGE_MAX_PARTS + 1];
   int i;
 
@@ -1376,6 +1377,10 @@ START_TEST(merge_errors) {
   po[0] = &ti;
   ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
   ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[0]: dtype int32; float32, float16 or bfloat16 expected");
+  huge = to1, huge.shape = big;
+  po[0] = &huge;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[0]: more than HATTN_MAX_ELEMENTS (2^48) elements");
   po[0] = &to1;
   ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &th, &tlout, NULL), HATTN_ESHAPE);
   ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o: dtype float16, expected float32");
