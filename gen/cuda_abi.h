@@ -55,4 +55,26 @@ typedef struct hattn_cuda_args {
   const float *sink_logits;
 } hattn_cuda_args;
 
+/* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void
+** NAME(const hattn_cuda_merge_args args), one thread per output element
+** (a grid-stride loop), blocks of HATTN_CUDA_MERGE_THREADS threads.  Part
+** i's O [dims] of the kernel's dtype is at o[i] with element strides
+** o_stride[i] (any, the last included), its LSE float32 [dims[0..2]] at
+** lse[i] with lse_stride[i]; out and out_lse (NULL: not written) likewise.
+** The parts travel by value, at most HATTN_CUDA_MERGE_MAX_PARTS. */
+#define HATTN_CUDA_MERGE_MAX_PARTS 16
+#define HATTN_CUDA_MERGE_THREADS 256
+
+typedef struct hattn_cuda_merge_args {
+  const void *o[HATTN_CUDA_MERGE_MAX_PARTS];
+  const float *lse[HATTN_CUDA_MERGE_MAX_PARTS];
+  long long o_stride[HATTN_CUDA_MERGE_MAX_PARTS][4];
+  long long lse_stride[HATTN_CUDA_MERGE_MAX_PARTS][3];
+  void *out;
+  float *out_lse;
+  long long out_stride[4], out_lse_stride[3];
+  long long dims[4];          /* batch, heads, rows, head dim */
+  int nparts;
+} hattn_cuda_merge_args;
+
 #endif /* HATTN_GEN_CUDA_ABI_H */

@@ -32,4 +32,13 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
 int hattn__emit_cuda(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                      const char *fn_name, char **out, char *err, size_t errlen);
 
+/*
+** Write the CUDA source of the merge kernel FN_NAME for O of DTYPE (see
+** hattn_cuda_merge_args in cuda_abi.h and hattn_merge in hattn.h) into
+** *OUT, malloc'd, the caller's.  It needs sm_80 or later (bf16
+** conversions).  Returns HATTN_OK, or HATTN_EINVAL / HATTN_ENOMEM with a
+** sentence in ERR.
+*/
+int hattn__emit_cuda_merge(hattn__dtype dtype, const char *fn_name, char **out, char *err, size_t errlen);
+
 #endif /* HATTN_GEN_EMIT_CUDA_H */

@@ -396,6 +396,47 @@ HATTN_API void hattn_plan_destroy(hattn_plan *plan);
 ** hattn_kernel_errmsg gives it; "" for PLAN NULL. */
 HATTN_API const char *hattn_plan_errmsg(const hattn_plan *plan);
 
+/* ==== merging partial results ============================================
+**
+** Attention over keys split into parts (split-KV, context parallelism, a
+** prefix cache plus new tokens) gives per part an O_i and its LSE_i; the
+** attention over all the keys is their merge by LSE:
+**   m = max_i LSE_i,  w_i = exp(LSE_i - m),
+**   O = sum_i w_i O_i / sum_i w_i,  LSE = m + log(sum_i w_i).
+*/
+
+/* The most parts one hattn_merge takes (CUDA passes them by value in the
+** kernel's arguments).  Merge more by merging merges. */
+#define HATTN_MERGE_MAX_PARTS 16
+
+/*
+** Merge NPARTS (1 to HATTN_MERGE_MAX_PARTS) partial results O_PARTS[i]
+** [B, H, L, D] and LSE_PARTS[i] [B, H, L] (natural log, float32) into O
+** [B, H, L, D] and LSE [B, H, L] (may be NULL: not written).  The O tensors
+** share one dtype (float32, float16 or bfloat16; the sums are float32), all
+** shapes equal those of O_PARTS[0], any strides in elements (strides NULL:
+** compact row-major), byte_offset honoured, all on CTX's device (kDLCPU for
+** the CPU backend; kDLCUDA with the context's ordinal for CUDA).  A row
+** whose LSE_i is -inf (part i saw no key) adds nothing whatever its O_i; a
+** row no part saw gets O = 0 and LSE = -inf; a NaN LSE_i makes the row NaN.
+** O and LSE may not overlap the parts.
+**   CPU: synchronous; STREAM is ignored.
+**   CUDA: queued on STREAM (a CUstream; NULL the default stream) and
+**   returns at once, as hattn_run does: nothing is allocated, copied or
+**   synchronised, except that the first merge of each dtype on a context
+**   compiles its kernel with NVRTC and loads it (kept until the context is
+**   freed): make one merge of that dtype before capturing a merge into a
+**   CUDA graph.
+** Returns HATTN_OK, HATTN_EINVAL (CTX, O_PARTS or LSE_PARTS NULL; NPARTS
+** out of range), HATTN_ESHAPE (a tensor missing, on the wrong device, of
+** the wrong dtype or shape: the message names it as "o_parts[1]",
+** "lse_parts[0]", "o" or "lse"), HATTN_ENOTSUP (a backend without a merge,
+** the runtime-only library's CUDA), or a device error; the sentence is in
+** hattn_errmsg(CTX).
+*/
+HATTN_API int hattn_merge(hattn_ctx *ctx, int nparts, const DLTensor *const *o_parts,
+                          const DLTensor *const *lse_parts, DLTensor *o, DLTensor *lse, void *stream);
+
 /* ==== kernels built ahead of time ==========================================
 **
 ** `hattn gen` writes kernels at build time (CPU object files, CUDA cubins)

@@ -726,6 +726,97 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   return st;
 }
 
+/* ---- merge ------------------------------------------------------------------- */
+
+/* Check merge tensor T (NAME) on CTX's device: NDIM dims DIMS (NULL: any,
+** T then 4-d and of one of the three dtypes), dtype WANT; fill *OUT. */
+static int merge_tensor(hattn_ctx *ctx, const char *name, const DLTensor *t, int ndim, const int64_t *dims,
+                        DLDataType want, hattn__tensor *out) {
+  const hattn__backend_i *be = ctx->be;
+  int dev_id = be->dl_device == kDLCPU ? 0 : ctx->opt.device;
+  int i;
+  int64_t n = 1, s = 1;
+  char a[32], b[32];
+
+  if (t == NULL) return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: missing (NULL)", name);
+  if ((int)t->device.device_type != be->dl_device || (be->dl_device != kDLCPU && t->device.device_id != dev_id))
+    return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: on device type %d id %d; this context runs on %s %d", name,
+                (int)t->device.device_type, (int)t->device.device_id, be->dl_name, dev_id);
+  if (t->dtype.code != want.code || t->dtype.bits != want.bits || t->dtype.lanes != want.lanes)
+    return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: dtype %s, expected %s", name,
+                dtype_text(t->dtype, a, sizeof a), dtype_text(want, b, sizeof b));
+  if (t->ndim != ndim)
+    return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: %d dimensions, expected %d", name, (int)t->ndim, ndim);
+  if (t->shape == NULL) return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: shape is NULL", name);
+  for (i = 0; i < ndim; i++) {
+    if (t->shape[i] < 0) return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: negative dimension %d", name, i);
+    if (product_above(n, t->shape[i], HATTN_MAX_ELEMENTS))
+      return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: more than HATTN_MAX_ELEMENTS (2^48) elements", name);
+    if (dims != NULL && t->shape[i] != dims[i])
+      return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: dimension %d is %lld, expected %lld (as o_parts[0])",
+                  name, i, (long long)t->shape[i], (long long)dims[i]);
+    n *= t->shape[i];
+  }
+  if (n > 0 && t->data == NULL) return fail(ctx, HATTN_ESHAPE, "hattn_merge: %s: data is NULL", name);
+  out->data = t->data ? (char *)t->data + t->byte_offset : NULL;
+  for (i = ndim - 1; i >= 0; i--) {
+    out->stride[i] = t->strides ? t->strides[i] : s;
+    s *= t->shape[i];
+  }
+  for (i = ndim; i < 4; i++) out->stride[i] = 1;
+  return HATTN_OK;
+}
+
+int hattn_merge(hattn_ctx *ctx, int nparts, const DLTensor *const *o_parts, const DLTensor *const *lse_parts,
+                DLTensor *o, DLTensor *lse, void *stream) {
+  static const DLDataType f32 = {kDLFloat, 32, 1}, f16 = {kDLFloat, 16, 1}, bf16 = {kDLBfloat, 16, 1};
+  hattn__tensor to[HATTN_MERGE_MAX_PARTS], tl[HATTN_MERGE_MAX_PARTS], oo, ol;
+  hattn__dtype dtype;
+  DLDataType dt;
+  int64_t dims[4];
+  char name[32];
+  int i, st;
+
+  if ((st = ctx_usable(ctx, "hattn_merge")) != HATTN_OK) return st;
+  if (nparts < 1 || nparts > HATTN_MERGE_MAX_PARTS)
+    return fail(ctx, HATTN_EINVAL, "hattn_merge: %d parts; between 1 and %d (HATTN_MERGE_MAX_PARTS) are merged "
+                "at once, merge more as merges of merges", nparts, HATTN_MERGE_MAX_PARTS);
+  if (o_parts == NULL || lse_parts == NULL)
+    return fail(ctx, HATTN_EINVAL, "hattn_merge: %s is NULL", o_parts == NULL ? "o_parts" : "lse_parts");
+  if (o_parts[0] == NULL) return fail(ctx, HATTN_ESHAPE, "hattn_merge: o_parts[0]: missing (NULL)");
+  dt = o_parts[0]->dtype;
+  if (dt.code == f32.code && dt.bits == 32 && dt.lanes == 1) dtype = HATTN_DTYPE_FP32;
+  else if (dt.code == f16.code && dt.bits == 16 && dt.lanes == 1) dtype = HATTN_DTYPE_FP16;
+  else if (dt.code == bf16.code && dt.bits == 16 && dt.lanes == 1) dtype = HATTN_DTYPE_BF16;
+  else {
+    char a[32];
+    return fail(ctx, HATTN_ESHAPE, "hattn_merge: o_parts[0]: dtype %s; float32, float16 or bfloat16 expected",
+                dtype_text(dt, a, sizeof a));
+  }
+  if ((st = merge_tensor(ctx, "o_parts[0]", o_parts[0], 4, NULL, dt, &to[0])) != HATTN_OK) return st;
+  for (i = 0; i < 4; i++) dims[i] = o_parts[0]->shape[i];
+  for (i = 0; i < nparts; i++) {
+    snprintf(name, sizeof name, "o_parts[%d]", i);
+    if (i > 0 && (st = merge_tensor(ctx, name, o_parts[i], 4, dims, dt, &to[i])) != HATTN_OK) return st;
+    snprintf(name, sizeof name, "lse_parts[%d]", i);
+    if ((st = merge_tensor(ctx, name, lse_parts[i], 3, dims, f32, &tl[i])) != HATTN_OK) return st;
+  }
+  if ((st = merge_tensor(ctx, "o", o, 4, dims, dt, &oo)) != HATTN_OK) return st;
+  if (lse != NULL) {
+    if ((st = merge_tensor(ctx, "lse", lse, 3, dims, f32, &ol)) != HATTN_OK) return st;
+  } else {
+    memset(&ol, 0, sizeof ol);
+  }
+  if (ctx->be->merge == NULL)
+    return fail(ctx, HATTN_ENOTSUP, "hattn_merge: the %s backend of this library cannot merge", ctx->be->name);
+  ctx->buf[0] = 0;
+  if ((st = ctx->be->merge(ctx->dev, nparts, to, tl, &oo, &ol, dtype, dims, stream, ctx->buf, sizeof ctx->buf)) !=
+      HATTN_OK)
+    return fail_buf(ctx, st);
+  if (ctx->msg[0] != 0) ctx->msg[0] = 0;
+  return HATTN_OK;
+}
+
 /* ---- the reference ------------------------------------------------------------- */
 
 /* Copy the [n0, n1, n2, n3] tensor T of DTYPE into the contiguous X. */

@@ -32,8 +32,8 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 4  /* 2: candidates, memory, time (the tuner); 3: the tools;
-                                      ** 4: launch_async (hattn_run) */
+#define HATTN__BACKEND_I_VERSION 5  /* 2: candidates, memory, time (the tuner); 3: the tools;
+                                      ** 4: launch_async (hattn_run); 5: merge (hattn_merge) */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -208,7 +208,23 @@ typedef struct hattn__backend_i {
   int (*launch_async)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                       const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
                       size_t errlen);
+
+  /* Version 5: what hattn_merge needs. */
+
+  /* Merge NPARTS (1 to HATTN_MERGE_MAX_PARTS) partial attention results by
+  ** their log-sum-exp: O_PARTS[i] [DIMS[0], DIMS[1], DIMS[2], DIMS[3]] of
+  ** DTYPE and LSE_PARTS[i] [DIMS[0], DIMS[1], DIMS[2]] float32 (strides
+  ** 0..2 used; any strides, the last of O included) into O and LSE (LSE's
+  ** data NULL: not written), in the device's memory, accumulating in
+  ** float32.  A part whose row's LSE is -inf adds nothing; a row no part
+  ** saw gets O = 0 and LSE = -inf; NaN propagates.  CUDA: queued on
+  ** STREAM, no allocation, no synchronisation.  Optional: NULL where the
+  ** backend cannot merge (hattn_merge says HATTN_ENOTSUP). */
+  int (*merge)(void *dev, int nparts, const hattn__tensor *o_parts, const hattn__tensor *lse_parts,
+               hattn__tensor *o, hattn__tensor *lse, hattn__dtype dtype, const int64_t dims[4], void *stream,
+               char *err, size_t errlen);
 } hattn__backend_i;
+
 
 /* The table of backend ID, compilers registered; NULL for an unknown ID. */
 const hattn__backend_i *hattn__backend_get(int id);

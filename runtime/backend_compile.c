@@ -101,6 +101,25 @@ static int cuda_compile(void *dev, const hattn__kernel_desc *desc, const hattn__
   return hattn__cuda_kernel_get(dev, desc, &cfg->cuda, (hattn__cuda_kernel **)kern, err, errlen);
 }
 
+/* The merge kernel of DTYPE, emitted and compiled by NVRTC. */
+static int merge_compile(hattn__dtype dtype, const char *name, const char *arch, void **cubin, size_t *size,
+                         char *err, size_t errlen) {
+  char *source = NULL;
+  int rc = hattn__emit_cuda_merge(dtype, name, &source, err, errlen);
+  if (rc != HATTN_OK) return rc;
+  rc = hattn__nvrtc_compile(source, name, arch, cubin, size, err, errlen);
+  free(source);
+  return rc;
+}
+
+/* The CUDA table's merge operation (backend.h). */
+static int cuda_merge(void *dev, int nparts, const hattn__tensor *o_parts, const hattn__tensor *lse_parts,
+                      hattn__tensor *o, hattn__tensor *lse, hattn__dtype dtype, const int64_t dims[4], void *stream,
+                      char *err, size_t errlen) {
+  return hattn__cuda_merge(dev, merge_compile, nparts, o_parts, lse_parts, o, lse->data != NULL ? lse : NULL,
+                           dtype, dims, stream, err, errlen);
+}
+
 /* The driver's device_open, kept when the CUDA table's entry is replaced. */
 static int (*cuda_driver_open)(int ordinal, int threads, void **dev, char *err, size_t errlen);
 
@@ -123,4 +142,5 @@ void hattn__backend_register_compilers(void) {
   hattn__backend_cuda.dev_open = cuda_open;
   hattn__backend_cpu.gen = hattn__backend_gen_cpu;
   hattn__backend_cuda.gen = hattn__backend_gen_cuda;
+  hattn__backend_cuda.merge = cuda_merge;
 }

@@ -5,6 +5,7 @@
 ** launches over the thread pool (cpu_run.c).  Compiling is in
 ** backend_compile.c, linked into libhattn only.
 */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "dtype.h"
 #include "elf_load.h"
 #include "kernel_cache.h"
 
@@ -435,6 +437,56 @@ static int time_kernel(void *dev, void *kern, void *prob, const hattn__kernel_de
   return HATTN_OK;
 }
 
+/* The merge operation (backend.h), single-threaded: it reads each input
+** once and is bound by memory.  STREAM is ignored. */
+static int merge(void *dev, int nparts, const hattn__tensor *o_parts, const hattn__tensor *lse_parts,
+                 hattn__tensor *o, hattn__tensor *lse, hattn__dtype dtype, const int64_t dims[4], void *stream,
+                 char *err, size_t errlen) {
+  int64_t b, h, l, d;
+  int i;
+  float w[HATTN_MERGE_MAX_PARTS];
+  (void)dev;
+  (void)stream;
+  (void)err;
+  (void)errlen;
+  for (b = 0; b < dims[0]; b++)
+    for (h = 0; h < dims[1]; h++)
+      for (l = 0; l < dims[2]; l++) {
+        float m = -INFINITY, sum = 0.f, out_lse;
+        int nan = 0;
+        for (i = 0; i < nparts; i++) {
+          const hattn__tensor *t = &lse_parts[i];
+          float x = ((const float *)t->data)[b * t->stride[0] + h * t->stride[1] + l * t->stride[2]];
+          w[i] = x;
+          if (isnan(x)) nan = 1;
+          else if (x > m) m = x;
+        }
+        if (nan) m = NAN;
+        for (i = 0; i < nparts; i++) {
+          /* A part that saw no key of this row adds nothing, whatever its O. */
+          w[i] = w[i] == -INFINITY && !nan ? 0.f : expf(w[i] - m);
+          sum += w[i];
+        }
+        out_lse = m == -INFINITY ? -INFINITY : m + logf(sum);
+        for (d = 0; d < dims[3]; d++) {
+          float acc = 0.f;
+          for (i = 0; i < nparts; i++) {
+            const hattn__tensor *t = &o_parts[i];
+            if (w[i] != 0.f || nan)
+              acc += w[i] * (float)hattn__elem_get(t->data, dtype,
+                                                  (size_t)(b * t->stride[0] + h * t->stride[1] +
+                                                           l * t->stride[2] + d * t->stride[3]));
+          }
+          hattn__elem_set(o->data, dtype,
+                          (size_t)(b * o->stride[0] + h * o->stride[1] + l * o->stride[2] + d * o->stride[3]),
+                          m == -INFINITY ? 0.f : acc / sum);
+        }
+        if (lse->data != NULL)
+          ((float *)lse->data)[b * lse->stride[0] + h * lse->stride[1] + l * lse->stride[2]] = out_lse;
+      }
+  return HATTN_OK;
+}
+
 hattn__backend_i hattn__backend_cpu = {
     .version = HATTN__BACKEND_I_VERSION,
     .id = HATTN__BACKEND_CPU,
@@ -476,4 +528,5 @@ hattn__backend_i hattn__backend_cpu = {
     .config_describe = config_describe,
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
     .launch_async = NULL,       /* hattn_run takes the synchronous launch over the pool */
+    .merge = merge,
 };

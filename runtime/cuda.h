@@ -140,4 +140,22 @@ int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
                      const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, int warmup,
                      int reps, double *median_ms, char *err, size_t errlen);
 
+/* ---- the merge (hattn_merge) --------------------------------------------- */
+
+/* What compiles the merge kernel NAME for O of DTYPE to a cubin for ARCH:
+** *CUBIN (malloc'd) and *SIZE (backend_compile.c: the emitter and NVRTC). */
+typedef int (*hattn__cuda_merge_compile_fn)(hattn__dtype dtype, const char *name, const char *arch, void **cubin,
+                                            size_t *size, char *err, size_t errlen);
+
+/* The merge operation of backend.h on CU: the kernel of DTYPE compiled by
+** COMPILE on the first merge of that dtype and kept until
+** hattn__cuda_close, then queued on STREAM with the parts by value;
+** nothing allocated, nothing synchronised.  Returns HATTN_OK, HATTN_EINVAL
+** for NPARTS outside 1 .. HATTN_CUDA_MERGE_MAX_PARTS, COMPILE's failure,
+** or a driver error. */
+int hattn__cuda_merge(hattn__cuda *cu, hattn__cuda_merge_compile_fn compile, int nparts,
+                      const hattn__tensor *o_parts, const hattn__tensor *lse_parts, hattn__tensor *o,
+                      hattn__tensor *lse, hattn__dtype dtype, const int64_t dims[4], void *stream, char *err,
+                      size_t errlen);
+
 #endif /* HATTN_RUNTIME_CUDA_H */

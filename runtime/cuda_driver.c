@@ -89,6 +89,8 @@ struct hattn__cuda {
   char name[256];
   char arch[16];
   hattn__cuda_kernel *kernels;       /* owned: freed by hattn__cuda_close */
+  CUmodule merge_module[3];          /* the merge kernel per dtype, once compiled; NULL before */
+  CUfunction merge_fn[3];
 };
 
 struct hattn__cuda_plan {
@@ -250,6 +252,7 @@ fail_lib:
 
 void hattn__cuda_close(hattn__cuda *cu) {
   hattn__cuda_kernel *k, *next;
+  int i;
   if (cu == NULL) return;
   cu->f.cuCtxSetCurrent(cu->ctx);
   for (k = cu->kernels; k != NULL; k = next) {
@@ -258,6 +261,8 @@ void hattn__cuda_close(hattn__cuda *cu) {
     free(k->cubin);
     free(k);
   }
+  for (i = 0; i < 3; i++)
+    if (cu->merge_module[i] != NULL) cu->f.cuModuleUnload(cu->merge_module[i]);
   cu->f.cuDevicePrimaryCtxRelease(cu->dev);
   dlclose(cu->lib);
   free(cu);
@@ -814,5 +819,65 @@ fail_start:
   cu->f.cuEventDestroy(start);
 fail_times:
   free(times);
+  return rc;
+}
+
+/* ---- the merge ---------------------------------------------------------------- */
+
+int hattn__cuda_merge(hattn__cuda *cu, hattn__cuda_merge_compile_fn compile, int nparts,
+                      const hattn__tensor *o_parts, const hattn__tensor *lse_parts, hattn__tensor *o,
+                      hattn__tensor *lse, hattn__dtype dtype, const int64_t dims[4], void *stream, char *err,
+                      size_t errlen) {
+  hattn_cuda_merge_args args;
+  char name[64];
+  void *cubin = NULL, *params[1];
+  size_t size = 0;
+  CUmodule module = NULL;
+  int64_t n = dims[0] * dims[1] * dims[2] * dims[3], blocks;
+  int i, j, rc = HATTN_OK;
+
+  assert(cu != NULL && compile != NULL && (int)dtype >= 0 && (int)dtype < 3);
+  if (nparts < 1 || nparts > HATTN_CUDA_MERGE_MAX_PARTS) {
+    snprintf(err, errlen, "the CUDA merge takes 1 to %d parts, not %d", HATTN_CUDA_MERGE_MAX_PARTS, nparts);
+    return HATTN_EINVAL;
+  }
+  CU_CHECK(cu, cu->f.cuCtxSetCurrent(cu->ctx), "cuCtxSetCurrent", done);
+  if (cu->merge_fn[dtype] == NULL) {
+    snprintf(name, sizeof name, "hattn_merge_%s", hattn__dtype_name(dtype));
+    if ((rc = compile(dtype, name, cu->arch, &cubin, &size, err, errlen)) != HATTN_OK) goto done;
+    CU_CHECK_CODE(cu, cu->f.cuModuleLoadData(&module, cubin), "cuModuleLoadData", HATTN_ECOMPILE, done);
+    CU_CHECK_CODE(cu, cu->f.cuModuleGetFunction(&cu->merge_fn[dtype], module, name), "cuModuleGetFunction",
+                  HATTN_ECOMPILE, fail_module);
+    cu->merge_module[dtype] = module;
+    module = NULL;
+  }
+  if (n == 0) goto done;
+  memset(&args, 0, sizeof args);
+  for (i = 0; i < nparts; i++) {
+    args.o[i] = o_parts[i].data;
+    args.lse[i] = lse_parts[i].data;
+    for (j = 0; j < 4; j++) args.o_stride[i][j] = o_parts[i].stride[j];
+    for (j = 0; j < 3; j++) args.lse_stride[i][j] = lse_parts[i].stride[j];
+  }
+  args.out = o->data;
+  args.out_lse = lse != NULL ? lse->data : NULL;
+  for (j = 0; j < 4; j++) args.out_stride[j] = o->stride[j], args.dims[j] = dims[j];
+  for (j = 0; j < 3; j++) args.out_lse_stride[j] = lse != NULL ? lse->stride[j] : 0;
+  args.nparts = nparts;
+  /* A grid-stride loop: enough blocks to fill the device several times. */
+  blocks = (n + HATTN_CUDA_MERGE_THREADS - 1) / HATTN_CUDA_MERGE_THREADS;
+  if (blocks > (int64_t)cu->sm_count * 16) blocks = (int64_t)cu->sm_count * 16;
+  params[0] = &args;
+  CU_CHECK(cu,
+           cu->f.cuLaunchKernel(cu->merge_fn[dtype], (unsigned)blocks, 1, 1, HATTN_CUDA_MERGE_THREADS, 1, 1, 0,
+                                (CUstream)stream, params, NULL),
+           "cuLaunchKernel (merge)", done);
+  goto done;
+
+fail_module:
+  cu->merge_fn[dtype] = NULL;
+  cu->f.cuModuleUnload(module);
+done:
+  free(cubin);
   return rc;
 }

@@ -4,7 +4,8 @@
 ** fresh random inputs with poisoned outputs, in both [B, H, S, D] and
 ** [B, S, H, D] memory, GQA, document offsets; kernels registered as
 ** prebuilt (and which one is chosen), malformed registrations; the checks
-** of DLTensors; NULL-accepting destroys; status codes.  Where a GPU answers,
+** of DLTensors; NULL-accepting destroys; status codes; hattn_merge against
+** a float64 merge and end to end over key slices.  Where a GPU answers,
 ** the same through the CUDA backend, compiled and prebuilt (cubins made
 ** here as hattn gen makes them); without one those cases say so and pass.
 ** Internal functions serve only to make kernels and device memory.  The
@@ -1148,6 +1149,250 @@ START_TEST(cuda_forward) {
 }
 END_TEST
 
+/* ---- hattn_merge ---------------------------------------------------------- */
+
+/* Elements of a [B, H, L, D] tensor of DTYPE in memory laid out as
+** [B, L, H, D] when BSHD, else row-major; LSE as [B, H, L] (any layout
+** the strides say). */
+static size_t merge_bytes(hattn__dtype dt) { return dt == HATTN_DTYPE_FP32 ? 4 : 2; }
+
+/* The float64 merge of NP parts (O of DTYPE at offsets ST, LSE float32
+** row-major [B*H*L]) into RO [B*H*L*D] and RL [B*H*L], row-major. */
+static void merge_ref(int np, void *const *o, const int64_t (*st)[4], float *const *lse, hattn__dtype dt,
+                      const int64_t dims[4], double *ro, double *rl) {
+  int64_t b, h, l, d, row = 0;
+  int i;
+  for (b = 0; b < dims[0]; b++)
+    for (h = 0; h < dims[1]; h++)
+      for (l = 0; l < dims[2]; l++, row++) {
+        double m = -INFINITY, s = 0, w[HATTN_MERGE_MAX_PARTS];
+        for (i = 0; i < np; i++)
+          if (lse[i][row] > m) m = lse[i][row];
+        for (i = 0; i < np; i++) s += (w[i] = lse[i][row] == -INFINITY ? 0 : exp(lse[i][row] - m));
+        rl[row] = m == -INFINITY ? -INFINITY : m + log(s);
+        for (d = 0; d < dims[3]; d++) {
+          double acc = 0;
+          for (i = 0; i < np; i++)
+            if (w[i] != 0)
+              acc += w[i] * get(o[i], (size_t)(b * st[i][0] + h * st[i][1] + l * st[i][2] + d), dt);
+          ro[row * dims[3] + d] = m == -INFINITY ? 0 : acc / s;
+        }
+      }
+}
+
+/* Fresh random parts: LSE in [-6, 6] with about one entry in six -inf (its
+** O row then NaN, which must add nothing), every third row of the first
+** (b, h) -inf in every part; each part's O in [B, H, L, D] or [B, L, H, D]
+** memory at random. */
+static void merge_parts_fill(rng *r, int np, void **o, int64_t (*st)[4], float **lse, hattn__dtype dt,
+                             const int64_t dims[4]) {
+  int64_t nl = dims[0] * dims[1] * dims[2], row, d, b, h, l;
+  int i;
+  for (i = 0; i < np; i++) {
+    strides_of((int)(rng_next(r) & 1), dims[1], dims[2], dims[3], st[i]);
+    for (row = 0; row < nl; row++) {
+      int none = rng_range(r, 0, 5) == 0 || (row < dims[2] && row % 3 == 0);
+      lse[i][row] = none ? -INFINITY : (float)(6 * rng_unit(r));
+      b = row / (dims[1] * dims[2]), h = row / dims[2] % dims[1], l = row % dims[2];
+      for (d = 0; d < dims[3]; d++)
+        put(o[i], (size_t)(b * st[i][0] + h * st[i][1] + l * st[i][2] + d), dt, none ? NAN : rng_unit(r));
+    }
+  }
+}
+
+/* Random partial results, 1, 2, 3, 5 and 16 parts in each dtype, merged
+** into poisoned outputs (O in [B, L, H, D] memory half the time, LSE
+** strided) and compared with the float64 merge; rows no part saw are
+** exactly O = 0, LSE = -inf; a NaN LSE makes its row NaN. */
+START_TEST(merge_random) {
+  static const int nps[] = {1, 2, 3, 5, 16};
+  const hattn__dtype dt = (hattn__dtype)(_i / 5);
+  const int np = nps[_i % 5];
+  const double tol = dt == HATTN_DTYPE_FP32 ? 1e-5 : dt == HATTN_DTYPE_FP16 ? 2e-3 : 1.5e-2;
+  rng r = {g_seed ^ (0x3e69 + (uint64_t)_i)};
+  int64_t dims[4] = {2, 3, rng_range(&r, 5, 40), rng_range(&r, 1, 3) * 16 + rng_range(&r, 0, 1)};
+  int64_t nl = dims[0] * dims[1] * dims[2], no = nl * dims[3], st[HATTN_MERGE_MAX_PARTS][4], sto[4];
+  int64_t stl[3] = {1, dims[0], dims[0] * dims[1]};   /* LSE out as [L, H, B] memory */
+  int64_t sl[3] = {dims[0], dims[1], dims[2]};
+  void *o[HATTN_MERGE_MAX_PARTS], *out = malloc((size_t)no * merge_bytes(dt));
+  float *lse[HATTN_MERGE_MAX_PARTS], *lout = malloc((size_t)nl * 4);
+  double *ro = malloc((size_t)no * 8), *rl = malloc((size_t)nl * 8), *xo = malloc((size_t)no * 8),
+         *xl = malloc((size_t)nl * 8);
+  DLTensor to[HATTN_MERGE_MAX_PARTS], tl[HATTN_MERGE_MAX_PARTS], too, tlo;
+  const DLTensor *po[HATTN_MERGE_MAX_PARTS], *pl[HATTN_MERGE_MAX_PARTS];
+  int64_t row, d;
+  int i, bshd = (int)(rng_next(&r) & 1), rep;
+
+  ck_assert(out && lout && ro && rl && xo && xl);
+  for (i = 0; i < np; i++) {
+    o[i] = malloc((size_t)no * merge_bytes(dt)), lse[i] = malloc((size_t)nl * 4);
+    ck_assert(o[i] && lse[i]);
+  }
+  for (rep = 0; rep < 2; rep++) {
+    merge_parts_fill(&r, np, o, st, lse, dt, dims);
+    for (i = 0; i < np; i++) {
+      host_tensor(&to[i], o[i], dt, 4, dims), to[i].strides = st[i];
+      host_tensor(&tl[i], lse[i], HATTN_DTYPE_FP32, 3, sl);
+      po[i] = &to[i], pl[i] = &tl[i];
+    }
+    strides_of(bshd, dims[1], dims[2], dims[3], sto);
+    host_tensor(&too, out, dt, 4, dims), too.strides = sto;
+    host_tensor(&tlo, lout, HATTN_DTYPE_FP32, 3, sl), tlo.strides = stl;
+    memset(out, 0xff, (size_t)no * merge_bytes(dt));
+    memset(lout, 0xff, (size_t)nl * 4);
+    ck_assert_msg(hattn_merge(g_ctx, np, po, pl, &too, &tlo, NULL) == HATTN_OK, "merge: %s", hattn_errmsg(g_ctx));
+    ck_assert_str_eq(hattn_errmsg(g_ctx), "");
+    merge_ref(np, o, (const int64_t(*)[4])st, lse, dt, dims, ro, rl);
+    for (row = 0; row < nl; row++) {
+      int64_t b = row / (dims[1] * dims[2]), h = row / dims[2] % dims[1], l = row % dims[2];
+      xl[row] = lout[b * stl[0] + h * stl[1] + l * stl[2]];
+      for (d = 0; d < dims[3]; d++) xo[row * dims[3] + d] = get(out, (size_t)(b * sto[0] + h * sto[1] + l * sto[2] + d), dt);
+      if (rl[row] == -INFINITY) {
+        ck_assert_msg(xl[row] == -INFINITY, "row %lld: LSE %g, expected -inf", (long long)row, xl[row]);
+        for (d = 0; d < dims[3]; d++) ck_assert_msg(xo[row * dims[3] + d] == 0, "row %lld: O not 0", (long long)row);
+        xl[row] = rl[row] = 0;   /* out of the error's sums */
+      }
+    }
+    ck_assert_msg(hattn__rel_error(xo, ro, (size_t)no) < tol, "%d parts dtype %d: O error %g", np, (int)dt,
+                  hattn__rel_error(xo, ro, (size_t)no));
+    ck_assert_msg(hattn__rel_error(xl, rl, (size_t)nl) < 1e-5, "%d parts dtype %d: LSE error %g", np, (int)dt,
+                  hattn__rel_error(xl, rl, (size_t)nl));
+    /* A NaN LSE reaches its row; LSE NULL writes none. */
+    lse[np - 1][nl - 1] = NAN;
+    memset(lout, 0xff, (size_t)nl * 4);
+    ck_assert_int_eq(hattn_merge(g_ctx, np, po, pl, &too, NULL, NULL), HATTN_OK);
+    ck_assert(isnan(get(out, (size_t)((dims[0] - 1) * sto[0] + (dims[1] - 1) * sto[1] + (dims[2] - 1) * sto[2]), dt)));
+    for (row = 0; row < nl; row++) ck_assert(isnan(lout[row]));
+  }
+  for (i = 0; i < np; i++) free(o[i]), free(lse[i]);
+  free(out), free(lout), free(ro), free(rl), free(xo), free(xl);
+}
+END_TEST
+
+/* End to end: attention of Q over K = [K_1; ...; K_n] with the full pattern
+** is the merge of attention over each slice (views into K and V at a byte
+** offset), against hattn_reference of the whole problem; 2 and 3 parts. */
+START_TEST(merge_split_keys) {
+  static const int64_t cuts[2][4] = {{0, 30, 80, -1}, {0, 20, 45, 80}};
+  const int np = _i + 2;
+  hattn_specfile *s = parse("pattern p = full\n");
+  hattn_kernel *kfull = NULL, *kp[3] = {NULL, NULL, NULL};
+  hattn_problem pr = {2, 4, 2, 40, 80, 32, HATTN_FP32};
+  int64_t sq[4] = {2, 4, 40, 32}, sk[4] = {2, 2, 80, 32}, sl[3] = {2, 4, 40}, skp[3][4], stk[4];
+  size_t nq = 2 * 4 * 40 * 32, nk = 2 * 2 * 80 * 32, nl = 2 * 4 * 40;
+  float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4), *lse = malloc(nl * 4);
+  float *op[3], *lp[3];
+  DLTensor tq, tk, tv, to, tl, tkp[3], tvp[3], top[3], tlp[3];
+  const DLTensor *po[3], *pl[3];
+  rng r = {g_seed ^ 0x5e7};
+  double eo, el;
+  int i;
+
+  ck_assert(q && k && v && o && lse);
+  ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "p", &pr, &kfull), HATTN_OK);
+  fresh_inputs(&r, q, k, v, o, lse, nq, nk, nl);
+  host_tensor(&tq, q, HATTN_DTYPE_FP32, 4, sq), host_tensor(&tk, k, HATTN_DTYPE_FP32, 4, sk);
+  host_tensor(&tv, v, HATTN_DTYPE_FP32, 4, sk), host_tensor(&to, o, HATTN_DTYPE_FP32, 4, sq);
+  host_tensor(&tl, lse, HATTN_DTYPE_FP32, 3, sl);
+  strides_of(0, 2, 80, 32, stk);
+  for (i = 0; i < np; i++) {
+    int64_t lk = cuts[_i][i + 1] - cuts[_i][i];
+    hattn_problem pp = pr;
+    pp.lk = lk;
+    ck_assert_int_eq(hattn_kernel_get(g_ctx, s, "p", &pp, &kp[i]), HATTN_OK);
+    skp[i][0] = 2, skp[i][1] = 2, skp[i][2] = lk, skp[i][3] = 32;
+    host_tensor(&tkp[i], k, HATTN_DTYPE_FP32, 4, skp[i]), tkp[i].strides = stk;
+    host_tensor(&tvp[i], v, HATTN_DTYPE_FP32, 4, skp[i]), tvp[i].strides = stk;
+    tkp[i].byte_offset = tvp[i].byte_offset = (uint64_t)(cuts[_i][i] * 32 * 4);
+    op[i] = malloc(nq * 4), lp[i] = malloc(nl * 4);
+    ck_assert(op[i] && lp[i]);
+    memset(op[i], 0xff, nq * 4), memset(lp[i], 0xff, nl * 4);
+    host_tensor(&top[i], op[i], HATTN_DTYPE_FP32, 4, sq), host_tensor(&tlp[i], lp[i], HATTN_DTYPE_FP32, 3, sl);
+    ck_assert_msg(hattn_forward(kp[i], &tq, &tkp[i], &tvp[i], &top[i], &tlp[i], NULL, NULL) == HATTN_OK,
+                  "forward part %d: %s", i, hattn_errmsg(g_ctx));
+    po[i] = &top[i], pl[i] = &tlp[i];
+  }
+  ck_assert_msg(hattn_merge(g_ctx, np, po, pl, &to, &tl, NULL) == HATTN_OK, "merge: %s", hattn_errmsg(g_ctx));
+  compare_with_reference(g_ctx, kfull, &tq, &tk, &tv, o, lse, HATTN_DTYPE_FP32, NULL, &eo, &el);
+  ck_assert_msg(eo < 1e-5 && el < 1e-5, "%d parts: error O %g LSE %g", np, eo, el);
+  for (i = 0; i < np; i++) hattn_kernel_destroy(kp[i]), free(op[i]), free(lp[i]);
+  hattn_kernel_destroy(kfull);
+  hattn_specfile_destroy(s);
+  free(q), free(k), free(v), free(o), free(lse);
+}
+END_TEST
+
+/* What hattn_merge refuses, each with its code and a sentence naming the
+** argument. */
+START_TEST(merge_errors) {
+  int64_t dims[4] = {1, 2, 3, 4}, dl[3] = {1, 2, 3}, bad[4] = {1, 2, 4, 4}, badl[3] = {1, 2, 2};
+  float o1[24], o2[24], out[24], l1[6], l2[6], lout[6];
+  uint16_t h[24];
+  int32_t ints[24];
+  int64_t big[4] = {INT64_C(1) << 20, INT64_C(1) << 20, INT64_C(1) << 10, 1};
+  DLTensor to1, to2, tout, tl1, tl2, tlout, th, ti, tbad, tbadl, tgpu, huge;
+  const DLTensor *po[HATTN_MERGE_MAX_PARTS + 1], *pl[HATTN_MERGE_MAX_PARTS + 1];
+  int i;
+
+  memset(o1, 0, sizeof o1), memset(o2, 0, sizeof o2), memset(l1, 0, sizeof l1), memset(l2, 0, sizeof l2);
+  host_tensor(&to1, o1, HATTN_DTYPE_FP32, 4, dims), host_tensor(&to2, o2, HATTN_DTYPE_FP32, 4, dims);
+  host_tensor(&tout, out, HATTN_DTYPE_FP32, 4, dims);
+  host_tensor(&tl1, l1, HATTN_DTYPE_FP32, 3, dl), host_tensor(&tl2, l2, HATTN_DTYPE_FP32, 3, dl);
+  host_tensor(&tlout, lout, HATTN_DTYPE_FP32, 3, dl);
+  host_tensor(&th, h, HATTN_DTYPE_FP16, 4, dims);
+  host_tensor(&ti, ints, HATTN_DTYPE_FP32, 4, dims), ti.dtype.code = kDLInt;
+  host_tensor(&tbad, o2, HATTN_DTYPE_FP32, 4, bad), host_tensor(&tbadl, l2, HATTN_DTYPE_FP32, 3, badl);
+  tgpu = to2, tgpu.device.device_type = kDLCUDA;
+  for (i = 0; i <= HATTN_MERGE_MAX_PARTS; i++) po[i] = &to1, pl[i] = &tl1;
+
+  ck_assert_int_eq(hattn_merge(NULL, 1, po, pl, &tout, &tlout, NULL), HATTN_EINVAL);
+  ck_assert_int_eq(hattn_merge(g_ctx, 0, po, pl, &tout, &tlout, NULL), HATTN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(hattn_errmsg(g_ctx), "0 parts; between 1 and 16"));
+  ck_assert_int_eq(hattn_merge(g_ctx, HATTN_MERGE_MAX_PARTS + 1, po, pl, &tout, &tlout, NULL), HATTN_EINVAL);
+  ck_assert_ptr_nonnull(strstr(hattn_errmsg(g_ctx), "17 parts; between 1 and 16 (HATTN_MERGE_MAX_PARTS)"));
+  ck_assert_int_eq(hattn_merge(g_ctx, HATTN_MERGE_MAX_PARTS, po, pl, &tout, &tlout, NULL), HATTN_OK);
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, NULL, pl, &tout, &tlout, NULL), HATTN_EINVAL);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts is NULL");
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, NULL, &tout, &tlout, NULL), HATTN_EINVAL);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: lse_parts is NULL");
+  po[1] = NULL;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[1]: missing (NULL)");
+  po[1] = &th;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[1]: dtype float16, expected float32");
+  po[1] = &tbad;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[1]: dimension 2 is 4, expected 3 (as o_parts[0])");
+  po[1] = &tgpu;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(hattn_errmsg(g_ctx), "o_parts[1]: on device type 2 id 0; this context runs on kDLCPU"));
+  po[1] = &to2, pl[1] = &tbadl;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: lse_parts[1]: dimension 2 is 2, expected 3 (as o_parts[0])");
+  pl[1] = &to2;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: lse_parts[1]: 4 dimensions, expected 3");
+  pl[1] = &tl2;
+  po[0] = &ti;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[0]: dtype int32; float32, float16 or bfloat16 expected");
+  huge = to1, huge.shape = big;
+  po[0] = &huge;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o_parts[0]: more than HATTN_MAX_ELEMENTS (2^48) elements");
+  po[0] = &to1;
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &th, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o: dtype float16, expected float32");
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, NULL, &tlout, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: o: missing (NULL)");
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &to1, NULL), HATTN_ESHAPE);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "hattn_merge: lse: 4 dimensions, expected 3");
+  ck_assert_int_eq(hattn_merge(g_ctx, 2, po, pl, &tout, &tlout, NULL), HATTN_OK);
+  ck_assert_str_eq(hattn_errmsg(g_ctx), "");
+}
+END_TEST
+
 static Suite *api_suite(void) {
   Suite *s = suite_create("api");
   TCase *tc = tcase_create("api");
@@ -1170,6 +1415,9 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, plan_run_many);
   tcase_add_test(tc, plan_outlives_context);
   tcase_add_test(tc, plan_errors);
+  tcase_add_loop_test(tc, merge_random, 0, 15);
+  tcase_add_loop_test(tc, merge_split_keys, 0, 2);
+  tcase_add_test(tc, merge_errors);
   tcase_add_loop_test(tc, cuda_forward, 0, (int)(sizeof g_gpu_cases / sizeof g_gpu_cases[0]));
   suite_add_tcase(s, tc);
   return s;

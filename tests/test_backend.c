@@ -742,13 +742,15 @@ START_TEST(test_case) {
 END_TEST
 
 /* Version 3: what the tools need is in every table; version 4: CUDA's
-** asynchronous launch for hattn_run (the CPU's launch is synchronous). */
+** asynchronous launch for hattn_run (the CPU's launch is synchronous);
+** version 5: every table of libhattn merges (hattn_merge). */
 START_TEST(test_tools_entries) {
   int id;
   for (id = 0; id < MAX_BACKENDS; id++) {
     const hattn__backend_i *be = hattn__backend_get(id);
     if (be == NULL) continue;
-    ck_assert_int_eq(be->version, 4);
+    ck_assert_int_eq(be->version, 5);
+    ck_assert_ptr_nonnull(be->merge);
     ck_assert_ptr_nonnull(be->config_tile);
     ck_assert_ptr_nonnull(be->config_describe);
     ck_assert_ptr_nonnull(be->gen);

@@ -4,7 +4,8 @@
 ** plans, a plan and a kernel that do not match, a device that does not
 ** exist), and hattn_run through the public API: on a non-blocking stream,
 ** many runs then one synchronisation, and captured into a CUDA graph,
-** each against hattn_reference.  The kernels' numbers against the float64
+** each against hattn_reference; hattn_merge on a stream, in a graph, and
+** end to end over key slices.  The kernels' numbers against the float64
 ** reference, for every
 ** pattern, shape and dtype, are in test_backend.c, the conformance suite
 ** of every backend.  Exits 77 (skip) when there is no driver or device, or
@@ -15,6 +16,7 @@
 ** tests.
 */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,6 +450,259 @@ START_TEST(test_run_graph) {
 }
 END_TEST
 
+/* ---- hattn_merge on the GPU ------------------------------------------------ */
+
+/* A CUDA context of the public API. */
+static hattn_ctx *merge_ctx(void) {
+  hattn_options opt;
+  hattn_ctx *ctx = NULL;
+  int rc;
+  hattn_options_init(&opt);
+  opt.backend = HATTN_BACKEND_CUDA;
+  opt.db = "";
+  opt.quiet = 1;
+  rc = hattn_open(&opt, &ctx);
+  CHECK(rc == HATTN_OK, "hattn_open: %s", hattn_errmsg(ctx));
+  return ctx;
+}
+
+static size_t esize(hattn__dtype dt) { return dt == HATTN_DTYPE_FP32 ? 4 : 2; }
+
+static void dl_tensor_dt(DLTensor *t, void *data, int device, hattn__dtype dt, int ndim, int64_t *shape) {
+  dl_tensor(t, data, device, dt == HATTN_DTYPE_BF16, ndim, shape);
+  if (dt == HATTN_DTYPE_FP16) t->dtype.bits = 16;
+}
+
+/* NP random parts of [dims] in DT on the host (O[i], LSE[i] row-major [B*H*L],
+** part 1 in [B, L, H, D] memory: strides ST[i]); about one LSE in six -inf
+** (its O row NaN: it must add nothing), every third row of the first
+** (b, h) -inf in every part.  RO, RL: their float64 merge, row-major. */
+typedef struct merge_io {
+  int np;
+  hattn__dtype dt;
+  int64_t dims[4], sl[3], st[HATTN_MERGE_MAX_PARTS][4];
+  size_t no, nl;
+  void *o[HATTN_MERGE_MAX_PARTS], *out, *d_o[HATTN_MERGE_MAX_PARTS], *d_out;
+  float *lse[HATTN_MERGE_MAX_PARTS], *lout, *d_lse[HATTN_MERGE_MAX_PARTS], *d_lout;
+  double *ro, *rl;
+  DLTensor to[HATTN_MERGE_MAX_PARTS], tl[HATTN_MERGE_MAX_PARTS], tout, tlout;
+  const DLTensor *po[HATTN_MERGE_MAX_PARTS], *pl[HATTN_MERGE_MAX_PARTS];
+} merge_io;
+
+static void merge_io_init(merge_io *m, int np, hattn__dtype dt, int64_t B, int64_t H, int64_t L, int64_t D) {
+  int i;
+  memset(m, 0, sizeof *m);
+  m->np = np, m->dt = dt;
+  m->dims[0] = m->sl[0] = B, m->dims[1] = m->sl[1] = H, m->dims[2] = m->sl[2] = L, m->dims[3] = D;
+  m->no = (size_t)(B * H * L * D), m->nl = (size_t)(B * H * L);
+  m->out = malloc(m->no * esize(dt)), m->lout = malloc(m->nl * 4);
+  m->ro = malloc(m->no * 8), m->rl = malloc(m->nl * 8);
+  ck_assert(m->out && m->lout && m->ro && m->rl);
+  m->d_out = dev_alloc(m->no * esize(dt)), m->d_lout = dev_alloc(m->nl * 4);
+  for (i = 0; i < np; i++) {
+    m->o[i] = malloc(m->no * esize(dt)), m->lse[i] = malloc(m->nl * 4);
+    ck_assert(m->o[i] && m->lse[i]);
+    m->d_o[i] = dev_alloc(m->no * esize(dt)), m->d_lse[i] = dev_alloc(m->nl * 4);
+    strides_of(i == 1, H, L, D, m->st[i]);
+    dl_tensor_dt(&m->to[i], m->d_o[i], kDLCUDA, dt, 4, m->dims), m->to[i].strides = m->st[i];
+    dl_tensor(&m->tl[i], m->d_lse[i], kDLCUDA, 0, 3, m->sl);
+    m->po[i] = &m->to[i], m->pl[i] = &m->tl[i];
+  }
+  dl_tensor_dt(&m->tout, m->d_out, kDLCUDA, dt, 4, m->dims);
+  dl_tensor(&m->tlout, m->d_lout, kDLCUDA, 0, 3, m->sl);
+}
+
+/* Fresh parts, uploaded, their merge in RO and RL; outputs poisoned. */
+static void merge_io_fresh(merge_io *m, rng *r) {
+  char err[512];
+  int64_t row, d, b, h, l, *dims = m->dims;
+  int i;
+  for (i = 0; i < m->np; i++)
+    for (row = 0; row < (int64_t)m->nl; row++) {
+      int none = rng_range(r, 0, 5) == 0 || (row < dims[2] && row % 3 == 0);
+      m->lse[i][row] = none ? -INFINITY : (float)(6 * rng_unit(r));
+      b = row / (dims[1] * dims[2]), h = row / dims[2] % dims[1], l = row % dims[2];
+      for (d = 0; d < dims[3]; d++)
+        put(m->o[i], (size_t)(b * m->st[i][0] + h * m->st[i][1] + l * m->st[i][2] + d), m->dt,
+            none ? NAN : rng_unit(r));
+    }
+  for (row = 0; row < (int64_t)m->nl; row++) {
+    double mx = -INFINITY, s = 0, w[HATTN_MERGE_MAX_PARTS];
+    b = row / (dims[1] * dims[2]), h = row / dims[2] % dims[1], l = row % dims[2];
+    for (i = 0; i < m->np; i++)
+      if (m->lse[i][row] > mx) mx = m->lse[i][row];
+    for (i = 0; i < m->np; i++) s += (w[i] = m->lse[i][row] == -INFINITY ? 0 : exp(m->lse[i][row] - mx));
+    m->rl[row] = mx == -INFINITY ? -INFINITY : mx + log(s);
+    for (d = 0; d < dims[3]; d++) {
+      double acc = 0;
+      for (i = 0; i < m->np; i++)
+        if (w[i] != 0)
+          acc += w[i] * get(m->o[i], (size_t)(b * m->st[i][0] + h * m->st[i][1] + l * m->st[i][2] + d), m->dt);
+      m->ro[row * dims[3] + d] = mx == -INFINITY ? 0 : acc / s;
+    }
+  }
+  for (i = 0; i < m->np; i++) {
+    ck_assert_int_eq(hattn__cuda_upload(g_cu, m->d_o[i], m->o[i], m->no * esize(m->dt), err, sizeof err), HATTN_OK);
+    ck_assert_int_eq(hattn__cuda_upload(g_cu, m->d_lse[i], m->lse[i], m->nl * 4, err, sizeof err), HATTN_OK);
+  }
+  ck_assert_int_eq(hattn__cuda_memset(g_cu, m->d_out, 0xff, m->no * esize(m->dt), err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_memset(g_cu, m->d_lout, 0xff, m->nl * 4, err, sizeof err), HATTN_OK);
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+}
+
+/* Download the outputs and compare them with the float64 merge. */
+static void merge_io_check(merge_io *m, const char *what) {
+  char err[512];
+  double *xo = malloc(m->no * 8), *xl = malloc(m->nl * 8), *rl = malloc(m->nl * 8);
+  double tol = m->dt == HATTN_DTYPE_FP32 ? 1e-5 : m->dt == HATTN_DTYPE_FP16 ? 2e-3 : 1.5e-2;
+  size_t row, d;
+  ck_assert(xo && xl && rl);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, m->out, m->d_out, m->no * esize(m->dt), err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, m->lout, m->d_lout, m->nl * 4, err, sizeof err), HATTN_OK);
+  for (row = 0; row < m->nl; row++) {
+    xl[row] = m->lout[row], rl[row] = m->rl[row];
+    for (d = 0; d < (size_t)m->dims[3]; d++) xo[row * m->dims[3] + d] = get(m->out, row * m->dims[3] + d, m->dt);
+    if (rl[row] == -INFINITY) {
+      CHECK(xl[row] == -INFINITY, "%s: row %zu: LSE %g, expected -inf", what, row, xl[row]);
+      for (d = 0; d < (size_t)m->dims[3]; d++) CHECK(xo[row * m->dims[3] + d] == 0, "%s: row %zu: O not 0", what, row);
+      xl[row] = rl[row] = 0;
+    }
+  }
+  CHECK(hattn__rel_error(xo, m->ro, m->no) < tol, "%s: O error %g", what, hattn__rel_error(xo, m->ro, m->no));
+  CHECK(hattn__rel_error(xl, rl, m->nl) < 1e-5, "%s: LSE error %g", what, hattn__rel_error(xl, rl, m->nl));
+  free(xo), free(xl), free(rl);
+}
+
+static void merge_io_free(merge_io *m) {
+  int i;
+  for (i = 0; i < m->np; i++) {
+    hattn__cuda_free(g_cu, m->d_o[i]), hattn__cuda_free(g_cu, m->d_lse[i]);
+    free(m->o[i]), free(m->lse[i]);
+  }
+  hattn__cuda_free(g_cu, m->d_out), hattn__cuda_free(g_cu, m->d_lout);
+  free(m->out), free(m->lout), free(m->ro), free(m->rl);
+}
+
+/* hattn_merge on a non-blocking stream, 1, 2, 3 and 16 parts in each
+** dtype, against the float64 merge; a host tensor is refused. */
+START_TEST(test_merge_stream) {
+  static const int nps[] = {1, 2, 3, 16};
+  hattn_ctx *ctx = merge_ctx();
+  const hattn__dtype dt = (hattn__dtype)(_i / 4);
+  merge_io m;
+  rng r = {g_seed ^ (0x3e00 + (uint64_t)_i)};
+  char err[512], what[64];
+  void *stream = NULL;
+  DLTensor host;
+  CHECK(hattn__cuda_stream_create(g_cu, &stream, err, sizeof err) == HATTN_OK, "stream: %s", err);
+  merge_io_init(&m, nps[_i % 4], dt, 2, 5, 77, 72);
+  merge_io_fresh(&m, &r);
+  ck_assert_msg(hattn_merge(ctx, m.np, m.po, m.pl, &m.tout, &m.tlout, stream) == HATTN_OK, "merge: %s",
+                hattn_errmsg(ctx));
+  ck_assert_str_eq(hattn_errmsg(ctx), "");
+  CHECK(hattn__cuda_stream_sync(g_cu, stream, err, sizeof err) == HATTN_OK, "%s", err);
+  snprintf(what, sizeof what, "%d parts, dtype %d", m.np, (int)dt);
+  merge_io_check(&m, what);
+  host = m.tout, host.device.device_type = kDLCPU, host.data = m.out;
+  ck_assert_int_eq(hattn_merge(ctx, m.np, m.po, m.pl, &host, &m.tlout, stream), HATTN_ESHAPE);
+  ck_assert_msg(strstr(hattn_errmsg(ctx), "hattn_merge: o: on device type 1 id 0; this context runs on kDLCUDA 0"),
+                "%s", hattn_errmsg(ctx));
+  merge_io_free(&m);
+  hattn__cuda_stream_destroy(g_cu, stream);
+  hattn_close(ctx);
+}
+END_TEST
+
+/* hattn_merge captured into a CUDA graph (after a first merge compiled the
+** kernel): the capture writes nothing, each replay on fresh parts is
+** right; so the merge allocates, copies and synchronises nothing. */
+START_TEST(test_merge_graph) {
+  hattn_ctx *ctx = merge_ctx();
+  merge_io m;
+  rng r = {g_seed ^ 0x3e99};
+  char err[512], what[64];
+  void *stream = NULL, *exec = NULL;
+  size_t i;
+  int rep, rc;
+  CHECK(hattn__cuda_stream_create(g_cu, &stream, err, sizeof err) == HATTN_OK, "stream: %s", err);
+  merge_io_init(&m, 3, HATTN_DTYPE_BF16, 1, 8, 200, 128);
+  merge_io_fresh(&m, &r);
+  ck_assert_int_eq(hattn_merge(ctx, m.np, m.po, m.pl, &m.tout, &m.tlout, stream), HATTN_OK);
+  CHECK(hattn__cuda_stream_sync(g_cu, stream, err, sizeof err) == HATTN_OK, "%s", err);
+  merge_io_fresh(&m, &r);
+  rc = hattn__cuda_capture_begin(g_cu, stream, err, sizeof err);
+  CHECK(rc == HATTN_OK, "capture: %s", err);
+  ck_assert_int_eq(hattn_merge(ctx, m.np, m.po, m.pl, &m.tout, &m.tlout, stream), HATTN_OK);
+  rc = hattn__cuda_capture_end(g_cu, stream, &exec, err, sizeof err);
+  CHECK(rc == HATTN_OK, "end of capture: %s", err);
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, m.out, m.d_out, m.no * 2, err, sizeof err), HATTN_OK);
+  for (i = 0; i < m.no; i++) CHECK(((uint16_t *)m.out)[i] == 0xffff, "the capture wrote O[%zu]", i);
+  for (rep = 0; rep < 3; rep++) {
+    merge_io_fresh(&m, &r);
+    CHECK(hattn__cuda_graph_launch(g_cu, exec, stream, err, sizeof err) == HATTN_OK, "graph launch: %s", err);
+    CHECK(hattn__cuda_stream_sync(g_cu, stream, err, sizeof err) == HATTN_OK, "%s", err);
+    snprintf(what, sizeof what, "merge graph replay %d", rep);
+    merge_io_check(&m, what);
+  }
+  hattn__cuda_graph_destroy(g_cu, exec);
+  merge_io_free(&m);
+  hattn__cuda_stream_destroy(g_cu, stream);
+  hattn_close(ctx);
+}
+END_TEST
+
+/* End to end on the GPU: bf16 attention with the full pattern over
+** K = [K1; K2] (300 keys cut at 112) is the merge of attention over each
+** slice (views into K and V at a byte offset), against hattn_reference of
+** the whole problem. */
+START_TEST(test_merge_split_keys) {
+  static const char text[] = "pattern p = full\n";
+  hattn_ctx *ctx = merge_ctx();
+  hattn_specfile *spec = NULL;
+  hattn_kernel *kfull = NULL, *kp[2] = {NULL, NULL};
+  hattn_problem pr = {2, 4, 2, 300, 300, 128, HATTN_BF16};
+  const int64_t cut[3] = {0, 112, 300};
+  run_io io;
+  rng r = {g_seed ^ 0x3e5b};
+  int64_t skp[2][4], stk[4];
+  void *dop[2], *dlp[2];
+  DLTensor tkp[2], tvp[2], top[2], tlp[2];
+  const DLTensor *po[2], *pl[2];
+  char err[512];
+  int i, rc;
+  ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), "merge", &spec), HATTN_OK);
+  rc = hattn_kernel_get(ctx, spec, "p", &pr, &kfull);
+  CHECK(rc == HATTN_OK, "kernel: %s", hattn_errmsg(ctx));
+  io_init(&io, 2, 4, 2, 300, 128);
+  io_fresh(&io, &r);
+  strides_of(0, 2, 300, 128, stk);
+  for (i = 0; i < 2; i++) {
+    hattn_problem pp = pr;
+    pp.lk = cut[i + 1] - cut[i];
+    rc = hattn_kernel_get(ctx, spec, "p", &pp, &kp[i]);
+    CHECK(rc == HATTN_OK, "kernel: %s", hattn_errmsg(ctx));
+    skp[i][0] = 2, skp[i][1] = 2, skp[i][2] = pp.lk, skp[i][3] = 128;
+    dl_tensor(&tkp[i], io.dk, kDLCUDA, 1, 4, skp[i]), tkp[i].strides = stk;
+    dl_tensor(&tvp[i], io.dv, kDLCUDA, 1, 4, skp[i]), tvp[i].strides = stk;
+    tkp[i].byte_offset = tvp[i].byte_offset = (uint64_t)(cut[i] * 128 * 2);
+    dop[i] = dev_alloc(io.nq * 2), dlp[i] = dev_alloc(io.nl * 4);
+    dl_tensor(&top[i], dop[i], kDLCUDA, 1, 4, io.sq), dl_tensor(&tlp[i], dlp[i], kDLCUDA, 0, 3, io.sl);
+    rc = hattn_forward(kp[i], &io.tq, &tkp[i], &tvp[i], &top[i], &tlp[i], NULL, NULL);
+    CHECK(rc == HATTN_OK, "forward part %d: %s", i, hattn_errmsg(ctx));
+    po[i] = &top[i], pl[i] = &tlp[i];
+  }
+  ck_assert_msg(hattn_merge(ctx, 2, po, pl, &io.to, &io.tl, NULL) == HATTN_OK, "merge: %s", hattn_errmsg(ctx));
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+  io_check(&io, kfull, NULL, "merge of two key slices");
+  for (i = 0; i < 2; i++) hattn_kernel_destroy(kp[i]), hattn__cuda_free(g_cu, dop[i]), hattn__cuda_free(g_cu, dlp[i]);
+  io_free(&io);
+  hattn_kernel_destroy(kfull);
+  hattn_specfile_destroy(spec);
+  hattn_close(ctx);
+}
+END_TEST
+
 static Suite *cuda_suite(void) {
   Suite *s = suite_create("cuda");
   TCase *tc = tcase_create("failures");
@@ -459,6 +714,9 @@ static Suite *cuda_suite(void) {
   tcase_add_test(tc, test_run_stream);
   tcase_add_test(tc, test_run_many);
   tcase_add_test(tc, test_run_graph);
+  tcase_add_loop_test(tc, test_merge_stream, 0, 12);
+  tcase_add_test(tc, test_merge_graph);
+  tcase_add_test(tc, test_merge_split_keys);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -62,6 +62,7 @@ kDLInt, kDLUInt, kDLFloat, kDLBfloat = 0, 1, 2, 4
 
 FP32, FP16, BF16 = 0, 1, 2
 HATTN_EINVAL = -1
+MERGE_MAX_PARTS = 16      # HATTN_MERGE_MAX_PARTS
 HATTN_ECLOSED = -12
 _DTYPES = {"fp32": FP32, "float32": FP32, "fp16": FP16, "float16": FP16,
            "bf16": BF16, "bfloat16": BF16}
@@ -179,6 +180,9 @@ def _L():
                            ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), vp]),
         "hattn_plan_destroy": (None, [vp]),
         "hattn_plan_errmsg": (cs, [vp]),
+        "hattn_merge": (ci, [vp, ci, ctypes.POINTER(ctypes.POINTER(DLTensor)),
+                             ctypes.POINTER(ctypes.POINTER(DLTensor)), ctypes.POINTER(DLTensor),
+                             ctypes.POINTER(DLTensor), vp]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -406,6 +410,48 @@ class Context:
             _check(self, st)
         return Spec(self, h.value)
 
+    def merge(self, parts, out=None, stream=None):
+        """Merge partial attention results by their LSE: parts is a list of
+        (o, lse), o [B, H, L, D] (float32, float16, or bfloat16 as uint16
+        words; all parts one dtype) and lse [B, H, L] float32 (natural log;
+        -inf where a part saw no key), at most MERGE_MAX_PARTS of them, on
+        the context's device.  Returns (o, lse): out=(o, lse) to write into
+        (lse may be None), else allocated like the first part.  CPU:
+        returns when they are written.  CUDA: queued on STREAM (None: for
+        PyTorch tensors the current PyTorch stream, else the default stream)
+        and never waited for."""
+        parts = list(parts)
+        if not parts and out is None:
+            raise ValueError("merge: no parts (pass at least one (o, lse))")
+        if out is None:
+            o0, l0 = parts[0]
+            if _is_numpy(o0):
+                import numpy as np
+                out = (np.empty(o0.shape, dtype=o0.dtype), np.empty(l0.shape, dtype=np.float32))
+            elif hasattr(o0, "new_empty"):     # PyTorch
+                out = (o0.new_empty(o0.shape), l0.new_empty(l0.shape))
+            else:
+                raise TypeError("pass out=(o, lse) for parts of type %s" % type(o0).__name__)
+        o, lse = out
+        tparts = []
+        for i, (po, pl) in enumerate(parts):
+            tparts.append((_Tensor("o_parts[%d]" % i, po, BF16), _Tensor("lse_parts[%d]" % i, pl, FP32)))
+        to = _Tensor("o", o, BF16, output=True)
+        tl = _Tensor("lse", lse, FP32, output=True) if lse is not None else None
+        n = len(tparts)
+        ap = (ctypes.POINTER(DLTensor) * max(n, 1))(*[ctypes.pointer(a.t) for a, _ in tparts])
+        lp = (ctypes.POINTER(DLTensor) * max(n, 1))(*[ctypes.pointer(b.t) for _, b in tparts])
+        if stream is None and parts:
+            stream = _current_stream(parts[0][0])
+        lib = _L()
+        with self._lock:
+            if not self._h:
+                raise _closed("Context.merge")
+            st = lib.hattn_merge(self._h, n, ap, lp, to.ref(), tl.ref() if tl is not None else None, stream)
+            _check(self, st)
+        del tparts
+        return o, lse
+
     def close(self):
         """Give up the context; kernels made from it keep it alive and keep
         working, nothing new is made from it.  Closing twice is harmless."""
@@ -603,6 +649,11 @@ class Kernel:
                     self._h = None
         except Exception:
             pass
+
+
+def merge(ctx, parts, out=None, stream=None):
+    """Context.merge: merge [(o1, lse1), (o2, lse2), ...] by their LSE."""
+    return ctx.merge(parts, out=out, stream=stream)
 
 
 def _current_stream(x):

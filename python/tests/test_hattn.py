@@ -251,6 +251,81 @@ except hattn.HattnError as e:
     assert e.name == "HATTN_EINVAL", e
 del plan
 
+# hattn.merge: partial results (o_i, lse_i) merged by their LSE, against a
+# float64 merge in NumPy; -inf rows (O there NaN: it must add nothing) and
+# rows no part saw (O 0, LSE -inf); one part in [B, S, H, D] memory; each
+# dtype; outputs poisoned.
+def merge_ref(parts):
+    lses = np.stack([l.astype(np.float64) for _, l in parts])
+    m = lses.max(axis=0)
+    none = m == -np.inf
+    w = np.where(lses == -np.inf, 0.0, np.exp(lses - np.where(none, 0, m)))
+    z = w.sum(axis=0)
+    acc = sum(wi[..., None] * np.nan_to_num(oi) for wi, (oi, _) in zip(w, [(r, l) for r, l in parts]))
+    o = np.where(none[..., None], 0.0, acc / np.where(none, 1, z)[..., None])
+    return o, np.where(none, -np.inf, m + np.log(np.where(none, 1, z)))
+
+
+mshape = (2, 3, 17, 24)
+for dtype, tol in (("fp32", 1e-5), ("fp16", 2e-3), ("bf16", 1.5e-2)):
+    for nparts in (1, 2, 3):
+        parts, rparts = [], []
+        for i in range(nparts):
+            po, rpo = make(mshape, dtype, i == 1)
+            pl = rng.uniform(-6, 6, size=mshape[:3]).astype(np.float32)
+            pl[rng.uniform(size=pl.shape) < 0.2] = -np.inf
+            pl[0, 0, ::3] = -np.inf
+            rpo = np.where((pl == -np.inf)[..., None], np.nan, rpo)
+            parts.append((po, pl))
+            rparts.append((rpo, pl))
+        for po, pl in parts:    # O is NaN where its part saw no key
+            bad = np.broadcast_to((pl == -np.inf)[..., None], po.shape)
+            po[bad] = 0xffff if dtype == "bf16" else np.nan
+        obuf = np.full(mshape, 0xffff if dtype == "bf16" else np.nan,
+                       dtype=np.uint16 if dtype == "bf16" else parts[0][0].dtype)
+        lbuf = np.full(mshape[:3], np.nan, dtype=np.float32)
+        mo, ml = hattn.merge(ctx, parts, out=(obuf, lbuf))
+        assert mo is obuf and ml is lbuf
+        ro, rl = merge_ref(rparts)
+        got = out_values(obuf, dtype)
+        none = rl == -np.inf
+        assert (lbuf[none] == -np.inf).all() and (got[none] == 0).all(), "merge: rows no part saw"
+        assert rel(got, ro) < tol and rel(lbuf[~none], rl[~none]) < 1e-5, \
+            ("merge", dtype, nparts, rel(got, ro), rel(lbuf[~none], rl[~none]))
+        o2, l2 = ctx.merge(parts)     # outputs allocated like the first part
+        assert o2.dtype == obuf.dtype and np.array_equal(o2, obuf, equal_nan=True) and \
+            np.array_equal(l2, lbuf), "merge allocating"
+
+# End to end: attention over K = [K1; K2] with the full pattern is the merge
+# of attention over K1 and over K2.
+fspec = ctx.parse("pattern full = full\n")
+fq, frq = make((B, H, 24, D), "fp32", False)
+fk, frk = make((B, HK, 70, D), "fp32", False)
+fv, frv = make((B, HK, 70, D), "fp32", False)
+halves = []
+for lo, hi in ((0, 25), (25, 70)):
+    halves.append(fspec.kernel("full", B, H, HK, 24, hi - lo, D, "fp32").forward(fq, fk[:, :, lo:hi], fv[:, :, lo:hi]))
+fo, fl = hattn.merge(ctx, halves)
+ro, rl = reference(frq, frk, frv, lambda qp, kp: np.ones(np.broadcast(qp, kp).shape, bool))
+assert rel(fo, ro) < 1e-5 and rel(fl, rl) < 1e-5, ("merge end to end", rel(fo, ro), rel(fl, rl))
+
+# What merge refuses.
+try:
+    hattn.merge(ctx, halves * 9)
+    assert False, "18 parts merged"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINVAL" and "18 parts; between 1 and 16" in e.message, e
+try:
+    hattn.merge(ctx, [halves[0], (halves[1][0].astype(np.float16), halves[1][1])])
+    assert False, "mixed dtypes merged"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "o_parts[1]: dtype float16, expected float32" in e.message, e
+try:
+    hattn.merge(ctx, [halves[0], (halves[1][0], halves[1][1][:, :, :-1])])
+    assert False, "a short lse merged"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "lse_parts[1]: dimension 2 is 23, expected 24" in e.message, e
+
 # A kernel database in a temporary directory: a second context finds it.
 with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "k.db")
