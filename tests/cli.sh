@@ -3,29 +3,7 @@
 # examples, with exact numbers where they have a closed form, and every
 # failure path with its exit status and message.
 set -u
-b=${top_builddir:-.}
-s=${top_srcdir:-.}
-hattn=$b/tools/hattn
-ex=$s/examples
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-# expect STATUS PATTERN CMD...: CMD exits with STATUS and its output (stdout
-# and stderr) holds the fixed string PATTERN.
-expect() {
-  want=$1 pat=$2
-  shift 2
-  "$@" >"$tmp/out" 2>&1
-  got=$?
-  if [ "$got" -ne "$want" ] || ! grep -qF -- "$pat" "$tmp/out"; then
-    echo "FAIL: $* (exit $got, wanted $want and '$pat'):"
-    sed 's/^/  | /' "$tmp/out" | head -n 30
-    fails=$((fails + 1))
-  else
-    echo "ok: $*"
-  fi
-}
+. "${top_srcdir:-.}/tests/cli-lib.sh"
 
 # Every example checks, and every subcommand has --help.
 for f in "$ex"/*.hattn; do expect 0 "pattern" "$hattn" check "$f"; done

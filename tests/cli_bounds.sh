@@ -3,12 +3,7 @@
 # answers with its message and exit status, within seconds and under a
 # memory limit, however large the sizes the input asks for.
 set -u
-b=${top_builddir:-.}
-s=${top_srcdir:-.}
-hattn=$b/tools/hattn
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "${top_srcdir:-.}/tests/cli-lib.sh"
 
 # The limits every command runs under: seconds of wall time, and KiB of
 # address space (not under AddressSanitizer, which reserves terabytes).
@@ -23,21 +18,10 @@ if grep -q __asan_init "$hattn" 2>/dev/null; then kib=unlimited; fi
 OPENBLAS_NUM_THREADS=1 HATTN_NUM_THREADS=2
 export OPENBLAS_NUM_THREADS HATTN_NUM_THREADS
 
-# expect STATUS PATTERN CMD...: CMD exits with STATUS within $secs seconds
-# and $kib KiB of address space, and its output (stdout and stderr) holds
-# the fixed string PATTERN.
-expect() {
-  want=$1 pat=$2
-  shift 2
-  (ulimit -v "$kib" && exec timeout "$secs" "$@") >"$tmp/out" 2>&1
-  got=$?
-  if [ "$got" -ne "$want" ] || ! grep -qF -- "$pat" "$tmp/out"; then
-    echo "FAIL: $* (exit $got, wanted $want and '$pat'):"
-    sed 's/^/  | /' "$tmp/out" | head -n 30
-    fails=$((fails + 1))
-  else
-    echo "ok: $*"
-  fi
+# expect (cli-lib.sh) runs each command within $secs seconds and $kib KiB
+# of address space.
+cli_run() {
+  (ulimit -v "$kib" && exec timeout "$secs" "$@")
 }
 
 printf 'pattern p = causal\n' >"$tmp/causal.hattn"

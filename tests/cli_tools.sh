@@ -4,40 +4,7 @@
 # bench's markdown escaping, and report's groups, lengths and formats.
 # Skips (77) when hattn was built without LLVM.
 set -u
-b=${top_builddir:-.}
-s=${top_srcdir:-.}
-hattn=$b/tools/hattn
-ex=$s/examples
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-# expect STATUS PATTERN CMD...: CMD exits with STATUS and its output (stdout
-# and stderr) holds the fixed string PATTERN.
-expect() {
-  want=$1 pat=$2
-  shift 2
-  "$@" >"$tmp/out" 2>&1
-  got=$?
-  if [ "$got" -ne "$want" ] || ! grep -qF -- "$pat" "$tmp/out"; then
-    echo "FAIL: $* (exit $got, wanted $want and '$pat'):"
-    sed 's/^/  | /' "$tmp/out" | head -n 30
-    fails=$((fails + 1))
-  else
-    echo "ok: $*"
-  fi
-}
-
-# lacks PATTERN: the output of the last expect does not hold PATTERN.
-lacks() {
-  if grep -qF -- "$1" "$tmp/out"; then
-    echo "FAIL: the output holds '$1':"
-    sed 's/^/  | /' "$tmp/out" | head -n 30
-    fails=$((fails + 1))
-  else
-    echo "ok: no '$1'"
-  fi
-}
+. "${top_srcdir:-.}/tests/cli-lib.sh"
 
 printf 'pattern only = causal\n' >"$tmp/one.hattn"
 "$hattn" run "$tmp/one.hattn" --seqlen 64 --heads 1 --head-dim 16 >"$tmp/out" 2>&1

@@ -4,28 +4,8 @@
 # headers and sizes; --in reads them back; and every failure path exits with
 # its status and a message.  Skips (77) when hattn was built without LLVM.
 set -u
-b=${top_builddir:-.}
-hattn=$b/tools/hattn
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-# expect STATUS PATTERN CMD...: CMD exits with STATUS and its output (stdout
-# and stderr) holds the fixed string PATTERN.
-expect() {
-  want=$1 pat=$2
-  shift 2
-  "$@" >"$tmp/out" 2>&1
-  got=$?
-  if [ "$got" -ne "$want" ] || ! grep -qF -- "$pat" "$tmp/out"; then
-    echo "FAIL: $* (exit $got, wanted $want and '$pat'):"
-    sed 's/^/  | /' "$tmp/out" | head -n 30
-    fails=$((fails + 1))
-  else
-    echo "ok: $*"
-    sed 's/^/  | /' "$tmp/out" | head -n 3
-  fi
-}
+. "${top_srcdir:-.}/tests/cli-lib.sh"
+cli_shown=3
 
 fail() {
   echo "FAIL: $*"
