@@ -25,7 +25,7 @@
 
 #include <stdint.h>
 
-#define HATTN_CPU_ABI_VERSION 2
+#define HATTN_CPU_ABI_VERSION 3
 
 /* The arguments of one launch.  Field offsets are what the emitted code
 ** reads: keep every field 8 bytes wide and never reorder them. */

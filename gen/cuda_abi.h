@@ -8,12 +8,21 @@
 ** launched on a grid of (number of query blocks, batch * heads) CTAs of
 ** hattn__cuda_config.warps * 32 threads, with the dynamic shared memory
 ** that hattn__cuda_smem_bytes says.  CTA (x, y) computes query block x of
-** flattened head y = b * heads + h.  Internal; not installed.
+** flattened head y = b * heads + h.
+**
+** Every forward module also holds NAME_decode and NAME_combine, the decode
+** kernels of few queries per sequence (templates/attn_decode.cuh), on the
+** same arguments: NAME_decode on a grid of (ceil(pack * lq / 16), batch *
+** heads / pack, nsplit) CTAs of hattn__cuda_decode_warps * 32 threads with
+** hattn__cuda_decode_smem_bytes of dynamic shared memory, for a plan of
+** 16 x hattn__cuda_decode_block_n blocks (pack = heads / kv_heads, or 1 for
+** a plan per head); then, when nsplit > 1, NAME_combine on ceil(batch *
+** heads * lq / 4) CTAs of 128 threads.  Internal; not installed.
 */
 #ifndef HATTN_GEN_CUDA_ABI_H
 #define HATTN_GEN_CUDA_ABI_H
 
-#define HATTN_CUDA_ABI_VERSION 2
+#define HATTN_CUDA_ABI_VERSION 3
 
 typedef struct hattn_cuda_args {
   /* Tensors in device memory.  Q and O are [batch, heads, lq, head_dim],
@@ -53,6 +62,13 @@ typedef struct hattn_cuda_args {
   ** units like the modified scores), or NULL: one more term e^sink[h] with
   ** no value in each row's softmax (gen/mask.h).  Added in version 2. */
   const float *sink_logits;
+  /* The decode kernels (templates/attn_decode.cuh): the batch, the number
+  ** of key splits, and float32 device memory for the splits' results when
+  ** there are more than one: split_o [nsplit][batch][heads][lq][head_dim],
+  ** split_lse [nsplit][batch][heads][lq] (natural log, no sink), merged by
+  ** the combine kernel.  Added in version 3. */
+  int batch, nsplit;
+  float *split_o, *split_lse;
 } hattn_cuda_args;
 
 /* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void

@@ -167,3 +167,11 @@ int hattn__cuda_config_check(const hattn__kernel_desc *desc, const hattn__cuda_c
   }
   return HATTN_OK;
 }
+
+int hattn__cuda_decode_block_n(int head_dim) { return 4096 / head_dim; }
+
+size_t hattn__cuda_decode_smem_bytes(int head_dim) {
+  size_t row = (size_t)head_dim * 2;
+  return HATTN_CUDA_DECODE_ROWS * row +
+         (size_t)HATTN_CUDA_DECODE_WARPS * HATTN_CUDA_DECODE_STAGES * 2 * (size_t)hattn__cuda_decode_block_n(head_dim) * row;
+}

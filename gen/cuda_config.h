@@ -56,4 +56,22 @@ void hattn__cuda_kernel_name(const hattn__kernel_desc *desc, const hattn__cuda_c
 /* Dynamic shared memory in bytes that a kernel of DESC and CFG launches with. */
 size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg);
 
+/*
+** The decode kernels (templates/attn_decode.cuh), for problems of 1 to
+** HATTN_CUDA_DECODE_MAX_LQ queries: 16 packed query rows a CTA, each of its
+** hattn__cuda_decode_warps warps streaming its own key blocks of
+** hattn__cuda_decode_block_n keys through 2 buffers of K and V (16 KiB a
+** buffer pair at any head dim).  Their plan has blocks of 16 x block_n.
+*/
+#define HATTN_CUDA_DECODE_MAX_LQ 16
+#define HATTN_CUDA_DECODE_ROWS 16
+#define HATTN_CUDA_DECODE_WARPS 4
+#define HATTN_CUDA_DECODE_STAGES 2
+
+/* Keys a block of the decode kernel at HEAD_DIM: 4096 / HEAD_DIM. */
+int hattn__cuda_decode_block_n(int head_dim);
+
+/* Dynamic shared memory of a decode launch at HEAD_DIM. */
+size_t hattn__cuda_decode_smem_bytes(int head_dim);
+
 #endif /* HATTN_GEN_CUDA_CONFIG_H */

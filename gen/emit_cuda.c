@@ -289,8 +289,12 @@ static void emit_config(sbuf *b, const hattn__kernel_desc *desc, const hattn__cu
   sb_printf(b, "  static constexpr int head_dim = %d;\n", desc->head_dim);
   sb_printf(b, "  static constexpr int warps = %d;\n", cfg->warps);
   sb_printf(b, "  static constexpr int stages = %d;\n", cfg->stages);
-  sb_printf(b, "  static constexpr bool is_bf16 = %s;  /* else fp16 */\n};\n\n",
+  sb_printf(b, "  static constexpr bool is_bf16 = %s;  /* else fp16 */\n",
             desc->dtype == HATTN_DTYPE_BF16 ? "true" : "false");
+  sb_puts(b, "  /* The decode kernels' tiles (gen/cuda_config.h). */\n");
+  sb_printf(b, "  static constexpr int decode_block_n = %d;\n", hattn__cuda_decode_block_n(desc->head_dim));
+  sb_printf(b, "  static constexpr int decode_warps = %d;\n", HATTN_CUDA_DECODE_WARPS);
+  sb_printf(b, "  static constexpr int decode_stages = %d;\n};\n\n", HATTN_CUDA_DECODE_STAGES);
 }
 
 /* The body's Pattern argument: the predicate, the modifiers and the band
@@ -393,6 +397,10 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
   sb_puts(&b, hattn__tmpl_cuda_common);
   sb_printf(&b, "\n/* ---- the kernel body (templates/%s) ---- */\n\n", body->file);
   sb_puts(&b, body->text);
+  if (kind == HATTN_CUDA_KERNEL_FWD) {
+    sb_puts(&b, "\n/* ---- the decode kernel bodies (templates/attn_decode.cuh) ---- */\n\n");
+    sb_puts(&b, hattn__tmpl_attn_decode);
+  }
   sb_puts(&b, "\n/* ---- the configuration ---- */\n\n");
   emit_config(&b, desc, cfg);
   sb_puts(&b, "/* ---- the pattern ---- */\n\n");
@@ -410,6 +418,16 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
   sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
             cfg->warps * 32, fn_name);
   sb_printf(&b, "  %s<hattn_config, hattn_pattern>(args);\n}\n", body->fn);
+  if (kind == HATTN_CUDA_KERNEL_FWD) {
+    sb_puts(&b, "\n/* Few queries a sequence: packed GQA over split keys, then the splits' merge\n"
+                "** (cuda_abi.h says how each is launched). */\n");
+    sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s_decode(const hattn_cuda_args args) {\n",
+              HATTN_CUDA_DECODE_WARPS * 32, fn_name);
+    sb_puts(&b, "  hattn_attn_decode<hattn_config, hattn_pattern>(args);\n}\n\n");
+    sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(128)\n%s_combine(const hattn_cuda_args args) {\n",
+              fn_name);
+    sb_puts(&b, "  hattn_attn_combine<hattn_config>(args);\n}\n");
+  }
   if (b.oom) {
     rc = HATTN_ENOMEM;
     snprintf(err, errlen, "out of memory while writing the CUDA source");

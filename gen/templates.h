@@ -26,6 +26,9 @@ extern const char hattn__tmpl_attn_fwd[];
 /* templates/attn_fwd_sm90.cuh: the forward kernel body on wgmma, sm_90a. */
 extern const char hattn__tmpl_attn_fwd_sm90[];
 
+/* templates/attn_decode.cuh: the decode and combine kernel bodies (mma.sync). */
+extern const char hattn__tmpl_attn_decode[];
+
 /* gen/cuda_abi.h, verbatim: pasted into every generated source. */
 extern const char hattn__tmpl_cuda_abi[];
 

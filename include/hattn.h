@@ -453,7 +453,7 @@ typedef void (*hattn_cpu_kernel_fn)(const struct hattn_cpu_args *args, int64_t b
                                     float *scratch);
 
 /* The kernel ABI this library runs: a prebuilt kernel of another is refused. */
-#define HATTN_PREBUILT_ABI 2
+#define HATTN_PREBUILT_ABI 3
 
 typedef struct hattn_prebuilt {
   int abi;                     /* HATTN_PREBUILT_ABI when it was generated */

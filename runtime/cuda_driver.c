@@ -72,6 +72,7 @@ struct hattn__cuda_kernel {
   char name[128];                    /* the entry point, the key of the cache */
   CUmodule module;
   CUfunction fn;
+  CUfunction decode_fn, combine_fn;  /* NAME_decode and NAME_combine, or NULL in a module without them */
   hattn__dtype dtype;
   int head_dim;
   hattn__cuda_config cfg;
@@ -99,7 +100,12 @@ struct hattn__cuda_plan {
   hattn__dtype dtype;
   int head_dim, block_m, block_n;
   int64_t nqb;
+  /* Decode (1 <= lq <= HATTN_CUDA_DECODE_MAX_LQ): the decode kernels run,
+  ** on a plan of 16 x hattn__cuda_decode_block_n blocks, with PACK query
+  ** heads a tile, NTILES tiles a group and NSPLIT splits. */
+  int decode, pack, ntiles, nsplit;
   CUdeviceptr mem;                   /* every table, in one allocation */
+  CUdeviceptr split_mem;             /* the splits' O and LSE, or 0 */
   hattn_cuda_args args;              /* all but the tensors and their strides */
 };
 
@@ -333,6 +339,21 @@ static int kernel_get(hattn__cuda *cu, const hattn__kernel_desc *desc, const hat
   if (smem > SMEM_DEFAULT_LIMIT)
     CU_CHECK(cu, cu->f.cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem),
              "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", fail_module);
+  /* The decode kernels, when the module has them (a cubin of an older
+  ** hattn does not: its plans then take the forward kernel). */
+  {
+    char dname[160];
+    snprintf(dname, sizeof dname, "%s_decode", name);
+    if (cu->f.cuModuleGetFunction(&k->decode_fn, k->module, dname) != CUDA_SUCCESS) k->decode_fn = NULL;
+    snprintf(dname, sizeof dname, "%s_combine", name);
+    if (cu->f.cuModuleGetFunction(&k->combine_fn, k->module, dname) != CUDA_SUCCESS) k->combine_fn = NULL;
+    if (k->decode_fn == NULL || k->combine_fn == NULL) k->decode_fn = k->combine_fn = NULL;
+    if (k->decode_fn != NULL && hattn__cuda_decode_smem_bytes(desc->head_dim) > SMEM_DEFAULT_LIMIT)
+      CU_CHECK(cu,
+               cu->f.cuFuncSetAttribute(k->decode_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                        (int)hattn__cuda_decode_smem_bytes(desc->head_dim)),
+               "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) of the decode kernel", fail_module);
+  }
   k->cubin = cubin;
   k->cubin_size = cubin_size;
   k->cu = cu;
@@ -519,6 +540,37 @@ void hattn__cuda_graph_destroy(hattn__cuda *cu, void *exec) {
 
 /* ---- the plan ------------------------------------------------------------- */
 
+/* Whether a problem of SHAPE takes the decode kernels: 1 to
+** HATTN_CUDA_DECODE_MAX_LQ queries, unless HATTN_CUDA_DECODE is "0" (the
+** forward kernel then runs, for comparisons). */
+static int decode_wanted(const hattn__shape *shape) {
+  const char *env = getenv("HATTN_CUDA_DECODE");
+  if (env != NULL && strcmp(env, "0") == 0) return 0;
+  return shape->lq >= 1 && shape->lq <= HATTN_CUDA_DECODE_MAX_LQ;
+}
+
+/* The decode launch of CP for PLAN: query heads packed a tile (all of a KV
+** head's, unless the plan is per head), tiles a group, and the splits of
+** the key blocks: as many as fill the device's SMs once (a decode CTA
+** takes most of an SM's shared memory), at least 2 blocks a warp each. */
+static void decode_split(const hattn__cuda *cu, hattn__cuda_plan *cp, const hattn__plan *plan) {
+  const hattn__shape *s = &cp->shape;
+  int64_t groups, ctas, nblocks = 0, nsplit, t;
+  cp->pack = plan->ntables > 1 ? 1 : (int)(s->heads / s->kv_heads);
+  cp->ntiles = (int)((cp->pack * s->lq + HATTN_CUDA_DECODE_ROWS - 1) / HATTN_CUDA_DECODE_ROWS);
+  groups = s->heads / cp->pack;
+  ctas = (int64_t)cp->ntiles * s->batch * groups;
+  for (t = 0; t < plan->ntables; t++) {
+    int64_t n = plan->full_off[t][1] - plan->full_off[t][0] + plan->partial_off[t][1] - plan->partial_off[t][0];
+    if (n > nblocks) nblocks = n;
+  }
+  nsplit = cu->sm_count / ctas;
+  if (nsplit > nblocks / (2 * HATTN_CUDA_DECODE_WARPS)) nsplit = nblocks / (2 * HATTN_CUDA_DECODE_WARPS);
+  if (nsplit > 256) nsplit = 256;
+  if (nsplit < 1) nsplit = 1;
+  cp->nsplit = (int)nsplit;
+}
+
 int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
                             const hattn__cuda_config *cfg, const hattn__shape *shape,
                             const hattn__mask_env *env, hattn__cuda_plan **out,
@@ -576,12 +628,14 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
   cp->shape = *shape;
   cp->dtype = desc->dtype;
   cp->head_dim = desc->head_dim;
-  cp->block_m = cfg->block_m;
-  cp->block_n = cfg->block_n;
+  cp->decode = decode_wanted(shape);
+  cp->block_m = cp->decode ? HATTN_CUDA_DECODE_ROWS : cfg->block_m;
+  cp->block_n = cp->decode ? hattn__cuda_decode_block_n(desc->head_dim) : cfg->block_n;
 
-  rc = hattn__plan_build(pat->lowered, env, cfg->block_m, cfg->block_n, &plan, err, errlen);
+  rc = hattn__plan_build(pat->lowered, env, cp->block_m, cp->block_n, &plan, err, errlen);
   if (rc != HATTN_OK) goto fail_plan;
   cp->nqb = plan->nqb;
+  if (cp->decode) decode_split(cu, cp, plan);
 
   /* The plan's lists and the run-time tables, in one buffer (tables.h). */
   rc = hattn__tables_build(pat, shape, env, plan, &tb, err, errlen);
@@ -628,8 +682,20 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
       a->topk_blocks = (const int *)DEV(tb.topk);
       a->topk_k = (int)tb.topk_k;
     }
+    a->batch = (int)B;
+    a->nsplit = cp->decode ? cp->nsplit : 1;
   }
 #undef DEV
+  if (cp->decode && cp->args.nsplit > 1) {
+    /* The splits' O and LSE: float32, [nsplit][B][H][LQ][D + 1]. */
+    size_t rows = (size_t)cp->args.nsplit * (size_t)(B * H * LQ);
+    void *split = NULL;
+    rc = hattn__cuda_alloc(cu, rows * (size_t)(desc->head_dim + 1) * sizeof(float), &split, err, errlen);
+    if (rc != HATTN_OK) goto fail_mem;
+    cp->split_mem = dptr_of(split);
+    cp->args.split_o = split;
+    cp->args.split_lse = (float *)split + rows * (size_t)desc->head_dim;
+  }
   hattn__tables_clear(&tb);
   hattn__plan_destroy(plan);
   *out = cp;
@@ -648,6 +714,7 @@ const hattn__shape *hattn__cuda_plan_shape(const hattn__cuda_plan *plan) { retur
 
 void hattn__cuda_plan_destroy(hattn__cuda_plan *plan) {
   if (plan == NULL) return;
+  hattn__cuda_free(plan->cu, ptr_of(plan->split_mem));
   hattn__cuda_free(plan->cu, ptr_of(plan->mem));
   free(plan);
 }
@@ -715,11 +782,19 @@ static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *p
              kern->head_dim);
     return HATTN_ESHAPE;
   }
-  if (plan->block_m != kern->cfg.block_m || plan->block_n != kern->cfg.block_n || plan->dtype != kern->dtype) {
+  if (plan->decode ? plan->dtype != kern->dtype
+                   : plan->block_m != kern->cfg.block_m || plan->block_n != kern->cfg.block_n || plan->dtype != kern->dtype) {
     snprintf(err, errlen, "the plan was made for %dx%d blocks of %s, but the kernel uses %dx%d blocks of %s",
              plan->block_m, plan->block_n, hattn__dtype_name(plan->dtype), kern->cfg.block_m, kern->cfg.block_n,
              hattn__dtype_name(kern->dtype));
     return HATTN_EINPUT;
+  }
+  if (plan->decode && kern->decode_fn == NULL) {
+    snprintf(err, errlen,
+             "the kernel %s has no decode entry point (a cubin from an older hattn): rebuild it, or set "
+             "HATTN_CUDA_DECODE=0",
+             kern->name);
+    return HATTN_ENOTSUP;
   }
   if ((rc = check_tensor("Q", q, dq, 4, esz, err, errlen)) != HATTN_OK ||
       (rc = check_tensor("K", k, dk, 4, esz, err, errlen)) != HATTN_OK ||
@@ -752,6 +827,19 @@ static int launch_one(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, ha
   int rc = HATTN_OK;
   if (plan->nqb == 0) return HATTN_OK;
   params[0] = args;
+  if (plan->decode) {
+    const hattn__shape *s = &plan->shape;
+    unsigned rows = (unsigned)(s->batch * s->heads * s->lq);
+    CU_CHECK(cu,
+             cu->f.cuLaunchKernel(kern->decode_fn, (unsigned)plan->ntiles, (unsigned)(s->batch * s->heads / plan->pack),
+                                  (unsigned)plan->nsplit, HATTN_CUDA_DECODE_WARPS * 32, 1, 1,
+                                  (unsigned)hattn__cuda_decode_smem_bytes(plan->head_dim), stream, params, NULL),
+             "cuLaunchKernel (decode)", done);
+    if (plan->nsplit > 1)
+      CU_CHECK(cu, cu->f.cuLaunchKernel(kern->combine_fn, (rows + 3) / 4, 1, 1, 128, 1, 1, 0, stream, params, NULL),
+               "cuLaunchKernel (combine)", done);
+    return HATTN_OK;
+  }
   CU_CHECK(cu,
            cu->f.cuLaunchKernel(kern->fn, (unsigned)plan->nqb, (unsigned)(plan->shape.batch * plan->shape.heads), 1,
                                 (unsigned)(kern->cfg.warps * 32), 1, 1, (unsigned)kern->smem, stream, params, NULL),

@@ -47,7 +47,13 @@ void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__b
   h = fnv_str(h, num);
   h = fnv_str(h, hattn__backend_name(backend));
   h = fnv_str(h, target);
-  if (config) h = fnv_str(h, config);
+  if (config) {
+    /* A binary is also keyed by the kernel ABI it was generated for, so that
+    ** a database written by an older hattn never hands one to this one. */
+    h = fnv_str(h, config);
+    snprintf(num, sizeof num, "abi %d", HATTN_PREBUILT_ABI);
+    h = fnv_str(h, num);
+  }
   snprintf(out, HATTN__KC_KEY_LEN, "%c%016llx", config ? 'k' : 'c', (unsigned long long)h);
 }
 

@@ -33,8 +33,9 @@
 
 /*
 ** The kernel key of a kernel: FNV-1a 64 over the canonical pattern (its
-** modifiers included), dtype, head dim, backend, target and CONFIG, as
-** "k" and 16 hex digits.  With CONFIG NULL it is the kernel class (the key
+** modifiers included), dtype, head dim, backend, target, CONFIG and the
+** kernel ABI (HATTN_PREBUILT_ABI), as "k" and 16 hex digits.  With CONFIG
+** NULL (no ABI either: tuning outlives ABI changes) it is the kernel class (the key
 ** of tuning records), "c" and 16 hex digits.
 */
 void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__backend backend,

@@ -244,6 +244,31 @@ static void cases_make(void) {
   for (m = 0; m < N(len_masks); m++) add(len_masks[m], BF16, 1, 1)->h = 1;
   for (m = 0; m < N(len_masks); m++) add(len_masks[m], BF16, 7, 7)->h = 1;
 
+  /* Decode: 1 to 16 queries against many keys, the query heads of a KV
+  ** head packed in one tile (heads / kv_heads 1, 4 and 8) and, on the GPU,
+  ** the keys cut into splits (batch 1 makes few CTAs); masks in closed
+  ** form, planned, and routed per head (no packing). */
+  {
+    static const char *const dec_masks[] = {
+        "full", "causal", "causal & window(300)", "sink(4) | window(100)", "document & causal",
+        "topk(2) & causal", "causal with softcap(5), alibi", "chunk(96) & causal",
+    };
+    static const int64_t dec_lq[] = {1, 3, 16}, dec_lk[] = {5000, 777, 5000}, dec_hk[] = {8, 2, 1};
+    for (i = 0; i < N(dec_masks); i++)
+      for (j = 0; j < 3; j++) {
+        t = add(dec_masks[i], BF16, dec_lq[j], dec_lk[j]);
+        t->h = 8;
+        t->hk = dec_hk[j];
+        t->d = 128;
+      }
+    t = add("causal", F16, 4, 3000);
+    t->b = 3, t->h = 8, t->hk = 2;
+    t = add("causal & window(200)", BF16, 2, 4000);
+    t->h = 4, t->hk = 1, t->d = 256;
+    t = add("full", BF16, 5, 2500);
+    t->h = 6, t->hk = 3, t->bshd = 1, t->d = 128;
+  }
+
   /* Empty problems. */
   add("full", F32, 5, 0);
   add("causal", F32, 0, 9);

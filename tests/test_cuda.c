@@ -244,13 +244,13 @@ static void dl_tensor(DLTensor *t, void *data, int device, int bf16, int ndim, i
   t->dtype.lanes = 1;
 }
 
-static void io_init(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t L, int64_t D) {
+static void io_init(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t LQ, int64_t LK, int64_t D) {
   memset(io, 0, sizeof *io);
   io->sq[0] = io->sk[0] = io->sl[0] = B;
   io->sq[1] = io->sl[1] = H, io->sk[1] = HK;
-  io->sq[2] = io->sk[2] = io->sl[2] = L;
+  io->sq[2] = io->sl[2] = LQ, io->sk[2] = LK;
   io->sq[3] = io->sk[3] = D;
-  io->nq = (size_t)(B * H * L * D), io->nk = (size_t)(B * HK * L * D), io->nl = (size_t)(B * H * L);
+  io->nq = (size_t)(B * H * LQ * D), io->nk = (size_t)(B * HK * LK * D), io->nl = (size_t)(B * H * LQ);
   io->q = malloc(io->nq * 2), io->o = malloc(io->nq * 2), io->k = malloc(io->nk * 2), io->v = malloc(io->nk * 2);
   io->lse = malloc(io->nl * 4);
   ck_assert(io->q && io->o && io->k && io->v && io->lse);
@@ -316,8 +316,9 @@ static void io_free(run_io *io) {
 }
 
 /* A CUDA context of the public API, a document-masked bf16 kernel (GQA,
-** 300 x 300, head dim 128), its plan (the document offsets in device
-** memory) and a non-blocking stream of the same (primary) context. */
+** 300 x 300, head dim 128; or the decode problem of serve_setup_decode),
+** its plan (the document offsets in device memory) and a non-blocking
+** stream of the same (primary) context. */
 typedef struct serve_fixture {
   hattn_ctx *ctx;
   hattn_specfile *spec;
@@ -328,10 +329,10 @@ typedef struct serve_fixture {
   void *stream;
 } serve_fixture;
 
-static void serve_setup(serve_fixture *f) {
+static void serve_setup_problem(serve_fixture *f, const hattn_problem *prob) {
   static const char text[] = "pattern p = causal & document\n";
   hattn_options opt;
-  hattn_problem pr = {2, 4, 2, 300, 300, 128, HATTN_BF16};
+  hattn_problem pr = *prob;
   char err[512];
   int rc;
   memset(f, 0, sizeof *f);
@@ -344,12 +345,26 @@ static void serve_setup(serve_fixture *f) {
   ck_assert_int_eq(hattn_specfile_parse(f->ctx, text, strlen(text), "serve", &f->spec), HATTN_OK);
   rc = hattn_kernel_get(f->ctx, f->spec, "p", &pr, &f->kern);
   CHECK(rc == HATTN_OK, "kernel: %s", hattn_errmsg(f->ctx));
-  f->offs[0] = 0, f->offs[1] = 100, f->offs[2] = 150, f->offs[3] = 300;
+  f->offs[0] = 0, f->offs[1] = pr.lk / 3, f->offs[2] = pr.lk / 2, f->offs[3] = pr.lk;
   f->in.doc_offsets = f->offs, f->in.ndocs = 3;
   rc = hattn_plan_create(f->kern, &f->in, &f->plan);
   CHECK(rc == HATTN_OK, "plan: %s", hattn_kernel_errmsg(f->kern));
   rc = hattn__cuda_stream_create(g_cu, &f->stream, err, sizeof err);
   CHECK(rc == HATTN_OK, "stream: %s", err);
+}
+
+static void serve_setup(serve_fixture *f) {
+  const hattn_problem pr = {2, 4, 2, 300, 300, 128, HATTN_BF16};
+  serve_setup_problem(f, &pr);
+}
+
+/* Decode: 4 queries of 8 heads on 2 KV heads against 6000 keys, batch 1,
+** so that the keys are cut into splits merged by a second kernel. */
+#define DECODE_LQ 4
+#define DECODE_LK 6000
+static void serve_setup_decode(serve_fixture *f) {
+  const hattn_problem pr = {1, 8, 2, DECODE_LQ, DECODE_LK, 128, HATTN_BF16};
+  serve_setup_problem(f, &pr);
 }
 
 static void serve_teardown(serve_fixture *f) {
@@ -370,7 +385,7 @@ START_TEST(test_run_stream) {
   rng r = {g_seed ^ 0x5e41};
   char err[512];
   serve_setup(&f);
-  io_init(&io, 2, 4, 2, 300, 128);
+  io_init(&io, 2, 4, 2, 300, 300, 128);
   io_fresh(&io, &r);
   ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_OK);
   ck_assert_str_eq(hattn_plan_errmsg(f.plan), "");
@@ -398,7 +413,7 @@ START_TEST(test_run_many) {
   int i;
   ck_assert_ptr_nonnull(io);
   serve_setup(&f);
-  for (i = 0; i < NRUNS; i++) io_init(&io[i], 2, 4, 2, 300, 128), io_fresh(&io[i], &r);
+  for (i = 0; i < NRUNS; i++) io_init(&io[i], 2, 4, 2, 300, 300, 128), io_fresh(&io[i], &r);
   for (i = 0; i < NRUNS; i++)
     ck_assert_int_eq(hattn_run(f.plan, &io[i].tq, &io[i].tk, &io[i].tv, &io[i].to, &io[i].tl, f.stream), HATTN_OK);
   CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
@@ -417,16 +432,16 @@ END_TEST
 ** capture); the capture itself writes nothing; each replay, on fresh
 ** inputs in the same buffers with O and LSE poisoned, matches the
 ** reference. */
-START_TEST(test_run_graph) {
+static void run_graph(int decode) {
   serve_fixture f;
   run_io io;
-  rng r = {g_seed ^ 0x5e43};
+  rng r = {g_seed ^ (0x5e43 + (uint64_t)decode)};
   char err[512], what[64];
   void *exec = NULL;
   size_t i;
   int rep, rc;
-  serve_setup(&f);
-  io_init(&io, 2, 4, 2, 300, 128);
+  if (decode) serve_setup_decode(&f), io_init(&io, 1, 8, 2, DECODE_LQ, DECODE_LK, 128);
+  else serve_setup(&f), io_init(&io, 2, 4, 2, 300, 300, 128);
   io_fresh(&io, &r);
   rc = hattn__cuda_capture_begin(g_cu, f.stream, err, sizeof err);
   CHECK(rc == HATTN_OK, "capture: %s", err);
@@ -441,13 +456,20 @@ START_TEST(test_run_graph) {
     rc = hattn__cuda_graph_launch(g_cu, exec, f.stream, err, sizeof err);
     CHECK(rc == HATTN_OK, "graph launch: %s", err);
     CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
-    snprintf(what, sizeof what, "graph replay %d", rep);
+    snprintf(what, sizeof what, "%sgraph replay %d", decode ? "decode " : "", rep);
     io_check(&io, f.kern, &f.in, what);
   }
   hattn__cuda_graph_destroy(g_cu, exec);
   io_free(&io);
   serve_teardown(&f);
 }
+
+START_TEST(test_run_graph) { run_graph(0); }
+END_TEST
+
+/* The same for a decode plan: the decode kernel and the merge of its
+** splits, both captured. */
+START_TEST(test_run_graph_decode) { run_graph(1); }
 END_TEST
 
 /* ---- hattn_merge on the GPU ------------------------------------------------ */
@@ -674,7 +696,7 @@ START_TEST(test_merge_split_keys) {
   ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), "merge", &spec), HATTN_OK);
   rc = hattn_kernel_get(ctx, spec, "p", &pr, &kfull);
   CHECK(rc == HATTN_OK, "kernel: %s", hattn_errmsg(ctx));
-  io_init(&io, 2, 4, 2, 300, 128);
+  io_init(&io, 2, 4, 2, 300, 300, 128);
   io_fresh(&io, &r);
   strides_of(0, 2, 300, 128, stk);
   for (i = 0; i < 2; i++) {
@@ -714,6 +736,7 @@ static Suite *cuda_suite(void) {
   tcase_add_test(tc, test_run_stream);
   tcase_add_test(tc, test_run_many);
   tcase_add_test(tc, test_run_graph);
+  tcase_add_test(tc, test_run_graph_decode);
   tcase_add_loop_test(tc, test_merge_stream, 0, 12);
   tcase_add_test(tc, test_merge_graph);
   tcase_add_test(tc, test_merge_split_keys);

@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost ab-bench ab-commits gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench ab-bench ab-commits gpu-bench sanitize
 # For ab-commits, put an earlier commit's tarball (make dist there) in
 # .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
@@ -155,6 +155,12 @@ for phase in $phases; do
       gcc -std=c11 -O2 -Iinclude -I/usr/local/cuda/include -I"$D/include" "$root/tests/gpu/host_cost.c" \
         -o host_cost .libs/libhattn.so -l:libcuda.so.1 -Wl,-rpath,"$b/.libs" &&
         HATTN_CONFIG_DIR=$b/cfg ./host_cost 1000 2>&1 | tee "$out/host_cost.md"
+      ;;
+    decode-bench)
+      # Decode: hattn's decode kernels, its forward kernel and PyTorch's
+      # SDPA and FlexAttention, timed the same way (tests/gpu/bench_decode.py).
+      OUT=$out HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python PYTHONUNBUFFERED=1 \
+        python3 "$root/tests/gpu/bench_decode.py" 2>&1 | tee "$out/bench_decode.md"
       ;;
     gpu-bench)
       ./tools/hattn bench --backend cuda 2>&1 | tee "$out/bench_cuda.md"
