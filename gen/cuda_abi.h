@@ -13,7 +13,9 @@
 #ifndef HATTN_GEN_CUDA_ABI_H
 #define HATTN_GEN_CUDA_ABI_H
 
-#define HATTN_CUDA_ABI_VERSION 2
+/* 3: the arguments are those of version 2; the number follows the CPU's
+** (gen/cpu_abi.h), since one HATTN_PREBUILT_ABI names both. */
+#define HATTN_CUDA_ABI_VERSION 3
 
 typedef struct hattn_cuda_args {
   /* Tensors in device memory.  Q and O are [batch, heads, lq, head_dim],

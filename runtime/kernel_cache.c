@@ -47,6 +47,9 @@ void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__b
   h = fnv_str(h, num);
   h = fnv_str(h, hattn__backend_name(backend));
   h = fnv_str(h, target);
+  /* The kernel ABI: a kernel of an older argument block is never reused. */
+  snprintf(num, sizeof num, "abi %d", HATTN_PREBUILT_ABI);
+  h = fnv_str(h, num);
   if (config) h = fnv_str(h, config);
   snprintf(out, HATTN__KC_KEY_LEN, "%c%016llx", config ? 'k' : 'c', (unsigned long long)h);
 }
