@@ -615,7 +615,7 @@ static int check_paged_params(hattn_kernel *kern, const char *who, int64_t page_
   return HATTN_OK;
 }
 
-/* Check the paged pools K and V (NAMEK, NAMEV) and block table BT of a
+/* Check the paged pools K and V and the block table BT of a
 ** launch of KERN with PAGE_SIZE and LAYOUT (checked), on the kernel's
 ** device (the host when ON_HOST), every entry the kernel reads included;
 ** fill *TK and *TV as cpu.h's hattn__paged wants them, and *PG. */
