@@ -367,6 +367,9 @@ START_TEST(errors) {
   memcpy(sbad, f.sp, sizeof sbad), sbad[0] = 0, t = f.tkp, t.shape = sbad;
   expect(hattn_forward(kern, &f.tq, &t, &f.tvp, &f.to, &f.tl, &f.in, NULL), HATTN_ESHAPE,
          "k: a pool of 0 pages; between 1 and 2^31 - 1");
+  memcpy(sbad, f.sp, sizeof sbad), sbad[0] = INT64_C(1) << 31, t = f.tkp, t.shape = sbad;
+  expect(hattn_forward(kern, &f.tq, &t, &f.tvp, &f.to, &f.tl, &f.in, NULL), HATTN_ESHAPE,
+         "k: a pool of 2147483648 pages; between 1 and 2^31 - 1 (int32 block-table entries)");
   memcpy(sbad, f.sp, sizeof sbad), sbad[2] = 4, t = f.tkp, t.shape = sbad;
   expect(hattn_forward(kern, &f.tq, &t, &f.tvp, &f.to, &f.tl, &f.in, NULL), HATTN_ESHAPE, "(dimension 2 differs)");
   /* The block table: missing, its shape and dtype, its entries. */
