@@ -74,6 +74,17 @@ typedef struct hattn_cpu_args {
   ** e^sink[h] with no value (O and LSE as gen/mask.h says).  Added in
   ** version 2. */
   const float *sink_logits;
+  /* Paged K and V (version 3), or block_table NULL: K and V as above.
+  ** Otherwise K and V are pools of pages of 2^page_shift key positions:
+  ** key k of batch entry b is slot s = k & (2^page_shift - 1) of page
+  ** p = block_table[b * block_table_stride + (k >> page_shift)], and its
+  ** element d of kv head kh is at k + p * k_page_stride + kh * k_stride[1]
+  ** + s * k_stride[2] + d (V likewise); k_stride[0] and v_stride[0] are 0.
+  ** The runtime has checked every entry the kernel reads. */
+  const int32_t *block_table;
+  int64_t block_table_stride;
+  int64_t page_shift;
+  int64_t k_page_stride, v_page_stride;
 } hattn_cpu_args;
 
 /* A block layout as the kernels read it. */

@@ -55,6 +55,8 @@ typedef struct em {
   LLVMValueRef lq, lk, lk32, qoff, bb, h;
   LLVMValueRef q0, nrow;
   LLVMValueRef kbase, vbase, ks2, vs2;
+  LLVMValueRef bt, btrow;       /* paged: the block table (NULL: contiguous K, V) and b's row */
+  LLVMValueRef pshift, pmask, kps, vps;  /* paged: log2 P, P - 1, the page strides */
   LLVMValueRef sq, sacc, sm_, sl, skt, svf, ss;  /* scratch regions */
   LLVMValueRef ssink;                             /* the head's sink logit (an alloca) */
   LLVMValueRef slope;           /* float, or NULL without alibi */
@@ -593,14 +595,34 @@ static void emit_block(em *e, LLVMValueRef kb, int partial, rowval *rv) {
   snprintf(nm, sizeof nm, "%s.load", pf);
   j = loop_begin(e, &lj, nm, i64c(e, 0), nvalid);
   {
-    LLVMValueRef key = add(e, k0, j, "key");
-    row = mul(e, key, e->ks2, "");
+    LLVMValueRef key = add(e, k0, j, "key"), krow, vrow, pk, pv, in[2], page, slot;
+    LLVMBasicBlockRef from[2];
+    /* Contiguous: the key's row; paged: its page's slot (cpu_abi.h). */
+    krow = mul(e, key, e->ks2, "krow");
+    vrow = mul(e, key, e->vs2, "vrow");
+    from[0] = LLVMGetInsertBlock(e->b);
+    snprintf(nm, sizeof nm, "%s.paged", pf);
+    join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntNE, e->bt, LLVMConstNull(e->tptr), ""), nm);
+    page = ld(e, e->ti32, gep(e, e->ti32, e->btrow, LLVMBuildAShr(e->b, key, e->pshift, ""), ""), 4, "page");
+    page = LLVMBuildSExt(e->b, page, e->ti64, "");
+    slot = LLVMBuildAnd(e->b, key, e->pmask, "slot");
+    pk = add(e, mul(e, page, e->kps, ""), mul(e, slot, e->ks2, ""), "krow.paged");
+    pv = add(e, mul(e, page, e->vps, ""), mul(e, slot, e->vs2, ""), "vrow.paged");
+    from[1] = LLVMGetInsertBlock(e->b);
+    if_end(e, join);
+    in[0] = krow, in[1] = pk;
+    krow = LLVMBuildPhi(e->b, e->ti64, "krow.at");
+    LLVMAddIncoming(krow, in, from, 2);
+    in[0] = vrow, in[1] = pv;
+    vrow = LLVMBuildPhi(e->b, e->ti64, "vrow.at");
+    LLVMAddIncoming(vrow, in, from, 2);
+    row = krow;
     snprintf(nm, sizeof nm, "%s.load.k", pf);
     dd = loop_begin(e, &ld_, nm, i64c(e, 0), i64c(e, e->d));
     x = load_elem(e, e->kbase, add(e, row, dd, ""), "k");
     st(e, x, fptr(e, e->skt, add(e, mul(e, dd, i64c(e, e->bn), ""), j, ""), ""), 4);
     loop_end(e, &ld_);
-    row = mul(e, key, e->vs2, "");
+    row = vrow;
     snprintf(nm, sizeof nm, "%s.load.v", pf);
     dd = loop_begin(e, &ld_, nm, i64c(e, 0), i64c(e, e->d));
     x = load_elem(e, e->vbase, add(e, row, dd, ""), "v");
@@ -939,6 +961,13 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
     e->vbase = gep(e, e->telem, x, add(e, mul(e, e->bb, vs[0], ""), mul(e, kh, vs[1], ""), ""), "v.head");
     e->ks2 = ks[2];
     e->vs2 = vs[2];
+    e->bt = field(e, offsetof(hattn_cpu_args, block_table), e->tptr, "block_table");
+    x = field(e, offsetof(hattn_cpu_args, block_table_stride), e->ti64, "block_table_stride");
+    e->btrow = LLVMBuildGEP2(e->b, e->ti32, e->bt, (LLVMValueRef[]){mul(e, e->bb, x, "")}, 1, "block_table.row");
+    e->pshift = field(e, offsetof(hattn_cpu_args, page_shift), e->ti64, "page_shift");
+    e->pmask = LLVMBuildSub(e->b, LLVMBuildShl(e->b, i64c(e, 1), e->pshift, ""), i64c(e, 1), "page_mask");
+    e->kps = field(e, offsetof(hattn_cpu_args, k_page_stride), e->ti64, "k_page_stride");
+    e->vps = field(e, offsetof(hattn_cpu_args, v_page_stride), e->ti64, "v_page_stride");
   }
   e->q0 = mul(e, e->qb, i64c(e, e->bm), "q0");
   nrow = smin(e, LLVMBuildSub(e->b, e->lq, e->q0, ""), i64c(e, e->bm), "nrow");

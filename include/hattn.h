@@ -270,6 +270,42 @@ typedef struct hattn_layout {
 } hattn_layout;
 
 /*
+** Paged K and V, as serving engines keep them (vLLM, FlashInfer): K and V
+** are pools of pages of PAGE_SIZE key positions, and each batch entry has a
+** row of a block table listing its pages.  Logical key k of batch entry b
+** (the k of hattn_problem, 0 <= k < lk) is slot k % page_size of page
+** block_table[b][k / page_size].  The pools are 4-d DLTensors of the
+** problem's dtype on the kernel's device, any strides with the last
+** dimension contiguous, K and V of one shape:
+**   HATTN_PAGED_NHD  [pages, page_size, kv_heads, head_dim]
+**   HATTN_PAGED_HND  [pages, kv_heads, page_size, head_dim]
+** The block table is an int32 DLTensor [batch, max_pages] on the kernel's
+** device with max_pages >= ceil(lk / page_size) and its last dimension
+** contiguous; the first ceil(lk / page_size) entries of each row must lie
+** in [0, pages) (columns past them are not read, and may hold anything,
+** -1 for instance).  Pages may be shared between rows and appear in any
+** order; pages no row lists are never read.  Every sequence has the same
+** logical length lk.  Supported on the CPU backend; CUDA refuses paged
+** K and V (HATTN_ENOTSUP) for now.
+*/
+typedef enum hattn_paged_layout {
+  HATTN_PAGED_NHD = 0,         /* [pages, page_size, kv_heads, head_dim] */
+  HATTN_PAGED_HND = 1          /* [pages, kv_heads, page_size, head_dim] */
+} hattn_paged_layout;
+
+/* The largest page size. */
+#define HATTN_MAX_PAGE_SIZE 256
+
+typedef struct hattn_paged_kv {
+  int64_t page_size;           /* a power of two, 1 .. HATTN_MAX_PAGE_SIZE */
+  int layout;                  /* hattn_paged_layout */
+  /* The block table, for hattn_forward and hattn_reference (which then
+  ** take K and V as the pools); hattn_plan_create does not read it: the
+  ** plan's runs take their table with the pools (hattn_run_paged). */
+  const DLTensor *block_table;
+} hattn_paged_kv;
+
+/*
 ** Run-time inputs; all host memory, read during hattn_forward or
 ** hattn_plan_create only (a plan copies what it needs).  Zero
 ** the struct (or pass NULL) for none.
@@ -302,6 +338,10 @@ typedef struct hattn_inputs {
   /* Nonzero: every random(R, S) atom draws its blocks with seed S ^ seed
   ** instead of S (a pattern without random() refuses it). */
   uint64_t seed;
+  /* Paged K and V (see hattn_paged_kv), or NULL: K and V are the logical
+  ** [batch, kv_heads, lk, head_dim] tensors.  A plan made with it is run
+  ** with hattn_run_paged, one made without it with hattn_run. */
+  const hattn_paged_kv *paged;
 } hattn_inputs;
 
 /*
@@ -332,7 +372,12 @@ typedef struct hattn_inputs {
 ** plan of more than 256 MiB or 2^26 blocks classified, random() bit sets of
 ** more than 64 MiB; said before anything is allocated), or a device error;
 ** the sentence is in hattn_errmsg of the kernel's context and in
-** hattn_kernel_errmsg.  HATTN_EINVAL for KERN NULL.  NaN in Q, K or V
+** hattn_kernel_errmsg.  HATTN_EINVAL for KERN NULL.  With INPUTS->paged,
+** K and V are the pools and INPUTS->paged->block_table the table
+** (hattn_paged_kv): a bad page size or layout is HATTN_EINPUT, a pool or
+** table of the wrong shape, dtype or device HATTN_ESHAPE, an entry outside
+** the pool HATTN_EINPUT (every entry read is checked first), a backend
+** without paged K and V HATTN_ENOTSUP.  NaN in Q, K or V
 ** is not taken for masking: it reaches the rows of O (and, from Q or K, of
 ** LSE) that see it.
 */
@@ -358,7 +403,11 @@ typedef struct hattn_plan hattn_plan;
 ** Make the plan of KERN with INPUTS (NULL: none; read during the call
 ** only, all copied) in *OUT, the caller's, freed with hattn_plan_destroy.
 ** Builds the block plan and the run-time tables; CUDA: allocates device
-** memory and copies them to it (synchronous).  Returns HATTN_OK,
+** memory and copies them to it (synchronous).  With INPUTS->paged the
+** plan is for paged K and V of its page size and layout (its block_table
+** is not read), run with hattn_run_paged; HATTN_EINPUT for a bad page size
+** or layout, HATTN_ENOTSUP on a backend without paged K and V (CUDA, for
+** now).  Returns HATTN_OK,
 ** HATTN_EINVAL (KERN or OUT NULL), HATTN_EINPUT (missing or malformed
 ** run-time inputs), HATTN_ENOTSUP, HATTN_ESHAPE (a problem past the
 ** backend's limits), HATTN_ENOMEM or a device error, with the sentence in
@@ -386,6 +435,25 @@ HATTN_API int hattn_plan_create(hattn_kernel *kern, const hattn_inputs *inputs, 
 */
 HATTN_API int hattn_run(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
                         DLTensor *lse, void *stream);
+
+/*
+** Run PLAN, made with INPUTS->paged (hattn_paged_kv), on paged K and V:
+** K_PAGES and V_PAGES are the pools in the plan's page size and layout,
+** BLOCK_TABLE the int32 [batch, max_pages] table of this run, read at run
+** time, so that it may change between runs (as a server's does every step)
+** without a new plan; Q, O, LSE and STREAM as hattn_run takes them.
+** The table's entries are data: on the CPU, where it is host memory, every
+** entry the run reads is checked first (batch * ceil(lk / page_size)
+** integers; HATTN_EINPUT naming the first one outside [0, pages)); a
+** backend whose tables live in device memory will trust them, so that a
+** caller who cannot vouch for a table checks it once with hattn_forward
+** or hattn_reference.  Returns as hattn_run does, and HATTN_EINPUT for a
+** plan made without INPUTS->paged (run it with hattn_run; hattn_run
+** likewise refuses a paged plan).
+*/
+HATTN_API int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTensor *k_pages,
+                              const DLTensor *v_pages, const DLTensor *block_table, DLTensor *o, DLTensor *lse,
+                              void *stream);
 
 /* Free PLAN (NULL is allowed), and its context when it was closed and
 ** nothing else keeps it.  CUDA: the caller makes sure no run of the plan
@@ -492,8 +560,11 @@ HATTN_API int hattn_add_prebuilt(hattn_ctx *ctx, const hattn_prebuilt *table, in
 ** tensors Q, K, V (host memory, kDLCPU, the problem's dtype, any strides)
 ** and inputs, with O a float64 tensor [batch, heads, lq, head_dim] and LSE
 ** (may be NULL) float64 [batch, heads, lq], host memory, any strides.  One
-** row at a time over every key: slow, and meant for tests.  Returns as
-** hattn_forward does (HATTN_EINVAL for KERN NULL).
+** row at a time over every key: slow, and meant for tests.  With
+** INPUTS->paged, K and V are host pools read through its block table (host
+** memory, every entry read checked), as hattn_forward takes them.  Returns
+** as hattn_forward does (HATTN_EINVAL for KERN NULL), also on the CUDA
+** backend's kernels, whose reference reads host memory.
 */
 HATTN_API int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
                               DLTensor *o, DLTensor *lse, const hattn_inputs *inputs);

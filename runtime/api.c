@@ -597,23 +597,126 @@ done:
   return st;
 }
 
+/* Whether PAGE_SIZE and LAYOUT of paged K and V are valid (HATTN_EINPUT
+** with the sentence on KERN's context if not) and, when LAUNCHING, whether
+** KERN's backend runs paged K and V (HATTN_ENOTSUP). */
+static int check_paged_params(hattn_kernel *kern, const char *who, int64_t page_size, int layout,
+                              int launching) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  if (page_size < 1 || page_size > HATTN_MAX_PAGE_SIZE || (page_size & (page_size - 1)) != 0)
+    return fail(ctx, HATTN_EINPUT, "%s: page_size %lld is not a power of two in 1..%d", who, (long long)page_size,
+                HATTN_MAX_PAGE_SIZE);
+  if (layout != HATTN_PAGED_NHD && layout != HATTN_PAGED_HND)
+    return fail(ctx, HATTN_EINPUT, "%s: layout %d is neither HATTN_PAGED_NHD (0) nor HATTN_PAGED_HND (1)", who,
+                layout);
+  if (launching && (be->version < 6 || be->launch_paged == NULL))
+    return fail(ctx, HATTN_ENOTSUP, "%s: paged K and V are not supported on the %s backend yet", who, be->name);
+  return HATTN_OK;
+}
+
+/* Check the paged pools K and V and the block table BT of a
+** launch of KERN with PAGE_SIZE and LAYOUT (checked), on the kernel's
+** device (the host when ON_HOST), every entry the kernel reads included;
+** fill *TK and *TV as cpu.h's hattn__paged wants them, and *PG. */
+static int check_paged(hattn_kernel *kern, int on_host, int64_t page_size, int layout, const DLTensor *k,
+                       const DLTensor *v, const DLTensor *bt, hattn__tensor *tk, hattn__tensor *tv,
+                       hattn__paged *pg) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn_problem *pr = &kern->prob;
+  DLDataType dt, i32 = {kDLInt, 32, 1};
+  int64_t dq[4], dkv[4], dl[3], dims[4], dbt[2], pages, need, b, c;
+  const char *form = layout == HATTN_PAGED_NHD ? "[pages, page_size, kv_heads, head_dim] (HATTN_PAGED_NHD)"
+                                               : "[pages, kv_heads, page_size, head_dim] (HATTN_PAGED_HND)";
+  hattn__tensor tb;
+  int st, i;
+
+  problem_dims(pr, &dt, dq, dkv, dl);
+  for (i = 0; i < 2; i++) {
+    const DLTensor *t = i == 0 ? k : v;
+    const char *name = i == 0 ? "k" : "v";
+    hattn__tensor *out = i == 0 ? tk : tv;
+    int64_t page_stride;
+    if (t == NULL) return fail(ctx, HATTN_ESHAPE, "%s: missing (NULL)", name);
+    if (t->ndim != 4 || t->shape == NULL)
+      return fail(ctx, HATTN_ESHAPE, "%s: a paged pool is 4-d, %s; got %d dimensions%s", name, form, (int)t->ndim,
+                  t->shape == NULL ? " and no shape" : "");
+    pages = i == 0 ? t->shape[0] : k->shape[0];
+    if (pages < 1 || pages > INT32_MAX)
+      return fail(ctx, HATTN_ESHAPE, "%s: a pool of %lld pages; between 1 and 2^31 - 1 (int32 block-table entries)",
+                  name, (long long)t->shape[0]);
+    if (product_above(pages * page_size, pr->kv_heads * pr->head_dim, HATTN_MAX_ELEMENTS))
+      return fail(ctx, HATTN_ESHAPE, "%s: a pool of %lld pages of %lld holds more than HATTN_MAX_ELEMENTS (2^48)",
+                  name, (long long)pages, (long long)page_size);
+    dims[0] = pages, dims[3] = pr->head_dim;
+    dims[1] = layout == HATTN_PAGED_NHD ? page_size : pr->kv_heads;
+    dims[2] = layout == HATTN_PAGED_NHD ? pr->kv_heads : page_size;
+    if ((st = check_tensor_on(kern, on_host, name, t, 4, dims, dt, 1, out)) != HATTN_OK) return st;
+    page_stride = out->stride[0];
+    if (layout == HATTN_PAGED_NHD) {
+      int64_t slot = out->stride[1];
+      out->stride[1] = out->stride[2];
+      out->stride[2] = slot;
+    }
+    out->stride[0] = 0;
+    if (i == 0) pg->k_page_stride = page_stride;
+    else pg->v_page_stride = page_stride;
+  }
+  pages = k->shape[0];
+  need = (pr->lk + page_size - 1) / page_size;
+  if (bt == NULL) return fail(ctx, HATTN_EINPUT, "block_table: missing (NULL); paged K and V need one");
+  if (bt->ndim != 2 || bt->shape == NULL)
+    return fail(ctx, HATTN_ESHAPE, "block_table: %d dimensions, expected 2 (int32 [batch, pages per sequence])",
+                (int)bt->ndim);
+  dbt[0] = pr->batch, dbt[1] = bt->shape[1];
+  if (bt->shape[1] < need)
+    return fail(ctx, HATTN_ESHAPE,
+                "block_table: %lld columns, fewer than the ceil(lk / page_size) = ceil(%lld / %lld) = %lld pages "
+                "a sequence spans",
+                (long long)bt->shape[1], (long long)pr->lk, (long long)page_size, (long long)need);
+  if ((st = check_tensor_on(kern, on_host, "block_table", bt, 2, dbt, i32, 1, &tb)) != HATTN_OK) return st;
+  pg->block_table = tb.data;
+  pg->table_stride = tb.stride[0];
+  pg->page_size = page_size;
+  pg->npages = pages;
+  /* The entries are data; the kernels read them where they live, so the
+  ** host checks them where they are host memory (every backend that
+  ** reads paged K and V today). */
+  if (on_host || kern->kk->be->dl_device == kDLCPU)
+    for (b = 0; b < pr->batch; b++)
+      for (c = 0; c < need; c++) {
+        int32_t e = pg->block_table[b * pg->table_stride + c];
+        if (e < 0 || e >= pages)
+          return fail(ctx, HATTN_EINPUT,
+                      "block_table[%lld][%lld] is %d, outside the pool's pages [0, %lld)", (long long)b,
+                      (long long)c, (int)e, (long long)pages);
+      }
+  return HATTN_OK;
+}
+
 /* The checked tensors of a launch of KERN: Q, K, V, O on the kernel's
 ** device in the problem's dtype and shapes, LSE (NULL: none; TL then has
-** data NULL and compact strides). */
+** data NULL and compact strides).  With PAGED (NULL: contiguous K and V),
+** K and V are pools of pages read through block table BT, and *PG is
+** filled (PAGED's own block_table is not read). */
 static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
-                         const DLTensor *o, const DLTensor *lse, hattn__tensor *tq, hattn__tensor *tk,
-                         hattn__tensor *tv, hattn__tensor *to, hattn__tensor *tl) {
+                         const DLTensor *o, const DLTensor *lse, const hattn_paged_kv *paged, const DLTensor *bt,
+                         hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv, hattn__tensor *to,
+                         hattn__tensor *tl, hattn__paged *pg) {
   const hattn_problem *pr = &kern->prob;
   DLDataType dt, f32 = {kDLFloat, 32, 1};
   int64_t dq[4], dkv[4], dl[3];
   int st;
 
   problem_dims(pr, &dt, dq, dkv, dl);
-  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, tq)) != HATTN_OK ||
-      (st = check_tensor(kern, "k", k, 4, dkv, dt, 1, tk)) != HATTN_OK ||
-      (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, tv)) != HATTN_OK ||
-      (st = check_tensor(kern, "o", o, 4, dq, dt, 1, to)) != HATTN_OK)
+  if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, tq)) != HATTN_OK) return st;
+  if (paged != NULL) {
+    if ((st = check_paged(kern, 0, paged->page_size, paged->layout, k, v, bt, tk, tv, pg)) != HATTN_OK) return st;
+  } else if ((st = check_tensor(kern, "k", k, 4, dkv, dt, 1, tk)) != HATTN_OK ||
+             (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, tv)) != HATTN_OK) {
     return st;
+  }
+  if ((st = check_tensor(kern, "o", o, 4, dq, dt, 1, to)) != HATTN_OK) return st;
   if (lse) return check_tensor(kern, "lse", lse, 3, dl, f32, 0, tl);
   memset(tl, 0, sizeof *tl);
   tl->stride[0] = pr->heads * pr->lq, tl->stride[1] = pr->lq, tl->stride[2] = 1, tl->stride[3] = 1;
@@ -625,6 +728,7 @@ static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *
 struct hattn_plan {
   hattn_kernel kern;
   void *prob;
+  hattn_paged_kv paged;         /* page_size 0: contiguous K and V (hattn_run) */
 };
 
 /* Make *OUT for KERN and INPUTS: the checked run-time data, then the
@@ -642,7 +746,14 @@ static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan 
 
   *out = NULL;
   if (inputs == NULL) inputs = &none;
+  if (inputs->paged != NULL &&
+      (st = check_paged_params(kern, "inputs.paged", inputs->paged->page_size, inputs->paged->layout, 1)) != HATTN_OK)
+    return st;
   if ((plan = calloc(1, sizeof *plan)) == NULL) return fail(ctx, HATTN_ENOMEM, "out of memory for a plan");
+  if (inputs->paged != NULL) {
+    plan->paged.page_size = inputs->paged->page_size;
+    plan->paged.layout = inputs->paged->layout;
+  }
   if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto fail_env;
   ctx->buf[0] = 0;
   st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &plan->prob, ctx->buf,
@@ -685,13 +796,16 @@ const char *hattn_plan_errmsg(const hattn_plan *plan) { return plan ? hattn_errm
 ** backend can (launch_async), else the backend's synchronous launch; with
 ** WAIT, the backend's launch, which returns when the outputs are written. */
 static int plan_launch(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
-                       hattn__tensor *to, hattn__tensor *tl, void *stream, int wait) {
+                       const hattn__paged *pg, hattn__tensor *to, hattn__tensor *tl, void *stream, int wait) {
   hattn_kernel *kern = &plan->kern;
   hattn_ctx *ctx = kern->ctx;
   const hattn__backend_i *be = kern->kk->be;
   int st;
   ctx->buf[0] = 0;
-  if (!wait && be->launch_async != NULL)
+  if (pg != NULL)
+    st = be->launch_paged(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, to, tl, stream, ctx->buf,
+                          sizeof ctx->buf);
+  else if (!wait && be->launch_async != NULL)
     st = be->launch_async(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, to, tl, stream, ctx->buf,
                           sizeof ctx->buf);
   else
@@ -707,21 +821,47 @@ int hattn_run(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTe
   hattn__tensor tq, tk, tv, to, tl;
   int st;
   if (plan == NULL) return HATTN_EINVAL;
-  if ((st = check_tensors(&plan->kern, q, k, v, o, lse, &tq, &tk, &tv, &to, &tl)) != HATTN_OK) return st;
-  return plan_launch(plan, &tq, &tk, &tv, &to, &tl, stream, 0);
+  if (plan->paged.page_size != 0)
+    return fail(plan->kern.ctx, HATTN_EINPUT,
+                "hattn_run: the plan was made for paged K and V (inputs.paged): run it with hattn_run_paged");
+  if ((st = check_tensors(&plan->kern, q, k, v, o, lse, NULL, NULL, &tq, &tk, &tv, &to, &tl, NULL)) != HATTN_OK)
+    return st;
+  return plan_launch(plan, &tq, &tk, &tv, NULL, &to, &tl, stream, 0);
+}
+
+int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTensor *k_pages, const DLTensor *v_pages,
+                    const DLTensor *block_table, DLTensor *o, DLTensor *lse, void *stream) {
+  hattn__tensor tq, tk, tv, to, tl;
+  hattn__paged pg;
+  int st;
+  if (plan == NULL) return HATTN_EINVAL;
+  if (plan->paged.page_size == 0)
+    return fail(plan->kern.ctx, HATTN_EINPUT,
+                "hattn_run_paged: the plan was made for contiguous K and V (inputs.paged was NULL): run it with "
+                "hattn_run");
+  if ((st = check_tensors(&plan->kern, q, k_pages, v_pages, o, lse, &plan->paged, block_table, &tq, &tk, &tv, &to,
+                          &tl, &pg)) != HATTN_OK)
+    return st;
+  return plan_launch(plan, &tq, &tk, &tv, &pg, &to, &tl, stream, 0);
 }
 
 int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
                   DLTensor *lse, const hattn_inputs *inputs, void *stream) {
   hattn__tensor tq, tk, tv, to, tl;
+  hattn__paged pg;
+  const hattn_paged_kv *paged = inputs != NULL ? inputs->paged : NULL;
   hattn_plan *plan = NULL;
   int st;
 
   if (kern == NULL) return HATTN_EINVAL;
+  if (paged != NULL && (st = check_paged_params(kern, "inputs.paged", paged->page_size, paged->layout, 1)) != HATTN_OK)
+    return st;
   /* The tensors before the run-time data, as hattn_run checks them. */
-  if ((st = check_tensors(kern, q, k, v, o, lse, &tq, &tk, &tv, &to, &tl)) != HATTN_OK) return st;
+  if ((st = check_tensors(kern, q, k, v, o, lse, paged, paged ? paged->block_table : NULL, &tq, &tk, &tv, &to, &tl,
+                          &pg)) != HATTN_OK)
+    return st;
   if ((st = plan_make(kern, inputs, &plan)) != HATTN_OK) return st;
-  st = plan_launch(plan, &tq, &tk, &tv, &to, &tl, stream, 1);
+  st = plan_launch(plan, &tq, &tk, &tv, paged ? &pg : NULL, &to, &tl, stream, 1);
   hattn_plan_destroy(plan);
   return st;
 }
@@ -819,16 +959,24 @@ int hattn_merge(hattn_ctx *ctx, int nparts, const DLTensor *const *o_parts, cons
 
 /* ---- the reference ------------------------------------------------------------- */
 
-/* Copy the [n0, n1, n2, n3] tensor T of DTYPE into the contiguous X. */
-static void gather(const hattn__tensor *t, hattn__dtype dtype, const int64_t n[4], double *x) {
-  int64_t a, b, c, d, i = 0;
+/* Copy the [n0, n1, n2, n3] tensor T of DTYPE into the contiguous X; with
+** PG (K or V paged, T its pool as cpu.h's hattn__paged says, pages
+** PAGE_STRIDE elements apart), position c of batch entry a through the
+** block table. */
+static void gather(const hattn__tensor *t, const hattn__paged *pg, int64_t page_stride, hattn__dtype dtype,
+                   const int64_t n[4], double *x) {
+  int64_t a, b, c, d, i = 0, base;
   for (a = 0; a < n[0]; a++)
     for (b = 0; b < n[1]; b++)
-      for (c = 0; c < n[2]; c++)
-        for (d = 0; d < n[3]; d++)
-          x[i++] = hattn__elem_get(t->data, dtype,
-                                   (size_t)(a * t->stride[0] + b * t->stride[1] + c * t->stride[2] +
-                                            d * t->stride[3]));
+      for (c = 0; c < n[2]; c++) {
+        if (pg != NULL) {
+          int64_t page = pg->block_table[a * pg->table_stride + c / pg->page_size];
+          base = page * page_stride + b * t->stride[1] + (c % pg->page_size) * t->stride[2];
+        } else {
+          base = a * t->stride[0] + b * t->stride[1] + c * t->stride[2];
+        }
+        for (d = 0; d < n[3]; d++) x[i++] = hattn__elem_get(t->data, dtype, (size_t)(base + d * t->stride[3]));
+      }
 }
 
 /* Copy the contiguous X into the float64 [n0, n1, n2, n3] tensor T. */
@@ -851,6 +999,8 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
   hattn__mask_env env;
   hattn__layout *lays = NULL;
   hattn__tensor tq, tk, tv, to, tl;
+  hattn__paged pg;
+  const hattn_paged_kv *paged;
   DLDataType dt, f64 = {kDLFloat, 64, 1};
   int64_t dq[4], dkv[4], dl[4];
   double *qd = NULL, *kd = NULL, *vd = NULL, *od = NULL, *ld = NULL;
@@ -861,13 +1011,21 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
   ctx = kern->ctx;
   pr = &kern->prob;
   if (inputs == NULL) inputs = &none;
+  paged = inputs->paged;
+  memset(&pg, 0, sizeof pg);
   problem_dims(pr, &dt, dq, dkv, dl);
   dl[3] = 1;
-  if ((st = check_tensor_on(kern, 1, "q", q, 4, dq, dt, 0, &tq)) != HATTN_OK ||
-      (st = check_tensor_on(kern, 1, "k", k, 4, dkv, dt, 0, &tk)) != HATTN_OK ||
-      (st = check_tensor_on(kern, 1, "v", v, 4, dkv, dt, 0, &tv)) != HATTN_OK ||
-      (st = check_tensor_on(kern, 1, "o", o, 4, dq, f64, 0, &to)) != HATTN_OK)
+  if ((st = check_tensor_on(kern, 1, "q", q, 4, dq, dt, 0, &tq)) != HATTN_OK) return st;
+  if (paged != NULL) {
+    if ((st = check_paged_params(kern, "inputs.paged", paged->page_size, paged->layout, 0)) != HATTN_OK ||
+        (st = check_paged(kern, 1, paged->page_size, paged->layout, k, v, paged->block_table, &tk, &tv, &pg)) !=
+            HATTN_OK)
+      return st;
+  } else if ((st = check_tensor_on(kern, 1, "k", k, 4, dkv, dt, 0, &tk)) != HATTN_OK ||
+             (st = check_tensor_on(kern, 1, "v", v, 4, dkv, dt, 0, &tv)) != HATTN_OK) {
     return st;
+  }
+  if ((st = check_tensor_on(kern, 1, "o", o, 4, dq, f64, 0, &to)) != HATTN_OK) return st;
   if (lse && (st = check_tensor_on(kern, 1, "lse", lse, 3, dl, f64, 0, &tl)) != HATTN_OK) return st;
   if (lse) tl.stride[3] = 0;
   if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto done;
@@ -881,9 +1039,9 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
     st = fail(ctx, HATTN_ENOMEM, "out of memory for the reference");
     goto done;
   }
-  gather(&tq, dtype_of(pr->dtype), dq, qd);
-  gather(&tk, dtype_of(pr->dtype), dkv, kd);
-  gather(&tv, dtype_of(pr->dtype), dkv, vd);
+  gather(&tq, NULL, 0, dtype_of(pr->dtype), dq, qd);
+  gather(&tk, paged ? &pg : NULL, pg.k_page_stride, dtype_of(pr->dtype), dkv, kd);
+  gather(&tv, paged ? &pg : NULL, pg.v_page_stride, dtype_of(pr->dtype), dkv, vd);
   ctx->buf[0] = 0;
   st = hattn__reference(kern->pat, &shape, &env, kern->spec->nlayouts, qd, kd, vd, od, ld, ctx->buf,
                         sizeof ctx->buf);

@@ -32,8 +32,9 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 5  /* 2: candidates, memory, time (the tuner); 3: the tools;
-                                      ** 4: launch_async (hattn_run); 5: merge (hattn_merge) */
+#define HATTN__BACKEND_I_VERSION 6  /* 2: candidates, memory, time (the tuner); 3: the tools;
+                                      ** 4: launch_async (hattn_run); 5: merge (hattn_merge);
+                                      ** 6: launch_paged (paged K and V) */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -223,6 +224,17 @@ typedef struct hattn__backend_i {
   int (*merge)(void *dev, int nparts, const hattn__tensor *o_parts, const hattn__tensor *lse_parts,
                hattn__tensor *o, hattn__tensor *lse, hattn__dtype dtype, const int64_t dims[4], void *stream,
                char *err, size_t errlen);
+
+  /* Version 6: paged K and V. */
+
+  /* Launch KERN on PROB as LAUNCH does (synchronously), with K and V
+  ** paged as PG says (cpu.h: K and V are the pools, stride[0] unused),
+  ** every block-table entry the launch reads checked by the caller.
+  ** Optional: NULL where the backend cannot read paged K and V (the API
+  ** then says HATTN_ENOTSUP). */
+  int (*launch_paged)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                      const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
+                      void *stream, char *err, size_t errlen);
 } hattn__backend_i;
 
 

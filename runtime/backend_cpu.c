@@ -297,6 +297,14 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
   return hattn__cpu_launch(hattn__cpu_kernel_fn(kern), prob, q, k, v, o, lse, ((cpu_dev *)dev)->pool, err, errlen);
 }
 
+static int launch_paged(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                        const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
+                        void *stream, char *err, size_t errlen) {
+  (void)stream;
+  return hattn__cpu_launch_paged(hattn__cpu_kernel_fn(kern), prob, q, k, v, pg, o, lse, ((cpu_dev *)dev)->pool,
+                                 err, errlen);
+}
+
 /* ---- the tuner: candidates, memory, timing ------------------------------------- */
 
 /* Append the tile (BM, BN, ROWS, VEC) at THREADS to C (N of CAP used) when
@@ -529,4 +537,5 @@ hattn__backend_i hattn__backend_cpu = {
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
     .launch_async = NULL,       /* hattn_run takes the synchronous launch over the pool */
     .merge = merge,
+    .launch_paged = launch_paged,
 };

@@ -334,4 +334,5 @@ hattn__backend_i hattn__backend_cuda = {
     .config_describe = config_describe,
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
     .launch_async = launch_async,
+    .launch_paged = NULL,       /* paged K and V: not on CUDA yet (the API says HATTN_ENOTSUP) */
 };

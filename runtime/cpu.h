@@ -96,6 +96,21 @@ typedef struct hattn__tensor {
   int64_t stride[4];
 } hattn__tensor;
 
+/* Paged K and V (hattn_paged_kv): K and V are pools of pages of PAGE_SIZE
+** (a power of two) key positions, passed as hattn__tensor with stride[0]
+** 0, stride[1] between kv heads, stride[2] between slots of a page; key k
+** of batch entry b is slot k % PAGE_SIZE of page BLOCK_TABLE[b *
+** TABLE_STRIDE + k / PAGE_SIZE], K_PAGE_STRIDE (V_PAGE_STRIDE) elements
+** apart.  Every entry a launch reads is in [0, NPAGES) (checked by the
+** caller). */
+typedef struct hattn__paged {
+  const int32_t *block_table;
+  int64_t table_stride;
+  int64_t page_size;
+  int64_t npages;
+  int64_t k_page_stride, v_page_stride;
+} hattn__paged;
+
 /* Contiguous element strides for SHAPE: Q and O as [batch, heads, lq,
 ** head_dim], K and V as [batch, kv_heads, lk, head_dim], LSE as [batch,
 ** heads, lq] (its stride[3] is 1 and unused).  Data pointers untouched. */
@@ -132,6 +147,12 @@ int hattn__cpu_problem_reserve(hattn__cpu_problem *pr, int nthreads, char *err, 
 int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen);
+
+/* hattn__cpu_launch with K and V paged as PG says (NULL: contiguous). */
+int hattn__cpu_launch_paged(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
+                            const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
+                            hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool, char *err,
+                            size_t errlen);
 
 /* hattn__cpu_problem_create, hattn__cpu_launch and destroy in one call:
 ** the tensors are checked before the run-time data. */

@@ -232,6 +232,13 @@ int hattn__cpu_problem_reserve(hattn__cpu_problem *pr, int nthreads, char *err, 
 int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
+  return hattn__cpu_launch_paged(fn, pr, q, k, v, NULL, o, lse, pool, err, errlen);
+}
+
+int hattn__cpu_launch_paged(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
+                            const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
+                            hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool, char *err,
+                            size_t errlen) {
   hattn_cpu_args args;
   run_ctx ctx;
   int64_t t;
@@ -251,6 +258,21 @@ int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__ten
     args.v_stride[i] = v->stride[i];
     args.o_stride[i] = o->stride[i];
     if (i < 3 && lse != NULL) args.lse_stride[i] = lse->stride[i];
+  }
+  args.block_table = NULL;
+  args.block_table_stride = args.page_shift = args.k_page_stride = args.v_page_stride = 0;
+  if (pg != NULL) {
+    if (pg->page_size < 1 || (pg->page_size & (pg->page_size - 1)) != 0 || pg->block_table == NULL) {
+      snprintf(err, errlen, "paged K and V: page size %lld is not a power of two, or no block table",
+               (long long)pg->page_size);
+      return HATTN_EINPUT;
+    }
+    args.block_table = pg->block_table;
+    args.block_table_stride = pg->table_stride;
+    while ((INT64_C(1) << args.page_shift) < pg->page_size) args.page_shift++;
+    args.k_page_stride = pg->k_page_stride;
+    args.v_page_stride = pg->v_page_stride;
+    args.k_stride[0] = args.v_stride[0] = 0;
   }
 
   nthreads = pool != NULL ? hattn__pool_threads(pool) : 1;

@@ -45,6 +45,11 @@
   "      --docs LEN        document: packed documents of LEN tokens (default one)\n"        \
   "      --doc-lens A,B,.. document: these lengths; the last takes the rest\n"            \
   "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"           \
+  "      --page-size P     paged K and V: scatter K and V into pages of P positions\n"     \
+  "                        (a power of two, 1 to 256) of a shuffled pool, unused\n"       \
+  "                        pages NaN, and run the kernel through a block table (cpu)\n"   \
+  "      --page-layout L   the pool's layout with --page-size: nhd [pages, P,\n"          \
+  "                        kv_heads, D] (the default) or hnd [pages, kv_heads, P, D]\n"  \
   "  -h, --help            this text\n"                                                     \
   "\n"                                                                                       \
   "Q and O are [batch, heads, N, D], K and V [batch, kv_heads, M, D], in the dtype\n"     \
@@ -53,7 +58,8 @@
   "[-1, 1), drawn for Q, then K, then V by splitmix64 from the seed, and rounded\n"       \
   "to the dtype (to nearest even).  topk(K) is routed from the inputs.  The time is\n"  \
   "the median of up to 20 runs of the kernel (as many as about a second holds) after\n" \
-  "the backend's warm-up runs: the wall clock on the cpu, device events on cuda.\n"
+  "the backend's warm-up runs: the wall clock on the cpu, device events on cuda.\n"     \
+  "With --page-size the .npy files still hold the logical, unpaged K and V.\n"
 
 static const char run_usage[] =
   "usage: hattn run FILE --seqlen N[,M] [options]\n"
@@ -90,6 +96,8 @@ typedef struct run_args {
   uint64_t seed;
   int64_t threads, bm, bn, rows;                      /* 0: the default */
   const char *db;                                     /* --db: kernels from the runtime's lookup */
+  int64_t page_size;                                  /* --page-size, 0: contiguous K and V */
+  const char *page_layout;                            /* --page-layout, NULL: nhd */
   tool_rtdata rt;
 } run_args;
 
@@ -109,7 +117,7 @@ static int parse_seed(const char *s, uint64_t *out) {
 /* Parse ARGV into A: 1 for --help (printed), 0 to go on, -1 on a usage
 ** error (printed). */
 static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
-  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB };
+  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB, O_PAGE_SIZE, O_PAGE_LAYOUT };
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'},  {"backend", required_argument, 0, O_BACKEND},
     {"batch", required_argument, 0, 'B'},    {"heads", required_argument, 0, 'H'},
@@ -121,6 +129,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     {"block", required_argument, 0, 'b'},    {"rows", required_argument, 0, O_ROWS},
     {"docs", required_argument, 0, 'D'},     {"doc-lens", required_argument, 0, 'L'},
     {"layout", required_argument, 0, 'Y'},   {"help", no_argument, 0, 'h'},
+    {"page-size", required_argument, 0, O_PAGE_SIZE}, {"page-layout", required_argument, 0, O_PAGE_LAYOUT},
     {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -150,6 +159,21 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     case 'b': if (tool_parse_pair("--block", optarg, 0, &a->bm, &a->bn)) return -1; break;
     case O_ROWS: if (tool_parse_len("--rows", optarg, 0, &a->rows)) return -1; break;
     case O_DB: if (tool_parse_db(optarg, &a->db)) return -1; break;
+    case O_PAGE_SIZE:
+      if (tool_parse_len("--page-size", optarg, 0, &a->page_size)) return -1;
+      if (a->page_size < 1 || a->page_size > HATTN_MAX_PAGE_SIZE || (a->page_size & (a->page_size - 1)) != 0) {
+        fprintf(stderr, "hattn %s: --page-size: %s is not a power of two from 1 to %d\n", argv[0], optarg,
+                HATTN_MAX_PAGE_SIZE);
+        return -1;
+      }
+      break;
+    case O_PAGE_LAYOUT:
+      if (strcmp(optarg, "nhd") != 0 && strcmp(optarg, "hnd") != 0) {
+        fprintf(stderr, "hattn %s: --page-layout: expected nhd or hnd, got '%s'\n", argv[0], optarg);
+        return -1;
+      }
+      a->page_layout = optarg;
+      break;
     case 'h': fputs(usage, stdout); return 1;
     default: fputs(usage, stderr); return -1;
     }
@@ -159,6 +183,10 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     return -1;
   }
   a->file = argv[optind];
+  if (a->page_layout != NULL && a->page_size == 0) {
+    fprintf(stderr, "hattn %s: --page-layout needs --page-size\n", argv[0]);
+    return -1;
+  }
   if (a->lq == 0 && a->in_dir == NULL) {
     fprintf(stderr, "hattn %s: --seqlen is required (or --in DIR)\n\n%s", argv[0], usage);
     return -1;
@@ -407,6 +435,82 @@ static int cmp_double(const void *x, const void *y) {
   return (a > b) - (a < b);
 }
 
+/* Paged K and V on the host: pools of A->page_size positions in A's
+** layout, every page NaN until the logical K and V of D are scattered
+** into the pages of a block table that lists a random permutation of the
+** pool (one page more than the batch needs stays unused). */
+typedef struct run_pages {
+  int64_t need, npages;       /* pages per sequence, pages in the pool */
+  size_t nelem;               /* elements of one pool */
+  void *k, *v;
+  int32_t *table;             /* [batch, need] */
+} run_pages;
+
+static int make_pages(const char *cmd, const run_args *a, const run_data *d, run_pages *pg) {
+  const hattn__shape *s = &d->shape;
+  int64_t P = a->page_size, b, h, t, i, *perm = NULL;
+  int hnd = a->page_layout != NULL && strcmp(a->page_layout, "hnd") == 0;
+  size_t esz = (size_t)hattn__dtype_size(d->dtype);
+  uint64_t state = a->seed ^ 0x70616765ull;
+
+  pg->need = (s->lk + P - 1) / P;
+  pg->npages = s->batch * pg->need + 1;
+  if (count4(pg->npages, P, s->kv_heads, s->head_dim) < 0 || pg->npages > INT32_MAX) {
+    fprintf(stderr, "hattn %s: the page pool is too large\n", cmd);
+    return -1;
+  }
+  pg->nelem = (size_t)(pg->npages * P * s->kv_heads * s->head_dim);
+  pg->k = malloc(pg->nelem * esz + 1);
+  pg->v = malloc(pg->nelem * esz + 1);
+  pg->table = malloc((size_t)(s->batch * pg->need) * sizeof *pg->table + 1);
+  perm = malloc((size_t)pg->npages * sizeof *perm);
+  if (!pg->k || !pg->v || !pg->table || !perm) {
+    free(perm);
+    fprintf(stderr, "hattn %s: out of memory for the page pool\n", cmd);
+    return -1;
+  }
+  for (i = 0; i < pg->npages; i++) perm[i] = i;
+  for (i = pg->npages - 1; i > 0; i--) {
+    int64_t j = (int64_t)(hattn__splitmix64(&state) % (uint64_t)(i + 1)), x = perm[i];
+    perm[i] = perm[j], perm[j] = x;
+  }
+  for (i = 0; i < s->batch * pg->need; i++) pg->table[i] = (int32_t)perm[i];
+  free(perm);
+  for (i = 0; i < (int64_t)pg->nelem; i++) {
+    hattn__elem_set(pg->k, d->dtype, (size_t)i, NAN);
+    hattn__elem_set(pg->v, d->dtype, (size_t)i, NAN);
+  }
+  for (b = 0; b < s->batch; b++)
+    for (h = 0; h < s->kv_heads; h++)
+      for (t = 0; t < s->lk; t++) {
+        int64_t page = pg->table[b * pg->need + t / P], slot = t % P;
+        size_t src = (size_t)(((b * s->kv_heads + h) * s->lk + t) * s->head_dim);
+        size_t dst = (size_t)((hnd ? (page * s->kv_heads + h) * P + slot : (page * P + slot) * s->kv_heads + h) *
+                              s->head_dim);
+        memcpy((char *)pg->k + dst * esz, (char *)d->k + src * esz, (size_t)s->head_dim * esz);
+        memcpy((char *)pg->v + dst * esz, (char *)d->v + src * esz, (size_t)s->head_dim * esz);
+      }
+  return 0;
+}
+
+static void pages_free(run_pages *pg) {
+  free(pg->k);
+  free(pg->v);
+  free(pg->table);
+}
+
+/* The median of N sorted SAMPLES (microseconds) in milliseconds. */
+static double median_ms(double *samples, int n) {
+  qsort(samples, (size_t)n, sizeof *samples, cmp_double);
+  return n > 0 ? (n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2])) / 1e3 : 0;
+}
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
 /*
 ** Get pattern P's kernel on device 0 of backend BE: compiled with the
 ** tiles of A, or from the runtime's lookup with --db.  Upload D's inputs
@@ -422,6 +526,10 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   const hattn__tile tile = {(int)a->bm, (int)a->bn, (int)a->rows, 0};
   const char *from = "compiled";
   void *dev = NULL, *kern = NULL, *prob = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
+  void *dt = NULL;
+  run_pages pages;
+  hattn__paged paged;
+  size_t nk = d->nkv;
   size_t esz = (size_t)hattn__dtype_size(d->dtype);
   hattn__kcache *kc = NULL;
   hattn__kernel_desc desc;
@@ -433,6 +541,16 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   int rc = TOOL_USAGE, n = 0;
 
   memset(&cfg, 0, sizeof cfg);
+  memset(&pages, 0, sizeof pages);
+  if (a->page_size > 0 && (be->version < 6 || be->launch_paged == NULL)) {
+    fprintf(stderr, "hattn %s: paged K and V (--page-size) are not supported on the %s backend yet\n", cmd,
+            be->name);
+    goto done;
+  }
+  if (a->page_size > 0) {
+    if (make_pages(cmd, a, d, &pages)) goto done;
+    nk = pages.nelem;
+  }
   if (be->dev_open(0, (int)a->threads, &dev, err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     goto done;
@@ -473,13 +591,13 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   cfg.threads = (int)a->threads;
   if (be->problem_create(dev, &desc, &cfg, s, env, &prob, err, sizeof err) != HATTN_OK ||
       be->mem_alloc(dev, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
-      be->mem_alloc(dev, d->nkv * esz, &dk, err, sizeof err) != HATTN_OK ||
-      be->mem_alloc(dev, d->nkv * esz, &dv, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, nk * esz, &dk, err, sizeof err) != HATTN_OK ||
+      be->mem_alloc(dev, nk * esz, &dv, err, sizeof err) != HATTN_OK ||
       be->mem_alloc(dev, d->nq * esz, &dout, err, sizeof err) != HATTN_OK ||
       be->mem_alloc(dev, d->nlse * sizeof(float), &dl, err, sizeof err) != HATTN_OK ||
       be->mem_upload(dev, dq, d->q, d->nq * esz, err, sizeof err) != HATTN_OK ||
-      be->mem_upload(dev, dk, d->k, d->nkv * esz, err, sizeof err) != HATTN_OK ||
-      be->mem_upload(dev, dv, d->v, d->nkv * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_upload(dev, dk, pages.k ? pages.k : d->k, nk * esz, err, sizeof err) != HATTN_OK ||
+      be->mem_upload(dev, dv, pages.v ? pages.v : d->v, nk * esz, err, sizeof err) != HATTN_OK ||
       be->mem_set(dev, dout, 0xff, d->nq * esz, err, sizeof err) != HATTN_OK ||
       be->mem_set(dev, dl, 0xff, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
@@ -487,16 +605,58 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   }
   set.q.data = dq, set.k.data = dk, set.v.data = dv, set.o.data = dout, set.lse.data = dl;
   hattn__tensor_strides(s, &set.q, &set.k, &set.v, &set.o, &set.lse);
-  if (be->launch(dev, kern, prob, &set.q, &set.k, &set.v, &set.o, &set.lse, NULL, err, sizeof err) != HATTN_OK ||
+  if (a->page_size > 0) {
+    /* The pools as cpu.h's hattn__paged reads them, the table uploaded;
+    ** timed by the wall clock around each launch (the time operation
+    ** launches contiguous K and V only). */
+    int64_t P = a->page_size, D = s->head_dim, HK = s->kv_heads;
+    int reps;
+    int hnd = a->page_layout != NULL && strcmp(a->page_layout, "hnd") == 0;
+    size_t tbytes = (size_t)(s->batch * pages.need) * sizeof(int32_t);
+    double t0;
+    set.k.stride[0] = set.v.stride[0] = 0;
+    set.k.stride[1] = set.v.stride[1] = hnd ? P * D : D;
+    set.k.stride[2] = set.v.stride[2] = hnd ? D : HK * D;
+    if (be->mem_alloc(dev, tbytes, &dt, err, sizeof err) != HATTN_OK ||
+        be->mem_upload(dev, dt, pages.table, tbytes, err, sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+    paged.block_table = dt;
+    paged.table_stride = pages.need;
+    paged.page_size = P;
+    paged.npages = pages.npages;
+    paged.k_page_stride = paged.v_page_stride = P * HK * D;
+    /* The first run writes the outputs from poison and is the warm-up. */
+    t0 = now_us();
+    if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, err,
+                         sizeof err) != HATTN_OK ||
+        be->mem_download(dev, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
+        be->mem_download(dev, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+    reps = run_reps(NULL, (now_us() - t0) / 1e6);
+    for (n = 0; n < reps; n++) {
+      t0 = now_us();
+      if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, err,
+                           sizeof err) != HATTN_OK) {
+        fprintf(stderr, "hattn %s: %s\n", cmd, err);
+        goto done;
+      }
+      samples[n] = now_us() - t0;
+    }
+    *ms = median_ms(samples, n);
+  } else if (be->launch(dev, kern, prob, &set.q, &set.k, &set.v, &set.o, &set.lse, NULL, err, sizeof err) != HATTN_OK ||
       be->mem_download(dev, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
       be->mem_download(dev, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK ||
       be->time(dev, kern, prob, &desc, &cfg, &set, 1, 0, run_reps, NULL, RUN_REPS, samples, &n, err, sizeof err) !=
           HATTN_OK) {
     fprintf(stderr, "hattn %s: %s\n", cmd, err);
     goto done;
+  } else {
+    *ms = median_ms(samples, n);
   }
-  qsort(samples, (size_t)n, sizeof *samples, cmp_double);
-  *ms = n > 0 ? (n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2])) / 1e3 : 0;
   be->config_describe(dev, &cfg, text, sizeof text);
   snprintf(config, configlen, "%s, kernel %s", text, from);
   rc = TOOL_OK;
@@ -507,7 +667,9 @@ done:
     be->mem_free(dev, dv);
     be->mem_free(dev, dout);
     be->mem_free(dev, dl);
+    be->mem_free(dev, dt);
   }
+  pages_free(&pages);
   be->problem_destroy(prob);
   hattn__kcache_close(kc);
   be->dev_close(dev);
@@ -647,6 +809,8 @@ static int run_main(int argc, char **argv, int verify) {
          (long long)a.batch, (long long)a.heads, (long long)a.lq, (long long)a.head_dim,
          (long long)a.batch, (long long)a.kv_heads, (long long)a.lk, (long long)a.head_dim,
          hattn__dtype_name(d.dtype));
+  if (a.page_size > 0)
+    printf(" paged %lld %s", (long long)a.page_size, a.page_layout ? a.page_layout : "nhd");
   if (a.in_dir) printf(" from %s", a.in_dir);
   else printf(" seed %llu", (unsigned long long)a.seed);
   printf(" | %s | kernel %.3f ms", config, ms);

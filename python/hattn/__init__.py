@@ -105,12 +105,21 @@ class _Layout(ctypes.Structure):
                 ("nkb", ctypes.c_int64), ("bits", ctypes.c_void_p)]
 
 
+class _PagedKV(ctypes.Structure):
+    _fields_ = [("page_size", ctypes.c_int64), ("layout", ctypes.c_int),
+                ("block_table", ctypes.POINTER(DLTensor))]
+
+
 class _Inputs(ctypes.Structure):
     _fields_ = [("doc_offsets", ctypes.c_void_p), ("ndocs", ctypes.c_int64),
                 ("layouts", ctypes.POINTER(_Layout)), ("nlayouts", ctypes.c_int),
                 ("topk_blocks", ctypes.c_void_p), ("topk_k", ctypes.c_int64),
                 ("alibi_slopes", ctypes.c_void_p), ("sink_logits", ctypes.c_void_p),
-                ("seed", ctypes.c_uint64)]
+                ("seed", ctypes.c_uint64), ("paged", ctypes.POINTER(_PagedKV))]
+
+
+# Layouts of paged K and V pools (hattn_paged_layout), by name.
+PAGE_LAYOUTS = {"nhd": 0, "hnd": 1}    # [pages, P, kv_heads, D], [pages, kv_heads, P, D]
 
 
 def _find_library():
@@ -178,6 +187,9 @@ def _L():
         "hattn_plan_create": (ci, [vp, ctypes.POINTER(_Inputs), pp]),
         "hattn_run": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                            ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), vp]),
+        "hattn_run_paged": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                                 ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                                 ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), vp]),
         "hattn_plan_destroy": (None, [vp]),
         "hattn_plan_errmsg": (cs, [vp]),
         "hattn_merge": (ci, [vp, ci, ctypes.POINTER(ctypes.POINTER(DLTensor)),
@@ -602,8 +614,28 @@ class Kernel:
         tl = _Tensor("lse", lse, FP32, output=True) if lse is not None else None
         return o, lse, (tq, tk, tv, to, tl)
 
+    def _paged(self, k, page_size, page_layout, block_table, inp, keep):
+        """Point INP at a _PagedKV of PAGE_SIZE (None: from the pool K's
+        shape) and PAGE_LAYOUT ("nhd" or "hnd"), with BLOCK_TABLE (None: a
+        plan's, which takes its table at run time)."""
+        if page_layout not in PAGE_LAYOUTS:
+            raise ValueError("page_layout: expected 'nhd' or 'hnd', got %r" % (page_layout,))
+        if page_size is None:
+            shape = getattr(k, "shape", None)
+            if shape is None or len(shape) != 4:
+                raise ValueError("page_size: not given, and k is not a 4-d pool to take it from")
+            page_size = shape[1] if page_layout == "nhd" else shape[2]
+        pk = _PagedKV(_int("page_size", page_size), PAGE_LAYOUTS[page_layout], None)
+        if block_table is not None:
+            tb = _Tensor("block_table", block_table, None)
+            keep.append(tb)
+            pk.block_table = ctypes.pointer(tb.t)
+        keep.append(pk)
+        inp.paged = ctypes.pointer(pk)
+
     def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None,
-                alibi_slopes=None, sink_logits=None, seed=0):
+                alibi_slopes=None, sink_logits=None, seed=0, block_table=None, page_size=None,
+                page_layout="nhd"):
         """O = attention(q, k, v) and LSE; returns (o, lse).  Each call plans,
         runs and (CUDA) synchronises the device: to run one problem many
         times, make a plan() once.
@@ -614,8 +646,16 @@ class Kernel:
         float32 [heads] for a pattern "with alibi"; sink_logits: float32
         [heads], learned sink logits (one more softmax term per row, with no
         value; -inf for none); seed: nonzero, XORed into every random()
-        atom's seed; out: (o, lse) to write into (lse may be None)."""
+        atom's seed; out: (o, lse) to write into (lse may be None).
+
+        block_table: int32 [batch, max_pages], for paged K and V: k and v
+        are then pools of pages, [pages, P, kv_heads, D] (page_layout
+        "nhd") or [pages, kv_heads, P, D] ("hnd"), and logical key t of
+        batch entry b is slot t % P of page block_table[b, t // P];
+        page_size: P (None: from k's shape)."""
         inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed)
+        if block_table is not None:
+            self._paged(k, page_size, page_layout, block_table, inp, keep)
         o, lse, (tq, tk, tv, to, tl) = self._tensors(q, k, v, out)
         lib = _L()
         with self.ctx._lock:
@@ -627,11 +667,16 @@ class Kernel:
         del keep
         return o, lse
 
-    def plan(self, docs=None, layouts=None, topk=None, alibi_slopes=None, sink_logits=None, seed=0):
+    def plan(self, docs=None, layouts=None, topk=None, alibi_slopes=None, sink_logits=None, seed=0,
+             page_size=None, page_layout="nhd"):
         """The Plan of this kernel with these run-time inputs (as forward
         takes them; copied): the block plan and tables built, and on CUDA
-        uploaded, once.  Plan.run then only launches."""
+        uploaded, once.  Plan.run then only launches.  page_size: paged K
+        and V in pages of that many positions, in page_layout ("nhd" or
+        "hnd"): Plan.run then takes the pools and each run's block_table."""
         inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed)
+        if page_size is not None:
+            self._paged(None, page_size, page_layout, None, inp, keep)
         lib = _L()
         h = ctypes.c_void_p()
         with self.ctx._lock:
@@ -639,7 +684,7 @@ class Kernel:
             if st != 0:
                 raise HattnError(st, lib.hattn_kernel_errmsg(self._h).decode(errors="replace"))
         del keep
-        return Plan(self, h.value)
+        return Plan(self, h.value, paged=page_size is not None)
 
     def __del__(self):
         try:
@@ -672,27 +717,36 @@ class Plan:
     The plan keeps its context alive, also after the Kernel and the
     Context are gone."""
 
-    def __init__(self, kernel, h):
+    def __init__(self, kernel, h, paged=False):
         self.kernel = kernel        # for its problem and dtype
         self.ctx = kernel.ctx       # for its lock
         self._h = h
+        self.paged = paged          # made with page_size: runs take a block_table
 
-    def run(self, q, k, v, out=None, stream=None):
+    def run(self, q, k, v, out=None, stream=None, block_table=None):
         """O = attention(q, k, v) and LSE under the plan; returns (o, lse).
         out: (o, lse) to write into (lse may be None), else allocated like q.
         CPU: returns when they are written.  CUDA: queued on STREAM (a
         CUstream as an int; None: for PyTorch tensors the current PyTorch
         stream, else the default stream) and never waited for: synchronise
-        the stream before reading the outputs on the host."""
+        the stream before reading the outputs on the host.  A paged plan
+        (Kernel.plan(page_size=...)) takes k and v as the pools and this
+        run's block_table (int32 [batch, max_pages]; hattn_run_paged)."""
         o, lse, (tq, tk, tv, to, tl) = self.kernel._tensors(q, k, v, out)
+        tb = _Tensor("block_table", block_table, None) if block_table is not None else None
         if stream is None:
             stream = _current_stream(q)
         lib = _L()
         with self.ctx._lock:
             if not self._h:
                 raise HattnError(HATTN_EINVAL, "Plan.run: the plan was destroyed")
-            st = lib.hattn_run(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
-                               tl.ref() if tl is not None else None, stream)
+            if self.paged or tb is not None:
+                st = lib.hattn_run_paged(self._h, tq.ref(), tk.ref(), tv.ref(),
+                                         tb.ref() if tb is not None else None, to.ref(),
+                                         tl.ref() if tl is not None else None, stream)
+            else:
+                st = lib.hattn_run(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
+                                   tl.ref() if tl is not None else None, stream)
             if st != 0:
                 raise HattnError(st, lib.hattn_plan_errmsg(self._h).decode(errors="replace"))
         return o, lse

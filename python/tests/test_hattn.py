@@ -1,7 +1,7 @@
 """The Python binding against a NumPy float64 reference: causal and window
 patterns, GQA, fp32/fp16/bf16, [B, H, S, D] and [B, S, H, D] (strided view)
-memory, document offsets, errors.  Plain asserts; fresh random inputs (seed
-printed; HATTN_TEST_SEED replays)."""
+memory, document offsets, paged K and V, errors.  Plain asserts; fresh random
+inputs (seed printed; HATTN_TEST_SEED replays)."""
 import math
 import os
 import sys
@@ -325,6 +325,88 @@ try:
     assert False, "a short lse merged"
 except hattn.HattnError as e:
     assert e.name == "HATTN_ESHAPE" and "lse_parts[1]: dimension 2 is 23, expected 24" in e.message, e
+
+# Paged K and V: the logical K and V scattered into a shuffled pool of pages
+# (unused pages NaN) in either layout, read through a block table; forward,
+# and a plan run twice with two different tables, against the reference on
+# the logical tensors, outputs poisoned before each run.
+def paged_pool(x, table, npages, P, layout):
+    """Pool of the logical [B, Hk, Lk, D] X under TABLE (NaN elsewhere)."""
+    B, HK, LK, D = x.shape
+    shape = (npages, P, HK, D) if layout == "nhd" else (npages, HK, P, D)
+    pool = np.full(shape, 0x7fc0 if x.dtype == np.uint16 else np.nan, dtype=x.dtype)  # NaN (bf16's word)
+    for b in range(B):
+        for t in range(LK):
+            page, slot = table[b, t // P], t % P
+            if layout == "nhd":
+                pool[page, slot] = x[b, :, t]
+            else:
+                pool[page, :, slot] = x[b, :, t]
+    return pool
+
+
+def paged_table(B, need, npages):
+    perm = rng.permutation(npages).astype(np.int32)
+    table = np.full((B, need + 1), -1, dtype=np.int32)
+    table[:, :need] = perm[:B * need].reshape(B, need)
+    return table
+
+
+for P, layout, dt, LQ in ((1, "nhd", "fp32", 50), (16, "hnd", "bf16", 1), (64, "nhd", "fp16", 50),
+                          (128, "hnd", "fp32", 1)):
+    B, H, HK, LK, D = 2, 8, 2, 150, 32
+    need = -(-LK // P)
+    npages = B * need + 3
+    kern = spec.kernel("causal", B, H, HK, LQ, LK, D, dt)
+    pl = kern.plan(page_size=P, page_layout=layout)
+    tol = 1e-5 if dt == "fp32" else 1e-2
+    for run in range(3):
+        q, rq = make((B, H, LQ, D), dt, False)
+        k, rk = make((B, HK, LK, D), dt, False)
+        v, rv = make((B, HK, LK, D), dt, False)
+        table = paged_table(B, need, npages)
+        kp, vp = paged_pool(k, table, npages, P, layout), paged_pool(v, table, npages, P, layout)
+        odt = np.uint16 if dt == "bf16" else (np.float16 if dt == "fp16" else np.float32)
+        obuf = np.full((B, H, LQ, D), 0xffff if dt == "bf16" else np.nan, dtype=odt)
+        lbuf = np.full((B, H, LQ), np.nan, dtype=np.float32)
+        if run == 0:
+            o, lse = kern.forward(q, kp, vp, out=(obuf, lbuf), block_table=table, page_layout=layout)
+        else:
+            o, lse = pl.run(q, kp, vp, out=(obuf, lbuf), block_table=table)
+        ro, rl = reference(rq, rk, rv, masks["causal"])
+        eo, el = rel(out_values(o, dt), ro), rel(lse, rl)
+        print("paged P=%d %s %s Lq=%d run %d: O %.2e LSE %.2e" % (P, layout, dt, LQ, run, eo, el))
+        assert eo < tol and el < tol, (P, layout, dt, run, eo, el)
+
+# What paged K and V refuse.
+kern = spec.kernel("causal", 1, 2, 1, 20, 20, 16, "fp32")
+q, _ = make((1, 2, 20, 16), "fp32", False)
+kp = np.zeros((4, 8, 1, 16), dtype=np.float32)
+try:
+    kern.forward(q, kp, kp, block_table=np.array([[0, 1, 4]], dtype=np.int32))
+    assert False, "a block-table entry past the pool ran"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINPUT" and "block_table[0][2] is 4, outside the pool's pages [0, 4)" in e.message, e
+try:
+    kern.forward(q, kp, kp, block_table=np.array([[0, 1]], dtype=np.int32))
+    assert False, "a short block table ran"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_ESHAPE" and "block_table: 2 columns, fewer than" in e.message, e
+try:
+    kern.plan(page_size=24)
+    assert False, "page size 24 planned"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINPUT" and "page_size 24 is not a power of two in 1..256" in e.message, e
+try:
+    kern.plan(page_size=8).run(q, kp, kp)
+    assert False, "a paged plan ran without a block table"
+except hattn.HattnError as e:
+    assert e.name == "HATTN_EINPUT" and "block_table: missing (NULL)" in e.message, e
+try:
+    kern.forward(q, kp, kp, block_table=np.array([[0, 1, 2]], dtype=np.int32), page_layout="bshd")
+    assert False, "layout bshd accepted"
+except ValueError as e:
+    assert "page_layout: expected 'nhd' or 'hnd'" in str(e), e
 
 # A kernel database in a temporary directory: a second context finds it.
 with tempfile.TemporaryDirectory() as d:
