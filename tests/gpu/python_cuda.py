@@ -89,6 +89,28 @@ def main():
                   % ("host cost, " + what + " from Python", (t1 - t0) * 1e3, (time.perf_counter() - t0) * 1e3))
         del plan, kern
 
+    # PyTorch tensors described from their attributes (not __dlpack__):
+    # [B, S, H, D] memory as strided [B, H, S, D] views, a storage offset,
+    # and a dtype the kernel refuses.
+    with hattn.Context("cuda") as ctx4:
+        kern = ctx4.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
+        qb = torch.zeros(B, L + 1, H, D, device="cuda", dtype=torch.float16)
+        qb[:, 1:] = q.transpose(1, 2)
+        kb, vb = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        ob = torch.full((B, L, H, D), float("nan"), device="cuda", dtype=torch.float16)
+        kern.forward(qb[:, 1:].transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2),
+                     out=(ob.transpose(1, 2), None))
+        torch.cuda.synchronize()
+        err = float(np.abs(ob.transpose(1, 2).double().cpu().numpy() - want).max())
+        check("torch strided views and a storage offset", err < 1e-2, "max abs %.2e" % err)
+        try:
+            kern.forward(q.float(), k, v)
+            check("a float32 q refused by an fp16 kernel", False)
+        except hattn.HattnError as e:
+            check("a float32 q refused by an fp16 kernel", "dtype" in str(e).lower() or "q" in str(e).lower(),
+                  str(e)[:60])
+        del kern
+
     with hattn.Context("cuda") as ctx2:
         kern = ctx2.parse(SPEC).kernel("p", B, H, HK, L, L, D, dtype="fp16")
         errs = []
