@@ -69,6 +69,15 @@ typedef struct hattn_cuda_args {
   ** the combine kernel.  Added in version 3. */
   int batch, nsplit;
   float *split_o, *split_lse;
+  /* Paged K and V (hattn_paged_kv), or block_table NULL: K and V are then
+  ** pools whose k_stride[0] and v_stride[0] are 0, stride 1 between kv
+  ** heads and stride 2 between the slots of a page; key row k of batch
+  ** entry b is slot k & (2^page_shift - 1) of page block_table[b *
+  ** table_stride + (k >> page_shift)], k_page_stride (v_page_stride)
+  ** elements apart.  The kernels trust the entries.  Added in version 3. */
+  const int *block_table;
+  long long table_stride, k_page_stride, v_page_stride;
+  int page_shift;
 } hattn_cuda_args;
 
 /* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void

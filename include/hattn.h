@@ -285,8 +285,9 @@ typedef struct hattn_layout {
 ** in [0, pages) (columns past them are not read, and may hold anything,
 ** -1 for instance).  Pages may be shared between rows and appear in any
 ** order; pages no row lists are never read.  Every sequence has the same
-** logical length lk.  Supported on the CPU backend; CUDA refuses paged
-** K and V (HATTN_ENOTSUP) for now.
+** logical length lk.  CUDA: the pools' pages start on 16-byte boundaries
+** (page strides multiples of 8 elements), and both the forward and the
+** decode kernels read through the table.
 */
 typedef enum hattn_paged_layout {
   HATTN_PAGED_NHD = 0,         /* [pages, page_size, kv_heads, head_dim] */
@@ -406,8 +407,8 @@ typedef struct hattn_plan hattn_plan;
 ** memory and copies them to it (synchronous).  With INPUTS->paged the
 ** plan is for paged K and V of its page size and layout (its block_table
 ** is not read), run with hattn_run_paged; HATTN_EINPUT for a bad page size
-** or layout, HATTN_ENOTSUP on a backend without paged K and V (CUDA, for
-** now).  Returns HATTN_OK,
+** or layout, HATTN_ENOTSUP on a backend without paged K and V.  Returns
+** HATTN_OK,
 ** HATTN_EINVAL (KERN or OUT NULL), HATTN_EINPUT (missing or malformed
 ** run-time inputs), HATTN_ENOTSUP, HATTN_ESHAPE (a problem past the
 ** backend's limits), HATTN_ENOMEM or a device error, with the sentence in
@@ -444,10 +445,11 @@ HATTN_API int hattn_run(hattn_plan *plan, const DLTensor *q, const DLTensor *k, 
 ** without a new plan; Q, O, LSE and STREAM as hattn_run takes them.
 ** The table's entries are data: on the CPU, where it is host memory, every
 ** entry the run reads is checked first (batch * ceil(lk / page_size)
-** integers; HATTN_EINPUT naming the first one outside [0, pages)); a
-** backend whose tables live in device memory will trust them, so that a
-** caller who cannot vouch for a table checks it once with hattn_forward
-** or hattn_reference.  Returns as hattn_run does, and HATTN_EINPUT for a
+** integers; HATTN_EINPUT naming the first one outside [0, pages)); CUDA,
+** where it is device memory, trusts them (the run neither copies nor
+** synchronises), so that a caller who cannot vouch for a table checks it
+** once with hattn_forward (which downloads and checks it) or
+** hattn_reference.  Returns as hattn_run does, and HATTN_EINPUT for a
 ** plan made without INPUTS->paged (run it with hattn_run; hattn_run
 ** likewise refuses a paged plan).
 */

@@ -803,7 +803,7 @@ static int plan_launch(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, h
   int st;
   ctx->buf[0] = 0;
   if (pg != NULL)
-    st = be->launch_paged(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, to, tl, stream, ctx->buf,
+    st = be->launch_paged(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, to, tl, stream, wait, ctx->buf,
                           sizeof ctx->buf);
   else if (!wait && be->launch_async != NULL)
     st = be->launch_async(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, to, tl, stream, ctx->buf,
@@ -845,6 +845,37 @@ int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTensor *k_pages
   return plan_launch(plan, &tq, &tk, &tv, &pg, &to, &tl, stream, 0);
 }
 
+/* Check the entries of PG's block table that a launch of KERN reads, where
+** the table is device memory (hattn_forward's promise; check_paged checks
+** host tables): downloaded a batch row at a time. */
+static int check_table_on_device(hattn_kernel *kern, const hattn__paged *pg) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  int64_t need = (kern->prob.lk + pg->page_size - 1) / pg->page_size, b, c;
+  int32_t *row;
+  int st = HATTN_OK;
+  if (need == 0) return HATTN_OK;
+  if ((row = malloc((size_t)need * sizeof *row)) == NULL)
+    return fail(ctx, HATTN_ENOMEM, "out of memory checking the block table");
+  for (b = 0; b < kern->prob.batch && st == HATTN_OK; b++) {
+    ctx->buf[0] = 0;
+    st = be->mem_download(ctx->dev, row, pg->block_table + b * pg->table_stride, (size_t)need * sizeof *row, ctx->buf,
+                          sizeof ctx->buf);
+    if (st != HATTN_OK) {
+      st = fail_buf(ctx, st);
+      break;
+    }
+    for (c = 0; c < need; c++)
+      if (row[c] < 0 || row[c] >= pg->npages) {
+        st = fail(ctx, HATTN_EINPUT, "block_table[%lld][%lld] is %d, outside the pool's pages [0, %lld)", (long long)b,
+                  (long long)c, (int)row[c], (long long)pg->npages);
+        break;
+      }
+  }
+  free(row);
+  return st;
+}
+
 int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
                   DLTensor *lse, const hattn_inputs *inputs, void *stream) {
   hattn__tensor tq, tk, tv, to, tl;
@@ -859,6 +890,8 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   /* The tensors before the run-time data, as hattn_run checks them. */
   if ((st = check_tensors(kern, q, k, v, o, lse, paged, paged ? paged->block_table : NULL, &tq, &tk, &tv, &to, &tl,
                           &pg)) != HATTN_OK)
+    return st;
+  if (paged != NULL && kern->kk->be->dl_device != kDLCPU && (st = check_table_on_device(kern, &pg)) != HATTN_OK)
     return st;
   if ((st = plan_make(kern, inputs, &plan)) != HATTN_OK) return st;
   st = plan_launch(plan, &tq, &tk, &tv, paged ? &pg : NULL, &to, &tl, stream, 1);

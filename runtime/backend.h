@@ -227,14 +227,16 @@ typedef struct hattn__backend_i {
 
   /* Version 6: paged K and V. */
 
-  /* Launch KERN on PROB as LAUNCH does (synchronously), with K and V
-  ** paged as PG says (cpu.h: K and V are the pools, stride[0] unused),
-  ** every block-table entry the launch reads checked by the caller.
-  ** Optional: NULL where the backend cannot read paged K and V (the API
-  ** then says HATTN_ENOTSUP). */
+  /* Launch KERN on PROB with K and V paged as PG says (cpu.h: K and V
+  ** are the pools, stride[0] unused; the block table on the backend's
+  ** device), as LAUNCH does when WAIT (returning when the outputs are
+  ** written), else as LAUNCH_ASYNC does where the backend has it (queued
+  ** on STREAM).  The block table's entries are checked by the caller
+  ** where it can (host memory), else trusted.  Optional: NULL where the
+  ** backend cannot read paged K and V (the API then says HATTN_ENOTSUP). */
   int (*launch_paged)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                       const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
-                      void *stream, char *err, size_t errlen);
+                      void *stream, int wait, char *err, size_t errlen);
 } hattn__backend_i;
 
 

@@ -299,8 +299,9 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
 
 static int launch_paged(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                         const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
-                        void *stream, char *err, size_t errlen) {
+                        void *stream, int wait, char *err, size_t errlen) {
   (void)stream;
+  (void)wait;                   /* always: the CPU's launches return when done */
   return hattn__cpu_launch_paged(hattn__cpu_kernel_fn(kern), prob, q, k, v, pg, o, lse, ((cpu_dev *)dev)->pool,
                                  err, errlen);
 }

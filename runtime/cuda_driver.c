@@ -762,11 +762,12 @@ static int check_tensor(const char *name, const hattn__tensor *t, const int64_t 
 /* Fill ARGS for one launch: the plan's tables and the tensors. */
 static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, const hattn__shape *shape,
                        const hattn__tensor *q, const hattn__tensor *k, const hattn__tensor *v,
-                       const hattn__tensor *o, const hattn__tensor *lse, hattn_cuda_args *args, char *err,
-                       size_t errlen) {
+                       const hattn__paged *pg, const hattn__tensor *o, const hattn__tensor *lse,
+                       hattn_cuda_args *args, char *err, size_t errlen) {
   const hattn__shape *s = &plan->shape;
   int64_t dq[4] = {shape->batch, shape->heads, shape->lq, shape->head_dim};
-  int64_t dk[4] = {shape->batch, shape->kv_heads, shape->lk, shape->head_dim};
+  /* Paged: a page's slots of every kv head (cpu.h's hattn__paged form). */
+  int64_t dk[4] = {pg ? 1 : shape->batch, shape->kv_heads, pg ? pg->page_size : shape->lk, shape->head_dim};
   int esz = hattn__dtype_size(kern->dtype), rc, i;
 
   if (shape->batch != s->batch || shape->heads != s->heads || shape->kv_heads != s->kv_heads ||
@@ -801,6 +802,11 @@ static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *p
       (rc = check_tensor("V", v, dk, 4, esz, err, errlen)) != HATTN_OK ||
       (rc = check_tensor("O", o, dq, 4, esz, err, errlen)) != HATTN_OK)
     return rc;
+  if (pg != NULL && ((pg->k_page_stride * esz) % 16 != 0 || (pg->v_page_stride * esz) % 16 != 0)) {
+    snprintf(err, errlen, "paged K and V: pages must start on 16-byte boundaries, so the page strides (%lld and %lld "
+             "elements) must be multiples of %d", (long long)pg->k_page_stride, (long long)pg->v_page_stride, 16 / esz);
+    return HATTN_ESHAPE;
+  }
   if (lse != NULL && lse->data != NULL && (rc = check_tensor("LSE", lse, dq, 3, 4, err, errlen)) != HATTN_OK)
     return rc;
 
@@ -816,6 +822,15 @@ static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *p
     args->v_stride[i] = v->stride[i];
     args->o_stride[i] = o->stride[i];
     if (i < 3) args->lse_stride[i] = args->lse != NULL ? lse->stride[i] : 0;
+  }
+  if (pg != NULL) {
+    int shift = 0;
+    while (((int64_t)1 << shift) < pg->page_size) shift++;
+    args->block_table = pg->block_table;
+    args->table_stride = pg->table_stride;
+    args->k_page_stride = pg->k_page_stride;
+    args->v_page_stride = pg->v_page_stride;
+    args->page_shift = shift;
   }
   return HATTN_OK;
 }
@@ -850,12 +865,12 @@ done:
 
 int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
                        const hattn__shape *shape, const hattn__tensor *q,
-                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
-                       hattn__tensor *lse, void *stream, char *err, size_t errlen) {
+                       const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
+                       hattn__tensor *o, hattn__tensor *lse, void *stream, char *err, size_t errlen) {
   hattn_cuda_args args;
   int rc;
   assert(kern != NULL && plan != NULL && shape != NULL);
-  rc = launch_args(kern, plan, shape, q, k, v, o, lse, &args, err, errlen);
+  rc = launch_args(kern, plan, shape, q, k, v, pg, o, lse, &args, err, errlen);
   if (rc != HATTN_OK) return rc;
   kern->cu->f.cuCtxSetCurrent(kern->cu->ctx);
   return launch_one(kern, plan, &args, (CUstream)stream, err, errlen);
@@ -878,7 +893,7 @@ int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
 
   *median_ms = 0;
   if (reps < 1) reps = 1;
-  rc = launch_args(kern, plan, shape, q, k, v, o, lse, &args, err, errlen);
+  rc = launch_args(kern, plan, shape, q, k, v, NULL, o, lse, &args, err, errlen);
   if (rc != HATTN_OK) return rc;
   times = malloc((size_t)reps * sizeof *times);
   if (times == NULL) {

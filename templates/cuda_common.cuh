@@ -69,6 +69,58 @@ __device__ __forceinline__ void hattn_load_rows(unsigned dst, const char *src, l
   }
 }
 
+/* Where the key rows of K or V of one batch entry and kv head are: BASE
+** (bytes) + row * STRIDE elements, or, paged (TABLE not null), page
+** TABLE[row >> SHIFT] at PAGE_STRIDE elements a page, slot row & (2^SHIFT
+** - 1) at STRIDE elements a slot (gen/cuda_abi.h). */
+struct hattn_kv {
+  const char *base;
+  long long stride, page_stride;
+  const int *table;
+  int shift;
+};
+
+/* The rows of tensor T (K or V, element strides STRIDE, PAGE_STRIDE
+** elements a page when paged) for batch entry B and kv head KVH. */
+__device__ __forceinline__ hattn_kv hattn_kv_rows(const void *t, const long long *stride, long long page_stride,
+                                                 const hattn_cuda_args &a, int b, int kvh) {
+  hattn_kv r;
+  r.base = (const char *)t + ((long long)b * stride[0] + (long long)kvh * stride[1]) * 2;
+  r.stride = stride[2];
+  r.page_stride = page_stride;
+  r.table = a.block_table != 0 ? a.block_table + (long long)b * a.table_stride : 0;
+  r.shift = a.page_shift;
+  return r;
+}
+
+/* hattn_load_rows from SRC's rows, contiguous or paged: a paged row's
+** address comes from its page's table entry (one cached 4-byte load a
+** row), the swizzle is the same. */
+template <int ROWS, int HEAD_DIM, int THREADS, bool PANELS>
+__device__ __forceinline__ void hattn_load_kv(unsigned dst, const hattn_kv &src, int row0, int nrows, int tid) {
+  if (src.table == 0) {
+    hattn_load_rows<ROWS, HEAD_DIM, THREADS, PANELS>(dst, src.base, src.stride, row0, nrows, tid);
+    return;
+  }
+  constexpr int CHUNKS = HEAD_DIM / 8;
+  constexpr int RSTEP = THREADS / CHUNKS;
+  constexpr unsigned ROW_BYTES = PANELS ? 128 : HEAD_DIM * 2;
+  const int id = (int)hattn_opaque((unsigned)tid);
+  const int r0 = id / CHUNKS, c = id % CHUNKS;
+  const unsigned d0 = dst + (PANELS ? (c / 8) * ROWS * 128 : 0) + r0 * ROW_BYTES;
+  const int cs = PANELS ? c % 8 : c;
+  const int mask = (1 << src.shift) - 1;
+#pragma unroll
+  for (int i = 0; i < ROWS / RSTEP; i++) {
+    const int r = r0 + i * RSTEP, row = row0 + r;
+    const bool valid = row < nrows;
+    const char *g = valid ? src.base + ((long long)src.table[row >> src.shift] * src.page_stride +
+                                        (long long)(row & mask) * src.stride + c * 8) * 2
+                          : src.base;
+    hattn_cp_async16(d0 + i * RSTEP * ROW_BYTES + (unsigned)((cs ^ (r & 7)) << 4), g, valid);
+  }
+}
+
 /* ---- closed-form key blocks ------------------------------------------------ */
 
 /* The key blocks of query rows [q0, q1) (q1 > q0, rows below lq) under a

@@ -112,7 +112,7 @@ static void fail_teardown(fail_fixture *f) {
 }
 
 static int fail_run(fail_fixture *f, char *err, size_t errlen) {
-  return hattn__cuda_launch(f->kern, f->plan, &f->shape, &f->q, &f->k, &f->v, &f->o, &f->l, NULL, err, errlen);
+  return hattn__cuda_launch(f->kern, f->plan, &f->shape, &f->q, &f->k, &f->v, NULL, &f->o, &f->l, NULL, err, errlen);
 }
 
 START_TEST(test_fail_launch) {

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "hattn.h"
+#include "backend.h"
 #include "reference.h"
 #include "spec.h"
 
@@ -444,34 +445,182 @@ START_TEST(contiguous_unchanged) {
 }
 END_TEST
 
-/* CUDA refuses paged K and V until its kernels read them (skipped where no
-** GPU opens). */
-START_TEST(cuda_refuses) {
+/* ---- CUDA -------------------------------------------------------------------- */
+
+/* The CUDA backend's device (for copies) and a context of the public API on
+** it, or NULL where no GPU opens (the CUDA tests then skip). */
+typedef struct cuda_env {
+  const hattn__backend_i *be;
+  void *dev;
+  hattn_ctx *ctx;
+  hattn_specfile *spec;
+} cuda_env;
+
+static int cuda_env_open(cuda_env *e, const char *test) {
   hattn_options opt;
-  hattn_ctx *ctx = NULL;
-  hattn_specfile *s = NULL;
-  hattn_kernel *kern = NULL;
-  hattn_plan *plan = NULL;
-  hattn_problem pr = {1, 2, 1, 16, 16, 64, HATTN_BF16};
-  hattn_paged_kv pg = {16, HATTN_PAGED_NHD, NULL};
-  hattn_inputs in;
+  char err[512];
+  memset(e, 0, sizeof *e);
+  e->be = hattn__backend_get(HATTN_BACKEND_CUDA);
   hattn_options_init(&opt);
   opt.backend = HATTN_BACKEND_CUDA, opt.db = "", opt.quiet = 1;
-  if (hattn_open(&opt, &ctx) != HATTN_OK) {
-    printf("[SKIP] cuda_refuses: %s\n", hattn_errmsg(ctx));
-    hattn_close(ctx);
-    return;
+  if (hattn_open(&opt, &e->ctx) != HATTN_OK || e->be->dev_open(0, 0, &e->dev, err, sizeof err) != HATTN_OK) {
+    printf("[SKIP] %s: %s\n", test, hattn_errmsg(e->ctx));
+    hattn_close(e->ctx);
+    return 0;
   }
-  ck_assert_int_eq(hattn_specfile_parse(ctx, g_text, strlen(g_text), NULL, &s), HATTN_OK);
-  ck_assert_msg(hattn_kernel_get(ctx, s, "causal", &pr, &kern) == HATTN_OK, "%s", hattn_errmsg(ctx));
-  memset(&in, 0, sizeof in);
-  in.paged = &pg;
-  ck_assert_int_eq(hattn_plan_create(kern, &in, &plan), HATTN_ENOTSUP);
-  ck_assert_str_eq(hattn_errmsg(ctx), "inputs.paged: paged K and V are not supported on the cuda backend yet");
-  ck_assert_int_eq(hattn_forward(kern, NULL, NULL, NULL, NULL, NULL, &in, NULL), HATTN_ENOTSUP);
+  ck_assert_int_eq(hattn_specfile_parse(e->ctx, g_text, strlen(g_text), NULL, &e->spec), HATTN_OK);
+  return 1;
+}
+
+static void cuda_env_close(cuda_env *e) {
+  hattn_specfile_destroy(e->spec);
+  hattn_close(e->ctx);
+  e->be->dev_close(e->dev);
+}
+
+/* F's Q, pools, table, O and LSE in device memory, as DLTensors of the same
+** shapes. */
+typedef struct dev_io {
+  void *q, *kp, *vp, *bt, *o, *l;
+  DLTensor tq, tkp, tvp, tbt, to, tl;
+} dev_io;
+
+static void *dev_copy(cuda_env *e, const void *src, size_t bytes) {
+  char err[512];
+  void *p = NULL;
+  ck_assert_msg(e->be->mem_alloc(e->dev, bytes ? bytes : 1, &p, err, sizeof err) == HATTN_OK, "%s", err);
+  if (src) ck_assert_msg(e->be->mem_upload(e->dev, p, src, bytes, err, sizeof err) == HATTN_OK, "%s", err);
+  else ck_assert_msg(e->be->mem_set(e->dev, p, 0xff, bytes, err, sizeof err) == HATTN_OK, "%s", err);
+  return p;
+}
+
+static DLTensor on_device(DLTensor t, void *data) {
+  t.data = data;
+  t.device.device_type = kDLCUDA;
+  t.device.device_id = 0;
+  return t;
+}
+
+/* Upload F's inputs (Q, the pools and table as they are now) and poison
+** the device's O and LSE (NaN). */
+static void dev_io_make(cuda_env *e, dev_io *d, fixture *f) {
+  size_t es = esize(f->c.dtype);
+  memset(d, 0, sizeof *d);
+  d->q = dev_copy(e, f->q, nelem(f->sq, 4) * es);
+  d->kp = dev_copy(e, f->kp, nelem(f->sp, 4) * es);
+  d->vp = dev_copy(e, f->vp, nelem(f->sp, 4) * es);
+  d->bt = dev_copy(e, f->bt, nelem(f->sbt, 2) * sizeof(int32_t));
+  d->o = dev_copy(e, NULL, nelem(f->sq, 4) * es);
+  d->l = dev_copy(e, NULL, nelem(f->sl, 3) * sizeof(float));
+  d->tq = on_device(f->tq, d->q), d->tkp = on_device(f->tkp, d->kp), d->tvp = on_device(f->tvp, d->vp);
+  d->tbt = on_device(f->tbt, d->bt), d->to = on_device(f->to, d->o), d->tl = on_device(f->tl, d->l);
+}
+
+/* The device's O and LSE back into F's host buffers (after the launches
+** queued on the default stream). */
+static void dev_io_fetch(cuda_env *e, dev_io *d, fixture *f) {
+  char err[512];
+  size_t es = esize(f->c.dtype);
+  ck_assert_msg(e->be->mem_download(e->dev, f->o, d->o, nelem(f->sq, 4) * es, err, sizeof err) == HATTN_OK, "%s",
+                err);
+  ck_assert_msg(e->be->mem_download(e->dev, f->lse, d->l, nelem(f->sl, 3) * sizeof(float), err, sizeof err) ==
+                    HATTN_OK,
+                "%s", err);
+}
+
+static void dev_io_free(cuda_env *e, dev_io *d) {
+  void *p[6] = {d->q, d->kp, d->vp, d->bt, d->o, d->l};
+  int i;
+  for (i = 0; i < 6; i++) e->be->mem_free(e->dev, p[i]);
+}
+
+/* Paged K and V on the GPU: hattn_forward (the table checked on the
+** device) and a plan run twice with fresh tables (hattn_run_paged), against
+** the float64 reference on the logical tensors; page sizes 1, 16, 64 and
+** 128, both layouts, bf16 and fp16, decode (1 and 5 queries: the decode
+** kernels) and prefill (the forward kernel), GQA 8 over 2. */
+START_TEST(cuda_paged) {
+  static const char *const pats[] = {"dense", "causal", "window", "docs"};
+  rng r = {g_seed ^ 0xc0da ^ (uint64_t)_i * 0x9e37};
+  cuda_env e;
+  paged_case c;
+  fixture f;
+  dev_io d;
+  hattn_problem pr;
+  hattn_kernel *kern = NULL;
+  hattn_plan *plan = NULL;
+  int lay, run, mode;
+  if (!cuda_env_open(&e, "cuda_paged")) return;
+  c.pattern = pats[_i % 4];
+  c.dtype = _i % 2 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16;
+  c.b = 2, c.h = 8, c.hk = 2, c.d = _i % 3 == 2 ? 64 : 128;
+  c.page = g_pages[_i % 4];
+  for (mode = 0; mode < 3; mode++)
+    for (lay = 0; lay < 2; lay++) {
+      c.layout = lay ? HATTN_PAGED_HND : HATTN_PAGED_NHD;
+      c.lk = rng_range(&r, 100, 700) + (mode == 0 ? 3000 : 0);
+      c.lq = mode == 0 ? 1 : mode == 1 ? 5 : c.lk;
+      pr.batch = c.b, pr.heads = c.h, pr.kv_heads = c.hk, pr.lq = c.lq, pr.lk = c.lk, pr.head_dim = c.d;
+      pr.dtype = (int)c.dtype;
+      ck_assert_msg(hattn_kernel_get(e.ctx, e.spec, c.pattern, &pr, &kern) == HATTN_OK, "%s", hattn_errmsg(e.ctx));
+      fixture_make(&f, &c, &r);
+      dev_io_make(&e, &d, &f);
+      f.paged.block_table = &d.tbt;
+      ck_assert_msg(hattn_forward(kern, &d.tq, &d.tkp, &d.tvp, &d.to, &d.tl, &f.in, NULL) == HATTN_OK, "%s",
+                    hattn_errmsg(e.ctx));
+      dev_io_fetch(&e, &d, &f);
+      f.paged.block_table = &f.tbt;
+      check_against_reference(kern, &f, "cuda hattn_forward");
+      f.paged.block_table = NULL;
+      ck_assert_msg(hattn_plan_create(kern, &f.in, &plan) == HATTN_OK, "%s", hattn_errmsg(e.ctx));
+      for (run = 0; run < 2; run++) {
+        fixture_fresh(&f, &r);
+        dev_io_free(&e, &d);
+        dev_io_make(&e, &d, &f);
+        ck_assert_msg(hattn_run_paged(plan, &d.tq, &d.tkp, &d.tvp, &d.tbt, &d.to, &d.tl, NULL) == HATTN_OK, "%s",
+                      hattn_plan_errmsg(plan));
+        dev_io_fetch(&e, &d, &f);
+        f.paged.block_table = &f.tbt;
+        check_against_reference(kern, &f, run ? "cuda hattn_run_paged, second table" : "cuda hattn_run_paged");
+        f.paged.block_table = NULL;
+      }
+      hattn_plan_destroy(plan);
+      dev_io_free(&e, &d);
+      fixture_free(&f);
+      hattn_kernel_destroy(kern);
+    }
+  cuda_env_close(&e);
+}
+END_TEST
+
+/* hattn_forward checks a device block table's entries (downloading them)
+** and refuses one outside the pool, naming it; nothing is launched. */
+START_TEST(cuda_bad_entry) {
+  rng r = {g_seed ^ 0xbad};
+  cuda_env e;
+  paged_case c = {"causal", HATTN_DTYPE_BF16, 2, 4, 2, 1, 40, 64, 16, HATTN_PAGED_NHD};
+  fixture f;
+  dev_io d;
+  hattn_problem pr = {2, 4, 2, 1, 40, 64, HATTN_BF16};
+  hattn_kernel *kern = NULL;
+  char want[128];
+  size_t i;
+  if (!cuda_env_open(&e, "cuda_bad_entry")) return;
+  ck_assert_msg(hattn_kernel_get(e.ctx, e.spec, "causal", &pr, &kern) == HATTN_OK, "%s", hattn_errmsg(e.ctx));
+  fixture_make(&f, &c, &r);
+  f.bt[1 * f.cols + 2] = (int32_t)f.pages;
+  dev_io_make(&e, &d, &f);
+  f.paged.block_table = &d.tbt;
+  ck_assert_int_eq(hattn_forward(kern, &d.tq, &d.tkp, &d.tvp, &d.to, &d.tl, &f.in, NULL), HATTN_EINPUT);
+  snprintf(want, sizeof want, "block_table[1][2] is %lld, outside the pool's pages [0, %lld)", (long long)f.pages,
+           (long long)f.pages);
+  ck_assert_str_eq(hattn_errmsg(e.ctx), want);
+  dev_io_fetch(&e, &d, &f);
+  for (i = 0; i < nelem(f.sq, 4); i++) ck_assert(isnan(get(f.o, i, c.dtype)));
+  dev_io_free(&e, &d);
+  fixture_free(&f);
   hattn_kernel_destroy(kern);
-  hattn_specfile_destroy(s);
-  hattn_close(ctx);
+  cuda_env_close(&e);
 }
 END_TEST
 
@@ -484,7 +633,8 @@ static Suite *paged_suite(void) {
   tcase_add_loop_test(tc, plan_two_tables, 0, 8);
   tcase_add_test(tc, errors);
   tcase_add_test(tc, contiguous_unchanged);
-  tcase_add_test(tc, cuda_refuses);
+  tcase_add_loop_test(tc, cuda_paged, 0, 8);
+  tcase_add_test(tc, cuda_bad_entry);
   suite_add_tcase(s, tc);
   return s;
 }

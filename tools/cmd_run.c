@@ -629,7 +629,7 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     paged.k_page_stride = paged.v_page_stride = P * HK * D;
     /* The first run writes the outputs from poison and is the warm-up. */
     t0 = now_us();
-    if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, err,
+    if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, 1, err,
                          sizeof err) != HATTN_OK ||
         be->mem_download(dev, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
         be->mem_download(dev, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
@@ -639,7 +639,7 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     reps = run_reps(NULL, (now_us() - t0) / 1e6);
     for (n = 0; n < reps; n++) {
       t0 = now_us();
-      if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, err,
+      if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, 1, err,
                            sizeof err) != HATTN_OK) {
         fprintf(stderr, "hattn %s: %s\n", cmd, err);
         goto done;
