@@ -25,7 +25,7 @@
 
 #include <stdint.h>
 
-#define HATTN_CPU_ABI_VERSION 2
+#define HATTN_CPU_ABI_VERSION 3
 
 /* The arguments of one launch.  Field offsets are what the emitted code
 ** reads: keep every field 8 bytes wide and never reorder them. */
@@ -74,6 +74,11 @@ typedef struct hattn_cpu_args {
   ** e^sink[h] with no value (O and LSE as gen/mask.h says).  Added in
   ** version 2. */
   const float *sink_logits;
+  /* The positions of query row 0 and key row 0: query row q is at q_pos0 +
+  ** q and key row k at k_pos0 + k (gen/mask.h; lk - lq and 0 unless the
+  ** caller sets offsets).  Every position is below 2^30.  Added in
+  ** version 3. */
+  int64_t q_pos0, k_pos0;
 } hattn_cpu_args;
 
 /* A block layout as the kernels read it. */

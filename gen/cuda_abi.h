@@ -13,7 +13,7 @@
 #ifndef HATTN_GEN_CUDA_ABI_H
 #define HATTN_GEN_CUDA_ABI_H
 
-#define HATTN_CUDA_ABI_VERSION 2
+#define HATTN_CUDA_ABI_VERSION 3
 
 typedef struct hattn_cuda_args {
   /* Tensors in device memory.  Q and O are [batch, heads, lq, head_dim],
@@ -53,6 +53,11 @@ typedef struct hattn_cuda_args {
   ** units like the modified scores), or NULL: one more term e^sink[h] with
   ** no value in each row's softmax (gen/mask.h).  Added in version 2. */
   const float *sink_logits;
+  /* The positions of query row 0 and key row 0: query row q is at q_pos0 +
+  ** q and key row k at k_pos0 + k (gen/mask.h; lk - lq and 0 unless the
+  ** caller sets offsets); every position is below 2^30.  Added in
+  ** version 3. */
+  long long q_pos0, k_pos0;
 } hattn_cuda_args;
 
 /* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void
