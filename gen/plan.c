@@ -251,12 +251,16 @@ static hattn__block classify_topk(const aux *x, const rect *r, int64_t head,
 }
 
 static hattn__block classify_document(const rect *r, const hattn__mask_env *env) {
-  int64_t dq0 = hattn__doc_of(env, r->qp0), dq1 = hattn__doc_of(env, r->qp1 - 1);
-  int64_t dk0 = hattn__doc_of(env, r->kp0), dk1 = hattn__doc_of(env, r->kp1 - 1);
-  /* A query position outside [0, lk) (lq > lk) is in no document: doc -1,
-  ** below every key's document, so the index ranges still compare. */
+  /* A query position outside [0, lk) (lq > lk, or offsets) is in no
+  ** document: only the positions inside count, and the block is FULL only
+  ** when every position is inside. */
+  int64_t qa = max64(r->qp0, 0), qb = min64(r->qp1, env->lk), dq0, dq1, dk0, dk1;
+  if (qa >= qb) return HATTN_BLOCK_EMPTY;
+  dq0 = hattn__doc_of(env, qa), dq1 = hattn__doc_of(env, qb - 1);
+  dk0 = hattn__doc_of(env, r->kp0), dk1 = hattn__doc_of(env, r->kp1 - 1);
   if (dq1 < 0 || dk1 < 0 || dq1 < dk0 || dk1 < dq0) return HATTN_BLOCK_EMPTY;
-  if (dq0 >= 0 && dq0 == dq1 && dk0 == dk1 && dq0 == dk0) return HATTN_BLOCK_FULL;
+  if (qa == r->qp0 && qb == r->qp1 && dq0 >= 0 && dq0 == dq1 && dk0 == dk1 && dq0 == dk0)
+    return HATTN_BLOCK_FULL;
   return HATTN_BLOCK_PARTIAL;
 }
 
@@ -437,9 +441,10 @@ static int ranges(const hattn__mask *m, int reg, int64_t qp0, int64_t qp1, hattn
   case HATTN_OP_DOC:
     if (env != NULL) {
       int64_t dq0, dq1;
-      if (qp1 <= 0) return 0;
+      /* Only query positions in [0, lk) are in a document. */
+      if (qp1 <= 0 || qp0 >= env->lk) return 0;
       dq0 = hattn__doc_of(env, max64(qp0, 0));
-      dq1 = hattn__doc_of(env, qp1 - 1);
+      dq1 = hattn__doc_of(env, min64(qp1, env->lk) - 1);
       if (dq0 < 0 || dq1 < 0) return 0;
       return one_range(env->doc_offsets[dq0], env->doc_offsets[dq1 + 1], lk, out);
     }
