@@ -308,8 +308,7 @@ typedef struct hattn_inputs {
   ** nonzero, query row q is at q + q_offset and key row k at k + k_offset:
   ** a chunk of queries (chunked prefill) or a slice of the keys (split-KV,
   ** context parallelism; merge the parts with hattn_merge) computed at its
-  ** true positions, as FlashAttention's and FlashInfer's position offsets
-  ** do.  q_offset lies in [-HATTN_MAX_SEQLEN, HATTN_MAX_SEQLEN] and k_offset
+  ** true positions.  q_offset lies in [-HATTN_MAX_SEQLEN, HATTN_MAX_SEQLEN] and k_offset
   ** in [0, HATTN_MAX_SEQLEN], with q_offset + lq and k_offset + lk at most
   ** HATTN_MAX_SEQLEN (HATTN_EINPUT).  document() needs k_offset 0 (the
   ** document offsets cover the key rows), random() and topk() the default
