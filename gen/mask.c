@@ -129,7 +129,7 @@ int hattn__mask_env_check(const hattn__mask *mask, const hattn__mask_env *env,
     const hattn__op *op = &mask->ops[i];
     if (op->kind == HATTN_OP_DOC && hattn__env_kpos0(env) != 0) {
       snprintf(err, errlen, "document() with k_offset %lld is not supported: the document offsets cover the key "
-               "rows, so k_offset must be 0 (run a slice of the keys with its own documents instead)",
+               "rows, so k_offset must be 0",
                (long long)hattn__env_kpos0(env));
       return HATTN_ENOTSUP;
     }
