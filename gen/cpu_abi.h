@@ -85,6 +85,11 @@ typedef struct hattn_cpu_args {
   int64_t block_table_stride;
   int64_t page_shift;
   int64_t k_page_stride, v_page_stride;
+  /* The positions of query row 0 and key row 0: query row q is at q_pos0 +
+  ** q and key row k at k_pos0 + k (gen/mask.h; lk - lq and 0 unless the
+  ** caller sets offsets); every position lies in (-2^30, 2^30).  Added in
+  ** version 3. */
+  int64_t q_pos0, k_pos0;
 } hattn_cpu_args;
 
 /* A block layout as the kernels read it. */

@@ -78,6 +78,11 @@ typedef struct hattn_cuda_args {
   const int *block_table;
   long long table_stride, k_page_stride, v_page_stride;
   int page_shift;
+  /* The positions of query row 0 and key row 0: query row q is at q_pos0 +
+  ** q and key row k at k_pos0 + k (gen/mask.h; lk - lq and 0 unless the
+  ** caller sets offsets); every position lies in (-2^30, 2^30).  Added in
+  ** version 3. */
+  long long q_pos0, k_pos0;
 } hattn_cuda_args;
 
 /* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void

@@ -111,8 +111,8 @@ static int emit_op(sbuf *b, const hattn__mask *m, int i, char *err, size_t errle
     sb_printf(b, "  const bool v%d = hattn_floordiv(qpos, %lld) == kpos / %lld;", i, A, A);
     break;
   case HATTN_OP_DOC:
-    sb_puts(b, "  /* a query position before 0 is in no document */\n");
-    sb_printf(b, "  const bool v%d = qpos >= 0 && a.doc_id[qpos] == a.doc_id[kpos];", i);
+    sb_puts(b, "  /* a query position outside [0, lk) is in no document; key positions are rows */\n");
+    sb_printf(b, "  const bool v%d = qpos >= 0 && qpos < a.lk && a.doc_id[qpos] == a.doc_id[kpos];", i);
     break;
   case HATTN_OP_LAYOUT:
     if (op->a >= 4) {
@@ -123,7 +123,7 @@ static int emit_op(sbuf *b, const hattn__mask *m, int i, char *err, size_t errle
     }
     sb_printf(b, "  /* layout %lld, by row indices q and k */\n", A);
     sb_printf(b, "  const long long bq%d = q / a.layout_shape[%lld][0];\n", i, A);
-    sb_printf(b, "  const long long bk%d = kpos / a.layout_shape[%lld][1];\n", i, A);
+    sb_printf(b, "  const long long bk%d = (kpos - a.k_pos0) / a.layout_shape[%lld][1];\n", i, A);
     sb_printf(b, "  const bool v%d = bq%d < a.layout_shape[%lld][2] && bk%d < a.layout_shape[%lld][3] &&\n",
               i, i, A, i, A);
     sb_printf(b, "      a.layout_bits[%lld][bq%d * a.layout_shape[%lld][3] + bk%d] != 0;", A, i, A, i);
@@ -180,9 +180,9 @@ static int emit_visible(sbuf *b, const hattn__pattern *pat, char *err, size_t er
   int i, rc = HATTN_OK, need_d = 0;
   sb_puts(b,
           "/*\n"
-          "** Whether key row k (position kpos) is visible to query row q (position\n"
-          "** qpos = q + lk - lq) of flattened head bh; gen/mask.c's hattn__mask_visible.\n"
-          "** Called only for q < lq and kpos < lk.\n"
+          "** Whether key row k (position kpos = k + a.k_pos0) is visible to query row q\n"
+          "** (position qpos = q + a.q_pos0) of flattened head bh; gen/mask.c's\n"
+          "** hattn__mask_visible.  Called only for q < lq and k < lk.\n"
           "*/\n"
           "__device__ __forceinline__ bool hattn_visible(int q, int qpos, int kpos,\n"
           "                                              const hattn_cuda_args &a, int bh) {\n");

@@ -52,7 +52,7 @@ typedef struct em {
   LLVMTypeRef tvoid, ti1, ti8, ti16, ti32, ti64, tf32, tf16, tptr, telem;
   LLVMTypeRef tvf, tvi, tvb, tvl;   /* <vec x float / i32 / i1 / i64> */
   LLVMValueRef args, bh, qb;
-  LLVMValueRef lq, lk, lk32, qoff, bb, h;
+  LLVMValueRef lq, lk, lk32, qoff, koff32, bb, h;
   LLVMValueRef q0, nrow;
   LLVMValueRef kbase, vbase, ks2, vs2;
   LLVMValueRef bt, btrow;       /* paged: the block table (NULL: contiguous K, V) and b's row */
@@ -456,10 +456,11 @@ static void pred_row(em *e, const hattn__mask *m, LLVMValueRef qpos, LLVMValueRe
   }
 }
 
-/* Operation OP as <vec x i1> for query position QV (splat i32) and key
-** positions KV (<vec x i32>, KPOS0 the first as i64); KIN: kv < lk; ME its
-** per-row values, REG the registers of earlier operations. */
-static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMValueRef kv,
+/* Operation OP as <vec x i1> for query position QV (splat i32), key
+** positions KV (<vec x i32>) and key rows KR (<vec x i32>, KPOS0 the first
+** as i64: document() runs with key positions equal to rows); KIN: kr < lk;
+** ME its per-row values, REG the registers of earlier operations. */
+static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMValueRef kv, LLVMValueRef kr,
                             LLVMValueRef kpos0, LLVMValueRef kin, const rowval *me,
                             const LLVMValueRef *reg) {
   LLVMValueRef d, r = NULL, t, ok, a[4];
@@ -495,7 +496,7 @@ static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMVal
     t = intr(e, "llvm.masked.load", tys, 2, a, 4, "doc.k");
     return LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, t, me->a, ""), me->b, "document");
   case HATTN_OP_LAYOUT:
-    t = LLVMBuildUDiv(e->b, kv, me->c, "layout.bk");
+    t = LLVMBuildUDiv(e->b, kr, me->c, "layout.bk");
     ok = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntULT, t, me->d, ""), me->b, "");
     ok = LLVMBuildAnd(e->b, ok, kin, "");
     a[0] = LLVMBuildInBoundsGEP2(e->b, e->ti8, me->a, &t, 1, "");
@@ -562,10 +563,10 @@ static LLVMValueRef pred_op(em *e, const hattn__op *op, LLVMValueRef qv, LLVMVal
 /* The predicate of the lowered mask M as <vec x i1>: every operation in
 ** order into E->regs, the last one's register returned. */
 static LLVMValueRef pred_vec(em *e, const hattn__mask *m, LLVMValueRef qv, LLVMValueRef kv,
-                             LLVMValueRef kpos0, LLVMValueRef kin, const rowval *rv) {
+                             LLVMValueRef kr, LLVMValueRef kpos0, LLVMValueRef kin, const rowval *rv) {
   int i;
   for (i = 0; i < m->nops; i++)
-    e->regs[i] = pred_op(e, &m->ops[i], qv, kv, kpos0, kin, &rv[i], e->regs);
+    e->regs[i] = pred_op(e, &m->ops[i], qv, kv, kr, kpos0, kin, &rv[i], e->regs);
   return e->regs[m->nops - 1];
 }
 
@@ -685,13 +686,14 @@ static void emit_block(em *e, LLVMValueRef kb, int partial, rowval *rv) {
     }
     loop_end(e, &ld_);
     for (c = 0; c < ncc; c++) {
-      LLVMValueRef kpos0 = add(e, k0, i64c(e, (c0 + c) * e->vec), "kpos0"), kv, kin = NULL;
+      LLVMValueRef kpos0 = add(e, k0, i64c(e, (c0 + c) * e->vec), "krow0"), kv, kr, kin = NULL;
       LLVMValueRef lanes[MAXVEC];
       int i;
       for (i = 0; i < e->vec; i++) lanes[i] = i32c(e, i);
-      kv = add(e, splat(e, LLVMBuildTrunc(e->b, kpos0, e->ti32, ""), ""),
-               LLVMConstVector(lanes, (unsigned)e->vec), "kpos");
-      if (partial) kin = LLVMBuildICmp(e->b, LLVMIntSLT, kv, splat(e, e->lk32, ""), "kin");
+      kr = add(e, splat(e, LLVMBuildTrunc(e->b, kpos0, e->ti32, ""), ""),
+               LLVMConstVector(lanes, (unsigned)e->vec), "krow");
+      kv = add(e, kr, splat(e, e->koff32, ""), "kpos");
+      if (partial) kin = LLVMBuildICmp(e->b, LLVMIntSLT, kr, splat(e, e->lk32, ""), "kin");
       for (r = 0; r < e->rows; r++) {
         LLVMValueRef s = ld(e, e->tvf, e->accs[r * ncc + c], va, "s");
         if (e->pat->softcap > 0) {
@@ -706,7 +708,7 @@ static void emit_block(em *e, LLVMValueRef kb, int partial, rowval *rv) {
         }
         if (e->has_mod) s = LLVMBuildFMul(e->b, s, fk(e, e->tvf, LOG2E), "s2");
         if (partial) {
-          LLVMValueRef vis = pred_vec(e, e->pat->lowered, splat(e, qpos[r], ""), kv, kpos0, kin,
+          LLVMValueRef vis = pred_vec(e, e->pat->lowered, splat(e, qpos[r], ""), kv, kr, kpos0, kin,
                                       rv + r * e->nnodes);
           s = LLVMBuildSelect(e->b, vis, s, splat_const(e, ninf), "s.masked");
         }
@@ -931,7 +933,8 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
     e->lq = field(e, offsetof(hattn_cpu_args, lq), e->ti64, "lq");
     e->lk = field(e, offsetof(hattn_cpu_args, lk), e->ti64, "lk");
     e->lk32 = LLVMBuildTrunc(e->b, e->lk, e->ti32, "lk32");
-    e->qoff = LLVMBuildSub(e->b, e->lk, e->lq, "qoff");
+    e->qoff = field(e, offsetof(hattn_cpu_args, q_pos0), e->ti64, "qoff");
+    e->koff32 = LLVMBuildTrunc(e->b, field(e, offsetof(hattn_cpu_args, k_pos0), e->ti64, ""), e->ti32, "koff32");
     e->bb = LLVMBuildSDiv(e->b, e->bh, heads, "b");
     e->h = LLVMBuildSRem(e->b, e->bh, heads, "h");
     group = LLVMBuildSDiv(e->b, heads, kvh, "group");

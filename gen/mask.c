@@ -101,8 +101,47 @@ int hattn__mask_env_check(const hattn__mask *mask, const hattn__mask_env *env,
              (long long)env->lq, (long long)env->lk);
     return HATTN_EINPUT;
   }
+  if (env->offsets_set) {
+    if (env->q_offset < -HATTN_MAX_SEQLEN || env->q_offset > HATTN_MAX_SEQLEN) {
+      snprintf(err, errlen, "q_offset is %lld; it must lie in [-%lld, %lld] (HATTN_MAX_SEQLEN)",
+               (long long)env->q_offset, (long long)HATTN_MAX_SEQLEN, (long long)HATTN_MAX_SEQLEN);
+      return HATTN_EINPUT;
+    }
+    if (env->k_offset < 0 || env->k_offset > HATTN_MAX_SEQLEN) {
+      snprintf(err, errlen, "k_offset is %lld; key positions are never negative, so it must lie in [0, %lld] "
+               "(HATTN_MAX_SEQLEN)", (long long)env->k_offset, (long long)HATTN_MAX_SEQLEN);
+      return HATTN_EINPUT;
+    }
+    if (env->q_offset + env->lq > HATTN_MAX_SEQLEN) {
+      snprintf(err, errlen, "q_offset + lq is %lld; query positions must stay below HATTN_MAX_SEQLEN (%lld)",
+               (long long)(env->q_offset + env->lq), (long long)HATTN_MAX_SEQLEN);
+      return HATTN_EINPUT;
+    }
+    if (env->k_offset + env->lk > HATTN_MAX_SEQLEN) {
+      snprintf(err, errlen, "k_offset + lk is %lld; key positions must stay below HATTN_MAX_SEQLEN (%lld)",
+               (long long)(env->k_offset + env->lk), (long long)HATTN_MAX_SEQLEN);
+      return HATTN_EINPUT;
+    }
+  }
   for (i = 0; i < mask->nops && rc == HATTN_OK; i++) rc = check_env_op(&mask->ops[i], env, err, errlen);
-  return rc;
+  if (rc != HATTN_OK) return rc;
+  for (i = 0; i < mask->nops; i++) {
+    const hattn__op *op = &mask->ops[i];
+    if (op->kind == HATTN_OP_DOC && hattn__env_kpos0(env) != 0) {
+      snprintf(err, errlen, "document() with k_offset %lld is not supported: the document offsets cover the key "
+               "rows, so k_offset must be 0",
+               (long long)hattn__env_kpos0(env));
+      return HATTN_ENOTSUP;
+    }
+    if ((op->kind == HATTN_OP_RANDOM || op->kind == HATTN_OP_TOPK) && !hattn__env_default_positions(env)) {
+      snprintf(err, errlen, "%s with offsets is not supported: it picks blocks of the default positions, so "
+               "q_offset must be lk - lq (%lld) and k_offset 0, got %lld and %lld",
+               op->kind == HATTN_OP_RANDOM ? "random()" : "topk()", (long long)(env->lk - env->lq),
+               (long long)hattn__env_qpos0(env), (long long)hattn__env_kpos0(env));
+      return HATTN_ENOTSUP;
+    }
+  }
+  return HATTN_OK;
 }
 
 int64_t hattn__doc_of(const hattn__mask_env *env, int64_t pos) {
@@ -170,7 +209,7 @@ int hattn__random_has(int64_t seed, int64_t r, int64_t nkb, int64_t qb, int64_t 
 static int visible(const hattn__mask *m, int r, int64_t q, int64_t k, int64_t head,
                    const hattn__mask_env *env) {
   const hattn__op *op = &m->ops[r];
-  int64_t qpos = q + env->lk - env->lq, kpos = k, d = qpos - kpos, i;
+  int64_t qpos = q + hattn__env_qpos0(env), kpos = k + hattn__env_kpos0(env), d = qpos - kpos, i;
   switch (op->kind) {
   case HATTN_OP_DIST: return op->lo <= d && d <= op->hi && d % op->m == 0;
   case HATTN_OP_KPOS_LT: return kpos < op->a;

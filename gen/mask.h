@@ -5,7 +5,9 @@
 ** Internal to hattn; not installed.
 **
 ** Positions (docs/spec.md): for query row q in [0, lq) and key row k in
-** [0, lk), qpos = q + (lk - lq), kpos = k, d = qpos - kpos.
+** [0, lk), qpos = q + qpos0 and kpos = k + kpos0, d = qpos - kpos, where
+** qpos0 = lk - lq and kpos0 = 0 unless the environment sets offsets
+** (hattn__env_qpos0, hattn__env_kpos0).
 */
 #ifndef HATTN_GEN_MASK_H
 #define HATTN_GEN_MASK_H
@@ -56,7 +58,24 @@ typedef struct hattn__mask_env {
   uint64_t seed;
   const float *alibi_slopes;
   const float *sink_logits;
+  /* Positions: with OFFSETS_SET nonzero, query row q is at q + q_offset and
+  ** key row k at k + k_offset; zero (a zeroed environment), at q + lk - lq
+  ** and k. */
+  int64_t q_offset, k_offset;
+  int offsets_set;
 } hattn__mask_env;
+
+/* The position of query row 0 and of key row 0 under ENV. */
+static inline int64_t hattn__env_qpos0(const hattn__mask_env *env) {
+  return env->offsets_set ? env->q_offset : env->lk - env->lq;
+}
+static inline int64_t hattn__env_kpos0(const hattn__mask_env *env) {
+  return env->offsets_set ? env->k_offset : 0;
+}
+/* Whether ENV's positions are the default ones (qpos0 = lk - lq, kpos0 = 0). */
+static inline int hattn__env_default_positions(const hattn__mask_env *env) {
+  return hattn__env_qpos0(env) == env->lk - env->lq && hattn__env_kpos0(env) == 0;
+}
 
 /* The seed random operation OP draws with under ENV (NULL: the spec's). */
 static inline int64_t hattn__random_seed(const hattn__op *op, const hattn__mask_env *env) {
@@ -69,15 +88,19 @@ static inline int64_t hattn__nblocks64(int64_t n) { return (n + HATTN_SPEC_BLOCK
 /*
 ** Check that ENV carries well-formed run-time data for every atom of MASK
 ** (offsets that start at 0, never decrease and end at lk; a layout for every
-** layout number; topk tables with the atom's K and indices in range).
-** Returns HATTN_OK, or HATTN_EINPUT with a sentence in ERR (ERRLEN bytes).
+** layout number; topk tables with the atom's K and indices in range;
+** offsets within their bounds).  Returns HATTN_OK, HATTN_EINPUT, or
+** HATTN_ENOTSUP (offsets with atoms that need other positions: document()
+** with k_offset != 0, random() and topk() with other than the default
+** positions), with a sentence in ERR (ERRLEN bytes).
 */
 int hattn__mask_env_check(const hattn__mask *mask, const hattn__mask_env *env,
                           int nlayouts_in_spec, char *err, size_t errlen);
 
 /* Whether key row K is visible to query row Q of head HEAD.  When lq > lk
-** the first rows have negative qpos: they are in no document, no chunk
-** shared with a key, and no random or routed block. */
+** (or with a negative q_offset) the first rows have negative qpos: they are
+** in no document, no chunk shared with a key, and no random or routed
+** block. */
 int hattn__mask_visible(const hattn__mask *m, int64_t q, int64_t k, int64_t head,
                         const hattn__mask_env *env);
 

@@ -3,8 +3,10 @@
 ** block tables of a pattern.  See plan.h.
 **
 ** A block is rows [q0, q1) x keys [k0, k1).  Its query positions are
-** [qp0, qp1) with qp = q + lk - lq, and every distance d in [dmin, dmax],
-** dmin = qp0 - (k1 - 1), dmax = (qp1 - 1) - k0, occurs in it, so position
+** [qp0, qp1) with qp = q + qpos0 and its key positions [kp0, kp1) with
+** kp = k + kpos0 (qpos0 = lk - lq and kpos0 = 0 unless the environment sets
+** offsets), and every distance d in [dmin, dmax], dmin = qp0 - (kp1 - 1),
+** dmax = (qp1 - 1) - kp0, occurs in it, so position
 ** atoms are classified exactly from these few numbers.  Run-time atoms are
 ** classified exactly by counting what their data selects in the rectangle.
 */
@@ -40,6 +42,7 @@ static int has_multiple(int64_t lo, int64_t hi, int64_t s) {
 typedef struct rect {
   int64_t q0, q1, k0, k1;       /* rows and keys, half-open */
   int64_t qp0, qp1;             /* query positions, half-open */
+  int64_t kp0, kp1;             /* key positions, half-open */
   int64_t dmin, dmax;           /* every distance in [dmin, dmax] occurs */
 } rect;
 
@@ -153,7 +156,7 @@ static const int64_t *random_cached(const hattn__op *op, aux *x, int64_t nkb64, 
 static hattn__block classify_random(const hattn__op *op, aux *x, const rect *r,
                                     const hattn__mask_env *env) {
   int64_t nkb64 = hattn__nblocks64(env->lk), nr = min64(op->b, nkb64);
-  int64_t qb0, qb1, kb0 = r->k0 / BLOCK64, kb1 = (r->k1 - 1) / BLOCK64, w = kb1 - kb0 + 1, qb;
+  int64_t qb0, qb1, kb0 = r->kp0 / BLOCK64, kb1 = (r->kp1 - 1) / BLOCK64, w = kb1 - kb0 + 1, qb;
   int64_t *buf = NULL;
   int any = 0, all = r->qp0 >= 0; /* a negative query position sees nothing */
   if (r->qp1 <= 0 || nr <= 0) return HATTN_BLOCK_EMPTY;
@@ -228,7 +231,7 @@ static int64_t topk_count(const int32_t *row, int64_t k, int64_t kb0, int64_t kb
 static hattn__block classify_topk(const aux *x, const rect *r, int64_t head,
                                   const hattn__mask_env *env) {
   int64_t nkb64 = hattn__nblocks64(env->lk), k = env->topk_k;
-  int64_t kb0 = r->k0 / BLOCK64, kb1 = (r->k1 - 1) / BLOCK64, w = kb1 - kb0 + 1, qb, qb1;
+  int64_t kb0 = r->kp0 / BLOCK64, kb1 = (r->kp1 - 1) / BLOCK64, w = kb1 - kb0 + 1, qb, qb1;
   int any = 0, all = r->qp0 >= 0;
   if (r->qp1 <= 0) return HATTN_BLOCK_EMPTY;
   qb1 = (r->qp1 - 1) / BLOCK64;
@@ -248,12 +251,16 @@ static hattn__block classify_topk(const aux *x, const rect *r, int64_t head,
 }
 
 static hattn__block classify_document(const rect *r, const hattn__mask_env *env) {
-  int64_t dq0 = hattn__doc_of(env, r->qp0), dq1 = hattn__doc_of(env, r->qp1 - 1);
-  int64_t dk0 = hattn__doc_of(env, r->k0), dk1 = hattn__doc_of(env, r->k1 - 1);
-  /* A query position outside [0, lk) (lq > lk) is in no document: doc -1,
-  ** below every key's document, so the index ranges still compare. */
+  /* A query position outside [0, lk) (lq > lk, or offsets) is in no
+  ** document: only the positions inside count, and the block is FULL only
+  ** when every position is inside. */
+  int64_t qa = max64(r->qp0, 0), qb = min64(r->qp1, env->lk), dq0, dq1, dk0, dk1;
+  if (qa >= qb) return HATTN_BLOCK_EMPTY;
+  dq0 = hattn__doc_of(env, qa), dq1 = hattn__doc_of(env, qb - 1);
+  dk0 = hattn__doc_of(env, r->kp0), dk1 = hattn__doc_of(env, r->kp1 - 1);
   if (dq1 < 0 || dk1 < 0 || dq1 < dk0 || dk1 < dq0) return HATTN_BLOCK_EMPTY;
-  if (dq0 >= 0 && dq0 == dq1 && dk0 == dk1 && dq0 == dk0) return HATTN_BLOCK_FULL;
+  if (qa == r->qp0 && qb == r->qp1 && dq0 >= 0 && dq0 == dq1 && dk0 == dk1 && dq0 == dk0)
+    return HATTN_BLOCK_FULL;
   return HATTN_BLOCK_PARTIAL;
 }
 
@@ -277,14 +284,14 @@ static hattn__block classify(const hattn__mask *m, int reg, aux *x, const rect *
       return HATTN_BLOCK_FULL;
     return HATTN_BLOCK_PARTIAL;
   case HATTN_OP_KPOS_LT:
-    if (r->k1 - 1 < a) return HATTN_BLOCK_FULL;
-    return r->k0 >= a ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
+    if (r->kp1 - 1 < a) return HATTN_BLOCK_FULL;
+    return r->kp0 >= a ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
   case HATTN_OP_QPOS_LT:
     if (r->qp1 - 1 < a) return HATTN_BLOCK_FULL;
     return r->qp0 >= a ? HATTN_BLOCK_EMPTY : HATTN_BLOCK_PARTIAL;
   case HATTN_OP_CHUNK: {
     int64_t cq0 = floordiv(r->qp0, a), cq1 = floordiv(r->qp1 - 1, a);
-    int64_t ck0 = r->k0 / a, ck1 = (r->k1 - 1) / a;
+    int64_t ck0 = r->kp0 / a, ck1 = (r->kp1 - 1) / a;
     if (cq1 < ck0 || ck1 < cq0) return HATTN_BLOCK_EMPTY;
     if (cq0 == cq1 && ck0 == ck1 && cq0 == ck0) return HATTN_BLOCK_FULL;
     return HATTN_BLOCK_PARTIAL;
@@ -322,10 +329,12 @@ static void rect_set(rect *r, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
   r->q1 = q1;
   r->k0 = k0;
   r->k1 = k1;
-  r->qp0 = q0 + env->lk - env->lq;
-  r->qp1 = q1 + env->lk - env->lq;
-  r->dmin = r->qp0 - (k1 - 1);
-  r->dmax = (r->qp1 - 1) - k0;
+  r->qp0 = q0 + hattn__env_qpos0(env);
+  r->qp1 = q1 + hattn__env_qpos0(env);
+  r->kp0 = k0 + hattn__env_kpos0(env);
+  r->kp1 = k1 + hattn__env_kpos0(env);
+  r->dmin = r->qp0 - (r->kp1 - 1);
+  r->dmax = (r->qp1 - 1) - r->kp0;
 }
 
 hattn__block hattn__block_classify(const hattn__mask *m, int64_t q0, int64_t q1,
@@ -340,10 +349,11 @@ hattn__block hattn__block_classify(const hattn__mask *m, int64_t q0, int64_t q1,
 ** Key ranges.
 ** ---------------------------------------------------------------- */
 
-/* Write [lo, hi) clipped to [0, lk) to OUT; returns 1, or 0 when empty. */
-static int one_range(int64_t lo, int64_t hi, int64_t lk, hattn__krange *out) {
-  lo = max64(lo, 0);
-  hi = min64(hi, lk);
+/* Write [lo, hi) clipped to the key positions [KW.lo, KW.hi) to OUT;
+** returns 1, or 0 when empty. */
+static int one_range(int64_t lo, int64_t hi, hattn__krange kw, hattn__krange *out) {
+  lo = max64(lo, kw.lo);
+  hi = min64(hi, kw.hi);
   if (lo >= hi) return 0;
   out[0].lo = lo;
   out[0].hi = hi;
@@ -405,9 +415,10 @@ static int64_t dilated_first_key(int64_t w, int64_t s, int64_t qp0, int64_t qp1)
   return m;
 }
 
-/* As hattn__key_ranges for register REG of M; with ENV, document narrows
-** the keys to the documents of the queries. */
-static int ranges(const hattn__mask *m, int reg, int64_t qp0, int64_t qp1, int64_t lk,
+/* As hattn__key_ranges for register REG of M, in key positions within
+** LK, the positions of the keys; with ENV, document narrows the keys to
+** the documents of the queries. */
+static int ranges(const hattn__mask *m, int reg, int64_t qp0, int64_t qp1, hattn__krange lk,
                   const hattn__mask_env *env, hattn__krange *out) {
   const hattn__op *op = &m->ops[reg];
   hattn__krange acc[HATTN_MAX_KRANGES], kid[HATTN_MAX_KRANGES];
@@ -424,19 +435,20 @@ static int ranges(const hattn__mask *m, int reg, int64_t qp0, int64_t qp1, int64
     }
     return one_range(qp0 - op->hi, qp1 - op->lo, lk, out);
   case HATTN_OP_KPOS_LT: return one_range(0, a, lk, out);
-  case HATTN_OP_QPOS_LT: return qp0 < a ? one_range(0, lk, lk, out) : 0;
+  case HATTN_OP_QPOS_LT: return qp0 < a ? one_range(lk.lo, lk.hi, lk, out) : 0;
   case HATTN_OP_CHUNK:
     return one_range(floordiv(qp0, a) * a, (floordiv(qp1 - 1, a) + 1) * a, lk, out);
   case HATTN_OP_DOC:
     if (env != NULL) {
       int64_t dq0, dq1;
-      if (qp1 <= 0) return 0;
+      /* Only query positions in [0, lk) are in a document. */
+      if (qp1 <= 0 || qp0 >= env->lk) return 0;
       dq0 = hattn__doc_of(env, max64(qp0, 0));
-      dq1 = hattn__doc_of(env, qp1 - 1);
+      dq1 = hattn__doc_of(env, min64(qp1, env->lk) - 1);
       if (dq0 < 0 || dq1 < 0) return 0;
       return one_range(env->doc_offsets[dq0], env->doc_offsets[dq1 + 1], lk, out);
     }
-    return one_range(0, lk, lk, out);
+    return one_range(lk.lo, lk.hi, lk, out);
   case HATTN_OP_AND: {
     int hull = 0;
     n = ranges(m, op->args[0], qp0, qp1, lk, env, acc);
@@ -462,14 +474,34 @@ static int ranges(const hattn__mask *m, int reg, int64_t qp0, int64_t qp1, int64
     return n;
   }
   default: /* everything without a closed form */
-    return one_range(0, lk, lk, out);
+    return one_range(lk.lo, lk.hi, lk, out);
   }
 }
 
 int hattn__key_ranges(const hattn__mask *m, int64_t qp0, int64_t qp1, int64_t lk,
                       hattn__krange *out) {
+  hattn__krange kw;
   if (qp0 >= qp1 || lk <= 0) return 0;
-  return ranges(m, m->nops - 1, qp0, qp1, lk, NULL, out);
+  kw.lo = 0;
+  kw.hi = lk;
+  return ranges(m, m->nops - 1, qp0, qp1, kw, NULL, out);
+}
+
+/* The key ranges of query rows [Q0, Q1) under ENV, in key rows of [0, lk). */
+static int row_ranges(const hattn__mask *m, int64_t q0, int64_t q1, const hattn__mask_env *env,
+                      hattn__krange *out) {
+  int64_t qs = hattn__env_qpos0(env), ks = hattn__env_kpos0(env);
+  hattn__krange kw;
+  int n, i;
+  if (q0 >= q1 || env->lk <= 0) return 0;
+  kw.lo = ks;
+  kw.hi = ks + env->lk;
+  n = ranges(m, m->nops - 1, q0 + qs, q1 + qs, kw, env, out);
+  for (i = 0; i < n; i++) {
+    out[i].lo -= ks;
+    out[i].hi -= ks;
+  }
+  return n;
 }
 
 /* ---------------------------------------------------------------- *
@@ -572,11 +604,11 @@ static int idxvec_push(idxvec *iv, int64_t x) {
 static int64_t plan_visits(const hattn__mask *mask, const hattn__mask_env *env, int64_t bm, int64_t bn,
                            int64_t nqb, int64_t cap) {
   hattn__krange kr[HATTN_MAX_KRANGES];
-  int64_t i, v = 0, shift = env->lk - env->lq;
+  int64_t i, v = 0;
   int n, j;
   for (i = 0; i < nqb && v <= cap; i++) {
     int64_t q0 = i * bm, q1 = min64(q0 + bm, env->lq), next = 0;
-    n = ranges(mask, mask->nops - 1, q0 + shift, q1 + shift, env->lk, env, kr);
+    n = row_ranges(mask, q0, q1, env, kr);
     for (j = 0; j < n; j++) {
       int64_t kb0 = max64(kr[j].lo / bn, next), kb1 = (kr[j].hi - 1) / bn;
       if (kb1 >= kb0) v += kb1 - kb0 + 1;
@@ -597,8 +629,7 @@ static int build_table(hattn__plan *p, int64_t t, const hattn__mask *mask, aux *
   p->full_off[t][0] = p->partial_off[t][0] = 0;
   for (i = 0; i < p->nqb; i++) {
     int64_t q0 = i * p->bm, q1 = min64(q0 + p->bm, p->lq), next = 0;
-    int64_t shift = p->lk - p->lq;
-    n = ranges(mask, mask->nops - 1, q0 + shift, q1 + shift, p->lk, env, kr);
+    n = row_ranges(mask, q0, q1, env, kr);
     for (j = 0; j < n; j++) {
       int64_t kb1 = (kr[j].hi - 1) / p->bn;
       for (kb = max64(kr[j].lo / p->bn, next); kb <= kb1; kb++) {
@@ -845,7 +876,8 @@ int64_t hattn__plan_count_visible(const hattn__plan *plan, const hattn__mask *ma
                                   int64_t table, const hattn__mask_env *env) {
   int dist = mask->distance_only;
   memo_slot *memo = dist ? calloc(MEMO_SLOTS, sizeof *memo) : NULL;
-  int64_t i, j, total = 0, shift = plan->lk - plan->lq, steps = HATTN_PLAN_MAX_COUNT_STEPS;
+  int64_t i, j, total = 0, shift = hattn__env_qpos0(env) - hattn__env_kpos0(env);
+  int64_t steps = HATTN_PLAN_MAX_COUNT_STEPS;
   const int64_t *fo = plan->full_off[table], *po = plan->partial_off[table];
   const int32_t *fi = plan->full_idx[table], *pi = plan->partial_idx[table];
   aux *x = NULL;

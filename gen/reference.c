@@ -63,7 +63,7 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
       double slope = hattn__env_slope(p, env, h, H);
       double sink = env->sink_logits ? (double)env->sink_logits[h] : -INFINITY;
       for (i = 0; i < LQ; i++) {
-        int64_t qpos = i + LK - LQ;
+        int64_t qpos = i + hattn__env_qpos0(env), kpos0 = hattn__env_kpos0(env);
         double mx = -INFINITY, sum = 0;
         int nan = 0;
         for (j = 0; j < LK; j++) {
@@ -71,7 +71,7 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
           vis[j] = (char)hattn__mask_visible(p->lowered, i, j, bh, env);
           if (!vis[j]) continue;
           for (c = 0; c < D; c++) dot += Q[i * D + c] * K[j * D + c];
-          s[j] = modified_score(p, dot, scale, slope, qpos, j);
+          s[j] = modified_score(p, dot, scale, slope, qpos, j + kpos0);
           nan |= isnan(s[j]);
           if (s[j] > mx) mx = s[j];
         }

@@ -195,7 +195,7 @@ HATTN_API const char *hattn_specfile_pattern_name(const hattn_specfile *spec, in
 **   LSE   [batch, heads,    lq]            (float32, natural log)
 ** heads must be a multiple of kv_heads (GQA/MQA: query head h reads kv head
 ** h / (heads / kv_heads)).  When lq < lk the queries are the last lq
-** positions (qpos = q + lk - lq).
+** positions (qpos = q + lk - lq), unless hattn_inputs sets offsets.
 **
 ** Limits, checked by hattn_kernel_get before anything is computed from
 ** them (HATTN_ESHAPE, with a message naming the limit): batch, heads and
@@ -343,6 +343,20 @@ typedef struct hattn_inputs {
   ** [batch, kv_heads, lk, head_dim] tensors.  A plan made with it is run
   ** with hattn_run_paged, one made without it with hattn_run. */
   const hattn_paged_kv *paged;
+  /* Positions (docs/spec.md, "Positions").  With offsets_set zero (a
+  ** zeroed struct) query row q is at position q + lk - lq and key row k at
+  ** position k, and q_offset and k_offset are ignored.  With offsets_set
+  ** nonzero, query row q is at q + q_offset and key row k at k + k_offset:
+  ** a chunk of queries (chunked prefill) or a slice of the keys (split-KV,
+  ** context parallelism; merge the parts with hattn_merge) computed at its
+  ** true positions.  q_offset lies in [-HATTN_MAX_SEQLEN, HATTN_MAX_SEQLEN] and k_offset
+  ** in [0, HATTN_MAX_SEQLEN], with q_offset + lq and k_offset + lk at most
+  ** HATTN_MAX_SEQLEN (HATTN_EINPUT).  document() needs k_offset 0 (the
+  ** document offsets cover the key rows), random() and topk() the default
+  ** positions (q_offset lk - lq, k_offset 0); otherwise HATTN_ENOTSUP.
+  ** blocks(NAME) indexes by rows, whatever the offsets. */
+  int64_t q_offset, k_offset;
+  int offsets_set;
 } hattn_inputs;
 
 /*

@@ -541,6 +541,9 @@ static int make_env(hattn_kernel *kern, const hattn_inputs *inputs, hattn__shape
   env.seed = inputs->seed;
   env.alibi_slopes = inputs->alibi_slopes;
   env.sink_logits = inputs->sink_logits;
+  env.q_offset = inputs->q_offset;
+  env.k_offset = inputs->k_offset;
+  env.offsets_set = inputs->offsets_set != 0;
   if ((kern->pat->needs & HATTN_NEEDS_DOCUMENT) && inputs->doc_offsets == NULL)
     return fail(ctx, HATTN_EINPUT, "inputs: pattern '%s' uses document(): doc_offsets are required",
                 kern->pat->name);

@@ -135,6 +135,8 @@ int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn__cpu_c
   a->kv_heads = shape->kv_heads;
   a->lq = shape->lq;
   a->lk = shape->lk;
+  a->q_pos0 = hattn__env_qpos0(env);
+  a->k_pos0 = hattn__env_kpos0(env);
   a->scale = pat->scale > 0 ? pat->scale : 1.0 / sqrt((double)shape->head_dim);
   a->full_off = (const int64_t *const *)plan->full_off;
   a->full_idx = (const int32_t *const *)plan->full_idx;

@@ -656,6 +656,8 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
     a->kv_heads = (int)HK;
     a->lq = (int)LQ;
     a->lk = (int)LK;
+    a->q_pos0 = hattn__env_qpos0(env);
+    a->k_pos0 = hattn__env_kpos0(env);
     a->scale = (float)scale;
     a->scale_log2 = (float)(scale * 1.4426950408889634074);
     a->alibi_slopes = tb.slopes != HATTN__TABLE_NONE ? (const float *)DEV(tb.slopes) : NULL;

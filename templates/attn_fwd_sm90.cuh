@@ -118,7 +118,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const int kvh = h / (args.heads / args.kv_heads);
   const int lq = args.lq, lk = args.lk;
   const int q0 = qb * BLOCK_M;
-  const int qoff = lk - lq;
+  const int qoff = (int)args.q_pos0, koff = (int)args.k_pos0; /* qpos = q + qoff, kpos = k + koff */
   const float slope = Pattern::slope(args, h);
 
   const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
@@ -220,7 +220,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
 #pragma unroll
         for (int c = 0; c < 4; c++) {
           const int qpos = q0 + r0 + 8 * (c / 2) + qoff;
-          const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+          const int kpos = k0 + nt * 8 + 2 * t + c % 2 + koff;
           s[4 * nt + c] = Pattern::score(s[4 * nt + c] * args.scale, qpos, kpos, slope) * LOG2E;
         }
     }
@@ -230,9 +230,9 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
 #pragma unroll
         for (int c = 0; c < 4; c++) {
           const int q = q0 + r0 + 8 * (c / 2);
-          const int kpos = k0 + nt * 8 + 2 * t + c % 2;
+          const int k = k0 + nt * 8 + 2 * t + c % 2;
           /* Pattern::visible only inside the matrix (it may index by kpos). */
-          if (!(kpos < lk && q < lq && Pattern::visible(q, q + qoff, kpos, args, bh)))
+          if (!(k < lk && q < lq && Pattern::visible(q, q + qoff, k + koff, args, bh)))
             s[4 * nt + c] = hattn_neg_inf();
         }
     } else if (k0 + BLOCK_N > lk) {

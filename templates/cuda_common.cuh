@@ -14,10 +14,11 @@
 **   static constexpr int head_dim           64, 128 or 256
 **   static constexpr int warps, stages      warps per CTA, K/V buffers
 **   static constexpr bool is_bf16           bf16, else fp16
-** The pattern (qpos = q + lk - lq, the query's position among the keys):
+** The pattern (qpos = q + args.q_pos0 and kpos = k + args.k_pos0, the
+** positions of query row q and key row k):
 **   static bool visible(q, qpos, kpos, args, bh)
 **                            whether key kpos is visible to query row q of
-**                            flattened head bh (called for q < lq, kpos < lk)
+**                            flattened head bh (called for q < lq, k < lk)
 **   static float score(s, qpos, kpos, slope)
 **                            the score modifiers, from q.k * scale
 **   static float slope(args, h)
@@ -167,8 +168,9 @@ struct hattn_key_blocks {
   __device__ __forceinline__ hattn_key_blocks(const hattn_cuda_args &a, int qb, int bh)
       : fidx(0), pidx(0), nf(0), n(0), lk(a.lk) {
     const int q0 = qb * BLOCK_M;
-    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, a.lq), a.lk - a.lq, a.lk, Pattern::band_lo,
-                                      Pattern::band_hi);
+    /* A band depends on qpos - kpos alone: key rows at q + (q_pos0 - k_pos0). */
+    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, a.lq), (int)(a.q_pos0 - a.k_pos0), a.lk,
+                                      Pattern::band_lo, Pattern::band_hi);
     if constexpr (Pattern::band) {
       n = q0 < a.lq ? band.kb1 - band.kb0 : 0;
     } else {

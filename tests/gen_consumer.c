@@ -103,6 +103,7 @@ static int check_kernel(const hattn_gen_kernel *g, int64_t lq, int64_t lk, uint6
   a.lse_stride[1] = lq;
   a.lse_stride[2] = 1;
   a.heads = H, a.kv_heads = HK, a.lq = lq, a.lk = lk;
+  a.q_pos0 = lk - lq, a.k_pos0 = 0;
   a.scale = g->scale;
   a.alibi_slopes = g->alibi == 1 ? slopes : NULL;
   a.full_off = (const int64_t *const *)plan->full_off;

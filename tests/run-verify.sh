@@ -49,6 +49,21 @@ for t in fp16 bf16; do
   done
 done
 expect 0 "tolerance 1e-05: ok" "$hattn" verify "$tmp/one.hattn" --seqlen 128 --heads 2 --head-dim 32 --threads 1
+# --q-offset, --k-offset: a chunk of queries, a slice of the keys, refusals.
+expect 0 "q_offset 100 k_offset 0 | " "$hattn" verify "$tmp/s.hattn" --pattern sinkwin --seqlen 64,300 --q-offset 100 $small
+expect 0 "q_offset -20 k_offset 150 | " "$hattn" verify "$tmp/s.hattn" --pattern local --seqlen 200,100 \
+  --q-offset -20 --k-offset 150 $small
+expect 0 "q_offset 200 k_offset 0 | " "$hattn" verify "$tmp/s.hattn" --pattern docs --seqlen 64,300 --q-offset 200 \
+  --docs 90 --dtype bf16 $small
+expect 0 "q_offset 236 k_offset 64 | " "$hattn" verify "$tmp/s.hattn" --pattern alibi --seqlen 64,300 --k-offset 64 $small
+expect 2 "hattn verify: k_offset is -1; key positions are never negative" "$hattn" verify "$tmp/one.hattn" \
+  --seqlen 64 --k-offset -1 $small
+expect 2 "hattn: --q-offset: expected an integer in [-1073741823, 1073741823], got '2x'" "$hattn" verify \
+  "$tmp/one.hattn" --seqlen 64 --q-offset 2x $small
+expect 2 "hattn run: document() with k_offset 5 is not supported" "$hattn" run "$tmp/s.hattn" --pattern docs \
+  --seqlen 64 --k-offset 5 $small
+expect 2 "hattn run: random() with offsets is not supported" "$hattn" run "$tmp/s.hattn" --pattern bird \
+  --seqlen 64 --q-offset 3 $small
 expect 0 "seed " "$hattn" run "$tmp/one.hattn" --seqlen 128 --heads 2 --head-dim 32
 
 # run --out: five files, with their headers and sizes.  A rank-3 or rank-4

@@ -244,7 +244,8 @@ static void dl_tensor(DLTensor *t, void *data, int device, int bf16, int ndim, i
   t->dtype.lanes = 1;
 }
 
-static void io_init(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t LQ, int64_t LK, int64_t D) {
+/* As io_init with LQ queries and LK keys. */
+static void io_init2(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t LQ, int64_t LK, int64_t D) {
   memset(io, 0, sizeof *io);
   io->sq[0] = io->sk[0] = io->sl[0] = B;
   io->sq[1] = io->sl[1] = H, io->sk[1] = HK;
@@ -259,6 +260,10 @@ static void io_init(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t LQ, in
   dl_tensor(&io->tq, io->dq, kDLCUDA, 1, 4, io->sq), dl_tensor(&io->tk, io->dk, kDLCUDA, 1, 4, io->sk);
   dl_tensor(&io->tv, io->dv, kDLCUDA, 1, 4, io->sk), dl_tensor(&io->to, io->dout, kDLCUDA, 1, 4, io->sq);
   dl_tensor(&io->tl, io->dl, kDLCUDA, 0, 3, io->sl);
+}
+
+static void io_init(run_io *io, int64_t B, int64_t H, int64_t HK, int64_t L, int64_t D) {
+  io_init2(io, B, H, HK, L, L, D);
 }
 
 /* Poison O and LSE on the device (NaN), finished before the next launch
@@ -385,7 +390,7 @@ START_TEST(test_run_stream) {
   rng r = {g_seed ^ 0x5e41};
   char err[512];
   serve_setup(&f);
-  io_init(&io, 2, 4, 2, 300, 300, 128);
+  io_init(&io, 2, 4, 2, 300, 128);
   io_fresh(&io, &r);
   ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_OK);
   ck_assert_str_eq(hattn_plan_errmsg(f.plan), "");
@@ -413,7 +418,7 @@ START_TEST(test_run_many) {
   int i;
   ck_assert_ptr_nonnull(io);
   serve_setup(&f);
-  for (i = 0; i < NRUNS; i++) io_init(&io[i], 2, 4, 2, 300, 300, 128), io_fresh(&io[i], &r);
+  for (i = 0; i < NRUNS; i++) io_init(&io[i], 2, 4, 2, 300, 128), io_fresh(&io[i], &r);
   for (i = 0; i < NRUNS; i++)
     ck_assert_int_eq(hattn_run(f.plan, &io[i].tq, &io[i].tk, &io[i].tv, &io[i].to, &io[i].tl, f.stream), HATTN_OK);
   CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
@@ -440,8 +445,8 @@ static void run_graph(int decode) {
   void *exec = NULL;
   size_t i;
   int rep, rc;
-  if (decode) serve_setup_decode(&f), io_init(&io, 1, 8, 2, DECODE_LQ, DECODE_LK, 128);
-  else serve_setup(&f), io_init(&io, 2, 4, 2, 300, 300, 128);
+  if (decode) serve_setup_decode(&f), io_init2(&io, 1, 8, 2, DECODE_LQ, DECODE_LK, 128);
+  else serve_setup(&f), io_init(&io, 2, 4, 2, 300, 128);
   io_fresh(&io, &r);
   rc = hattn__cuda_capture_begin(g_cu, f.stream, err, sizeof err);
   CHECK(rc == HATTN_OK, "capture: %s", err);
@@ -696,7 +701,7 @@ START_TEST(test_merge_split_keys) {
   ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), "merge", &spec), HATTN_OK);
   rc = hattn_kernel_get(ctx, spec, "p", &pr, &kfull);
   CHECK(rc == HATTN_OK, "kernel: %s", hattn_errmsg(ctx));
-  io_init(&io, 2, 4, 2, 300, 300, 128);
+  io_init(&io, 2, 4, 2, 300, 128);
   io_fresh(&io, &r);
   strides_of(0, 2, 300, 128, stk);
   for (i = 0; i < 2; i++) {
@@ -725,6 +730,200 @@ START_TEST(test_merge_split_keys) {
 }
 END_TEST
 
+/* ---- query and key offsets -------------------------------------------- */
+
+/* A CUDA context of the public API and the bf16 kernel of MASK for B x H
+** (HK kv heads) x LQ x LK x D. */
+static hattn_kernel *offsets_kernel(hattn_ctx *ctx, const char *mask, int64_t B, int64_t H, int64_t HK,
+                                    int64_t LQ, int64_t LK, int64_t D) {
+  char text[256];
+  hattn_specfile *spec = NULL;
+  hattn_kernel *kern = NULL;
+  hattn_problem pr;
+  int rc;
+  snprintf(text, sizeof text, "pattern p = %s\n", mask);
+  ck_assert_int_eq(hattn_specfile_parse(ctx, text, strlen(text), "offsets", &spec), HATTN_OK);
+  pr.batch = B, pr.heads = H, pr.kv_heads = HK, pr.lq = LQ, pr.lk = LK, pr.head_dim = D, pr.dtype = HATTN_BF16;
+  rc = hattn_kernel_get(ctx, spec, "p", &pr, &kern);
+  CHECK(rc == HATTN_OK, "kernel '%s': %s", mask, hattn_errmsg(ctx));
+  hattn_specfile_destroy(spec);
+  return kern;
+}
+
+typedef struct ocase {
+  const char *mask;
+  int64_t lq, lk, q_offset, k_offset;
+  int docs;
+} ocase;
+
+/* Band masks take the closed-form key blocks (templates/cuda_common.cuh),
+** the others the plan's lists. */
+static const ocase g_ocases[] = {
+  {"causal", 200, 300, 57, 0, 0},            /* a chunk of queries in the middle */
+  {"causal", 300, 170, 10, 130, 0},          /* a slice of keys */
+  {"causal", 150, 300, -70, 5, 0},           /* negative query positions see nothing */
+  {"window(64)", 200, 256, 400, 300, 0},
+  {"window(16, 16)", 190, 260, 3, 41, 0},
+  {"sink(4) | window(32)", 160, 230, 500, 420, 0},
+  {"chunk(48)", 200, 260, 30, 17, 0},
+  {"causal & document", 130, 300, 100, 0, 1},
+  {"document", 200, 260, 180, 0, 1},         /* queries past the keys are in no document */
+  {"dilated(4, 3)", 150, 200, 170, 33, 0},
+  {"causal with alibi", 130, 270, 190, 95, 0},
+};
+
+/* The bf16 kernel under offsets against hattn_reference. */
+START_TEST(test_offsets_vs_reference) {
+  const ocase *tc = &g_ocases[_i];
+  hattn_ctx *ctx = merge_ctx();
+  hattn_kernel *kern = offsets_kernel(ctx, tc->mask, 2, 4, 2, tc->lq, tc->lk, 128);
+  hattn_inputs in;
+  int64_t offs[4] = {0, tc->lk / 3, tc->lk / 3 + 40, tc->lk};
+  run_io io;
+  rng r = {g_seed ^ (0x0ff5 + (uint64_t)_i)};
+  char what[256];
+  int rc;
+  memset(&in, 0, sizeof in);
+  in.offsets_set = 1, in.q_offset = tc->q_offset, in.k_offset = tc->k_offset;
+  if (tc->docs) in.doc_offsets = offs, in.ndocs = 3;
+  io_init2(&io, 2, 4, 2, tc->lq, tc->lk, 128);
+  io_fresh(&io, &r);
+  rc = hattn_forward(kern, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, &in, NULL);
+  CHECK(rc == HATTN_OK, "forward '%s': %s", tc->mask, hattn_errmsg(ctx));
+  snprintf(what, sizeof what, "'%s' lq %lld lk %lld q_offset %lld k_offset %lld", tc->mask, (long long)tc->lq,
+           (long long)tc->lk, (long long)tc->q_offset, (long long)tc->k_offset);
+  io_check(&io, kern, &in, what);
+  io_free(&io);
+  hattn_kernel_destroy(kern);
+  hattn_close(ctx);
+}
+END_TEST
+
+/* MASK over 300 x 300 with the keys cut at 112 and 207: each slice at its
+** key offset (queries at q_offset 0), merged with hattn_merge, is the
+** float64 reference of the whole problem. */
+static void offsets_split_keys(const char *mask) {
+  hattn_ctx *ctx = merge_ctx();
+  hattn_kernel *kfull = offsets_kernel(ctx, mask, 2, 4, 2, 300, 300, 128), *kp[3];
+  const int64_t cut[4] = {0, 112, 207, 300};
+  run_io io;
+  rng r = {g_seed ^ 0x0ff7};
+  int64_t skp[3][4], stk[4];
+  void *dop[3], *dlp[3];
+  DLTensor tkp[3], tvp[3], top[3], tlp[3];
+  const DLTensor *po[3], *pl[3];
+  hattn_inputs in;
+  char err[512], what[128];
+  int i, rc;
+  io_init(&io, 2, 4, 2, 300, 128);
+  io_fresh(&io, &r);
+  strides_of(0, 2, 300, 128, stk);
+  for (i = 0; i < 3; i++) {
+    kp[i] = offsets_kernel(ctx, mask, 2, 4, 2, 300, cut[i + 1] - cut[i], 128);
+    skp[i][0] = 2, skp[i][1] = 2, skp[i][2] = cut[i + 1] - cut[i], skp[i][3] = 128;
+    dl_tensor(&tkp[i], io.dk, kDLCUDA, 1, 4, skp[i]), tkp[i].strides = stk;
+    dl_tensor(&tvp[i], io.dv, kDLCUDA, 1, 4, skp[i]), tvp[i].strides = stk;
+    tkp[i].byte_offset = tvp[i].byte_offset = (uint64_t)(cut[i] * 128 * 2);
+    dop[i] = dev_alloc(io.nq * 2), dlp[i] = dev_alloc(io.nl * 4);
+    ck_assert_int_eq(hattn__cuda_memset(g_cu, dop[i], 0xff, io.nq * 2, err, sizeof err), HATTN_OK);
+    ck_assert_int_eq(hattn__cuda_memset(g_cu, dlp[i], 0xff, io.nl * 4, err, sizeof err), HATTN_OK);
+    dl_tensor(&top[i], dop[i], kDLCUDA, 1, 4, io.sq), dl_tensor(&tlp[i], dlp[i], kDLCUDA, 0, 3, io.sl);
+    memset(&in, 0, sizeof in);
+    in.offsets_set = 1, in.q_offset = 0, in.k_offset = cut[i];
+    rc = hattn_forward(kp[i], &io.tq, &tkp[i], &tvp[i], &top[i], &tlp[i], &in, NULL);
+    CHECK(rc == HATTN_OK, "forward '%s' part %d: %s", mask, i, hattn_errmsg(ctx));
+    po[i] = &top[i], pl[i] = &tlp[i];
+  }
+  ck_assert_msg(hattn_merge(ctx, 3, po, pl, &io.to, &io.tl, NULL) == HATTN_OK, "merge: %s", hattn_errmsg(ctx));
+  CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
+  snprintf(what, sizeof what, "'%s': merge of three key slices at their offsets", mask);
+  io_check(&io, kfull, NULL, what);
+  for (i = 0; i < 3; i++) hattn_kernel_destroy(kp[i]), hattn__cuda_free(g_cu, dop[i]), hattn__cuda_free(g_cu, dlp[i]);
+  io_free(&io);
+  hattn_kernel_destroy(kfull);
+  hattn_close(ctx);
+}
+
+START_TEST(test_offsets_split_keys) {
+  offsets_split_keys("causal");
+  offsets_split_keys("window(100)");
+  offsets_split_keys("sink(4) | window(64)");
+}
+END_TEST
+
+/* Query rows [S, S + N) of a 300 x 300 problem run alone at q_offset S over
+** keys [0, KEND) are those rows of the float64 reference of the whole. */
+static void offsets_query_chunk(const char *mask, int64_t s, int64_t n, int64_t kend) {
+  hattn_ctx *ctx = merge_ctx();
+  hattn_kernel *kfull = offsets_kernel(ctx, mask, 2, 4, 2, 300, 300, 128);
+  hattn_kernel *kern = offsets_kernel(ctx, mask, 2, 4, 2, n, kend, 128);
+  run_io io;
+  rng r = {g_seed ^ 0x0ff9};
+  int64_t sq[4] = {2, 4, n, 128}, sl[3] = {2, 4, n}, sk[4] = {2, 2, kend, 128}, stq[4], stk[4];
+  DLTensor tq, tk, tv, to, tl, hq, hk, hv, ro, rl;
+  void *dout, *dl;
+  uint16_t *o = malloc((size_t)(2 * 4 * n * 128) * 2);
+  float *lse = malloc((size_t)(2 * 4 * n) * 4);
+  double *o64 = malloc((size_t)(2 * 4 * 300 * 128) * sizeof *o64), *l64 = malloc((size_t)(2 * 4 * 300) * sizeof *l64);
+  double *xo = malloc((size_t)(2 * 4 * n * 128) * sizeof *xo), *xl = malloc((size_t)(2 * 4 * n) * sizeof *xl);
+  double *wo = malloc((size_t)(2 * 4 * n * 128) * sizeof *wo), *wl = malloc((size_t)(2 * 4 * n) * sizeof *wl);
+  hattn_inputs in;
+  char err[512];
+  int64_t bh, i, c;
+  int rc;
+  ck_assert(o && lse && o64 && l64 && xo && xl && wo && wl);
+  io_init(&io, 2, 4, 2, 300, 128);
+  io_fresh(&io, &r);
+  strides_of(0, 4, 300, 128, stq);
+  strides_of(0, 2, 300, 128, stk);
+  dl_tensor(&tq, io.dq, kDLCUDA, 1, 4, sq), tq.strides = stq, tq.byte_offset = (uint64_t)(s * 128 * 2);
+  dl_tensor(&tk, io.dk, kDLCUDA, 1, 4, sk), tk.strides = stk;
+  dl_tensor(&tv, io.dv, kDLCUDA, 1, 4, sk), tv.strides = stk;
+  dout = dev_alloc((size_t)(2 * 4 * n * 128) * 2), dl = dev_alloc((size_t)(2 * 4 * n) * 4);
+  ck_assert_int_eq(hattn__cuda_memset(g_cu, dout, 0xff, (size_t)(2 * 4 * n * 128) * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_memset(g_cu, dl, 0xff, (size_t)(2 * 4 * n) * 4, err, sizeof err), HATTN_OK);
+  dl_tensor(&to, dout, kDLCUDA, 1, 4, sq), dl_tensor(&tl, dl, kDLCUDA, 0, 3, sl);
+  memset(&in, 0, sizeof in);
+  in.offsets_set = 1, in.q_offset = s, in.k_offset = 0;
+  rc = hattn_forward(kern, &tq, &tk, &tv, &to, &tl, &in, NULL);
+  CHECK(rc == HATTN_OK, "forward '%s' chunk: %s", mask, hattn_errmsg(ctx));
+  ck_assert_int_eq(hattn__cuda_download(g_cu, o, dout, (size_t)(2 * 4 * n * 128) * 2, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_download(g_cu, lse, dl, (size_t)(2 * 4 * n) * 4, err, sizeof err), HATTN_OK);
+  dl_tensor(&hq, io.q, kDLCPU, 1, 4, io.sq), dl_tensor(&hk, io.k, kDLCPU, 1, 4, io.sk);
+  dl_tensor(&hv, io.v, kDLCPU, 1, 4, io.sk);
+  dl_tensor(&ro, o64, kDLCPU, 0, 4, io.sq), dl_tensor(&rl, l64, kDLCPU, 0, 3, io.sl);
+  ro.dtype.bits = rl.dtype.bits = 64;
+  rc = hattn_reference(kfull, &hq, &hk, &hv, &ro, &rl, NULL);
+  CHECK(rc == HATTN_OK, "reference: %s", hattn_errmsg(ctx));
+  for (bh = 0; bh < 8; bh++)
+    for (i = 0; i < n; i++) {
+      for (c = 0; c < 128; c++) {
+        xo[(bh * n + i) * 128 + c] = get(o, (size_t)((bh * n + i) * 128 + c), HATTN_DTYPE_BF16);
+        wo[(bh * n + i) * 128 + c] = o64[(bh * 300 + s + i) * 128 + c];
+      }
+      xl[bh * n + i] = lse[bh * n + i], wl[bh * n + i] = l64[bh * 300 + s + i];
+    }
+  {
+    double eo = hattn__rel_error(xo, wo, (size_t)(8 * n * 128)), el = hattn__rel_error(xl, wl, (size_t)(8 * n));
+    CHECK(eo < 1e-2 && el < 1e-2, "'%s' rows %lld..%lld alone: error O %g LSE %g (tolerance 1e-2)", mask,
+          (long long)s, (long long)(s + n), eo, el);
+  }
+  hattn__cuda_free(g_cu, dout), hattn__cuda_free(g_cu, dl);
+  free(o), free(lse), free(o64), free(l64), free(xo), free(xl), free(wo), free(wl);
+  io_free(&io);
+  hattn_kernel_destroy(kern);
+  hattn_kernel_destroy(kfull);
+  hattn_close(ctx);
+}
+
+START_TEST(test_offsets_query_chunk) {
+  offsets_query_chunk("causal", 128, 100, 228);
+  offsets_query_chunk("window(50)", 77, 90, 167);
+  offsets_query_chunk("sink(4) | window(32)", 150, 64, 214);
+  offsets_query_chunk("chunk(64)", 40, 130, 300);
+}
+END_TEST
+
 static Suite *cuda_suite(void) {
   Suite *s = suite_create("cuda");
   TCase *tc = tcase_create("failures");
@@ -740,6 +939,9 @@ static Suite *cuda_suite(void) {
   tcase_add_loop_test(tc, test_merge_stream, 0, 12);
   tcase_add_test(tc, test_merge_graph);
   tcase_add_test(tc, test_merge_split_keys);
+  tcase_add_loop_test(tc, test_offsets_vs_reference, 0, (int)(sizeof g_ocases / sizeof g_ocases[0]));
+  tcase_add_test(tc, test_offsets_split_keys);
+  tcase_add_test(tc, test_offsets_query_chunk);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -445,8 +445,13 @@ typedef struct ctxt {
 static void describe(ctxt *c, const hattn__expr *e, const hattn__mask_env *env) {
   char text[3000];
   expr_text(e, text, sizeof text);
-  snprintf(c->what, sizeof c->what, "seed %" PRIu64 ", mask %s, lq %" PRId64 ", lk %" PRId64, g_seed,
-           text, env->lq, env->lk);
+  snprintf(c->what, sizeof c->what, "seed %" PRIu64 ", mask %s, lq %" PRId64 ", lk %" PRId64 "%s", g_seed,
+           text, env->lq, env->lk, env->offsets_set ? ", offsets set" : "");
+  if (env->offsets_set) {
+    size_t n = strlen(c->what);
+    snprintf(c->what + n, sizeof c->what - n, " (q_offset %" PRId64 ", k_offset %" PRId64 ")", env->q_offset,
+             env->k_offset);
+  }
 }
 
 /* Block classification of arbitrary rectangles. */
@@ -483,8 +488,11 @@ static void check_rects(rng *r, const ctxt *c, const hattn__expr *e, const hattn
 static void check_ranges_rows(const ctxt *c, const hattn__expr *e, const hattn__mask_env *env,
                               const truth *tr, int64_t q0, int64_t q1) {
   hattn__krange kr[HATTN_MAX_KRANGES + 1];
-  int64_t shift = env->lk - env->lq, t, q, k;
-  int n = hattn__key_ranges(lw(e), q0 + shift, q1 + shift, env->lk, kr), i, j;
+  int64_t shift = hattn__env_qpos0(env), t, q, k;
+  int n, i, j;
+  /* hattn__key_ranges takes key positions from 0: keys at their rows. */
+  if (hattn__env_kpos0(env) != 0) return;
+  n = hattn__key_ranges(lw(e), q0 + shift, q1 + shift, env->lk, kr);
   CHECK(n >= 0 && n <= HATTN_MAX_KRANGES, "%s: %d key ranges", c->what, n);
   for (i = 0; i < n; i++) {
     CHECK(kr[i].lo >= 0 && kr[i].lo < kr[i].hi && kr[i].hi <= env->lk,
@@ -505,6 +513,9 @@ static void check_ranges_rows(const ctxt *c, const hattn__expr *e, const hattn__
               c->what, q, k, q0, q1);
       }
   if (!c->tight) return;
+  /* Queries past the keys (offsets): a dilated window's range is cut at lk,
+  ** where a key off the stride may end it. */
+  if (e->kind == HATTN_NODE_DILATED && q1 + shift > env->lk) return;
   for (i = 0; i < n; i++) {
     int64_t ends[2] = {kr[i].lo, kr[i].hi - 1};
     int end;
@@ -733,6 +744,46 @@ START_TEST(test_position_combinations) {
                 rand_atom_of(&r, pos[rng_range(&r, 0, 7)], &t));
     }
     check_case(&r, e, &t.env, 3);
+    tenv_free(&t);
+    pool_free();
+  }
+}
+END_TEST
+
+/* Query and key offsets (hattn__mask_env.q_offset, k_offset): position
+** atoms, documents (k_offset 0) and layouts, alone and combined, with
+** offsets that put queries before, among and after the keys, negative
+** query positions included. */
+START_TEST(test_offsets) {
+  static const hattn__node_kind kinds[] = {HATTN_NODE_FULL,   HATTN_NODE_CAUSAL,  HATTN_NODE_WINDOW,
+                                           HATTN_NODE_DILATED, HATTN_NODE_STRIDE, HATTN_NODE_SINK,
+                                           HATTN_NODE_GLOBAL, HATTN_NODE_CHUNK,   HATTN_NODE_BLOCKS,
+                                           HATTN_NODE_DOCUMENT};
+  const int nk = (int)(sizeof kinds / sizeof kinds[0]);
+  rng r = rng_for(250 + (uint64_t)_i);
+  int round;
+  for (round = 0; round < 80; round++) {
+    tenv t;
+    int64_t lq, lk;
+    hattn__expr *e;
+    int docs;
+    rand_lengths(&r, 300, &lq, &lk);
+    tenv_make(&r, &t, lq, lk);
+    e = rand_atom_of(&r, kinds[rng_range(&r, 0, nk - 1)], &t);
+    if (rng_chance(&r, 60))
+      e = op2(rng_chance(&r, 60) ? HATTN_NODE_AND : HATTN_NODE_OR, e,
+              rand_atom_of(&r, kinds[rng_range(&r, 0, nk - 1)], &t));
+    if (rng_chance(&r, 20)) e = op_not(e);
+    docs = expr_has(e, HATTN_NODE_DOCUMENT);
+    t.env.offsets_set = 1;
+    switch (rng_range(&r, 0, 3)) {
+    case 0: t.env.q_offset = rng_range(&r, 0, 2 * lk + 10); break;           /* among and after the keys */
+    case 1: t.env.q_offset = -rng_range(&r, 0, lq + 10); break;              /* negative positions */
+    case 2: t.env.q_offset = rng_range(&r, 0, 1 << 20); break;               /* far away */
+    default: t.env.q_offset = lk - lq + rng_range(&r, -64, 64); break;
+    }
+    t.env.k_offset = docs ? 0 : rng_chance(&r, 20) ? 0 : rng_range(&r, 0, rng_chance(&r, 50) ? 300 : 1 << 20);
+    check_case(&r, e, &t.env, 2);
     tenv_free(&t);
     pool_free();
   }
@@ -1253,6 +1304,7 @@ static Suite *plan_suite(void) {
   tcase_add_loop_test(tc, test_combinations, 0, 6);
   tcase_add_loop_test(tc, test_position_combinations, 0, 2);
   tcase_add_loop_test(tc, test_document, 0, 2);
+  tcase_add_loop_test(tc, test_offsets, 0, 3);
   tcase_add_test(tc, test_document_tiny);
   tcase_add_loop_test(tc, test_blocks, 0, 2);
   tcase_add_loop_test(tc, test_random_atom, 0, 2);

@@ -258,6 +258,62 @@ START_TEST(failures_have_codes_and_messages) {
 }
 END_TEST
 
+/* Positions set by offsets (hattn__mask_env.q_offset, k_offset): a chunk of
+** query rows at its query offset gives those rows of the whole problem, and
+** the keys split into two slices, each at its key offset, merged by LSE,
+** give the whole problem's rows. */
+START_TEST(offsets_slice_the_whole_problem) {
+  static const char *const masks[] = {"causal", "window(7)", "sink(3) | window(5)", "chunk(8)",
+                                      "dilated(3, 2)", "causal with alibi(0.5)", "global(2) | window(3, 2)"};
+  enum { L = 40, D = 4 };
+  double q[L * D], k[L * D], v[L * D], fo[L * D], fl[L], o[L * D], l[L], o2[L * D], l2[L];
+  char err[256];
+  size_t mi;
+  int i, c;
+  for (i = 0; i < L * D; i++) q[i] = urand(), k[i] = urand(), v[i] = urand();
+  for (mi = 0; mi < sizeof masks / sizeof masks[0]; mi++) {
+    char text[128];
+    hattn__spec *spec;
+    const hattn__pattern *p;
+    hattn__shape sh = {1, 1, 1, L, L, D};
+    hattn__mask_env env = env_for(1, 1, L, L);
+    int64_t s = 1 + rand() % (L - 2), n = 1 + rand() % (L - s), cut = 1 + rand() % (L - 1);
+    snprintf(text, sizeof text, "pattern p = %s", masks[mi]);
+    spec = parse1(text);
+    p = &spec->patterns[0];
+    ck_assert_int_eq(run_ref(p, sh, &env, q, k, v, fo, fl, err), HATTN_OK);
+    /* Rows [s, s + n) alone. */
+    sh.lq = n, env.lq = n;
+    env.offsets_set = 1, env.q_offset = s, env.k_offset = 0;
+    ck_assert_int_eq(run_ref(p, sh, &env, q + s * D, k, v, o, l, err), HATTN_OK);
+    for (i = 0; i < n; i++) {
+      ck_assert_msg(l[i] == fl[s + i] || fabs(l[i] - fl[s + i]) < 1e-12, "'%s' row %d of chunk at %d: LSE %g, whole %g",
+                    masks[mi], i, (int)s, l[i], fl[s + i]);
+      for (c = 0; c < D; c++) ck_assert(fabs(o[i * D + c] - fo[(s + i) * D + c]) < 1e-12);
+    }
+    /* Keys [0, cut) and [cut, L), merged. */
+    sh.lq = L, env.lq = L, env.q_offset = 0;
+    sh.lk = cut, env.lk = cut, env.k_offset = 0;
+    ck_assert_int_eq(run_ref(p, sh, &env, q, k, v, o, l, err), HATTN_OK);
+    sh.lk = L - cut, env.lk = L - cut, env.k_offset = cut;
+    ck_assert_int_eq(run_ref(p, sh, &env, q, k + cut * D, v + cut * D, o2, l2, err), HATTN_OK);
+    for (i = 0; i < L; i++) {
+      double m = l[i] > l2[i] ? l[i] : l2[i], w1, w2;
+      if (m == -INFINITY) {
+        ck_assert_msg(fl[i] == -INFINITY, "'%s' row %d: no slice sees a key, the whole does", masks[mi], i);
+        continue;
+      }
+      w1 = exp(l[i] - m), w2 = exp(l2[i] - m);
+      ck_assert_msg(fabs(m + log(w1 + w2) - fl[i]) < 1e-12, "'%s' keys cut at %d, row %d: merged LSE %g, whole %g",
+                    masks[mi], (int)cut, i, m + log(w1 + w2), fl[i]);
+      for (c = 0; c < D; c++)
+        ck_assert(fabs((w1 * o[i * D + c] + w2 * o2[i * D + c]) / (w1 + w2) - fo[i * D + c]) < 1e-12);
+    }
+    hattn__spec_destroy(spec);
+  }
+}
+END_TEST
+
 START_TEST(rel_error_rules) {
   double ref[3] = {1, -INFINITY, 2}, x[3] = {1, -INFINITY, 2};
   ck_assert(hattn__rel_error(x, ref, 3) == 0);
@@ -377,6 +433,7 @@ int main(void) {
   tcase_add_test(tc, gqa_heads_share_kv);
   tcase_add_test(tc, score_modifiers_by_hand);
   tcase_add_test(tc, failures_have_codes_and_messages);
+  tcase_add_test(tc, offsets_slice_the_whole_problem);
   tcase_add_test(tc, rel_error_rules);
   tcase_add_test(tc, nan_reaches_the_rows_that_see_it);
   tcase_add_test(tc, random_blocks_are_distinct_sorted_and_fair);

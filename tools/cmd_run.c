@@ -50,6 +50,10 @@
   "                        pages NaN, and run the kernel through a block table (cpu)\n"   \
   "      --page-layout L   the pool's layout with --page-size: nhd [pages, P,\n"          \
   "                        kv_heads, D] (the default) or hnd [pages, kv_heads, P, D]\n"  \
+  "      --q-offset N      query row q is at position q + N (default: lk - lq, the\n"   \
+  "                        queries end with the keys; N may be negative)\n"             \
+  "      --k-offset N      key row k is at position k + N, N >= 0 (default 0): a chunk\n" \
+  "                        of queries or a slice of the keys at its true positions\n"   \
   "  -h, --help            this text\n"                                                     \
   "\n"                                                                                       \
   "Q and O are [batch, heads, N, D], K and V [batch, kv_heads, M, D], in the dtype\n"     \
@@ -99,7 +103,25 @@ typedef struct run_args {
   int64_t page_size;                                  /* --page-size, 0: contiguous K and V */
   const char *page_layout;                            /* --page-layout, NULL: nhd */
   tool_rtdata rt;
+  int64_t q_offset, k_offset;                         /* --q-offset, --k-offset */
+  int have_q_offset, have_k_offset;
 } run_args;
+
+/* A signed position offset for option OPT: -1 with a message when S is not
+** an integer within [-HATTN_MAX_SEQLEN, HATTN_MAX_SEQLEN]. */
+static int parse_offset(const char *opt, const char *s, int64_t *out) {
+  char *end;
+  long long v;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (end == s || *end || errno || v < -HATTN_MAX_SEQLEN || v > HATTN_MAX_SEQLEN) {
+    fprintf(stderr, "hattn: %s: expected an integer in [-%lld, %lld], got '%s'\n", opt,
+            (long long)HATTN_MAX_SEQLEN, (long long)HATTN_MAX_SEQLEN, s);
+    return -1;
+  }
+  *out = (int64_t)v;
+  return 0;
+}
 
 static int parse_seed(const char *s, uint64_t *out) {
   char *end;
@@ -117,7 +139,7 @@ static int parse_seed(const char *s, uint64_t *out) {
 /* Parse ARGV into A: 1 for --help (printed), 0 to go on, -1 on a usage
 ** error (printed). */
 static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
-  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB, O_PAGE_SIZE, O_PAGE_LAYOUT };
+  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB, O_PAGE_SIZE, O_PAGE_LAYOUT, O_QOFF, O_KOFF };
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'},  {"backend", required_argument, 0, O_BACKEND},
     {"batch", required_argument, 0, 'B'},    {"heads", required_argument, 0, 'H'},
@@ -130,6 +152,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     {"docs", required_argument, 0, 'D'},     {"doc-lens", required_argument, 0, 'L'},
     {"layout", required_argument, 0, 'Y'},   {"help", no_argument, 0, 'h'},
     {"page-size", required_argument, 0, O_PAGE_SIZE}, {"page-layout", required_argument, 0, O_PAGE_LAYOUT},
+    {"q-offset", required_argument, 0, O_QOFF}, {"k-offset", required_argument, 0, O_KOFF},
     {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -173,6 +196,14 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
         return -1;
       }
       a->page_layout = optarg;
+      break;
+    case O_QOFF:
+      if (parse_offset("--q-offset", optarg, &a->q_offset)) return -1;
+      a->have_q_offset = 1;
+      break;
+    case O_KOFF:
+      if (parse_offset("--k-offset", optarg, &a->k_offset)) return -1;
+      a->have_k_offset = 1;
       break;
     case 'h': fputs(usage, stdout); return 1;
     default: fputs(usage, stderr); return -1;
@@ -777,6 +808,15 @@ static int run_main(int argc, char **argv, int verify) {
   if (tool_rtdata_env(&a.rt, spec, p, a.lq, a.lk, &env)) goto done;
   env.batch = a.batch;
   env.heads = a.heads;
+  if (a.have_q_offset || a.have_k_offset) {
+    env.offsets_set = 1;
+    env.q_offset = a.have_q_offset ? a.q_offset : a.lk - a.lq;
+    env.k_offset = a.k_offset;
+    if (hattn__mask_env_check(p->lowered, &env, spec->nlayouts, err, sizeof err) != HATTN_OK) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+  }
   if ((p->needs & HATTN_NEEDS_TOPK) && route_topk(cmd, &d, &env)) goto done;
 
   if (verify) reference_note(cmd, p, &d.shape, &env);
@@ -813,6 +853,7 @@ static int run_main(int argc, char **argv, int verify) {
     printf(" paged %lld %s", (long long)a.page_size, a.page_layout ? a.page_layout : "nhd");
   if (a.in_dir) printf(" from %s", a.in_dir);
   else printf(" seed %llu", (unsigned long long)a.seed);
+  if (env.offsets_set) printf(" | q_offset %lld k_offset %lld", (long long)env.q_offset, (long long)env.k_offset);
   printf(" | %s | kernel %.3f ms", config, ms);
   if (a.out_dir) printf(" | wrote %s", a.out_dir);
   rc = TOOL_OK;

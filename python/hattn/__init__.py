@@ -115,7 +115,9 @@ class _Inputs(ctypes.Structure):
                 ("layouts", ctypes.POINTER(_Layout)), ("nlayouts", ctypes.c_int),
                 ("topk_blocks", ctypes.c_void_p), ("topk_k", ctypes.c_int64),
                 ("alibi_slopes", ctypes.c_void_p), ("sink_logits", ctypes.c_void_p),
-                ("seed", ctypes.c_uint64), ("paged", ctypes.POINTER(_PagedKV))]
+                ("seed", ctypes.c_uint64), ("paged", ctypes.POINTER(_PagedKV)),
+                ("q_offset", ctypes.c_int64), ("k_offset", ctypes.c_int64),
+                ("offsets_set", ctypes.c_int)]
 
 
 # Layouts of paged K and V pools (hattn_paged_layout), by name.
@@ -607,13 +609,19 @@ class Kernel:
             return like.new_empty(so), like.new_empty(sl, dtype=torch.float32)
         raise TypeError("pass out=(o, lse) for inputs of type %s" % type(like).__name__)
 
-    def _inputs(self, docs, layouts, topk, alibi_slopes, sink_logits, seed):
+    def _inputs(self, docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset=None, k_offset=None):
         """The _Inputs of a call and the arrays it points into (keep them
         alive for the call)."""
         import numpy as np
         p = self.problem
         seed = _int("seed", seed, 0, 2**64, "[0, 2**64)")
         inp = _Inputs()
+        if q_offset is not None or k_offset is not None:
+            # Either given: query row q at q + q_offset (default lk - lq),
+            # key row k at k + k_offset (default 0); the library checks them.
+            inp.offsets_set = 1
+            inp.q_offset = _int("q_offset", p.lk - p.lq if q_offset is None else q_offset)
+            inp.k_offset = _int("k_offset", 0 if k_offset is None else k_offset)
         keep = []
         if docs is not None:
             d = _int_array(np, "docs", docs, np.int64)
@@ -688,7 +696,7 @@ class Kernel:
 
     def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None,
                 alibi_slopes=None, sink_logits=None, seed=0, block_table=None, page_size=None,
-                page_layout="nhd"):
+                page_layout="nhd", q_offset=None, k_offset=None):
         """O = attention(q, k, v) and LSE; returns (o, lse).  Each call plans,
         runs and (CUDA) synchronises the device: to run one problem many
         times, make a plan() once.
@@ -699,14 +707,18 @@ class Kernel:
         float32 [heads] for a pattern "with alibi"; sink_logits: float32
         [heads], learned sink logits (one more softmax term per row, with no
         value; -inf for none); seed: nonzero, XORed into every random()
-        atom's seed; out: (o, lse) to write into (lse may be None).
+        atom's seed; q_offset, k_offset: the positions of query row 0 and
+        key row 0 (either given: the other defaults to lk - lq, resp. 0), for
+        a chunk of queries or a slice of the keys at its true positions
+        (docs/spec.md, "Positions"); out: (o, lse) to write into (lse may
+        be None).
 
         block_table: int32 [batch, max_pages], for paged K and V: k and v
         are then pools of pages, [pages, P, kv_heads, D] (page_layout
         "nhd") or [pages, kv_heads, P, D] ("hnd"), and logical key t of
         batch entry b is slot t % P of page block_table[b, t // P];
         page_size: P (None: from k's shape)."""
-        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed)
+        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset, k_offset)
         if block_table is not None:
             self._paged(k, page_size, page_layout, block_table, inp, keep)
         o, lse, (tq, tk, tv, to, tl) = self._tensors(q, k, v, out)
@@ -721,13 +733,13 @@ class Kernel:
         return o, lse
 
     def plan(self, docs=None, layouts=None, topk=None, alibi_slopes=None, sink_logits=None, seed=0,
-             page_size=None, page_layout="nhd"):
+             page_size=None, page_layout="nhd", q_offset=None, k_offset=None):
         """The Plan of this kernel with these run-time inputs (as forward
         takes them; copied): the block plan and tables built, and on CUDA
         uploaded, once.  Plan.run then only launches.  page_size: paged K
         and V in pages of that many positions, in page_layout ("nhd" or
         "hnd"): Plan.run then takes the pools and each run's block_table."""
-        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed)
+        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset, k_offset)
         if page_size is not None:
             self._paged(None, page_size, page_layout, None, inp, keep)
         lib = _L()

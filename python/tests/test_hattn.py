@@ -309,6 +309,33 @@ fo, fl = hattn.merge(ctx, halves)
 ro, rl = reference(frq, frk, frv, lambda qp, kp: np.ones(np.broadcast(qp, kp).shape, bool))
 assert rel(fo, ro) < 1e-5 and rel(fl, rl) < 1e-5, ("merge end to end", rel(fo, ro), rel(fl, rl))
 
+# Offsets: the keys of a causal problem split in two, each slice at its key
+# offset (queries at their own positions), merged, are the whole problem; a
+# chunk of queries at its query offset is those rows of the whole.
+cspec = ctx.parse("pattern c = causal\n")
+L = 90
+cq, crq = make((B, H, L, D), "fp32", False)
+ck, crk = make((B, HK, L, D), "fp32", False)
+cv, crv = make((B, HK, L, D), "fp32", False)
+ro, rl = reference(crq, crk, crv, masks["causal"])
+parts = []
+for lo, hi in ((0, 37), (37, L)):
+    kern = cspec.kernel("c", B, H, HK, L, hi - lo, D, "fp32")
+    parts.append(kern.forward(cq, ck[:, :, lo:hi], cv[:, :, lo:hi], q_offset=0, k_offset=lo))
+so, sl = hattn.merge(ctx, parts)
+assert rel(so, ro) < 1e-5 and rel(sl, rl) < 1e-5, ("offsets: split keys", rel(so, ro), rel(sl, rl))
+kern = cspec.kernel("c", B, H, HK, 30, 70, D, "fp32")
+plan = kern.plan(q_offset=40)
+co, cl = plan.run(cq[:, :, 40:70], ck[:, :, :70], cv[:, :, :70])
+assert rel(co, ro[:, :, 40:70]) < 1e-5 and rel(cl, rl[:, :, 40:70]) < 1e-5, "offsets: a chunk of queries"
+for kw, msg in (({"k_offset": -1}, "k_offset is -1; key positions are never negative"),
+                ({"q_offset": 2**30}, "q_offset is 1073741824; it must lie in")):
+    try:
+        kern.forward(cq[:, :, 40:70], ck[:, :, :70], cv[:, :, :70], **kw)
+        assert False, "bad offsets accepted"
+    except hattn.HattnError as e:
+        assert e.name == "HATTN_EINPUT" and msg in e.message, e
+
 # What merge refuses.
 try:
     hattn.merge(ctx, halves * 9)
