@@ -5,7 +5,7 @@ SDPA (cuDNN, flash) and FlexAttention, one process, back to back.
 Every contender is timed by the same function: its call captured ITERS
 times into one CUDA graph, the graph replayed REPS times between two
 events (kernel time, no host launch cost), median of the replays per call.
-Inputs rotate over enough copies that K and V never sit in L2 between
+hattn also runs on paged K and V (pages of 16 keys, shuffled).  Inputs rotate over enough copies that K and V never sit in L2 between
 calls.  Bandwidth counts the bytes of K and V a contender must read (the
 visible keys' rows for a window).  The relative error of each contender's
 O against hattn's decode output is in its row.  Run by
@@ -99,6 +99,28 @@ def main():
             results[label] = (time_graph(lambda i: plan.run(qs[i % nset], ks[i % nset], vs[i % nset], out=(o, None))), ref)
         os.environ.pop("HATTN_CUDA_DECODE", None)
         base = results["hattn decode"][1]
+
+        # Paged K and V, pages of 16 keys ([pages, 16, kv_heads, D]) in a
+        # shuffled pool, the block table read by each run.
+        P = 16
+        if LK % P == 0:
+            npp = LK // P
+            perm = torch.randperm(B * npp, device=dev)
+            inv = torch.empty_like(perm)
+            inv[perm] = torch.arange(B * npp, device=dev)
+            bt = inv.view(B, npp).to(torch.int32)
+
+            def pool(x):
+                return x.view(B, HK, npp, P, D).permute(0, 2, 3, 1, 4).reshape(B * npp, P, HK, D)[perm].contiguous()
+            kps, vps = [pool(x) for x in ks], [pool(x) for x in vs]
+            plan = kern.plan(page_size=P)
+            ref = torch.empty_like(o)
+            plan.run(qs[0], kps[0], vps[0], out=(ref, None), block_table=bt)
+            torch.cuda.synchronize()
+            results["hattn decode, paged (16)"] = (
+                time_graph(lambda i: plan.run(qs[i % nset], kps[i % nset], vps[i % nset], out=(o, None),
+                                              block_table=bt)), ref)
+            del kps, vps
 
         def sdpa(backend, i, out):
             with sdpa_kernel(backend):
