@@ -100,13 +100,13 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
   const int mine = je - jb > warp ? (je - jb - warp + WARPS - 1) / WARPS : 0;
   auto pos_of = [&](int i) { return jb + warp + i * WARPS; };
 
-  const hattn_kv kg = hattn_kv_rows(args.k, args.k_stride, args.k_page_stride, args, b, kvh);
-  const hattn_kv vg = hattn_kv_rows(args.v, args.v_stride, args.v_page_stride, args, b, kvh);
+  const char *kg = (const char *)args.k + ((long long)b * args.k_stride[0] + (long long)kvh * args.k_stride[1]) * 2;
+  const char *vg = (const char *)args.v + ((long long)b * args.v_stride[0] + (long long)kvh * args.v_stride[1]) * 2;
   auto load_block = [&](int i, int stage) {
     const int kb = kblocks.at(pos_of(i));
     const unsigned dK = sW + stage * 2 * KV_BYTES;
-    hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false>(dK, kg, kb * BLOCK_N, lk, lane);
-    hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false>(dK + KV_BYTES, vg, kb * BLOCK_N, lk, lane);
+    hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, false>(dK, args, kg, b, kb * BLOCK_N, lk, lane);
+    hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, true>(dK + KV_BYTES, args, vg, b, kb * BLOCK_N, lk, lane);
   };
 #pragma unroll
   for (int i = 0; i < STAGES - 1; i++) {

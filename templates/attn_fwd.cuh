@@ -91,8 +91,8 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   const float slope = Pattern::slope(args, h);
 
   const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
-  const hattn_kv kg = hattn_kv_rows(args.k, args.k_stride, args.k_page_stride, args, b, kvh);
-  const hattn_kv vg = hattn_kv_rows(args.v, args.v_stride, args.v_page_stride, args, b, kvh);
+  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
+  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
 
   /* This query block's key blocks, in the order of hattn_key_blocks. */
   const hattn_key_blocks<Pattern, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
@@ -110,10 +110,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   for (int j = 0; j < STAGES - 1; j++) {
     if (j < nblocks) {
       const int kb = block_at(j);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false>(sK + j * KV_BYTES, kg,
-                                                       kb * BLOCK_N, lk, tid);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false>(sV + j * KV_BYTES, vg,
-                                                       kb * BLOCK_N, lk, tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false>(sK + j * KV_BYTES, args, kg, b,
+                                                              kb * BLOCK_N, lk, tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true>(sV + j * KV_BYTES, args, vg, b,
+                                                             kb * BLOCK_N, lk, tid);
     }
     hattn_cp_async_commit();
   }
@@ -169,8 +169,8 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       /* Everyone is done with the only buffer before it is refilled. */
       __syncthreads();
       const int kb = block_at(j);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false>(sK, kg, kb * BLOCK_N, lk, tid);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false>(sV, vg, kb * BLOCK_N, lk, tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false>(sK, args, kg, b, kb * BLOCK_N, lk, tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true>(sV, args, vg, b, kb * BLOCK_N, lk, tid);
       hattn_cp_async_commit();
       hattn_cp_async_wait<0>();
       __syncthreads();
@@ -184,10 +184,10 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       if (jn < nblocks) {
         const int kbn = block_at(jn);
         const int sn = jn % STAGES;
-        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false>(sK + sn * KV_BYTES, kg,
-                                                         kbn * BLOCK_N, lk, tid);
-        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false>(sV + sn * KV_BYTES, vg,
-                                                         kbn * BLOCK_N, lk, tid);
+        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false>(sK + sn * KV_BYTES, args, kg, b,
+                                                                kbn * BLOCK_N, lk, tid);
+        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true>(sV + sn * KV_BYTES, args, vg, b,
+                                                               kbn * BLOCK_N, lk, tid);
       }
       hattn_cp_async_commit();
     }

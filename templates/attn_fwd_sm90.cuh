@@ -122,8 +122,8 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const float slope = Pattern::slope(args, h);
 
   const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
-  const hattn_kv kg = hattn_kv_rows(args.k, args.k_stride, args.k_page_stride, args, b, kvh);
-  const hattn_kv vg = hattn_kv_rows(args.v, args.v_stride, args.v_page_stride, args, b, kvh);
+  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
+  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
 
   /* This query block's key blocks (hattn_key_blocks), walked from the last
   ** position to the first: keys go down from the diagonal, and the plan's
@@ -136,7 +136,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   /* Q and K_0: the first group. */
   hattn_load_rows<BLOCK_M, HEAD_DIM, THREADS, true>(sQ, qg, args.q_stride[2], q0, lq, tid);
   if (nblocks > 0)
-    hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true>(sK, kg, block_at(0) * BLOCK_N, lk, tid);
+    hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, false>(sK, args, kg, b, block_at(0) * BLOCK_N, lk, tid);
   hattn_cp_async_commit();
 
   /* Rows of this thread, relative to the CTA: r0 = 64 wg + 16 (warp % 4) + g
@@ -160,14 +160,14 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     __syncthreads();
     /* The next group: K_{j+STAGES-1} and V_{j+STAGES-2}. */
     if (j + STAGES - 1 < nblocks)
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true>(sK + prev * KV_BYTES, kg,
-                                                      block_at(j + STAGES - 1) * BLOCK_N, lk,
-                                                      tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, false>(sK + prev * KV_BYTES, args, kg, b,
+                                                             block_at(j + STAGES - 1) * BLOCK_N, lk,
+                                                             tid);
     if (j + STAGES - 2 < nblocks)
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES,
-                                                      vg,
-                                                      block_at(j + STAGES - 2) * BLOCK_N, lk,
-                                                      tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, true>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES, args,
+                                                            vg, b,
+                                                            block_at(j + STAGES - 2) * BLOCK_N, lk,
+                                                            tid);
     hattn_cp_async_commit();
     const bool partial = partial_at(j);
     const int kb = block_at(j);

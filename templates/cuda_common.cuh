@@ -70,54 +70,46 @@ __device__ __forceinline__ void hattn_load_rows(unsigned dst, const char *src, l
   }
 }
 
-/* Where the key rows of K or V of one batch entry and kv head are: BASE
-** (bytes) + row * STRIDE elements, or, paged (TABLE not null), page
-** TABLE[row >> SHIFT] at PAGE_STRIDE elements a page, slot row & (2^SHIFT
-** - 1) at STRIDE elements a slot (gen/cuda_abi.h). */
-struct hattn_kv {
-  const char *base;
-  long long stride, page_stride;
-  const int *table;
-  int shift;
-};
-
-/* The rows of tensor T (K or V, element strides STRIDE, PAGE_STRIDE
-** elements a page when paged) for batch entry B and kv head KVH. */
-__device__ __forceinline__ hattn_kv hattn_kv_rows(const void *t, const long long *stride, long long page_stride,
-                                                 const hattn_cuda_args &a, int b, int kvh) {
-  hattn_kv r;
-  r.base = (const char *)t + ((long long)b * stride[0] + (long long)kvh * stride[1]) * 2;
-  r.stride = stride[2];
-  r.page_stride = page_stride;
-  r.table = a.block_table != 0 ? a.block_table + (long long)b * a.table_stride : 0;
-  r.shift = a.page_shift;
-  return r;
-}
-
-/* hattn_load_rows from SRC's rows, contiguous or paged: a paged row's
-** address comes from its page's table entry (one cached 4-byte load a
-** row), the swizzle is the same. */
-template <int ROWS, int HEAD_DIM, int THREADS, bool PANELS>
-__device__ __forceinline__ void hattn_load_kv(unsigned dst, const hattn_kv &src, int row0, int nrows, int tid) {
-  if (src.table == 0) {
-    hattn_load_rows<ROWS, HEAD_DIM, THREADS, PANELS>(dst, src.base, src.stride, row0, nrows, tid);
+/* hattn_load_rows for K (IS_V false) or V of batch entry B: SRC is the kv
+** head's rows (bytes; the batch entry's too unless paged).  Contiguous:
+** row r at r * stride[2] elements.  Paged (A.block_table set,
+** gen/cuda_abi.h): row r in page block_table[B * table_stride + (r >>
+** page_shift)] at page_stride elements a page, slot r & (2^page_shift - 1)
+** at stride[2] elements a slot.  Everything but SRC is read from the
+** kernel's parameters where it is used, so the contiguous path keeps no
+** more registers live than hattn_load_rows does.  The paged path loads its
+** rows' table entries first (independent loads, then the copies). */
+template <int ROWS, int HEAD_DIM, int THREADS, bool PANELS, bool IS_V>
+__device__ __forceinline__ void hattn_load_kv(unsigned dst, const hattn_cuda_args &a, const char *src, int b, int row0,
+                                              int nrows, int tid) {
+  const long long stride = IS_V ? a.v_stride[2] : a.k_stride[2];
+  if (a.block_table == 0) {
+    hattn_load_rows<ROWS, HEAD_DIM, THREADS, PANELS>(dst, src, stride, row0, nrows, tid);
     return;
   }
   constexpr int CHUNKS = HEAD_DIM / 8;
   constexpr int RSTEP = THREADS / CHUNKS;
+  constexpr int N = ROWS / RSTEP;
   constexpr unsigned ROW_BYTES = PANELS ? 128 : HEAD_DIM * 2;
+  const long long page_stride = IS_V ? a.v_page_stride : a.k_page_stride;
+  const int *table = a.block_table + (long long)b * a.table_stride;
+  const int shift = a.page_shift, mask = (1 << shift) - 1;
   const int id = (int)hattn_opaque((unsigned)tid);
   const int r0 = id / CHUNKS, c = id % CHUNKS;
   const unsigned d0 = dst + (PANELS ? (c / 8) * ROWS * 128 : 0) + r0 * ROW_BYTES;
   const int cs = PANELS ? c % 8 : c;
-  const int mask = (1 << src.shift) - 1;
+  int page[N];
 #pragma unroll
-  for (int i = 0; i < ROWS / RSTEP; i++) {
+  for (int i = 0; i < N; i++) {
+    const int row = row0 + r0 + i * RSTEP;
+    page[i] = row < nrows ? __ldg(table + (row >> shift)) : 0;
+  }
+#pragma unroll
+  for (int i = 0; i < N; i++) {
     const int r = r0 + i * RSTEP, row = row0 + r;
     const bool valid = row < nrows;
-    const char *g = valid ? src.base + ((long long)src.table[row >> src.shift] * src.page_stride +
-                                        (long long)(row & mask) * src.stride + c * 8) * 2
-                          : src.base;
+    const char *g = valid ? src + ((long long)page[i] * page_stride + (long long)(row & mask) * stride + c * 8) * 2
+                          : src;
     hattn_cp_async16(d0 + i * RSTEP * ROW_BYTES + (unsigned)((cs ^ (r & 7)) << 4), g, valid);
   }
 }
