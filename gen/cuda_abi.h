@@ -10,9 +10,10 @@
 ** that hattn__cuda_smem_bytes says.  CTA (x, y) computes query block x of
 ** flattened head y = b * heads + h.
 **
-** Every forward module also holds NAME_decode and NAME_combine, the decode
-** kernels of few queries per sequence (templates/attn_decode.cuh), on the
-** same arguments: NAME_decode on a grid of (ceil(pack * lq / 16), batch *
+** Every forward module also holds NAME_paged, the same kernel on paged K
+** and V (block_table set; launched alike), and NAME_decode and
+** NAME_combine, the decode kernels of few queries per sequence
+** (templates/attn_decode.cuh), on the same arguments: NAME_decode on a grid of (ceil(pack * lq / 16), batch *
 ** heads / pack, nsplit) CTAs of hattn__cuda_decode_warps * 32 threads with
 ** hattn__cuda_decode_smem_bytes of dynamic shared memory, for a plan of
 ** 16 x hattn__cuda_decode_block_n blocks (pack = heads / kv_heads, or 1 for

@@ -417,8 +417,12 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
   sb_puts(&b, "/* ---- the entry point ---- */\n\n");
   sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
             cfg->warps * 32, fn_name);
-  sb_printf(&b, "  %s<hattn_config, hattn_pattern>(args);\n}\n", body->fn);
+  sb_printf(&b, "  %s<hattn_config, hattn_pattern, false>(args);\n}\n", body->fn);
   if (kind == HATTN_CUDA_KERNEL_FWD) {
+    sb_puts(&b, "\n/* The same on paged K and V (args.block_table set). */\n");
+    sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s_paged(const hattn_cuda_args args) {\n",
+              cfg->warps * 32, fn_name);
+    sb_printf(&b, "  %s<hattn_config, hattn_pattern, true>(args);\n}\n", body->fn);
     sb_puts(&b, "\n/* Few queries a sequence: packed GQA over split keys, then the splits' merge\n"
                 "** (cuda_abi.h says how each is launched). */\n");
     sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s_decode(const hattn_cuda_args args) {\n",

@@ -72,6 +72,7 @@ struct hattn__cuda_kernel {
   char name[128];                    /* the entry point, the key of the cache */
   CUmodule module;
   CUfunction fn;
+  CUfunction paged_fn;               /* NAME_paged: FN on paged K and V */
   CUfunction decode_fn, combine_fn;  /* NAME_decode and NAME_combine, or NULL in a module without them */
   hattn__dtype dtype;
   int head_dim;
@@ -343,6 +344,11 @@ static int kernel_get(hattn__cuda *cu, const hattn__kernel_desc *desc, const hat
   ** hattn does not: its plans then take the forward kernel). */
   {
     char dname[160];
+    snprintf(dname, sizeof dname, "%s_paged", name);
+    if (cu->f.cuModuleGetFunction(&k->paged_fn, k->module, dname) != CUDA_SUCCESS) k->paged_fn = NULL;
+    if (k->paged_fn != NULL && smem > SMEM_DEFAULT_LIMIT)
+      CU_CHECK(cu, cu->f.cuFuncSetAttribute(k->paged_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem),
+               "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) of the paged kernel", fail_module);
     snprintf(dname, sizeof dname, "%s_decode", name);
     if (cu->f.cuModuleGetFunction(&k->decode_fn, k->module, dname) != CUDA_SUCCESS) k->decode_fn = NULL;
     snprintf(dname, sizeof dname, "%s_combine", name);
@@ -857,8 +863,12 @@ static int launch_one(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, ha
                "cuLaunchKernel (combine)", done);
     return HATTN_OK;
   }
+  if (args->block_table != NULL && kern->paged_fn == NULL) {
+    snprintf(err, errlen, "the kernel %s has no entry point for paged K and V", kern->name);
+    return HATTN_ENOTSUP;
+  }
   CU_CHECK(cu,
-           cu->f.cuLaunchKernel(kern->fn, (unsigned)plan->nqb, (unsigned)(plan->shape.batch * plan->shape.heads), 1,
+           cu->f.cuLaunchKernel(args->block_table != NULL ? kern->paged_fn : kern->fn, (unsigned)plan->nqb, (unsigned)(plan->shape.batch * plan->shape.heads), 1,
                                 (unsigned)(kern->cfg.warps * 32), 1, 1, (unsigned)kern->smem, stream, params, NULL),
            "cuLaunchKernel", done);
 done:

@@ -102,11 +102,18 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
 
   const char *kg = (const char *)args.k + ((long long)b * args.k_stride[0] + (long long)kvh * args.k_stride[1]) * 2;
   const char *vg = (const char *)args.v + ((long long)b * args.v_stride[0] + (long long)kvh * args.v_stride[1]) * 2;
+  /* Paged or not is decided here, per block (a uniform branch): decode
+  ** is bound by memory, and one body serves both. */
   auto load_block = [&](int i, int stage) {
     const int kb = kblocks.at(pos_of(i));
     const unsigned dK = sW + stage * 2 * KV_BYTES;
-    hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, false>(dK, args, kg, b, kb * BLOCK_N, lk, lane);
-    hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, true>(dK + KV_BYTES, args, vg, b, kb * BLOCK_N, lk, lane);
+    if (args.block_table != 0) {
+      hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, false, true>(dK, args, kg, b, kb * BLOCK_N, lk, lane);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, true, true>(dK + KV_BYTES, args, vg, b, kb * BLOCK_N, lk, lane);
+    } else {
+      hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, false, false>(dK, args, kg, b, kb * BLOCK_N, lk, lane);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, 32, false, true, false>(dK + KV_BYTES, args, vg, b, kb * BLOCK_N, lk, lane);
+    }
   };
 #pragma unroll
   for (int i = 0; i < STAGES - 1; i++) {

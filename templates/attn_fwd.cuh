@@ -43,7 +43,7 @@
 
 /* ---- the kernel body ----------------------------------------------------- */
 
-template <class Config, class Pattern>
+template <class Config, class Pattern, bool PAGED>
 __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   constexpr int BLOCK_M = Config::block_m, BLOCK_N = Config::block_n;
   constexpr int HEAD_DIM = Config::head_dim, WARPS = Config::warps, STAGES = Config::stages;
@@ -110,9 +110,9 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   for (int j = 0; j < STAGES - 1; j++) {
     if (j < nblocks) {
       const int kb = block_at(j);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false>(sK + j * KV_BYTES, args, kg, b,
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false, PAGED>(sK + j * KV_BYTES, args, kg, b,
                                                               kb * BLOCK_N, lk, tid);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true>(sV + j * KV_BYTES, args, vg, b,
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true, PAGED>(sV + j * KV_BYTES, args, vg, b,
                                                              kb * BLOCK_N, lk, tid);
     }
     hattn_cp_async_commit();
@@ -169,8 +169,8 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       /* Everyone is done with the only buffer before it is refilled. */
       __syncthreads();
       const int kb = block_at(j);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false>(sK, args, kg, b, kb * BLOCK_N, lk, tid);
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true>(sV, args, vg, b, kb * BLOCK_N, lk, tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false, PAGED>(sK, args, kg, b, kb * BLOCK_N, lk, tid);
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true, PAGED>(sV, args, vg, b, kb * BLOCK_N, lk, tid);
       hattn_cp_async_commit();
       hattn_cp_async_wait<0>();
       __syncthreads();
@@ -184,9 +184,9 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       if (jn < nblocks) {
         const int kbn = block_at(jn);
         const int sn = jn % STAGES;
-        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false>(sK + sn * KV_BYTES, args, kg, b,
+        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, false, PAGED>(sK + sn * KV_BYTES, args, kg, b,
                                                                 kbn * BLOCK_N, lk, tid);
-        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true>(sV + sn * KV_BYTES, args, vg, b,
+        hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, false, true, PAGED>(sV + sn * KV_BYTES, args, vg, b,
                                                                kbn * BLOCK_N, lk, tid);
       }
       hattn_cp_async_commit();

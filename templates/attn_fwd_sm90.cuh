@@ -58,7 +58,7 @@
 
 /* ---- the kernel body ----------------------------------------------------- */
 
-template <class Config, class Pattern>
+template <class Config, class Pattern, bool PAGED>
 __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args) {
   constexpr int BLOCK_M = Config::block_m, BLOCK_N = Config::block_n;
   constexpr int HEAD_DIM = Config::head_dim, STAGES = Config::stages;
@@ -136,7 +136,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   /* Q and K_0: the first group. */
   hattn_load_rows<BLOCK_M, HEAD_DIM, THREADS, true>(sQ, qg, args.q_stride[2], q0, lq, tid);
   if (nblocks > 0)
-    hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, false>(sK, args, kg, b, block_at(0) * BLOCK_N, lk, tid);
+    hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, false, PAGED>(sK, args, kg, b, block_at(0) * BLOCK_N, lk, tid);
   hattn_cp_async_commit();
 
   /* Rows of this thread, relative to the CTA: r0 = 64 wg + 16 (warp % 4) + g
@@ -160,11 +160,11 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     __syncthreads();
     /* The next group: K_{j+STAGES-1} and V_{j+STAGES-2}. */
     if (j + STAGES - 1 < nblocks)
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, false>(sK + prev * KV_BYTES, args, kg, b,
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, false, PAGED>(sK + prev * KV_BYTES, args, kg, b,
                                                              block_at(j + STAGES - 1) * BLOCK_N, lk,
                                                              tid);
     if (j + STAGES - 2 < nblocks)
-      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, true>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES, args,
+      hattn_load_kv<BLOCK_N, HEAD_DIM, THREADS, true, true, PAGED>(sV + ((j + STAGES - 2) % STAGES) * KV_BYTES, args,
                                                             vg, b,
                                                             block_at(j + STAGES - 2) * BLOCK_N, lk,
                                                             tid);

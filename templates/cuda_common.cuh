@@ -75,15 +75,15 @@ __device__ __forceinline__ void hattn_load_rows(unsigned dst, const char *src, l
 ** row r at r * stride[2] elements.  Paged (A.block_table set,
 ** gen/cuda_abi.h): row r in page block_table[B * table_stride + (r >>
 ** page_shift)] at page_stride elements a page, slot r & (2^page_shift - 1)
-** at stride[2] elements a slot.  Everything but SRC is read from the
-** kernel's parameters where it is used, so the contiguous path keeps no
-** more registers live than hattn_load_rows does.  The paged path loads its
-** rows' table entries first (independent loads, then the copies). */
-template <int ROWS, int HEAD_DIM, int THREADS, bool PANELS, bool IS_V>
+** at stride[2] elements a slot.  PAGED is a template argument, so that a
+** contiguous kernel holds no code or registers of the paged path; the
+** paged path loads its rows' table entries first (independent loads, then
+** the copies). */
+template <int ROWS, int HEAD_DIM, int THREADS, bool PANELS, bool IS_V, bool PAGED>
 __device__ __forceinline__ void hattn_load_kv(unsigned dst, const hattn_cuda_args &a, const char *src, int b, int row0,
                                               int nrows, int tid) {
   const long long stride = IS_V ? a.v_stride[2] : a.k_stride[2];
-  if (a.block_table == 0) {
+  if constexpr (!PAGED) {
     hattn_load_rows<ROWS, HEAD_DIM, THREADS, PANELS>(dst, src, stride, row0, nrows, tid);
     return;
   }

@@ -356,8 +356,10 @@ START_TEST(test_contract) {
   char err[4096], *src, *fwd;
   int wgmma;
   for (wgmma = 0; wgmma < 2; wgmma++) {
-    const char *fn = wgmma ? "hattn_attn_fwd_sm90<hattn_config, hattn_pattern>(args);"
-                           : "hattn_attn_fwd<hattn_config, hattn_pattern>(args);";
+    const char *fn = wgmma ? "hattn_attn_fwd_sm90<hattn_config, hattn_pattern, false>(args);"
+                           : "hattn_attn_fwd<hattn_config, hattn_pattern, false>(args);";
+    const char *paged = wgmma ? "k_paged(const hattn_cuda_args args) {\n  hattn_attn_fwd_sm90<hattn_config, hattn_pattern, true>(args);"
+                              : "k_paged(const hattn_cuda_args args) {\n  hattn_attn_fwd<hattn_config, hattn_pattern, true>(args);";
     const char *body = wgmma ? "templates/attn_fwd_sm90.cuh) ----" : "templates/attn_fwd.cuh) ----";
     hattn__cuda_config_default(&desc, wgmma ? 90 : 80, &cfg);
     ck_assert_int_eq(cfg.wgmma, wgmma);
@@ -366,6 +368,10 @@ START_TEST(test_contract) {
     ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &fwd, err, sizeof err), HATTN_OK);
     ck_assert_str_eq(src, fwd);
     ck_assert_msg(strstr(src, fn) != NULL, "the entry point does not call %s", fn);
+    /* The paged, decode and combine entry points beside it. */
+    ck_assert_msg(strstr(src, paged) != NULL, "no paged entry point calling the body with PAGED true");
+    ck_assert_ptr_nonnull(strstr(src, "k_decode(const hattn_cuda_args args) {\n  hattn_attn_decode<hattn_config, hattn_pattern>(args);"));
+    ck_assert_ptr_nonnull(strstr(src, "k_combine(const hattn_cuda_args args) {\n  hattn_attn_combine<hattn_config>(args);"));
     ck_assert_ptr_nonnull(strstr(src, body));
     ck_assert_msg(strstr(src, body) < strstr(src, "struct hattn_config {") &&
                       strstr(src, "struct hattn_config {") < strstr(src, "struct hattn_pattern {") &&
