@@ -32,9 +32,9 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 6  /* 2: candidates, memory, time (the tuner); 3: the tools;
+#define HATTN__BACKEND_I_VERSION 7  /* 2: candidates, memory, time (the tuner); 3: the tools;
                                       ** 4: launch_async (hattn_run); 5: merge (hattn_merge);
-                                      ** 6: launch_paged (paged K and V) */
+                                      ** 6: launch_paged (paged K and V); 7: varlen */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -237,6 +237,16 @@ typedef struct hattn__backend_i {
   int (*launch_paged)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                       const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
                       void *stream, int wait, char *err, size_t errlen);
+
+  /* Version 7: variable-length batches. */
+
+  /* Nonzero where the API may run a batch of sequences of their own lengths
+  ** (hattn_inputs.q_lens, k_lens) on this backend: api.c makes one problem
+  ** of batch 1 per distinct (q_len, k_len) pair, launches each batch entry
+  ** on views of its rows and itself writes the rows past a sequence's end
+  ** (O 0, LSE -inf), which needs the outputs in host memory (the CPU's).
+  ** 0: the API says HATTN_ENOTSUP. */
+  int varlen;
 } hattn__backend_i;
 
 

@@ -117,7 +117,8 @@ class _Inputs(ctypes.Structure):
                 ("alibi_slopes", ctypes.c_void_p), ("sink_logits", ctypes.c_void_p),
                 ("seed", ctypes.c_uint64), ("paged", ctypes.POINTER(_PagedKV)),
                 ("q_offset", ctypes.c_int64), ("k_offset", ctypes.c_int64),
-                ("offsets_set", ctypes.c_int)]
+                ("offsets_set", ctypes.c_int),
+                ("q_lens", ctypes.c_void_p), ("k_lens", ctypes.c_void_p)]
 
 
 # Layouts of paged K and V pools (hattn_paged_layout), by name.
