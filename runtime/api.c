@@ -703,11 +703,12 @@ static int check_paged(hattn_kernel *kern, int on_host, int64_t page_size, int l
 ** device in the problem's dtype and shapes, LSE (NULL: none; TL then has
 ** data NULL and compact strides).  With PAGED (NULL: contiguous K and V),
 ** K and V are pools of pages read through block table BT, and *PG is
-** filled (PAGED's own block_table is not read). */
+** filled (PAGED's own block_table is not read); K_LENS (checked, may be
+** NULL) are the key lengths of a variable-length batch. */
 static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
                          const DLTensor *o, const DLTensor *lse, const hattn_paged_kv *paged, const DLTensor *bt,
-                         const int32_t *k_lens, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv, hattn__tensor *to,
-                         hattn__tensor *tl, hattn__paged *pg) {
+                         const int32_t *k_lens, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
+                         hattn__tensor *to, hattn__tensor *tl, hattn__paged *pg) {
   const hattn_problem *pr = &kern->prob;
   DLDataType dt, f32 = {kDLFloat, 32, 1};
   int64_t dq[4], dkv[4], dl[3];
@@ -735,95 +736,23 @@ struct hattn_plan {
   hattn_kernel kern;
   void *prob;                   /* NULL for a variable-length batch */
   hattn_paged_kv paged;         /* page_size 0: contiguous K and V (hattn_run) */
-  /* A variable-length batch (inputs.q_lens, k_lens), or LENS NULL:
-  ** lens[b] and lens[batch + b] are entry b's query and key rows, and
-  ** vprobs[vprob_of[b]] the backend's problem of batch 1 for them, one per
-  ** distinct pair. */
-  int32_t *lens;
-  void **vprobs;
-  int64_t *vprob_of;
-  int64_t nvprobs;
+  hattn__varlen *varlen;        /* a variable-length batch (inputs.q_lens, k_lens), or NULL */
 };
 
-/* Check INPUTS' q_lens and k_lens for KERN (HATTN_OK when both are NULL). */
+/* Check INPUTS' q_lens and k_lens for KERN (HATTN_OK when both are NULL),
+** the sentence of a failure on the context. */
 static int check_varlen(hattn_kernel *kern, const hattn_inputs *inputs) {
   hattn_ctx *ctx = kern->ctx;
   const hattn_problem *pr = &kern->prob;
-  const hattn__mask *m = kern->pat->lowered;
-  int64_t b;
-  int i;
-  if (inputs->q_lens == NULL && inputs->k_lens == NULL) return HATTN_OK;
-  if (kern->kk->be->version < 7 || !kern->kk->be->varlen)
-    return fail(ctx, HATTN_ENOTSUP, "inputs.q_lens/k_lens: variable-length batches are not supported on the %s "
-                "backend yet", kern->kk->be->name);
-  if (inputs->offsets_set)
-    return fail(ctx, HATTN_ENOTSUP, "inputs.q_lens/k_lens: not with offsets_set (the positions of a sequence "
-                "of a variable-length batch follow from its lengths)");
-  if ((kern->pat->needs & (HATTN_NEEDS_DOCUMENT | HATTN_NEEDS_BLOCKS | HATTN_NEEDS_TOPK)) || m->nrandom > 0)
-    return fail(ctx, HATTN_ENOTSUP, "inputs.q_lens/k_lens: pattern '%s' uses document(), blocks(), random() or "
-                "topk(), whose run-time data covers the padded lk; variable-length batches are not supported "
-                "with them", kern->pat->name);
-  for (i = 0; i < 2; i++) {
-    const int32_t *l = i == 0 ? inputs->q_lens : inputs->k_lens;
-    int64_t max = i == 0 ? pr->lq : pr->lk;
-    if (l == NULL) continue;
-    for (b = 0; b < pr->batch; b++)
-      if (l[b] < 0)
-        return fail(ctx, HATTN_EINPUT, "%s[%lld] is %d, below 0", i == 0 ? "q_lens" : "k_lens", (long long)b,
-                    (int)l[b]);
-      else if (l[b] > max)
-        return fail(ctx, HATTN_EINPUT, "%s[%lld] is %d, above %s %lld", i == 0 ? "q_lens" : "k_lens",
-                    (long long)b, (int)l[b], i == 0 ? "lq" : "lk", (long long)max);
-  }
-  return HATTN_OK;
-}
-
-/* Free PLAN's variable-length state (none is fine). */
-static void plan_free_varlen(hattn_plan *plan) {
-  int64_t i;
-  for (i = 0; i < plan->nvprobs; i++) plan->kern.kk->be->problem_destroy(plan->vprobs[i]);
-  free(plan->vprobs);
-  free(plan->vprob_of);
-  free(plan->lens);
-}
-
-/* The variable-length state of PLAN for KERN, INPUTS (checked with
-** check_varlen), SHAPE and ENV: the lengths, and one problem of batch 1
-** per distinct (q_len, k_len) pair.  On failure the caller frees it. */
-static int plan_make_varlen(hattn_kernel *kern, const hattn_inputs *inputs, const hattn__shape *shape,
-                            const hattn__mask_env *env, hattn_plan *plan) {
-  hattn_ctx *ctx = kern->ctx;
-  const hattn__backend_i *be = kern->kk->be;
-  int64_t B = shape->batch, b, j;
+  hattn__shape shape;
   int st;
-  plan->kern.kk = kern->kk;    /* for plan_free_varlen */
-  plan->lens = malloc((size_t)(2 * B) * sizeof *plan->lens);
-  plan->vprobs = calloc((size_t)B, sizeof *plan->vprobs);
-  plan->vprob_of = malloc((size_t)B * sizeof *plan->vprob_of);
-  if (plan->lens == NULL || plan->vprobs == NULL || plan->vprob_of == NULL)
-    return fail(ctx, HATTN_ENOMEM, "out of memory for a plan");
-  for (b = 0; b < B; b++) {
-    plan->lens[b] = inputs->q_lens ? inputs->q_lens[b] : (int32_t)shape->lq;
-    plan->lens[B + b] = inputs->k_lens ? inputs->k_lens[b] : (int32_t)shape->lk;
-  }
-  for (b = 0; b < B; b++) {
-    hattn__shape sh = *shape;
-    hattn__mask_env e = *env;
-    for (j = 0; j < b; j++)
-      if (plan->lens[j] == plan->lens[b] && plan->lens[B + j] == plan->lens[B + b]) break;
-    if (j < b) {
-      plan->vprob_of[b] = plan->vprob_of[j];
-      continue;
-    }
-    sh.batch = e.batch = 1;
-    sh.lq = e.lq = plan->lens[b];
-    sh.lk = e.lk = plan->lens[B + b];
-    ctx->buf[0] = 0;
-    st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &sh, &e, &plan->vprobs[plan->nvprobs],
-                            ctx->buf, sizeof ctx->buf);
-    if (st != HATTN_OK) return fail_buf(ctx, st);
-    plan->vprob_of[b] = plan->nvprobs++;
-  }
+  if (inputs->q_lens == NULL && inputs->k_lens == NULL) return HATTN_OK;
+  shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
+  shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
+  ctx->buf[0] = 0;
+  if ((st = hattn__varlen_check(kern->kk->be, kern->pat, &shape, inputs->offsets_set, inputs->q_lens,
+                                inputs->k_lens, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+    return fail_buf(ctx, st);
   return HATTN_OK;
 }
 
@@ -854,7 +783,12 @@ static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan 
   if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto fail_env;
   ctx->buf[0] = 0;
   if (inputs->q_lens != NULL || inputs->k_lens != NULL) {
-    if ((st = plan_make_varlen(kern, inputs, &shape, &env, plan)) != HATTN_OK) goto fail_env;
+    st = hattn__varlen_create(be, ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, inputs->q_lens,
+                              inputs->k_lens, &plan->varlen, ctx->buf, sizeof ctx->buf);
+    if (st != HATTN_OK) {
+      fail_buf(ctx, st);
+      goto fail_env;
+    }
   } else {
     st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &plan->prob, ctx->buf,
                             sizeof ctx->buf);
@@ -871,7 +805,6 @@ static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan 
 
 fail_env:
   free(lays);
-  plan_free_varlen(plan);
   free(plan);
   return st;
 }
@@ -888,55 +821,12 @@ int hattn_plan_create(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan
 void hattn_plan_destroy(hattn_plan *plan) {
   if (plan == NULL) return;
   if (plan->prob != NULL) plan->kern.kk->be->problem_destroy(plan->prob);
-  plan_free_varlen(plan);
+  hattn__varlen_destroy(plan->kern.kk->be, plan->varlen);
   ctx_unref(plan->kern.ctx);
   free(plan);
 }
 
 const char *hattn_plan_errmsg(const hattn_plan *plan) { return plan ? hattn_errmsg(plan->kern.ctx) : ""; }
-
-/* A view of batch entry B of tensor T of ES-byte elements (T itself when
-** its data is NULL). */
-static hattn__tensor entry_view(const hattn__tensor *t, int64_t b, size_t es) {
-  hattn__tensor v = *t;
-  if (v.data != NULL) v.data = (char *)v.data + (size_t)(b * t->stride[0]) * es;
-  return v;
-}
-
-/* Launch the variable-length PLAN (a backend with varlen: host memory,
-** synchronous) on the checked tensors: each batch entry on views of its
-** rows with its lengths' problem, then O 0 and LSE -inf past its queries. */
-static int plan_launch_varlen(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
-                              const hattn__paged *pg, hattn__tensor *to, hattn__tensor *tl) {
-  hattn_kernel *kern = &plan->kern;
-  hattn_ctx *ctx = kern->ctx;
-  const hattn__backend_i *be = kern->kk->be;
-  const hattn_problem *pr = &kern->prob;
-  size_t es = pr->dtype == HATTN_FP32 ? 4 : 2;
-  int64_t b, h, q;
-  int st;
-  for (b = 0; b < pr->batch; b++) {
-    hattn__tensor q1 = entry_view(tq, b, es), k1 = entry_view(tk, b, es), v1 = entry_view(tv, b, es),
-                  o1 = entry_view(to, b, es), l1 = entry_view(tl, b, sizeof(float));
-    void *prob = plan->vprobs[plan->vprob_of[b]];
-    if (pg != NULL) {
-      hattn__paged p1 = *pg;
-      p1.block_table += b * pg->table_stride;
-      st = be->launch_paged(ctx->dev, kern->kk->kern, prob, &q1, &k1, &v1, &p1, &o1, &l1, NULL, 1, ctx->buf,
-                            sizeof ctx->buf);
-    } else {
-      st = be->launch(ctx->dev, kern->kk->kern, prob, &q1, &k1, &v1, &o1, &l1, NULL, ctx->buf, sizeof ctx->buf);
-    }
-    if (st != HATTN_OK) return st;
-    for (h = 0; h < pr->heads; h++)
-      for (q = plan->lens[b]; q < pr->lq; q++) {
-        memset((char *)o1.data + (size_t)(h * to->stride[1] + q * to->stride[2]) * es, 0,
-               (size_t)pr->head_dim * es);
-        if (l1.data != NULL) ((float *)l1.data)[h * tl->stride[1] + q * tl->stride[2]] = -INFINITY;
-      }
-  }
-  return HATTN_OK;
-}
 
 /* Launch PLAN on the checked tensors: asynchronously on STREAM where the
 ** backend can (launch_async), else the backend's synchronous launch; with
@@ -948,9 +838,13 @@ static int plan_launch(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, h
   const hattn__backend_i *be = kern->kk->be;
   int st;
   ctx->buf[0] = 0;
-  if (plan->lens != NULL)
-    st = plan_launch_varlen(plan, tq, tk, tv, pg, to, tl);
-  else if (pg != NULL)
+  if (plan->varlen != NULL) {
+    hattn__shape shape;
+    shape.batch = kern->prob.batch, shape.heads = kern->prob.heads, shape.kv_heads = kern->prob.kv_heads;
+    shape.lq = kern->prob.lq, shape.lk = kern->prob.lk, shape.head_dim = kern->prob.head_dim;
+    st = hattn__varlen_launch(be, ctx->dev, kern->kk->kern, plan->varlen, &shape, dtype_of(kern->prob.dtype), tq,
+                              tk, tv, pg, to, tl, ctx->buf, sizeof ctx->buf);
+  } else if (pg != NULL)
     st = be->launch_paged(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, to, tl, stream, wait, ctx->buf,
                           sizeof ctx->buf);
   else if (!wait && be->launch_async != NULL)
@@ -989,7 +883,7 @@ int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTensor *k_pages
                 "hattn_run_paged: the plan was made for contiguous K and V (inputs.paged was NULL): run it with "
                 "hattn_run");
   if ((st = check_tensors(&plan->kern, q, k_pages, v_pages, o, lse, &plan->paged, block_table,
-                          plan->lens ? plan->lens + plan->kern.prob.batch : NULL, &tq, &tk, &tv, &to,
+                          plan->varlen ? plan->varlen->lens + plan->kern.prob.batch : NULL, &tq, &tk, &tv, &to,
                           &tl, &pg)) != HATTN_OK)
     return st;
   return plan_launch(plan, &tq, &tk, &tv, &pg, &to, &tl, stream, 0);
@@ -1179,53 +1073,6 @@ static void scatter(const double *x, const int64_t n[4], hattn__tensor *t) {
           y[a * t->stride[0] + b * t->stride[1] + c * t->stride[2] + d * t->stride[3]] = x[i++];
 }
 
-/* The reference of a variable-length batch (INPUTS' lengths checked) on
-** the contiguous QD, KD, VD of SHAPE into OD and LD: each entry b alone,
-** as a problem of batch 1, lq q_lens[b] and lk k_lens[b] on its first
-** rows, and O 0, LSE -inf past its queries.  The sentence of a failure is
-** in the context's buffer. */
-static int reference_varlen(hattn_kernel *kern, const hattn_inputs *inputs, const hattn__shape *shape,
-                            const hattn__mask_env *env, const double *qd, const double *kd, const double *vd,
-                            double *od, double *ld) {
-  int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk,
-          D = shape->head_dim, b, h, r;
-  double *q1 = malloc((size_t)(H * LQ * D + 1) * sizeof *q1), *o1 = malloc((size_t)(H * LQ * D + 1) * sizeof *o1);
-  double *k1 = malloc((size_t)(HK * LK * D + 1) * sizeof *k1), *v1 = malloc((size_t)(HK * LK * D + 1) * sizeof *v1);
-  double *l1 = malloc((size_t)(H * LQ + 1) * sizeof *l1);
-  int st = HATTN_OK;
-  if (!q1 || !o1 || !k1 || !v1 || !l1) {
-    snprintf(kern->ctx->buf, sizeof kern->ctx->buf, "out of memory for the reference");
-    st = HATTN_ENOMEM;
-    goto done;
-  }
-  for (b = 0; b < B && st == HATTN_OK; b++) {
-    hattn__shape sh = *shape;
-    hattn__mask_env e = *env;
-    int64_t lq = inputs->q_lens ? inputs->q_lens[b] : LQ, lk = inputs->k_lens ? inputs->k_lens[b] : LK;
-    sh.batch = e.batch = 1;
-    sh.lq = e.lq = lq;
-    sh.lk = e.lk = lk;
-    for (h = 0; h < H; h++)
-      memcpy(q1 + h * lq * D, qd + ((b * H + h) * LQ) * D, (size_t)(lq * D) * sizeof *q1);
-    for (h = 0; h < HK; h++) {
-      memcpy(k1 + h * lk * D, kd + ((b * HK + h) * LK) * D, (size_t)(lk * D) * sizeof *k1);
-      memcpy(v1 + h * lk * D, vd + ((b * HK + h) * LK) * D, (size_t)(lk * D) * sizeof *v1);
-    }
-    st = hattn__reference(kern->pat, &sh, &e, kern->spec->nlayouts, q1, k1, v1, o1, l1, kern->ctx->buf,
-                          sizeof kern->ctx->buf);
-    for (h = 0; h < H; h++)
-      for (r = 0; r < LQ; r++) {
-        double *orow = od + ((b * H + h) * LQ + r) * D;
-        if (r < lq) memcpy(orow, o1 + (h * lq + r) * D, (size_t)D * sizeof *orow);
-        else memset(orow, 0, (size_t)D * sizeof *orow);
-        ld[(b * H + h) * LQ + r] = r < lq ? l1[h * lq + r] : -INFINITY;
-      }
-  }
-done:
-  free(q1), free(o1), free(k1), free(v1), free(l1);
-  return st;
-}
-
 int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v, DLTensor *o,
                     DLTensor *lse, const hattn_inputs *inputs) {
   static const hattn_inputs none;
@@ -1282,7 +1129,8 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
   gather(&tv, paged ? &pg : NULL, pg.v_page_stride, dtype_of(pr->dtype), dkv, inputs->k_lens, vd);
   ctx->buf[0] = 0;
   if (inputs->q_lens != NULL || inputs->k_lens != NULL)
-    st = reference_varlen(kern, inputs, &shape, &env, qd, kd, vd, od, ld);
+    st = hattn__reference_varlen(kern->pat, &shape, &env, kern->spec->nlayouts, inputs->q_lens, inputs->k_lens, qd,
+                                 kd, vd, od, ld, ctx->buf, sizeof ctx->buf);
   else
     st = hattn__reference(kern->pat, &shape, &env, kern->spec->nlayouts, qd, kd, vd, od, ld, ctx->buf,
                           sizeof ctx->buf);
