@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "hattn.h"
 #include "reference.h"
@@ -126,4 +127,46 @@ double hattn__rel_error(const double *x, const double *ref, size_t n) {
   }
   if (den == 0) return num == 0 ? 0.0 : INFINITY;
   return sqrt(num / den);
+}
+
+int hattn__reference_varlen(const hattn__pattern *p, const hattn__shape *shape,
+                            const hattn__mask_env *env, int nlayouts_in_spec,
+                            const int32_t *q_lens, const int32_t *k_lens,
+                            const double *q, const double *k, const double *v,
+                            double *o, double *lse, char *err, size_t errlen) {
+  int64_t B = shape->batch, H = shape->heads, HK = shape->kv_heads, LQ = shape->lq, LK = shape->lk,
+          D = shape->head_dim, b, h, r;
+  double *q1 = malloc((size_t)(H * LQ * D + 1) * sizeof *q1), *o1 = malloc((size_t)(H * LQ * D + 1) * sizeof *o1);
+  double *k1 = malloc((size_t)(HK * LK * D + 1) * sizeof *k1), *v1 = malloc((size_t)(HK * LK * D + 1) * sizeof *v1);
+  double *l1 = malloc((size_t)(H * LQ + 1) * sizeof *l1);
+  int st = HATTN_OK;
+  if (!q1 || !o1 || !k1 || !v1 || !l1) {
+    snprintf(err, errlen, "out of memory for the reference");
+    st = HATTN_ENOMEM;
+    goto done;
+  }
+  for (b = 0; b < B && st == HATTN_OK; b++) {
+    hattn__shape sh = *shape;
+    hattn__mask_env e = *env;
+    int64_t lq = q_lens ? q_lens[b] : LQ, lk = k_lens ? k_lens[b] : LK;
+    sh.batch = e.batch = 1;
+    sh.lq = e.lq = lq;
+    sh.lk = e.lk = lk;
+    for (h = 0; h < H; h++) memcpy(q1 + h * lq * D, q + ((b * H + h) * LQ) * D, (size_t)(lq * D) * sizeof *q1);
+    for (h = 0; h < HK; h++) {
+      memcpy(k1 + h * lk * D, k + ((b * HK + h) * LK) * D, (size_t)(lk * D) * sizeof *k1);
+      memcpy(v1 + h * lk * D, v + ((b * HK + h) * LK) * D, (size_t)(lk * D) * sizeof *v1);
+    }
+    st = hattn__reference(p, &sh, &e, nlayouts_in_spec, q1, k1, v1, o1, l1, err, errlen);
+    for (h = 0; h < H && st == HATTN_OK; h++)
+      for (r = 0; r < LQ; r++) {
+        double *orow = o + ((b * H + h) * LQ + r) * D;
+        if (r < lq) memcpy(orow, o1 + (h * lq + r) * D, (size_t)D * sizeof *orow);
+        else memset(orow, 0, (size_t)D * sizeof *orow);
+        if (lse != NULL) lse[(b * H + h) * LQ + r] = r < lq ? l1[h * lq + r] : -INFINITY;
+      }
+  }
+done:
+  free(q1), free(o1), free(k1), free(v1), free(l1);
+  return st;
 }

@@ -39,6 +39,22 @@ int hattn__reference(const hattn__pattern *p, const hattn__shape *shape,
                      const double *q, const double *k, const double *v,
                      double *o, double *lse, char *err, size_t errlen);
 
+/*
+** The reference of a variable-length batch in the padded form: Q, O, LSE
+** and K, V of SHAPE as above, batch entry b using its first q_lens[b]
+** query rows and k_lens[b] key rows (NULL: all lq, resp. lk; each within
+** [0, lq], [0, lk], checked by the caller), computed as a problem of its
+** own (batch 1, lq q_lens[b], lk k_lens[b]: queries at q + k_lens[b] -
+** q_lens[b]); rows past q_lens[b] get O 0 and LSE -inf, and rows past the
+** lengths of Q, K and V are not read.  ENV as for hattn__reference, for
+** the padded shape.  Returns as hattn__reference does, or HATTN_ENOMEM.
+*/
+int hattn__reference_varlen(const hattn__pattern *p, const hattn__shape *shape,
+                            const hattn__mask_env *env, int nlayouts_in_spec,
+                            const int32_t *q_lens, const int32_t *k_lens,
+                            const double *q, const double *k, const double *v,
+                            double *o, double *lse, char *err, size_t errlen);
+
 /* The relative Frobenius error ||x - ref|| / ||ref|| of N values: 0 when
 ** both are zero; infinity when ref is zero and x is not, when x has a NaN
 ** where ref has none or none where ref has one, or when an infinite value

@@ -357,6 +357,23 @@ typedef struct hattn_inputs {
   ** blocks(NAME) indexes by rows, whatever the offsets. */
   int64_t q_offset, k_offset;
   int offsets_set;
+  /* Variable-length batches (padded form, as FlashAttention's seqused_k):
+  ** q_lens and k_lens are host arrays of batch entries (NULL: every entry
+  ** has lq, resp. lk rows), and lq and lk of hattn_problem are the maxima.
+  ** Batch entry b uses its first q_lens[b] query rows and its first
+  ** k_lens[b] key rows, at positions q + k_lens[b] - q_lens[b] and k (its
+  ** queries end with its keys); each entry's O and LSE are what a problem
+  ** of that entry alone (batch 1, lq q_lens[b], lk k_lens[b]) gives.  Rows
+  ** past q_lens[b] of O are written 0, their LSE -inf; keys past
+  ** k_lens[b] are never read (paged: only the first ceil(k_lens[b] /
+  ** page_size) entries of a table row are used).  0 <= q_lens[b] <= lq and
+  ** 0 <= k_lens[b] <= lk (HATTN_EINPUT naming the entry).  hattn_forward
+  ** and hattn_reference read them; hattn_plan_create copies them and the
+  ** plan's runs use those lengths.  Not with offsets_set, nor with
+  ** document(), blocks(), random() or topk(), whose run-time data covers
+  ** the padded lk (HATTN_ENOTSUP); the CPU backend only (CUDA:
+  ** HATTN_ENOTSUP). */
+  const int32_t *q_lens, *k_lens;
 } hattn_inputs;
 
 /*

@@ -621,10 +621,12 @@ static int check_paged_params(hattn_kernel *kern, const char *who, int64_t page_
 /* Check the paged pools K and V and the block table BT of a
 ** launch of KERN with PAGE_SIZE and LAYOUT (checked), on the kernel's
 ** device (the host when ON_HOST), every entry the kernel reads included;
-** fill *TK and *TV as cpu.h's hattn__paged wants them, and *PG. */
+** fill *TK and *TV as cpu.h's hattn__paged wants them, and *PG.  With
+** K_LENS (checked), row b's entries past ceil(k_lens[b] / page_size) are
+** not read, so not checked. */
 static int check_paged(hattn_kernel *kern, int on_host, int64_t page_size, int layout, const DLTensor *k,
-                       const DLTensor *v, const DLTensor *bt, hattn__tensor *tk, hattn__tensor *tv,
-                       hattn__paged *pg) {
+                       const DLTensor *v, const DLTensor *bt, const int32_t *k_lens, hattn__tensor *tk,
+                       hattn__tensor *tv, hattn__paged *pg) {
   hattn_ctx *ctx = kern->ctx;
   const hattn_problem *pr = &kern->prob;
   DLDataType dt, i32 = {kDLInt, 32, 1};
@@ -687,7 +689,7 @@ static int check_paged(hattn_kernel *kern, int on_host, int64_t page_size, int l
   ** reads paged K and V today). */
   if (on_host || kern->kk->be->dl_device == kDLCPU)
     for (b = 0; b < pr->batch; b++)
-      for (c = 0; c < need; c++) {
+      for (c = 0; c < (k_lens ? (k_lens[b] + page_size - 1) / page_size : need); c++) {
         int32_t e = pg->block_table[b * pg->table_stride + c];
         if (e < 0 || e >= pages)
           return fail(ctx, HATTN_EINPUT,
@@ -701,11 +703,12 @@ static int check_paged(hattn_kernel *kern, int on_host, int64_t page_size, int l
 ** device in the problem's dtype and shapes, LSE (NULL: none; TL then has
 ** data NULL and compact strides).  With PAGED (NULL: contiguous K and V),
 ** K and V are pools of pages read through block table BT, and *PG is
-** filled (PAGED's own block_table is not read). */
+** filled (PAGED's own block_table is not read); K_LENS (checked, may be
+** NULL) are the key lengths of a variable-length batch. */
 static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
                          const DLTensor *o, const DLTensor *lse, const hattn_paged_kv *paged, const DLTensor *bt,
-                         hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv, hattn__tensor *to,
-                         hattn__tensor *tl, hattn__paged *pg) {
+                         const int32_t *k_lens, hattn__tensor *tq, hattn__tensor *tk, hattn__tensor *tv,
+                         hattn__tensor *to, hattn__tensor *tl, hattn__paged *pg) {
   const hattn_problem *pr = &kern->prob;
   DLDataType dt, f32 = {kDLFloat, 32, 1};
   int64_t dq[4], dkv[4], dl[3];
@@ -714,7 +717,8 @@ static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *
   problem_dims(pr, &dt, dq, dkv, dl);
   if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, tq)) != HATTN_OK) return st;
   if (paged != NULL) {
-    if ((st = check_paged(kern, 0, paged->page_size, paged->layout, k, v, bt, tk, tv, pg)) != HATTN_OK) return st;
+    if ((st = check_paged(kern, 0, paged->page_size, paged->layout, k, v, bt, k_lens, tk, tv, pg)) != HATTN_OK)
+      return st;
   } else if ((st = check_tensor(kern, "k", k, 4, dkv, dt, 1, tk)) != HATTN_OK ||
              (st = check_tensor(kern, "v", v, 4, dkv, dt, 1, tv)) != HATTN_OK) {
     return st;
@@ -730,9 +734,27 @@ static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *
 ** reference to) and the backend's per-problem state. */
 struct hattn_plan {
   hattn_kernel kern;
-  void *prob;
+  void *prob;                   /* NULL for a variable-length batch */
   hattn_paged_kv paged;         /* page_size 0: contiguous K and V (hattn_run) */
+  hattn__varlen *varlen;        /* a variable-length batch (inputs.q_lens, k_lens), or NULL */
 };
+
+/* Check INPUTS' q_lens and k_lens for KERN (HATTN_OK when both are NULL),
+** the sentence of a failure on the context. */
+static int check_varlen(hattn_kernel *kern, const hattn_inputs *inputs) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn_problem *pr = &kern->prob;
+  hattn__shape shape;
+  int st;
+  if (inputs->q_lens == NULL && inputs->k_lens == NULL) return HATTN_OK;
+  shape.batch = pr->batch, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
+  shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
+  ctx->buf[0] = 0;
+  if ((st = hattn__varlen_check(kern->kk->be, kern->pat, &shape, inputs->offsets_set, inputs->q_lens,
+                                inputs->k_lens, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+    return fail_buf(ctx, st);
+  return HATTN_OK;
+}
 
 /* Make *OUT for KERN and INPUTS: the checked run-time data, then the
 ** backend's problem (plan, tables, device memory).  The sentence of a
@@ -757,13 +779,23 @@ static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan 
     plan->paged.page_size = inputs->paged->page_size;
     plan->paged.layout = inputs->paged->layout;
   }
+  if ((st = check_varlen(kern, inputs)) != HATTN_OK) goto fail_env;
   if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto fail_env;
   ctx->buf[0] = 0;
-  st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &plan->prob, ctx->buf,
-                          sizeof ctx->buf);
-  if (st != HATTN_OK) {
-    fail_buf(ctx, st);
-    goto fail_env;
+  if (inputs->q_lens != NULL || inputs->k_lens != NULL) {
+    st = hattn__varlen_create(be, ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, inputs->q_lens,
+                              inputs->k_lens, &plan->varlen, ctx->buf, sizeof ctx->buf);
+    if (st != HATTN_OK) {
+      fail_buf(ctx, st);
+      goto fail_env;
+    }
+  } else {
+    st = be->problem_create(ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, &plan->prob, ctx->buf,
+                            sizeof ctx->buf);
+    if (st != HATTN_OK) {
+      fail_buf(ctx, st);
+      goto fail_env;
+    }
   }
   free(lays);
   plan->kern = *kern;
@@ -788,7 +820,8 @@ int hattn_plan_create(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan
 
 void hattn_plan_destroy(hattn_plan *plan) {
   if (plan == NULL) return;
-  plan->kern.kk->be->problem_destroy(plan->prob);
+  if (plan->prob != NULL) plan->kern.kk->be->problem_destroy(plan->prob);
+  hattn__varlen_destroy(plan->kern.kk->be, plan->varlen);
   ctx_unref(plan->kern.ctx);
   free(plan);
 }
@@ -805,7 +838,13 @@ static int plan_launch(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, h
   const hattn__backend_i *be = kern->kk->be;
   int st;
   ctx->buf[0] = 0;
-  if (pg != NULL)
+  if (plan->varlen != NULL) {
+    hattn__shape shape;
+    shape.batch = kern->prob.batch, shape.heads = kern->prob.heads, shape.kv_heads = kern->prob.kv_heads;
+    shape.lq = kern->prob.lq, shape.lk = kern->prob.lk, shape.head_dim = kern->prob.head_dim;
+    st = hattn__varlen_launch(be, ctx->dev, kern->kk->kern, plan->varlen, &shape, dtype_of(kern->prob.dtype), tq,
+                              tk, tv, pg, to, tl, ctx->buf, sizeof ctx->buf);
+  } else if (pg != NULL)
     st = be->launch_paged(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, to, tl, stream, wait, ctx->buf,
                           sizeof ctx->buf);
   else if (!wait && be->launch_async != NULL)
@@ -827,7 +866,8 @@ int hattn_run(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTe
   if (plan->paged.page_size != 0)
     return fail(plan->kern.ctx, HATTN_EINPUT,
                 "hattn_run: the plan was made for paged K and V (inputs.paged): run it with hattn_run_paged");
-  if ((st = check_tensors(&plan->kern, q, k, v, o, lse, NULL, NULL, &tq, &tk, &tv, &to, &tl, NULL)) != HATTN_OK)
+  if ((st = check_tensors(&plan->kern, q, k, v, o, lse, NULL, NULL, NULL, &tq, &tk, &tv, &to, &tl, NULL)) !=
+      HATTN_OK)
     return st;
   return plan_launch(plan, &tq, &tk, &tv, NULL, &to, &tl, stream, 0);
 }
@@ -842,7 +882,8 @@ int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTensor *k_pages
     return fail(plan->kern.ctx, HATTN_EINPUT,
                 "hattn_run_paged: the plan was made for contiguous K and V (inputs.paged was NULL): run it with "
                 "hattn_run");
-  if ((st = check_tensors(&plan->kern, q, k_pages, v_pages, o, lse, &plan->paged, block_table, &tq, &tk, &tv, &to,
+  if ((st = check_tensors(&plan->kern, q, k_pages, v_pages, o, lse, &plan->paged, block_table,
+                          plan->varlen ? plan->varlen->lens + plan->kern.prob.batch : NULL, &tq, &tk, &tv, &to,
                           &tl, &pg)) != HATTN_OK)
     return st;
   return plan_launch(plan, &tq, &tk, &tv, &pg, &to, &tl, stream, 0);
@@ -891,7 +932,9 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
   if (paged != NULL && (st = check_paged_params(kern, "inputs.paged", paged->page_size, paged->layout, 1)) != HATTN_OK)
     return st;
   /* The tensors before the run-time data, as hattn_run checks them. */
-  if ((st = check_tensors(kern, q, k, v, o, lse, paged, paged ? paged->block_table : NULL, &tq, &tk, &tv, &to, &tl,
+  if (inputs != NULL && (st = check_varlen(kern, inputs)) != HATTN_OK) return st;
+  if ((st = check_tensors(kern, q, k, v, o, lse, paged, paged ? paged->block_table : NULL,
+                          inputs != NULL ? inputs->k_lens : NULL, &tq, &tk, &tv, &to, &tl,
                           &pg)) != HATTN_OK)
     return st;
   if (paged != NULL && kern->kk->be->dl_device != kDLCPU && (st = check_table_on_device(kern, &pg)) != HATTN_OK)
@@ -998,13 +1041,17 @@ int hattn_merge(hattn_ctx *ctx, int nparts, const DLTensor *const *o_parts, cons
 /* Copy the [n0, n1, n2, n3] tensor T of DTYPE into the contiguous X; with
 ** PG (K or V paged, T its pool as cpu.h's hattn__paged says, pages
 ** PAGE_STRIDE elements apart), position c of batch entry a through the
-** block table. */
+** block table.  With LENS, positions c >= lens[a] are not read (0 in X). */
 static void gather(const hattn__tensor *t, const hattn__paged *pg, int64_t page_stride, hattn__dtype dtype,
-                   const int64_t n[4], double *x) {
+                   const int64_t n[4], const int32_t *lens, double *x) {
   int64_t a, b, c, d, i = 0, base;
   for (a = 0; a < n[0]; a++)
     for (b = 0; b < n[1]; b++)
       for (c = 0; c < n[2]; c++) {
+        if (lens != NULL && c >= lens[a]) {
+          for (d = 0; d < n[3]; d++) x[i++] = 0;
+          continue;
+        }
         if (pg != NULL) {
           int64_t page = pg->block_table[a * pg->table_stride + c / pg->page_size];
           base = page * page_stride + b * t->stride[1] + (c % pg->page_size) * t->stride[2];
@@ -1049,12 +1096,14 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
   if (inputs == NULL) inputs = &none;
   paged = inputs->paged;
   memset(&pg, 0, sizeof pg);
+  if ((st = check_varlen(kern, inputs)) != HATTN_OK) return st;
   problem_dims(pr, &dt, dq, dkv, dl);
   dl[3] = 1;
   if ((st = check_tensor_on(kern, 1, "q", q, 4, dq, dt, 0, &tq)) != HATTN_OK) return st;
   if (paged != NULL) {
     if ((st = check_paged_params(kern, "inputs.paged", paged->page_size, paged->layout, 0)) != HATTN_OK ||
-        (st = check_paged(kern, 1, paged->page_size, paged->layout, k, v, paged->block_table, &tk, &tv, &pg)) !=
+        (st = check_paged(kern, 1, paged->page_size, paged->layout, k, v, paged->block_table, inputs->k_lens, &tk,
+                          &tv, &pg)) !=
             HATTN_OK)
       return st;
   } else if ((st = check_tensor_on(kern, 1, "k", k, 4, dkv, dt, 0, &tk)) != HATTN_OK ||
@@ -1075,12 +1124,16 @@ int hattn_reference(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, co
     st = fail(ctx, HATTN_ENOMEM, "out of memory for the reference");
     goto done;
   }
-  gather(&tq, NULL, 0, dtype_of(pr->dtype), dq, qd);
-  gather(&tk, paged ? &pg : NULL, pg.k_page_stride, dtype_of(pr->dtype), dkv, kd);
-  gather(&tv, paged ? &pg : NULL, pg.v_page_stride, dtype_of(pr->dtype), dkv, vd);
+  gather(&tq, NULL, 0, dtype_of(pr->dtype), dq, inputs->q_lens, qd);
+  gather(&tk, paged ? &pg : NULL, pg.k_page_stride, dtype_of(pr->dtype), dkv, inputs->k_lens, kd);
+  gather(&tv, paged ? &pg : NULL, pg.v_page_stride, dtype_of(pr->dtype), dkv, inputs->k_lens, vd);
   ctx->buf[0] = 0;
-  st = hattn__reference(kern->pat, &shape, &env, kern->spec->nlayouts, qd, kd, vd, od, ld, ctx->buf,
-                        sizeof ctx->buf);
+  if (inputs->q_lens != NULL || inputs->k_lens != NULL)
+    st = hattn__reference_varlen(kern->pat, &shape, &env, kern->spec->nlayouts, inputs->q_lens, inputs->k_lens, qd,
+                                 kd, vd, od, ld, ctx->buf, sizeof ctx->buf);
+  else
+    st = hattn__reference(kern->pat, &shape, &env, kern->spec->nlayouts, qd, kd, vd, od, ld, ctx->buf,
+                          sizeof ctx->buf);
   if (st != HATTN_OK) {
     fail_buf(ctx, st);
     goto done;

@@ -32,9 +32,9 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 6  /* 2: candidates, memory, time (the tuner); 3: the tools;
+#define HATTN__BACKEND_I_VERSION 7  /* 2: candidates, memory, time (the tuner); 3: the tools;
                                       ** 4: launch_async (hattn_run); 5: merge (hattn_merge);
-                                      ** 6: launch_paged (paged K and V) */
+                                      ** 6: launch_paged (paged K and V); 7: varlen */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -237,8 +237,62 @@ typedef struct hattn__backend_i {
   int (*launch_paged)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                       const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
                       void *stream, int wait, char *err, size_t errlen);
+
+  /* Version 7: variable-length batches. */
+
+  /* Nonzero where the API may run a batch of sequences of their own lengths
+  ** (hattn_inputs.q_lens, k_lens) on this backend: api.c makes one problem
+  ** of batch 1 per distinct (q_len, k_len) pair, launches each batch entry
+  ** on views of its rows and itself writes the rows past a sequence's end
+  ** (O 0, LSE -inf), which needs the outputs in host memory (the CPU's).
+  ** 0: the API says HATTN_ENOTSUP. */
+  int varlen;
 } hattn__backend_i;
 
+
+/*
+** Variable-length batches (varlen.c), padded form: Q and O [batch, heads,
+** lq, D], K and V [batch, kv_heads, lk, D] with lq and lk the maxima;
+** entry b uses its first lens[b] query rows and lens[batch + b] key rows,
+** at the positions of a problem of its own (q + k_len - q_len and k), run
+** as that problem of batch 1 (PROBS[PROB_OF[b]], one per distinct pair of
+** lengths); rows past its queries get O 0 and LSE -inf.
+*/
+typedef struct hattn__varlen {
+  int64_t batch;
+  int32_t *lens;                /* [2 * batch]: the query lengths, then the key lengths */
+  void **probs;                 /* [nprobs], the backend's problems */
+  int64_t *prob_of;             /* [batch] */
+  int64_t nprobs;
+} hattn__varlen;
+
+/* Whether Q_LENS and K_LENS (either may be NULL; both NULL: HATTN_OK) suit
+** pattern P at SHAPE on BE: HATTN_ENOTSUP on a backend without varlen,
+** with offsets set, or for a pattern with document(), blocks(), random()
+** or topk(); HATTN_EINPUT naming an entry outside [0, lq] or [0, lk]. */
+int hattn__varlen_check(const hattn__backend_i *be, const hattn__pattern *p, const hattn__shape *shape,
+                        int offsets_set, const int32_t *q_lens, const int32_t *k_lens, char *err, size_t errlen);
+
+/* The problems of a variable-length batch (lengths checked) of DESC and CFG
+** for SHAPE and ENV, made with BE on DEV, in *OUT (hattn__varlen_destroy).
+** NULL lengths are the maxima.  Returns HATTN_OK or the status of the
+** backend's problem_create, or HATTN_ENOMEM. */
+int hattn__varlen_create(const hattn__backend_i *be, void *dev, const hattn__kernel_desc *desc,
+                         const hattn__config *cfg, const hattn__shape *shape, const hattn__mask_env *env,
+                         const int32_t *q_lens, const int32_t *k_lens, hattn__varlen **out, char *err,
+                         size_t errlen);
+
+/* Free VL's problems and VL; NULL is allowed. */
+void hattn__varlen_destroy(const hattn__backend_i *be, hattn__varlen *vl);
+
+/* Run KERN on VL over the padded tensors of SHAPE and DTYPE (host memory,
+** checked; K and V the pools with PG, NULL: contiguous), synchronously, and
+** write O 0 and LSE -inf (LSE's data NULL: not written) past each entry's
+** queries.  Returns HATTN_OK or the backend's launch status. */
+int hattn__varlen_launch(const hattn__backend_i *be, void *dev, void *kern, const hattn__varlen *vl,
+                         const hattn__shape *shape, hattn__dtype dtype, const hattn__tensor *q,
+                         const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o,
+                         hattn__tensor *lse, char *err, size_t errlen);
 
 /* The table of backend ID, compilers registered; NULL for an unknown ID. */
 const hattn__backend_i *hattn__backend_get(int id);

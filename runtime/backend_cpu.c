@@ -539,4 +539,5 @@ hattn__backend_i hattn__backend_cpu = {
     .launch_async = NULL,       /* hattn_run takes the synchronous launch over the pool */
     .merge = merge,
     .launch_paged = launch_paged,
+    .varlen = 1,
 };

@@ -346,4 +346,5 @@ hattn__backend_i hattn__backend_cuda = {
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
     .launch_async = launch_async,
     .launch_paged = launch_paged,
+    .varlen = 0,                /* not yet: api.c refuses q_lens and k_lens */
 };

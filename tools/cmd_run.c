@@ -54,6 +54,14 @@
   "                        queries end with the keys; N may be negative)\n"             \
   "      --k-offset N      key row k is at position k + N, N >= 0 (default 0): a chunk\n" \
   "                        of queries or a slice of the keys at its true positions\n"   \
+  "      --kv-lens A,B,..  a variable-length batch: the key length of each batch\n"     \
+  "                        entry (--batch is their count; lk is the longest unless\n"   \
+  "                        --seqlen N,M says); keys past an entry's length are\n"       \
+  "                        padding, never read (cpu)\n"                                  \
+  "      --q-lens A,B,..   the query length of each batch entry likewise (lq the\n"     \
+  "                        longest unless --seqlen says); an entry's queries end\n"    \
+  "                        with its keys, and rows past its length get O 0 and\n"      \
+  "                        LSE -inf\n"                                                     \
   "  -h, --help            this text\n"                                                     \
   "\n"                                                                                       \
   "Q and O are [batch, heads, N, D], K and V [batch, kv_heads, M, D], in the dtype\n"     \
@@ -63,7 +71,9 @@
   "to the dtype (to nearest even).  topk(K) is routed from the inputs.  The time is\n"  \
   "the median of up to 20 runs of the kernel (as many as about a second holds) after\n" \
   "the backend's warm-up runs: the wall clock on the cpu, device events on cuda.\n"     \
-  "With --page-size the .npy files still hold the logical, unpaged K and V.\n"
+  "With --page-size the .npy files still hold the logical, unpaged K and V.  With\n"      \
+  "--kv-lens or --q-lens they hold the padded batch: [batch, heads, lq, D] and\n"       \
+  "[batch, kv_heads, lk, D], each entry's sequence in its first rows.\n"
 
 static const char run_usage[] =
   "usage: hattn run FILE --seqlen N[,M] [options]\n"
@@ -105,7 +115,40 @@ typedef struct run_args {
   tool_rtdata rt;
   int64_t q_offset, k_offset;                         /* --q-offset, --k-offset */
   int have_q_offset, have_k_offset;
+  int have_lk;                                        /* --seqlen N,M gave M */
+  int32_t *q_lens, *k_lens;                           /* --q-lens, --kv-lens, or NULL */
+  int64_t nq_lens, nk_lens;
 } run_args;
+
+/* A list of lengths for option OPT ("--kv-lens"): S is comma-separated
+** integers in [0, HATTN_MAX_SEQLEN]; *OUT (malloc'd) and *N, or -1 with a
+** message. */
+static int parse_lens(const char *opt, const char *s, int32_t **out, int64_t *n) {
+  const char *c = s;
+  int64_t cap = 1, i = 0;
+  int32_t *l;
+  for (; *c; c++) cap += *c == ',';
+  free(*out);
+  if ((*out = l = malloc((size_t)cap * sizeof *l)) == NULL) {
+    fprintf(stderr, "hattn: %s: out of memory\n", opt);
+    return -1;
+  }
+  for (c = s; i < cap; i++) {
+    char *end;
+    long long v;
+    errno = 0;
+    v = strtoll(c, &end, 10);
+    if (end == c || (*end != ',' && *end != '\0') || errno || v < 0 || v > HATTN_MAX_SEQLEN) {
+      fprintf(stderr, "hattn: %s: expected lengths A,B,... (integers from 0 to %lld), got '%s'\n", opt,
+              (long long)HATTN_MAX_SEQLEN, s);
+      return -1;
+    }
+    l[i] = (int32_t)v;
+    c = end + (*end == ',');
+  }
+  *n = cap;
+  return 0;
+}
 
 /* A signed position offset for option OPT: -1 with a message when S is not
 ** an integer within [-HATTN_MAX_SEQLEN, HATTN_MAX_SEQLEN]. */
@@ -139,7 +182,8 @@ static int parse_seed(const char *s, uint64_t *out) {
 /* Parse ARGV into A: 1 for --help (printed), 0 to go on, -1 on a usage
 ** error (printed). */
 static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
-  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB, O_PAGE_SIZE, O_PAGE_LAYOUT, O_QOFF, O_KOFF };
+  enum { O_BACKEND = 256, O_KVHEADS, O_SEED, O_THREADS, O_ROWS, O_DB, O_PAGE_SIZE, O_PAGE_LAYOUT, O_QOFF, O_KOFF,
+         O_QLENS, O_KVLENS };
   static const struct option opts[] = {
     {"pattern", required_argument, 0, 'p'},  {"backend", required_argument, 0, O_BACKEND},
     {"batch", required_argument, 0, 'B'},    {"heads", required_argument, 0, 'H'},
@@ -153,6 +197,7 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     {"layout", required_argument, 0, 'Y'},   {"help", no_argument, 0, 'h'},
     {"page-size", required_argument, 0, O_PAGE_SIZE}, {"page-layout", required_argument, 0, O_PAGE_LAYOUT},
     {"q-offset", required_argument, 0, O_QOFF}, {"k-offset", required_argument, 0, O_KOFF},
+    {"q-lens", required_argument, 0, O_QLENS}, {"kv-lens", required_argument, 0, O_KVLENS},
     {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -167,7 +212,12 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     case 'H': if (tool_parse_len("--heads", optarg, 0, &a->heads)) return -1; break;
     case O_KVHEADS: if (tool_parse_len("--kv-heads", optarg, 0, &a->kv_heads)) return -1; break;
     case 'd': if (tool_parse_len("--head-dim", optarg, 0, &a->head_dim)) return -1; break;
-    case 's': if (tool_parse_pair("--seqlen", optarg, 0, &a->lq, &a->lk)) return -1; break;
+    case 's':
+      if (tool_parse_pair("--seqlen", optarg, 0, &a->lq, &a->lk)) return -1;
+      a->have_lk = strchr(optarg, ',') != NULL;
+      break;
+    case O_QLENS: if (parse_lens("--q-lens", optarg, &a->q_lens, &a->nq_lens)) return -1; break;
+    case O_KVLENS: if (parse_lens("--kv-lens", optarg, &a->k_lens, &a->nk_lens)) return -1; break;
     case 't':
       if (tool_parse_dtype("--dtype", optarg, &a->dtype)) return -1;
       a->have_dtype = 1;
@@ -218,8 +268,13 @@ static int parse_args(int argc, char **argv, const char *usage, run_args *a) {
     fprintf(stderr, "hattn %s: --page-layout needs --page-size\n", argv[0]);
     return -1;
   }
-  if (a->lq == 0 && a->in_dir == NULL) {
-    fprintf(stderr, "hattn %s: --seqlen is required (or --in DIR)\n\n%s", argv[0], usage);
+  if (a->lq == 0 && a->in_dir == NULL && a->q_lens == NULL) {
+    fprintf(stderr, "hattn %s: --seqlen is required (or --in DIR, or --q-lens)\n\n%s", argv[0], usage);
+    return -1;
+  }
+  if (a->q_lens != NULL && a->k_lens != NULL && a->nq_lens != a->nk_lens) {
+    fprintf(stderr, "hattn %s: --q-lens has %lld lengths and --kv-lens %lld: one of each per batch entry\n",
+            argv[0], (long long)a->nq_lens, (long long)a->nk_lens);
     return -1;
   }
   return 0;
@@ -530,6 +585,20 @@ static void pages_free(run_pages *pg) {
   free(pg->table);
 }
 
+/* One launch of KERN on SET: through VL (a variable-length batch) when
+** not NULL, else on PROB; K and V paged as PG says when not NULL. */
+static int launch_one(const hattn__backend_i *be, void *dev, void *kern, void *prob, const hattn__varlen *vl,
+                      const hattn__shape *s, hattn__dtype dtype, hattn__tensor_set *set, const hattn__paged *pg,
+                      char *err, size_t errlen) {
+  if (vl != NULL)
+    return hattn__varlen_launch(be, dev, kern, vl, s, dtype, &set->q, &set->k, &set->v, pg, &set->o, &set->lse, err,
+                                errlen);
+  if (pg != NULL)
+    return be->launch_paged(dev, kern, prob, &set->q, &set->k, &set->v, pg, &set->o, &set->lse, NULL, 1, err,
+                            errlen);
+  return be->launch(dev, kern, prob, &set->q, &set->k, &set->v, &set->o, &set->lse, NULL, err, errlen);
+}
+
 /* The median of N sorted SAMPLES (microseconds) in milliseconds. */
 static double median_ms(double *samples, int n) {
   qsort(samples, (size_t)n, sizeof *samples, cmp_double);
@@ -558,6 +627,7 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   const char *from = "compiled";
   void *dev = NULL, *kern = NULL, *prob = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
   void *dt = NULL;
+  hattn__varlen *vl = NULL;
   run_pages pages;
   hattn__paged paged;
   size_t nk = d->nkv;
@@ -620,7 +690,9 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     }
   }
   cfg.threads = (int)a->threads;
-  if (be->problem_create(dev, &desc, &cfg, s, env, &prob, err, sizeof err) != HATTN_OK ||
+  if ((a->q_lens != NULL || a->k_lens != NULL
+           ? hattn__varlen_create(be, dev, &desc, &cfg, s, env, a->q_lens, a->k_lens, &vl, err, sizeof err)
+           : be->problem_create(dev, &desc, &cfg, s, env, &prob, err, sizeof err)) != HATTN_OK ||
       be->mem_alloc(dev, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
       be->mem_alloc(dev, nk * esz, &dk, err, sizeof err) != HATTN_OK ||
       be->mem_alloc(dev, nk * esz, &dv, err, sizeof err) != HATTN_OK ||
@@ -636,32 +708,34 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   }
   set.q.data = dq, set.k.data = dk, set.v.data = dv, set.o.data = dout, set.lse.data = dl;
   hattn__tensor_strides(s, &set.q, &set.k, &set.v, &set.o, &set.lse);
-  if (a->page_size > 0) {
-    /* The pools as cpu.h's hattn__paged reads them, the table uploaded;
-    ** timed by the wall clock around each launch (the time operation
-    ** launches contiguous K and V only). */
+  if (a->page_size > 0 || vl != NULL) {
+    /* Paged: the pools as cpu.h's hattn__paged reads them, the table
+    ** uploaded.  Timed by the wall clock around each launch (the time
+    ** operation launches one problem on contiguous K and V only). */
     int64_t P = a->page_size, D = s->head_dim, HK = s->kv_heads;
     int reps;
     int hnd = a->page_layout != NULL && strcmp(a->page_layout, "hnd") == 0;
     size_t tbytes = (size_t)(s->batch * pages.need) * sizeof(int32_t);
     double t0;
-    set.k.stride[0] = set.v.stride[0] = 0;
-    set.k.stride[1] = set.v.stride[1] = hnd ? P * D : D;
-    set.k.stride[2] = set.v.stride[2] = hnd ? D : HK * D;
-    if (be->mem_alloc(dev, tbytes, &dt, err, sizeof err) != HATTN_OK ||
-        be->mem_upload(dev, dt, pages.table, tbytes, err, sizeof err) != HATTN_OK) {
-      fprintf(stderr, "hattn %s: %s\n", cmd, err);
-      goto done;
+    if (a->page_size > 0) {
+      set.k.stride[0] = set.v.stride[0] = 0;
+      set.k.stride[1] = set.v.stride[1] = hnd ? P * D : D;
+      set.k.stride[2] = set.v.stride[2] = hnd ? D : HK * D;
+      if (be->mem_alloc(dev, tbytes, &dt, err, sizeof err) != HATTN_OK ||
+          be->mem_upload(dev, dt, pages.table, tbytes, err, sizeof err) != HATTN_OK) {
+        fprintf(stderr, "hattn %s: %s\n", cmd, err);
+        goto done;
+      }
+      paged.block_table = dt;
+      paged.table_stride = pages.need;
+      paged.page_size = P;
+      paged.npages = pages.npages;
+      paged.k_page_stride = paged.v_page_stride = P * HK * D;
     }
-    paged.block_table = dt;
-    paged.table_stride = pages.need;
-    paged.page_size = P;
-    paged.npages = pages.npages;
-    paged.k_page_stride = paged.v_page_stride = P * HK * D;
     /* The first run writes the outputs from poison and is the warm-up. */
     t0 = now_us();
-    if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, 1, err,
-                         sizeof err) != HATTN_OK ||
+    if (launch_one(be, dev, kern, prob, vl, s, d->dtype, &set, a->page_size > 0 ? &paged : NULL, err, sizeof err) !=
+            HATTN_OK ||
         be->mem_download(dev, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
         be->mem_download(dev, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
       fprintf(stderr, "hattn %s: %s\n", cmd, err);
@@ -670,8 +744,8 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     reps = run_reps(NULL, (now_us() - t0) / 1e6);
     for (n = 0; n < reps; n++) {
       t0 = now_us();
-      if (be->launch_paged(dev, kern, prob, &set.q, &set.k, &set.v, &paged, &set.o, &set.lse, NULL, 1, err,
-                           sizeof err) != HATTN_OK) {
+      if (launch_one(be, dev, kern, prob, vl, s, d->dtype, &set, a->page_size > 0 ? &paged : NULL, err,
+                     sizeof err) != HATTN_OK) {
         fprintf(stderr, "hattn %s: %s\n", cmd, err);
         goto done;
       }
@@ -701,7 +775,8 @@ done:
     be->mem_free(dev, dt);
   }
   pages_free(&pages);
-  be->problem_destroy(prob);
+  hattn__varlen_destroy(be, vl);
+  if (prob != NULL) be->problem_destroy(prob);
   hattn__kcache_close(kc);
   be->dev_close(dev);
   return rc;
@@ -773,6 +848,23 @@ static int run_main(int argc, char **argv, int verify) {
   }
   p = &spec->patterns[pi];
   if (a.in_dir && read_inputs(cmd, &a, x)) goto done;
+  if (a.q_lens != NULL || a.k_lens != NULL) {
+    /* A variable-length batch: one length per entry; the padded lengths
+    ** are the longest unless --seqlen or --in says. */
+    int64_t n = a.q_lens ? a.nq_lens : a.nk_lens, mq = 0, mk = 0, i;
+    if (a.batch == 0) a.batch = n;
+    if (a.batch != n) {
+      fprintf(stderr, "hattn %s: %s has %lld lengths, but the batch is %lld: one length per batch entry\n", cmd,
+              a.q_lens ? "--q-lens" : "--kv-lens", (long long)n, (long long)a.batch);
+      goto done;
+    }
+    for (i = 0; i < n; i++) {
+      if (a.q_lens && a.q_lens[i] > mq) mq = a.q_lens[i];
+      if (a.k_lens && a.k_lens[i] > mk) mk = a.k_lens[i];
+    }
+    if (a.lq == 0) a.lq = mq, a.lk = mq;
+    if (a.in_dir == NULL && !a.have_lk && a.k_lens) a.lk = mk;
+  }
 
   /* The shape: the options, then what --in gave, then the defaults. */
   if (a.batch == 0) a.batch = 1;
@@ -817,6 +909,10 @@ static int run_main(int argc, char **argv, int verify) {
       goto done;
     }
   }
+  if (hattn__varlen_check(be, p, &d.shape, env.offsets_set, a.q_lens, a.k_lens, err, sizeof err) != HATTN_OK) {
+    fprintf(stderr, "hattn %s: %s\n", cmd, err);
+    goto done;
+  }
   if ((p->needs & HATTN_NEEDS_TOPK) && route_topk(cmd, &d, &env)) goto done;
 
   if (verify) reference_note(cmd, p, &d.shape, &env);
@@ -833,8 +929,11 @@ static int run_main(int argc, char **argv, int verify) {
       fprintf(stderr, "hattn %s: out of memory for the reference\n", cmd);
       goto done;
     }
-    if (hattn__reference(p, &d.shape, &env, spec->nlayouts, d.qd, d.kd, d.vd, oref, lref, err,
-                         sizeof err) != HATTN_OK) {
+    if ((a.q_lens != NULL || a.k_lens != NULL
+             ? hattn__reference_varlen(p, &d.shape, &env, spec->nlayouts, a.q_lens, a.k_lens, d.qd, d.kd, d.vd, oref,
+                                       lref, err, sizeof err)
+             : hattn__reference(p, &d.shape, &env, spec->nlayouts, d.qd, d.kd, d.vd, oref, lref, err,
+                                sizeof err)) != HATTN_OK) {
       fprintf(stderr, "hattn %s: the reference: %s\n", cmd, err);
       goto done;
     }
@@ -854,6 +953,12 @@ static int run_main(int argc, char **argv, int verify) {
   if (a.in_dir) printf(" from %s", a.in_dir);
   else printf(" seed %llu", (unsigned long long)a.seed);
   if (env.offsets_set) printf(" | q_offset %lld k_offset %lld", (long long)env.q_offset, (long long)env.k_offset);
+  if (a.q_lens != NULL || a.k_lens != NULL) {
+    int64_t i;
+    printf(" | lens");
+    for (i = 0; i < a.batch; i++)
+      printf("%s%d/%d", i ? "," : " ", (int)(a.q_lens ? a.q_lens[i] : a.lq), (int)(a.k_lens ? a.k_lens[i] : a.lk));
+  }
   printf(" | %s | kernel %.3f ms", config, ms);
   if (a.out_dir) printf(" | wrote %s", a.out_dir);
   rc = TOOL_OK;
@@ -879,6 +984,8 @@ done:
   tool_npy_free(&x[2]);
   hattn__spec_destroy(spec);
   tool_rtdata_free(&a.rt);
+  free(a.q_lens);
+  free(a.k_lens);
   return rc;
 }
 

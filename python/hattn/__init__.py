@@ -117,7 +117,8 @@ class _Inputs(ctypes.Structure):
                 ("alibi_slopes", ctypes.c_void_p), ("sink_logits", ctypes.c_void_p),
                 ("seed", ctypes.c_uint64), ("paged", ctypes.POINTER(_PagedKV)),
                 ("q_offset", ctypes.c_int64), ("k_offset", ctypes.c_int64),
-                ("offsets_set", ctypes.c_int)]
+                ("offsets_set", ctypes.c_int),
+                ("q_lens", ctypes.c_void_p), ("k_lens", ctypes.c_void_p)]
 
 
 # Layouts of paged K and V pools (hattn_paged_layout), by name.
@@ -609,7 +610,8 @@ class Kernel:
             return like.new_empty(so), like.new_empty(sl, dtype=torch.float32)
         raise TypeError("pass out=(o, lse) for inputs of type %s" % type(like).__name__)
 
-    def _inputs(self, docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset=None, k_offset=None):
+    def _inputs(self, docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset=None, k_offset=None,
+                q_lens=None, k_lens=None):
         """The _Inputs of a call and the arrays it points into (keep them
         alive for the call)."""
         import numpy as np
@@ -661,6 +663,14 @@ class Kernel:
                                      % (field, self.problem.heads, a.shape))
                 keep.append(a)
                 setattr(inp, field, a.ctypes.data)
+        for field, arr in (("q_lens", q_lens), ("k_lens", k_lens)):
+            if arr is not None:
+                a = _int_array(np, field, arr, np.int32)
+                if a.shape != (p.batch,):
+                    raise ValueError("%s: expected shape (%d,), one length per batch entry, got %s"
+                                     % (field, p.batch, a.shape))
+                keep.append(a)
+                setattr(inp, field, a.ctypes.data)
         inp.seed = seed
         return inp, keep
 
@@ -696,7 +706,7 @@ class Kernel:
 
     def forward(self, q, k, v, docs=None, out=None, layouts=None, topk=None, stream=None,
                 alibi_slopes=None, sink_logits=None, seed=0, block_table=None, page_size=None,
-                page_layout="nhd", q_offset=None, k_offset=None):
+                page_layout="nhd", q_offset=None, k_offset=None, q_lens=None, k_lens=None):
         """O = attention(q, k, v) and LSE; returns (o, lse).  Each call plans,
         runs and (CUDA) synchronises the device: to run one problem many
         times, make a plan() once.
@@ -710,15 +720,19 @@ class Kernel:
         atom's seed; q_offset, k_offset: the positions of query row 0 and
         key row 0 (either given: the other defaults to lk - lq, resp. 0), for
         a chunk of queries or a slice of the keys at its true positions
-        (docs/spec.md, "Positions"); out: (o, lse) to write into (lse may
-        be None).
+        (docs/spec.md, "Positions"); q_lens, k_lens: int32 [batch], a
+        variable-length batch (padded: lq and lk are the longest; entry b
+        uses its first q_lens[b] query and k_lens[b] key rows, as if run
+        alone; its rows past q_lens[b] get O 0 and LSE -inf; CPU only);
+        out: (o, lse) to write into (lse may be None).
 
         block_table: int32 [batch, max_pages], for paged K and V: k and v
         are then pools of pages, [pages, P, kv_heads, D] (page_layout
         "nhd") or [pages, kv_heads, P, D] ("hnd"), and logical key t of
         batch entry b is slot t % P of page block_table[b, t // P];
         page_size: P (None: from k's shape)."""
-        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset, k_offset)
+        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset, k_offset,
+                                 q_lens, k_lens)
         if block_table is not None:
             self._paged(k, page_size, page_layout, block_table, inp, keep)
         o, lse, (tq, tk, tv, to, tl) = self._tensors(q, k, v, out)
@@ -733,13 +747,15 @@ class Kernel:
         return o, lse
 
     def plan(self, docs=None, layouts=None, topk=None, alibi_slopes=None, sink_logits=None, seed=0,
-             page_size=None, page_layout="nhd", q_offset=None, k_offset=None):
+             page_size=None, page_layout="nhd", q_offset=None, k_offset=None, q_lens=None, k_lens=None):
         """The Plan of this kernel with these run-time inputs (as forward
-        takes them; copied): the block plan and tables built, and on CUDA
+        takes them; copied, q_lens and k_lens included: every run uses
+        those lengths): the block plan and tables built, and on CUDA
         uploaded, once.  Plan.run then only launches.  page_size: paged K
         and V in pages of that many positions, in page_layout ("nhd" or
         "hnd"): Plan.run then takes the pools and each run's block_table."""
-        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset, k_offset)
+        inp, keep = self._inputs(docs, layouts, topk, alibi_slopes, sink_logits, seed, q_offset, k_offset,
+                                 q_lens, k_lens)
         if page_size is not None:
             self._paged(None, page_size, page_layout, None, inp, keep)
         lib = _L()

@@ -336,6 +336,53 @@ for kw, msg in (({"k_offset": -1}, "k_offset is -1; key positions are never nega
     except hattn.HattnError as e:
         assert e.name == "HATTN_EINPUT" and msg in e.message, e
 
+# Variable-length batch (q_lens, k_lens): each entry as its sequence alone
+# (the NumPy reference of Q[:q_len], K[:k_len]); rows past q_len O 0 and
+# LSE -inf; padding (NaN) never read; a plan keeps its lengths.
+vspec = ctx.parse("pattern w = causal & window(37)\n")
+VB, VLQ, VLK = 4, 4, 150
+ql = np.array([4, 1, 0, 3], dtype=np.int32)
+kl = np.array([150, 0, 1, 77], dtype=np.int32)
+vkern = vspec.kernel("w", VB, H, HK, VLQ, VLK, D, "fp32")
+for use_plan in (False, True):
+    vq, vrq = make((VB, H, VLQ, D), "fp32", False)
+    vk, vrk = make((VB, HK, VLK, D), "fp32", False)
+    vv, vrv = make((VB, HK, VLK, D), "fp32", False)
+    for b in range(VB):
+        vq[b, :, ql[b]:] = np.nan
+        vk[b, :, kl[b]:] = np.nan
+        vv[b, :, kl[b]:] = np.nan
+    if use_plan:
+        vplan = vkern.plan(q_lens=ql, k_lens=list(kl))
+        vo, vl = vplan.run(vq, vk, vv)
+    else:
+        vo, vl = vkern.forward(vq, vk, vv, q_lens=ql, k_lens=kl)
+    for b in range(VB):
+        n, m = ql[b], kl[b]
+        if m == 0:      # no key: O 0, LSE -inf
+            ro, rl = np.zeros((1, H, n, D)), np.full((1, H, n), -np.inf)
+        else:
+            ro, rl = reference(vrq[b:b + 1, :, :n], vrk[b:b + 1, :, :m], vrv[b:b + 1, :, :m],
+                               lambda qp, kp: (qp - kp >= 0) & (qp - kp < 37))
+        assert rel(vo[b:b + 1, :, :n], ro) < 1e-5, ("varlen O", b, use_plan)
+        assert (np.isneginf(rl) == np.isneginf(vl[b:b + 1, :, :n])).all(), ("varlen LSE -inf", b, use_plan)
+        fin = np.isfinite(rl)
+        assert rel(vl[b:b + 1, :, :n][fin], rl[fin]) < 1e-5, ("varlen LSE", b, use_plan)
+        assert (vo[b, :, n:] == 0).all() and (vl[b, :, n:] == -np.inf).all(), ("varlen padding rows", b)
+for kw, name, msg in (({"k_lens": np.array([150, 151, 0, 0])}, "HATTN_EINPUT", "k_lens[1] is 151, above lk 150"),
+                      ({"q_lens": np.array([4, 1, -1, 0])}, "HATTN_EINPUT", "q_lens[2] is -1, below 0"),
+                      ({"k_lens": kl, "q_offset": 0}, "HATTN_ENOTSUP", "not with offsets_set")):
+    try:
+        vkern.forward(vq, vk, vv, **kw)
+        assert False, "bad lengths accepted"
+    except hattn.HattnError as e:
+        assert e.name == name and msg in e.message, e
+try:
+    vkern.plan(k_lens=np.array([1, 2], dtype=np.int32))
+    assert False, "two lengths for a batch of four"
+except ValueError as e:
+    assert "k_lens: expected shape (4,), one length per batch entry" in str(e), e
+
 # What merge refuses.
 try:
     hattn.merge(ctx, halves * 9)
