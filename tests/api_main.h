@@ -1,7 +1,7 @@
 /*
 ** api_main.h: the main function of the suites that test through the public
-** API on the CPU backend (test_api, test_offsets, test_paged): the seed,
-** the skip where this build has no CPU backend, and the run.
+** API on the CPU backend (test_api, test_offsets, test_paged, test_varlen):
+** the seed, the skip where this build has no CPU backend, and the run.
 */
 #ifndef HATTN_TESTS_API_MAIN_H
 #define HATTN_TESTS_API_MAIN_H

@@ -26,6 +26,7 @@
 static uint64_t g_seed;
 
 #include "testutil.h"
+#include "api_main.h"
 
 static hattn_ctx *g_ctx;
 static hattn_specfile *g_spec;
@@ -469,29 +470,4 @@ static Suite *varlen_suite(void) {
   return s;
 }
 
-int main(void) {
-  const char *env = getenv("HATTN_TEST_SEED");
-  hattn_ctx *ctx = NULL;
-  hattn_options opt;
-  SRunner *sr;
-  int failed, rc;
-
-  g_seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-  printf("seed: %" PRIu64 " (set HATTN_TEST_SEED to replay)\n", g_seed);
-  fflush(stdout);
-  hattn_options_init(&opt);
-  opt.db = "";
-  opt.quiet = 1;
-  rc = hattn_open(&opt, &ctx);
-  if (rc == HATTN_ENOTSUP) {
-    printf("SKIP: %s\n", hattn_errmsg(ctx));
-    hattn_close(ctx);
-    return 77;
-  }
-  hattn_close(ctx);
-  sr = srunner_create(varlen_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? 0 : 1;
-}
+int main(void) { return api_main(varlen_suite, &g_seed); }
