@@ -35,18 +35,7 @@ static const char *g_text = "pattern dense = full\n"
                             "pattern window = causal & window(37)\n"
                             "pattern docs = causal & document\n";
 
-static void setup(void) {
-  hattn_options opt;
-  int rc;
-  hattn_options_init(&opt);
-  opt.db = "";
-  opt.threads = 2;
-  opt.quiet = 1;
-  rc = hattn_open(&opt, &g_ctx);
-  ck_assert_msg(rc == HATTN_OK, "hattn_open: %s", hattn_errmsg(g_ctx));
-  rc = hattn_specfile_parse(g_ctx, g_text, strlen(g_text), "paged.hattn", &g_spec);
-  ck_assert_msg(rc == HATTN_OK, "parse: %s", hattn_errmsg(g_ctx));
-}
+static void setup(void) { api_open(g_text, "paged.hattn", &g_ctx, &g_spec); }
 
 static void teardown(void) {
   hattn_specfile_destroy(g_spec);
@@ -54,25 +43,6 @@ static void teardown(void) {
   g_spec = NULL;
   g_ctx = NULL;
 }
-
-static DLDataType dl_dtype(hattn__dtype dt) {
-  DLDataType t;
-  t.code = dt == HATTN_DTYPE_BF16 ? kDLBfloat : kDLFloat;
-  t.bits = dt == HATTN_DTYPE_FP32 ? 32 : 16;
-  t.lanes = 1;
-  return t;
-}
-
-static void host_tensor(DLTensor *t, void *data, DLDataType dt, int ndim, int64_t *shape) {
-  memset(t, 0, sizeof *t);
-  t->data = data;
-  t->device.device_type = kDLCPU;
-  t->ndim = ndim;
-  t->shape = shape;
-  t->dtype = dt;
-}
-
-static size_t esize(hattn__dtype dt) { return dt == HATTN_DTYPE_FP32 ? 4 : 2; }
 
 /* One problem with its logical tensors, its pools and block table. */
 typedef struct paged_case {
@@ -118,7 +88,7 @@ static size_t pool_index(const fixture *f, int64_t page, int64_t slot, int64_t k
 static void fixture_page(fixture *f, rng *r) {
   const paged_case *c = &f->c;
   int64_t *perm = malloc((size_t)f->pages * sizeof *perm), i, b, kh, t, dd;
-  size_t np = nelem(f->sp, 4), es = esize(c->dtype);
+  size_t np = nelem(f->sp, 4), es = api_esize(c->dtype);
   ck_assert_ptr_nonnull(perm);
   for (i = 0; i < f->pages; i++) perm[i] = i;
   for (i = f->pages - 1; i > 0; i--) {
@@ -153,8 +123,8 @@ static void fixture_fresh(fixture *f, rng *r) {
 }
 
 static void fixture_make(fixture *f, const paged_case *c, rng *r) {
-  DLDataType dt = dl_dtype(c->dtype), i32 = {kDLInt, 32, 1}, f32 = {kDLFloat, 32, 1};
-  size_t es = esize(c->dtype);
+  DLDataType dt = api_dl_dtype(c->dtype), i32 = {kDLInt, 32, 1}, f32 = {kDLFloat, 32, 1};
+  size_t es = api_esize(c->dtype);
   memset(f, 0, sizeof *f);
   f->c = *c;
   f->need = (c->lk + c->page - 1) / c->page;
@@ -173,10 +143,10 @@ static void fixture_make(fixture *f, const paged_case *c, rng *r) {
   f->lse = malloc(nelem(f->sl, 3) * sizeof *f->lse);
   f->bt = malloc((size_t)(c->b * f->cols) * sizeof *f->bt);
   ck_assert(f->q && f->o && f->k && f->v && f->kp && f->vp && f->lse && f->bt);
-  host_tensor(&f->tq, f->q, dt, 4, f->sq), host_tensor(&f->to, f->o, dt, 4, f->sq);
-  host_tensor(&f->tk, f->k, dt, 4, f->sk), host_tensor(&f->tv, f->v, dt, 4, f->sk);
-  host_tensor(&f->tkp, f->kp, dt, 4, f->sp), host_tensor(&f->tvp, f->vp, dt, 4, f->sp);
-  host_tensor(&f->tl, f->lse, f32, 3, f->sl), host_tensor(&f->tbt, f->bt, i32, 2, f->sbt);
+  api_host_tensor(&f->tq, f->q, dt, 4, f->sq), api_host_tensor(&f->to, f->o, dt, 4, f->sq);
+  api_host_tensor(&f->tk, f->k, dt, 4, f->sk), api_host_tensor(&f->tv, f->v, dt, 4, f->sk);
+  api_host_tensor(&f->tkp, f->kp, dt, 4, f->sp), api_host_tensor(&f->tvp, f->vp, dt, 4, f->sp);
+  api_host_tensor(&f->tl, f->lse, f32, 3, f->sl), api_host_tensor(&f->tbt, f->bt, i32, 2, f->sbt);
   /* Three documents (the middle one may be empty), shared by the batch. */
   f->offs[0] = 0, f->offs[1] = rng_range(r, 0, c->lk), f->offs[2] = rng_range(r, f->offs[1], c->lk);
   f->offs[3] = c->lk;
@@ -204,7 +174,7 @@ static void check_against_reference(hattn_kernel *kern, fixture *f, const char *
   DLTensor to, tl;
   int rc;
   ck_assert(ro && rl && po && pl && xo && xl);
-  host_tensor(&to, ro, f64, 4, f->sq), host_tensor(&tl, rl, f64, 3, f->sl);
+  api_host_tensor(&to, ro, f64, 4, f->sq), api_host_tensor(&tl, rl, f64, 3, f->sl);
   rc = hattn_reference(kern, &f->tq, &f->tk, &f->tv, &to, &tl, &f->in_logical);
   ck_assert_msg(rc == HATTN_OK, "reference: %s", hattn_errmsg(g_ctx));
   to.data = po, tl.data = pl;
@@ -505,7 +475,7 @@ static DLTensor on_device(DLTensor t, void *data) {
 /* Upload F's inputs (Q, the pools and table as they are now) and poison
 ** the device's O and LSE (NaN). */
 static void dev_io_make(cuda_env *e, dev_io *d, fixture *f) {
-  size_t es = esize(f->c.dtype);
+  size_t es = api_esize(f->c.dtype);
   memset(d, 0, sizeof *d);
   d->q = dev_copy(e, f->q, nelem(f->sq, 4) * es);
   d->kp = dev_copy(e, f->kp, nelem(f->sp, 4) * es);
@@ -521,7 +491,7 @@ static void dev_io_make(cuda_env *e, dev_io *d, fixture *f) {
 ** queued on the default stream). */
 static void dev_io_fetch(cuda_env *e, dev_io *d, fixture *f) {
   char err[512];
-  size_t es = esize(f->c.dtype);
+  size_t es = api_esize(f->c.dtype);
   ck_assert_msg(e->be->mem_download(e->dev, f->o, d->o, nelem(f->sq, 4) * es, err, sizeof err) == HATTN_OK, "%s",
                 err);
   ck_assert_msg(e->be->mem_download(e->dev, f->lse, d->l, nelem(f->sl, 3) * sizeof(float), err, sizeof err) ==

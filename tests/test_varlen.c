@@ -43,18 +43,7 @@ static const char *g_text = "pattern full = full\n"
                             "pattern softcap = causal & window(37) with softcap(30)\n"
                             "pattern docs = causal & document\n";
 
-static void setup(void) {
-  hattn_options opt;
-  int rc;
-  hattn_options_init(&opt);
-  opt.db = "";
-  opt.threads = 2;
-  opt.quiet = 1;
-  rc = hattn_open(&opt, &g_ctx);
-  ck_assert_msg(rc == HATTN_OK, "hattn_open: %s", hattn_errmsg(g_ctx));
-  rc = hattn_specfile_parse(g_ctx, g_text, strlen(g_text), "varlen.hattn", &g_spec);
-  ck_assert_msg(rc == HATTN_OK, "parse: %s", hattn_errmsg(g_ctx));
-}
+static void setup(void) { api_open(g_text, "varlen.hattn", &g_ctx, &g_spec); }
 
 static void teardown(void) {
   hattn_specfile_destroy(g_spec);
@@ -62,25 +51,6 @@ static void teardown(void) {
   g_spec = NULL;
   g_ctx = NULL;
 }
-
-static DLDataType dl_dtype(hattn__dtype dt) {
-  DLDataType t;
-  t.code = dt == HATTN_DTYPE_BF16 ? kDLBfloat : kDLFloat;
-  t.bits = dt == HATTN_DTYPE_FP32 ? 32 : 16;
-  t.lanes = 1;
-  return t;
-}
-
-static void host_tensor(DLTensor *t, void *data, DLDataType dt, int ndim, int64_t *shape) {
-  memset(t, 0, sizeof *t);
-  t->data = data;
-  t->device.device_type = kDLCPU;
-  t->ndim = ndim;
-  t->shape = shape;
-  t->dtype = dt;
-}
-
-static size_t esize(hattn__dtype dt) { return dt == HATTN_DTYPE_FP32 ? 4 : 2; }
 
 /* A padded batch: tensors [B, H, LQ, D] and [B, HK, LK, D] with the
 ** lengths of each entry; Q rows past q_len and K, V rows past k_len NaN. */
@@ -127,18 +97,18 @@ static void batch_make(batch *x, hattn__dtype dt, int64_t b, int64_t lq, int64_t
   x->sk[0] = b, x->sk[1] = x->hk, x->sk[2] = lk, x->sk[3] = x->d;
   x->sl[0] = b, x->sl[1] = x->h, x->sl[2] = lq;
   nq = (size_t)(b * x->h * lq * x->d), nk = (size_t)(b * x->hk * lk * x->d);
-  x->q = malloc(nq * esize(dt) + 1), x->o = malloc(nq * esize(dt) + 1);
-  x->k = malloc(nk * esize(dt) + 1), x->v = malloc(nk * esize(dt) + 1);
+  x->q = malloc(nq * api_esize(dt) + 1), x->o = malloc(nq * api_esize(dt) + 1);
+  x->k = malloc(nk * api_esize(dt) + 1), x->v = malloc(nk * api_esize(dt) + 1);
   x->lse = malloc((size_t)(b * x->h * lq) * sizeof(float) + 1);
   x->ro = malloc(nq * sizeof(double) + 1), x->rl = malloc((size_t)(b * x->h * lq) * sizeof(double) + 1);
   ck_assert(x->q && x->o && x->k && x->v && x->lse && x->ro && x->rl);
-  host_tensor(&x->tq, x->q, dl_dtype(dt), 4, x->sq);
-  host_tensor(&x->tk, x->k, dl_dtype(dt), 4, x->sk);
-  host_tensor(&x->tv, x->v, dl_dtype(dt), 4, x->sk);
-  host_tensor(&x->to, x->o, dl_dtype(dt), 4, x->sq);
-  host_tensor(&x->tl, x->lse, (DLDataType){kDLFloat, 32, 1}, 3, x->sl);
-  host_tensor(&x->tro, x->ro, (DLDataType){kDLFloat, 64, 1}, 4, x->sq);
-  host_tensor(&x->trl, x->rl, (DLDataType){kDLFloat, 64, 1}, 3, x->sl);
+  api_host_tensor(&x->tq, x->q, api_dl_dtype(dt), 4, x->sq);
+  api_host_tensor(&x->tk, x->k, api_dl_dtype(dt), 4, x->sk);
+  api_host_tensor(&x->tv, x->v, api_dl_dtype(dt), 4, x->sk);
+  api_host_tensor(&x->to, x->o, api_dl_dtype(dt), 4, x->sq);
+  api_host_tensor(&x->tl, x->lse, (DLDataType){kDLFloat, 32, 1}, 3, x->sl);
+  api_host_tensor(&x->tro, x->ro, (DLDataType){kDLFloat, 64, 1}, 4, x->sq);
+  api_host_tensor(&x->trl, x->rl, (DLDataType){kDLFloat, 64, 1}, 3, x->sl);
   x->in.q_lens = x->ql;
   x->in.k_lens = x->kl;
   (void)r;
@@ -189,7 +159,7 @@ static void check_alone(const char *pattern, batch *x) {
     hattn_problem pr = {1, x->h, x->hk, x->ql[b], x->kl[b], x->d, (int)x->dt};
     hattn_kernel *kern = NULL;
     int64_t sq[4] = {1, x->h, x->ql[b], x->d}, sk[4] = {1, x->hk, x->kl[b], x->d}, sl[3] = {1, x->h, x->ql[b]};
-    size_t es = esize(x->dt), nq = (size_t)(x->h * x->ql[b] * x->d), nk = (size_t)(x->hk * x->kl[b] * x->d);
+    size_t es = api_esize(x->dt), nq = (size_t)(x->h * x->ql[b] * x->d), nk = (size_t)(x->hk * x->kl[b] * x->d);
     char *q = malloc(nq * es + 1), *k = malloc(nk * es + 1), *v = malloc(nk * es + 1), *o = malloc(nq * es + 1);
     float *l = malloc((size_t)(x->h * x->ql[b]) * sizeof *l + 1);
     DLTensor tq, tk, tv, to, tl;
@@ -203,11 +173,11 @@ static void check_alone(const char *pattern, batch *x) {
       memcpy(v + dst, (char *)x->v + src, (size_t)(x->kl[b] * x->d) * es);
     }
     memset(o, 0xff, nq * es);
-    host_tensor(&tq, q, dl_dtype(x->dt), 4, sq);
-    host_tensor(&tk, k, dl_dtype(x->dt), 4, sk);
-    host_tensor(&tv, v, dl_dtype(x->dt), 4, sk);
-    host_tensor(&to, o, dl_dtype(x->dt), 4, sq);
-    host_tensor(&tl, l, (DLDataType){kDLFloat, 32, 1}, 3, sl);
+    api_host_tensor(&tq, q, api_dl_dtype(x->dt), 4, sq);
+    api_host_tensor(&tk, k, api_dl_dtype(x->dt), 4, sk);
+    api_host_tensor(&tv, v, api_dl_dtype(x->dt), 4, sk);
+    api_host_tensor(&to, o, api_dl_dtype(x->dt), 4, sq);
+    api_host_tensor(&tl, l, (DLDataType){kDLFloat, 32, 1}, 3, sl);
     ck_assert_msg(hattn_kernel_get(g_ctx, g_spec, pattern, &pr, &kern) == HATTN_OK, "%s", hattn_errmsg(g_ctx));
     ck_assert_msg(hattn_forward(kern, &tq, &tk, &tv, &to, &tl, NULL, NULL) == HATTN_OK, "%s", hattn_errmsg(g_ctx));
     for (h = 0; h < x->h; h++)
@@ -321,9 +291,9 @@ START_TEST(paged_varlen) {
         memcpy(kp + dst, (float *)x.k + ((b * 2 + h) * lk + t) * 64, 64 * sizeof(float));
         memcpy(vp + dst, (float *)x.v + ((b * 2 + h) * lk + t) * 64, 64 * sizeof(float));
       }
-  host_tensor(&tkp, kp, dl_dtype(HATTN_DTYPE_FP32), 4, sp);
-  host_tensor(&tvp, vp, dl_dtype(HATTN_DTYPE_FP32), 4, sp);
-  host_tensor(&tbt, bt, (DLDataType){kDLInt, 32, 1}, 2, sbt);
+  api_host_tensor(&tkp, kp, api_dl_dtype(HATTN_DTYPE_FP32), 4, sp);
+  api_host_tensor(&tvp, vp, api_dl_dtype(HATTN_DTYPE_FP32), 4, sp);
+  api_host_tensor(&tbt, bt, (DLDataType){kDLInt, 32, 1}, 2, sbt);
   memset(&pg, 0, sizeof pg);
   pg.page_size = page, pg.layout = HATTN_PAGED_NHD;
   ck_assert_msg(hattn_kernel_get(g_ctx, g_spec, "causal", &pr, &kern) == HATTN_OK, "%s", hattn_errmsg(g_ctx));
