@@ -25,7 +25,9 @@
 
 #include <stdint.h>
 
-#define HATTN_CPU_ABI_VERSION 3
+/* Version 4 changed nothing here: the CUDA kernels' arguments grew, and one
+** number (HATTN_PREBUILT_ABI) names both. */
+#define HATTN_CPU_ABI_VERSION 4
 
 /* The arguments of one launch.  Field offsets are what the emitted code
 ** reads: keep every field 8 bytes wide and never reorder them. */

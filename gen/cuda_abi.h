@@ -23,7 +23,7 @@
 #ifndef HATTN_GEN_CUDA_ABI_H
 #define HATTN_GEN_CUDA_ABI_H
 
-#define HATTN_CUDA_ABI_VERSION 3
+#define HATTN_CUDA_ABI_VERSION 4
 
 typedef struct hattn_cuda_args {
   /* Tensors in device memory.  Q and O are [batch, heads, lq, head_dim],
@@ -84,6 +84,17 @@ typedef struct hattn_cuda_args {
   ** caller sets offsets); every position lies in (-2^30, 2^30).  Added in
   ** version 3. */
   long long q_pos0, k_pos0;
+  /* Variable-length batches (templates/cuda_common.cuh, hattn_seq_of), or
+  ** all four NULL: every batch entry has lq queries and lk keys.  Device
+  ** int32 arrays.  Packed form: cu_q [batch + 1] cumulative offsets, batch
+  ** entry b's query rows are rows cu_q[b] .. cu_q[b + 1] of Q and O (whose
+  ** batch strides are then 0), cu_k likewise for K and V.  Padded form:
+  ** len_q [batch] (len_k) the query (key) rows of entry b, its first rows
+  ** of the batch entry; rows of O past them are written 0, their LSE -inf.
+  ** Either form sets an entry's positions to qpos = q + lk_b - lq_b, kpos
+  ** = k, and its lengths lie in [0, lq] and [0, lk] (lq and lk the
+  ** maxima); the kernels trust them.  Added in version 4. */
+  const int *cu_q, *cu_k, *len_q, *len_k;
 } hattn_cuda_args;
 
 /* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void

@@ -368,11 +368,11 @@ typedef struct hattn_inputs {
   ** k_lens[b] are never read (paged: only the first ceil(k_lens[b] /
   ** page_size) entries of a table row are used).  0 <= q_lens[b] <= lq and
   ** 0 <= k_lens[b] <= lk (HATTN_EINPUT naming the entry).  hattn_forward
-  ** and hattn_reference read them; hattn_plan_create copies them and the
-  ** plan's runs use those lengths.  Not with offsets_set, nor with
-  ** document(), blocks(), random() or topk(), whose run-time data covers
-  ** the padded lk (HATTN_ENOTSUP); the CPU backend only (CUDA:
-  ** HATTN_ENOTSUP). */
+  ** and hattn_reference read them; hattn_plan_create copies them (CUDA:
+  ** to device memory) and the plan's runs use those lengths.  Not with
+  ** offsets_set, nor with document(), blocks(), random() or topk(), whose
+  ** run-time data covers the padded lk (HATTN_ENOTSUP).  Lengths that
+  ** change every run, and the packed form, go to hattn_run_varlen. */
   const int32_t *q_lens, *k_lens;
 } hattn_inputs;
 
@@ -488,6 +488,65 @@ HATTN_API int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTenso
                               const DLTensor *v_pages, const DLTensor *block_table, DLTensor *o, DLTensor *lse,
                               void *stream);
 
+/*
+** Variable-length batches whose lengths change from run to run (a server's
+** every step), given as int32 DLTensors on the plan's device, read when the
+** kernels run; a NULL member is absent.  For batch entry b (of the plan's
+** batch):
+**   padded form   q_lens [batch] (k_lens likewise): entry b uses its first
+**                 q_lens[b] query rows of Q [batch, heads, lq, head_dim];
+**                 rows of O past them are written 0, their LSE -inf.
+**   packed form   cu_seqlens_q [batch + 1], nondecreasing (FlashAttention's
+**                 varlen convention): entry b's queries are rows
+**                 cu_seqlens_q[b] .. cu_seqlens_q[b + 1] of a packed Q and
+**                 O [total_q, heads, head_dim] and LSE [heads, total_q];
+**                 cu_seqlens_k likewise for K and V [total_k, kv_heads,
+**                 head_dim] (not with paged K and V: their lengths are
+**                 k_lens).
+** One of each pair at most; an absent query (key) length is the plan's lq
+** (lk).  Every entry's lengths lie in [0, lq] and [0, lk] of the plan's
+** problem (which gives the longest, and the batch), and its queries end
+** with its keys: qpos = q + lk_b - lq_b, kpos = k.
+*/
+typedef struct hattn_varlen {
+  const DLTensor *q_lens, *k_lens;
+  const DLTensor *cu_seqlens_q, *cu_seqlens_k;
+} hattn_varlen;
+
+/*
+** Run PLAN over a variable-length batch with the lengths LENS of this run:
+** Q, K, V, O and LSE (may be NULL) in the padded or the packed form LENS
+** says, K and V the pools and BLOCK_TABLE their table for a paged plan (as
+** hattn_run_paged takes them; NULL otherwise).  The plan is one made with
+** hattn_plan_create for the batch's longest lengths, without
+** inputs.q_lens, k_lens or offsets; its pattern without document(),
+** blocks(), random() or topk() (HATTN_ENOTSUP).  CUDA: the lengths are
+** read by the kernels, which trust them (this call neither copies nor
+** synchronises, and may be captured into a CUDA graph); a key-block plan
+** that is not a band (window, causal) is walked whole, block by block with
+** the mask, for an entry whose positions differ from the plan's.  CPU: the
+** lengths are host memory, checked first, and each run makes the problems
+** of its distinct pairs of lengths.  Returns as hattn_run does, and
+** HATTN_EINPUT for missing, doubled or (where checked) malformed lengths,
+** naming the entry.
+*/
+HATTN_API int hattn_run_varlen(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                               const DLTensor *block_table, const hattn_varlen *lens, DLTensor *o, DLTensor *lse,
+                               void *stream);
+
+/*
+** Check everything hattn_run_varlen (BLOCK_TABLE and LENS NULL:
+** hattn_run; LENS NULL: hattn_run_paged) would check, and what it trusts
+** on a device: the lengths (in range, offsets nondecreasing and within the
+** packed tensors' rows) and the block table's entries that the run would
+** read (within the pool), downloaded from the device (synchronous).
+** Launches nothing.  Returns HATTN_OK, or the status and sentence the run
+** would give (HATTN_EINPUT naming the first bad entry).
+*/
+HATTN_API int hattn_run_check(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                              const DLTensor *block_table, const hattn_varlen *lens, const DLTensor *o,
+                              const DLTensor *lse);
+
 /* Free PLAN (NULL is allowed), and its context when it was closed and
 ** nothing else keeps it.  CUDA: the caller makes sure no run of the plan
 ** (or graph that captured one) is still queued, by synchronising first. */
@@ -554,7 +613,7 @@ typedef void (*hattn_cpu_kernel_fn)(const struct hattn_cpu_args *args, int64_t b
                                     float *scratch);
 
 /* The kernel ABI this library runs: a prebuilt kernel of another is refused. */
-#define HATTN_PREBUILT_ABI 3
+#define HATTN_PREBUILT_ABI 4
 
 typedef struct hattn_prebuilt {
   int abi;                     /* HATTN_PREBUILT_ABI when it was generated */

@@ -734,10 +734,59 @@ static int check_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *
 ** reference to) and the backend's per-problem state. */
 struct hattn_plan {
   hattn_kernel kern;
-  void *prob;                   /* NULL for a variable-length batch */
+  void *prob;                   /* NULL for a variable-length batch run as VARLEN */
   hattn_paged_kv paged;         /* page_size 0: contiguous K and V (hattn_run) */
   hattn__varlen *varlen;        /* a variable-length batch (inputs.q_lens, k_lens), or NULL */
+  /* A variable-length batch on a backend whose kernels read the lengths
+  ** (launch_varlen): inputs.q_lens and k_lens in device memory LENS_MEM,
+  ** [batch] each, and LENS pointing into it; LENS_MEM NULL otherwise. */
+  void *lens_mem;
+  hattn__lens lens;
+  /* What hattn_run_varlen needs of the inputs: whether offsets were set,
+  ** and copies of the ALiBi slopes and sink logits (NULL: none). */
+  int offsets_set;
+  float *slopes, *sinks;
 };
+
+/* Free what PLAN holds (its problems, device lengths, copies) and PLAN;
+** its context is not touched. */
+static void plan_free(hattn_plan *plan) {
+  const hattn__backend_i *be = plan->kern.kk->be;
+  if (plan->prob != NULL) be->problem_destroy(plan->prob);
+  hattn__varlen_destroy(be, plan->varlen);
+  if (plan->lens_mem != NULL) be->mem_free(plan->kern.ctx->dev, plan->lens_mem);
+  free(plan->slopes);
+  free(plan->sinks);
+  free(plan);
+}
+
+/* A malloc'd copy of the N floats at P, or NULL. */
+static float *copy_floats(const float *p, int64_t n) {
+  float *c = malloc((size_t)n * sizeof *c);
+  if (c != NULL) memcpy(c, p, (size_t)n * sizeof *c);
+  return c;
+}
+
+/* Put the lengths Q_LENS and K_LENS (host, checked; either may be NULL) of
+** PLAN's batch into device memory for kernels that read them: PLAN's
+** lens_mem and lens.  The sentence of a failure is on the context. */
+static int upload_lens(hattn_kernel *kern, hattn_plan *plan, const int32_t *q_lens, const int32_t *k_lens) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  size_t n = (size_t)kern->prob.batch;
+  int32_t *mem;
+  int st;
+  ctx->buf[0] = 0;
+  if ((st = be->mem_alloc(ctx->dev, 2 * n * sizeof(int32_t), &plan->lens_mem, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+    return fail_buf(ctx, st);
+  mem = plan->lens_mem;
+  if ((q_lens && (st = be->mem_upload(ctx->dev, mem, q_lens, n * sizeof *mem, ctx->buf, sizeof ctx->buf)) != HATTN_OK) ||
+      (k_lens && (st = be->mem_upload(ctx->dev, mem + n, k_lens, n * sizeof *mem, ctx->buf, sizeof ctx->buf)) != HATTN_OK))
+    return fail_buf(ctx, st);
+  plan->lens.q_lens = q_lens ? mem : NULL;
+  plan->lens.k_lens = k_lens ? mem + n : NULL;
+  return HATTN_OK;
+}
 
 /* Check INPUTS' q_lens and k_lens for KERN (HATTN_OK when both are NULL),
 ** the sentence of a failure on the context. */
@@ -775,14 +824,26 @@ static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan 
       (st = check_paged_params(kern, "inputs.paged", inputs->paged->page_size, inputs->paged->layout, 1)) != HATTN_OK)
     return st;
   if ((plan = calloc(1, sizeof *plan)) == NULL) return fail(ctx, HATTN_ENOMEM, "out of memory for a plan");
+  plan->kern = *kern;
   if (inputs->paged != NULL) {
     plan->paged.page_size = inputs->paged->page_size;
     plan->paged.layout = inputs->paged->layout;
   }
   if ((st = check_varlen(kern, inputs)) != HATTN_OK) goto fail_env;
   if ((st = make_env(kern, inputs, &shape, &env, &lays)) != HATTN_OK) goto fail_env;
+  plan->offsets_set = inputs->offsets_set;
+  if ((inputs->alibi_slopes && (plan->slopes = copy_floats(inputs->alibi_slopes, kern->prob.heads)) == NULL) ||
+      (inputs->sink_logits && (plan->sinks = copy_floats(inputs->sink_logits, kern->prob.heads)) == NULL)) {
+    st = fail(ctx, HATTN_ENOMEM, "out of memory for a plan");
+    goto fail_env;
+  }
+  /* Lengths the kernels read go to the device; else each distinct pair
+  ** of lengths gets a problem of its own (varlen.c). */
+  if ((inputs->q_lens != NULL || inputs->k_lens != NULL) && be->version >= 8 && be->launch_varlen != NULL &&
+      (st = upload_lens(kern, plan, inputs->q_lens, inputs->k_lens)) != HATTN_OK)
+    goto fail_env;
   ctx->buf[0] = 0;
-  if (inputs->q_lens != NULL || inputs->k_lens != NULL) {
+  if ((inputs->q_lens != NULL || inputs->k_lens != NULL) && plan->lens_mem == NULL) {
     st = hattn__varlen_create(be, ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, inputs->q_lens,
                               inputs->k_lens, &plan->varlen, ctx->buf, sizeof ctx->buf);
     if (st != HATTN_OK) {
@@ -798,14 +859,13 @@ static int plan_make(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan 
     }
   }
   free(lays);
-  plan->kern = *kern;
   ctx->refs++;
   *out = plan;
   return HATTN_OK;
 
 fail_env:
   free(lays);
-  free(plan);
+  plan_free(plan);
   return st;
 }
 
@@ -819,11 +879,11 @@ int hattn_plan_create(hattn_kernel *kern, const hattn_inputs *inputs, hattn_plan
 }
 
 void hattn_plan_destroy(hattn_plan *plan) {
+  hattn_ctx *ctx;
   if (plan == NULL) return;
-  if (plan->prob != NULL) plan->kern.kk->be->problem_destroy(plan->prob);
-  hattn__varlen_destroy(plan->kern.kk->be, plan->varlen);
-  ctx_unref(plan->kern.ctx);
-  free(plan);
+  ctx = plan->kern.ctx;
+  plan_free(plan);
+  ctx_unref(ctx);
 }
 
 const char *hattn_plan_errmsg(const hattn_plan *plan) { return plan ? hattn_errmsg(plan->kern.ctx) : ""; }
@@ -844,7 +904,10 @@ static int plan_launch(hattn_plan *plan, hattn__tensor *tq, hattn__tensor *tk, h
     shape.lq = kern->prob.lq, shape.lk = kern->prob.lk, shape.head_dim = kern->prob.head_dim;
     st = hattn__varlen_launch(be, ctx->dev, kern->kk->kern, plan->varlen, &shape, dtype_of(kern->prob.dtype), tq,
                               tk, tv, pg, to, tl, ctx->buf, sizeof ctx->buf);
-  } else if (pg != NULL)
+  } else if (plan->lens_mem != NULL)
+    st = be->launch_varlen(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, &plan->lens, to, tl, stream, wait,
+                           ctx->buf, sizeof ctx->buf);
+  else if (pg != NULL)
     st = be->launch_paged(ctx->dev, kern->kk->kern, plan->prob, tq, tk, tv, pg, to, tl, stream, wait, ctx->buf,
                           sizeof ctx->buf);
   else if (!wait && be->launch_async != NULL)
@@ -891,8 +954,10 @@ int hattn_run_paged(hattn_plan *plan, const DLTensor *q, const DLTensor *k_pages
 
 /* Check the entries of PG's block table that a launch of KERN reads, where
 ** the table is device memory (hattn_forward's promise; check_paged checks
-** host tables): downloaded a batch row at a time. */
-static int check_table_on_device(hattn_kernel *kern, const hattn__paged *pg) {
+** host tables): downloaded a batch row at a time.  With K_LENS (host,
+** checked; NULL: every entry has lk keys), row b's entries past
+** ceil(k_lens[b] / page_size) are not read, so not checked. */
+static int check_table_on_device(hattn_kernel *kern, const hattn__paged *pg, const int32_t *k_lens) {
   hattn_ctx *ctx = kern->ctx;
   const hattn__backend_i *be = kern->kk->be;
   int64_t need = (kern->prob.lk + pg->page_size - 1) / pg->page_size, b, c;
@@ -909,7 +974,7 @@ static int check_table_on_device(hattn_kernel *kern, const hattn__paged *pg) {
       st = fail_buf(ctx, st);
       break;
     }
-    for (c = 0; c < need; c++)
+    for (c = 0; c < (k_lens ? (k_lens[b] + pg->page_size - 1) / pg->page_size : need); c++)
       if (row[c] < 0 || row[c] >= pg->npages) {
         st = fail(ctx, HATTN_EINPUT, "block_table[%lld][%lld] is %d, outside the pool's pages [0, %lld)", (long long)b,
                   (long long)c, (int)row[c], (long long)pg->npages);
@@ -937,11 +1002,278 @@ int hattn_forward(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, cons
                           inputs != NULL ? inputs->k_lens : NULL, &tq, &tk, &tv, &to, &tl,
                           &pg)) != HATTN_OK)
     return st;
-  if (paged != NULL && kern->kk->be->dl_device != kDLCPU && (st = check_table_on_device(kern, &pg)) != HATTN_OK)
+  if (paged != NULL && kern->kk->be->dl_device != kDLCPU &&
+      (st = check_table_on_device(kern, &pg, inputs->k_lens)) != HATTN_OK)
     return st;
   if ((st = plan_make(kern, inputs, &plan)) != HATTN_OK) return st;
   st = plan_launch(plan, &tq, &tk, &tv, paged ? &pg : NULL, &to, &tl, stream, 1);
   hattn_plan_destroy(plan);
+  return st;
+}
+
+/* ---- variable-length batches, lengths per run ---------------------------------- */
+
+/* Packed tensor T (NAME) of a run of KERN: [rows, HEADS, head_dim] of the
+** problem's dtype, or for LSE float32 [heads, rows], any rows, on the
+** kernel's device; *OUT in the internal 4-d form [1, heads, rows, head_dim]
+** (stride[0] 0), *ROWS its rows. */
+static int check_packed(hattn_kernel *kern, const char *name, const DLTensor *t, int64_t heads, int lse,
+                        hattn__tensor *out, int64_t *rows) {
+  const hattn_problem *pr = &kern->prob;
+  DLDataType dt, f32 = {kDLFloat, 32, 1};
+  int64_t dq[4], dkv[4], dl[3], dims[3];
+  hattn__tensor raw;
+  int st;
+  problem_dims(pr, &dt, dq, dkv, dl);
+  *rows = t != NULL && t->shape != NULL && t->ndim == (lse ? 2 : 3) ? t->shape[lse ? 1 : 0] : 0;
+  if (lse) dims[0] = heads, dims[1] = *rows;
+  else dims[0] = *rows, dims[1] = heads, dims[2] = pr->head_dim;
+  if ((st = check_tensor(kern, name, t, lse ? 2 : 3, dims, lse ? f32 : dt, !lse, &raw)) != HATTN_OK) return st;
+  if (*rows < 0 || *rows > HATTN_MAX_SEQLEN)
+    return fail(kern->ctx, HATTN_ESHAPE, "%s: %lld rows, outside [0, HATTN_MAX_SEQLEN]", name, (long long)*rows);
+  out->data = raw.data;
+  out->stride[0] = 0;
+  out->stride[1] = lse ? raw.stride[0] : raw.stride[1];
+  out->stride[2] = lse ? raw.stride[1] : raw.stride[0];
+  out->stride[3] = 1;
+  return HATTN_OK;
+}
+
+/* Length tensor T (NAME) of a run of KERN, or NULL: int32 [N], contiguous,
+** on the kernel's device; *OUT its data (NULL for T NULL). */
+static int check_lens_tensor(hattn_kernel *kern, const char *name, const DLTensor *t, int64_t n,
+                             const int32_t **out) {
+  DLDataType i32 = {kDLInt, 32, 1};
+  hattn__tensor raw;
+  int st;
+  *out = NULL;
+  if (t == NULL) return HATTN_OK;
+  if ((st = check_tensor(kern, name, t, 1, &n, i32, 1, &raw)) != HATTN_OK) return st;
+  *out = raw.data;
+  return HATTN_OK;
+}
+
+/* The tensors of a run of KERN: Q, O and LSE (NULL: none) packed when
+** PACKED_Q, K and V packed when PACKED_K (check_packed), else as
+** check_tensors takes them (PAGED: pools read through BT, the entries
+** within K_LENS checked where they are host memory).  *Q_ROWS and *K_ROWS
+** get the packed tensors' rows. */
+static int check_run_tensors(hattn_kernel *kern, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                             const DLTensor *o, const DLTensor *lse, const hattn_paged_kv *paged, const DLTensor *bt,
+                             int packed_q, int packed_k, const int32_t *k_lens, hattn__tensor *tq, hattn__tensor *tk,
+                             hattn__tensor *tv, hattn__tensor *to, hattn__tensor *tl, hattn__paged *pg,
+                             int64_t *q_rows, int64_t *k_rows) {
+  const hattn_problem *pr = &kern->prob;
+  DLDataType dt, f32 = {kDLFloat, 32, 1};
+  int64_t dq[4], dkv[4], dl[3], o_rows = 0, l_rows = 0, v_rows = 0;
+  int st;
+  if (!packed_q && !packed_k) return check_tensors(kern, q, k, v, o, lse, paged, bt, k_lens, tq, tk, tv, to, tl, pg);
+  problem_dims(pr, &dt, dq, dkv, dl);
+  memset(tl, 0, sizeof *tl);
+  if (packed_q) {
+    if ((st = check_packed(kern, "q", q, pr->heads, 0, tq, q_rows)) != HATTN_OK ||
+        (st = check_packed(kern, "o", o, pr->heads, 0, to, &o_rows)) != HATTN_OK ||
+        (lse != NULL && (st = check_packed(kern, "lse", lse, pr->heads, 1, tl, &l_rows)) != HATTN_OK))
+      return st;
+    if (o_rows != *q_rows || (lse != NULL && l_rows != *q_rows))
+      return fail(kern->ctx, HATTN_ESHAPE, "%s: %lld rows, but q has %lld", o_rows != *q_rows ? "o" : "lse",
+                  (long long)(o_rows != *q_rows ? o_rows : l_rows), (long long)*q_rows);
+  } else if ((st = check_tensor(kern, "q", q, 4, dq, dt, 1, tq)) != HATTN_OK ||
+             (st = check_tensor(kern, "o", o, 4, dq, dt, 1, to)) != HATTN_OK ||
+             (lse != NULL && (st = check_tensor(kern, "lse", lse, 3, dl, f32, 0, tl)) != HATTN_OK)) {
+    return st;
+  }
+  if (packed_k) {
+    if ((st = check_packed(kern, "k", k, pr->kv_heads, 0, tk, k_rows)) != HATTN_OK ||
+        (st = check_packed(kern, "v", v, pr->kv_heads, 0, tv, &v_rows)) != HATTN_OK)
+      return st;
+    if (v_rows != *k_rows)
+      return fail(kern->ctx, HATTN_ESHAPE, "v: %lld rows, but k has %lld", (long long)v_rows, (long long)*k_rows);
+    return HATTN_OK;
+  }
+  if (paged != NULL) return check_paged(kern, 0, paged->page_size, paged->layout, k, v, bt, k_lens, tk, tv, pg);
+  if ((st = check_tensor(kern, "k", k, 4, dkv, dt, 1, tk)) != HATTN_OK) return st;
+  return check_tensor(kern, "v", v, 4, dkv, dt, 1, tv);
+}
+
+/* Check lengths L (host copies) of a run of KERN: lengths in [0, lq] and [0,
+** lk], offsets nondecreasing from 0 or more and within Q_ROWS (K_ROWS) rows
+** of the packed tensors.  Fills LENS[2 * batch] with the query lengths,
+** then the key lengths. */
+static int check_lens_values(hattn_kernel *kern, const hattn__lens *l, int64_t q_rows, int64_t k_rows,
+                             int32_t *lens) {
+  const hattn_problem *pr = &kern->prob;
+  int64_t B = pr->batch, b;
+  int i;
+  for (i = 0; i < 2; i++) {
+    const int32_t *cu = i == 0 ? l->cu_q : l->cu_k, *len = i == 0 ? l->q_lens : l->k_lens;
+    const char *cu_name = i == 0 ? "cu_seqlens_q" : "cu_seqlens_k", *len_name = i == 0 ? "q_lens" : "k_lens";
+    int64_t max = i == 0 ? pr->lq : pr->lk, rows = i == 0 ? q_rows : k_rows;
+    if (cu != NULL && cu[0] < 0)
+      return fail(kern->ctx, HATTN_EINPUT, "%s[0] is %d, below 0", cu_name, (int)cu[0]);
+    for (b = 0; b < B; b++) {
+      int64_t n = cu ? (int64_t)cu[b + 1] - cu[b] : len ? len[b] : max;
+      if (cu != NULL && n < 0)
+        return fail(kern->ctx, HATTN_EINPUT, "%s[%lld] is %d, below %s[%lld] = %d: offsets must not decrease",
+                    cu_name, (long long)(b + 1), (int)cu[b + 1], cu_name, (long long)b, (int)cu[b]);
+      if (cu == NULL && n < 0)
+        return fail(kern->ctx, HATTN_EINPUT, "%s[%lld] is %d, below 0", len_name, (long long)b, (int)n);
+      if (n > max)
+        return fail(kern->ctx, HATTN_EINPUT, "sequence %lld has %lld %s, above the plan's %s %lld", (long long)b,
+                    (long long)n, i == 0 ? "queries" : "keys", i == 0 ? "lq" : "lk", (long long)max);
+      lens[i * B + b] = (int32_t)n;
+    }
+    if (cu != NULL && cu[B] > rows)
+      return fail(kern->ctx, HATTN_EINPUT, "%s[%lld] is %d, past the %lld rows of %s", cu_name, (long long)B,
+                  (int)cu[B], (long long)rows, i == 0 ? "q" : "k");
+  }
+  return HATTN_OK;
+}
+
+/* The lengths of LENS as the backend's memory holds them, downloaded
+** into HOST (int32 [4 * (batch + 1)]) where they are device memory; *OUT
+** points at host copies. */
+static int lens_to_host(hattn_kernel *kern, const hattn__lens *lens, int32_t *host, hattn__lens *out) {
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  size_t n = (size_t)kern->prob.batch;
+  const int32_t *src[4] = {lens->cu_q, lens->cu_k, lens->q_lens, lens->k_lens};
+  const int32_t **dst[4] = {&out->cu_q, &out->cu_k, &out->q_lens, &out->k_lens};
+  int i, st;
+  *out = *lens;
+  if (be->dl_device == kDLCPU) return HATTN_OK;
+  for (i = 0; i < 4; i++) {
+    size_t count = i < 2 ? n + 1 : n;
+    if (src[i] == NULL) continue;
+    ctx->buf[0] = 0;
+    if ((st = be->mem_download(ctx->dev, host + i * (n + 1), src[i], count * sizeof *host, ctx->buf,
+                               sizeof ctx->buf)) != HATTN_OK)
+      return fail_buf(ctx, st);
+    *dst[i] = host + i * (n + 1);
+  }
+  return HATTN_OK;
+}
+
+/* hattn_run_varlen (LAUNCH) and hattn_run_check: the checks, then, when
+** LAUNCH, the run.  LENS NULL is a run of the plan's own kind (hattn_run,
+** hattn_run_paged), checked only by hattn_run_check. */
+static int run_varlen(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                      const DLTensor *bt, const hattn_varlen *lens, const DLTensor *o, const DLTensor *lse,
+                      void *stream, int launch) {
+  hattn_kernel *kern = &plan->kern;
+  hattn_ctx *ctx = kern->ctx;
+  const hattn__backend_i *be = kern->kk->be;
+  const hattn_problem *pr = &kern->prob;
+  const char *who = launch ? "hattn_run_varlen" : "hattn_run_check";
+  const hattn_paged_kv *paged = plan->paged.page_size != 0 ? &plan->paged : NULL;
+  hattn__tensor tq, tk, tv, to, tl;
+  hattn__paged pg;
+  hattn__lens dl, hl;
+  int64_t q_rows = pr->lq, k_rows = pr->lk, B = pr->batch;
+  int32_t *host = NULL, *vl_lens = NULL;
+  int st;
+
+  memset(&dl, 0, sizeof dl);
+  memset(&pg, 0, sizeof pg);
+  if (lens != NULL && lens->q_lens == NULL && lens->k_lens == NULL && lens->cu_seqlens_q == NULL &&
+      lens->cu_seqlens_k == NULL)
+    lens = NULL;
+  if (launch && lens == NULL)
+    return fail(ctx, HATTN_EINPUT, "%s: no lengths (lens is NULL or empty): run the plan with %s", who,
+                paged ? "hattn_run_paged" : "hattn_run");
+  if (lens != NULL) {
+    if (plan->varlen != NULL || plan->lens_mem != NULL)
+      return fail(ctx, HATTN_EINPUT, "%s: the plan was made with inputs.q_lens/k_lens; lengths per run need a "
+                  "plan made without them", who);
+    if ((lens->q_lens && lens->cu_seqlens_q) || (lens->k_lens && lens->cu_seqlens_k))
+      return fail(ctx, HATTN_EINPUT, "%s: lens gives both %s; one form per side", who,
+                  lens->q_lens && lens->cu_seqlens_q ? "q_lens and cu_seqlens_q" : "k_lens and cu_seqlens_k");
+    if (paged && lens->cu_seqlens_k)
+      return fail(ctx, HATTN_EINPUT, "%s: paged K and V take their lengths as lens.k_lens, not cu_seqlens_k", who);
+    ctx->buf[0] = 0;
+    if ((st = hattn__varlen_supported(be, kern->pat, plan->offsets_set, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+      return fail_buf(ctx, st);
+    if ((st = check_lens_tensor(kern, "lens.cu_seqlens_q", lens->cu_seqlens_q, B + 1, &dl.cu_q)) != HATTN_OK ||
+        (st = check_lens_tensor(kern, "lens.cu_seqlens_k", lens->cu_seqlens_k, B + 1, &dl.cu_k)) != HATTN_OK ||
+        (st = check_lens_tensor(kern, "lens.q_lens", lens->q_lens, B, &dl.q_lens)) != HATTN_OK ||
+        (st = check_lens_tensor(kern, "lens.k_lens", lens->k_lens, B, &dl.k_lens)) != HATTN_OK)
+      return st;
+  }
+  /* The lengths' values where they can be read (the host's, or downloaded
+  ** for a check), against the packed rows the tensors claim (checked
+  ** next). */
+  if (lens != NULL && (be->dl_device == kDLCPU || !launch)) {
+    if ((host = malloc((size_t)(4 * (B + 1) + 2 * B) * sizeof *host)) == NULL)
+      return fail(ctx, HATTN_ENOMEM, "out of memory checking the lengths");
+    vl_lens = host + 4 * (B + 1);
+    /* A packed tensor of the wrong rank is the tensor checks' to report. */
+    if (dl.cu_q != NULL) q_rows = q != NULL && q->ndim == 3 && q->shape != NULL ? q->shape[0] : INT64_MAX;
+    if (dl.cu_k != NULL) k_rows = k != NULL && k->ndim == 3 && k->shape != NULL ? k->shape[0] : INT64_MAX;
+    if ((st = lens_to_host(kern, &dl, host, &hl)) != HATTN_OK ||
+        (st = check_lens_values(kern, &hl, q_rows, k_rows, vl_lens)) != HATTN_OK)
+      goto done;
+  }
+  /* The tensors, a host block table's entries within the lengths. */
+  if ((st = check_run_tensors(kern, q, k, v, o, lse, paged, bt, dl.cu_q != NULL, dl.cu_k != NULL,
+                              vl_lens ? vl_lens + B : NULL, &tq, &tk, &tv, &to, &tl, &pg, &q_rows, &k_rows)) != HATTN_OK)
+    goto done;
+
+  /* A device block table's entries, for a check. */
+  if (!launch && paged && be->dl_device != kDLCPU &&
+      (st = check_table_on_device(kern, &pg, vl_lens ? vl_lens + B : NULL)) != HATTN_OK)
+    goto done;
+  if (!launch) {
+    st = HATTN_OK;
+    goto done;
+  }
+  ctx->buf[0] = 0;
+  if (be->version >= 8 && be->launch_varlen != NULL) {
+    st = be->launch_varlen(ctx->dev, kern->kk->kern, plan->prob, &tq, &tk, &tv, paged ? &pg : NULL, &dl, &to, &tl,
+                           stream, 0, ctx->buf, sizeof ctx->buf);
+  } else {
+    /* Problems of this run's distinct pairs of lengths (varlen.c), with the
+    ** plan's slopes and sinks. */
+    hattn__shape shape;
+    hattn__mask_env env;
+    hattn__varlen *vl = NULL;
+    shape.batch = B, shape.heads = pr->heads, shape.kv_heads = pr->kv_heads;
+    shape.lq = pr->lq, shape.lk = pr->lk, shape.head_dim = pr->head_dim;
+    memset(&env, 0, sizeof env);
+    env.lq = pr->lq, env.lk = pr->lk, env.batch = B, env.heads = pr->heads;
+    env.alibi_slopes = plan->slopes;
+    env.sink_logits = plan->sinks;
+    st = hattn__varlen_create(be, ctx->dev, &kern->kk->desc, &kern->kk->cfg, &shape, &env, vl_lens, vl_lens + B, &vl,
+                              ctx->buf, sizeof ctx->buf);
+    if (st == HATTN_OK) {
+      vl->cu_q = hl.cu_q;
+      vl->cu_k = hl.cu_k;
+      st = hattn__varlen_launch(be, ctx->dev, kern->kk->kern, vl, &shape, dtype_of(pr->dtype), &tq, &tk, &tv,
+                                paged ? &pg : NULL, &to, &tl, ctx->buf, sizeof ctx->buf);
+    }
+    hattn__varlen_destroy(be, vl);
+  }
+  if (st != HATTN_OK) {
+    fail_buf(ctx, st);
+    goto done;
+  }
+  if (ctx->msg[0] != 0) ctx->msg[0] = 0;
+done:
+  free(host);
+  return st;
+}
+
+int hattn_run_varlen(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                     const DLTensor *block_table, const hattn_varlen *lens, DLTensor *o, DLTensor *lse,
+                     void *stream) {
+  if (plan == NULL) return HATTN_EINVAL;
+  return run_varlen(plan, q, k, v, block_table, lens, o, lse, stream, 1);
+}
+
+int hattn_run_check(hattn_plan *plan, const DLTensor *q, const DLTensor *k, const DLTensor *v,
+                    const DLTensor *block_table, const hattn_varlen *lens, const DLTensor *o, const DLTensor *lse) {
+  int st;
+  if (plan == NULL) return HATTN_EINVAL;
+  if ((st = run_varlen(plan, q, k, v, block_table, lens, o, lse, NULL, 0)) == HATTN_OK) set_msg_str(plan->kern.ctx, "");
   return st;
 }
 

@@ -32,9 +32,10 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 7  /* 2: candidates, memory, time (the tuner); 3: the tools;
+#define HATTN__BACKEND_I_VERSION 8  /* 2: candidates, memory, time (the tuner); 3: the tools;
                                       ** 4: launch_async (hattn_run); 5: merge (hattn_merge);
-                                      ** 6: launch_paged (paged K and V); 7: varlen */
+                                      ** 6: launch_paged (paged K and V); 7: varlen;
+                                      ** 8: launch_varlen (lengths read by the kernels) */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -245,8 +246,21 @@ typedef struct hattn__backend_i {
   ** of batch 1 per distinct (q_len, k_len) pair, launches each batch entry
   ** on views of its rows and itself writes the rows past a sequence's end
   ** (O 0, LSE -inf), which needs the outputs in host memory (the CPU's).
-  ** 0: the API says HATTN_ENOTSUP. */
+  ** 0: the API says HATTN_ENOTSUP, unless the backend has launch_varlen. */
   int varlen;
+
+  /* Version 8: variable-length batches read by the kernels. */
+
+  /* Launch KERN on PROB, a problem made for the batch's longest lengths
+  ** (and the default positions), over a variable-length batch whose
+  ** lengths LENS live in the backend's memory (cpu.h: hattn__lens, packed
+  ** or padded form; trusted), K and V contiguous or paged (PG), as
+  ** LAUNCH_PAGED does with WAIT.  Optional: NULL where the kernels cannot
+  ** read lengths (the API then uses VARLEN's problems per length, or says
+  ** HATTN_ENOTSUP). */
+  int (*launch_varlen)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                       const hattn__tensor *v, const hattn__paged *pg, const hattn__lens *lens, hattn__tensor *o,
+                       hattn__tensor *lse, void *stream, int wait, char *err, size_t errlen);
 } hattn__backend_i;
 
 
@@ -264,7 +278,15 @@ typedef struct hattn__varlen {
   void **probs;                 /* [nprobs], the backend's problems */
   int64_t *prob_of;             /* [batch] */
   int64_t nprobs;
+  /* Packed form (cpu.h's hattn__lens), host memory the launch reads, or
+  ** NULL: the caller's, set before hattn__varlen_launch. */
+  const int32_t *cu_q, *cu_k;
 } hattn__varlen;
+
+/* Whether BE runs variable-length batches of pattern P (OFFSETS_SET: the
+** plan has offsets): HATTN_OK, else HATTN_ENOTSUP with the sentence. */
+int hattn__varlen_supported(const hattn__backend_i *be, const hattn__pattern *p, int offsets_set, char *err,
+                            size_t errlen);
 
 /* Whether Q_LENS and K_LENS (either may be NULL; both NULL: HATTN_OK) suit
 ** pattern P at SHAPE on BE: HATTN_ENOTSUP on a backend without varlen,
@@ -286,9 +308,9 @@ int hattn__varlen_create(const hattn__backend_i *be, void *dev, const hattn__ker
 void hattn__varlen_destroy(const hattn__backend_i *be, hattn__varlen *vl);
 
 /* Run KERN on VL over the padded tensors of SHAPE and DTYPE (host memory,
-** checked; K and V the pools with PG, NULL: contiguous), synchronously, and
-** write O 0 and LSE -inf (LSE's data NULL: not written) past each entry's
-** queries.  Returns HATTN_OK or the backend's launch status. */
+** checked; K and V the pools with PG, NULL: contiguous; packed where VL's
+** cu_q, cu_k say), synchronously, and write O 0 and LSE -inf (LSE's data
+** NULL: not written) past each padded entry's queries.  Returns HATTN_OK or the backend's launch status. */
 int hattn__varlen_launch(const hattn__backend_i *be, void *dev, void *kern, const hattn__varlen *vl,
                          const hattn__shape *shape, hattn__dtype dtype, const hattn__tensor *q,
                          const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o,

@@ -162,7 +162,7 @@ static int launch_async(void *dev, void *kern, void *prob, const hattn__tensor *
                         size_t errlen) {
   const hattn__cuda_plan *plan = prob;
   (void)dev;
-  return hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, NULL, o, lse, stream, err, errlen);
+  return hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, NULL, NULL, o, lse, stream, err, errlen);
 }
 
 /* Asynchronous on STREAM, then the device synchronised, as hattn_forward
@@ -171,7 +171,7 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
                   const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
                   size_t errlen) {
   const hattn__cuda_plan *plan = prob;
-  int rc = hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, NULL, o, lse, stream, err, errlen);
+  int rc = hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, NULL, NULL, o, lse, stream, err, errlen);
   if (rc == HATTN_OK) rc = hattn__cuda_sync(dev, err, errlen);
   return rc;
 }
@@ -182,7 +182,21 @@ static int launch_paged(void *dev, void *kern, void *prob, const hattn__tensor *
                         const hattn__tensor *v, const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse,
                         void *stream, int wait, char *err, size_t errlen) {
   const hattn__cuda_plan *plan = prob;
-  int rc = hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, pg, o, lse, stream, err, errlen);
+  int rc = hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, pg, NULL, o, lse, stream, err,
+                              errlen);
+  if (rc == HATTN_OK && wait) rc = hattn__cuda_sync(dev, err, errlen);
+  return rc;
+}
+
+/* A variable-length batch, its lengths in device memory (trusted), K and V
+** contiguous or paged (PG): queued on STREAM, and the device synchronised
+** when WAIT. */
+static int launch_varlen(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
+                         const hattn__tensor *v, const hattn__paged *pg, const hattn__lens *lens, hattn__tensor *o,
+                         hattn__tensor *lse, void *stream, int wait, char *err, size_t errlen) {
+  const hattn__cuda_plan *plan = prob;
+  int rc = hattn__cuda_launch(kern, plan, hattn__cuda_plan_shape(plan), q, k, v, pg, lens, o, lse, stream, err,
+                              errlen);
   if (rc == HATTN_OK && wait) rc = hattn__cuda_sync(dev, err, errlen);
   return rc;
 }
@@ -346,5 +360,6 @@ hattn__backend_i hattn__backend_cuda = {
     .gen = NULL,                /* backend_gen.c, by backend_compile.c */
     .launch_async = launch_async,
     .launch_paged = launch_paged,
-    .varlen = 0,                /* not yet: api.c refuses q_lens and k_lens */
+    .varlen = 0,                /* the kernels read the lengths: launch_varlen */
+    .launch_varlen = launch_varlen,
 };

@@ -111,6 +111,21 @@ typedef struct hattn__paged {
   int64_t k_page_stride, v_page_stride;
 } hattn__paged;
 
+/* The lengths of a variable-length batch, read when a kernel runs: int32
+** arrays in the backend's memory (the lengths are data: the caller checks
+** them where it can read them, else they are trusted), NULL where absent.
+** Packed form: CU_Q [batch + 1], cumulative, batch entry b's query rows are
+** rows cu_q[b] .. cu_q[b + 1] of Q and O, which are then passed with
+** stride[0] 0 and stride[2] between their rows; CU_K likewise for K and
+** V.  Padded form: Q_LENS [batch] (K_LENS), entry b's first rows of its
+** batch entry.  A launch with lengths gives entry b positions qpos = q +
+** lk_b - lq_b and kpos = k, and writes O 0 and LSE -inf past a padded
+** entry's queries. */
+typedef struct hattn__lens {
+  const int32_t *cu_q, *cu_k;
+  const int32_t *q_lens, *k_lens;
+} hattn__lens;
+
 /* Contiguous element strides for SHAPE: Q and O as [batch, heads, lq,
 ** head_dim], K and V as [batch, kv_heads, lk, head_dim], LSE as [batch,
 ** heads, lq] (its stride[3] is 1 and unused).  Data pointers untouched. */

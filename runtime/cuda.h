@@ -109,13 +109,17 @@ const hattn__shape *hattn__cuda_plan_shape(const hattn__cuda_plan *plan);
 ** device tensors Q, K, V, O and LSE (data NULL: not written), strides in
 ** elements as in cuda_abi.h, using PLAN; with PG (NULL: contiguous K and
 ** V), K and V are pools read through PG's block table in device memory
-** (cpu.h's hattn__paged; its entries are trusted).  Asynchronous.  Returns
-** HATTN_OK, or HATTN_ESHAPE / HATTN_EINPUT with a sentence in ERR.
+** (cpu.h's hattn__paged; its entries are trusted); with LENS (NULL: every
+** entry has SHAPE's lengths), a variable-length batch whose lengths are in
+** device memory (cpu.h's hattn__lens; trusted), SHAPE's lq and lk their
+** maxima.  Asynchronous.  Returns HATTN_OK, or HATTN_ESHAPE / HATTN_EINPUT
+** with a sentence in ERR.
 */
 int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
                        const hattn__shape *shape, const hattn__tensor *q,
                        const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
-                       hattn__tensor *o, hattn__tensor *lse, void *stream, char *err, size_t errlen);
+                       const hattn__lens *lens, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
+                       size_t errlen);
 
 /*
 ** Streams and CUDA graphs of CU's context, for the tests (hattn_run on a

@@ -770,12 +770,15 @@ static int check_tensor(const char *name, const hattn__tensor *t, const int64_t 
 /* Fill ARGS for one launch: the plan's tables and the tensors. */
 static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, const hattn__shape *shape,
                        const hattn__tensor *q, const hattn__tensor *k, const hattn__tensor *v,
-                       const hattn__paged *pg, const hattn__tensor *o, const hattn__tensor *lse,
-                       hattn_cuda_args *args, char *err, size_t errlen) {
+                       const hattn__paged *pg, const hattn__lens *lens, const hattn__tensor *o,
+                       const hattn__tensor *lse, hattn_cuda_args *args, char *err, size_t errlen) {
   const hattn__shape *s = &plan->shape;
-  int64_t dq[4] = {shape->batch, shape->heads, shape->lq, shape->head_dim};
+  /* Packed (lens->cu_q, cu_k): the batch entries' rows follow each other in
+  ** one sequence dimension. */
+  int64_t dq[4] = {lens && lens->cu_q ? 1 : shape->batch, shape->heads, shape->lq, shape->head_dim};
   /* Paged: a page's slots of every kv head (cpu.h's hattn__paged form). */
-  int64_t dk[4] = {pg ? 1 : shape->batch, shape->kv_heads, pg ? pg->page_size : shape->lk, shape->head_dim};
+  int64_t dk[4] = {pg || (lens && lens->cu_k) ? 1 : shape->batch, shape->kv_heads, pg ? pg->page_size : shape->lk,
+                   shape->head_dim};
   int esz = hattn__dtype_size(kern->dtype), rc, i;
 
   if (shape->batch != s->batch || shape->heads != s->heads || shape->kv_heads != s->kv_heads ||
@@ -831,6 +834,12 @@ static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *p
     args->o_stride[i] = o->stride[i];
     if (i < 3) args->lse_stride[i] = args->lse != NULL ? lse->stride[i] : 0;
   }
+  if (lens != NULL) {
+    args->cu_q = lens->cu_q;
+    args->cu_k = lens->cu_k;
+    args->len_q = lens->q_lens;
+    args->len_k = lens->k_lens;
+  }
   if (pg != NULL) {
     int shift = 0;
     while (((int64_t)1 << shift) < pg->page_size) shift++;
@@ -878,11 +887,12 @@ done:
 int hattn__cuda_launch(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
                        const hattn__shape *shape, const hattn__tensor *q,
                        const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
-                       hattn__tensor *o, hattn__tensor *lse, void *stream, char *err, size_t errlen) {
+                       const hattn__lens *lens, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
+                       size_t errlen) {
   hattn_cuda_args args;
   int rc;
   assert(kern != NULL && plan != NULL && shape != NULL);
-  rc = launch_args(kern, plan, shape, q, k, v, pg, o, lse, &args, err, errlen);
+  rc = launch_args(kern, plan, shape, q, k, v, pg, lens, o, lse, &args, err, errlen);
   if (rc != HATTN_OK) return rc;
   kern->cu->f.cuCtxSetCurrent(kern->cu->ctx);
   return launch_one(kern, plan, &args, (CUstream)stream, err, errlen);
@@ -905,7 +915,7 @@ int hattn__cuda_time(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan,
 
   *median_ms = 0;
   if (reps < 1) reps = 1;
-  rc = launch_args(kern, plan, shape, q, k, v, NULL, o, lse, &args, err, errlen);
+  rc = launch_args(kern, plan, shape, q, k, v, NULL, NULL, o, lse, &args, err, errlen);
   if (rc != HATTN_OK) return rc;
   times = malloc((size_t)reps * sizeof *times);
   if (times == NULL) {

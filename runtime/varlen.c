@@ -13,12 +13,9 @@
 #include "backend.h"
 #include "dtype.h"
 
-int hattn__varlen_check(const hattn__backend_i *be, const hattn__pattern *p, const hattn__shape *shape,
-                        int offsets_set, const int32_t *q_lens, const int32_t *k_lens, char *err, size_t errlen) {
-  int64_t b;
-  int i;
-  if (q_lens == NULL && k_lens == NULL) return HATTN_OK;
-  if (be->version < 7 || !be->varlen) {
+int hattn__varlen_supported(const hattn__backend_i *be, const hattn__pattern *p, int offsets_set, char *err,
+                            size_t errlen) {
+  if ((be->version < 7 || !be->varlen) && (be->version < 8 || be->launch_varlen == NULL)) {
     snprintf(err, errlen, "inputs.q_lens/k_lens: variable-length batches are not supported on the %s backend yet",
              be->name);
     return HATTN_ENOTSUP;
@@ -34,6 +31,15 @@ int hattn__varlen_check(const hattn__backend_i *be, const hattn__pattern *p, con
              p->name);
     return HATTN_ENOTSUP;
   }
+  return HATTN_OK;
+}
+
+int hattn__varlen_check(const hattn__backend_i *be, const hattn__pattern *p, const hattn__shape *shape,
+                        int offsets_set, const int32_t *q_lens, const int32_t *k_lens, char *err, size_t errlen) {
+  int64_t b;
+  int i, st;
+  if (q_lens == NULL && k_lens == NULL) return HATTN_OK;
+  if ((st = hattn__varlen_supported(be, p, offsets_set, err, errlen)) != HATTN_OK) return st;
   for (i = 0; i < 2; i++) {
     const int32_t *l = i == 0 ? q_lens : k_lens;
     int64_t max = i == 0 ? shape->lq : shape->lk;
@@ -107,11 +113,11 @@ void hattn__varlen_destroy(const hattn__backend_i *be, hattn__varlen *vl) {
   free(vl);
 }
 
-/* A view of batch entry B of tensor T of ES-byte elements (T itself when
-** its data is NULL). */
-static hattn__tensor entry_view(const hattn__tensor *t, int64_t b, size_t es) {
+/* A view of batch entry B of tensor T of ES-byte elements, its rows from
+** CU[B] on where CU (packed) is given (T itself when its data is NULL). */
+static hattn__tensor entry_view(const hattn__tensor *t, int64_t b, const int32_t *cu, size_t es) {
   hattn__tensor v = *t;
-  if (v.data != NULL) v.data = (char *)v.data + (size_t)(b * t->stride[0]) * es;
+  if (v.data != NULL) v.data = (char *)v.data + (size_t)(b * t->stride[0] + (cu ? cu[b] : 0) * t->stride[2]) * es;
   return v;
 }
 
@@ -123,8 +129,9 @@ int hattn__varlen_launch(const hattn__backend_i *be, void *dev, void *kern, cons
   int64_t b, h, r;
   int st;
   for (b = 0; b < vl->batch; b++) {
-    hattn__tensor q1 = entry_view(q, b, es), k1 = entry_view(k, b, es), v1 = entry_view(v, b, es),
-                  o1 = entry_view(o, b, es), l1 = entry_view(lse, b, sizeof(float));
+    hattn__tensor q1 = entry_view(q, b, vl->cu_q, es), k1 = entry_view(k, b, vl->cu_k, es),
+                  v1 = entry_view(v, b, vl->cu_k, es), o1 = entry_view(o, b, vl->cu_q, es),
+                  l1 = entry_view(lse, b, vl->cu_q, sizeof(float));
     void *prob = vl->probs[vl->prob_of[b]];
     if (pg != NULL) {
       hattn__paged p1 = *pg;
@@ -134,6 +141,7 @@ int hattn__varlen_launch(const hattn__backend_i *be, void *dev, void *kern, cons
       st = be->launch(dev, kern, prob, &q1, &k1, &v1, &o1, &l1, NULL, err, errlen);
     }
     if (st != HATTN_OK) return st;
+    if (vl->cu_q != NULL) continue;             /* packed: no rows past the entry's */
     for (h = 0; h < shape->heads; h++)
       for (r = vl->lens[b]; r < shape->lq; r++) {
         memset((char *)o1.data + (size_t)(h * o->stride[1] + r * o->stride[2]) * es, 0,

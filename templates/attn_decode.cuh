@@ -58,14 +58,16 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
   const unsigned sW = sQ + Q_BYTES + warp * WARP_BYTES;   /* this warp's buffers */
   if (sQ % RB != 0) __trap();
 
-  const int lq = args.lq, lk = args.lk;
+  const int lq = args.lq;                        /* query rows of every entry, or the most */
   const int pack = args.per_head ? 1 : args.heads / args.kv_heads;
   const int groups = args.heads / pack;
   const int b = blockIdx.y / groups, grp = blockIdx.y % groups;
   const int kvh = grp * pack / (args.heads / args.kv_heads);
   const int nrows = pack * lq;                   /* packed rows of the group */
   const int r0 = blockIdx.x * ROWS;
-  const int qoff = lk - lq;                      /* qpos = q + qoff */
+  const hattn_seq seq = hattn_seq_of(args, b);   /* the entry's rows and positions */
+  const int lk = seq.lk;
+  const int qoff = seq.qoff, koff = seq.koff;    /* qpos = q + qoff, kpos = k + koff */
 
   /* The packed rows of this lane's two accumulator rows (g, g + 8): their
   ** query row, head and ALiBi slope. */
@@ -79,29 +81,32 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
     rslope[r] = Pattern::slope(args, rh[r]);
   }
 
-  /* Q: the packed rows, zero past the group's, in the swizzled layout. */
+  /* Q: the packed rows, zero past the group's and past the entry's
+  ** queries, in the swizzled layout. */
   for (int idx = tid; idx < ROWS * CHUNKS; idx += THREADS) {
     const int row = idx / CHUNKS, c = idx % CHUNKS, pr = r0 + row;
-    const bool valid = pr < nrows;
+    const bool valid = pr < nrows && pr % lq < seq.lq;
     const int h = grp * pack + (valid ? pr / lq : 0), q = valid ? pr % lq : 0;
     const char *src = (const char *)args.q +
                       ((long long)b * args.q_stride[0] + (long long)h * args.q_stride[1] +
-                       (long long)q * args.q_stride[2] + c * 8) * 2;
+                       (seq.q_row0 + q) * args.q_stride[2] + c * 8) * 2;
     hattn_cp_async16(sQ + row * RB + ((unsigned)(c ^ (row & 7)) << 4), src, valid);
   }
   hattn_cp_async_commit();
 
   /* This split's key blocks; this warp's are every WARPS-th from the
   ** warp's own. */
-  const hattn_key_blocks<Pattern, ROWS, BLOCK_N> kblocks(args, 0, b * args.heads + grp * pack);
+  const hattn_key_blocks<Pattern, ROWS, BLOCK_N> kblocks(args, seq, 0, b * args.heads + grp * pack);
   const int split = blockIdx.z, nsplit = gridDim.z;
   const int jb = (int)((long long)kblocks.n * split / nsplit);
   const int je = (int)((long long)kblocks.n * (split + 1) / nsplit);
   const int mine = je - jb > warp ? (je - jb - warp + WARPS - 1) / WARPS : 0;
   auto pos_of = [&](int i) { return jb + warp + i * WARPS; };
 
-  const char *kg = (const char *)args.k + ((long long)b * args.k_stride[0] + (long long)kvh * args.k_stride[1]) * 2;
-  const char *vg = (const char *)args.v + ((long long)b * args.v_stride[0] + (long long)kvh * args.v_stride[1]) * 2;
+  const char *kg = (const char *)args.k +
+                   ((long long)b * args.k_stride[0] + (long long)kvh * args.k_stride[1] + seq.k_row0 * args.k_stride[2]) * 2;
+  const char *vg = (const char *)args.v +
+                   ((long long)b * args.v_stride[0] + (long long)kvh * args.v_stride[1] + seq.k_row0 * args.v_stride[2]) * 2;
   /* Paged or not is decided here, per block (a uniform branch): decode
   ** is bound by memory, and one body serves both. */
   auto load_block = [&](int i, int stage) {
@@ -175,7 +180,7 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
       for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int c = 0; c < 4; c++)
-          s[nt][c] = Pattern::score(s[nt][c] * args.scale, rq[c / 2] + qoff, k0 + nt * 8 + 2 * t + c % 2,
+          s[nt][c] = Pattern::score(s[nt][c] * args.scale, rq[c / 2] + qoff, k0 + nt * 8 + 2 * t + c % 2 + koff,
                                     rslope[c / 2]) * LOG2E;
     }
     if (partial) {
@@ -183,8 +188,8 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
       for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int c = 0; c < 4; c++) {
-          const int kpos = k0 + nt * 8 + 2 * t + c % 2, q = rq[c / 2];
-          if (!(kpos < lk && Pattern::visible(q, q + qoff, kpos, args, b * args.heads + rh[c / 2])))
+          const int k = k0 + nt * 8 + 2 * t + c % 2, q = rq[c / 2];
+          if (!(k < lk && Pattern::visible(q, q + qoff, k + koff, args, b * args.heads + rh[c / 2])))
             s[nt][c] = hattn_neg_inf();
         }
     } else if (k0 + BLOCK_N > lk) {
@@ -270,6 +275,7 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
     const int row = idx / HEAD_DIM, col = idx % HEAD_DIM, pr = r0 + row;
     if (pr >= nrows) continue;
     const int q = pr % lq, h = grp * pack + pr / lq;
+    if (q >= seq.lq_out) continue;               /* past a packed entry's queries */
     float m = hattn_neg_inf();
 #pragma unroll
     for (int w = 0; w < WARPS; w++) m = fmaxf(m, st[w * 32 + row]);
@@ -281,6 +287,7 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
       l += st[w * 32 + 16 + row] * f;
       acc += st[WARPS * 32 + (w * 16 + row) * HEAD_DIM + col] * f;
     }
+    const bool none = q >= seq.lq;               /* past a padded entry's queries: sees no key */
     const long long orow = ((long long)b * args.heads + h) * lq + q;   /* [b][h][q] */
     if (nsplit == 1) {
       /* The epilogue of attn_fwd.cuh: the sink term, then O and LSE. */
@@ -288,20 +295,21 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
       float mn = fmaxf(m, sink);
       mn = mn == hattn_neg_inf() ? 0.0f : mn;
       const float fix = exp2f(m - mn);
-      const float lt = l * fix + exp2f(sink - mn);
+      const float lt = none ? 0.0f : l * fix + exp2f(sink - mn);
       const float inv = lt == 0.0f ? 0.0f : fix / lt;
       unsigned short *o = (unsigned short *)args.o +
                           (long long)b * args.o_stride[0] + (long long)h * args.o_stride[1] +
-                          (long long)q * args.o_stride[2] + col;
+                          (seq.q_row0 + q) * args.o_stride[2] + col;
       *o = (unsigned short)(hattn_pack2<IS_BF16>(acc * inv, 0.0f) & 0xffffu);
       if (col == 0 && args.lse != 0)
-        args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] =
+        args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + (seq.q_row0 + q) * args.lse_stride[2]] =
             lt == 0.0f ? hattn_neg_inf() : (mn + log2f(lt)) * LN2;
     } else {
       /* This split's normalised O and natural-log LSE, without the sink. */
       const long long rows = (long long)gridDim.y / groups * args.heads * lq;   /* batch * heads * lq */
-      args.split_o[((long long)split * rows + orow) * HEAD_DIM + col] = l == 0.0f ? 0.0f : acc / l;
-      if (col == 0) args.split_lse[(long long)split * rows + orow] = l == 0.0f ? hattn_neg_inf() : (m + log2f(l)) * LN2;
+      args.split_o[((long long)split * rows + orow) * HEAD_DIM + col] = l == 0.0f || none ? 0.0f : acc / l;
+      if (col == 0)
+        args.split_lse[(long long)split * rows + orow] = l == 0.0f || none ? hattn_neg_inf() : (m + log2f(l)) * LN2;
     }
   }
 }
@@ -323,6 +331,8 @@ __device__ __forceinline__ void hattn_attn_combine(const hattn_cuda_args &args) 
   if (row >= rows) return;
   const int q = (int)(row % args.lq), h = (int)(row / args.lq % args.heads);
   const int b = (int)(row / args.lq / args.heads);
+  const hattn_seq seq = hattn_seq_of(args, b);
+  if (q >= seq.lq_out) return;                   /* past a packed entry's queries */
   const int n = args.nsplit;
   float m = args.sink_logits != 0 ? args.sink_logits[h] : hattn_neg_inf();
   bool nan = false;
@@ -346,13 +356,14 @@ __device__ __forceinline__ void hattn_attn_combine(const hattn_cuda_args &args) 
 #pragma unroll
     for (int j = 0; j < HEAD_DIM / 32; j++) acc[j] += w * o[j * 32 + lane];
   }
+  if (q >= seq.lq) sum = 0.0f;                   /* past a padded entry's queries: sees no key */
   const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
   unsigned short *o = (unsigned short *)args.o + (long long)b * args.o_stride[0] + (long long)h * args.o_stride[1] +
-                      (long long)q * args.o_stride[2];
+                      (seq.q_row0 + q) * args.o_stride[2];
 #pragma unroll
   for (int j = 0; j < HEAD_DIM / 32; j++)
     o[j * 32 + lane] = (unsigned short)(hattn_pack2<IS_BF16>(acc[j] * inv, 0.0f) & 0xffffu);
   if (lane == 0 && args.lse != 0)
-    args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] =
+    args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + (seq.q_row0 + q) * args.lse_stride[2]] =
         sum == 0.0f ? hattn_neg_inf() : mref + logf(sum);
 }

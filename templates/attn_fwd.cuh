@@ -85,17 +85,19 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
   const int qb = gridDim.x - 1 - lin / gridDim.y, bh = lin % gridDim.y;
   const int b = bh / args.heads, h = bh % args.heads;
   const int kvh = h / (args.heads / args.kv_heads);
-  const int lq = args.lq, lk = args.lk;
   const int q0 = qb * BLOCK_M;                  /* first query row of the CTA */
-  const int qoff = (int)args.q_pos0, koff = (int)args.k_pos0; /* qpos = q + qoff, kpos = k + koff */
+  const hattn_seq seq = hattn_seq_of(args, b);  /* the entry's rows and positions */
+  if (q0 >= seq.lq_out) return;                 /* past a packed entry's rows */
+  const int lq = seq.lq, lk = seq.lk;
+  const int qoff = seq.qoff, koff = seq.koff;   /* qpos = q + qoff, kpos = k + koff */
   const float slope = Pattern::slope(args, h);
 
-  const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
-  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
-  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
+  const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1] + seq.q_row0 * args.q_stride[2]) * 2;
+  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1] + seq.k_row0 * args.k_stride[2]) * 2;
+  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1] + seq.k_row0 * args.v_stride[2]) * 2;
 
   /* This query block's key blocks, in the order of hattn_key_blocks. */
-  const hattn_key_blocks<Pattern, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
+  const hattn_key_blocks<Pattern, BLOCK_M, BLOCK_N> kblocks(args, seq, qb, bh);
   const int nblocks = kblocks.n;
   auto block_at = [&](int j) { return kblocks.at(j); };
   auto partial_at = [&](int j) { return kblocks.partial(j); };
@@ -403,28 +405,30 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       mn = mn == hattn_neg_inf() ? 0.0f : mn;
       const float fix = exp2f(m_i[mt][r] - mn);
       l = l * fix + exp2f(sink - mn);
-      /* l is 0 only in a row that saw no key (O 0, LSE -inf).  A NaN in Q or K
-      ** that the row sees made its scores, l and O NaN (fmaxf skips NaN, ex2
-      ** keeps it): l == 0, not l > 0, so that NaN stays NaN in O and LSE. */
-      const float inv = l == 0.0f ? 0.0f : fix / l;
       const int row = mt * 16 + g + 8 * r;      /* row of the warp's slab */
+      const int q = q0 + wrow0 + row;
+      /* l is 0 only in a row that saw no key (O 0, LSE -inf), as is a row past
+      ** a padded entry's queries.  A NaN in Q or K that the row sees made its
+      ** scores, l and O NaN (fmaxf skips NaN, ex2 keeps it): l == 0, not l >
+      ** 0, so that NaN stays NaN in O and LSE. */
+      if (q >= lq) l = 0.0f;
+      const float inv = l == 0.0f ? 0.0f : fix / l;
 #pragma unroll
       for (int dt = 0; dt < DT; dt++) {
         const unsigned v = hattn_pack2<IS_BF16>(acc_o[mt][dt][2 * r] * inv,
                                                 acc_o[mt][dt][2 * r + 1] * inv);
         hattn_st_shared32(sO + row * RB + (((unsigned)(dt ^ (row & 7))) << 4) + 4 * t, v);
       }
-      const int q = q0 + wrow0 + row;
-      if (args.lse != 0 && t == 0 && q < lq) {
+      if (args.lse != 0 && t == 0 && q < seq.lq_out) {
         const float lse = l == 0.0f ? hattn_neg_inf() : (mn + log2f(l)) * LN2;
-        args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
+        args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + (seq.q_row0 + q) * args.lse_stride[2]] = lse;
       }
     }
   }
   __syncwarp();
   /* 16-byte chunks back, CHUNKS lanes a row: each instruction stores whole
   ** rows of O (the runtime checks that O's rows start on 16-byte bounds). */
-  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1]) * 2;
+  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1] + seq.q_row0 * args.o_stride[2]) * 2;
   constexpr int CHUNKS = HEAD_DIM / 8;
 #pragma unroll
   for (int i = 0; i < WROWS * CHUNKS / 32; i++) {
@@ -432,6 +436,6 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
     const int row = idx / CHUNKS, c = idx % CHUNKS;
     const uint4 v = hattn_ld_shared128(sO + row * RB + (((unsigned)(c ^ (row & 7))) << 4));
     const int q = q0 + wrow0 + row;
-    if (q < lq) *(uint4 *)(og + ((long long)q * args.o_stride[2] + c * 8) * 2) = v;
+    if (q < seq.lq_out) *(uint4 *)(og + ((long long)q * args.o_stride[2] + c * 8) * 2) = v;
   }
 }

@@ -116,20 +116,22 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
   const int qb = nqb - 1 - in_chunk / chunk_heads, bh = chunk * hc + in_chunk % chunk_heads;
   const int b = bh / args.heads, h = bh % args.heads;
   const int kvh = h / (args.heads / args.kv_heads);
-  const int lq = args.lq, lk = args.lk;
   const int q0 = qb * BLOCK_M;
-  const int qoff = (int)args.q_pos0, koff = (int)args.k_pos0; /* qpos = q + qoff, kpos = k + koff */
+  const hattn_seq seq = hattn_seq_of(args, b);  /* the entry's rows and positions */
+  if (q0 >= seq.lq_out) return;                 /* past a packed entry's rows */
+  const int lq = seq.lq, lk = seq.lk;
+  const int qoff = seq.qoff, koff = seq.koff;   /* qpos = q + qoff, kpos = k + koff */
   const float slope = Pattern::slope(args, h);
 
-  const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1]) * 2;
-  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1]) * 2;
-  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1]) * 2;
+  const char *qg = (const char *)args.q + (b * args.q_stride[0] + h * args.q_stride[1] + seq.q_row0 * args.q_stride[2]) * 2;
+  const char *kg = (const char *)args.k + (b * args.k_stride[0] + kvh * args.k_stride[1] + seq.k_row0 * args.k_stride[2]) * 2;
+  const char *vg = (const char *)args.v + (b * args.v_stride[0] + kvh * args.v_stride[1] + seq.k_row0 * args.v_stride[2]) * 2;
 
   /* This query block's key blocks (hattn_key_blocks), walked from the last
   ** position to the first: keys go down from the diagonal, and the plan's
   ** PARTIAL blocks come before its FULL ones, as FlashAttention 2 and 3
   ** walk them; causal gained 1-2% on an H200. */
-  const hattn_key_blocks<Pattern, BLOCK_M, BLOCK_N> kblocks(args, qb, bh);
+  const hattn_key_blocks<Pattern, BLOCK_M, BLOCK_N> kblocks(args, seq, qb, bh);
   const int nblocks = kblocks.n;
   auto block_at = [&](int j) { return kblocks.at(nblocks - 1 - j); };
   auto partial_at = [&](int j) { return kblocks.partial(nblocks - 1 - j); };
@@ -325,25 +327,27 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     mn = mn == hattn_neg_inf() ? 0.0f : mn;
     const float fix = exp2f(m_i[r] - mn);
     l = l * fix + exp2f(sink - mn);
-    /* l is 0 only in a row that saw no key (O 0, LSE -inf).  A NaN in Q or K
-    ** that the row sees made its scores, l and O NaN (fmaxf skips NaN, ex2
-    ** keeps it): l == 0, not l > 0, so that NaN stays NaN in O and LSE. */
-    const float inv = l == 0.0f ? 0.0f : fix / l;
     const int row = r0 + 8 * r;
+    const int q = q0 + row;
+    /* l is 0 only in a row that saw no key (O 0, LSE -inf), as is a row past
+    ** a padded entry's queries.  A NaN in Q or K that the row sees made its
+    ** scores, l and O NaN (fmaxf skips NaN, ex2 keeps it): l == 0, not l >
+    ** 0, so that NaN stays NaN in O and LSE. */
+    if (q >= lq) l = 0.0f;
+    const float inv = l == 0.0f ? 0.0f : fix / l;
 #pragma unroll
     for (int dt = 0; dt < DT; dt++) {
       const unsigned v = hattn_pack2<IS_BF16>(acc_o[4 * dt + 2 * r] * inv, acc_o[4 * dt + 2 * r + 1] * inv);
       hattn_st_shared32(sQ + (dt / 8) * BLOCK_M * 128 + row * 128 + (((unsigned)((dt % 8) ^ (row & 7))) << 4) + 4 * t, v);
     }
-    const int q = q0 + row;
-    if (args.lse != 0 && t == 0 && q < lq) {
+    if (args.lse != 0 && t == 0 && q < seq.lq_out) {
       const float lse = l == 0.0f ? hattn_neg_inf() : (mn + log2f(l)) * LN2;
-      args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + q * args.lse_stride[2]] = lse;
+      args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + (seq.q_row0 + q) * args.lse_stride[2]] = lse;
     }
   }
   __syncwarp();
   /* 16-byte chunks back, whole rows of the warp's 16 per instruction. */
-  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1]) * 2;
+  char *og = (char *)args.o + (b * args.o_stride[0] + h * args.o_stride[1] + seq.q_row0 * args.o_stride[2]) * 2;
   constexpr int CHUNKS = HEAD_DIM / 8;
   const int wrow0 = wg * 64 + (warp % 4) * 16;
 #pragma unroll
@@ -352,6 +356,6 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     const int row = wrow0 + idx / CHUNKS, c = idx % CHUNKS;
     const uint4 v = hattn_ld_shared128(sQ + (c / 8) * BLOCK_M * 128 + row * 128 + (((unsigned)((c % 8) ^ (row & 7))) << 4));
     const int q = q0 + row;
-    if (q < lq) *(uint4 *)(og + ((long long)q * args.o_stride[2] + c * 8) * 2) = v;
+    if (q < seq.lq_out) *(uint4 *)(og + ((long long)q * args.o_stride[2] + c * 8) * 2) = v;
   }
 }

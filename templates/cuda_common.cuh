@@ -114,6 +114,52 @@ __device__ __forceinline__ void hattn_load_kv(unsigned dst, const hattn_cuda_arg
   }
 }
 
+/* ---- the rows of a batch entry ------------------------------------------- */
+
+/* Batch entry b's rows and positions (gen/cuda_abi.h): without a
+** variable-length batch, the problem's lq and lk at the plan's positions;
+** with one, the entry's own lengths (packed: their rows start at q_row0 and
+** k_row0 of the packed tensors) at positions qpos = q + lk - lq.  lq_out is
+** how many rows of O and LSE the kernels write: the entry's own (packed),
+** else the problem's lq, rows past the entry's lq written as rows that see
+** no key (O 0, LSE -inf).  lists says whether the plan's key-block lists
+** hold: they were made for the plan's positions, so for an entry at
+** others the kernels walk every key block below lk as PARTIAL instead. */
+struct hattn_seq {
+  int lq, lk, lq_out;
+  long long q_row0, k_row0;
+  int qoff, koff;          /* qpos = q + qoff, kpos = k + koff */
+  bool lists;
+};
+
+__device__ __forceinline__ hattn_seq hattn_seq_of(const hattn_cuda_args &a, int b) {
+  hattn_seq s;
+  s.lq = s.lq_out = a.lq;
+  s.lk = a.lk;
+  s.q_row0 = s.k_row0 = 0;
+  s.qoff = (int)a.q_pos0;
+  s.koff = (int)a.k_pos0;
+  s.lists = true;
+  if (a.cu_q != 0 || a.cu_k != 0 || a.len_q != 0 || a.len_k != 0) {
+    if (a.cu_q != 0) {
+      s.q_row0 = __ldg(a.cu_q + b);
+      s.lq = s.lq_out = __ldg(a.cu_q + b + 1) - (int)s.q_row0;
+    } else if (a.len_q != 0) {
+      s.lq = __ldg(a.len_q + b);
+    }
+    if (a.cu_k != 0) {
+      s.k_row0 = __ldg(a.cu_k + b);
+      s.lk = __ldg(a.cu_k + b + 1) - (int)s.k_row0;
+    } else if (a.len_k != 0) {
+      s.lk = __ldg(a.len_k + b);
+    }
+    s.qoff = s.lk - s.lq;
+    s.koff = 0;
+    s.lists = s.qoff == (int)a.q_pos0 && a.k_pos0 == 0;
+  }
+  return s;
+}
+
 /* ---- closed-form key blocks ------------------------------------------------ */
 
 /* The key blocks of query rows [q0, q1) (q1 > q0, rows below lq) under a
@@ -146,25 +192,32 @@ __device__ __forceinline__ bool hattn_band_full(const hattn_band &r, int kb, int
   return r.pfirst - klast >= lo && r.plast - k0 <= hi;
 }
 
-/* The key blocks of query block QB of flattened head BH, by position p in
-** [0, n): for a band mask (Pattern::band, distances band_lo .. band_hi)
-** the blocks of the interval, ascending, in closed form; else the plan's
-** lists, FULL then PARTIAL blocks, each ascending.  Every kernel body walks
-** them through this. */
+/* The key blocks of query block QB of flattened head BH of an entry with
+** rows and positions SEQ, by position p in [0, n): for a band mask
+** (Pattern::band, distances band_lo .. band_hi) the blocks of the
+** interval, ascending, in closed form; else the plan's lists, FULL then
+** PARTIAL blocks, each ascending; or, where the lists do not hold
+** (SEQ.lists false), every block below SEQ.lk, all PARTIAL.  Every kernel
+** body walks them through this. */
 template <class Pattern, int BLOCK_M, int BLOCK_N>
 struct hattn_key_blocks {
   hattn_band band;          /* Pattern::band */
   const int *fidx, *pidx;   /* the lists: FULL, PARTIAL */
   int nf, n, lk;
+  bool all;                 /* every block below lk, PARTIAL */
 
-  __device__ __forceinline__ hattn_key_blocks(const hattn_cuda_args &a, int qb, int bh)
-      : fidx(0), pidx(0), nf(0), n(0), lk(a.lk) {
+  __device__ __forceinline__ hattn_key_blocks(const hattn_cuda_args &a, const hattn_seq &s, int qb, int bh)
+      : fidx(0), pidx(0), nf(0), n(0), lk(s.lk), all(false) {
     const int q0 = qb * BLOCK_M;
-    /* A band depends on qpos - kpos alone: key rows at q + (q_pos0 - k_pos0). */
-    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, a.lq), (int)(a.q_pos0 - a.k_pos0), a.lk,
-                                      Pattern::band_lo, Pattern::band_hi);
+    /* A band depends on qpos - kpos alone: key rows at q + (qoff - koff). */
+    band = hattn_band_blocks<BLOCK_N>(q0, min(q0 + BLOCK_M, s.lq), s.qoff - s.koff, s.lk, Pattern::band_lo,
+                                      Pattern::band_hi);
+    if (q0 >= s.lq) return;
     if constexpr (Pattern::band) {
-      n = q0 < a.lq ? band.kb1 - band.kb0 : 0;
+      n = band.kb1 - band.kb0;
+    } else if (!s.lists) {
+      all = true;
+      n = (s.lk + BLOCK_N - 1) / BLOCK_N;
     } else {
       const long long tab = a.per_head ? bh : 0;
       const int *foff = a.full_off + tab * a.off_stride + qb;
@@ -178,12 +231,11 @@ struct hattn_key_blocks {
   /* The key block at position P. */
   __device__ __forceinline__ int at(int p) const {
     if constexpr (Pattern::band) return band.kb0 + p;
-    else return p < nf ? fidx[p] : pidx[p - nf];
+    else return all ? p : p < nf ? fidx[p] : pidx[p - nf];
   }
   /* Whether the block at position P is PARTIAL (its mask is evaluated). */
   __device__ __forceinline__ bool partial(int p) const {
     if constexpr (Pattern::band) return !hattn_band_full<BLOCK_N>(band, band.kb0 + p, lk, Pattern::band_lo, Pattern::band_hi);
-    else return p >= nf;
+    else return all || p >= nf;
   }
 };
-

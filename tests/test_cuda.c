@@ -112,7 +112,7 @@ static void fail_teardown(fail_fixture *f) {
 }
 
 static int fail_run(fail_fixture *f, char *err, size_t errlen) {
-  return hattn__cuda_launch(f->kern, f->plan, &f->shape, &f->q, &f->k, &f->v, NULL, &f->o, &f->l, NULL, err, errlen);
+  return hattn__cuda_launch(f->kern, f->plan, &f->shape, &f->q, &f->k, &f->v, NULL, NULL, &f->o, &f->l, NULL, err, errlen);
 }
 
 START_TEST(test_fail_launch) {
@@ -437,20 +437,39 @@ END_TEST
 ** capture); the capture itself writes nothing; each replay, on fresh
 ** inputs in the same buffers with O and LSE poisoned, matches the
 ** reference. */
-static void run_graph(int decode) {
+/* MODE 0: a forward plan; 1: a decode plan; 2: the decode plan run with key
+** lengths in device memory (hattn_run_varlen), new lengths uploaded before
+** each replay, which the graph's kernels read. */
+static void run_graph(int mode) {
   serve_fixture f;
   run_io io;
-  rng r = {g_seed ^ (0x5e43 + (uint64_t)decode)};
+  rng r = {g_seed ^ (0x5e43 + (uint64_t)mode)};
   char err[512], what[64];
-  void *exec = NULL;
+  void *exec = NULL, *dkl = NULL;
+  int32_t kl[1] = {DECODE_LK};
+  int64_t sb[1] = {1};
+  DLTensor tkl;
+  hattn_varlen lens;
   size_t i;
   int rep, rc;
-  if (decode) serve_setup_decode(&f), io_init2(&io, 1, 8, 2, DECODE_LQ, DECODE_LK, 128);
+  if (mode) serve_setup_decode(&f), io_init2(&io, 1, 8, 2, DECODE_LQ, DECODE_LK, 128);
   else serve_setup(&f), io_init(&io, 2, 4, 2, 300, 128);
+  memset(&lens, 0, sizeof lens);
+  if (mode == 2) {
+    dkl = dev_alloc(sizeof kl);
+    ck_assert_int_eq(hattn__cuda_upload(g_cu, dkl, kl, sizeof kl, err, sizeof err), HATTN_OK);
+    dl_tensor(&tkl, dkl, kDLCUDA, 0, 1, sb);
+    tkl.dtype.code = kDLInt;
+    lens.k_lens = &tkl;
+  }
   io_fresh(&io, &r);
   rc = hattn__cuda_capture_begin(g_cu, f.stream, err, sizeof err);
   CHECK(rc == HATTN_OK, "capture: %s", err);
-  ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_OK);
+  if (mode == 2)
+    ck_assert_msg(hattn_run_varlen(f.plan, &io.tq, &io.tk, &io.tv, NULL, &lens, &io.to, &io.tl, f.stream) ==
+                      HATTN_OK, "%s", hattn_plan_errmsg(f.plan));
+  else
+    ck_assert_int_eq(hattn_run(f.plan, &io.tq, &io.tk, &io.tv, &io.to, &io.tl, f.stream), HATTN_OK);
   rc = hattn__cuda_capture_end(g_cu, f.stream, &exec, err, sizeof err);
   CHECK(rc == HATTN_OK, "end of capture: %s", err);
   CHECK(hattn__cuda_sync(g_cu, err, sizeof err) == HATTN_OK, "%s", err);
@@ -458,12 +477,19 @@ static void run_graph(int decode) {
   for (i = 0; i < io.nq; i++) CHECK(io.o[i] == 0xffff, "the capture wrote O[%zu]", i);
   for (rep = 0; rep < 3; rep++) {
     io_fresh(&io, &r);
+    if (mode == 2) {
+      kl[0] = (int32_t)rng_range(&r, DECODE_LQ, DECODE_LK);
+      ck_assert_int_eq(hattn__cuda_upload(g_cu, dkl, kl, sizeof kl, err, sizeof err), HATTN_OK);
+      f.in.k_lens = kl;
+    }
     rc = hattn__cuda_graph_launch(g_cu, exec, f.stream, err, sizeof err);
     CHECK(rc == HATTN_OK, "graph launch: %s", err);
     CHECK(hattn__cuda_stream_sync(g_cu, f.stream, err, sizeof err) == HATTN_OK, "%s", err);
-    snprintf(what, sizeof what, "%sgraph replay %d", decode ? "decode " : "", rep);
+    snprintf(what, sizeof what, "%sgraph replay %d (k_len %d)", mode ? "decode " : "", rep, (int)kl[0]);
     io_check(&io, f.kern, &f.in, what);
   }
+  f.in.k_lens = NULL;
+  hattn__cuda_free(g_cu, dkl);
   hattn__cuda_graph_destroy(g_cu, exec);
   io_free(&io);
   serve_teardown(&f);
@@ -475,6 +501,10 @@ END_TEST
 /* The same for a decode plan: the decode kernel and the merge of its
 ** splits, both captured. */
 START_TEST(test_run_graph_decode) { run_graph(1); }
+END_TEST
+
+/* The decode plan with key lengths read from device memory at each replay. */
+START_TEST(test_run_graph_varlen) { run_graph(2); }
 END_TEST
 
 /* ---- hattn_merge on the GPU ------------------------------------------------ */
@@ -936,6 +966,7 @@ static Suite *cuda_suite(void) {
   tcase_add_test(tc, test_run_many);
   tcase_add_test(tc, test_run_graph);
   tcase_add_test(tc, test_run_graph_decode);
+  tcase_add_test(tc, test_run_graph_varlen);
   tcase_add_loop_test(tc, test_merge_stream, 0, 12);
   tcase_add_test(tc, test_merge_graph);
   tcase_add_test(tc, test_merge_split_keys);
