@@ -300,7 +300,7 @@ __device__ __forceinline__ void hattn_attn_decode(const hattn_cuda_args &args) {
       unsigned short *o = (unsigned short *)args.o +
                           (long long)b * args.o_stride[0] + (long long)h * args.o_stride[1] +
                           (seq.q_row0 + q) * args.o_stride[2] + col;
-      *o = (unsigned short)(hattn_pack2<IS_BF16>(acc * inv, 0.0f) & 0xffffu);
+      *o = (unsigned short)(hattn_pack2<IS_BF16>(none ? 0.0f : acc * inv, 0.0f) & 0xffffu);
       if (col == 0 && args.lse != 0)
         args.lse[b * args.lse_stride[0] + h * args.lse_stride[1] + (seq.q_row0 + q) * args.lse_stride[2]] =
             lt == 0.0f ? hattn_neg_inf() : (mn + log2f(lt)) * LN2;

@@ -412,7 +412,12 @@ __device__ __forceinline__ void hattn_attn_fwd(const hattn_cuda_args &args) {
       ** scores, l and O NaN (fmaxf skips NaN, ex2 keeps it): l == 0, not l >
       ** 0, so that NaN stays NaN in O and LSE. */
       if (q >= lq) l = 0.0f;
+      /* 0, not acc * 0 (which is -0 where acc < 0): rows past the entry's
+      ** queries are +0, as the CPU writes them. */
       const float inv = l == 0.0f ? 0.0f : fix / l;
+      if (q >= lq)
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) acc_o[mt][dt][2 * r] = acc_o[mt][dt][2 * r + 1] = 0.0f;
 #pragma unroll
       for (int dt = 0; dt < DT; dt++) {
         const unsigned v = hattn_pack2<IS_BF16>(acc_o[mt][dt][2 * r] * inv,
