@@ -34,6 +34,15 @@ of its specs and kernels take.  Calls from several threads on one context
 are safe and run one after another; for forwards in parallel, use one
 Context per thread.
 
+Host cost: Plan.run and Kernel.forward keep the DLTensor descriptions of
+their previous call's arguments, by position, and reuse one (rewriting its
+data pointer) when the argument is a NumPy array or PyTorch tensor of the
+same shape, strides, dtype and device; everything else is described afresh,
+and the library checks every call as before.  The descriptions are per
+Plan or Kernel, read and written under the context's lock, and hold no
+reference to the arrays.  HATTN_PY_NOCACHE=1 turns this off
+(tests/gpu/bench_pyhost.py measures both).
+
 Lifetimes: a Kernel keeps its context alive.  After Context.close() (or
 leaving a `with Context()` block) the kernels already made keep working;
 Context.parse and Spec.kernel raise HattnError (HATTN_ECLOSED).

@@ -38,8 +38,9 @@ import time
 
 here = os.path.dirname(os.path.abspath(__file__))
 top = os.path.dirname(os.path.dirname(here))
-sys.path.insert(0, os.path.join(top, "python"))
-sys.path.insert(0, os.path.join(top, "python", "tests"))
+if importlib.util.find_spec("hattn") is None:     # PYTHONPATH first, else this tree's
+    sys.path.insert(0, os.path.join(top, "python"))
+sys.path.append(os.path.join(top, "python", "tests"))     # faketorch
 if "HATTN_LIBRARY" not in os.environ:
     for cand in (os.path.join(top, "build", ".libs", "libhattn.so"), os.path.join(top, ".libs", "libhattn.so")):
         if os.path.exists(cand):
