@@ -482,7 +482,10 @@ def _np_data_offset(np):
     """Where an ndarray keeps its data pointer: PyArrayObject's first field
     after the object header (NumPy's C API reads it there, PyArray_DATA), as
     an offset from id(array); checked against __array_interface__ on two
-    arrays, else False (then the pointer is read from __array_interface__)."""
+    arrays, else False (then the pointer is read from __array_interface__).
+    CPython only: elsewhere id() need not be an address."""
+    if sys.implementation.name != "cpython":
+        return False
     off = object.__basicsize__
     try:
         a = np.zeros(4, dtype=np.float32)
@@ -914,11 +917,14 @@ def _current_stream(x):
     dev = getattr(x, "device", None)
     if getattr(dev, "type", None) != "cuda":
         return None
-    import torch
     if _raw_stream is None:      # a cudaStream_t as an int, cheaply
+        import torch
         _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or False
+    if _raw_stream and dev.index is not None:
+        return _raw_stream(dev.index) or None
+    import torch
     if _raw_stream:
-        return _raw_stream(dev.index if dev.index is not None else torch.cuda.current_device()) or None
+        return _raw_stream(torch.cuda.current_device()) or None
     return torch.cuda.current_stream(dev).cuda_stream
 
 

@@ -221,4 +221,17 @@ raises(hattn.HattnError, "q: dtype float64, expected float32", plan.run, torch.f
        tk, tv, out=(torch.from_numpy(poisoned((B, H, LQ, D))), None))
 o, _ = plan.run(tq, tk, tv, out=(torch.from_numpy(poisoned((B, H, LQ, D))), None))
 assert rel(np.asarray(o.numpy()), reference(q, k, v)[0]) < 1e-5, "torch after errors"
+
+# The stream Plan.run takes for a CUDA tensor (hattn._current_stream), with
+# a stand-in for torch's: the current raw stream of the tensor's device.
+if fake:
+    import types  # noqa: E402
+    torch._C = types.SimpleNamespace(_cuda_getCurrentRawStream=lambda i: 0x1000 + i)
+    torch.cuda = types.SimpleNamespace(current_device=lambda: 3)
+    cuda = types.SimpleNamespace(device=torch.device("cuda", 1))
+    assert hattn._current_stream(cuda) == 0x1001
+    cuda.device = torch.device("cuda")
+    assert hattn._current_stream(cuda) == 0x1003
+    assert hattn._current_stream(tq) is None and hattn._current_stream(q) is None
+    print("current stream of a cuda tensor: ok")
 print("all ok")
