@@ -124,7 +124,8 @@ for run in (lambda *a, **kw: plan.run(*a, **kw), lambda *a, **kw: kern.forward(*
     raises(ValueError, "o: dimension 1 has stride 0", run, q, k, v,
            out=(np.lib.stride_tricks.as_strided(z, (B, H, LQ, D), (z.strides[0], 0) + z.strides[2:]), lse))
     raises(ValueError, "o: byte order is big-endian", run, q, k, v, out=(o.astype(">f4"), lse))
-    raises(TypeError, "v: expected a NumPy array or an object with __dlpack__, got list", run, q, k, [1], out=(o, lse))
+    raises(TypeError, "v: expected a NumPy array or an object with __dlpack__, got list", run, q, k, [1],
+           out=(o, lse))
     o, lse = poisoned((B, H, LQ, D)), poisoned((B, H, LQ))
     run(q, k, v, out=(o, lse))
     assert rel(o, wo) < 1e-5 and rel(lse, wl) < 1e-5, "a right call after the wrong ones"

@@ -127,7 +127,8 @@ def case(label, mod_new, mod_old, backend, dims, dtype, make, stream, calls, rou
                           nocache(lambda kn=kern: kn.forward(q, k, v, out=(o, lse), stream=stream))))
         else:
             modes.append(("Plan.run" + suffix, lambda p=plan: p.run(q, k, v, out=(o, lse))))
-            modes.append(("Kernel.forward" + suffix, lambda kn=kern: kn.forward(q, k, v, out=(o, lse), stream=stream)))
+            modes.append(("Kernel.forward" + suffix,
+                          lambda kn=kern: kn.forward(q, k, v, out=(o, lse), stream=stream)))
     res = bench(modes, calls, rounds, sync)
     floor = res["C call (ctypes, prepared structs)"]
     for name, _ in modes:
