@@ -25,4 +25,5 @@ case "${CFLAGS:-}" in
   *-fsanitize=*) echo "SKIP: sanitizer build (python would need the runtime preloaded)"; exit 77 ;;
 esac
 HATTN_LIBRARY=$lib "$py" "$s/python/tests/test_hattn.py" && \
-  HATTN_LIBRARY=$lib exec "$py" "$s/python/tests/test_hardening.py"
+  HATTN_LIBRARY=$lib "$py" "$s/python/tests/test_hardening.py" && \
+  HATTN_LIBRARY=$lib exec "$py" "$s/python/tests/test_pyhost.py"

@@ -34,6 +34,15 @@ of its specs and kernels take.  Calls from several threads on one context
 are safe and run one after another; for forwards in parallel, use one
 Context per thread.
 
+Host cost: Plan.run and Kernel.forward keep the DLTensor descriptions of
+their previous call's arguments, by position, and reuse one (rewriting its
+data pointer) when the argument is a NumPy array or PyTorch tensor of the
+same shape, strides, dtype and device; everything else is described afresh,
+and the library checks every call as before.  The descriptions are per
+Plan or Kernel, read and written under the context's lock, and hold no
+reference to the arrays.  HATTN_PY_NOCACHE=1 turns this off
+(tests/gpu/bench_pyhost.py measures both).
+
 Lifetimes: a Kernel keeps its context alive.  After Context.close() (or
 leaving a `with Context()` block) the kernels already made keep working;
 Context.parse and Spec.kernel raise HattnError (HATTN_ECLOSED).
@@ -285,6 +294,8 @@ def from_bf16(w):
 class _Tensor:
     """A DLTensor for one call, keeping what it points at alive."""
 
+    cacheable = False    # described from x's attributes alone (_Args may reuse it)
+
     def __init__(self, name, x, want_dtype, output=False):
         self.keep = x
         self.t = DLTensor()
@@ -297,6 +308,7 @@ class _Tensor:
         else:
             raise TypeError("%s: expected a NumPy array or an object with __dlpack__, got %s"
                             % (name, type(x).__name__))
+        self.r = ctypes.byref(self.t)
 
     def _from_numpy(self, name, x, want_dtype, output):
         ai = x.__array_interface__
@@ -305,7 +317,8 @@ class _Tensor:
         native = "<" if sys.byteorder == "little" else ">"
         if kind not in "fui":
             raise TypeError("%s: unsupported NumPy dtype %s" % (name, getattr(x, "dtype", typestr)))
-        if typestr[0] not in (native, "|"):
+        converted = typestr[0] not in (native, "|")
+        if converted:
             if output:
                 raise ValueError("%s: byte order is %s-endian; hattn writes native (%s-endian) values"
                                  % (name, "big" if typestr[0] == ">" else "little", sys.byteorder))
@@ -349,6 +362,7 @@ class _Tensor:
             self.strides = (ctypes.c_int64 * max(nd, 1))(*[s // size for s in st])
             self.t.strides = self.strides
         self.t.byte_offset = 0
+        self.cacheable = not converted
 
     def _from_torch(self, x):
         """Describe a strided PyTorch tensor on the CPU or a CUDA device
@@ -377,6 +391,7 @@ class _Tensor:
         self.t.shape = self.shape
         self.t.strides = self.strides
         self.t.byte_offset = 0
+        self.cacheable = True
         return True
 
     def _from_dlpack(self, x):
@@ -386,7 +401,7 @@ class _Tensor:
         self.t = ctypes.cast(ptr, ctypes.POINTER(DLTensor)).contents
 
     def ref(self):
-        return ctypes.byref(self.t)
+        return self.r
 
 
 def _is_numpy(x):
@@ -416,6 +431,117 @@ def _torch_types():
                    torch.int32: (kDLInt, 32), torch.int64: (kDLInt, 64),
                    torch.uint8: (kDLUInt, 8)}, torch.strided)
     return _torch
+
+
+# ---- argument caches ---------------------------------------------------------------
+#
+# Describing an argument costs microseconds (NumPy's __array_interface__
+# alone builds a dict; ctypes arrays for the shape and strides); a plan run
+# back to back is mostly that.  So Plan.run and Kernel.forward keep, per
+# object and argument position, the _Tensor of the previous call together
+# with a key of what its description was made from: for a NumPy array
+# (shape, strides in bytes, dtype), for a PyTorch tensor (dtype, device,
+# shape, strides).  An argument whose key equals the previous one reuses
+# that DLTensor with its data pointer rewritten; any other argument is
+# described afresh (and its description kept for the next call).  The
+# library still checks every call's shapes, strides and dtypes.  Arrays
+# with other types (DLPack objects, other __array_interface__ objects),
+# NumPy arrays in the other byte order (converted) and outputs that are not
+# writable are described afresh on every call, as before.  A cache holds
+# no reference to the arrays; it is read and written under the context's
+# lock only, in the same locked region as the C call that uses it.
+# HATTN_PY_NOCACHE=1 in the environment (or hattn._NOCACHE = True) turns
+# the caches off: every argument is described afresh.
+
+_NOCACHE = os.environ.get("HATTN_PY_NOCACHE", "") not in ("", "0")
+
+_KIND_OTHER, _KIND_NUMPY, _KIND_TORCH = 0, 1, 2
+_kinds = {}             # type -> _KIND_*
+_np_offset = None       # offset of a PyArrayObject's data pointer, or False
+_strided = None         # torch.strided, once a torch tensor was seen
+
+
+def _kind(tp):
+    """The _KIND_* of arguments of type TP, remembered per type."""
+    global _np_offset, _strided
+    k = _KIND_OTHER
+    if tp.__module__ == "numpy":
+        np = sys.modules.get("numpy")
+        if np is not None and issubclass(tp, np.ndarray):
+            k = _KIND_NUMPY
+            if _np_offset is None:
+                _np_offset = _np_data_offset(np)
+    elif tp.__module__ == "torch" or tp.__module__.startswith("torch."):
+        _strided = _torch_types()[1]
+        k = _KIND_TORCH
+    _kinds[tp] = k
+    return k
+
+
+def _np_data_offset(np):
+    """Where an ndarray keeps its data pointer: PyArrayObject's first field
+    after the object header (NumPy's C API reads it there, PyArray_DATA), as
+    an offset from id(array); checked against __array_interface__ on two
+    arrays, else False (then the pointer is read from __array_interface__).
+    CPython only: elsewhere id() need not be an address."""
+    if sys.implementation.name != "cpython":
+        return False
+    off = object.__basicsize__
+    try:
+        a = np.zeros(4, dtype=np.float32)
+        for x in (a, a[1:]):
+            if ctypes.c_void_p.from_address(id(x) + off).value != x.__array_interface__["data"][0]:
+                return False
+    except Exception:
+        return False
+    return off
+
+
+_c_void_p_at = ctypes.c_void_p.from_address
+
+
+class _Args:
+    """The _Tensors of one plan's or kernel's calls, by argument position,
+    kept from call to call (see above).  Use under the context's lock."""
+
+    __slots__ = ("keys", "tensors")
+
+    def __init__(self, n):
+        self.keys = [None] * n
+        self.tensors = [None] * n
+
+    def tensor(self, i, name, x, want_dtype, output=False):
+        """The _Tensor of X in position I, for a call made under the same
+        hold of the lock; raises as _Tensor does."""
+        if _NOCACHE:
+            return _Tensor(name, x, want_dtype, output)
+        tp = type(x)
+        kind = _kinds.get(tp)
+        if kind is None:
+            kind = _kind(tp)
+        key = None
+        if kind == _KIND_NUMPY:
+            if not output or x.flags.writeable:
+                key = (x.shape, x.strides, x.dtype)
+                if key == self.keys[i]:
+                    t = self.tensors[i]
+                    if _np_offset:
+                        t.t.data = _c_void_p_at(id(x) + _np_offset).value
+                    else:
+                        t.t.data = x.__array_interface__["data"][0]
+                    return t
+        elif kind == _KIND_TORCH:
+            if x.layout is _strided:
+                key = (x.dtype, x.device, x.shape, x.stride())
+                if key == self.keys[i]:
+                    t = self.tensors[i]
+                    t.t.data = x.data_ptr()
+                    return t
+        t = _Tensor(name, x, want_dtype, output)
+        if key is not None and t.cacheable:
+            t.keep = None          # the caller holds x for the call
+            self.keys[i], self.tensors[i] = key, t
+        return t
 
 
 def _check(ctx, st):
@@ -589,6 +715,7 @@ class Kernel:
         self._h = h
         self.problem = problem
         self.dtype = problem.dtype
+        self._args = _Args(5)     # q, k, v, o, lse of the last forward
 
     @property
     def config(self):
@@ -674,17 +801,6 @@ class Kernel:
         inp.seed = seed
         return inp, keep
 
-    def _tensors(self, q, k, v, out):
-        """(o, lse) to return and the _Tensors of q, k, v, o, lse (None)."""
-        if out is None:
-            o, lse = self._alloc(q)
-        else:
-            o, lse = out
-        tq, tk, tv = (_Tensor(n, x, self.dtype) for n, x in (("q", q), ("k", k), ("v", v)))
-        to = _Tensor("o", o, self.dtype, output=True)
-        tl = _Tensor("lse", lse, FP32, output=True) if lse is not None else None
-        return o, lse, (tq, tk, tv, to, tl)
-
     def _paged(self, k, page_size, page_layout, block_table, inp, keep):
         """Point INP at a _PagedKV of PAGE_SIZE (None: from the pool K's
         shape) and PAGE_LAYOUT ("nhd" or "hnd"), with BLOCK_TABLE (None: a
@@ -735,12 +851,21 @@ class Kernel:
                                  q_lens, k_lens)
         if block_table is not None:
             self._paged(k, page_size, page_layout, block_table, inp, keep)
-        o, lse, (tq, tk, tv, to, tl) = self._tensors(q, k, v, out)
+        if out is None:
+            o, lse = self._alloc(q)
+        else:
+            o, lse = out
+        dt = self.dtype
+        a = self._args
         lib = _L()
         with self.ctx._lock:
-            st = lib.hattn_forward(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
-                                   tl.ref() if tl is not None else None, ctypes.byref(inp),
-                                   stream)
+            tq = a.tensor(0, "q", q, dt)
+            tk = a.tensor(1, "k", k, dt)
+            tv = a.tensor(2, "v", v, dt)
+            to = a.tensor(3, "o", o, dt, True)
+            tl = a.tensor(4, "lse", lse, FP32, True) if lse is not None else None
+            st = lib.hattn_forward(self._h, tq.r, tk.r, tv.r, to.r, tl.r if tl is not None else None,
+                                   ctypes.byref(inp), stream)
             if st != 0:
                 raise HattnError(st, lib.hattn_kernel_errmsg(self._h).decode(errors="replace"))
         del keep
@@ -782,16 +907,24 @@ def merge(ctx, parts, out=None, stream=None):
     return ctx.merge(parts, out=out, stream=stream)
 
 
+_raw_stream = None      # torch._C._cuda_getCurrentRawStream, or False
+
+
 def _current_stream(x):
     """The current PyTorch CUDA stream of tensor X's device (a CUstream as
     an int), or None for anything else."""
+    global _raw_stream
     dev = getattr(x, "device", None)
     if getattr(dev, "type", None) != "cuda":
         return None
+    if _raw_stream is None:      # a cudaStream_t as an int, cheaply
+        import torch
+        _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or False
+    if _raw_stream and dev.index is not None:
+        return _raw_stream(dev.index) or None
     import torch
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)   # a cudaStream_t as an int, cheaply
-    if raw is not None:
-        return raw(dev.index if dev.index is not None else torch.cuda.current_device()) or None
+    if _raw_stream:
+        return _raw_stream(torch.cuda.current_device()) or None
     return torch.cuda.current_stream(dev).cuda_stream
 
 
@@ -806,6 +939,7 @@ class Plan:
         self.ctx = kernel.ctx       # for its lock
         self._h = h
         self.paged = paged          # made with page_size: runs take a block_table
+        self._args = _Args(6)       # q, k, v, o, lse, block_table of the last run
 
     def run(self, q, k, v, out=None, stream=None, block_table=None):
         """O = attention(q, k, v) and LSE under the plan; returns (o, lse).
@@ -816,21 +950,29 @@ class Plan:
         the stream before reading the outputs on the host.  A paged plan
         (Kernel.plan(page_size=...)) takes k and v as the pools and this
         run's block_table (int32 [batch, max_pages]; hattn_run_paged)."""
-        o, lse, (tq, tk, tv, to, tl) = self.kernel._tensors(q, k, v, out)
-        tb = _Tensor("block_table", block_table, None) if block_table is not None else None
-        if stream is None:
+        if out is None:
+            o, lse = self.kernel._alloc(q)
+        else:
+            o, lse = out
+        if stream is None and _kinds.get(type(q)) != _KIND_NUMPY:
             stream = _current_stream(q)
+        dt = self.kernel.dtype
+        a = self._args
         lib = _L()
         with self.ctx._lock:
+            tq = a.tensor(0, "q", q, dt)
+            tk = a.tensor(1, "k", k, dt)
+            tv = a.tensor(2, "v", v, dt)
+            to = a.tensor(3, "o", o, dt, True)
+            tl = a.tensor(4, "lse", lse, FP32, True) if lse is not None else None
+            tb = a.tensor(5, "block_table", block_table, None) if block_table is not None else None
             if not self._h:
                 raise HattnError(HATTN_EINVAL, "Plan.run: the plan was destroyed")
             if self.paged or tb is not None:
-                st = lib.hattn_run_paged(self._h, tq.ref(), tk.ref(), tv.ref(),
-                                         tb.ref() if tb is not None else None, to.ref(),
-                                         tl.ref() if tl is not None else None, stream)
+                st = lib.hattn_run_paged(self._h, tq.r, tk.r, tv.r, tb.r if tb is not None else None, to.r,
+                                         tl.r if tl is not None else None, stream)
             else:
-                st = lib.hattn_run(self._h, tq.ref(), tk.ref(), tv.ref(), to.ref(),
-                                   tl.ref() if tl is not None else None, stream)
+                st = lib.hattn_run(self._h, tq.r, tk.r, tv.r, to.r, tl.r if tl is not None else None, stream)
             if st != 0:
                 raise HattnError(st, lib.hattn_plan_errmsg(self._h).decode(errors="replace"))
         return o, lse

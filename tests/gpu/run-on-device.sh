@@ -155,6 +155,13 @@ for phase in $phases; do
       gcc -std=c11 -O2 -Iinclude -I/usr/local/cuda/include -I"$D/include" "$root/tests/gpu/host_cost.c" \
         -o host_cost .libs/libhattn.so -l:libcuda.so.1 -Wl,-rpath,"$b/.libs" &&
         HATTN_CONFIG_DIR=$b/cfg ./host_cost 1000 2>&1 | tee "$out/host_cost.md"
+      # From Python: Plan.run and Kernel.forward on PyTorch CUDA tensors
+      # against the C call, cached and uncached; side by side with an
+      # older module where .device-dist/hattn_old.py is one (e.g.
+      # git show a62adb6:python/hattn/__init__.py, before the caches).
+      old=(); [ -f "$root/.device-dist/hattn_old.py" ] && old=(--old "$root/.device-dist/hattn_old.py")
+      HATTN_CONFIG_DIR=$b/cfg HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python \
+        python3 "$root/tests/gpu/bench_pyhost.py" "${old[@]}" 2>&1 | tee "$out/bench_pyhost.md"
       ;;
     decode-bench)
       # Decode: hattn's decode kernels, its forward kernel and PyTorch's
