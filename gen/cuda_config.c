@@ -18,6 +18,7 @@ void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__c
   const int dense = desc->pattern != NULL && desc->pattern->lowered != NULL &&
                     desc->pattern->lowered->dense;
   out->wgmma = 0;
+  out->dwarps = out->dblock_n = out->dsplit = 0;   /* the decode kernels' defaults */
   if (sm == 90) {
     /* Hopper: the warpgroup kernel.  Dense: two warpgroups of 64 query
     ** rows and 128-key blocks (FlashAttention 3's tiles at head dim 128),
@@ -71,9 +72,14 @@ int hattn__cuda_config_runs_on(const hattn__cuda_config *cfg, int sm, const char
 
 void hattn__cuda_kernel_name(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              char *buf, size_t len) {
-  snprintf(buf, len, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d%s", (unsigned long long)desc->pattern->key,
+  int dw = hattn__cuda_decode_warps(cfg), dn = hattn__cuda_decode_block_n(cfg, desc->head_dim);
+  char decode[32] = "";
+  /* The decode kernels' tiles where they are not the defaults (so that the
+  ** names of default kernels stay as they were). */
+  if (dw != HATTN_CUDA_DECODE_WARPS || dn != 4096 / desc->head_dim) snprintf(decode, sizeof decode, "_dw%d_dn%d", dw, dn);
+  snprintf(buf, len, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d%s%s", (unsigned long long)desc->pattern->key,
            hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
-           cfg->stages, cfg->wgmma ? "_wg" : "");
+           cfg->stages, cfg->wgmma ? "_wg" : "", decode);
 }
 
 size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg) {
@@ -165,13 +171,41 @@ int hattn__cuda_config_check(const hattn__kernel_desc *desc, const hattn__cuda_c
              smem, SMEM_LIMIT);
     return HATTN_EINVAL;
   }
+  if (cfg->dwarps != 0 && cfg->dwarps != 2 && cfg->dwarps != 4 && cfg->dwarps != 8) {
+    snprintf(err, errlen, "the decode kernel takes 2, 4 or 8 warps, not %d", cfg->dwarps);
+    return HATTN_EINVAL;
+  }
+  if (cfg->dblock_n != 0 && (cfg->dblock_n < 16 || cfg->dblock_n > 128 || cfg->dblock_n % 16 != 0)) {
+    snprintf(err, errlen, "the decode kernel's blocks hold a multiple of 16 keys from 16 to 128, not %d",
+             cfg->dblock_n);
+    return HATTN_EINVAL;
+  }
+  if (cfg->dsplit != 0 && cfg->dsplit != 1 && cfg->dsplit != 2 && cfg->dsplit != 4) {
+    snprintf(err, errlen, "the decode split factor is 1, 2 or 4, not %d", cfg->dsplit);
+    return HATTN_EINVAL;
+  }
+  smem = hattn__cuda_decode_smem_bytes(cfg, desc->head_dim);
+  if (smem > SMEM_LIMIT) {
+    snprintf(err, errlen, "the decode kernel of %d warps and %d-key blocks needs %zu bytes of shared memory, "
+             "more than %d", hattn__cuda_decode_warps(cfg), hattn__cuda_decode_block_n(cfg, desc->head_dim), smem,
+             SMEM_LIMIT);
+    return HATTN_EINVAL;
+  }
   return HATTN_OK;
 }
 
-int hattn__cuda_decode_block_n(int head_dim) { return 4096 / head_dim; }
+int hattn__cuda_decode_warps(const hattn__cuda_config *cfg) {
+  return cfg->dwarps ? cfg->dwarps : HATTN_CUDA_DECODE_WARPS;
+}
 
-size_t hattn__cuda_decode_smem_bytes(int head_dim) {
+int hattn__cuda_decode_block_n(const hattn__cuda_config *cfg, int head_dim) {
+  return cfg->dblock_n ? cfg->dblock_n : 4096 / head_dim;
+}
+
+int hattn__cuda_decode_split(const hattn__cuda_config *cfg) { return cfg->dsplit ? cfg->dsplit : 1; }
+
+size_t hattn__cuda_decode_smem_bytes(const hattn__cuda_config *cfg, int head_dim) {
   size_t row = (size_t)head_dim * 2;
-  return HATTN_CUDA_DECODE_ROWS * row +
-         (size_t)HATTN_CUDA_DECODE_WARPS * HATTN_CUDA_DECODE_STAGES * 2 * (size_t)hattn__cuda_decode_block_n(head_dim) * row;
+  return HATTN_CUDA_DECODE_ROWS * row + (size_t)hattn__cuda_decode_warps(cfg) * HATTN_CUDA_DECODE_STAGES * 2 *
+                                            (size_t)hattn__cuda_decode_block_n(cfg, head_dim) * row;
 }

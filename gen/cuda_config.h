@@ -21,6 +21,12 @@ typedef struct hattn__cuda_config {
   int wgmma;     /* 0: the mma.sync kernel (templates/attn_fwd.cuh, sm_80 and
                  ** later); 1: the warpgroup kernel (templates/attn_fwd_sm90.cuh,
                  ** sm_90a only): warps = block_m / 16, stages 2 */
+  /* The decode kernels' (1 to HATTN_CUDA_DECODE_MAX_LQ queries): 0 is the
+  ** default of each (the accessors below). */
+  int dwarps;    /* warps a CTA, each streaming its own key blocks: 2, 4 or 8 */
+  int dblock_n;  /* keys a block: a multiple of 16, 16 .. 128 */
+  int dsplit;    /* the key splits fill the SMs this many times over: 1, 2 or 4
+                 ** (the launch's, not the kernel's: no code depends on it) */
 } hattn__cuda_config;
 
 /* The kernel families that the CUDA emitter writes (hattn__emit_cuda_kernel):
@@ -60,18 +66,22 @@ size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_
 ** The decode kernels (templates/attn_decode.cuh), for problems of 1 to
 ** HATTN_CUDA_DECODE_MAX_LQ queries: 16 packed query rows a CTA, each of its
 ** hattn__cuda_decode_warps warps streaming its own key blocks of
-** hattn__cuda_decode_block_n keys through 2 buffers of K and V (16 KiB a
-** buffer pair at any head dim).  Their plan has blocks of 16 x block_n.
+** hattn__cuda_decode_block_n keys through 2 buffers of K and V.  Their
+** plan has blocks of 16 x block_n.  The defaults: 4 warps, 4096 / head dim
+** keys a block (16 KiB a buffer pair at any head dim), splits that fill
+** the SMs once.
 */
 #define HATTN_CUDA_DECODE_MAX_LQ 16
 #define HATTN_CUDA_DECODE_ROWS 16
 #define HATTN_CUDA_DECODE_WARPS 4
 #define HATTN_CUDA_DECODE_STAGES 2
 
-/* Keys a block of the decode kernel at HEAD_DIM: 4096 / HEAD_DIM. */
-int hattn__cuda_decode_block_n(int head_dim);
+/* The decode warps, keys a block at HEAD_DIM, and split factor of CFG. */
+int hattn__cuda_decode_warps(const hattn__cuda_config *cfg);
+int hattn__cuda_decode_block_n(const hattn__cuda_config *cfg, int head_dim);
+int hattn__cuda_decode_split(const hattn__cuda_config *cfg);
 
-/* Dynamic shared memory of a decode launch at HEAD_DIM. */
-size_t hattn__cuda_decode_smem_bytes(int head_dim);
+/* Dynamic shared memory of a decode launch of CFG at HEAD_DIM. */
+size_t hattn__cuda_decode_smem_bytes(const hattn__cuda_config *cfg, int head_dim);
 
 #endif /* HATTN_GEN_CUDA_CONFIG_H */

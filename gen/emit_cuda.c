@@ -292,8 +292,8 @@ static void emit_config(sbuf *b, const hattn__kernel_desc *desc, const hattn__cu
   sb_printf(b, "  static constexpr bool is_bf16 = %s;  /* else fp16 */\n",
             desc->dtype == HATTN_DTYPE_BF16 ? "true" : "false");
   sb_puts(b, "  /* The decode kernels' tiles (gen/cuda_config.h). */\n");
-  sb_printf(b, "  static constexpr int decode_block_n = %d;\n", hattn__cuda_decode_block_n(desc->head_dim));
-  sb_printf(b, "  static constexpr int decode_warps = %d;\n", HATTN_CUDA_DECODE_WARPS);
+  sb_printf(b, "  static constexpr int decode_block_n = %d;\n", hattn__cuda_decode_block_n(cfg, desc->head_dim));
+  sb_printf(b, "  static constexpr int decode_warps = %d;\n", hattn__cuda_decode_warps(cfg));
   sb_printf(b, "  static constexpr int decode_stages = %d;\n};\n\n", HATTN_CUDA_DECODE_STAGES);
 }
 
@@ -426,7 +426,7 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
     sb_puts(&b, "\n/* Few queries a sequence: packed GQA over split keys, then the splits' merge\n"
                 "** (cuda_abi.h says how each is launched). */\n");
     sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s_decode(const hattn_cuda_args args) {\n",
-              HATTN_CUDA_DECODE_WARPS * 32, fn_name);
+              hattn__cuda_decode_warps(cfg) * 32, fn_name);
     sb_puts(&b, "  hattn_attn_decode<hattn_config, hattn_pattern>(args);\n}\n\n");
     sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(128)\n%s_combine(const hattn_cuda_args args) {\n",
               fn_name);

@@ -331,7 +331,7 @@ int hattn_kernel_get(hattn_ctx *ctx, const hattn_specfile *spec, const char *pat
     return fail(ctx, HATTN_ENOMEM, "out of memory");
   }
   ctx->buf[0] = 0;
-  st = hattn__kcache_get(ctx->kc, p, dtype_of(prob->dtype), (int)prob->head_dim, prob->lk,
+  st = hattn__kcache_get(ctx->kc, p, dtype_of(prob->dtype), (int)prob->head_dim, prob->lq, prob->lk,
                          prob->batch * prob->heads, &kk, ctx->buf, sizeof ctx->buf);
   if (st != HATTN_OK) {
     free(kern);

@@ -35,7 +35,8 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_I_VERSION 8  /* 2: candidates, memory, time (the tuner); 3: the tools;
                                       ** 4: launch_async (hattn_run); 5: merge (hattn_merge);
                                       ** 6: launch_paged (paged K and V); 7: varlen;
-                                      ** 8: launch_varlen (lengths read by the kernels) */
+                                      ** 8: launch_varlen (lengths read by the kernels), the shape
+                                      ** in config_candidates (decode tiles) */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -156,12 +157,13 @@ typedef struct hattn__backend_i {
 
   /* Version 2: what the tuner needs. */
 
-  /* The candidate configurations for DESC on DEV: *OUT (malloc'd; free
-  ** it), *N entries, the default first.  MAX_THREADS (CPU: the thread
-  ** count of the candidates, 0: every core) is ignored where it means
-  ** nothing. */
-  int (*config_candidates)(void *dev, const hattn__kernel_desc *desc, int max_threads, hattn__config **out,
-                           int *n);
+  /* The candidate configurations for DESC on DEV for problems of SHAPE
+  ** (NULL: any; CUDA varies the decode kernels' tiles alone for few
+  ** queries): *OUT (malloc'd; free it), *N entries, the default first.
+  ** MAX_THREADS (CPU: the thread count of the candidates, 0: every core)
+  ** is ignored where it means nothing.  SHAPE since version 8. */
+  int (*config_candidates)(void *dev, const hattn__kernel_desc *desc, const hattn__shape *shape, int max_threads,
+                           hattn__config **out, int *n);
 
   /* Device memory for test tensors (the CPU's is host memory): ALLOC
   ** BYTES, FREE (NULL is fine), SET each byte to BYTE, UPLOAD from and

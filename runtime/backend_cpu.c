@@ -325,8 +325,8 @@ static void add_cand(hattn__config *c, int *n, int cap, int head_dim, int bm, in
   (*n)++;
 }
 
-static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_threads, hattn__config **out,
-                             int *n) {
+static int config_candidates(void *dev, const hattn__kernel_desc *desc, const hattn__shape *shape, int max_threads,
+                             hattn__config **out, int *n) {
   /* Query tiles x key tiles around the default, 4 register rows (and 2
   ** and 8 for the default tile), the host's vector width (and 8 floats on
   ** AVX-512 hosts), every core (and half of them for the default). */
@@ -336,6 +336,7 @@ static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_
   hattn__cpu_config d;
   int cap = 24, i, j, cores, head_dim = desc->head_dim;
   (void)dev;
+  (void)shape;
 
   *out = NULL;
   *n = 0;

@@ -45,17 +45,25 @@ int hattn__kc_arch_runs(const char *arch, int sm) {
 }
 
 void hattn__kc_cuda_config_text(const hattn__cuda_config *cfg, char *buf, size_t len) {
-  snprintf(buf, len, "bm=%d bn=%d warps=%d stages=%d%s", cfg->block_m, cfg->block_n, cfg->warps,
-           cfg->stages, cfg->wgmma ? " wgmma" : "");
+  int n = snprintf(buf, len, "bm=%d bn=%d warps=%d stages=%d%s", cfg->block_m, cfg->block_n, cfg->warps,
+                   cfg->stages, cfg->wgmma ? " wgmma" : "");
+  /* The decode fields where set: a default configuration reads as before. */
+  if (n > 0 && (size_t)n < len && (cfg->dwarps || cfg->dblock_n || cfg->dsplit))
+    snprintf(buf + n, len - (size_t)n, " dwarps=%d dblock_n=%d dsplit=%d", cfg->dwarps, cfg->dblock_n, cfg->dsplit);
 }
 
 int hattn__kc_cuda_config_parse(const char *text, hattn__cuda_config *cfg) {
-  int n = 0;
+  int n = 0, m = 0;
+  memset(cfg, 0, sizeof *cfg);
   if (sscanf(text, "bm=%d bn=%d warps=%d stages=%d%n", &cfg->block_m, &cfg->block_n, &cfg->warps,
              &cfg->stages, &n) != 4)
     return HATTN_EINVAL;
-  cfg->wgmma = strcmp(text + n, " wgmma") == 0;
-  if (text[n] != '\0' && !cfg->wgmma) return HATTN_EINVAL;
+  text += n;
+  if (strncmp(text, " wgmma", 6) == 0) cfg->wgmma = 1, text += 6;
+  if (*text != '\0' &&
+      (sscanf(text, " dwarps=%d dblock_n=%d dsplit=%d%n", &cfg->dwarps, &cfg->dblock_n, &cfg->dsplit, &m) != 3 ||
+       text[m] != '\0'))
+    return HATTN_EINVAL;
   return HATTN_OK;
 }
 
@@ -212,9 +220,12 @@ static void add_cand(hattn__config *c, int *n, int cap, const hattn__kernel_desc
   (*n)++;
 }
 
-static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_threads, hattn__config **out,
-                             int *n) {
+static int config_candidates(void *dev, const hattn__kernel_desc *desc, const hattn__shape *shape, int max_threads,
+                             hattn__config **out, int *n) {
   static const int bms[] = {64, 128}, bns[] = {32, 64, 128}, warps[] = {4, 8}, stages[] = {2, 3};
+  /* The decode kernel's warps, keys a block (in units of the default's
+  ** 4096 / head dim, halved: 1 is half the default) and split factors. */
+  static const int dws[] = {4, 8, 2}, dns[] = {2, 4, 1}, dss[] = {1, 2, 4};
   hattn__config *c;
   hattn__cuda_config d, cfg;
   int cap = 32, i, sm = hattn__cuda_sm(dev);
@@ -226,6 +237,21 @@ static int config_candidates(void *dev, const hattn__kernel_desc *desc, int max_
   /* The default first. */
   hattn__cuda_config_default(desc, sm, &d);
   add_cand(c, n, cap, desc, &d);
+  if (shape != NULL && shape->lq >= 1 && shape->lq <= HATTN_CUDA_DECODE_MAX_LQ) {
+    /* Few queries: the decode kernels run, whatever the forward tiles, so
+    ** only their tiles and splits vary. */
+    for (i = 0; i < 3 * 3 * 3; i++) {
+      cfg = d;
+      cfg.dwarps = dws[i / 9], cfg.dblock_n = dns[i / 3 % 3] * 2048 / desc->head_dim, cfg.dsplit = dss[i % 3];
+      if (cfg.dwarps == 4 && cfg.dblock_n == 4096 / desc->head_dim && cfg.dsplit == 1) continue;
+      /* Many warps of small blocks, or few of large ones, and no deep
+      ** splits of large blocks: the pruned space. */
+      if ((cfg.dwarps == 8 && dns[i / 3 % 3] == 4) || (cfg.dwarps == 2 && dns[i / 3 % 3] == 1)) continue;
+      add_cand(c, n, cap, desc, &cfg);
+    }
+    *out = c;
+    return HATTN_OK;
+  }
   /* The mma.sync kernel, pruned: 128-row tiles with 8 warps only (16 rows
   ** a warp), 64-row tiles with 4; 128-key tiles only at head dim 64. */
   for (i = 0; i < 2 * 3 * 2 * 2; i++) {

@@ -354,10 +354,10 @@ static int kernel_get(hattn__cuda *cu, const hattn__kernel_desc *desc, const hat
     snprintf(dname, sizeof dname, "%s_combine", name);
     if (cu->f.cuModuleGetFunction(&k->combine_fn, k->module, dname) != CUDA_SUCCESS) k->combine_fn = NULL;
     if (k->decode_fn == NULL || k->combine_fn == NULL) k->decode_fn = k->combine_fn = NULL;
-    if (k->decode_fn != NULL && hattn__cuda_decode_smem_bytes(desc->head_dim) > SMEM_DEFAULT_LIMIT)
+    if (k->decode_fn != NULL && hattn__cuda_decode_smem_bytes(cfg, desc->head_dim) > SMEM_DEFAULT_LIMIT)
       CU_CHECK(cu,
                cu->f.cuFuncSetAttribute(k->decode_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                        (int)hattn__cuda_decode_smem_bytes(desc->head_dim)),
+                                        (int)hattn__cuda_decode_smem_bytes(cfg, desc->head_dim)),
                "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) of the decode kernel", fail_module);
   }
   k->cubin = cubin;
@@ -555,11 +555,14 @@ static int decode_wanted(const hattn__shape *shape) {
   return shape->lq >= 1 && shape->lq <= HATTN_CUDA_DECODE_MAX_LQ;
 }
 
-/* The decode launch of CP for PLAN: query heads packed a tile (all of a KV
-** head's, unless the plan is per head), tiles a group, and the splits of
-** the key blocks: as many as fill the device's SMs once (a decode CTA
-** takes most of an SM's shared memory), at least 2 blocks a warp each. */
-static void decode_split(const hattn__cuda *cu, hattn__cuda_plan *cp, const hattn__plan *plan) {
+/* The decode launch of CP for PLAN and CFG: query heads packed a tile (all
+** of a KV head's, unless the plan is per head), tiles a group, and the
+** splits of the key blocks: as many as fill the device's SMs CFG's split
+** factor times (1 by default: a decode CTA takes most of an SM's shared
+** memory), at least 2 blocks a warp each. */
+static void decode_split(const hattn__cuda *cu, const hattn__cuda_config *cfg, hattn__cuda_plan *cp,
+                         const hattn__plan *plan) {
+  const int warps = hattn__cuda_decode_warps(cfg);
   const hattn__shape *s = &cp->shape;
   int64_t groups, ctas, nblocks = 0, nsplit, t;
   cp->pack = plan->ntables > 1 ? 1 : (int)(s->heads / s->kv_heads);
@@ -570,8 +573,8 @@ static void decode_split(const hattn__cuda *cu, hattn__cuda_plan *cp, const hatt
     int64_t n = plan->full_off[t][1] - plan->full_off[t][0] + plan->partial_off[t][1] - plan->partial_off[t][0];
     if (n > nblocks) nblocks = n;
   }
-  nsplit = cu->sm_count / ctas;
-  if (nsplit > nblocks / (2 * HATTN_CUDA_DECODE_WARPS)) nsplit = nblocks / (2 * HATTN_CUDA_DECODE_WARPS);
+  nsplit = cu->sm_count * hattn__cuda_decode_split(cfg) / ctas;
+  if (nsplit > nblocks / (2 * warps)) nsplit = nblocks / (2 * warps);
   if (nsplit > 256) nsplit = 256;
   if (nsplit < 1) nsplit = 1;
   cp->nsplit = (int)nsplit;
@@ -636,12 +639,12 @@ int hattn__cuda_plan_create(hattn__cuda *cu, const hattn__kernel_desc *desc,
   cp->head_dim = desc->head_dim;
   cp->decode = decode_wanted(shape);
   cp->block_m = cp->decode ? HATTN_CUDA_DECODE_ROWS : cfg->block_m;
-  cp->block_n = cp->decode ? hattn__cuda_decode_block_n(desc->head_dim) : cfg->block_n;
+  cp->block_n = cp->decode ? hattn__cuda_decode_block_n(cfg, desc->head_dim) : cfg->block_n;
 
   rc = hattn__plan_build(pat->lowered, env, cp->block_m, cp->block_n, &plan, err, errlen);
   if (rc != HATTN_OK) goto fail_plan;
   cp->nqb = plan->nqb;
-  if (cp->decode) decode_split(cu, cp, plan);
+  if (cp->decode) decode_split(cu, cfg, cp, plan);
 
   /* The plan's lists and the run-time tables, in one buffer (tables.h). */
   rc = hattn__tables_build(pat, shape, env, plan, &tb, err, errlen);
@@ -794,8 +797,15 @@ static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *p
              kern->head_dim);
     return HATTN_ESHAPE;
   }
-  if (plan->decode ? plan->dtype != kern->dtype
-                   : plan->block_m != kern->cfg.block_m || plan->block_n != kern->cfg.block_n || plan->dtype != kern->dtype) {
+  if (plan->decode && (plan->dtype != kern->dtype ||
+                       plan->block_n != hattn__cuda_decode_block_n(&kern->cfg, kern->head_dim))) {
+    snprintf(err, errlen, "the plan was made for decode blocks of %d keys of %s, but the kernel's decode blocks "
+             "hold %d keys of %s", plan->block_n, hattn__dtype_name(plan->dtype),
+             hattn__cuda_decode_block_n(&kern->cfg, kern->head_dim), hattn__dtype_name(kern->dtype));
+    return HATTN_EINPUT;
+  }
+  if (!plan->decode && (plan->block_m != kern->cfg.block_m || plan->block_n != kern->cfg.block_n ||
+                        plan->dtype != kern->dtype)) {
     snprintf(err, errlen, "the plan was made for %dx%d blocks of %s, but the kernel uses %dx%d blocks of %s",
              plan->block_m, plan->block_n, hattn__dtype_name(plan->dtype), kern->cfg.block_m, kern->cfg.block_n,
              hattn__dtype_name(kern->dtype));
@@ -864,8 +874,9 @@ static int launch_one(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, ha
     unsigned rows = (unsigned)(s->batch * s->heads * s->lq);
     CU_CHECK(cu,
              cu->f.cuLaunchKernel(kern->decode_fn, (unsigned)plan->ntiles, (unsigned)(s->batch * s->heads / plan->pack),
-                                  (unsigned)plan->nsplit, HATTN_CUDA_DECODE_WARPS * 32, 1, 1,
-                                  (unsigned)hattn__cuda_decode_smem_bytes(plan->head_dim), stream, params, NULL),
+                                  (unsigned)plan->nsplit, (unsigned)hattn__cuda_decode_warps(&kern->cfg) * 32, 1, 1,
+                                  (unsigned)hattn__cuda_decode_smem_bytes(&kern->cfg, plan->head_dim), stream, params,
+                                  NULL),
              "cuLaunchKernel (decode)", done);
     if (plan->nsplit > 1)
       CU_CHECK(cu, cu->f.cuLaunchKernel(kern->combine_fn, (rows + 3) / 4, 1, 1, 128, 1, 1, 0, stream, params, NULL),

@@ -57,6 +57,15 @@ void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__b
   snprintf(out, HATTN__KC_KEY_LEN, "%c%016llx", config ? 'k' : 'c', (unsigned long long)h);
 }
 
+void hattn__kc_class(const char *canon, hattn__dtype dtype, int head_dim, hattn__backend backend,
+                     const char *target, int64_t lq, char out[HATTN__KC_KEY_LEN]) {
+  uint64_t h;
+  hattn__kc_key(canon, dtype, head_dim, backend, target, NULL, out);
+  if (lq < 1 || lq > HATTN__KC_DECODE_MAX_LQ) return;
+  h = fnv_str(strtoull(out + 1, NULL, 16), "decode");
+  snprintf(out, HATTN__KC_KEY_LEN, "c%016llx", (unsigned long long)h);
+}
+
 /* Make room for NEED elements of SIZE bytes in *P of capacity *CAP
 ** (doubling): 0, or -1 when memory runs out (*P untouched). */
 static int grow(void **p, int *cap, int need, size_t size) {
@@ -299,7 +308,7 @@ static kc_pre *find_prebuilt(hattn__kcache *kc, const hattn__pattern *p, hattn__
 }
 
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn__dtype dtype, int head_dim,
-                      int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen) {
+                      int64_t lq, int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen) {
   const hattn__backend_i *be = kc->be;
   hattn__ident id;
   const char *compiler;
@@ -312,7 +321,7 @@ int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn__dtype d
   *out = NULL;
   be->ident(kc->dev, &id);
   compiler = id.compiler[0] ? id.compiler : NULL;  /* no compiler: any compiler's work */
-  hattn__kc_key(p->canon, dtype, head_dim, be->id, id.target, NULL, kclass);
+  hattn__kc_class(p->canon, dtype, head_dim, be->id, id.target, lq, kclass);
   hattn__db_bucket(lk, bh, &lk_log2, &bh_class);
 
   /* 1. This process. */

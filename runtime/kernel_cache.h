@@ -41,6 +41,17 @@
 void hattn__kc_key(const char *canon, hattn__dtype dtype, int head_dim, hattn__backend backend,
                    const char *target, const char *config, char out[HATTN__KC_KEY_LEN]);
 
+/* Problems of 1 to this many queries (decode: the CUDA decode kernels run
+** them) are tuned and looked up apart from longer ones. */
+#define HATTN__KC_DECODE_MAX_LQ 16
+
+/* The kernel class (hattn__kc_key with CONFIG NULL) of a problem of LQ
+** queries: for 1 <= LQ <= HATTN__KC_DECODE_MAX_LQ a class of its own, so
+** that the tuned winners of decode and of longer problems never replace
+** each other. */
+void hattn__kc_class(const char *canon, hattn__dtype dtype, int head_dim, hattn__backend backend,
+                     const char *target, int64_t lq, char out[HATTN__KC_KEY_LEN]);
+
 /* The host CPU as hattn sees it (hattn__host_cpu_probe, no LLVM): its
 ** name (the brand string), the features that matter to the kernels (comma
 ** separated: "avx2,fma,avx512f"), every feature present (ALL), the core
@@ -189,13 +200,14 @@ int hattn__kcache_add_prebuilt(hattn__kcache *kc, const hattn__kc_prebuilt *pb, 
 /* The last warning ("" when none). */
 const char *hattn__kcache_warning(const hattn__kcache *kc);
 
-/* The kernel of pattern P in DTYPE at HEAD_DIM for a problem of LK keys and
-** BH = batch * heads: *OUT (owned by the cache), whose source says where
+/* The kernel of pattern P in DTYPE at HEAD_DIM for a problem of LQ queries,
+** LK keys and BH = batch * heads (the tuned bucket; the class by LQ,
+** hattn__kc_class): *OUT (owned by the cache), whose source says where
 ** it came from: memory, a registered prebuilt kernel, the database, else a
 ** compile.  Database failures warn and fall through to a compile.  Where
 ** the backend has no compile operation (libhattnrt) a kernel found nowhere
 ** is HATTN_ENOTSUP, with a sentence saying how to provide it. */
 int hattn__kcache_get(hattn__kcache *kc, const hattn__pattern *p, hattn__dtype dtype, int head_dim,
-                      int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
+                      int64_t lq, int64_t lk, int64_t bh, hattn__kc_kernel **out, char *err, size_t errlen);
 
 #endif /* HATTN_RUNTIME_KERNEL_CACHE_H */

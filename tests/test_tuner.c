@@ -335,7 +335,7 @@ static int child_main(const char *path, int pi) {
   o.db_path = path;
   spec = load_spec();
   if (spec == NULL || hattn__kcache_open(&o, &kc, err, sizeof err) != HATTN_OK ||
-      hattn__kcache_get(kc, &spec->patterns[pi], HATTN_DTYPE_FP32, 64, 512, 4, &k, err, sizeof err) != HATTN_OK) {
+      hattn__kcache_get(kc, &spec->patterns[pi], HATTN_DTYPE_FP32, 64, 512, 512, 4, &k, err, sizeof err) != HATTN_OK) {
     printf("error %s\n", err);
     return 2;
   }
@@ -400,13 +400,13 @@ START_TEST(test_memory_and_nearest) {
   o.db_path = path;
   CHECK(hattn__kcache_open(&o, &kc, err, sizeof err) == HATTN_OK, "%s", err);
   /* Another bucket (4k keys, 64 x batch x heads): the nearest tuned one. */
-  CHECK(hattn__kcache_get(kc, &spec->patterns[0], HATTN_DTYPE_FP32, 64, 4096, 64, &k, err, sizeof err) == HATTN_OK,
+  CHECK(hattn__kcache_get(kc, &spec->patterns[0], HATTN_DTYPE_FP32, 64, 4096, 4096, 64, &k, err, sizeof err) == HATTN_OK,
         "%s", err);
   CHECK(k->tuned && k->lk_log2 == 9 && k->source == HATTN__KC_DB, "nearest bucket: tuned %d lk 2^%d source %s",
         k->tuned, k->lk_log2, hattn__kc_source_name(k->source));
   CHECK(!strcmp(k->key, r.winner_key), "the winner's kernel %s, got %s", r.winner_key, k->key);
   CHECK(run_kernel(k, &spec->patterns[0]) <= 1e-5, "the kernel is right");
-  CHECK(hattn__kcache_get(kc, &spec->patterns[0], HATTN_DTYPE_FP32, 64, 4096, 64, &k2, err, sizeof err) == HATTN_OK &&
+  CHECK(hattn__kcache_get(kc, &spec->patterns[0], HATTN_DTYPE_FP32, 64, 4096, 4096, 64, &k2, err, sizeof err) == HATTN_OK &&
             k2 == k && k2->source == HATTN__KC_MEMORY,
         "the second ask is a memory hit");
   hattn__kcache_close(kc);
@@ -436,7 +436,7 @@ START_TEST(test_corrupt_db) {
   CHECK(strstr(hattn__kcache_warning(kc), path) != NULL, "the warning names the file: '%s'",
         hattn__kcache_warning(kc));
   CHECK(hattn__kcache_db(kc) == NULL, "no database");
-  CHECK(hattn__kcache_get(kc, &spec->patterns[1], HATTN_DTYPE_FP32, 64, 512, 4, &k, err, sizeof err) == HATTN_OK,
+  CHECK(hattn__kcache_get(kc, &spec->patterns[1], HATTN_DTYPE_FP32, 64, 512, 512, 4, &k, err, sizeof err) == HATTN_OK,
         "%s", err);
   CHECK(k->source == HATTN__KC_COMPILED && !k->tuned, "compiled with the default");
   CHECK(run_kernel(k, &spec->patterns[1]) <= 1e-5, "the kernel is right");
@@ -465,7 +465,7 @@ START_TEST(test_tampered_binary_recompiled) {
   o.quiet = 1;
   for (round = 0; round < 3; round++) {
     CHECK(hattn__kcache_open(&o, &kc, err, sizeof err) == HATTN_OK, "%s", err);
-    CHECK(hattn__kcache_get(kc, &spec->patterns[1], HATTN_DTYPE_FP32, 64, 512, 4, &k, err, sizeof err) == HATTN_OK,
+    CHECK(hattn__kcache_get(kc, &spec->patterns[1], HATTN_DTYPE_FP32, 64, 512, 512, 4, &k, err, sizeof err) == HATTN_OK,
           "%s", err);
     CHECK(run_kernel(k, &spec->patterns[1]) <= 1e-5, "the kernel is right");
     if (round == 0) {
@@ -511,9 +511,58 @@ START_TEST(test_tampered_binary_recompiled) {
 }
 END_TEST
 
+/* Decode problems (1 to 16 queries) have a kernel class of their own: their
+** tuned winners and those of longer problems never replace each other. */
+START_TEST(test_decode_class) {
+  char a[HATTN__KC_KEY_LEN], b[HATTN__KC_KEY_LEN], c[HATTN__KC_KEY_LEN], d[HATTN__KC_KEY_LEN];
+  hattn__kc_class("causal", HATTN_DTYPE_BF16, 128, HATTN_BACKEND_CUDA, "sm_90a", 1, a);
+  hattn__kc_class("causal", HATTN_DTYPE_BF16, 128, HATTN_BACKEND_CUDA, "sm_90a", 16, b);
+  hattn__kc_class("causal", HATTN_DTYPE_BF16, 128, HATTN_BACKEND_CUDA, "sm_90a", 17, c);
+  hattn__kc_key("causal", HATTN_DTYPE_BF16, 128, HATTN_BACKEND_CUDA, "sm_90a", NULL, d);
+  CHECK(!strcmp(a, b) && strcmp(a, c) != 0 && !strcmp(c, d) && a[0] == 'c', "%s %s %s %s", a, b, c, d);
+  hattn__kc_class("causal", HATTN_DTYPE_BF16, 128, HATTN_BACKEND_CUDA, "sm_90a", 0, c);
+  CHECK(!strcmp(c, d), "no queries: the ordinary class");
+}
+END_TEST
+
+/* The decode kernels' configuration fields are checked, and named in the
+** kernel's entry point where they are not the defaults. */
+START_TEST(test_decode_config) {
+  static const char text[] = "pattern p = causal\n";
+  hattn__spec *spec = NULL;
+  hattn__kernel_desc desc;
+  hattn__cuda_config cfg;
+  char err[256], name[128];
+  CHECK(hattn__spec_parse(text, strlen(text), "decode", &spec, NULL) == HATTN_OK, "parse");
+  desc.pattern = &spec->patterns[0], desc.dtype = HATTN_DTYPE_BF16, desc.head_dim = 128;
+  hattn__cuda_config_default(&desc, 80, &cfg);
+  hattn__cuda_kernel_name(&desc, &cfg, name, sizeof name);
+  CHECK(strstr(name, "_dw") == NULL, "%s", name);
+  CHECK(hattn__cuda_decode_warps(&cfg) == 4 && hattn__cuda_decode_block_n(&cfg, 128) == 32 &&
+        hattn__cuda_decode_split(&cfg) == 1, "defaults");
+  cfg.dwarps = 8, cfg.dblock_n = 16, cfg.dsplit = 2;
+  CHECK(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_OK, "%s", err);
+  hattn__cuda_kernel_name(&desc, &cfg, name, sizeof name);
+  CHECK(strstr(name, "_dw8_dn16") != NULL, "%s", name);
+  cfg.dwarps = 3;
+  CHECK(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_EINVAL &&
+        !strcmp(err, "the decode kernel takes 2, 4 or 8 warps, not 3"), "%s", err);
+  cfg.dwarps = 4, cfg.dblock_n = 24;
+  CHECK(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_EINVAL &&
+        !strcmp(err, "the decode kernel's blocks hold a multiple of 16 keys from 16 to 128, not 24"), "%s", err);
+  cfg.dblock_n = 128, cfg.dwarps = 8, cfg.dsplit = 1;
+  CHECK(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_EINVAL && strstr(err, "shared memory"),
+        "%s", err);
+  cfg.dblock_n = 32, cfg.dsplit = 3;
+  CHECK(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_EINVAL &&
+        !strcmp(err, "the decode split factor is 1, 2 or 4, not 3"), "%s", err);
+  hattn__spec_destroy(spec);
+}
+END_TEST
+
 START_TEST(test_config_text) {
   hattn__cpu_config c = {128, 64, 4, 8}, d;
-  hattn__cuda_config g = {64, 32, 4, 2, 0}, h;
+  hattn__cuda_config g = {64, 32, 4, 2, 0, 0, 0, 0}, h;
   char buf[96];
   int t;
   hattn__kc_cpu_config_text(&c, 16, buf, sizeof buf);
@@ -528,6 +577,18 @@ START_TEST(test_config_text) {
   CHECK(hattn__kc_cuda_config_parse(buf, &h) == HATTN_OK && !memcmp(&g, &h, sizeof g), "%s", buf);
   CHECK(hattn__kc_cuda_config_parse("bm=128 bn=128 warps=8 stages=2 wgmmax", &h) == HATTN_EINVAL,
         "junk after the stages refused");
+  /* The decode kernels' fields, written where set, read back. */
+  g.dwarps = 8, g.dblock_n = 16, g.dsplit = 2;
+  hattn__kc_cuda_config_text(&g, buf, sizeof buf);
+  CHECK(!strcmp(buf, "bm=128 bn=128 warps=8 stages=2 wgmma dwarps=8 dblock_n=16 dsplit=2"), "%s", buf);
+  CHECK(hattn__kc_cuda_config_parse(buf, &h) == HATTN_OK && !memcmp(&g, &h, sizeof g), "%s", buf);
+  g.wgmma = 0;
+  hattn__kc_cuda_config_text(&g, buf, sizeof buf);
+  CHECK(hattn__kc_cuda_config_parse(buf, &h) == HATTN_OK && !memcmp(&g, &h, sizeof g), "%s", buf);
+  CHECK(hattn__kc_cuda_config_parse("bm=64 bn=64 warps=4 stages=2 dwarps=4 dblock_n=32", &h) == HATTN_EINVAL,
+        "a partial decode suffix refused");
+  CHECK(hattn__kc_cuda_config_parse("bm=64 bn=64 warps=4 stages=2 dwarps=4 dblock_n=32 dsplit=1 x", &h) ==
+            HATTN_EINVAL, "junk after the decode fields refused");
   CHECK(hattn__kc_cpu_config_parse("bm=1 bn=2", &d, &t) == HATTN_EINVAL, "junk refused");
 }
 END_TEST
@@ -539,6 +600,8 @@ static Suite *tuner_suite(void) {
   tcase_add_test(tc, test_select);
   tcase_add_test(tc, test_agree);
   tcase_add_test(tc, test_config_text);
+  tcase_add_test(tc, test_decode_class);
+  tcase_add_test(tc, test_decode_config);
   suite_add_tcase(s, tc);
   tc = tcase_create("cpu");
   tcase_set_timeout(tc, 240);

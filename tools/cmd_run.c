@@ -665,7 +665,7 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     hattn__kcache_opts ko = {be->id, a->db, 0, dev};
     hattn__kc_kernel *kk;
     if (hattn__kcache_open(&ko, &kc, err, sizeof err) != HATTN_OK ||
-        hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lk, s->batch * s->heads, &kk, err, sizeof err) !=
+        hattn__kcache_get(kc, p, d->dtype, (int)s->head_dim, s->lq, s->lk, s->batch * s->heads, &kk, err, sizeof err) !=
             HATTN_OK) {
       fprintf(stderr, "hattn %s: cannot get the kernel of '%s': %s\n", cmd, p->name, err);
       goto done;

@@ -193,7 +193,8 @@ static int lookup_one(const tune_args *a, const hattn__backend_i *be, const hatt
   o.dev = dev;
   rc = hattn__kcache_open(&o, &kc, err, sizeof err);
   if (rc == HATTN_OK)
-    rc = hattn__kcache_get(kc, p->pattern, p->dtype, p->head_dim, p->lk, p->batch * p->heads, &k, err, sizeof err);
+    rc = hattn__kcache_get(kc, p->pattern, p->dtype, p->head_dim, p->lq, p->lk, p->batch * p->heads, &k, err,
+                           sizeof err);
   t1 = now_ms();
   if (rc != HATTN_OK) {
     fprintf(stderr, "hattn tune: lookup of %s: %s\n", p->pattern->name, err);

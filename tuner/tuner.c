@@ -398,7 +398,8 @@ static int tune(const hattn__backend_i *be, void *dev, const hattn__tune_problem
   snprintf(r->model, sizeof r->model, "%s", id.model);
   snprintf(r->compiler, sizeof r->compiler, "%s", id.compiler);
   desc.pattern = p->pattern, desc.dtype = p->dtype, desc.head_dim = p->head_dim;
-  if ((rc = be->config_candidates(dev, &desc, opt->max_threads, &cfgs, &r->ncands)) != HATTN_OK ||
+  problem_shapes(p, &gs, &ms);
+  if ((rc = be->config_candidates(dev, &desc, &ms, opt->max_threads, &cfgs, &r->ncands)) != HATTN_OK ||
       (r->cands = calloc((size_t)r->ncands + 1, sizeof *r->cands)) == NULL) {
     free(cfgs);
     r->ncands = 0;
@@ -417,7 +418,6 @@ static int tune(const hattn__backend_i *be, void *dev, const hattn__tune_problem
              p->head_dim);
     return HATTN_ENOTSUP;
   }
-  problem_shapes(p, &gs, &ms);
   memset(&gset, 0, sizeof gset), memset(msets, 0, sizeof msets);
   if ((rc = tproblem_init(&g, p->pattern, &gs, err, errlen)) != HATTN_OK ||
       (rc = tproblem_inputs(&g, p->pattern, p->nlayouts, p->dtype, 1, 1, opt->seed ? opt->seed : 42, err, errlen)) !=
@@ -525,7 +525,7 @@ int hattn__tune_run(hattn__backend backend, const hattn__tune_problem *p, const 
   if (own) be->dev_close(own);
   r->elapsed_s = now_s() - t0;
   hattn__db_bucket(p->lk, p->batch * p->heads, &r->lk_log2, &r->bh_class);
-  if (r->target[0]) hattn__kc_key(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, NULL, r->kclass);
+  if (r->target[0]) hattn__kc_class(p->pattern->canon, p->dtype, p->head_dim, backend, r->target, p->lq, r->kclass);
   if (r->winner >= 0) {
     char text[96];
     be->config_text(&r->cands[r->winner].cfg, 0, text, sizeof text);

@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench ab-bench ab-commits gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench decode-tune ab-bench ab-commits gpu-bench sanitize
 # For ab-commits, put an earlier commit's tarball (make dist there) in
 # .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
@@ -148,6 +148,17 @@ for phase in $phases; do
       } >"$out/cuda_tools.log" 2>&1
       echo "cuda-tools: exit $? (last command)"; grep -E "^\+ |max abs|error|PASS|FAIL|hattn [a-z]*:" "$out/cuda_tools.log" | cut -c1-200 | head -60
       HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python python3 "$root/tests/gpu/python_cuda.py" 2>&1 | tee "$out/python_cuda.log" | tail -15
+      ;;
+    decode-tune)
+      # The tuner on decode problems (GQA 32/8, head dim 128, bf16): only the
+      # decode kernels' warps, blocks and splits vary; every candidate's
+      # median beside the default's, then what the runtime's lookup takes.
+      export HATTN_CONFIG_DIR=$b/cfg HATTN_DB=$b/decode-tune.db
+      dt="--pattern global --backend cuda --heads 32 --kv-heads 8 --head-dim 128 --budget ${HATTN_TUNE_BUDGET:-30}"
+      for s in "--batch 8 --seqlen 1,8k" "--batch 1 --seqlen 1,128k"; do
+        ./tools/hattn tune examples/gemma3_27b.hattn $dt $s -q 2>&1
+        ./tools/hattn tune examples/gemma3_27b.hattn $dt $s --lookup 2>&1
+      done | tee "$out/decode_tune.log" | grep -v "^hattn tune: candidate" | head -80
       ;;
     host-cost)
       # The host's cost of a forward through the public API, back to back:
