@@ -144,11 +144,13 @@ END_TEST
 ** configuration check accepts, of both kernels. */
 START_TEST(test_configs) {
   hattn__spec *spec = parse("pattern p = causal & window(1k)");
+  /* The last two vary the decode kernels' warps and blocks (and split). */
   static const hattn__cuda_config cfgs[] = {
-    {128, 128, 4, 3, 0}, {64, 64, 4, 1, 0}, {128, 32, 8, 3, 0}, {64, 128, 4, 2, 0},
-    {128, 64, 8, 2, 1},  {64, 128, 4, 2, 1}, {64, 64, 4, 2, 1},
+    {128, 128, 4, 3, 0, 0, 0, 0}, {64, 64, 4, 1, 0, 0, 0, 0},  {128, 32, 8, 3, 0, 0, 0, 0},
+    {64, 128, 4, 2, 0, 0, 0, 0},  {128, 64, 8, 2, 1, 0, 0, 0}, {64, 128, 4, 2, 1, 0, 0, 0},
+    {64, 64, 4, 2, 1, 0, 0, 0},   {128, 64, 4, 2, 0, 8, 16, 2}, {64, 64, 4, 2, 1, 2, 64, 4},
   };
-  static const hattn__cuda_config wg256 = {64, 64, 4, 2, 1};
+  static const hattn__cuda_config wg256 = {64, 64, 4, 2, 1, 0, 0, 0};
   size_t i;
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, NULL, "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 128, NULL, "sm_90a");
