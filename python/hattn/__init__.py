@@ -20,6 +20,22 @@ capsules without copies; outputs are then allocated with the input's
 new_empty (PyTorch) or must be given with out=(o, lse).  That path is not
 yet covered by the tests (CI has NumPy only).
 
+Variable-length batches whose lengths change from run to run: a plan made
+for the longest lengths (the kernel's lq, lk and batch, without q_lens,
+k_lens or offsets) takes each run's lengths as int32 arrays or tensors on
+its device (hattn_run_varlen; Plan.check(...) checks the same arguments
+without running):
+
+    plan = kern.plan()
+    o, lse = plan.run(q, k, v, q_lens=q_lens, k_lens=k_lens)   # padded: [B]
+    o, lse = plan.run(qp, kp, vp, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+
+Padded, entry b uses its first q_lens[b] queries and k_lens[b] keys of the
+[B, H, S, D] tensors (its other rows of O get 0, of LSE -inf).  Packed
+(FlashAttention's convention), its rows are cu_q[b] .. cu_q[b + 1] of Q and
+O [total_q, H, D], LSE [H, total_q], and likewise of K, V [total_k, Hkv, D].
+A paged plan takes k_lens with its block_table.
+
 The library is found through $HATTN_LIBRARY, else the build tree's
 .libs/libhattn.so next to this source tree, else where make install put it
 (_paths.py, absolute or relative to this file, so a staged DESTDIR install
@@ -40,7 +56,8 @@ data pointer) when the argument is a NumPy array or PyTorch tensor of the
 same shape, strides, dtype and device; everything else is described afresh,
 and the library checks every call as before.  The descriptions are per
 Plan or Kernel, read and written under the context's lock, and hold no
-reference to the arrays.  HATTN_PY_NOCACHE=1 turns this off
+reference to the arrays; runs with lengths and Plan.check keep their own
+(the lengths' included).  HATTN_PY_NOCACHE=1 turns this off
 (tests/gpu/bench_pyhost.py measures both).
 
 Lifetimes: a Kernel keeps its context alive.  After Context.close() (or

@@ -348,6 +348,14 @@ for f in (plan.run, plan.check):
 raises(ValueError, "lse given twice", plan.check, q, k, v, out=(o, lse), lse=lse, k_lens=kl)
 raises(TypeError, "q_lens: expected integers, got dtype float64", plan.run, q, k, v, q_lens=[1.5, 2, 0])
 raises(ValueError, "k_lens: values must be in", plan.run, q, k, v, k_lens=[2**31, 0, 0])
+# Lists are host memory: a CUDA plan refuses them (this plan's context
+# posing as one; refused before the library is called).
+plan.ctx.backend = "cuda"
+try:
+    raises(TypeError, "k_lens: a Python list is host memory; a cuda plan takes an int32 tensor on its device",
+           plan.run, q, k, v, out=(o, lse), k_lens=[1, 2, 3])
+finally:
+    plan.ctx.backend = "cpu"
 # Nothing was written by the refused runs and checks.
 assert np.all(np.isnan(o)) and np.all(np.isnan(lse)) and np.all(np.isnan(ok_)) and np.all(np.isnan(lk_))
 # A plan made with lengths takes none per run.
