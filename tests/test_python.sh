@@ -26,4 +26,5 @@ case "${CFLAGS:-}" in
 esac
 HATTN_LIBRARY=$lib "$py" "$s/python/tests/test_hattn.py" && \
   HATTN_LIBRARY=$lib "$py" "$s/python/tests/test_hardening.py" && \
+  HATTN_LIBRARY=$lib "$py" "$s/python/tests/test_varlen.py" && \
   HATTN_LIBRARY=$lib exec "$py" "$s/python/tests/test_pyhost.py"

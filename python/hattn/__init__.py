@@ -20,6 +20,22 @@ capsules without copies; outputs are then allocated with the input's
 new_empty (PyTorch) or must be given with out=(o, lse).  That path is not
 yet covered by the tests (CI has NumPy only).
 
+Variable-length batches whose lengths change from run to run: a plan made
+for the longest lengths (the kernel's lq, lk and batch, without q_lens,
+k_lens or offsets) takes each run's lengths as int32 arrays or tensors on
+its device (hattn_run_varlen; Plan.check(...) checks the same arguments
+without running):
+
+    plan = kern.plan()
+    o, lse = plan.run(q, k, v, q_lens=q_lens, k_lens=k_lens)   # padded: [B]
+    o, lse = plan.run(qp, kp, vp, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+
+Padded, entry b uses its first q_lens[b] queries and k_lens[b] keys of the
+[B, H, S, D] tensors (its other rows of O get 0, of LSE -inf).  Packed
+(FlashAttention's convention), its rows are cu_q[b] .. cu_q[b + 1] of Q and
+O [total_q, H, D], LSE [H, total_q], and likewise of K, V [total_k, Hkv, D].
+A paged plan takes k_lens with its block_table.
+
 The library is found through $HATTN_LIBRARY, else the build tree's
 .libs/libhattn.so next to this source tree, else where make install put it
 (_paths.py, absolute or relative to this file, so a staged DESTDIR install
@@ -40,7 +56,8 @@ data pointer) when the argument is a NumPy array or PyTorch tensor of the
 same shape, strides, dtype and device; everything else is described afresh,
 and the library checks every call as before.  The descriptions are per
 Plan or Kernel, read and written under the context's lock, and hold no
-reference to the arrays.  HATTN_PY_NOCACHE=1 turns this off
+reference to the arrays; runs with lengths and Plan.check keep their own
+(the lengths' included).  HATTN_PY_NOCACHE=1 turns this off
 (tests/gpu/bench_pyhost.py measures both).
 
 Lifetimes: a Kernel keeps its context alive.  After Context.close() (or
@@ -71,6 +88,7 @@ kDLInt, kDLUInt, kDLFloat, kDLBfloat = 0, 1, 2, 4
 
 FP32, FP16, BF16 = 0, 1, 2
 HATTN_EINVAL = -1
+HATTN_EINPUT = -7
 MERGE_MAX_PARTS = 16      # HATTN_MERGE_MAX_PARTS
 HATTN_ECLOSED = -12
 _DTYPES = {"fp32": FP32, "float32": FP32, "fp16": FP16, "float16": FP16,
@@ -128,6 +146,13 @@ class _Inputs(ctypes.Structure):
                 ("q_offset", ctypes.c_int64), ("k_offset", ctypes.c_int64),
                 ("offsets_set", ctypes.c_int),
                 ("q_lens", ctypes.c_void_p), ("k_lens", ctypes.c_void_p)]
+
+
+class _Varlen(ctypes.Structure):
+    """hattn_varlen: this run's lengths, int32 tensors on the plan's device
+    (NULL: absent)."""
+    _fields_ = [("q_lens", ctypes.POINTER(DLTensor)), ("k_lens", ctypes.POINTER(DLTensor)),
+                ("cu_seqlens_q", ctypes.POINTER(DLTensor)), ("cu_seqlens_k", ctypes.POINTER(DLTensor))]
 
 
 # Layouts of paged K and V pools (hattn_paged_layout), by name.
@@ -202,6 +227,12 @@ def _L():
         "hattn_run_paged": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                                  ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
                                  ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), vp]),
+        "hattn_run_varlen": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                                  ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(_Varlen),
+                                  ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), vp]),
+        "hattn_run_check": (ci, [vp, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor),
+                                 ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(_Varlen),
+                                 ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
         "hattn_plan_destroy": (None, [vp]),
         "hattn_plan_errmsg": (cs, [vp]),
         "hattn_merge": (ci, [vp, ci, ctypes.POINTER(ctypes.POINTER(DLTensor)),
@@ -725,9 +756,19 @@ class Kernel:
     def needs(self):
         return _L().hattn_kernel_needs(self._h)
 
-    def _alloc(self, like):
+    def _alloc(self, like, packed=False):
+        """O and LSE for a call on LIKE (the query tensor): [B, H, Lq, D] and
+        [B, H, Lq], or when PACKED [total_q, H, D] and [H, total_q] with
+        total_q LIKE's first dimension."""
         p = self.problem
-        so, sl = (p.batch, p.heads, p.lq, p.head_dim), (p.batch, p.heads, p.lq)
+        if packed:
+            shape = getattr(like, "shape", None)
+            if shape is None or len(shape) < 1:
+                raise TypeError("pass out=(o, lse) for a packed q without a shape (%s)" % type(like).__name__)
+            rows = int(shape[0])
+            so, sl = (rows, p.heads, p.head_dim), (p.heads, rows)
+        else:
+            so, sl = (p.batch, p.heads, p.lq, p.head_dim), (p.batch, p.heads, p.lq)
         if _is_numpy(like):
             import numpy as np
             dt = {FP32: np.float32, FP16: np.float16, BF16: np.uint16}[self.dtype]
@@ -940,8 +981,12 @@ class Plan:
         self._h = h
         self.paged = paged          # made with page_size: runs take a block_table
         self._args = _Args(6)       # q, k, v, o, lse, block_table of the last run
+        # ... and of the last run or check with lengths: those six, then
+        # q_lens, k_lens, cu_seqlens_q, cu_seqlens_k.
+        self._vargs = _Args(10)
 
-    def run(self, q, k, v, out=None, stream=None, block_table=None):
+    def run(self, q, k, v, out=None, stream=None, block_table=None, q_lens=None, k_lens=None,
+            cu_seqlens_q=None, cu_seqlens_k=None):
         """O = attention(q, k, v) and LSE under the plan; returns (o, lse).
         out: (o, lse) to write into (lse may be None), else allocated like q.
         CPU: returns when they are written.  CUDA: queued on STREAM (a
@@ -949,7 +994,30 @@ class Plan:
         stream, else the default stream) and never waited for: synchronise
         the stream before reading the outputs on the host.  A paged plan
         (Kernel.plan(page_size=...)) takes k and v as the pools and this
-        run's block_table (int32 [batch, max_pages]; hattn_run_paged)."""
+        run's block_table (int32 [batch, max_pages]; hattn_run_paged).
+
+        A variable-length batch, its lengths given per run
+        (hattn_run_varlen): int32 arrays or tensors on the plan's device
+        (NumPy arrays, PyTorch tensors, DLPack objects; for a CPU plan also
+        lists of ints), for a plan made without q_lens, k_lens or offsets,
+        for the longest lengths (lq, lk) and the batch.  Padded form:
+        q_lens, k_lens [batch], q, k, v, o, lse as without them; entry b
+        uses its first q_lens[b] queries and k_lens[b] keys, its other rows
+        of O get 0 and of LSE -inf.  Packed form: cu_seqlens_q [batch + 1]
+        (nondecreasing offsets), q and o [total_q, heads, head_dim], lse
+        [heads, total_q] (allocated so when out is None, total_q from q's
+        first dimension); cu_seqlens_k [batch + 1] with k, v [total_k,
+        kv_heads, head_dim].  One form per side (q_lens or cu_seqlens_q,
+        k_lens or cu_seqlens_k); an absent one means lq (lk) for every
+        entry.  Entry b's queries end with its keys (query row i at
+        position i + k_len - q_len).  A paged plan takes k_lens (with its
+        block_table), not cu_seqlens_k.  CPU: the lengths are checked, and
+        HattnError (HATTN_EINPUT) names a bad one; CUDA: the kernels read
+        them on the device and trust them (check() them first when they
+        may be wrong)."""
+        if q_lens is not None or k_lens is not None or cu_seqlens_q is not None or cu_seqlens_k is not None:
+            return self._varlen(True, q, k, v, out, stream, block_table, q_lens, k_lens, cu_seqlens_q,
+                                cu_seqlens_k)
         if out is None:
             o, lse = self.kernel._alloc(q)
         else:
@@ -973,6 +1041,85 @@ class Plan:
                                          tl.r if tl is not None else None, stream)
             else:
                 st = lib.hattn_run(self._h, tq.r, tk.r, tv.r, to.r, tl.r if tl is not None else None, stream)
+            if st != 0:
+                raise HattnError(st, lib.hattn_plan_errmsg(self._h).decode(errors="replace"))
+        return o, lse
+
+    def check(self, q, k, v, out=None, lse=None, block_table=None, q_lens=None, k_lens=None, cu_seqlens_q=None,
+              cu_seqlens_k=None):
+        """Check what run() with these arguments would check, and on a
+        device what it trusts (hattn_run_check): the tensors, the lengths
+        (in range, offsets nondecreasing and within the packed tensors'
+        rows) and the block table's entries the run would read, the lengths
+        and the table downloaded from the device (synchronously).  Launches
+        nothing and writes nothing.  out: O, or (o, lse) as run() takes it;
+        lse: LSE (None: none); with out None, O and LSE as run() would
+        allocate them.  Returns None; raises HattnError with the status and
+        the message the run would give."""
+        if isinstance(out, tuple):
+            if lse is not None:
+                raise ValueError("Plan.check: lse given twice (in out=(o, lse) and as lse=)")
+            o, lse = out
+        elif out is None:
+            o, l2 = self.kernel._alloc(q, cu_seqlens_q is not None)
+            lse = l2 if lse is None else lse
+        else:
+            o = out
+        self._varlen(False, q, k, v, (o, lse), None, block_table, q_lens, k_lens, cu_seqlens_q, cu_seqlens_k)
+
+    def _lens(self, name, x):
+        """X, lengths for hattn_run_varlen: a list, tuple or range of ints
+        becomes an int32 NumPy array (a CPU plan only); anything else is
+        passed as it is, and the library checks it (int32, one dimension,
+        its length, on the plan's device)."""
+        if isinstance(x, (list, tuple, range)):
+            if self.ctx.backend != "cpu":
+                raise TypeError("%s: a Python %s is host memory; a %s plan takes an int32 tensor on its device"
+                                % (name, type(x).__name__, self.ctx.backend))
+            import numpy as np
+            a = _int_array(np, name, x, np.int32)
+            if a.ndim != 1:
+                raise ValueError("%s: expected one dimension, got shape %s" % (name, a.shape))
+            return a
+        return x
+
+    def _varlen(self, launch, q, k, v, out, stream, block_table, q_lens, k_lens, cu_seqlens_q, cu_seqlens_k):
+        """run() with lengths (LAUNCH: hattn_run_varlen, returns (o, lse))
+        or check() (hattn_run_check; no lengths: a check of a plain run)."""
+        q_lens, k_lens = self._lens("q_lens", q_lens), self._lens("k_lens", k_lens)
+        cu_seqlens_q, cu_seqlens_k = self._lens("cu_seqlens_q", cu_seqlens_q), self._lens("cu_seqlens_k", cu_seqlens_k)
+        if out is None:
+            o, lse = self.kernel._alloc(q, cu_seqlens_q is not None)
+        else:
+            o, lse = out
+        if launch and stream is None and _kinds.get(type(q)) != _KIND_NUMPY:
+            stream = _current_stream(q)
+        if block_table is not None and not self.paged:
+            raise HattnError(HATTN_EINPUT, "Plan.%s: block_table given, but the plan was made for contiguous K "
+                             "and V (Kernel.plan without page_size)" % ("run" if launch else "check"))
+        dt = self.kernel.dtype
+        a = self._vargs
+        lib = _L()
+        with self.ctx._lock:
+            tq = a.tensor(0, "q", q, dt)
+            tk = a.tensor(1, "k", k, dt)
+            tv = a.tensor(2, "v", v, dt)
+            to = a.tensor(3, "o", o, dt, True)
+            tl = a.tensor(4, "lse", lse, FP32, True) if lse is not None else None
+            tb = a.tensor(5, "block_table", block_table, None) if block_table is not None else None
+            lens = _Varlen()
+            held = []           # the length tensors' _Tensors (a DLPack capsule) until the call returns
+            for i, (field, x) in enumerate((("q_lens", q_lens), ("k_lens", k_lens), ("cu_seqlens_q", cu_seqlens_q),
+                                            ("cu_seqlens_k", cu_seqlens_k))):
+                if x is not None:
+                    t = a.tensor(6 + i, field, x, None)
+                    held.append(t)
+                    setattr(lens, field, ctypes.pointer(t.t))
+            if not self._h:
+                raise HattnError(HATTN_EINVAL, "Plan.%s: the plan was destroyed" % ("run" if launch else "check"))
+            args = (self._h, tq.r, tk.r, tv.r, tb.r if tb is not None else None, ctypes.byref(lens) if held else None,
+                    to.r, tl.r if tl is not None else None)
+            st = lib.hattn_run_varlen(*args, stream) if launch else lib.hattn_run_check(*args)
             if st != 0:
                 raise HattnError(st, lib.hattn_plan_errmsg(self._h).decode(errors="replace"))
         return o, lse
