@@ -58,9 +58,14 @@ for phase in $phases; do
       for t in tests/*.log; do grep -q "^:test-result: \(FAIL\|ERROR\)" "${t%.log}.trs" 2>/dev/null && cp "$t" "$out/failed-${t#tests/}" && tail -30 "$t"; done
       ;;
     gpu-check)
-      make tests/test_cuda >/dev/null && ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25
-      make tests/test_backend >/dev/null &&
-        HATTN_TEST_BACKEND=cuda ./tests/test_backend 2>&1 | tee "$out/test_backend.log" | tail -25
+      # HATTN_GPU_TESTS picks (default both).
+      case " ${HATTN_GPU_TESTS:-test_cuda test_backend} " in *" test_cuda "*)
+        make tests/test_cuda >/dev/null && ./tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | tail -25 ;;
+      esac
+      case " ${HATTN_GPU_TESTS:-test_cuda test_backend} " in *" test_backend "*)
+        make tests/test_backend >/dev/null &&
+          HATTN_TEST_BACKEND=cuda ./tests/test_backend 2>&1 | tee "$out/test_backend.log" | tail -25 ;;
+      esac
       ;;
     sanitize)
       make tests/test_cuda >/dev/null && compute-sanitizer --tool memcheck ./tests/test_cuda >"$out/sanitizer.log" 2>&1
@@ -148,6 +153,20 @@ for phase in $phases; do
       } >"$out/cuda_tools.log" 2>&1
       echo "cuda-tools: exit $? (last command)"; grep -E "^\+ |max abs|error|PASS|FAIL|hattn [a-z]*:" "$out/cuda_tools.log" | cut -c1-200 | head -60
       HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python python3 "$root/tests/gpu/python_cuda.py" 2>&1 | tee "$out/python_cuda.log" | tail -15
+      ;;
+    varlen-cli)
+      # hattn verify on CUDA with a variable-length batch (the lengths go to
+      # the device with the plan), contiguous and paged, decode and prefill.
+      export HATTN_CONFIG_DIR=$b/cfg
+      vl="examples/gemma3_27b.hattn --backend cuda --heads 8 --kv-heads 2 --head-dim 128 --dtype bf16"
+      {
+        set -x
+        ./tools/hattn verify $vl --pattern local --seqlen 1 --kv-lens 100,4000,0,2500
+        ./tools/hattn verify $vl --pattern global --seqlen 4 --kv-lens 100,4000,3,2500 --page-size 16
+        ./tools/hattn verify $vl --pattern local --q-lens 700,0,1500 --kv-lens 700,20,1500
+        set +x
+      } >"$out/varlen_cli.log" 2>&1
+      echo "varlen-cli: exit $?"; grep -E "^\+ |max|error|PASS|FAIL|ok|hattn [a-z]*:" "$out/varlen_cli.log" | cut -c1-200 | head -30
       ;;
     decode-tune)
       # The tuner on decode problems (GQA 32/8, head dim 128, bf16): only the
