@@ -585,11 +585,16 @@ static void pages_free(run_pages *pg) {
   free(pg->table);
 }
 
-/* One launch of KERN on SET: through VL (a variable-length batch) when
-** not NULL, else on PROB; K and V paged as PG says when not NULL. */
-static int launch_one(const hattn__backend_i *be, void *dev, void *kern, void *prob, const hattn__varlen *vl,
-                      const hattn__shape *s, hattn__dtype dtype, hattn__tensor_set *set, const hattn__paged *pg,
-                      char *err, size_t errlen) {
+/* One launch of KERN on SET: on PROB with the lengths LENS in the device's
+** memory when not NULL (a backend whose kernels read them), through VL (a
+** variable-length batch of a problem per pair of lengths) when not NULL,
+** else on PROB; K and V paged as PG says when not NULL. */
+static int launch_one(const hattn__backend_i *be, void *dev, void *kern, void *prob, const hattn__lens *lens,
+                      const hattn__varlen *vl, const hattn__shape *s, hattn__dtype dtype, hattn__tensor_set *set,
+                      const hattn__paged *pg, char *err, size_t errlen) {
+  if (lens != NULL)
+    return be->launch_varlen(dev, kern, prob, &set->q, &set->k, &set->v, pg, lens, &set->o, &set->lse, NULL, 1, err,
+                             errlen);
   if (vl != NULL)
     return hattn__varlen_launch(be, dev, kern, vl, s, dtype, &set->q, &set->k, &set->v, pg, &set->o, &set->lse, err,
                                 errlen);
@@ -626,8 +631,9 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   const hattn__tile tile = {(int)a->bm, (int)a->bn, (int)a->rows, 0};
   const char *from = "compiled";
   void *dev = NULL, *kern = NULL, *prob = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dl = NULL;
-  void *dt = NULL;
+  void *dt = NULL, *dlens = NULL;
   hattn__varlen *vl = NULL;
+  hattn__lens lens, *lensp = NULL;
   run_pages pages;
   hattn__paged paged;
   size_t nk = d->nkv;
@@ -690,7 +696,22 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     }
   }
   cfg.threads = (int)a->threads;
-  if ((a->q_lens != NULL || a->k_lens != NULL
+  /* Lengths: to the device where the kernels read them (CUDA), else a
+  ** problem per pair of lengths (varlen.c). */
+  memset(&lens, 0, sizeof lens);
+  if ((a->q_lens != NULL || a->k_lens != NULL) && be->version >= 8 && be->launch_varlen != NULL) {
+    size_t nb = (size_t)s->batch * sizeof(int32_t);
+    if (be->mem_alloc(dev, 2 * nb, &dlens, err, sizeof err) != HATTN_OK ||
+        (a->q_lens && be->mem_upload(dev, dlens, a->q_lens, nb, err, sizeof err) != HATTN_OK) ||
+        (a->k_lens && be->mem_upload(dev, (char *)dlens + nb, a->k_lens, nb, err, sizeof err) != HATTN_OK)) {
+      fprintf(stderr, "hattn %s: %s\n", cmd, err);
+      goto done;
+    }
+    lens.q_lens = a->q_lens ? dlens : NULL;
+    lens.k_lens = a->k_lens ? (const int32_t *)((char *)dlens + nb) : NULL;
+    lensp = &lens;
+  }
+  if ((lensp == NULL && (a->q_lens != NULL || a->k_lens != NULL)
            ? hattn__varlen_create(be, dev, &desc, &cfg, s, env, a->q_lens, a->k_lens, &vl, err, sizeof err)
            : be->problem_create(dev, &desc, &cfg, s, env, &prob, err, sizeof err)) != HATTN_OK ||
       be->mem_alloc(dev, d->nq * esz, &dq, err, sizeof err) != HATTN_OK ||
@@ -708,10 +729,11 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
   }
   set.q.data = dq, set.k.data = dk, set.v.data = dv, set.o.data = dout, set.lse.data = dl;
   hattn__tensor_strides(s, &set.q, &set.k, &set.v, &set.o, &set.lse);
-  if (a->page_size > 0 || vl != NULL) {
+  if (a->page_size > 0 || vl != NULL || lensp != NULL) {
     /* Paged: the pools as cpu.h's hattn__paged reads them, the table
-    ** uploaded.  Timed by the wall clock around each launch (the time
-    ** operation launches one problem on contiguous K and V only). */
+    ** uploaded; and variable-length batches.  Timed by the wall clock
+    ** around each launch (the time operation launches one problem on
+    ** contiguous K and V only). */
     int64_t P = a->page_size, D = s->head_dim, HK = s->kv_heads;
     int reps;
     int hnd = a->page_layout != NULL && strcmp(a->page_layout, "hnd") == 0;
@@ -734,7 +756,7 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     }
     /* The first run writes the outputs from poison and is the warm-up. */
     t0 = now_us();
-    if (launch_one(be, dev, kern, prob, vl, s, d->dtype, &set, a->page_size > 0 ? &paged : NULL, err, sizeof err) !=
+    if (launch_one(be, dev, kern, prob, lensp, vl, s, d->dtype, &set, a->page_size > 0 ? &paged : NULL, err, sizeof err) !=
             HATTN_OK ||
         be->mem_download(dev, d->o, dout, d->nq * esz, err, sizeof err) != HATTN_OK ||
         be->mem_download(dev, d->lse, dl, d->nlse * sizeof(float), err, sizeof err) != HATTN_OK) {
@@ -744,7 +766,7 @@ static int run_kernel(const char *cmd, const hattn__backend_i *be, const run_arg
     reps = run_reps(NULL, (now_us() - t0) / 1e6);
     for (n = 0; n < reps; n++) {
       t0 = now_us();
-      if (launch_one(be, dev, kern, prob, vl, s, d->dtype, &set, a->page_size > 0 ? &paged : NULL, err,
+      if (launch_one(be, dev, kern, prob, lensp, vl, s, d->dtype, &set, a->page_size > 0 ? &paged : NULL, err,
                      sizeof err) != HATTN_OK) {
         fprintf(stderr, "hattn %s: %s\n", cmd, err);
         goto done;
@@ -773,6 +795,7 @@ done:
     be->mem_free(dev, dout);
     be->mem_free(dev, dl);
     be->mem_free(dev, dt);
+    be->mem_free(dev, dlens);
   }
   pages_free(&pages);
   hattn__varlen_destroy(be, vl);
