@@ -561,6 +561,27 @@ static void run_form(place *p, hattn_kernel *kern, batch *x, int form, const cha
   if (form == 0) {
     place_get(p, x->o, o, (size_t)(x->b * x->h * x->lq) * D * es);
     place_get(p, x->lse, l, (size_t)(x->b * x->h * x->lq) * sizeof(float));
+    if (p->dev != NULL) {
+      /* Host lengths with the plan (hattn_forward): the plan uploads them,
+      ** and the run gives the same bits as the lengths given per run. */
+      char *o1 = malloc((size_t)(x->b * x->h * x->lq) * D * es + 1);
+      float *l1 = malloc((size_t)(x->b * x->h * x->lq) * sizeof(float) + 1);
+      ck_assert(o1 && l1);
+      memcpy(o1, x->o, (size_t)(x->b * x->h * x->lq) * D * es);
+      memcpy(l1, x->lse, (size_t)(x->b * x->h * x->lq) * sizeof(float));
+      place_free(p, o), place_free(p, l);
+      o = place_copy(p, NULL, (size_t)(x->b * x->h * x->lq) * D * es);
+      l = place_copy(p, NULL, (size_t)(x->b * x->h * x->lq) * sizeof(float));
+      to_ = place_tensor(p, o, x->tq.dtype, 4, x->sq), tl_ = place_tensor(p, l, f32, 3, x->sl);
+      ck_assert_msg(hattn_forward(kern, &tq_, &tk_, &tv_, &to_, &tl_, &x->in, NULL) == HATTN_OK, "%s: %s", what,
+                    hattn_kernel_errmsg(kern));
+      place_get(p, x->o, o, (size_t)(x->b * x->h * x->lq) * D * es);
+      place_get(p, x->lse, l, (size_t)(x->b * x->h * x->lq) * sizeof(float));
+      ck_assert_msg(memcmp(o1, x->o, (size_t)(x->b * x->h * x->lq) * D * es) == 0 &&
+                        memcmp(l1, x->lse, (size_t)(x->b * x->h * x->lq) * sizeof(float)) == 0,
+                    "%s: hattn_forward with host lengths differs from hattn_run_varlen", what);
+      free(o1), free(l1);
+    }
   } else {
     place_get(p, ho, o, (size_t)tq * (size_t)x->h * D * es);
     place_get(p, hl, l, (size_t)(tq * x->h) * sizeof(float));
