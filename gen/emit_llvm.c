@@ -856,6 +856,24 @@ static LLVMValueRef load_row_vec(em *e, LLVMValueRef base, LLVMValueRef row, int
   }
 }
 
+/* Prefetch into L1 the row of head_dim elements of tensor BASE at element
+** ROW + AHEAD * STRIDE: the same key of the next key block, which the
+** lists mostly hold next.  A prefetch never faults, so the row may lie
+** past the tensor (the address is computed without inbounds). */
+static void prefetch_row(em *e, LLVMValueRef base, LLVMValueRef row, LLVMValueRef stride, int ahead) {
+  int es = e->dtype == HATTN_DTYPE_FP32 ? 4 : 2, line, per = 64 / es;
+  LLVMValueRef at = add(e, row, mul(e, stride, i64c(e, ahead), ""), "ahead"), a[4];
+  LLVMTypeRef t = e->tptr;
+  for (line = 0; line < (e->d * es + 63) / 64; line++) {
+    LLVMValueRef idx = add(e, at, i64c(e, (int64_t)line * per), "");
+    a[0] = LLVMBuildGEP2(e->b, e->telem, base, &idx, 1, "prefetch.at");
+    a[1] = i32c(e, 0);
+    a[2] = i32c(e, 3);
+    a[3] = i32c(e, 1);
+    intr(e, "llvm.prefetch", &t, 1, a, 4, "");
+  }
+}
+
 /* The element offsets of key KEY's row in K (*KROW) and V (*VROW), the
 ** slot of its page when K and V are paged (cpu_abi.h). */
 static void key_rows(em *e, LLVMValueRef key, LLVMValueRef *krow, LLVMValueRef *vrow) {
@@ -924,6 +942,7 @@ static void emit_decode_block(em *e, const dec *dc, LLVMValueRef kb, int partial
   {
     LLVMValueRef sacc[16], kv;
     key_rows(e, add(e, k0, j, "key"), &krow, &vrow);
+    prefetch_row(e, e->kbase, krow, e->ks2, e->bn);
     for (r = 0; r < e->rows; r++) sacc[r] = LLVMConstNull(e->tvf);
     for (c = 0; c < dpv; c++) {
       kv = load_row_vec(e, e->kbase, krow, c, "k");
@@ -1013,6 +1032,7 @@ static void emit_decode_block(em *e, const dec *dc, LLVMValueRef kb, int partial
     snprintf(nm, sizeof nm, "%s.pv", pf);
     j = loop_begin(e, &lj, nm, i64c(e, 0), nvalid);
     key_rows(e, add(e, k0, j, "key"), &krow, &vrow);
+    if (c0 == 0) prefetch_row(e, e->vbase, vrow, e->vs2, e->bn);
     for (c = 0; c < ncc; c++) vv[c] = load_row_vec(e, e->vbase, vrow, c0 + c, "v");
     for (r = 0; r < e->rows; r++) {
       LLVMValueRef ps = splat(e, ld(e, e->tf32, fptr(e, e->ss, add(e, i64c(e, (int64_t)r * e->bn), j, ""), ""), 4, "p"), "");
