@@ -7,7 +7,8 @@
 **     16, GQA (8 heads over 2) and MHA (4 over 4, head dim 72: a partial
 **     vector), fp32 / fp16 / bf16, for dense, causal, causal & window,
 **     causal & (window | sink), document & causal, softcap, ALiBi, learned
-**     sink logits, query and key offsets and paged K and V; lk not a
+**     sink logits, query and key offsets, paged K and V, and routed top-k
+**     blocks (a plan per head, so one head a work item); lk not a
 **     multiple of the key block; each run counted as a decode launch;
 **   - lk 0, 1 and 3, and rows that see no key (O 0, LSE -inf);
 **   - HATTN_CPU_DECODE=0 runs the forward kernel (no decode launch), and
@@ -64,19 +65,21 @@ typedef struct dcase {
   int docs;                     /* document offsets */
   int offsets;                  /* q_offset, k_offset */
   int paged;                    /* K and V in a pool of 16-key pages */
+  int topk;                     /* routed blocks (a plan per head: one head a work item) */
 } dcase;
 
 static const dcase g_cases[] = {
-  {"dense", "full", 0, 0, 0, 0},
-  {"causal", "causal", 0, 0, 0, 0},
-  {"window", "causal & window(37)", 0, 0, 0, 0},
-  {"window | sink", "causal & (window(37) | sink(4))", 0, 0, 0, 0},
-  {"document", "document & causal", 0, 1, 0, 0},
-  {"softcap", "causal with softcap(5)", 0, 0, 0, 0},
-  {"alibi", "causal & window(50) with alibi", 0, 0, 0, 0},
-  {"sinks", "causal & window(37)", 1, 0, 0, 0},
-  {"offsets", "causal & (window(37) | sink(4))", 0, 0, 1, 0},
-  {"paged", "causal & window(37)", 1, 0, 0, 1},
+  {"dense", "full", 0, 0, 0, 0, 0},
+  {"causal", "causal", 0, 0, 0, 0, 0},
+  {"window", "causal & window(37)", 0, 0, 0, 0, 0},
+  {"window | sink", "causal & (window(37) | sink(4))", 0, 0, 0, 0, 0},
+  {"document", "document & causal", 0, 1, 0, 0, 0},
+  {"softcap", "causal with softcap(5)", 0, 0, 0, 0, 0},
+  {"alibi", "causal & window(50) with alibi", 0, 0, 0, 0, 0},
+  {"sinks", "causal & window(37)", 1, 0, 0, 0, 0},
+  {"offsets", "causal & (window(37) | sink(4))", 0, 0, 1, 0, 0},
+  {"paged", "causal & window(37)", 1, 0, 0, 1, 0},
+  {"topk", "causal & (topk(2) | window(20))", 0, 0, 0, 0, 1},
 };
 #define NCASES ((int)(sizeof g_cases / sizeof g_cases[0]))
 
@@ -110,7 +113,7 @@ typedef struct prob {
   int64_t page, cols, npages;
   void *q, *k, *v, *o, *kp, *vp;
   float *lse, *sink;
-  int32_t *bt;
+  int32_t *bt, *routes;
   double *ro, *rl;
   int64_t doc[4];
   hattn_paged_kv pk;
@@ -148,6 +151,13 @@ static void prob_make(prob *p, const dcase *c, rng *r, hattn__dtype dt, int64_t 
   if (c->docs) {
     p->doc[0] = 0, p->doc[1] = lk / 3, p->doc[2] = lk / 3 + lk / 4, p->doc[3] = lk;
     p->in.doc_offsets = p->doc, p->in.ndocs = 3;
+  }
+  if (c->topk) {
+    int64_t nb = (lk + 63) / 64, kk = nb < 2 ? nb : 2, n = b * h * nb * kk;
+    p->routes = malloc((size_t)n * sizeof *p->routes + 1);
+    ck_assert_ptr_nonnull(p->routes);
+    for (x = 0; x < n; x++) p->routes[x] = rng_range(r, 0, 3) == 0 ? -1 : (int32_t)rng_range(r, 0, nb - 1);
+    p->in.topk_blocks = p->routes, p->in.topk_k = kk;
   }
   if (c->offsets) {
     p->in.offsets_set = 1;
@@ -195,7 +205,7 @@ static void prob_make(prob *p, const dcase *c, rng *r, hattn__dtype dt, int64_t 
 
 static void prob_free(prob *p) {
   free(p->q), free(p->k), free(p->v), free(p->o), free(p->lse), free(p->ro), free(p->rl), free(p->sink);
-  free(p->kp), free(p->vp), free(p->bt);
+  free(p->kp), free(p->vp), free(p->bt), free(p->routes);
 }
 
 /* The float64 reference of KERN on P's logical tensors into RO, RL. */
@@ -305,7 +315,7 @@ START_TEST(tiny) {
   static const int64_t lks[3] = {0, 1, 3};
   int i, c;
   for (c = 0; c < NCASES; c++) {
-    if (g_cases[c].docs || g_cases[c].paged) continue;
+    if (g_cases[c].docs || g_cases[c].paged || g_cases[c].topk) continue;
     for (i = 0; i < 3; i++) {
       run_case(&g_cases[c], &r, HATTN_DTYPE_FP32, 1, 8, 2, 1, lks[i], 64);
       if (lks[i] > 0) run_case(&g_cases[c], &r, HATTN_DTYPE_BF16, 2, 4, 4, 5, lks[i], 64);
