@@ -10,7 +10,8 @@
 ** It computes the output rows of query block QB (rows [qb*bm, min(lq,
 ** (qb+1)*bm))) of flattened head BH = b * heads + h, reading the FULL and
 ** PARTIAL key blocks of that query block from the plan tables in ARGS, and
-** writes O and LSE for those rows.  SCRATCH is at least
+** writes O and LSE for those rows (the module also holds NAME_decode, for
+** 1 to 16 query rows: see hattn_cpu_split below).  SCRATCH is at least
 ** hattn_cpu_scratch_bytes(config) bytes, 64-byte aligned, private to the
 ** calling thread.  Kernels never allocate, never call back, and touch
 ** nothing but ARGS' tensors and SCRATCH.

@@ -19,6 +19,19 @@
 **   l   [bm][vec]  running row sums, kept as vectors, reduced at the end
 **   Kt  [head_dim][bn], Vf [bn][dp]  the converted key and value tiles
 **   S   [rows][bn] scores, then probabilities, of one row group
+**
+** The module's second function, NAME_decode (cpu_abi.h), serves 1 to 16
+** query rows: one work item packs the query heads of a KV head and their
+** rows (row r: head h0 + r / lq, query r % lq) and walks a split of query
+** block 0's key blocks.  Per key block and group of `rows` packed rows it
+** computes each score as a dot product of a query row with a K row read as
+** it lies (vectors over head_dim, one horizontal sum a score: no
+** transpose, and every K row read once for all packed rows), applies the
+** modifiers and (PARTIAL blocks) the predicate per row, runs the online
+** softmax and accumulates P V with V rows read as they lie, prefetching
+** the rows of the next key block.  Its state (acc, the scaled query rows,
+** m and l) lives in the split's part of the problem's scratch, which the
+** runtime merges; its scores use the forward kernel's S region.
 */
 #include <math.h>
 #include <stddef.h>

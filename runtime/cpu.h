@@ -177,9 +177,6 @@ int hattn__cpu_launch_kernel(hattn__cpu_fn fn, hattn__cpu_decode_fn dfn, hattn__
                              const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool,
                              char *err, size_t errlen);
 
-/* Whether launches of PR with a decode kernel take the decode path. */
-int hattn__cpu_problem_decode(const hattn__cpu_problem *pr);
-
 /* The number of decode launches this process has run (for tests). */
 long hattn__cpu_decode_launches(void);
 

@@ -362,8 +362,6 @@ static void run_combine(void *ctx, int64_t item, int thread) {
 
 long hattn__cpu_decode_launches(void) { return atomic_load(&g_decode_launches); }
 
-int hattn__cpu_problem_decode(const hattn__cpu_problem *pr) { return pr->decode; }
-
 int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
