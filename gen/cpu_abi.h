@@ -10,7 +10,8 @@
 ** It computes the output rows of query block QB (rows [qb*bm, min(lq,
 ** (qb+1)*bm))) of flattened head BH = b * heads + h, reading the FULL and
 ** PARTIAL key blocks of that query block from the plan tables in ARGS, and
-** writes O and LSE for those rows.  SCRATCH is at least
+** writes O and LSE for those rows (the module also holds NAME_decode, for
+** 1 to 16 query rows: see hattn_cpu_split below).  SCRATCH is at least
 ** hattn_cpu_scratch_bytes(config) bytes, 64-byte aligned, private to the
 ** calling thread.  Kernels never allocate, never call back, and touch
 ** nothing but ARGS' tensors and SCRATCH.
@@ -93,6 +94,31 @@ typedef struct hattn_cpu_args {
   ** version 3. */
   int64_t q_pos0, k_pos0;
 } hattn_cpu_args;
+
+/* One work item of the decode kernel, the module's second function:
+**
+**   void NAME_decode(const hattn_cpu_args *args, const hattn_cpu_split *split,
+**                    float *scratch);
+**
+** It computes, for batch entry B, the PACK query heads H0 .. H0 + PACK - 1
+** (all of one KV head, or one head when the plan is per head) and all of
+** their lq rows (lq at most the kernel's bm, so every row is in query
+** block 0), rows = PACK * lq packed row r = (h - H0) * lq + q, the
+** attention over the key blocks BEGIN .. END of query block 0's list in
+** plan table TABLE: the FULL blocks, then the PARTIAL ones, counted
+** together.  It writes no output: PART (64-byte aligned) receives, for
+** rows rounded up to the kernel's rows (rp), the unnormalised accumulator
+** acc[rp][dp] (dp: head_dim rounded up to a vector), the scaled query rows
+** q[rp][dp] (its own), the running maxima m[rp] in base 2 and the sums
+** l[rp]: O of the split is acc / l, its LSE ln 2 * (m + log2 l).  SCRATCH
+** is the forward kernel's.  The runtime merges the splits of a row,
+** learned sinks included.  Kernels without this function (object files of
+** an older hattn) run decode through NAME. */
+typedef struct hattn_cpu_split {
+  int64_t b, h0, pack, table;
+  int64_t begin, end;
+  float *part;
+} hattn_cpu_split;
 
 /* A block layout as the kernels read it. */
 typedef struct hattn_cpu_layout {

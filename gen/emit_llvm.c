@@ -19,6 +19,19 @@
 **   l   [bm][vec]  running row sums, kept as vectors, reduced at the end
 **   Kt  [head_dim][bn], Vf [bn][dp]  the converted key and value tiles
 **   S   [rows][bn] scores, then probabilities, of one row group
+**
+** The module's second function, NAME_decode (cpu_abi.h), serves 1 to 16
+** query rows: one work item packs the query heads of a KV head and their
+** rows (row r: head h0 + r / lq, query r % lq) and walks a split of query
+** block 0's key blocks.  Per key block and group of `rows` packed rows it
+** computes each score as a dot product of a query row with a K row read as
+** it lies (vectors over head_dim, one horizontal sum a score: no
+** transpose, and every K row read once for all packed rows), applies the
+** modifiers and (PARTIAL blocks) the predicate per row, runs the online
+** softmax and accumulates P V with V rows read as they lie, prefetching
+** the rows of the next key block.  Its state (acc, the scaled query rows,
+** m and l) lives in the split's part of the problem's scratch, which the
+** runtime merges; its scores use the forward kernel's S region.
 */
 #include <math.h>
 #include <stddef.h>
@@ -813,6 +826,404 @@ static void emit_list(em *e, size_t off_field, size_t idx_field, int partial, LL
   loop_end(e, &l);
 }
 
+/* ---- the decode kernel ------------------------------------------------- */
+
+/* The values of one decode launch (emit_decode) its blocks read. */
+typedef struct dec {
+  LLVMValueRef h0, nrows, ngroups, heads, slopes;
+  LLVMValueRef pacc, pq, pm, pl;    /* the split's regions of PART */
+} dec;
+
+/* Vector C of the head_dim elements of tensor BASE starting at element
+** ROW, widened to <vec x float>; lanes past head_dim read nothing and are
+** zero. */
+static LLVMValueRef load_row_vec(em *e, LLVMValueRef base, LLVMValueRef row, int c, const char *name) {
+  int nlane = e->d - c * e->vec, i;
+  int wide = e->dtype == HATTN_DTYPE_FP32;
+  LLVMTypeRef vt = wide ? e->tvf : LLVMVectorType(e->ti16, (unsigned)e->vec);
+  LLVMValueRef p = gep(e, e->telem, base, add(e, row, i64c(e, (int64_t)c * e->vec), ""), ""), x;
+  if (nlane >= e->vec) {
+    x = ld(e, vt, p, wide ? 4 : 2, "");
+  } else {
+    LLVMValueRef lanes[MAXVEC], a[4];
+    LLVMTypeRef tys[2];
+    for (i = 0; i < e->vec; i++) lanes[i] = LLVMConstInt(e->ti1, i < nlane, 0);
+    a[0] = p;
+    a[1] = i32c(e, wide ? 4 : 2);
+    a[2] = LLVMConstVector(lanes, (unsigned)e->vec);
+    a[3] = LLVMConstNull(vt);
+    tys[0] = vt;
+    tys[1] = e->tptr;
+    x = intr(e, "llvm.masked.load", tys, 2, a, 4, "");
+  }
+  switch (e->dtype) {
+  case HATTN_DTYPE_FP16:
+    x = LLVMBuildBitCast(e->b, x, LLVMVectorType(e->tf16, (unsigned)e->vec), "");
+    return LLVMBuildFPExt(e->b, x, e->tvf, name);
+  case HATTN_DTYPE_BF16:
+    x = LLVMBuildShl(e->b, LLVMBuildZExt(e->b, x, e->tvi, ""), splat_const(e, i32c(e, 16)), "");
+    return LLVMBuildBitCast(e->b, x, e->tvf, name);
+  default:
+    LLVMSetValueName2(x, name, strlen(name));
+    return x;
+  }
+}
+
+/* Prefetch into L1 the row of head_dim elements of tensor BASE at element
+** ROW + AHEAD * STRIDE: the same key of the next key block, which the
+** lists mostly hold next.  A prefetch never faults, so the row may lie
+** past the tensor (the address is computed without inbounds). */
+static void prefetch_row(em *e, LLVMValueRef base, LLVMValueRef row, LLVMValueRef stride, int ahead) {
+  int es = e->dtype == HATTN_DTYPE_FP32 ? 4 : 2, line, per = 64 / es;
+  LLVMValueRef at = add(e, row, mul(e, stride, i64c(e, ahead), ""), "ahead"), a[4];
+  LLVMTypeRef t = e->tptr;
+  for (line = 0; line < (e->d * es + 63) / 64; line++) {
+    LLVMValueRef idx = add(e, at, i64c(e, (int64_t)line * per), "");
+    a[0] = LLVMBuildGEP2(e->b, e->telem, base, &idx, 1, "prefetch.at");
+    a[1] = i32c(e, 0);
+    a[2] = i32c(e, 3);
+    a[3] = i32c(e, 1);
+    intr(e, "llvm.prefetch", &t, 1, a, 4, "");
+  }
+}
+
+/* The element offsets of key KEY's row in K (*KROW) and V (*VROW), the
+** slot of its page when K and V are paged (cpu_abi.h). */
+static void key_rows(em *e, LLVMValueRef key, LLVMValueRef *krow, LLVMValueRef *vrow) {
+  LLVMValueRef page, slot, pk, pv, in[2];
+  LLVMBasicBlockRef from[2], join;
+  *krow = mul(e, key, e->ks2, "krow");
+  *vrow = mul(e, key, e->vs2, "vrow");
+  from[0] = LLVMGetInsertBlock(e->b);
+  join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntNE, e->bt, LLVMConstNull(e->tptr), ""), "paged");
+  page = ld(e, e->ti32, gep(e, e->ti32, e->btrow, LLVMBuildAShr(e->b, key, e->pshift, ""), ""), 4, "page");
+  page = LLVMBuildSExt(e->b, page, e->ti64, "");
+  slot = LLVMBuildAnd(e->b, key, e->pmask, "slot");
+  pk = add(e, mul(e, page, e->kps, ""), mul(e, slot, e->ks2, ""), "krow.paged");
+  pv = add(e, mul(e, page, e->vps, ""), mul(e, slot, e->vs2, ""), "vrow.paged");
+  from[1] = LLVMGetInsertBlock(e->b);
+  if_end(e, join);
+  in[0] = *krow, in[1] = pk;
+  *krow = LLVMBuildPhi(e->b, e->ti64, "krow.at");
+  LLVMAddIncoming(*krow, in, from, 2);
+  in[0] = *vrow, in[1] = pv;
+  *vrow = LLVMBuildPhi(e->b, e->ti64, "vrow.at");
+  LLVMAddIncoming(*vrow, in, from, 2);
+}
+
+/* One key block KB (i64) of the FULL (PARTIAL = 0) or PARTIAL list for
+** every row group of the split: scores row by row against K's rows as they
+** lie (a dot product over head_dim per key), the modifiers and the
+** predicate, the online softmax, then acc = acc alpha + P V. */
+static void emit_decode_block(em *e, const dec *dc, LLVMValueRef kb, int partial, rowval *rv) {
+  const char *pf = partial ? "partial" : "full";
+  char nm[96];
+  loop lj, lg;
+  LLVMValueRef k0, nvalid, j, x, g, r0, ninf, krow, vrow;
+  LLVMValueRef alpha[16], qpos[16], slope[16];
+  int nvec = e->bn / e->vec, dpv = e->dp / e->vec, nc = acc_budget(e) / e->rows, r, c, c0;
+  unsigned va = (unsigned)(e->vec * 4);
+  if (nc < 1) nc = 1;
+  ninf = f32c(e, -INFINITY);
+  k0 = mul(e, kb, i64c(e, e->bn), "k0");
+  nvalid = smin(e, LLVMBuildSub(e->b, e->lk, k0, ""), i64c(e, e->bn), "nvalid");
+
+  snprintf(nm, sizeof nm, "%s.group", pf);
+  g = loop_begin(e, &lg, nm, i64c(e, 0), dc->ngroups);
+  r0 = mul(e, g, i64c(e, e->rows), "r0");
+  for (r = 0; r < e->rows; r++) {
+    /* Rows past the last (padding of the group) repeat it. */
+    LLVMValueRef rr = add(e, r0, i64c(e, r), "");
+    LLVMValueRef rc = smin(e, rr, LLVMBuildSub(e->b, dc->nrows, i64c(e, 1), ""), "row");
+    LLVMValueRef hh = add(e, dc->h0, LLVMBuildSDiv(e->b, rc, e->lq, ""), "head");
+    LLVMValueRef qrow = LLVMBuildSRem(e->b, rc, e->lq, "qrow");
+    snprintf(nm, sizeof nm, "qpos%d", r);
+    qpos[r] = LLVMBuildTrunc(e->b, add(e, qrow, e->qoff, ""), e->ti32, nm);
+    slope[r] = NULL;
+    if (e->pat->alibi == HATTN_ALIBI_FIXED) slope[r] = f32c(e, e->pat->alibi_slope);
+    else if (e->pat->alibi == HATTN_ALIBI_STANDARD)
+      slope[r] = ld(e, e->tf32, gep(e, e->tf32, dc->slopes, hh, ""), 4, "slope");
+    if (partial) {
+      e->bh = add(e, mul(e, e->bb, dc->heads, ""), hh, "bh");
+      pred_row(e, e->pat->lowered, qpos[r], qrow, rv + r * e->nnodes);
+    }
+  }
+
+  /* S[r][j] = q_r . k_j, K read row by row. */
+  snprintf(nm, sizeof nm, "%s.qk", pf);
+  j = loop_begin(e, &lj, nm, i64c(e, 0), nvalid);
+  {
+    LLVMValueRef sacc[16], kv;
+    key_rows(e, add(e, k0, j, "key"), &krow, &vrow);
+    prefetch_row(e, e->kbase, krow, e->ks2, e->bn);
+    for (r = 0; r < e->rows; r++) sacc[r] = LLVMConstNull(e->tvf);
+    for (c = 0; c < dpv; c++) {
+      kv = load_row_vec(e, e->kbase, krow, c, "k");
+      for (r = 0; r < e->rows; r++) {
+        x = add(e, mul(e, add(e, r0, i64c(e, r), ""), i64c(e, e->dp), ""), i64c(e, (int64_t)c * e->vec), "");
+        x = ld(e, e->tvf, fptr(e, dc->pq, x, ""), va, "q");
+        sacc[r] = fma3(e, x, kv, sacc[r], "s.part");
+      }
+    }
+    for (r = 0; r < e->rows; r++)
+      st(e, hreduce(e, sacc[r], 0, "s"), fptr(e, e->ss, add(e, i64c(e, (int64_t)r * e->bn), j, ""), ""), 4);
+  }
+  loop_end(e, &lj);
+
+  /* Modifiers, the predicate (PARTIAL), keys past lk: -inf. */
+  for (c = 0; c < nvec; c++) {
+    LLVMValueRef kpos0 = add(e, k0, i64c(e, (int64_t)c * e->vec), "krow0"), kv, kr, kin;
+    LLVMValueRef lanes[MAXVEC];
+    int i;
+    for (i = 0; i < e->vec; i++) lanes[i] = i32c(e, i);
+    kr = add(e, splat(e, LLVMBuildTrunc(e->b, kpos0, e->ti32, ""), ""), LLVMConstVector(lanes, (unsigned)e->vec),
+             "krow");
+    kv = add(e, kr, splat(e, e->koff32, ""), "kpos");
+    kin = LLVMBuildICmp(e->b, LLVMIntSLT, kr, splat(e, e->lk32, ""), "kin");
+    for (r = 0; r < e->rows; r++) {
+      LLVMValueRef sp = fptr(e, e->ss, i64c(e, (int64_t)r * e->bn + (int64_t)c * e->vec), "");
+      LLVMValueRef s = ld(e, e->tvf, sp, va, "s");
+      if (e->pat->softcap > 0) {
+        double cap = e->pat->softcap;
+        s = emit_tanh(e, LLVMBuildFMul(e->b, s, fk(e, e->tvf, 1.0 / cap), ""));
+        s = LLVMBuildFMul(e->b, s, fk(e, e->tvf, cap), "s.capped");
+      }
+      if (slope[r] != NULL) {
+        LLVMValueRef dist = LLVMBuildSIToFP(e->b, LLVMBuildSub(e->b, kv, splat(e, qpos[r], ""), ""), e->tvf, "");
+        s = fma3(e, splat(e, slope[r], ""), dist, s, "s.alibi");
+      }
+      if (e->has_mod) s = LLVMBuildFMul(e->b, s, fk(e, e->tvf, LOG2E), "s2");
+      if (partial) {
+        LLVMValueRef vis = pred_vec(e, e->pat->lowered, splat(e, qpos[r], ""), kv, kr, kpos0, kin,
+                                    rv + r * e->nnodes);
+        s = LLVMBuildSelect(e->b, vis, s, splat_const(e, ninf), "s.masked");
+      }
+      s = LLVMBuildSelect(e->b, kin, s, splat_const(e, ninf), "s.in");
+      st(e, s, sp, va);
+    }
+  }
+
+  /* Online softmax, base 2. */
+  for (r = 0; r < e->rows; r++) {
+    LLVMValueRef sv[64], mx = NULL, mold, mnew, muse, ms, psum = NULL, lp, lv, mp, rr;
+    rr = add(e, r0, i64c(e, r), "");
+    for (c = 0; c < nvec; c++) {
+      sv[c] = ld(e, e->tvf, fptr(e, e->ss, i64c(e, (int64_t)r * e->bn + (int64_t)c * e->vec), ""), va, "s");
+      mx = c == 0 ? sv[c] : intr2(e, "llvm.maxnum", mx, sv[c], "");
+    }
+    mx = hreduce(e, mx, 1, "rowmax");
+    mp = fptr(e, dc->pm, rr, "");
+    mold = ld(e, e->tf32, mp, 4, "m.old");
+    mnew = intr2(e, "llvm.maxnum", mold, mx, "m.new");
+    st(e, mnew, mp, 4);
+    muse = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOEQ, mnew, ninf, ""), f32c(e, 0), mnew, "m.use");
+    snprintf(nm, sizeof nm, "alpha%d", r);
+    alpha[r] = emit_exp2(e, LLVMBuildFSub(e->b, mold, muse, ""), nm);
+    ms = splat(e, muse, "");
+    for (c = 0; c < nvec; c++) {
+      LLVMValueRef p = emit_exp2(e, LLVMBuildFSub(e->b, sv[c], ms, ""), "p");
+      st(e, p, fptr(e, e->ss, i64c(e, (int64_t)r * e->bn + (int64_t)c * e->vec), ""), va);
+      psum = c == 0 ? p : LLVMBuildFAdd(e->b, psum, p, "");
+    }
+    lp = fptr(e, dc->pl, rr, "");
+    lv = ld(e, e->tf32, lp, 4, "l");
+    st(e, fma3(e, lv, alpha[r], hreduce(e, psum, 0, "psum"), "l.new"), lp, 4);
+  }
+
+  /* acc = acc alpha + P V, V read row by row, rows x nc vectors at a time. */
+  for (c0 = 0; c0 < dpv; c0 += nc) {
+    int ncc = dpv - c0 < nc ? dpv - c0 : nc;
+    LLVMValueRef vv[MAXACC];
+    for (r = 0; r < e->rows; r++) {
+      LLVMValueRef al = splat(e, alpha[r], "");
+      for (c = 0; c < ncc; c++) {
+        x = add(e, mul(e, add(e, r0, i64c(e, r), ""), i64c(e, e->dp), ""), i64c(e, (int64_t)(c0 + c) * e->vec), "");
+        x = LLVMBuildFMul(e->b, ld(e, e->tvf, fptr(e, dc->pacc, x, ""), va, "acc"), al, "");
+        st(e, x, e->accs[r * ncc + c], va);
+      }
+    }
+    snprintf(nm, sizeof nm, "%s.pv", pf);
+    j = loop_begin(e, &lj, nm, i64c(e, 0), nvalid);
+    key_rows(e, add(e, k0, j, "key"), &krow, &vrow);
+    if (c0 == 0) prefetch_row(e, e->vbase, vrow, e->vs2, e->bn);
+    for (c = 0; c < ncc; c++) vv[c] = load_row_vec(e, e->vbase, vrow, c0 + c, "v");
+    for (r = 0; r < e->rows; r++) {
+      LLVMValueRef ps = splat(e, ld(e, e->tf32, fptr(e, e->ss, add(e, i64c(e, (int64_t)r * e->bn), j, ""), ""), 4, "p"), "");
+      for (c = 0; c < ncc; c++) {
+        LLVMValueRef p = e->accs[r * ncc + c];
+        st(e, fma3(e, ps, vv[c], ld(e, e->tvf, p, va, ""), "acc"), p, va);
+      }
+    }
+    loop_end(e, &lj);
+    for (r = 0; r < e->rows; r++)
+      for (c = 0; c < ncc; c++) {
+        x = add(e, mul(e, add(e, r0, i64c(e, r), ""), i64c(e, e->dp), ""), i64c(e, (int64_t)(c0 + c) * e->vec), "");
+        st(e, ld(e, e->tvf, e->accs[r * ncc + c], va, "acc"), fptr(e, dc->pacc, x, ""), va);
+      }
+  }
+  loop_end(e, &lg);
+}
+
+/* Walk entries [FROM, TO) of one list of the plan's table T, query block
+** 0: OFF and IDX are the fields of the list; entry i is key block
+** idx[t][off[t][0] + i - SKIP]. */
+static void emit_decode_list(em *e, const dec *dc, size_t off_field, size_t idx_field, int partial, LLVMValueRef t,
+                             LLVMValueRef from, LLVMValueRef to, LLVMValueRef skip, rowval *rv) {
+  char nm[64];
+  LLVMValueRef offs, idx, i0, i, kb;
+  loop l;
+  offs = field(e, off_field, e->tptr, "");
+  offs = ld(e, e->tptr, gep(e, e->tptr, offs, t, ""), 8, "");
+  idx = field(e, idx_field, e->tptr, "");
+  idx = ld(e, e->tptr, gep(e, e->tptr, idx, t, ""), 8, "");
+  snprintf(nm, sizeof nm, "%s.begin", partial ? "partial" : "full");
+  i0 = LLVMBuildSub(e->b, ld(e, e->ti64, offs, 8, nm), skip, "");
+  snprintf(nm, sizeof nm, "%s.loop", partial ? "partial" : "full");
+  i = loop_begin(e, &l, nm, from, to);
+  kb = LLVMBuildSExt(e->b, ld(e, e->ti32, gep(e, e->ti32, idx, add(e, i0, i, ""), ""), 4, ""), e->ti64, "kb");
+  emit_decode_block(e, dc, kb, partial, rv);
+  loop_end(e, &l);
+}
+
+/* The list length of table T, query block 0, of the list at OFF_FIELD. */
+static LLVMValueRef list_len(em *e, size_t off_field, LLVMValueRef t, const char *name) {
+  LLVMValueRef offs = field(e, off_field, e->tptr, "");
+  offs = ld(e, e->tptr, gep(e, e->tptr, offs, t, ""), 8, "");
+  return LLVMBuildSub(e->b, ld(e, e->ti64, gep(e, e->ti64, offs, i64c(e, 1), ""), 8, ""),
+                      ld(e, e->ti64, offs, 8, ""), name);
+}
+
+/* Add FN_NAME "_decode" (cpu_abi.h) to E's module: the forward kernel's
+** block loop turned around for few query rows (see the file comment). */
+static void emit_decode(em *e, const char *fn_name, int prefer_512, rowval *rv) {
+  char name[160];
+  LLVMTypeRef params[3], fty;
+  LLVMBasicBlockRef entry, start;
+  LLVMValueRef sp, scratch, x, t, table, kh, group, qscale, scale, part, rp, rr, dd, nfull, begin, end;
+  LLVMValueRef qs[4], ks[4], vs[4];
+  dec dc;
+  loop l1, l2;
+  int i, nacc;
+
+  snprintf(name, sizeof name, "%s_decode", fn_name);
+  params[0] = params[1] = params[2] = e->tptr;
+  fty = LLVMFunctionType(e->tvoid, params, 3, 0);
+  e->fn = LLVMAddFunction(e->mod, name, fty);
+  LLVMSetLinkage(e->fn, LLVMExternalLinkage);
+  {
+    unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+    unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+    LLVMAddAttributeAtIndex(e->fn, 3, LLVMCreateEnumAttribute(e->c, noalias, 0));
+    LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(e->c, nounwind, 0));
+    if (prefer_512) {
+      LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
+                              LLVMCreateStringAttribute(e->c, "prefer-vector-width", 19, "512", 3));
+      LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
+                              LLVMCreateStringAttribute(e->c, "min-legal-vector-width", 22, "512", 3));
+    }
+  }
+  e->args = LLVMGetParam(e->fn, 0);
+  sp = LLVMGetParam(e->fn, 1);
+  scratch = LLVMGetParam(e->fn, 2);
+  LLVMSetValueName2(e->args, "args", 4);
+  LLVMSetValueName2(sp, "split", 5);
+  LLVMSetValueName2(scratch, "scratch", 7);
+  entry = LLVMAppendBasicBlockInContext(e->c, e->fn, "entry");
+  start = LLVMAppendBasicBlockInContext(e->c, e->fn, "start");
+  LLVMPositionBuilderAtEnd(e->eb, entry);
+  LLVMPositionBuilderAtEnd(e->b, start);
+  nacc = acc_budget(e) / e->rows;
+  if (nacc < 1) nacc = 1;
+  nacc *= e->rows;
+  for (i = 0; i < nacc && i < MAXACC; i++) {
+    e->accs[i] = LLVMBuildAlloca(e->eb, e->tvf, "acc.r");
+    LLVMSetAlignment(e->accs[i], (unsigned)(e->vec * 4));
+  }
+  e->ss = fptr(e, scratch, i64c(e, (int64_t)e->sm.s), "scratch.s");
+
+#define SPLIT(f, ty, n) ld(e, ty, gep(e, e->ti8, sp, i64c(e, (int64_t)offsetof(hattn_cpu_split, f)), ""), 8, n)
+  e->bb = SPLIT(b, e->ti64, "b");
+  dc.h0 = SPLIT(h0, e->ti64, "h0");
+  x = SPLIT(pack, e->ti64, "pack");
+  table = SPLIT(table, e->ti64, "table");
+  begin = SPLIT(begin, e->ti64, "split.begin");
+  end = SPLIT(end, e->ti64, "split.end");
+  part = SPLIT(part, e->tptr, "part");
+#undef SPLIT
+  dc.heads = field(e, offsetof(hattn_cpu_args, heads), e->ti64, "heads");
+  e->lq = field(e, offsetof(hattn_cpu_args, lq), e->ti64, "lq");
+  e->lk = field(e, offsetof(hattn_cpu_args, lk), e->ti64, "lk");
+  e->lk32 = LLVMBuildTrunc(e->b, e->lk, e->ti32, "lk32");
+  e->qoff = field(e, offsetof(hattn_cpu_args, q_pos0), e->ti64, "qoff");
+  e->koff32 = LLVMBuildTrunc(e->b, field(e, offsetof(hattn_cpu_args, k_pos0), e->ti64, ""), e->ti32, "koff32");
+  dc.nrows = mul(e, x, e->lq, "nrows");
+  dc.ngroups = LLVMBuildSDiv(e->b, add(e, dc.nrows, i64c(e, e->rows - 1), ""), i64c(e, e->rows), "ngroups");
+  rp = mul(e, dc.ngroups, i64c(e, e->rows), "rp");
+  dc.pacc = part;
+  dc.pq = fptr(e, part, mul(e, rp, i64c(e, e->dp), ""), "part.q");
+  dc.pm = fptr(e, part, mul(e, rp, i64c(e, 2 * e->dp), ""), "part.m");
+  dc.pl = fptr(e, dc.pm, rp, "part.l");
+  dc.slopes = field(e, offsetof(hattn_cpu_args, alibi_slopes), e->tptr, "alibi_slopes");
+  group = LLVMBuildSDiv(e->b, dc.heads, field(e, offsetof(hattn_cpu_args, kv_heads), e->ti64, "kv_heads"), "group");
+  kh = LLVMBuildSDiv(e->b, dc.h0, group, "kvh");
+  for (i = 0; i < 4; i++) {
+    char nm[32];
+    snprintf(nm, sizeof nm, "q.stride%d", i);
+    qs[i] = field(e, offsetof(hattn_cpu_args, q_stride) + 8 * (size_t)i, e->ti64, nm);
+    snprintf(nm, sizeof nm, "k.stride%d", i);
+    ks[i] = field(e, offsetof(hattn_cpu_args, k_stride) + 8 * (size_t)i, e->ti64, nm);
+    snprintf(nm, sizeof nm, "v.stride%d", i);
+    vs[i] = field(e, offsetof(hattn_cpu_args, v_stride) + 8 * (size_t)i, e->ti64, nm);
+  }
+  x = field(e, offsetof(hattn_cpu_args, k), e->tptr, "k");
+  e->kbase = gep(e, e->telem, x, add(e, mul(e, e->bb, ks[0], ""), mul(e, kh, ks[1], ""), ""), "k.head");
+  x = field(e, offsetof(hattn_cpu_args, v), e->tptr, "v");
+  e->vbase = gep(e, e->telem, x, add(e, mul(e, e->bb, vs[0], ""), mul(e, kh, vs[1], ""), ""), "v.head");
+  e->ks2 = ks[2];
+  e->vs2 = vs[2];
+  e->bt = field(e, offsetof(hattn_cpu_args, block_table), e->tptr, "block_table");
+  x = field(e, offsetof(hattn_cpu_args, block_table_stride), e->ti64, "block_table_stride");
+  e->btrow = gep(e, e->ti32, e->bt, mul(e, e->bb, x, ""), "block_table.row");
+  e->pshift = field(e, offsetof(hattn_cpu_args, page_shift), e->ti64, "page_shift");
+  e->pmask = LLVMBuildSub(e->b, LLVMBuildShl(e->b, i64c(e, 1), e->pshift, ""), i64c(e, 1), "page_mask");
+  e->kps = field(e, offsetof(hattn_cpu_args, k_page_stride), e->ti64, "k_page_stride");
+  e->vps = field(e, offsetof(hattn_cpu_args, v_page_stride), e->ti64, "v_page_stride");
+
+  /* The packed rows: q scaled (padding rows 0), acc 0, m -inf, l 0. */
+  scale = field(e, offsetof(hattn_cpu_args, scale), LLVMDoubleTypeInContext(e->c), "scale");
+  if (!e->has_mod) scale = LLVMBuildFMul(e->b, scale, LLVMConstReal(LLVMDoubleTypeInContext(e->c), LOG2E), "");
+  qscale = LLVMBuildFPTrunc(e->b, scale, e->tf32, "qscale");
+  x = field(e, offsetof(hattn_cpu_args, q), e->tptr, "q");
+  LLVMBuildMemSet(e->b, part, LLVMConstInt(e->ti8, 0, 0), mul(e, rp, i64c(e, 2 * e->dp * 4), ""), 64);
+  rr = loop_begin(e, &l1, "q.load", i64c(e, 0), dc.nrows);
+  {
+    LLVMValueRef hh = add(e, dc.h0, LLVMBuildSDiv(e->b, rr, e->lq, ""), "head");
+    LLVMValueRef qrow = LLVMBuildSRem(e->b, rr, e->lq, "qrow");
+    LLVMValueRef qrowp = add(e, add(e, mul(e, e->bb, qs[0], ""), mul(e, hh, qs[1], ""), ""),
+                            mul(e, qrow, qs[2], ""), "q.row");
+    dd = loop_begin(e, &l2, "q.load.d", i64c(e, 0), i64c(e, e->d));
+    t = LLVMBuildFMul(e->b, load_elem(e, x, add(e, qrowp, dd, ""), "q"), qscale, "");
+    st(e, t, fptr(e, dc.pq, add(e, mul(e, rr, i64c(e, e->dp), ""), dd, ""), ""), 4);
+    loop_end(e, &l2);
+  }
+  loop_end(e, &l1);
+  rr = loop_begin(e, &l1, "ml.init", i64c(e, 0), rp);
+  st(e, f32c(e, -INFINITY), fptr(e, dc.pm, rr, ""), 4);
+  st(e, f32c(e, 0), fptr(e, dc.pl, rr, ""), 4);
+  loop_end(e, &l1);
+
+  /* Entries [begin, end) of FULL then PARTIAL. */
+  t = table;
+  nfull = list_len(e, offsetof(hattn_cpu_args, full_off), t, "nfull");
+  emit_decode_list(e, &dc, offsetof(hattn_cpu_args, full_off), offsetof(hattn_cpu_args, full_idx), 0, t, begin,
+                   smin(e, end, nfull, "full.to"), i64c(e, 0), rv);
+  x = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGT, begin, nfull, ""), begin, nfull, "partial.from");
+  emit_decode_list(e, &dc, offsetof(hattn_cpu_args, partial_off), offsetof(hattn_cpu_args, partial_idx), 1, t, x,
+                   end, nfull, rv);
+  LLVMBuildRetVoid(e->b);
+  LLVMBuildBr(e->eb, start);
+}
+
 int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
                      const hattn__cpu_config *cfg, const char *fn_name, int prefer_512,
                      LLVMModuleRef *out, char *err, size_t errlen) {
@@ -1060,6 +1471,7 @@ int hattn__emit_llvm(LLVMContextRef ctx, const hattn__kernel_desc *desc,
   loop_end(e, &l1);
   LLVMBuildRetVoid(e->b);
   LLVMBuildBr(e->eb, start);
+  emit_decode(e, fn_name, prefer_512, rv);
 
   LLVMDisposeBuilder(e->b);
   LLVMDisposeBuilder(e->eb);

@@ -1,7 +1,8 @@
 /*
 ** emit_llvm.h: the CPU kernel emitter.  From a checked pattern and a tile
-** configuration it builds an LLVM module holding one kernel function with
-** the calling convention of cpu_abi.h.  Declared only where hattn is built
+** configuration it builds an LLVM module holding the kernel function and its
+** decode function (FN_NAME "_decode") with the calling conventions of
+** cpu_abi.h.  Declared only where hattn is built
 ** with LLVM (HATTN_HAVE_LLVM); configurations are in cpu_config.h.
 ** Internal; not installed.
 */
@@ -17,8 +18,9 @@
 #include <llvm-c/Core.h>
 
 /*
-** Build a module in CTX holding the kernel FN_NAME (an external function
-** with the cpu_abi.h signature) for DESC and CFG.  PREFER_512 sets the
+** Build a module in CTX holding the kernel FN_NAME and the decode kernel
+** FN_NAME "_decode" (external functions with the cpu_abi.h signatures) for
+** DESC and CFG.  PREFER_512 sets the
 ** "prefer-vector-width"="512" attribute.  The module has no triple or data
 ** layout; the caller sets them for its target.  Returns HATTN_OK and sets
 ** *OUT (owned by the caller), or HATTN_ENOTSUP / HATTN_EINVAL with a

@@ -122,11 +122,13 @@ static int config_tile(const hattn__kernel_desc *desc, const hattn__tile *tile, 
 
 /* ---- the device and its kernels ------------------------------------------------- */
 
-/* A loaded kernel: its function, and the object it came from (NULL for a
-** program's own function). */
+/* A loaded kernel: its function, its decode function (NULL where the
+** object has none: a program's own function, an object of an older hattn),
+** and the object it came from (NULL for a program's own function). */
 typedef struct cpu_kernel {
   struct cpu_kernel *next;
   hattn__cpu_fn fn;
+  hattn__cpu_decode_fn decode_fn;
   hattn__elf_image *img;
   void *bin;
   size_t size;
@@ -219,9 +221,10 @@ static int prebuilt_has_binary(void (*fn)(void), const void *bin, size_t size) {
   return fn != NULL;
 }
 
-/* Add a kernel to DEV: FN, from IMG and a copy of BIN (may be NULL). */
-static int add_kernel(cpu_dev *d, hattn__cpu_fn fn, hattn__elf_image *img, const void *bin, size_t size,
-                      void **out, char *err, size_t errlen) {
+/* Add a kernel to DEV: FN and DFN (may be NULL), from IMG and a copy of
+** BIN (may be NULL). */
+static int add_kernel(cpu_dev *d, hattn__cpu_fn fn, hattn__cpu_decode_fn dfn, hattn__elf_image *img,
+                      const void *bin, size_t size, void **out, char *err, size_t errlen) {
   cpu_kernel *k = calloc(1, sizeof *k);
   if (k == NULL || (bin != NULL && (k->bin = malloc(size ? size : 1)) == NULL)) {
     free(k);
@@ -232,6 +235,7 @@ static int add_kernel(cpu_dev *d, hattn__cpu_fn fn, hattn__elf_image *img, const
   if (bin != NULL) memcpy(k->bin, bin, size);
   k->size = bin != NULL ? size : 0;
   k->fn = fn;
+  k->decode_fn = dfn;
   k->img = img;
   k->next = d->kernels;
   d->kernels = k;
@@ -243,23 +247,27 @@ static int load(void *dev, const hattn__kernel_desc *desc, const hattn__config *
                 const void *bin, size_t size, void **out, char *err, size_t errlen) {
   hattn__elf_image *img = NULL;
   hattn__cpu_fn fn;
-  void *addr = NULL;
-  char fn_name[64];
+  hattn__cpu_decode_fn dfn = NULL;
+  void *addr = NULL, *daddr = NULL;
+  char fn_name[64], decode_name[80];
   int rc;
   (void)desc, (void)cfg;
   *out = NULL;
   hattn__kc_cpu_fn_name(key, fn_name, sizeof fn_name);
-  if ((rc = hattn__elf_load(bin, size, fn_name, &img, &addr, err, errlen)) != HATTN_OK) return rc;
+  snprintf(decode_name, sizeof decode_name, "%s_decode", fn_name);
+  if ((rc = hattn__elf_load2(bin, size, fn_name, decode_name, &img, &addr, &daddr, err, errlen)) != HATTN_OK)
+    return rc;
   /* An object function pointer from a data pointer: POSIX guarantees it. */
   memcpy(&fn, &addr, sizeof fn);
-  return add_kernel(dev, fn, img, bin, size, out, err, errlen);
+  if (daddr != NULL) memcpy(&dfn, &daddr, sizeof dfn);
+  return add_kernel(dev, fn, dfn, img, bin, size, out, err, errlen);
 }
 
 static int load_prebuilt(void *dev, const hattn__kernel_desc *desc, const hattn__config *cfg, void (*fn)(void),
                          const void *bin, size_t size, void **out, char *err, size_t errlen) {
   (void)desc, (void)cfg, (void)bin, (void)size;
   /* The kernel's own type: hattn_cpu_kernel_fn is hattn__cpu_fn. */
-  return add_kernel(dev, (hattn__cpu_fn)fn, NULL, NULL, 0, out, err, errlen);
+  return add_kernel(dev, (hattn__cpu_fn)fn, NULL, NULL, NULL, 0, out, err, errlen);
 }
 
 static void binary(const void *kern, const void **bin, size_t *size) {
@@ -294,7 +302,8 @@ static int launch(void *dev, void *kern, void *prob, const hattn__tensor *q, con
                   const hattn__tensor *v, hattn__tensor *o, hattn__tensor *lse, void *stream, char *err,
                   size_t errlen) {
   (void)stream;
-  return hattn__cpu_launch(hattn__cpu_kernel_fn(kern), prob, q, k, v, o, lse, ((cpu_dev *)dev)->pool, err, errlen);
+  return hattn__cpu_launch_kernel(hattn__cpu_kernel_fn(kern), ((const cpu_kernel *)kern)->decode_fn, prob, q, k, v,
+                                  NULL, o, lse, ((cpu_dev *)dev)->pool, err, errlen);
 }
 
 static int launch_paged(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
@@ -302,8 +311,8 @@ static int launch_paged(void *dev, void *kern, void *prob, const hattn__tensor *
                         void *stream, int wait, char *err, size_t errlen) {
   (void)stream;
   (void)wait;                   /* always: the CPU's launches return when done */
-  return hattn__cpu_launch_paged(hattn__cpu_kernel_fn(kern), prob, q, k, v, pg, o, lse, ((cpu_dev *)dev)->pool,
-                                 err, errlen);
+  return hattn__cpu_launch_kernel(hattn__cpu_kernel_fn(kern), ((const cpu_kernel *)kern)->decode_fn, prob, q, k, v,
+                                  pg, o, lse, ((cpu_dev *)dev)->pool, err, errlen);
 }
 
 /* ---- the tuner: candidates, memory, timing ------------------------------------- */

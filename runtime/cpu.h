@@ -18,6 +18,15 @@
 /* A compiled kernel function (cpu_abi.h). */
 typedef void (*hattn__cpu_fn)(const hattn_cpu_args *args, int64_t bh, int64_t qb, float *scratch);
 
+/* A compiled decode kernel, the module's NAME_decode (cpu_abi.h). */
+typedef void (*hattn__cpu_decode_fn)(const hattn_cpu_args *args, const hattn_cpu_split *split, float *scratch);
+
+/* Decode launches run for 1 to HATTN_CPU_DECODE_MAX_LQ query rows (and at
+** most the kernel's bm), their key blocks cut in at most
+** HATTN_CPU_DECODE_MAX_SPLITS splits. */
+#define HATTN_CPU_DECODE_MAX_LQ 16
+#define HATTN_CPU_DECODE_MAX_SPLITS 256
+
 /* ---- thread pool (runtime/pool.c) --------------------------------------- */
 
 typedef struct hattn__pool hattn__pool;
@@ -168,6 +177,23 @@ int hattn__cpu_launch_paged(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hatt
                             const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
                             hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool, char *err,
                             size_t errlen);
+
+/* hattn__cpu_launch_paged, with decode kernel DFN (may be NULL): when DFN
+** is given and PR was made for decode (1 <= lq <= HATTN_CPU_DECODE_MAX_LQ,
+** lq <= bm, and HATTN_CPU_DECODE is not "0" when PR was made), every
+** (batch entry, KV head) - (batch entry, head) when the plan is per head -
+** runs in splits of its key blocks over POOL, each split reading its K and
+** V rows once for all the query rows that share them, and the splits are
+** merged into O and LSE (cpu_abi.h); otherwise FN runs as
+** hattn__cpu_launch says.  The partial results live in PR (made by
+** hattn__cpu_problem_reserve), so a launch allocates nothing more. */
+int hattn__cpu_launch_kernel(hattn__cpu_fn fn, hattn__cpu_decode_fn dfn, hattn__cpu_problem *pr,
+                             const hattn__tensor *q, const hattn__tensor *k, const hattn__tensor *v,
+                             const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool,
+                             char *err, size_t errlen);
+
+/* The number of decode launches this process has run (for tests). */
+long hattn__cpu_decode_launches(void);
 
 /* hattn__cpu_problem_create, hattn__cpu_launch and destroy in one call:
 ** the tensors are checked before the run-time data. */

@@ -5,6 +5,7 @@
 ** a launch fills in the tensors and spreads the work over the pool.
 */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "hattn.h"
 #include "cpu.h"
 #include "cpu_config.h"
+#include "dtype.h"
 #include "plan.h"
 #include "tables.h"
 
@@ -31,7 +33,21 @@ struct hattn__cpu_problem {
   int64_t *order;               /* [n], longest first */
   char *scratch;                /* the workers' scratch, kept between launches */
   size_t scratch_size;          /* its bytes */
+  /* Decode (see hattn__cpu_launch_kernel): whether launches with a decode
+  ** kernel take it; query heads a work item packs (all of a KV head's, or
+  ** one when the plan is per head) and the groups of them (heads / pack);
+  ** the splits of each (batch entry, group)'s key blocks; PART, the splits'
+  ** partial results (cpu_abi.h), PART_STRIDE floats each, PART_SPLITS
+  ** splits' worth allocated; NBLOCKS, the longest list of query block 0. */
+  int decode;
+  int64_t pack, groups, nsplit, nblocks;
+  size_t part_stride;
+  float *part;
+  int64_t part_splits;
 };
+
+/* Decode launches so far (hattn__cpu_decode_launches). */
+static atomic_long g_decode_launches;
 
 /* What every worker needs for one call. */
 typedef struct run_ctx {
@@ -169,6 +185,23 @@ int hattn__cpu_problem_create(const hattn__kernel_desc *desc, const hattn__cpu_c
   }
   a->sink_logits = hattn__tables_at(&pr->tables, pr->tables.sink);
 
+  /* Decode: lq at most the block's rows, so that every row is in query
+  ** block 0, and not turned off. */
+  {
+    const char *dv = getenv("HATTN_CPU_DECODE");
+    int64_t rp;
+    pr->decode = shape->lq >= 1 && shape->lq <= HATTN_CPU_DECODE_MAX_LQ && shape->lq <= cfg->bm &&
+                 !(dv != NULL && strcmp(dv, "0") == 0);
+    pr->pack = plan->ntables > 1 ? 1 : H / shape->kv_heads;
+    pr->groups = H / pr->pack;
+    rp = (pr->pack * shape->lq + cfg->rows - 1) / cfg->rows * cfg->rows;
+    pr->part_stride = ((size_t)rp * (size_t)(2 * hattn__cpu_padded_dim(desc->head_dim, cfg->vec) + 2) + 15) / 16 * 16;
+    for (t = 0; t < plan->ntables; t++) {
+      int64_t c = plan->full_off[t][1] - plan->full_off[t][0] + plan->partial_off[t][1] - plan->partial_off[t][0];
+      if (c > pr->nblocks) pr->nblocks = c;
+    }
+  }
+
   /* Work items (bh, qb), longest first: a stable counting sort by the
   ** number of key blocks of each item's plan row. */
   pr->n = shape->batch * H * plan->nqb;
@@ -204,6 +237,7 @@ fail:
 void hattn__cpu_problem_destroy(hattn__cpu_problem *pr) {
   if (pr == NULL) return;
   free(pr->scratch);
+  free(pr->part);
   free(pr->order);
   free(pr->random_bits);
   free(pr->layouts);
@@ -217,9 +251,34 @@ static size_t scratch_bytes(const hattn__cpu_problem *pr) {
   return (hattn__cpu_scratch_bytes(&pr->cfg, pr->desc.head_dim) + 63) / 64 * 64;
 }
 
+/* The splits of a decode launch over NTHREADS: enough work items (batch *
+** groups * splits) for 4 a thread, at most a split per key block. */
+static int64_t decode_splits(const hattn__cpu_problem *pr, int nthreads) {
+  int64_t items = pr->shape.batch * pr->groups, n = 1;
+  if (nthreads > 1) n = (4 * (int64_t)nthreads + items - 1) / items;
+  if (n > pr->nblocks) n = pr->nblocks;
+  if (n > HATTN_CPU_DECODE_MAX_SPLITS) n = HATTN_CPU_DECODE_MAX_SPLITS;
+  return n < 1 ? 1 : n;
+}
+
 int hattn__cpu_problem_reserve(hattn__cpu_problem *pr, int nthreads, char *err, size_t errlen) {
   size_t need = scratch_bytes(pr) * (size_t)(nthreads > 0 ? nthreads : 1);
   char *s;
+  if (pr->decode) {
+    int64_t nsplit = decode_splits(pr, nthreads);
+    if (nsplit > pr->part_splits) {
+      size_t bytes = (size_t)(pr->shape.batch * pr->groups * nsplit) * pr->part_stride * sizeof(float);
+      float *p = aligned_alloc(64, bytes);
+      if (p == NULL) {
+        snprintf(err, errlen, "out of memory for the partial results of a CPU decode launch");
+        return HATTN_ENOMEM;
+      }
+      free(pr->part);
+      pr->part = p;
+      pr->part_splits = nsplit;
+    }
+    pr->nsplit = nsplit;
+  }
   if (need <= pr->scratch_size) return HATTN_OK;
   if ((s = aligned_alloc(64, need)) == NULL) {
     snprintf(err, errlen, "out of memory for the scratch of a CPU launch");
@@ -231,16 +290,95 @@ int hattn__cpu_problem_reserve(hattn__cpu_problem *pr, int nthreads, char *err, 
   return HATTN_OK;
 }
 
+/* What every worker of a decode launch needs. */
+typedef struct decode_ctx {
+  hattn__cpu_decode_fn fn;
+  const hattn_cpu_args *args;
+  const hattn__cpu_problem *pr;
+  char *scratch;                /* threads x scratch_bytes */
+  size_t scratch_bytes;
+} decode_ctx;
+
+/* Work item ITEM of a decode launch: split ITEM % nsplit of (batch entry,
+** group) ITEM / nsplit. */
+static void run_split(void *ctx, int64_t item, int thread) {
+  const decode_ctx *dc = ctx;
+  const hattn__cpu_problem *pr = dc->pr;
+  const hattn__plan *plan = pr->plan;
+  int64_t bg = item / pr->nsplit, s = item % pr->nsplit, n;
+  hattn_cpu_split sp;
+  sp.b = bg / pr->groups;
+  sp.h0 = bg % pr->groups * pr->pack;
+  sp.pack = pr->pack;
+  sp.table = plan->ntables > 1 ? sp.b * pr->shape.heads + sp.h0 : 0;
+  n = plan->full_off[sp.table][1] - plan->full_off[sp.table][0] + plan->partial_off[sp.table][1] -
+      plan->partial_off[sp.table][0];
+  sp.begin = s * n / pr->nsplit;
+  sp.end = (s + 1) * n / pr->nsplit;
+  sp.part = pr->part + (size_t)item * pr->part_stride;
+  dc->fn(dc->args, &sp, (float *)(void *)(dc->scratch + (size_t)thread * dc->scratch_bytes));
+}
+
+/* Merge the splits of (batch entry, group) ITEM: O = sum_s acc_s 2^(m_s -
+** M) / L and LSE = ln 2 (M + log2 L), L = sum_s l_s 2^(m_s - M) + 2^sink,
+** in O's dtype; a row that sees nothing (L = 0) gets O = 0 and LSE = -inf,
+** as the forward kernel writes it. */
+static void run_combine(void *ctx, int64_t item, int thread) {
+  const decode_ctx *dc = ctx;
+  const hattn__cpu_problem *pr = dc->pr;
+  const hattn_cpu_args *a = dc->args;
+  int64_t b = item / pr->groups, h0 = item % pr->groups * pr->pack, lq = pr->shape.lq;
+  int64_t nrows = pr->pack * lq, rp = (nrows + pr->cfg.rows - 1) / pr->cfg.rows * pr->cfg.rows, r, s;
+  int d, D = pr->desc.head_dim, dp = hattn__cpu_padded_dim(D, pr->cfg.vec);
+  const float *part = pr->part + (size_t)(item * pr->nsplit) * pr->part_stride;
+  float f[HATTN_CPU_DECODE_MAX_SPLITS];
+  (void)thread;
+  for (r = 0; r < nrows; r++) {
+    int64_t h = h0 + r / lq, qi = r % lq;
+    float sink = a->sink_logits != NULL ? a->sink_logits[h] * 1.4426950408889634f : -INFINITY, M = sink, L, inv;
+    size_t orow = (size_t)(b * a->o_stride[0] + h * a->o_stride[1] + qi * a->o_stride[2]);
+    int empty;
+    for (s = 0; s < pr->nsplit; s++) M = fmaxf(M, part[(size_t)s * pr->part_stride + (size_t)(2 * rp * dp + r)]);
+    if (M == -INFINITY) M = 0;
+    L = exp2f(sink - M);
+    for (s = 0; s < pr->nsplit; s++) {
+      const float *ps = part + (size_t)s * pr->part_stride;
+      f[s] = exp2f(ps[2 * rp * dp + r] - M);
+      L += ps[2 * rp * dp + rp + r] * f[s];
+    }
+    empty = L <= 0;
+    inv = empty ? 0 : 1 / L;
+    for (d = 0; d < D; d++) {
+      float acc = 0;
+      for (s = 0; s < pr->nsplit; s++) acc += part[(size_t)s * pr->part_stride + (size_t)(r * dp + d)] * f[s];
+      hattn__elem_set(a->o, pr->desc.dtype, orow + (size_t)d, acc * inv);
+    }
+    if (a->lse != NULL) {
+      float lv = empty ? -INFINITY : (M + log2f(L)) * 0.6931471805599453f;
+      a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + qi * a->lse_stride[2]] = isnan(L) ? L : lv;
+    }
+  }
+}
+
+long hattn__cpu_decode_launches(void) { return atomic_load(&g_decode_launches); }
+
 int hattn__cpu_launch(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                       const hattn__tensor *k, const hattn__tensor *v, hattn__tensor *o,
                       hattn__tensor *lse, hattn__pool *pool, char *err, size_t errlen) {
-  return hattn__cpu_launch_paged(fn, pr, q, k, v, NULL, o, lse, pool, err, errlen);
+  return hattn__cpu_launch_kernel(fn, NULL, pr, q, k, v, NULL, o, lse, pool, err, errlen);
 }
 
 int hattn__cpu_launch_paged(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hattn__tensor *q,
                             const hattn__tensor *k, const hattn__tensor *v, const hattn__paged *pg,
                             hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool, char *err,
                             size_t errlen) {
+  return hattn__cpu_launch_kernel(fn, NULL, pr, q, k, v, pg, o, lse, pool, err, errlen);
+}
+
+int hattn__cpu_launch_kernel(hattn__cpu_fn fn, hattn__cpu_decode_fn dfn, hattn__cpu_problem *pr,
+                             const hattn__tensor *q, const hattn__tensor *k, const hattn__tensor *v,
+                             const hattn__paged *pg, hattn__tensor *o, hattn__tensor *lse, hattn__pool *pool,
+                             char *err, size_t errlen) {
   hattn_cpu_args args;
   run_ctx ctx;
   int64_t t;
@@ -279,6 +417,24 @@ int hattn__cpu_launch_paged(hattn__cpu_fn fn, hattn__cpu_problem *pr, const hatt
 
   nthreads = pool != NULL ? hattn__pool_threads(pool) : 1;
   if ((rc = hattn__cpu_problem_reserve(pr, nthreads, err, errlen)) != HATTN_OK) return rc;
+  if (dfn != NULL && pr->decode && pr->part != NULL) {
+    decode_ctx dc;
+    int64_t nitems = pr->shape.batch * pr->groups;
+    dc.fn = dfn;
+    dc.args = &args;
+    dc.pr = pr;
+    dc.scratch = pr->scratch;
+    dc.scratch_bytes = scratch_bytes(pr);
+    if (pool != NULL) {
+      hattn__pool_run(pool, nitems * pr->nsplit, NULL, run_split, &dc);
+      hattn__pool_run(pool, nitems, NULL, run_combine, &dc);
+    } else {
+      for (t = 0; t < nitems * pr->nsplit; t++) run_split(&dc, t, 0);
+      for (t = 0; t < nitems; t++) run_combine(&dc, t, 0);
+    }
+    atomic_fetch_add(&g_decode_launches, 1);
+    return HATTN_OK;
+  }
   ctx.fn = fn;
   ctx.args = &args;
   ctx.nqb = pr->plan->nqb;

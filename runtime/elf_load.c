@@ -534,6 +534,24 @@ static int find_function(ld *l, const char *fn_name, size_t *out) {
   return fail(l, HATTN_ECOMPILE, "no function '%s' in the object file", shown(fn_name, nb));
 }
 
+/* The symbol NAME when it is a global function of an executable section
+** inside it (*OUT), else 0 and nothing said: an optional entry point. */
+static int find_optional(ld *l, const char *name, size_t *out) {
+  size_t i;
+  for (i = 1; i < l->nsym; i++) {
+    sym s;
+    sym_read(l, i, &s);
+    if (strcmp(sym_name(l, &s), name) != 0) continue;
+    if (s.shndx == N_UNDEF || (s.bind != B_GLOBAL && s.bind != B_WEAK)) continue;
+    if ((s.type != T_FUNC && s.type != T_NOTYPE) || s.shndx >= l->shnum || l->part[s.shndx] != PART_X ||
+        s.value >= l->sh[s.shndx].size)
+      return 0;
+    *out = i;
+    return 1;
+  }
+  return 0;
+}
+
 /* ---- layout ---------------------------------------------------------------------- */
 
 /* X rounded up to a multiple of A, a power of two; X + A does not overflow. */
@@ -725,10 +743,16 @@ static int relocate(ld *l, int apply) {
 
 int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__elf_image **image, void **fn,
                     char *err, size_t errlen) {
+  return hattn__elf_load2(bytes, size, fn_name, NULL, image, fn, NULL, err, errlen);
+}
+
+int hattn__elf_load2(const void *bytes, size_t size, const char *fn_name, const char *opt_name,
+                     hattn__elf_image **image, void **fn, void **opt_fn, char *err, size_t errlen) {
   ld l;
   long pg = sysconf(_SC_PAGESIZE);
   uint64_t page = pg >= MAX_ALIGN ? (uint64_t)pg : MAX_ALIGN;
-  size_t i, fsym = 0;
+  size_t i, fsym = 0, osym = 0;
+  int has_opt = 0;
   hattn__elf_image *im = NULL;
   sym s;
   int rc;
@@ -741,6 +765,7 @@ int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__
   l.errlen = errlen;
   *image = NULL;
   *fn = NULL;
+  if (opt_fn != NULL) *opt_fn = NULL;
   if (bytes == NULL || size == 0) {
     rc = fail(&l, HATTN_EINVAL, "the object file is empty");
     goto done;
@@ -752,6 +777,7 @@ int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__
   if ((rc = read_headers(&l)) != HATTN_OK) goto done;
   if ((rc = read_symbols(&l)) != HATTN_OK) goto done;
   if ((rc = find_function(&l, fn_name, &fsym)) != HATTN_OK) goto done;
+  if (opt_name != NULL && opt_fn != NULL) has_opt = find_optional(&l, opt_name, &osym);
   if ((rc = relocate(&l, 0)) != HATTN_OK) goto done;
   if ((rc = layout(&l, page)) != HATTN_OK) goto done;
 
@@ -797,6 +823,10 @@ int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__
   l.base = NULL;
   *image = im;
   *fn = im->base + l.at[s.shndx] + s.value;
+  if (has_opt) {
+    sym_read(&l, osym, &s);
+    *opt_fn = im->base + l.at[s.shndx] + s.value;
+  }
   rc = HATTN_OK;
 done:
   if (l.base) munmap(l.base, l.size);
@@ -831,6 +861,13 @@ int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__
   *fn = NULL;
   snprintf(err, errlen, "loading object files is implemented for x86-64 only");
   return HATTN_ENOTSUP;
+}
+
+int hattn__elf_load2(const void *bytes, size_t size, const char *fn_name, const char *opt_name,
+                     hattn__elf_image **image, void **fn, void **opt_fn, char *err, size_t errlen) {
+  (void)opt_name;
+  if (opt_fn != NULL) *opt_fn = NULL;
+  return hattn__elf_load(bytes, size, fn_name, image, fn, err, errlen);
 }
 
 void hattn__elf_unload(hattn__elf_image *image) { (void)image; }

@@ -40,6 +40,13 @@ typedef struct hattn__elf_image hattn__elf_image;
 int hattn__elf_load(const void *bytes, size_t size, const char *fn_name, hattn__elf_image **image,
                     void **fn, char *err, size_t errlen);
 
+/* hattn__elf_load, and also the global function OPT_NAME when the object
+** has one (*OPT_FN, else NULL; its absence is no error): an entry point
+** that object files of an older hattn lack.  OPT_NAME and OPT_FN may be
+** NULL. */
+int hattn__elf_load2(const void *bytes, size_t size, const char *fn_name, const char *opt_name,
+                     hattn__elf_image **image, void **fn, void **opt_fn, char *err, size_t errlen);
+
 /* Unmap IMAGE and free it; NULL is allowed.  Its functions must not be
 ** running. */
 void hattn__elf_unload(hattn__elf_image *image);
