@@ -444,8 +444,10 @@ static Suite *nvrtc_suite(void) {
 ** (LSAN_OPTIONS=use_tls=0) reports glibc's pthread_setspecific storage as
 ** leaked.  Address and undefined-behaviour checks stay on; the emitters'
 ** allocations are leak checked by test_backend, test_api and the tools'
-** tests, which emit the same sources. */
-int __lsan_is_turned_off(void);
+** tests, which emit the same sources.  Default visibility: the build
+** hides symbols, and the sanitizer runtime finds the hook only among the
+** program's exported ones. */
+int __lsan_is_turned_off(void) __attribute__((visibility("default")));
 int __lsan_is_turned_off(void) { return 1; }
 
 int main(void) {
