@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench decode-tune ab-bench ab-commits gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench decode-tune prefill-bench varlen-cli ab-bench ab-commits gpu-bench sanitize
 # For ab-commits, put an earlier commit's tarball (make dist there) in
 # .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
@@ -33,21 +33,29 @@ fi
 phases=${*:-check cpu-bench gpu-check gpu-bench}
 D=$root/.device-deps
 b=/tmp/hattn-build
-rm -rf "$b" /tmp/hattn-ab-* && mkdir -p "$b"
-tar -xzf "$root"/.device-dist/hattn-*.tar.gz -C "$b" --strip-components=1
-cd "$b"
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|Flags" | cut -c1-200
-} >"$out/machine.txt" 2>&1
-./configure \
-  LLVM_CFLAGS="-I$D/include" LLVM_LIBS="-l:libLLVM-16.so.1" \
-  SQLITE3_CFLAGS="-I$D/include" SQLITE3_LIBS="-l:libsqlite3.so.0" \
-  CHECK_CFLAGS="-I$D/include" CHECK_LIBS="$D/lib/libcheck.a $D/lib/libsubunit.a -lm -lrt -lpthread" \
-  DLPACK_CFLAGS="-I$D/include" >"$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
-tail -14 "$out/configure.log"
-make -j16 >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
-echo "build: ok"
+# A warm machine keeps /tmp: a build of the same tarball is reused.
+sum=$(cat "$root"/.device-dist/hattn-*.tar.gz | md5sum | cut -d' ' -f1)
+if [ -x "$b/tools/hattn" ] && [ "$(cat "$b/.tarball-sum" 2>/dev/null)" = "$sum" ]; then
+  echo "build: reused ($sum)"
+  cd "$b"
+else
+  rm -rf "$b" /tmp/hattn-ab-* && mkdir -p "$b"
+  tar -xzf "$root"/.device-dist/hattn-*.tar.gz -C "$b" --strip-components=1
+  cd "$b"
+  {
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|Flags" | cut -c1-200
+  } >"$out/machine.txt" 2>&1
+  ./configure \
+    LLVM_CFLAGS="-I$D/include" LLVM_LIBS="-l:libLLVM-16.so.1" \
+    SQLITE3_CFLAGS="-I$D/include" SQLITE3_LIBS="-l:libsqlite3.so.0" \
+    CHECK_CFLAGS="-I$D/include" CHECK_LIBS="$D/lib/libcheck.a $D/lib/libsubunit.a -lm -lrt -lpthread" \
+    DLPACK_CFLAGS="-I$D/include" >"$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+  tail -14 "$out/configure.log"
+  make -j16 >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
+  echo "$sum" >"$b/.tarball-sum"
+  echo "build: ok"
+fi
 
 for phase in $phases; do
   echo "== $phase"
@@ -199,9 +207,18 @@ for phase in $phases; do
       OUT=$out HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python PYTHONUNBUFFERED=1 \
         python3 "$root/tests/gpu/bench_decode.py" 2>&1 | tee "$out/bench_decode.md"
       ;;
+    prefill-bench)
+      # Prefill: hattn's public API and PyTorch's SDPA (flash, cuDNN) and
+      # FlexAttention, timed the same way (tests/gpu/bench_prefill.py);
+      # HATTN_BENCH_CASES picks cases.
+      OUT=$out HATTN_CONFIG_DIR=$b/cfg HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python PYTHONUNBUFFERED=1 \
+        python3 "$root/tests/gpu/bench_prefill.py" 2>&1 | tee "$out/bench_prefill.md"
+      ;;
     gpu-bench)
+      # hattn's kernels alone (hattn bench), then the fair comparison.
       ./tools/hattn bench --backend cuda 2>&1 | tee "$out/bench_cuda.md"
-      PYTHONUNBUFFERED=1 python3 "$root/tests/gpu/bench_torch.py" 2>&1 | tee "$out/bench_torch.md"
+      OUT=$out HATTN_CONFIG_DIR=$b/cfg HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python PYTHONUNBUFFERED=1 \
+        python3 "$root/tests/gpu/bench_prefill.py" 2>&1 | tee "$out/bench_prefill.md"
       ;;
   esac
 done
