@@ -1,27 +1,19 @@
 #!/usr/bin/env python3
-"""bench_torch.py: the cases of `hattn bench --backend cuda` with PyTorch on
-the same machine, for comparison in the same run.
+"""bench_torch.py --cpu: PyTorch on the CPU beside `hattn bench --backend cpu`,
+for comparison in the same run.
 
-GPU (default): bf16, head dim 128, lq = lk = S, [B, H, S, D] inputs, the same
-batch x heads as hattn bench (256k / S unless --batch-heads), for
-  dense, causal                       SDPA flash backend, SDPA cuDNN backend,
-                                      FlexAttention
-  causal & window(W)                  FlexAttention
-  causal & (window(W) | sink(G))      FlexAttention
-  document (docs of DOC) & causal     FlexAttention
-FlexAttention runs torch.compile(flex_attention) with a block mask built by
-create_block_mask outside the timed region.  Times are CUDA events around one
-call, the median of --reps runs after warm-up; inputs under 100 MB are
-rotated among copies so that the 50 MB L2 holds none of them.  TFLOP/s count
-4 * D per visible (query, key) pair, counted exactly in closed form.
+fp32 SDPA (dense, causal) and FlexAttention (causal & window(W)) on the CPU
+at S = 4k, D = 128, batch 1, 16 heads; wall time of one call (the CPU runs
+synchronously), median of --cpu-reps runs after one warm-up; GFLOP/s at
+4 * D per visible (query, key) pair, counted in closed form.
 
-CPU (--cpu): fp32 SDPA (dense, causal) and FlexAttention on the CPU (causal &
-window(W)) at S = 4k, D = 128, batch 1, 16 heads; GFLOP/s.
+The GPU comparison is tests/gpu/bench_prefill.py: this script's former GPU
+section timed one call per synchronisation, which charged FlexAttention's
+host launch cost to its kernel, and was removed.
 
 Any case that fails prints "error: ..." in its row and the script goes on.
 """
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -95,24 +87,6 @@ def check_pairs():
 
 # ---- timing ------------------------------------------------------------------
 
-def time_cuda(torch, fn, sets, warmup, reps):
-    """Median milliseconds of fn(*set), one call per timed run, rotating sets."""
-    for i in range(warmup):
-        fn(*sets[i % len(sets)])
-    torch.cuda.synchronize()
-    start = torch.cuda.Event(enable_timing=True)
-    stop = torch.cuda.Event(enable_timing=True)
-    times = []
-    for r in range(reps):
-        args = sets[r % len(sets)]
-        start.record()
-        fn(*args)
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
-
-
 def time_cpu(fn, args, warmup, reps):
     for _ in range(warmup):
         fn(*args)
@@ -131,107 +105,6 @@ def short_error(e):
 
 
 # ---- the GPU section ---------------------------------------------------------
-
-def gpu_section(args, torch):
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    try:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-        flex = torch.compile(flex_attention)
-    except Exception as e:  # FlexAttention missing
-        flex, create_block_mask = None, None
-        flex_error = short_error(e)
-
-    dev = torch.device("cuda")
-    D, W, G, DOC = args.head_dim, args.window, args.sink, args.doc
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
-    print("bench_torch: PyTorch %s, %s, %s, head_dim %d, lq = lk, median of %d runs after %d warm-up runs\n"
-          % (torch.__version__, torch.cuda.get_device_name(0), args.dtype, D, args.reps, args.warmup))
-    print("| pattern | S | B x H | implementation | ms | TFLOP/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    sys.stdout.flush()
-
-    seqlens = [parse_len(s) for s in args.seqlen.split(",")]
-    bhs = [parse_len(s) for s in args.batch_heads.split(",")] if args.batch_heads else []
-    for si, S in enumerate(seqlens):
-        BH = bhs[si] if si < len(bhs) else max(1, 262144 // S)
-        H = 16 if BH % 16 == 0 else BH
-        B = BH // H
-        set_bytes = 4 * B * H * S * D * 2
-        nsets = 1 if set_bytes >= (100 << 20) else min(64, -(-(100 << 20) // set_bytes))
-        sets = []
-        try:
-            g = torch.Generator(device=dev)
-            g.manual_seed(12345)
-            for _ in range(nsets):
-                q, k, v = (torch.rand(B, H, S, D, device=dev, dtype=torch.float32, generator=g) * 2 - 1
-                           for _ in range(3))
-                sets.append((q.to(dtype), k.to(dtype), v.to(dtype)))
-                del q, k, v
-        except Exception as e:
-            print("| (inputs) | %d | %dx%d | - | error: %s | |" % (S, B, H, short_error(e)))
-            continue
-        doc_id = (torch.arange(S, device=dev) // DOC).to(torch.int32)
-
-        def causal(b, h, q_idx, kv_idx):
-            return q_idx >= kv_idx
-
-        def window(b, h, q_idx, kv_idx):
-            return (q_idx >= kv_idx) & (q_idx - kv_idx < W)
-
-        def window_sink(b, h, q_idx, kv_idx):
-            return (q_idx >= kv_idx) & ((q_idx - kv_idx < W) | (kv_idx < G))
-
-        def document(b, h, q_idx, kv_idx):
-            return (doc_id[q_idx] == doc_id[kv_idx]) & (q_idx >= kv_idx)
-
-        cases = [
-            ("dense", pairs_dense(S), None, False),
-            ("causal", pairs_causal(S), causal, True),
-            ("causal & window(%d)" % W, pairs_window(S, W), window, None),
-            ("causal & (window(%d) | sink(%d))" % (W, G), pairs_window_sink(S, W, G), window_sink, None),
-            ("document & causal, docs of %d" % DOC, pairs_document(S, DOC), document, None),
-        ]
-        for name, pairs, mask_mod, is_causal in cases:
-            flops = 4.0 * D * pairs * BH
-            impls = []
-            if is_causal is not None:
-                for label, backend in (("SDPA flash", SDPBackend.FLASH_ATTENTION),
-                                       ("SDPA cuDNN", SDPBackend.CUDNN_ATTENTION)):
-                    def run(q, k, v, backend=backend, is_causal=is_causal):
-                        with sdpa_kernel(backend):
-                            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
-                    impls.append((label, run, None))
-            impls.append(("FlexAttention", None, mask_mod))
-            for label, run, mm in impls:
-                try:
-                    if label == "FlexAttention":
-                        if flex is None:
-                            raise RuntimeError(flex_error)
-                        bm = None
-                        if mm is not None:
-                            bm = create_block_mask(mm, B=None, H=None, Q_LEN=S, KV_LEN=S, device=dev)
-
-                        def run(q, k, v, bm=bm):
-                            return flex(q, k, v, block_mask=bm)
-                    ms = time_cuda(torch, run, sets, args.warmup, args.reps)
-                    print("| %s | %d | %dx%d | %s | %.3f | %.1f |" % (name, S, B, H, label, ms, flops / (ms * 1e-3) / 1e12))
-                except Exception as e:
-                    if args.verbose:
-                        traceback.print_exc()
-                    print("| %s | %d | %dx%d | %s | error: %s | |" % (name, S, B, H, label, short_error(e)))
-                    try:
-                        torch.cuda.synchronize()
-                    except Exception:
-                        pass
-                sys.stdout.flush()
-        del sets
-        torch.cuda.empty_cache()
-    print("\nTFLOP/s count 4 * head_dim per visible (query, key) pair, counted in closed form.  SDPA's\n"
-          "is_causal is top-left aligned, the same as hattn's causal at lq == lk.")
-
-
-# ---- the CPU section ---------------------------------------------------------
 
 def cpu_section(args, torch):
     import torch.nn.functional as F
@@ -278,20 +151,15 @@ def cpu_section(args, torch):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seqlen", default="4k,16k", help="sequence lengths (default 4k,16k)")
-    ap.add_argument("--batch-heads", default=None, help="batch x heads per length (default 256k / S)")
-    ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--window", type=lambda s: parse_len(s), default=1024)
-    ap.add_argument("--sink", type=lambda s: parse_len(s), default=64)
-    ap.add_argument("--doc", type=lambda s: parse_len(s), default=1024)
-    ap.add_argument("--cpu", action="store_true", help="run the CPU section instead of the GPU one")
+    ap.add_argument("--cpu", action="store_true", help="the CPU section (required: the GPU one is bench_prefill.py)")
     ap.add_argument("--cpu-threads", type=int, default=0)
     ap.add_argument("--cpu-reps", type=int, default=5)
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failed cases")
     args = ap.parse_args()
+    if not args.cpu:
+        print("error: bench_torch.py has only the CPU section (--cpu); the GPU comparison is tests/gpu/bench_prefill.py")
+        return 1
     check_pairs()
     try:
         import torch
@@ -304,13 +172,7 @@ def main():
     for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, 1024)
-    if args.cpu:
-        cpu_section(args, torch)
-        return 0
-    if not torch.cuda.is_available():
-        print("error: torch sees no CUDA device (use --cpu for the CPU section)")
-        return 1
-    gpu_section(args, torch)
+    cpu_section(args, torch)
     return 0
 
 
