@@ -97,6 +97,30 @@ typedef struct hattn_cuda_args {
   const int *cu_q, *cu_k, *len_q, *len_k;
 } hattn_cuda_args;
 
+/* The warp-specialised forward kernel (hattn__cuda_config.wgmma 2) takes a
+** second parameter, by value and __grid_constant__ (TMA reads the maps where
+** the parameter lives):  NAME(const hattn_cuda_args args, const
+** __grid_constant__ hattn_cuda_tmaps maps), NAME_paged likewise.  Where
+** MAPS.on, q, k and v are CUtensorMap descriptors (cuTensorMapEncodeTiled)
+** of Q [batch][heads][lq][head_dim] and K and V [batch][kv_heads][lk]
+** [head_dim], innermost first, with boxes of 64 columns (128 bytes) x
+** block_m (block_n) rows and the 128-byte swizzle; else the kernel loads
+** with cp.async and ignores them. */
+#if defined(__cplusplus)
+#define HATTN_CUDA_ALIGN64 alignas(64)
+#else
+#define HATTN_CUDA_ALIGN64 _Alignas(64)
+#endif
+
+typedef struct hattn_cuda_tmap {
+  HATTN_CUDA_ALIGN64 unsigned long long opaque[16];
+} hattn_cuda_tmap;
+
+typedef struct hattn_cuda_tmaps {
+  hattn_cuda_tmap q, k, v;
+  int on;
+} hattn_cuda_tmaps;
+
 /* The merge kernel (hattn__emit_cuda_merge): extern "C" __global__ void
 ** NAME(const hattn_cuda_merge_args args), one thread per output element
 ** (a grid-stride loop), blocks of HATTN_CUDA_MERGE_THREADS threads.  Part

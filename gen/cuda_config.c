@@ -5,6 +5,8 @@
 ** which launches kernels and emits none, carries no template.
 */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "hattn.h"
 #include "cuda_config.h"
@@ -29,11 +31,15 @@ void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__c
     ** against 342, causal & window(1k) 267 against 292, document & causal
     ** (1k docs) 170 against 193.  Head dim 256: 64 x 64 always (O alone
     ** takes 128 registers a thread). */
+    const char *ws = getenv("HATTN_CUDA_WS");
     out->block_m = dense && head_dim <= 128 ? 128 : 64;
     out->block_n = dense && head_dim <= 128 ? 128 : 64;
     out->warps = out->block_m / 16;
     out->stages = 2;
     out->wgmma = 1;
+    /* HATTN_CUDA_WS=1: the warp-specialised kernel on the same tiles (for
+    ** comparisons and its tests). */
+    if (ws != NULL && strcmp(ws, "1") == 0) out->wgmma = 2, out->warps += 4;
   } else if (head_dim <= 64) {
     out->block_m = 128;
     out->block_n = 64;
@@ -79,16 +85,21 @@ void hattn__cuda_kernel_name(const hattn__kernel_desc *desc, const hattn__cuda_c
   if (dw != HATTN_CUDA_DECODE_WARPS || dn != 4096 / desc->head_dim) snprintf(decode, sizeof decode, "_dw%d_dn%d", dw, dn);
   snprintf(buf, len, "hattn_fwd_%016llx_%s_d%d_%dx%d_w%d_s%d%s%s", (unsigned long long)desc->pattern->key,
            hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
-           cfg->stages, cfg->wgmma ? "_wg" : "", decode);
+           cfg->stages, cfg->wgmma == 2 ? "_ws" : cfg->wgmma ? "_wg" : "", decode);
 }
 
 size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg) {
   size_t d = (size_t)desc->head_dim, elem = 2;
-  return (size_t)cfg->block_m * d * elem + 2 * (size_t)cfg->stages * (size_t)cfg->block_n * d * elem;
+  /* The warp-specialised kernel's mbarriers after the tiles: Q, and full
+  ** and empty of K and V per stage. */
+  size_t bars = cfg->wgmma == 2 ? 8 * (1 + 4 * (size_t)cfg->stages) : 0;
+  return (size_t)cfg->block_m * d * elem + 2 * (size_t)cfg->stages * (size_t)cfg->block_n * d * elem + bars;
 }
 
-/* The tiles of the warpgroup kernel: 64 query rows a warpgroup, S and O
-** each one wgmma wide (64 to 256 columns), 2 buffers of K and V. */
+/* The tiles of the warpgroup kernels: 64 query rows a warpgroup, S and O
+** each one wgmma wide (64 to 256 columns); 2 buffers of K and V, or 2 or 3
+** for the warp-specialised kernel, whose CTA has a producer warpgroup
+** more. */
 static int check_wgmma(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg, char *err,
                        size_t errlen) {
   if (desc->head_dim == 256 && (cfg->block_m != 64 || cfg->block_n != 64)) {
@@ -96,6 +107,17 @@ static int check_wgmma(const hattn__kernel_desc *desc, const hattn__cuda_config 
              "the wgmma kernel at head dim 256 needs 64 x 64 tiles (registers), not %d x %d",
              cfg->block_m, cfg->block_n);
     return HATTN_EINVAL;
+  }
+  if (cfg->wgmma == 2) {
+    if ((cfg->block_m != 64 && cfg->block_m != 128) || (cfg->block_n != 64 && cfg->block_n != 128) ||
+        cfg->warps != cfg->block_m / 16 + 4 || (cfg->stages != 2 && cfg->stages != 3)) {
+      snprintf(err, errlen,
+               "the warp-specialised kernel needs block_m 64 or 128, block_n 64 or 128, warps = block_m / 16 + 4 "
+               "and 2 or 3 stages, not %d, %d, %d and %d",
+               cfg->block_m, cfg->block_n, cfg->warps, cfg->stages);
+      return HATTN_EINVAL;
+    }
+    return HATTN_OK;
   }
   if ((cfg->block_m != 64 && cfg->block_m != 128) || (cfg->block_n != 64 && cfg->block_n != 128) ||
       cfg->warps != cfg->block_m / 16 || cfg->stages != 2) {
@@ -159,8 +181,8 @@ int hattn__cuda_config_check(const hattn__kernel_desc *desc, const hattn__cuda_c
              desc->head_dim);
     return HATTN_ENOTSUP;
   }
-  if (cfg->wgmma != 0 && cfg->wgmma != 1) {
-    snprintf(err, errlen, "wgmma must be 0 or 1, got %d", cfg->wgmma);
+  if (cfg->wgmma < 0 || cfg->wgmma > 2) {
+    snprintf(err, errlen, "wgmma must be 0, 1 or 2, got %d", cfg->wgmma);
     return HATTN_EINVAL;
   }
   rc = cfg->wgmma ? check_wgmma(desc, cfg, err, errlen) : check_mma_sync(desc, cfg, err, errlen);

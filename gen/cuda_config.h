@@ -20,7 +20,11 @@ typedef struct hattn__cuda_config {
   int stages;    /* shared-memory pipeline stages of K and V: 1 .. 3 */
   int wgmma;     /* 0: the mma.sync kernel (templates/attn_fwd.cuh, sm_80 and
                  ** later); 1: the warpgroup kernel (templates/attn_fwd_sm90.cuh,
-                 ** sm_90a only): warps = block_m / 16, stages 2 */
+                 ** sm_90a only): warps = block_m / 16, stages 2; 2: the
+                 ** warp-specialised warpgroup kernel (the same file,
+                 ** hattn_attn_fwd_sm90_ws: TMA loads by a producer
+                 ** warpgroup, mbarriers, ping-pong of two consumer
+                 ** warpgroups): warps = block_m / 16 + 4, stages 2 or 3 */
   /* The decode kernels' (1 to HATTN_CUDA_DECODE_MAX_LQ queries): 0 is the
   ** default of each (the accessors below). */
   int dwarps;    /* warps a CTA, each streaming its own key blocks: 2, 4 or 8 */
@@ -55,7 +59,7 @@ int hattn__cuda_config_runs_on(const hattn__cuda_config *cfg, int sm, const char
 
 /* The entry point's name of a kernel of DESC and CFG into BUF:
 ** hattn_fwd_KEY_DTYPE_dHEADDIM_BMxBN_wWARPS_sSTAGES, then "_wg" for the
-** warpgroup kernel.  It names everything the kernel is specialised on. */
+** warpgroup kernel or "_ws" for the warp-specialised one.  It names everything the kernel is specialised on. */
 void hattn__cuda_kernel_name(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
                              char *buf, size_t len);
 

@@ -271,6 +271,7 @@ typedef struct kernel_body {
 static const kernel_body kernel_bodies[] = {
   {HATTN_CUDA_KERNEL_FWD, 0, hattn__tmpl_attn_fwd, "attn_fwd.cuh", "hattn_attn_fwd"},
   {HATTN_CUDA_KERNEL_FWD, 1, hattn__tmpl_attn_fwd_sm90, "attn_fwd_sm90.cuh", "hattn_attn_fwd_sm90"},
+  {HATTN_CUDA_KERNEL_FWD, 2, hattn__tmpl_attn_fwd_sm90, "attn_fwd_sm90.cuh", "hattn_attn_fwd_sm90_ws"},
 };
 
 static const kernel_body *kernel_body_find(hattn__cuda_kernel_kind kind, int wgmma) {
@@ -278,6 +279,27 @@ static const kernel_body *kernel_body_find(hattn__cuda_kernel_kind kind, int wgm
   for (i = 0; i < sizeof kernel_bodies / sizeof kernel_bodies[0]; i++)
     if (kernel_bodies[i].kind == kind && kernel_bodies[i].wgmma == wgmma) return &kernel_bodies[i];
   return NULL;
+}
+
+/* The entry point FN_NAME SUFFIX of BODY, PAGED ("true" or "false") its
+** template argument: one parameter, the arguments, or for the
+** warp-specialised kernel (wgmma 2) the TMA descriptors too, with launch
+** bounds that leave each warpgroup the registers the body gives it
+** (setmaxnreg): one CTA an SM with two consumer warpgroups or at head dim
+** 256, else two. */
+static void emit_entry(sbuf *b, const hattn__kernel_desc *desc, const hattn__cuda_config *cfg,
+                       const kernel_body *body, const char *fn_name, const char *suffix, const char *paged) {
+  if (cfg->wgmma == 2) {
+    int ctas = cfg->block_m == 64 && desc->head_dim <= 128 ? 2 : 1;
+    sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%d, %d)\n"
+                 "%s%s(const hattn_cuda_args args, const __grid_constant__ hattn_cuda_tmaps maps) {\n",
+              cfg->warps * 32, ctas, fn_name, suffix);
+    sb_printf(b, "  %s<hattn_config, hattn_pattern, %s>(args, maps);\n}\n", body->fn, paged);
+  } else {
+    sb_printf(b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s%s(const hattn_cuda_args args) {\n",
+              cfg->warps * 32, fn_name, suffix);
+    sb_printf(b, "  %s<hattn_config, hattn_pattern, %s>(args);\n}\n", body->fn, paged);
+  }
 }
 
 /* The body's Config argument. */
@@ -380,7 +402,7 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
   sb_printf(&b, "** dtype %s, head dim %d; block_m %d, block_n %d, %d warps, %d stages%s;\n"
                 "** %zu bytes of dynamic shared memory, grid (ceil(lq / %d), batch * heads).\n*/\n\n",
             hattn__dtype_name(desc->dtype), desc->head_dim, cfg->block_m, cfg->block_n, cfg->warps,
-            cfg->stages, cfg->wgmma ? ", wgmma (sm_90a)" : "", hattn__cuda_smem_bytes(desc, cfg),
+            cfg->stages, cfg->wgmma == 2 ? ", warp-specialised, TMA and wgmma (sm_90a)" : cfg->wgmma ? ", wgmma (sm_90a)" : "", hattn__cuda_smem_bytes(desc, cfg),
             cfg->block_m);
   sb_puts(&b, hattn__tmpl_cuda_abi);
   if (cfg->wgmma)
@@ -415,14 +437,10 @@ int hattn__emit_cuda_kernel(hattn__cuda_kernel_kind kind, const hattn__kernel_de
   emit_band(&b, pat);
   emit_pattern_type(&b);
   sb_puts(&b, "/* ---- the entry point ---- */\n\n");
-  sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s(const hattn_cuda_args args) {\n",
-            cfg->warps * 32, fn_name);
-  sb_printf(&b, "  %s<hattn_config, hattn_pattern, false>(args);\n}\n", body->fn);
+  emit_entry(&b, desc, cfg, body, fn_name, "", "false");
   if (kind == HATTN_CUDA_KERNEL_FWD) {
     sb_puts(&b, "\n/* The same on paged K and V (args.block_table set). */\n");
-    sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s_paged(const hattn_cuda_args args) {\n",
-              cfg->warps * 32, fn_name);
-    sb_printf(&b, "  %s<hattn_config, hattn_pattern, true>(args);\n}\n", body->fn);
+    emit_entry(&b, desc, cfg, body, fn_name, "_paged", "true");
     sb_puts(&b, "\n/* Few queries a sequence: packed GQA over split keys, then the splits' merge\n"
                 "** (cuda_abi.h says how each is launched). */\n");
     sb_printf(&b, "extern \"C\" __global__ void __launch_bounds__(%d)\n%s_decode(const hattn_cuda_args args) {\n",

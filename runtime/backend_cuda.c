@@ -46,7 +46,7 @@ int hattn__kc_arch_runs(const char *arch, int sm) {
 
 void hattn__kc_cuda_config_text(const hattn__cuda_config *cfg, char *buf, size_t len) {
   int n = snprintf(buf, len, "bm=%d bn=%d warps=%d stages=%d%s", cfg->block_m, cfg->block_n, cfg->warps,
-                   cfg->stages, cfg->wgmma ? " wgmma" : "");
+                   cfg->stages, cfg->wgmma == 2 ? " ws" : cfg->wgmma ? " wgmma" : "");
   /* The decode fields where set: a default configuration reads as before. */
   if (n > 0 && (size_t)n < len && (cfg->dwarps || cfg->dblock_n || cfg->dsplit))
     snprintf(buf + n, len - (size_t)n, " dwarps=%d dblock_n=%d dsplit=%d", cfg->dwarps, cfg->dblock_n, cfg->dsplit);
@@ -60,6 +60,7 @@ int hattn__kc_cuda_config_parse(const char *text, hattn__cuda_config *cfg) {
     return HATTN_EINVAL;
   text += n;
   if (strncmp(text, " wgmma", 6) == 0) cfg->wgmma = 1, text += 6;
+  else if (strncmp(text, " ws", 3) == 0) cfg->wgmma = 2, text += 3;
   if (*text != '\0' &&
       (sscanf(text, " dwarps=%d dblock_n=%d dsplit=%d%n", &cfg->dwarps, &cfg->dblock_n, &cfg->dsplit, &m) != 3 ||
        text[m] != '\0'))
@@ -91,7 +92,7 @@ static int config_tile(const hattn__kernel_desc *desc, const hattn__tile *tile, 
     return HATTN_EINVAL;
   }
   if (tile->bm) cfg->cuda.block_m = tile->bm, cfg->cuda.block_n = tile->bn;
-  if (tile->bm && cfg->cuda.wgmma) cfg->cuda.warps = tile->bm / 16;
+  if (tile->bm && cfg->cuda.wgmma) cfg->cuda.warps = tile->bm / 16 + (cfg->cuda.wgmma == 2 ? 4 : 0);
   return HATTN_OK;
 }
 
@@ -263,11 +264,14 @@ static int config_candidates(void *dev, const hattn__kernel_desc *desc, const ha
     if (!memcmp(&cfg, &d, sizeof cfg)) continue;
     add_cand(c, n, cap, desc, &cfg);
   }
-  /* The warpgroup kernel's tiles, on sm_90 only. */
-  for (i = 0; sm == 90 && i < 4; i++) {
+  /* The warpgroup kernels' tiles, on sm_90 only: the one that loads with
+  ** every thread (wgmma 1), and the warp-specialised one (wgmma 2, a
+  ** producer warpgroup more; 3 stages at 64-key blocks too). */
+  for (i = 0; sm == 90 && i < 4 * 3; i++) {
     memset(&cfg, 0, sizeof cfg);
-    cfg.block_m = i < 2 ? 128 : 64, cfg.block_n = i % 2 ? 64 : 128;
-    cfg.warps = cfg.block_m / 16, cfg.stages = 2, cfg.wgmma = 1;
+    cfg.block_m = i % 4 < 2 ? 128 : 64, cfg.block_n = i % 2 ? 64 : 128;
+    cfg.wgmma = i < 4 ? 1 : 2, cfg.stages = i < 8 ? 2 : 3;
+    cfg.warps = cfg.block_m / 16 + (cfg.wgmma == 2 ? 4 : 0);
     if (!memcmp(&cfg, &d, sizeof cfg)) continue;
     add_cand(c, n, cap, desc, &cfg);
   }

@@ -48,7 +48,14 @@ enum {
   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
   CU_EVENT_DEFAULT = 0,
   CU_STREAM_NON_BLOCKING = 1,
-  CU_STREAM_CAPTURE_MODE_GLOBAL = 0
+  CU_STREAM_CAPTURE_MODE_GLOBAL = 0,
+  /* cuTensorMapEncodeTiled's enumerations (CUtensorMapDataType, ...) */
+  CU_TENSOR_MAP_DATA_TYPE_FLOAT16 = 6,
+  CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9,
+  CU_TENSOR_MAP_INTERLEAVE_NONE = 0,
+  CU_TENSOR_MAP_SWIZZLE_128B = 3,
+  CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3,
+  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0
 };
 
 /* Dynamic shared memory a kernel may use without opting in. */
@@ -862,13 +869,67 @@ static int launch_args(const hattn__cuda_kernel *kern, const hattn__cuda_plan *p
   return HATTN_OK;
 }
 
+/* The TMA descriptor *MAP of the tensor at DATA of dims {head_dim, rows,
+** heads, batch} (innermost first) with element strides STRIDE (batch,
+** heads, rows; the head dim's is 1), elements of ESZ bytes of DTYPE, read
+** in boxes of 64 columns x BOX_ROWS rows with the 128-byte swizzle that
+** the wgmma kernels' tiles use.  Returns 0 where TMA cannot describe the
+** tensor (an address or stride not a multiple of 16 bytes, a stride 0 over
+** more than one index) or the driver refuses; the kernel then loads with
+** cp.async. */
+static int tma_map(hattn__cuda *cu, hattn_cuda_tmap *map, const void *data, int64_t head_dim, int64_t rows,
+                   int64_t heads, int64_t batch, const long long *stride, int esz, int dtype, int box_rows) {
+  unsigned long long dims[4], strides[3];
+  unsigned box[4] = {64, (unsigned)box_rows, 1, 1}, elem[4] = {1, 1, 1, 1};
+  int i;
+  dims[0] = (unsigned long long)head_dim, dims[1] = (unsigned long long)rows;
+  dims[2] = (unsigned long long)heads, dims[3] = (unsigned long long)batch;
+  if ((uintptr_t)data % 16 != 0 || rows < 1 || heads < 1 || batch < 1) return 0;
+  for (i = 0; i < 3; i++) {
+    long long bytes = stride[2 - i] * esz;
+    /* A dimension of one index: any valid stride describes it. */
+    if (dims[i + 1] == 1 && bytes <= 0) bytes = i == 0 ? head_dim * esz : (long long)strides[i - 1] * (long long)dims[i];
+    if (bytes <= 0 || bytes % 16 != 0 || bytes >= (1LL << 40)) return 0;
+    strides[i] = (unsigned long long)bytes;
+  }
+  return cu->f.cuTensorMapEncodeTiled(map, dtype, 4, (void *)data, dims, strides, box, elem,
+                                      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+         CUDA_SUCCESS;
+}
+
+/* The warp-specialised kernel's TMA descriptors of ARGS' Q, K and V into
+** MAPS, or MAPS->on 0 where it loads with cp.async: paged K and V, a
+** variable-length batch (TMA would read the next entry's rows where the
+** kernels need zeros), a driver without tensor maps, or a tensor that TMA
+** cannot describe. */
+static void tma_maps(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, const hattn_cuda_args *args,
+                     hattn_cuda_tmaps *maps) {
+  hattn__cuda *cu = kern->cu;
+  const hattn__shape *s = &plan->shape;
+  int esz = hattn__dtype_size(kern->dtype);
+  int dt = kern->dtype == HATTN_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  memset(maps, 0, sizeof *maps);
+  if (cu->f.cuTensorMapEncodeTiled == NULL || args->block_table != NULL || args->cu_q != NULL ||
+      args->cu_k != NULL || args->len_q != NULL || args->len_k != NULL)
+    return;
+  maps->on = tma_map(cu, &maps->q, args->q, s->head_dim, s->lq, s->heads, s->batch, args->q_stride, esz, dt,
+                     kern->cfg.block_m) &&
+             tma_map(cu, &maps->k, args->k, s->head_dim, s->lk, s->kv_heads, s->batch, args->k_stride, esz, dt,
+                     kern->cfg.block_n) &&
+             tma_map(cu, &maps->v, args->v, s->head_dim, s->lk, s->kv_heads, s->batch, args->v_stride, esz, dt,
+                     kern->cfg.block_n);
+}
+
 static int launch_one(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, hattn_cuda_args *args,
                       CUstream stream, char *err, size_t errlen) {
   hattn__cuda *cu = kern->cu;
-  void *params[1];
+  void *params[2];
+  hattn_cuda_tmaps maps;
   int rc = HATTN_OK;
   if (plan->nqb == 0) return HATTN_OK;
   params[0] = args;
+  params[1] = &maps;
   if (plan->decode) {
     const hattn__shape *s = &plan->shape;
     unsigned rows = (unsigned)(s->batch * s->heads * s->lq);
@@ -887,6 +948,7 @@ static int launch_one(hattn__cuda_kernel *kern, const hattn__cuda_plan *plan, ha
     snprintf(err, errlen, "the kernel %s has no entry point for paged K and V", kern->name);
     return HATTN_ENOTSUP;
   }
+  if (kern->cfg.wgmma == 2) tma_maps(kern, plan, args, &maps);
   CU_CHECK(cu,
            cu->f.cuLaunchKernel(args->block_table != NULL ? kern->paged_fn : kern->fn, (unsigned)plan->nqb, (unsigned)(plan->shape.batch * plan->shape.heads), 1,
                                 (unsigned)(kern->cfg.warps * 32), 1, 1, (unsigned)kern->smem, stream, params, NULL),

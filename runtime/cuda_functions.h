@@ -11,9 +11,10 @@
 ** missing (an older driver), and is SYMBOL itself where there is none.
 ** The types are those of cuda_driver.c, which mirrors cuda.h's ABI.
 ** HATTN_CUDA_FN_OPTIONAL(NAME, SYMBOL, PARAMS) lists entry points that
-** only the tests use (streams, graph capture): resolved when present, NULL
-** when not, never a reason to refuse a driver.  Left undefined it lists
-** nothing.
+** only the tests use (streams, graph capture) or that hattn can do
+** without (tensor maps: without them the warp-specialised kernel loads with
+** cp.async): resolved when present, NULL when not, never a reason to
+** refuse a driver.  Left undefined it lists nothing.
 ** Internal; not installed.  Deliberately without an include guard.
 */
 #ifndef HATTN_CUDA_FN
@@ -75,4 +76,8 @@ HATTN_CUDA_FN_OPTIONAL(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags
 HATTN_CUDA_FN_OPTIONAL(cuGraphLaunch, "cuGraphLaunch", (CUgraphExec exec, CUstream stream))
 HATTN_CUDA_FN_OPTIONAL(cuGraphExecDestroy, "cuGraphExecDestroy", (CUgraphExec exec))
 HATTN_CUDA_FN_OPTIONAL(cuGraphDestroy, "cuGraphDestroy", (CUgraph graph))
+HATTN_CUDA_FN_OPTIONAL(cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled",
+                       (hattn_cuda_tmap *map, int dtype, unsigned rank, void *addr, const unsigned long long *dims,
+                        const unsigned long long *strides, const unsigned *box, const unsigned *elem_strides,
+                        int interleave, int swizzle, int l2_promotion, int oob_fill))
 #endif

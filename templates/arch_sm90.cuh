@@ -2,10 +2,11 @@
 ** arch_sm90.cuh: the architecture layer of sm_90a (Hopper), on top of
 ** templates/arch_sm80.cuh: inline-PTX wrappers of warpgroup MMA (wgmma: its
 ** shared-memory descriptors, fences, commit and wait, the instructions of
-** the shapes the kernels use) and of the proxy fence between cp.async and
-** wgmma.  Pasted by gen/emit_cuda.c into the sources of the warpgroup
-** kernel only, which compile for sm_90a alone.  (No TMA or mbarrier yet:
-** the kernels load with cp.async.)
+** the shapes the kernels use), of the proxy fence between cp.async and
+** wgmma, and of what the warp-specialised kernel adds: mbarriers, TMA
+** tensor loads, named barriers and setmaxnreg.  Pasted by gen/emit_cuda.c
+** into the sources of the warpgroup kernels only, which compile for sm_90a
+** alone.
 */
 
 /* ---- wgmma ---------------------------------------------------------------- */
@@ -36,6 +37,84 @@ __device__ __forceinline__ void hattn_wg_wait() {
 ** st.shared) visible to the async proxy that wgmma reads through. */
 __device__ __forceinline__ void hattn_fence_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/* ---- mbarriers, TMA, named barriers, register reallocation --------------- */
+
+/* Initialise the mbarrier at shared address BAR to expect COUNT arrivals a
+** phase; then make the initialisation visible to the async proxy (TMA). */
+__device__ __forceinline__ void hattn_mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void hattn_mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+/* Arrive on BAR. */
+__device__ __forceinline__ void hattn_mbar_arrive(unsigned bar) {
+  asm volatile("{ .reg .b64 st; mbarrier.arrive.shared::cta.b64 st, [%0]; }\n" :: "r"(bar) : "memory");
+}
+
+/* Arrive on BAR and add BYTES to the transaction count that its phase
+** waits for (the bytes that TMA loads will complete on it). */
+__device__ __forceinline__ void hattn_mbar_arrive_tx(unsigned bar, unsigned bytes) {
+  asm volatile("{ .reg .b64 st; mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1; }\n"
+               :: "r"(bar), "r"(bytes) : "memory");
+}
+
+/* Arrive on BAR once this thread's cp.async copies so far have landed
+** (the arrival is counted in BAR's COUNT: .noinc). */
+__device__ __forceinline__ void hattn_mbar_arrive_cp_async(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" :: "r"(bar) : "memory");
+}
+
+/* Wait until the phase of BAR with parity PARITY has completed. */
+__device__ __forceinline__ void hattn_mbar_wait(unsigned bar, unsigned parity) {
+  /* (A label inside braces is local to them in PTX.) */
+  asm volatile("{ .reg .pred done;\n"
+               "WAIT:\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+               "@!done bra WAIT;\n"
+               "}\n" :: "r"(bar), "r"(parity) : "memory");
+}
+
+/* TMA: load the box at coordinates (C0, C1, C2, C3) (innermost first) of
+** the 4-d tensor that the tensor map at generic address MAP describes into
+** shared memory at DST, completing its bytes on the mbarrier BAR.  Parts
+** of the box outside the tensor are filled with zeros. */
+__device__ __forceinline__ void hattn_tma_load_4d(unsigned dst, const void *map, unsigned bar, int c0, int c1,
+                                                  int c2, int c3) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%3, %4, %5, %6}], [%2];\n"
+               :: "r"(dst), "l"((unsigned long long)map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+               : "memory");
+}
+
+__device__ __forceinline__ void hattn_tma_prefetch_map(const void *map) {
+  asm volatile("prefetch.tensormap [%0];\n" :: "l"((unsigned long long)map) : "memory");
+}
+
+/* Named barrier ID (1 .. 15) among THREADS threads: wait for all, or
+** arrive without waiting. */
+__device__ __forceinline__ void hattn_bar_sync(unsigned id, unsigned threads) {
+  asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void hattn_bar_arrive(unsigned id, unsigned threads) {
+  asm volatile("bar.arrive %0, %1;\n" :: "r"(id), "r"(threads) : "memory");
+}
+
+/* The warpgroup's registers a thread: give back down to N, or take up to N
+** (every thread of the warpgroup, with the same N). */
+template <int N>
+__device__ __forceinline__ void hattn_setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(N));
+}
+
+template <int N>
+__device__ __forceinline__ void hattn_setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(N));
 }
 
 /* Keep the compiler from moving the reads or writes of V across a wgmma

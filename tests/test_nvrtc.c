@@ -151,6 +151,13 @@ START_TEST(test_configs) {
     {64, 64, 4, 2, 1, 0, 0, 0},   {128, 64, 4, 2, 0, 8, 16, 2}, {64, 64, 4, 2, 1, 2, 64, 4},
   };
   static const hattn__cuda_config wg256 = {64, 64, 4, 2, 1, 0, 0, 0};
+  /* The warp-specialised kernel: two consumer warpgroups or one, 2 or 3
+  ** stages, head dims 64, 128 and 256. */
+  static const hattn__cuda_config ws[] = {
+    {128, 128, 12, 2, 2, 0, 0, 0}, {64, 64, 8, 2, 2, 0, 0, 0}, {128, 64, 12, 3, 2, 0, 0, 0},
+    {64, 128, 8, 2, 2, 0, 0, 0},
+  };
+  static const hattn__cuda_config ws256 = {64, 64, 8, 2, 2, 0, 0, 0};
   size_t i;
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, NULL, "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 128, NULL, "sm_90a");
@@ -158,6 +165,10 @@ START_TEST(test_configs) {
   for (i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
     emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, &cfgs[i], "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 256, &wg256, "sm_90a");
+  for (i = 0; i < sizeof ws / sizeof ws[0]; i++)
+    emit_compile(&spec->patterns[0], i % 2 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16, i == 3 ? 64 : 128, &ws[i],
+                 "sm_90a");
+  emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 256, &ws256, "sm_90a");
   hattn__spec_destroy(spec);
 }
 END_TEST
@@ -204,10 +215,20 @@ START_TEST(test_failures) {
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
   ck_assert_msg(strstr(err, "and 2 stages") != NULL, "message: %s", err);
   cfg.stages = 2;
+  cfg.wgmma = 3;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "wgmma must be 0, 1 or 2") != NULL, "message: %s", err);
+  /* The warp-specialised kernel: a producer warpgroup more, 2 or 3 stages. */
   cfg.wgmma = 2;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
-  ck_assert_msg(strstr(err, "wgmma must be 0 or 1") != NULL, "message: %s", err);
-  cfg.wgmma = 1;
+  ck_assert_msg(strstr(err, "warps = block_m / 16 + 4") != NULL, "message: %s", err);
+  cfg.warps = cfg.block_m / 16 + 4, cfg.stages = 4;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "2 or 3 stages") != NULL, "message: %s", err);
+  cfg.stages = 3;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_OK);
+  ck_assert_int_eq(hattn__cuda_config_runs_on(&cfg, 80, "NVIDIA A100", err, sizeof err), HATTN_ENOTSUP);
+  cfg.wgmma = 1, cfg.warps = cfg.block_m / 16, cfg.stages = 2;
   ck_assert_int_eq(hattn__cuda_config_runs_on(&cfg, 80, "NVIDIA A100", err, sizeof err), HATTN_ENOTSUP);
   ck_assert_msg(strstr(err, "needs an sm_90 device") && strstr(err, "NVIDIA A100 is sm_80"), "message: %s",
                 err);

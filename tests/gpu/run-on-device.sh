@@ -90,7 +90,8 @@ for phase in $phases; do
       # NAME:CONFIG pairs (default "base:default cur:default"): NAME cur is
       # this build, any other NAME the same build with the template
       # .device-dist/NAME.cuh swapped in (--pack writes base.cuh, the
-      # committed template); CONFIG is BM,BN,WARPS,STAGES[,WGMMA] or default.
+      # committed template); CONFIG is BM,BN,WARPS,STAGES[,WGMMA] or default
+      # (WGMMA 1: the warpgroup kernel, 2: the warp-specialised one).
       # HATTN_AB_TEMPLATE names the template that NAME.cuh replaces
       # (default attn_fwd.cuh; attn_fwd_sm90.cuh for the wgmma kernel).
       # HATTN_AB_ARGS go to hattn bench (e.g. --seqlen 4k).
@@ -109,7 +110,7 @@ for phase in $phases; do
         cfgtext=
         if [ -n "$cfg" ]; then
           IFS=, read -r m n w s g <<<"$cfg"
-          cfgtext="bm=$m bn=$n warps=$w stages=$s$([ "${g:-0}" = 1 ] && echo ' wgmma')"
+          cfgtext="bm=$m bn=$n warps=$w stages=$s$(case ${g:-0} in 1) echo ' wgmma' ;; 2) echo ' ws' ;; esac)"
         fi
         echo "-- $name $c"
         (cd "$dir" && env ${cfg:+HATTN_CUDA_CONFIG=$cfg} ${cfg:+"HATTN_BENCH_CONFIG=$cfgtext"} ./tools/hattn bench \
