@@ -22,24 +22,41 @@ void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__c
   out->wgmma = 0;
   out->dwarps = out->dblock_n = out->dsplit = 0;   /* the decode kernels' defaults */
   if (sm == 90) {
-    /* Hopper: the warpgroup kernel.  Dense: two warpgroups of 64 query
-    ** rows and 128-key blocks (FlashAttention 3's tiles at head dim 128),
-    ** one CTA an SM.  Any mask: one warpgroup and 64-key blocks, two CTAs
-    ** an SM, so that one CTA's start and end overlap the other's work and
-    ** masks waste less of the diagonal blocks.  Measured on an H200 at 4k
-    ** (bf16, d128, B x H = 64): dense 379 against 375 TFLOP/s, causal 320
-    ** against 342, causal & window(1k) 267 against 292, document & causal
-    ** (1k docs) 170 against 193.  Head dim 256: 64 x 64 always (O alone
-    ** takes 128 registers a thread). */
+    /* Hopper: the warpgroup kernels.  The warp-specialised one (wgmma 2)
+    ** with two consumer warpgroups of 64 query rows and 128-key blocks
+    ** where the mask is dense or a band (causal, window: closed-form key
+    ** blocks), else one consumer warpgroup and 64-key blocks, two CTAs an
+    ** SM; head dim 256 always 64 x 64 (O alone takes 128 registers a
+    ** thread).  Measured on an H200 (hattn bench, bf16, 4k and 16k, TFLOP/s),
+    ** against the warpgroup kernel that loads with every thread (wgmma 1,
+    ** the former default: 128 x 128 dense, 64 x 64 masks):
+    **   d128 dense 629 / 660 against 447 / 469; causal at 128 x 128 561 /
+    **   644, at 64 x 64 481 / 535, against 423 / 457; causal & window(1k)
+    **   420 / 432 and 391 / 411 against 358 / 370; document & causal (1k
+    **   docs) at 64 x 64 267 / 270 (128 x 128: 247 / 251) against 244 / 244;
+    **   d256 (8k) 468 dense, 475 causal against 389 and 387;
+    **   d64 (8k) dense 439 against 327, but at 64 x 64 causal 342 against
+    **   370 and document 170 against 215: there masks that are no band keep
+    **   the former kernel; at 128 x 128 causal 412 against 368 but causal &
+    **   window(1k) 280 against 300: a band of bounded width (a window) keeps
+    **   it too.
+    ** HATTN_CUDA_WS=0 picks the former kernel and tiles everywhere, =1 the
+    ** warp-specialised kernel everywhere (comparisons, tests). */
     const char *ws = getenv("HATTN_CUDA_WS");
-    out->block_m = dense && head_dim <= 128 ? 128 : 64;
-    out->block_n = dense && head_dim <= 128 ? 128 : 64;
-    out->warps = out->block_m / 16;
+    const int band = desc->pattern != NULL && desc->pattern->lowered != NULL && desc->pattern->lowered->band;
+    /* A band whose width is bounded on both sides: a window. */
+    const int window = band && desc->pattern->lowered->band_lo > -HATTN_MASK_INF &&
+                       desc->pattern->lowered->band_hi < HATTN_MASK_INF;
+    const int wide = head_dim <= 128 && (dense || band);
+    if (ws != NULL && strcmp(ws, "0") == 0) {
+      out->wgmma = 1;
+      out->block_m = out->block_n = dense && head_dim <= 128 ? 128 : 64;
+    } else {
+      out->wgmma = ws != NULL && strcmp(ws, "1") == 0 ? 2 : head_dim == 64 && (!wide || window) ? 1 : 2;
+      out->block_m = out->block_n = wide && out->wgmma == 2 ? 128 : 64;
+    }
+    out->warps = out->block_m / 16 + (out->wgmma == 2 ? 4 : 0);
     out->stages = 2;
-    out->wgmma = 1;
-    /* HATTN_CUDA_WS=1: the warp-specialised kernel on the same tiles (for
-    ** comparisons and its tests). */
-    if (ws != NULL && strcmp(ws, "1") == 0) out->wgmma = 2, out->warps += 4;
   } else if (head_dim <= 64) {
     out->block_m = 128;
     out->block_n = 64;

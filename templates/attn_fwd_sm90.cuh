@@ -90,6 +90,68 @@ __device__ __forceinline__ void hattn_sm90_tile(const hattn_cuda_args &args, int
   bh = chunk * hc + in_chunk % chunk_heads;
 }
 
+/* Issue S = Q K^T of this warpgroup: its rows of Q at shared address AQ,
+** the key block at SK + STAGE * the bytes of a block (both K-major
+** panels); committed, not waited for.  The accumulators of the P V
+** products before it are pinned (PIN_O), so that the compiler keeps their
+** reads and writes on their side of the fence.  (The warp-specialised
+** kernel has the block's address formed after the fence and the other
+** before it, STAGE 0: each compiles so to the code that was measured.) */
+template <class Config>
+__device__ __forceinline__ void hattn_sm90_issue_s(float (&s)[Config::block_n / 2],
+                                                   float (&acc_o)[Config::head_dim / 2],
+                                                   unsigned (&pk)[Config::block_n / 16][4], unsigned aQ,
+                                                   unsigned sK0, int stage, bool pin_o) {
+  constexpr int BLOCK_M = Config::block_m, BLOCK_N = Config::block_n;
+  if (pin_o) {
+#pragma unroll
+    for (int i = 0; i < Config::head_dim / 2; i++) hattn_wg_pin(acc_o[i]);
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_N / 16; kk++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) hattn_wg_pin(pk[kk][c]);
+  }
+  hattn_wg_fence();
+  const unsigned sK = sK0 + stage * (BLOCK_N * Config::head_dim * 2);
+#pragma unroll
+  for (int kk = 0; kk < Config::head_dim / 16; kk++) {
+    const unsigned panel = (kk / 4) * 128, col = (kk % 4) * 32;
+    hattn_wgmma_ss<BLOCK_N, Config::is_bf16>(s, hattn_wg_desc(aQ + panel * BLOCK_M + col, 16, 1024),
+                                             hattn_wg_desc(sK + panel * BLOCK_N + col, 16, 1024), kk > 0);
+  }
+  hattn_wg_commit();
+}
+
+/* Issue O += P V with P packed in PK and the value block at SV (N-major
+** panels); committed, not waited for. */
+template <class Config>
+__device__ __forceinline__ void hattn_sm90_issue_pv(float (&acc_o)[Config::head_dim / 2],
+                                                    unsigned (&pk)[Config::block_n / 16][4], unsigned sV) {
+  constexpr int BLOCK_N = Config::block_n;
+  hattn_wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < BLOCK_N / 16; kk++)
+    hattn_wgmma_rs<Config::head_dim, Config::is_bf16>(acc_o, pk[kk],
+                                                      hattn_wg_desc(sV + kk * 16 * 128, BLOCK_N * 128, 1024));
+  hattn_wg_commit();
+}
+
+/* O += P V of the last key block, its values at SV, waited for. */
+template <class Config>
+__device__ __forceinline__ void hattn_sm90_last_pv(float (&acc_o)[Config::head_dim / 2],
+                                                   unsigned (&pk)[Config::block_n / 16][4], unsigned sV) {
+#pragma unroll
+  for (int i = 0; i < Config::head_dim / 2; i++) hattn_wg_pin(acc_o[i]);
+#pragma unroll
+  for (int kk = 0; kk < Config::block_n / 16; kk++)
+#pragma unroll
+    for (int c = 0; c < 4; c++) hattn_wg_pin(pk[kk][c]);
+  hattn_sm90_issue_pv<Config>(acc_o, pk, sV);
+  hattn_wg_wait<0>();
+#pragma unroll
+  for (int i = 0; i < Config::head_dim / 2; i++) hattn_wg_pin(acc_o[i]);
+}
+
 /* The scores S of key block k0 / BLOCK_N for this thread's rows (CTA rows
 ** r0 and r0 + 8 of query block q0 / BLOCK_M, lane quad position t), in
 ** place: the modifiers, the mask where PARTIAL, keys past the entry's end;
@@ -258,12 +320,10 @@ template <class Config, class Pattern, bool PAGED>
 __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args) {
   constexpr int BLOCK_M = Config::block_m, BLOCK_N = Config::block_n;
   constexpr int HEAD_DIM = Config::head_dim, STAGES = Config::stages;
-  constexpr bool IS_BF16 = Config::is_bf16;
   constexpr int WG = BLOCK_M / 64;             /* warpgroups */
   constexpr int THREADS = WG * 128;
   constexpr int NT = BLOCK_N / 8;              /* 8-key column tiles of S */
   constexpr int DT = HEAD_DIM / 8;             /* 8-wide column tiles of O */
-  constexpr int KD = HEAD_DIM / 16;            /* k-steps of Q K^T */
   constexpr int KN = BLOCK_N / 16;             /* k-steps of P V */
   constexpr unsigned Q_BYTES = BLOCK_M * HEAD_DIM * 2;
   constexpr unsigned KV_BYTES = BLOCK_N * HEAD_DIM * 2;
@@ -344,32 +404,9 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
 
     /* ---- issue S = Q K^T, then O += P V of the block before ---- */
     float s[NT * 4];
-    const unsigned sKs = sK + buf * KV_BYTES;
+    hattn_sm90_issue_s<Config>(s, acc_o, pk, aQ, sK + buf * KV_BYTES, 0, j > 0);
     if (j > 0) {
-#pragma unroll
-      for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
-#pragma unroll
-      for (int kk = 0; kk < KN; kk++)
-#pragma unroll
-        for (int c = 0; c < 4; c++) hattn_wg_pin(pk[kk][c]);
-    }
-    hattn_wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < KD; kk++) {
-      const unsigned panel = (kk / 4) * 128, col = (kk % 4) * 32;
-      hattn_wgmma_ss<BLOCK_N, IS_BF16>(
-          s, hattn_wg_desc(aQ + panel * BLOCK_M + col, 16, 1024),
-          hattn_wg_desc(sKs + panel * BLOCK_N + col, 16, 1024), kk > 0);
-    }
-    hattn_wg_commit();
-    if (j > 0) {
-      const unsigned sVp = sV + prev * KV_BYTES;
-      hattn_wg_fence();                         /* (ptxas would insert it) */
-#pragma unroll
-      for (int kk = 0; kk < KN; kk++)
-        hattn_wgmma_rs<HEAD_DIM, IS_BF16>(acc_o, pk[kk],
-                                          hattn_wg_desc(sVp + kk * 16 * 128, BLOCK_N * 128, 1024));
-      hattn_wg_commit();
+      hattn_sm90_issue_pv<Config>(acc_o, pk, sV + prev * KV_BYTES);
       hattn_wg_wait<1>();                       /* S ready; P V may run on */
     } else {
       hattn_wg_wait<0>();
@@ -392,21 +429,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90(const hattn_cuda_args &args)
     hattn_cp_async_wait<0>();
     hattn_fence_async_shared();
     __syncthreads();
-    const unsigned sVl = sV + ((nblocks - 1) % STAGES) * KV_BYTES;
-#pragma unroll
-    for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
-#pragma unroll
-    for (int kk = 0; kk < KN; kk++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) hattn_wg_pin(pk[kk][c]);
-    hattn_wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < KN; kk++)
-      hattn_wgmma_rs<HEAD_DIM, IS_BF16>(acc_o, pk[kk], hattn_wg_desc(sVl + kk * 16 * 128, BLOCK_N * 128, 1024));
-    hattn_wg_commit();
-    hattn_wg_wait<0>();
-#pragma unroll
-    for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
+    hattn_sm90_last_pv<Config>(acc_o, pk, sV + ((nblocks - 1) % STAGES) * KV_BYTES);
   }
   /* No copy may still be landing when the CTA exits (Q, when there was no
   ** key block at all). */
@@ -449,9 +472,8 @@ template <class Config, class Pattern, bool PAGED>
 __device__ __forceinline__ void hattn_attn_fwd_sm90_ws(const hattn_cuda_args &args, const hattn_cuda_tmaps &maps) {
   constexpr int BLOCK_M = Config::block_m, BLOCK_N = Config::block_n;
   constexpr int HEAD_DIM = Config::head_dim, STAGES = Config::stages;
-  constexpr bool IS_BF16 = Config::is_bf16;
   constexpr int WG = BLOCK_M / 64;             /* consumer warpgroups */
-  constexpr int NT = BLOCK_N / 8, DT = HEAD_DIM / 8, KD = HEAD_DIM / 16, KN = BLOCK_N / 16;
+  constexpr int NT = BLOCK_N / 8, DT = HEAD_DIM / 8, KN = BLOCK_N / 16;
   constexpr unsigned Q_BYTES = BLOCK_M * HEAD_DIM * 2;
   constexpr unsigned KV_BYTES = BLOCK_N * HEAD_DIM * 2;
   constexpr bool PINGPONG = WG == 2;
@@ -578,32 +600,9 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90_ws(const hattn_cuda_args &ar
     /* ---- issue S = Q K^T, then O += P V of the block before ---- */
     float s[NT * 4];
     if (PINGPONG) hattn_bar_sync(1 + cw, 256);
+    hattn_sm90_issue_s<Config>(s, acc_o, pk, aQ, sK, st, j > 0);
     if (j > 0) {
-#pragma unroll
-      for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
-#pragma unroll
-      for (int kk = 0; kk < KN; kk++)
-#pragma unroll
-        for (int c = 0; c < 4; c++) hattn_wg_pin(pk[kk][c]);
-    }
-    hattn_wg_fence();
-    const unsigned sKs = sK + st * KV_BYTES;
-#pragma unroll
-    for (int kk = 0; kk < KD; kk++) {
-      const unsigned panel = (kk / 4) * 128, col = (kk % 4) * 32;
-      hattn_wgmma_ss<BLOCK_N, IS_BF16>(
-          s, hattn_wg_desc(aQ + panel * BLOCK_M + col, 16, 1024),
-          hattn_wg_desc(sKs + panel * BLOCK_N + col, 16, 1024), kk > 0);
-    }
-    hattn_wg_commit();
-    if (j > 0) {
-      const unsigned sVp = sV + prev * KV_BYTES;
-      hattn_wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < KN; kk++)
-        hattn_wgmma_rs<HEAD_DIM, IS_BF16>(acc_o, pk[kk],
-                                          hattn_wg_desc(sVp + kk * 16 * 128, BLOCK_N * 128, 1024));
-      hattn_wg_commit();
+      hattn_sm90_issue_pv<Config>(acc_o, pk, sV + prev * KV_BYTES);
       if (PINGPONG) hattn_bar_arrive(2 - cw, 256);
       hattn_wg_wait<1>();                       /* S ready; P V may run on */
     } else {
@@ -636,21 +635,7 @@ __device__ __forceinline__ void hattn_attn_fwd_sm90_ws(const hattn_cuda_args &ar
     const int last = nblocks - 1;
     hattn_mbar_wait(vfull + 8 * (last % STAGES), (last / STAGES) & 1);
     if (!tma) hattn_fence_async_shared();
-    const unsigned sVl = sV + (last % STAGES) * KV_BYTES;
-#pragma unroll
-    for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
-#pragma unroll
-    for (int kk = 0; kk < KN; kk++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) hattn_wg_pin(pk[kk][c]);
-    hattn_wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < KN; kk++)
-      hattn_wgmma_rs<HEAD_DIM, IS_BF16>(acc_o, pk[kk], hattn_wg_desc(sVl + kk * 16 * 128, BLOCK_N * 128, 1024));
-    hattn_wg_commit();
-    hattn_wg_wait<0>();
-#pragma unroll
-    for (int i = 0; i < DT * 4; i++) hattn_wg_pin(acc_o[i]);
+    hattn_sm90_last_pv<Config>(acc_o, pk, sV + (last % STAGES) * KV_BYTES);
   }
 
   /* ---- epilogue: O / l through this warp's rows of sQ, LSE ---- */

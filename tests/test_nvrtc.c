@@ -173,6 +173,47 @@ START_TEST(test_configs) {
 }
 END_TEST
 
+/* The sm_90 defaults: the warp-specialised kernel at 128 x 128 for dense
+** and band masks, at 64 x 64 for other masks (but the warpgroup kernel for
+** them and for windows at head dim 64) and at head dim 256; HATTN_CUDA_WS=0 the former
+** warpgroup kernel everywhere, =1 the warp-specialised one everywhere. */
+START_TEST(test_defaults) {
+  static const struct {
+    const char *spec;
+    int head_dim, ws;            /* HATTN_CUDA_WS: -1 unset */
+    int wgmma, block;
+  } cases[] = {
+    {"pattern p = full", 128, -1, 2, 128},
+    {"pattern p = causal & window(1k)", 128, -1, 2, 128},
+    {"pattern p = causal & document", 128, -1, 2, 64},
+    {"pattern p = causal & document", 64, -1, 1, 64},
+    {"pattern p = causal", 64, -1, 2, 128},
+    {"pattern p = causal & window(1k)", 64, -1, 1, 64},
+    {"pattern p = window(1k)", 128, -1, 2, 128},
+    {"pattern p = causal", 256, -1, 2, 64},
+    {"pattern p = causal", 128, 0, 1, 64},
+    {"pattern p = full", 128, 0, 1, 128},
+    {"pattern p = causal & document", 64, 1, 2, 64},
+  };
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    hattn__spec *spec = parse(cases[i].spec);
+    hattn__kernel_desc desc = {&spec->patterns[0], HATTN_DTYPE_BF16, cases[i].head_dim};
+    hattn__cuda_config cfg;
+    char err[512];
+    if (cases[i].ws < 0) unsetenv("HATTN_CUDA_WS");
+    else setenv("HATTN_CUDA_WS", cases[i].ws ? "1" : "0", 1);
+    hattn__cuda_config_default(&desc, 90, &cfg);
+    ck_assert_msg(cfg.wgmma == cases[i].wgmma && cfg.block_m == cases[i].block && cfg.block_n == cases[i].block,
+                  "case %zu: wgmma %d, %d x %d", i, cfg.wgmma, cfg.block_m, cfg.block_n);
+    ck_assert_int_eq(cfg.warps, cfg.block_m / 16 + (cfg.wgmma == 2 ? 4 : 0));
+    ck_assert_msg(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_OK, "case %zu: %s", i, err);
+    hattn__spec_destroy(spec);
+  }
+  unsetenv("HATTN_CUDA_WS");
+}
+END_TEST
+
 /* ---- failure paths -------------------------------------------------------------- */
 
 START_TEST(test_failures) {
@@ -198,8 +239,11 @@ START_TEST(test_failures) {
   desc.dtype = HATTN_DTYPE_BF16;
 
   /* The warpgroup kernel: 64 x 64 tiles at head dim 256, one warp per 16
-  ** rows, and sm_90a only. */
-  ck_assert_int_eq(cfg.wgmma, 1);
+  ** rows, and sm_90a only.  (The default on sm_90 for a band like causal is
+  ** the warp-specialised kernel.) */
+  ck_assert_int_eq(cfg.wgmma, 2);
+  ck_assert_int_eq(cfg.warps, cfg.block_m / 16 + 4);
+  cfg.wgmma = 1, cfg.warps = cfg.block_m / 16;
   desc.head_dim = 256;
   cfg.block_m = 128, cfg.warps = 8;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
@@ -378,14 +422,25 @@ START_TEST(test_contract) {
   hattn__cuda_config cfg;
   char err[4096], *src, *fwd;
   int wgmma;
-  for (wgmma = 0; wgmma < 2; wgmma++) {
-    const char *fn = wgmma ? "hattn_attn_fwd_sm90<hattn_config, hattn_pattern, false>(args);"
-                           : "hattn_attn_fwd<hattn_config, hattn_pattern, false>(args);";
-    const char *paged = wgmma ? "k_paged(const hattn_cuda_args args) {\n  hattn_attn_fwd_sm90<hattn_config, hattn_pattern, true>(args);"
-                              : "k_paged(const hattn_cuda_args args) {\n  hattn_attn_fwd<hattn_config, hattn_pattern, true>(args);";
+  /* 0: the sm_80 default, the mma.sync kernel; 1: the warpgroup kernel; 2:
+  ** the sm_90 default for this band, the warp-specialised kernel, whose
+  ** entry points take the TMA descriptors too. */
+  for (wgmma = 0; wgmma < 3; wgmma++) {
+    static const char *const fns[] = {
+      "k(const hattn_cuda_args args) {\n  hattn_attn_fwd<hattn_config, hattn_pattern, false>(args);",
+      "k(const hattn_cuda_args args) {\n  hattn_attn_fwd_sm90<hattn_config, hattn_pattern, false>(args);",
+      "k(const hattn_cuda_args args, const __grid_constant__ hattn_cuda_tmaps maps) {\n"
+      "  hattn_attn_fwd_sm90_ws<hattn_config, hattn_pattern, false>(args, maps);"};
+    static const char *const pageds[] = {
+      "k_paged(const hattn_cuda_args args) {\n  hattn_attn_fwd<hattn_config, hattn_pattern, true>(args);",
+      "k_paged(const hattn_cuda_args args) {\n  hattn_attn_fwd_sm90<hattn_config, hattn_pattern, true>(args);",
+      "k_paged(const hattn_cuda_args args, const __grid_constant__ hattn_cuda_tmaps maps) {\n"
+      "  hattn_attn_fwd_sm90_ws<hattn_config, hattn_pattern, true>(args, maps);"};
+    const char *fn = fns[wgmma], *paged = pageds[wgmma];
     const char *body = wgmma ? "templates/attn_fwd_sm90.cuh) ----" : "templates/attn_fwd.cuh) ----";
     hattn__cuda_config_default(&desc, wgmma ? 90 : 80, &cfg);
-    ck_assert_int_eq(cfg.wgmma, wgmma);
+    ck_assert_int_eq(cfg.wgmma, wgmma ? 2 : 0);
+    if (wgmma == 1) cfg.wgmma = 1, cfg.warps = cfg.block_m / 16;
     ck_assert_int_eq(hattn__emit_cuda_kernel(HATTN_CUDA_KERNEL_FWD, &desc, &cfg, "k", &src, err, sizeof err),
                      HATTN_OK);
     ck_assert_int_eq(hattn__emit_cuda(&desc, &cfg, "k", &fwd, err, sizeof err), HATTN_OK);
@@ -401,8 +456,9 @@ START_TEST(test_contract) {
                       strstr(src, body) < strstr(src, "hattn_visible("),
                   "the kernel body does not come before the generated code");
     ck_assert_int_eq(strstr(src, "templates/arch_sm80.cuh) ----") != NULL, 1);
-    ck_assert_int_eq(strstr(src, "templates/arch_sm90.cuh) ----") != NULL, wgmma);
-    ck_assert_int_eq(strstr(src, "wgmma.mma_async") != NULL, wgmma);
+    ck_assert_int_eq(strstr(src, "templates/arch_sm90.cuh) ----") != NULL, wgmma > 0);
+    ck_assert_int_eq(strstr(src, "wgmma.mma_async") != NULL, wgmma > 0);
+    ck_assert_int_eq(strstr(src, "cp.async.bulk.tensor") != NULL, wgmma > 0);
     free(src);
     free(fwd);
   }
@@ -447,6 +503,7 @@ static Suite *nvrtc_suite(void) {
   tcase_add_test(tc, test_examples);
   tcase_add_loop_test(tc, test_atoms, 0, 2);
   tcase_add_test(tc, test_configs);
+  tcase_add_test(tc, test_defaults);
   tcase_add_test(tc, test_failures);
   tcase_add_test(tc, test_comment);
   tcase_add_test(tc, test_band);
