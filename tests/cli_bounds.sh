@@ -85,6 +85,13 @@ expect 2 "hattn report: pattern 'p': finding the keys it keeps at 16777216 token
   "$hattn" report "$tmp/keep.hattn" --seqlen 16m
 expect 0 "density" "$hattn" report "$tmp/keep.hattn" --seqlen 4k
 
+# The receptive field is counted within 2^28 steps, else said not to be
+# (causal & stride(2): every block PARTIAL, half the keys never seen).
+printf 'pattern p = causal & stride(2)\nmodel m { layers 2 heads 1 head_dim 64 layer 0-1 : p }\n' >"$tmp/reach.hattn"
+expect 0 "reach   not counted: the receptive field at 65,536 tokens takes more than 2^28 steps" \
+  "$hattn" report "$tmp/reach.hattn" --seqlen 64k
+expect 0 "reach     50.000%  of the 4,096 positions" "$hattn" report "$tmp/reach.hattn" --seqlen 4k
+
 # topk(K) and random(R, S) hold at most the key blocks that exist (topk took
 # 27 s and 8.5 GB at seqlen 1, and exited 2 with no message at 64k).
 printf 'pattern p = causal & topk(2147483647)\n' >"$tmp/topk.hattn"

@@ -64,7 +64,7 @@ expect 0 "prefill of 4,096 tokens" "$hattn" report "$ex/gemma3_27b.hattn" --seql
 expect 0 "prefill of 32,768 tokens" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k,32k
 expect 2 "--seqlen: expected a positive length" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k,,8k
 # report: CSV and JSON.
-expect 0 "model,seqlen,layers,count,patterns,density,flops,kv_bytes" \
+expect 0 "model,seqlen,layers,count,patterns,density,flops,kv_bytes,receptive_field" \
   "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k,128k --format csv
 expect 0 'gemma3_27b,131072,"0-4, 6-10, 12-16, 18-22, 24-28, 30-34, 36-40, 42-46, 48-52, 54-58, 60-61",52,local,' \
   "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k,128k --format csv
@@ -83,6 +83,14 @@ g = m["lengths"][0]["groups"]
 assert sum(x["count"] for x in g) == m["layers"], g
 EOF2
 fi
+# report: the receptive field (StreamingLLM's sink and window reach 32 windows
+# back; Gemma's global layers reach everything).
+expect 0 "reach     99.527%  of the 32,768 positions reach the last token" \
+  "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k
+expect 0 "reach    100.000%  of the 4,096 positions" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k
+expect 0 '"receptive_field": 0.99527}' "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k --format json
+expect 0 "streaming_llama2_7b,32768,total,32,,0.0307622,17317576572928,536870912,0.99527" \
+  "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k --format csv
 expect 2 "--format: expected text, json or csv, got 'xml'" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k --format xml
 
 echo "cli_tools.sh: $fails failure(s)"

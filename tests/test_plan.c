@@ -18,6 +18,7 @@
 #include "lower.h"
 #include "mask.h"
 #include "plan.h"
+#include "reach.h"
 #include "spec.h"
 
 static uint64_t g_seed;
@@ -649,6 +650,61 @@ static void check_case(rng *r, const hattn__expr *e, const hattn__mask_env *env,
 ** ---------------------------------------------------------------- */
 
 /* Every atom, with arguments that include 1 and more than the sequence. */
+/* The receptive field (reach.h) of random stacks of layers: random
+** patterns per (layer, head), lengths and block sizes, against brute force
+** (every query of the set after a layer, every head, every key); and the
+** step limit. */
+START_TEST(test_reach) {
+  rng r = rng_for(900 + (uint64_t)_i);
+  int round;
+  for (round = 0; round < 40; round++) {
+    tenv t;
+    int64_t n = rand_len(&r, 300), bs = rng_range(&r, 1, 70), steps, q, k;
+    int layers = (int)rng_range(&r, 1, 6), npat = (int)rng_range(&r, 1, 4), heads, i, l, h, rc;
+    const hattn__mask *masks[4];
+    hattn__mask_env envs[4];
+    int *assign;
+    uint8_t *got = malloc((size_t)n), *want = malloc((size_t)n), *cur = malloc((size_t)n);
+    tenv_make(&r, &t, n, n);
+    heads = (int)t.env.heads;
+    assign = malloc((size_t)(layers * heads) * sizeof *assign);
+    ck_assert(got && want && cur && assign);
+    for (i = 0; i < npat; i++) {
+      masks[i] = lw(rand_expr(&r, &t, (int)rng_range(&r, 1, 3)));
+      envs[i] = t.env;
+    }
+    for (i = 0; i < layers * heads; i++) assign[i] = (int)rng_range(&r, 0, npat - 1);
+    rc = hattn__reach(layers, heads, assign, masks, envs, n, bs, INT64_MAX, got, &steps);
+    CHECK(rc == HATTN_OK, "hattn__reach: %d", rc);
+    memset(want, 0, (size_t)n);
+    want[n - 1] = 1;
+    for (l = layers - 1; l >= 0; l--) {
+      memcpy(cur, want, (size_t)n);
+      for (q = 0; q < n; q++)
+        for (h = 0; cur[q] && h < heads; h++)
+          for (k = 0; k < n; k++)
+            if (hattn__mask_visible(masks[assign[l * heads + h]], q, k, h, &t.env)) want[k] = 1;
+    }
+    for (k = 0; k < n; k++)
+      CHECK(got[k] == want[k], "seed %" PRIu64 " round %d: position %" PRId64 " of %" PRId64 " reaches: %d, "
+            "brute force %d (%d layers, %d heads, blocks of %" PRId64 ")", g_seed, round, k, n, got[k], want[k],
+            layers, heads, bs);
+    /* Too few steps: HATTN_ENOTSUP, and what was found is a subset. */
+    if (steps > 1) {
+      rc = hattn__reach(layers, heads, assign, masks, envs, n, bs, steps - 1, got, &steps);
+      CHECK(rc == HATTN_ENOTSUP, "a step limit below the need: %d", rc);
+      for (k = 0; k < n; k++) CHECK(!got[k] || want[k], "position %" PRId64 " beyond the answer", k);
+    }
+    free(got);
+    free(want);
+    free(cur);
+    free(assign);
+    tenv_free(&t);
+    pool_free();
+  }
+}
+END_TEST
+
 START_TEST(test_atoms) {
   rng r = rng_for(1 + (uint64_t)_i);
   int round, k;
@@ -1309,6 +1365,7 @@ static Suite *plan_suite(void) {
   tcase_add_loop_test(tc, test_blocks, 0, 2);
   tcase_add_loop_test(tc, test_random_atom, 0, 2);
   tcase_add_loop_test(tc, test_topk, 0, 2);
+  tcase_add_loop_test(tc, test_reach, 0, 3);
   tcase_add_test(tc, test_topk_routed);
   tcase_add_test(tc, test_empty_lengths);
   suite_add_tcase(s, tc);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "hattn.h"
+#include "reach.h"
 #include "tools.h"
 
 static const char report_usage[] =
@@ -32,13 +33,24 @@ static const char report_usage[] =
   "      --doc-lens A,B,.. document patterns: these lengths\n"
   "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"
   "  -f, --format F        text (the default), json or csv: one record per group of\n"
-  "                        layers and length, then total and causal; density as a\n"
-  "                        fraction, flops and kv_bytes of all the group's layers\n"
+  "                        layers and length, then total and causal; density and\n"
+  "                        receptive_field (total and causal only; empty or null\n"
+  "                        when not counted) as fractions, flops and kv_bytes of\n"
+  "                        all the group's layers\n"
   "  -h, --help            this text\n"
   "\n"
   "Patterns that depend on run-time data keep every token in the KV cache\n"
   "(document, blocks, random, topk); topk counts the K most recent eligible\n"
-  "blocks.\n";
+  "blocks.\n"
+  "\n"
+  "The receptive field is what full attention would see and a hybrid may not:\n"
+  "the positions whose tokens can reach the last token's output through the\n"
+  "layers (a layer carries key k to query q where one of its heads sees k from\n"
+  "q; the residual stream keeps each position's own), as a fraction of the N\n"
+  "positions; causal attention in any layer makes it 100%.  Counted exactly,\n"
+  "within 2^28 steps (a block test or a predicate evaluation each); past them\n"
+  "the report says it was not counted.  Run-time patterns use the documents\n"
+  "and layouts given, and topk the K most recent eligible blocks.\n";
 
 /* KEEP[k] = 1 for each key k < n that the query at n - 1, or one of the next
 ** ones, may see: the tokens the KV cache must hold to decode at length n. */
@@ -208,6 +220,58 @@ static void put_csv_field(const char *s) {
   putchar('"');
 }
 
+/* The steps hattn__reach may take for the receptive field of one model at
+** one length. */
+#define REPORT_MAX_REACH_STEPS ((int64_t)1 << 28)
+
+/* The positions of [0, N) in the receptive field of M's last token into
+** *REACHED (reach.h), or -1 there when counting them takes more than
+** REPORT_MAX_REACH_STEPS.  Returns 0, or -1 after printing why. */
+static int receptive_field(const hattn__spec *spec, const hattn__model *m, int64_t n, tool_rtdata *rt,
+                           int64_t *reached) {
+  const hattn__mask **masks = calloc((size_t)spec->npatterns + 1, sizeof *masks);
+  hattn__mask_env *envs = calloc((size_t)spec->npatterns + 1, sizeof *envs);
+  int32_t **topk = calloc((size_t)spec->npatterns + 1, sizeof *topk);  /* each pattern's own table */
+  uint8_t *reach = malloc((size_t)n);
+  int64_t steps, k;
+  int i, r, rc = -1;
+  *reached = -1;
+  if (masks == NULL || envs == NULL || topk == NULL || reach == NULL) goto nomem;
+  /* The environments of the patterns M uses.  tool_rtdata_env remakes its
+  ** tables at each call: the document offsets are the same for every
+  ** pattern at one length (the last call's serve all), the routed tables
+  ** depend on K and are copied. */
+  for (i = 0; i < m->layers * m->heads; i++) {
+    int p = m->assign[i];
+    if (masks[p] != NULL) continue;
+    masks[p] = spec->patterns[p].lowered;
+    if (tool_rtdata_env(rt, spec, &spec->patterns[p], n, n, &envs[p])) goto done;
+    if (envs[p].topk_blocks != NULL) {
+      size_t bytes = (size_t)(hattn__nblocks64(n) * envs[p].topk_k + 1) * sizeof **topk;
+      if ((topk[p] = malloc(bytes)) == NULL) goto nomem;
+      memcpy(topk[p], envs[p].topk_blocks, bytes);
+      envs[p].topk_blocks = topk[p];
+    }
+  }
+  for (i = 0; i < spec->npatterns; i++)
+    if (envs[i].doc_offsets != NULL) envs[i].doc_offsets = rt->offsets;
+  r = hattn__reach(m->layers, m->heads, m->assign, masks, envs, n, 128, REPORT_MAX_REACH_STEPS, reach, &steps);
+  if (r == HATTN_ENOMEM) goto nomem;
+  if (r == HATTN_OK)
+    for (*reached = 0, k = 0; k < n; k++) *reached += reach[k];
+  rc = 0;
+  goto done;
+nomem:
+  fprintf(stderr, "hattn report: out of memory for the receptive field at %lld tokens\n", (long long)n);
+done:
+  for (i = 0; topk != NULL && i < spec->npatterns; i++) free(topk[i]);
+  free(topk);
+  free(masks);
+  free(envs);
+  free(reach);
+  return rc;
+}
+
 /* Print the cost of model M at length N in FMT (the JSON object of one
 ** length, FIRST: the first of its model).  Costs each pattern the model
 ** uses once into COST (reset by the caller for each length).  Returns 0, or
@@ -222,6 +286,7 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
   layer_group *g = NULL;
   const char *fname;
   char b1[32];
+  int64_t reached;      /* positions in the receptive field, or -1: not counted */
   int i, j, ng = 0, rc = -1;
 
   funit = causal_flops * m->layers >= 1e12 ? 1e12 : 1e9;
@@ -238,6 +303,7 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
     fprintf(stderr, "hattn report: out of memory\n");
     goto done;
   }
+  if (receptive_field(spec, m, n, rt, &reached) < 0) goto done;
   for (i = 0; i < ng; i++) {
     tot_flops += 4.0 * d * g[i].visible * g[i].count;
     tot_kv += 2.0 * d * esize * g[i].kv_tokens * g[i].count;
@@ -262,18 +328,24 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
            "saving", "", tot_flops > 0 ? causal_flops * m->layers / tot_flops : 0.0,
            tot_kv > 0 ? causal_kv * m->layers / tot_kv : 0.0, 100.0 * (1 - tot_flops / (causal_flops * m->layers)),
            100.0 * (1 - tot_kv / (causal_kv * m->layers)));
+    if (reached >= 0)
+      printf("%-7s %8.3f%%  of the %s positions reach the last token through the layers (causal: 100%%)\n",
+             "reach", 100.0 * (double)reached / (double)n, b1);
+    else
+      printf("%-7s not counted: the receptive field at %s tokens takes more than 2^28 steps\n", "reach", b1);
   } else if (fmt == FMT_CSV) {
     for (i = 0; i < ng; i++) {
       printf("%s,%lld,", m->name, (long long)n);
       put_csv_field(g[i].layer_text);
       printf(",%d,", g[i].count);
       put_csv_field(g[i].patterns);
-      printf(",%.6g,%.0f,%.0f\n", g[i].visible / all, 4.0 * d * g[i].visible * g[i].count,
+      printf(",%.6g,%.0f,%.0f,\n", g[i].visible / all, 4.0 * d * g[i].visible * g[i].count,
              2.0 * d * esize * g[i].kv_tokens * g[i].count);
     }
-    printf("%s,%lld,total,%d,,%.6g,%.0f,%.0f\n", m->name, (long long)n, m->layers,
+    printf("%s,%lld,total,%d,,%.6g,%.0f,%.0f,", m->name, (long long)n, m->layers,
            tot_flops / (4.0 * d * all * m->layers), tot_flops, tot_kv);
-    printf("%s,%lld,causal,%d,,%.6g,%.0f,%.0f\n", m->name, (long long)n, m->layers,
+    if (reached >= 0) printf("%.6g", (double)reached / (double)n);
+    printf("\n%s,%lld,causal,%d,,%.6g,%.0f,%.0f,1\n", m->name, (long long)n, m->layers,
            (double)causal / ((double)n * (double)n), causal_flops * m->layers, causal_kv * m->layers);
   } else {
     printf("%s\n        {\"seqlen\": %lld, \"groups\": [", first ? "" : ",", (long long)n);
@@ -289,9 +361,11 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
              g[i].visible / all, 4.0 * d * g[i].visible, 2.0 * d * esize * g[i].kv_tokens,
              4.0 * d * g[i].visible * g[i].count, 2.0 * d * esize * g[i].kv_tokens * g[i].count);
     }
-    printf("],\n         \"total\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f},\n",
+    printf("],\n         \"total\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f, \"receptive_field\": ",
            tot_flops / (4.0 * d * all * m->layers), tot_flops, tot_kv);
-    printf("         \"causal\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f}}",
+    if (reached >= 0) printf("%.6g},\n", (double)reached / (double)n);
+    else printf("null},\n");
+    printf("         \"causal\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f, \"receptive_field\": 1}}",
            (double)causal / ((double)n * (double)n), causal_flops * m->layers, causal_kv * m->layers);
   }
   rc = 0;
@@ -381,7 +455,7 @@ int hattn__cmd_report(int argc, char **argv) {
     goto done;
   }
   if ((cost = calloc((size_t)spec->npatterns + 1, sizeof *cost)) == NULL) goto done;
-  if (fmt == FMT_CSV) printf("model,seqlen,layers,count,patterns,density,flops,kv_bytes\n");
+  if (fmt == FMT_CSV) printf("model,seqlen,layers,count,patterns,density,flops,kv_bytes,receptive_field\n");
   if (fmt == FMT_JSON) printf("{\"models\": [");
   for (mi = 0; mi < spec->nmodels; mi++) {
     const hattn__model *m = &spec->models[mi];
