@@ -91,6 +91,38 @@ expect 0 "reach    100.000%  of the 4,096 positions" "$hattn" report "$ex/gemma3
 expect 0 '"receptive_field": 0.99527}' "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k --format json
 expect 0 "streaming_llama2_7b,32768,total,32,,0.0307622,17317576572928,536870912,0.99527" \
   "$hattn" report "$ex/streamingllm.hattn" --seqlen 32k --format csv
+# report --measure: one layer of each pattern timed on the CPU, summed over
+# the layers beside causal everywhere; the records carry the times.
+cat >"$tmp/mm.hattn" <<'EOF2'
+pattern local = causal & window(64)
+pattern global = causal
+pattern routed = causal & topk(2)
+model hybrid {
+  layers 4
+  heads 4 kv_heads 2 head_dim 32
+  dtype fp32
+  layer 0-3 : local
+  layer 3 : global
+}
+model r {
+  layers 1
+  heads 2 head_dim 32
+  dtype fp32
+  layer 0 : routed
+}
+EOF2
+expect 0 "measured on cpu (" "$hattn" report "$tmp/mm.hattn" --model hybrid --seqlen 256 --measure --db "$tmp/m.db"
+expect 0 "decode " "$hattn" report "$tmp/mm.hattn" --model hybrid --seqlen 256 --measure --db "$tmp/m.db"
+expect 0 "receptive_field,prefill_ms,decode_ms" \
+  "$hattn" report "$tmp/mm.hattn" --model hybrid --seqlen 256 --measure --db "$tmp/m.db" --format csv
+expect 0 '"measured": {"backend": "cpu"' \
+  "$hattn" report "$tmp/mm.hattn" --model hybrid --seqlen 256 --measure --db "$tmp/m.db" --format json
+expect 2 "hattn report: --backend, --batch, --db and --threads go with --measure" \
+  "$hattn" report "$tmp/mm.hattn" --seqlen 256 --backend cpu
+expect 2 "hattn report: --backend: unknown backend 'tpu'" \
+  "$hattn" report "$tmp/mm.hattn" --seqlen 256 --measure --backend tpu
+expect 2 "hattn report: --measure: pattern 'routed' is routed by data (topk) at run time" \
+  "$hattn" report "$tmp/mm.hattn" --model r --seqlen 256 --measure --db "$tmp/m.db"
 expect 2 "--format: expected text, json or csv, got 'xml'" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k --format xml
 
 echo "cli_tools.sh: $fails failure(s)"

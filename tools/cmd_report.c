@@ -32,6 +32,11 @@ static const char report_usage[] =
   "      --docs LEN        document patterns: documents of LEN tokens (default one)\n"
   "      --doc-lens A,B,.. document patterns: these lengths\n"
   "      --layout NAME=F   blocks(NAME): a layout file (see hattn plan --help)\n"
+  "      --measure         also time the layers (below)\n"
+  "      --backend B       --measure: cpu (the default) or cuda\n"
+  "      --batch N         --measure: sequences a step (default 1)\n"
+  "      --db PATH         --measure: the kernel database (default: the runtime's)\n"
+  "  -t, --threads N       --measure, cpu: threads (default: all)\n"
   "  -f, --format F        text (the default), json or csv: one record per group of\n"
   "                        layers and length, then total and causal; density and\n"
   "                        receptive_field (total and causal only; empty or null\n"
@@ -50,7 +55,18 @@ static const char report_usage[] =
   "positions; causal attention in any layer makes it 100%.  Counted exactly,\n"
   "within 2^28 steps (a block test or a predicate evaluation each); past them\n"
   "the report says it was not counted.  Run-time patterns use the documents\n"
-  "and layouts given, and topk the K most recent eligible blocks.\n";
+  "and layouts given, and topk the K most recent eligible blocks.\n"
+  "\n"
+  "--measure times one layer of each pattern the model uses on the backend's\n"
+  "device, with the kernel the runtime would take (this process, the kernel\n"
+  "database, else a compile of the default configuration), inputs uniform in\n"
+  "[-1, 1), median of up to 5 runs: a prefill of N tokens and one decode step\n"
+  "(one query) at N, for BATCH sequences; a layer whose heads use several\n"
+  "patterns counts each pattern's time by its share of the heads.  It prints\n"
+  "the sums over the layers beside the same for causal attention in every\n"
+  "layer, and the measured savings beside the counted ones (CSV: the columns\n"
+  "prefill_ms and decode_ms of the total and causal records; JSON: measured).\n"
+  "topk patterns are not timed.\n";
 
 /* KEEP[k] = 1 for each key k < n that the query at n - 1, or one of the next
 ** ones, may see: the tokens the KV cache must hold to decode at length n. */
@@ -272,12 +288,61 @@ done:
   return rc;
 }
 
+/* What --measure found for one model at one length: sums over the layers,
+** in ms. */
+typedef struct measured {
+  int on;
+  double prefill, decode;                /* this model */
+  double causal_prefill, causal_decode;  /* causal attention in every layer */
+} measured;
+
+/* The options of --measure. */
+typedef struct measure_opts {
+  tool_measure *mm;            /* NULL: no --measure */
+  const hattn__spec *causal;   /* one pattern, causal */
+  int64_t batch;
+} measure_opts;
+
+/* Time the layers of M at length N into *OUT (see the usage).  Returns 0,
+** or -1 after printing why. */
+static int measure_model(const measure_opts *mo, const hattn__spec *spec, const hattn__model *m, int64_t n,
+                         tool_rtdata *rt, measured *out) {
+  double *tp = malloc(((size_t)spec->npatterns + 1) * 2 * sizeof *tp), *td;
+  int i, rc = -1;
+  memset(out, 0, sizeof *out);
+  if (tp == NULL) {
+    fprintf(stderr, "hattn report: out of memory\n");
+    return -1;
+  }
+  td = tp + spec->npatterns + 1;
+  for (i = 0; i < spec->npatterns; i++) tp[i] = -1;
+  for (i = 0; i < m->layers * m->heads; i++) {
+    int p = m->assign[i];
+    if (tp[p] < 0 &&
+        (tool_measure_layer(mo->mm, spec, &spec->patterns[p], rt, m, mo->batch, n, n, &tp[p]) ||
+         tool_measure_layer(mo->mm, spec, &spec->patterns[p], rt, m, mo->batch, 1, n, &td[p])))
+      goto done;
+    out->prefill += tp[p] / m->heads;
+    out->decode += td[p] / m->heads;
+  }
+  if (tool_measure_layer(mo->mm, mo->causal, &mo->causal->patterns[0], rt, m, mo->batch, n, n, &out->causal_prefill) ||
+      tool_measure_layer(mo->mm, mo->causal, &mo->causal->patterns[0], rt, m, mo->batch, 1, n, &out->causal_decode))
+    goto done;
+  out->causal_prefill *= m->layers;
+  out->causal_decode *= m->layers;
+  out->on = 1;
+  rc = 0;
+done:
+  free(tp);
+  return rc;
+}
+
 /* Print the cost of model M at length N in FMT (the JSON object of one
 ** length, FIRST: the first of its model).  Costs each pattern the model
 ** uses once into COST (reset by the caller for each length).  Returns 0, or
 ** -1 after printing why. */
 static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t n, int64_t bm, int64_t bn,
-                        tool_rtdata *rt, pattern_cost *cost, int fmt, int first) {
+                        tool_rtdata *rt, pattern_cost *cost, int fmt, int first, const measure_opts *mo) {
   int64_t causal = tool_causal_pairs(n, n);
   double esize = hattn__dtype_size(m->dtype), d = m->head_dim;
   double causal_flops = 4.0 * d * (double)causal * m->heads;
@@ -287,6 +352,7 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
   const char *fname;
   char b1[32];
   int64_t reached;      /* positions in the receptive field, or -1: not counted */
+  measured me;
   int i, j, ng = 0, rc = -1;
 
   funit = causal_flops * m->layers >= 1e12 ? 1e12 : 1e9;
@@ -304,6 +370,8 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
     goto done;
   }
   if (receptive_field(spec, m, n, rt, &reached) < 0) goto done;
+  memset(&me, 0, sizeof me);
+  if (mo->mm != NULL && measure_model(mo, spec, m, n, rt, &me)) goto done;
   for (i = 0; i < ng; i++) {
     tot_flops += 4.0 * d * g[i].visible * g[i].count;
     tot_kv += 2.0 * d * esize * g[i].kv_tokens * g[i].count;
@@ -333,20 +401,34 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
              "reach", 100.0 * (double)reached / (double)n, b1);
     else
       printf("%-7s not counted: the receptive field at %s tokens takes more than 2^28 steps\n", "reach", b1);
+    if (me.on) {
+      printf("\nmeasured on %s (%s), batch %lld, the runtime's kernels, median of up to 5 runs:\n",
+             tool_measure_backend(mo->mm), tool_measure_device(mo->mm), (long long)mo->batch);
+      printf("%-7s %12.3f ms, causal everywhere %12.3f ms: saving %.2fx measured, %.2fx counted (FLOPs)\n",
+             "prefill", me.prefill, me.causal_prefill, me.prefill > 0 ? me.causal_prefill / me.prefill : 0.0,
+             tot_flops > 0 ? causal_flops * m->layers / tot_flops : 0.0);
+      printf("%-7s %12.3f ms, causal everywhere %12.3f ms: saving %.2fx measured, %.2fx counted (KV bytes); "
+             "one step at %s\n", "decode", me.decode, me.causal_decode,
+             me.decode > 0 ? me.causal_decode / me.decode : 0.0, tot_kv > 0 ? causal_kv * m->layers / tot_kv : 0.0,
+             b1);
+    }
   } else if (fmt == FMT_CSV) {
     for (i = 0; i < ng; i++) {
       printf("%s,%lld,", m->name, (long long)n);
       put_csv_field(g[i].layer_text);
       printf(",%d,", g[i].count);
       put_csv_field(g[i].patterns);
-      printf(",%.6g,%.0f,%.0f,\n", g[i].visible / all, 4.0 * d * g[i].visible * g[i].count,
-             2.0 * d * esize * g[i].kv_tokens * g[i].count);
+      printf(",%.6g,%.0f,%.0f,%s\n", g[i].visible / all, 4.0 * d * g[i].visible * g[i].count,
+             2.0 * d * esize * g[i].kv_tokens * g[i].count, me.on ? ",," : "");
     }
     printf("%s,%lld,total,%d,,%.6g,%.0f,%.0f,", m->name, (long long)n, m->layers,
            tot_flops / (4.0 * d * all * m->layers), tot_flops, tot_kv);
     if (reached >= 0) printf("%.6g", (double)reached / (double)n);
-    printf("\n%s,%lld,causal,%d,,%.6g,%.0f,%.0f,1\n", m->name, (long long)n, m->layers,
+    if (me.on) printf(",%.6g,%.6g", me.prefill, me.decode);
+    printf("\n%s,%lld,causal,%d,,%.6g,%.0f,%.0f,1", m->name, (long long)n, m->layers,
            (double)causal / ((double)n * (double)n), causal_flops * m->layers, causal_kv * m->layers);
+    if (me.on) printf(",%.6g,%.6g", me.causal_prefill, me.causal_decode);
+    printf("\n");
   } else {
     printf("%s\n        {\"seqlen\": %lld, \"groups\": [", first ? "" : ",", (long long)n);
     for (i = 0; i < ng; i++) {
@@ -365,8 +447,18 @@ static int report_model(const hattn__spec *spec, const hattn__model *m, int64_t 
            tot_flops / (4.0 * d * all * m->layers), tot_flops, tot_kv);
     if (reached >= 0) printf("%.6g},\n", (double)reached / (double)n);
     else printf("null},\n");
-    printf("         \"causal\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f, \"receptive_field\": 1}}",
+    printf("         \"causal\": {\"density\": %.6g, \"flops\": %.0f, \"kv_bytes\": %.0f, \"receptive_field\": 1}",
            (double)causal / ((double)n * (double)n), causal_flops * m->layers, causal_kv * m->layers);
+    if (me.on) {
+      printf(",\n         \"measured\": {\"backend\": ");
+      put_json_string(tool_measure_backend(mo->mm));
+      printf(", \"device\": ");
+      put_json_string(tool_measure_device(mo->mm));
+      printf(", \"batch\": %lld, \"prefill_ms\": %.6g, \"decode_ms\": %.6g, \"causal_prefill_ms\": %.6g, "
+             "\"causal_decode_ms\": %.6g}",
+             (long long)mo->batch, me.prefill, me.decode, me.causal_prefill, me.causal_decode);
+    }
+    printf("}");
   }
   rc = 0;
 done:
@@ -405,21 +497,25 @@ static int parse_lengths(const char *s, int64_t *lens, int *n) {
 }
 
 int hattn__cmd_report(int argc, char **argv) {
+  enum { O_MEASURE = 1000, O_BACKEND, O_BATCH, O_DB };
   static const struct option opts[] = {
     {"model", required_argument, 0, 'm'},  {"seqlen", required_argument, 0, 's'},
     {"block", required_argument, 0, 'b'},  {"docs", required_argument, 0, 'D'},
     {"doc-lens", required_argument, 0, 'L'}, {"layout", required_argument, 0, 'Y'},
-    {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
-    {0, 0, 0, 0}};
-  const char *model = NULL;
-  int64_t lens[MAX_LENGTHS], bm = 128, bn = 128;
+    {"format", required_argument, 0, 'f'}, {"measure", no_argument, 0, O_MEASURE},
+    {"backend", required_argument, 0, O_BACKEND}, {"batch", required_argument, 0, O_BATCH},
+    {"db", required_argument, 0, O_DB},    {"threads", required_argument, 0, 't'},
+    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+  const char *model = NULL, *backend = NULL, *db = NULL;
+  int64_t lens[MAX_LENGTHS], bm = 128, bn = 128, threads = 0;
   tool_rtdata rt = {0};
-  hattn__spec *spec = NULL;
+  hattn__spec *spec = NULL, *causal = NULL;
   pattern_cost *cost = NULL;
-  int c, rc = TOOL_USAGE, mi, li, nlens = 0, printed = 0, fmt = FMT_TEXT;
+  measure_opts mo = {NULL, NULL, 1};
+  int c, rc = TOOL_USAGE, mi, li, nlens = 0, printed = 0, fmt = FMT_TEXT, measure = 0;
 
   optind = 1;
-  while ((c = getopt_long(argc, argv, "m:s:b:f:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "m:s:b:f:t:h", opts, NULL)) != -1) {
     int r = tool_rtdata_option(&rt, c, optarg);
     if (r < 0) goto done;
     if (r > 0) continue;
@@ -427,6 +523,11 @@ int hattn__cmd_report(int argc, char **argv) {
     case 'm': model = optarg; break;
     case 's': if (parse_lengths(optarg, lens, &nlens)) goto done; break;
     case 'b': if (tool_parse_pair("--block", optarg, 0, &bm, &bn)) goto done; break;
+    case O_MEASURE: measure = 1; break;
+    case O_BACKEND: backend = optarg; break;
+    case O_BATCH: if (tool_parse_len("--batch", optarg, 0, &mo.batch)) goto done; break;
+    case O_DB: if (tool_parse_db(optarg, &db)) goto done; break;
+    case 't': if (tool_parse_len("--threads", optarg, 0, &threads)) goto done; break;
     case 'f':
       if (!strcmp(optarg, "text")) fmt = FMT_TEXT;
       else if (!strcmp(optarg, "json")) fmt = FMT_JSON;
@@ -454,8 +555,21 @@ int hattn__cmd_report(int argc, char **argv) {
     fprintf(stderr, "hattn report: no model '%s' in %s\n", model, argv[optind]);
     goto done;
   }
+  if (!measure && (backend || db || threads || mo.batch != 1)) {
+    fprintf(stderr, "hattn report: --backend, --batch, --db and --threads go with --measure\n");
+    goto done;
+  }
+  if (measure) {
+    static const char causal_text[] = "pattern causal = causal";
+    if (hattn__spec_parse(causal_text, strlen(causal_text), "report", &causal, NULL) != HATTN_OK ||
+        tool_measure_open(backend, db, (int)threads, &mo.mm))
+      goto done;
+    mo.causal = causal;
+  }
   if ((cost = calloc((size_t)spec->npatterns + 1, sizeof *cost)) == NULL) goto done;
-  if (fmt == FMT_CSV) printf("model,seqlen,layers,count,patterns,density,flops,kv_bytes,receptive_field\n");
+  if (fmt == FMT_CSV)
+    printf("model,seqlen,layers,count,patterns,density,flops,kv_bytes,receptive_field%s\n",
+           measure ? ",prefill_ms,decode_ms" : "");
   if (fmt == FMT_JSON) printf("{\"models\": [");
   for (mi = 0; mi < spec->nmodels; mi++) {
     const hattn__model *m = &spec->models[mi];
@@ -470,7 +584,8 @@ int hattn__cmd_report(int argc, char **argv) {
     for (li = 0; li < nlens; li++) {
       if (fmt == FMT_TEXT && printed) fputc('\n', stdout);
       reset_costs(cost, spec->npatterns);
-      if (report_model(spec, m, lens[li], bm, bn, &rt, cost, fmt, li == 0)) goto done;
+      if (mo.mm != NULL && tool_measure_dtype(mo.mm, m->dtype)) goto done;
+      if (report_model(spec, m, lens[li], bm, bn, &rt, cost, fmt, li == 0, &mo)) goto done;
       printed++;
     }
     if (fmt == FMT_JSON) printf("]}");
@@ -480,6 +595,8 @@ int hattn__cmd_report(int argc, char **argv) {
 done:
   if (cost) reset_costs(cost, spec->npatterns);
   free(cost);
+  tool_measure_close(mo.mm);
+  hattn__spec_destroy(causal);
   hattn__spec_destroy(spec);
   tool_rtdata_free(&rt);
   return rc;

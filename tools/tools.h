@@ -104,4 +104,22 @@ void tool_print_layer_heads(FILE *out, const hattn__spec *spec, const hattn__mod
 /* Draw the plan's block classes as an SVG file at PATH; returns 0 or -1. */
 int tool_svg_write(const char *path, const hattn__plan *plan, const char *title);
 
+/* hattn report --measure (report_measure.c): attention layers timed on a
+** backend's device with the kernels of the runtime's lookup.  Open the
+** backend named BACKEND (NULL: cpu) with THREADS (0: all) and the kernel
+** database DB (NULL: the default file); 0, or -1 after printing why. */
+typedef struct tool_measure tool_measure;
+int tool_measure_open(const char *backend, const char *db, int threads, tool_measure **out);
+void tool_measure_close(tool_measure *mm);
+const char *tool_measure_backend(const tool_measure *mm);
+const char *tool_measure_device(const tool_measure *mm);
+/* Whether the backend runs DTYPE: 0, or -1 after printing why not. */
+int tool_measure_dtype(const tool_measure *mm, hattn__dtype dtype);
+
+/* The median time in *MS of one layer of model M whose every head uses
+** pattern P of SPEC (run-time data from RT), batch BATCH, LQ queries and LK
+** keys (inputs uniform in [-1, 1)); 0, or -1 after printing why. */
+int tool_measure_layer(tool_measure *mm, const hattn__spec *spec, const hattn__pattern *p, tool_rtdata *rt,
+                       const hattn__model *m, int64_t batch, int64_t lq, int64_t lk, double *ms);
+
 #endif /* HATTN_TOOLS_H */
