@@ -120,6 +120,25 @@ typedef enum hattn_eltype {
   HATTN_BF16 = 2
 } hattn_eltype;
 
+/*
+** A caller's thread pool (hattn_options.threadpool), for a program that
+** embeds hattn beside its own threads (PyTorch's, ggml's), as oneDNN's
+** threadpool interface: the CPU backend then runs its work on it and starts
+** no thread of its own.  NUM_THREADS(USER) is how many tasks the pool runs
+** at once (1 or more), asked once, when the context opens.
+** PARALLEL_FOR(USER, N, TASK, ARG) must call TASK(ARG, i) exactly once for
+** every i in [0, N), on any of its threads, any number at a time, and
+** return when all have returned.  hattn calls it with N = NUM_THREADS from
+** the thread that runs a kernel, never from inside a task; the tasks share
+** the kernel's work items, so a pool that runs them one after another is
+** correct, only slower.  The pool must outlive the context.
+*/
+typedef struct hattn_threadpool {
+  int (*num_threads)(void *user);
+  void (*parallel_for)(void *user, int n, void (*task)(void *arg, int i), void *arg);
+  void *user;
+} hattn_threadpool;
+
 typedef struct hattn_options {
   int backend;                 /* hattn_backend */
   int device;                  /* CUDA device ordinal (backend CUDA) */
@@ -130,6 +149,11 @@ typedef struct hattn_options {
                                ** else every online core */
   int quiet;                   /* nonzero: no warnings on stderr (the last
                                ** one is still in hattn_errmsg) */
+  const hattn_threadpool *threadpool;
+                               /* CPU backend: the caller's thread pool
+                               ** (above), or NULL: hattn's own workers;
+                               ** with it THREADS must be 0.  Not kept: its
+                               ** functions and USER are. */
 } hattn_options;
 
 /* Fill OPT with the defaults: CPU, device 0, the default db, all cores.
@@ -142,7 +166,9 @@ HATTN_API void hattn_options_init(hattn_options *opt);
 ** CUDA driver, no LLVM, ...); the caller closes it either way.  *OUT is NULL
 ** only with HATTN_ENOMEM.  Returns HATTN_OK, HATTN_EINVAL, HATTN_ENODEV,
 ** HATTN_ENOTSUP, HATTN_ENOMEM (HATTN_EINVAL without setting anything for
-** OUT NULL).  A database that cannot be opened is not a failure: kernels
+** OUT NULL).  HATTN_EINVAL also answers a bad THREADPOOL: a NULL function,
+** a thread count below 1, THREADS set beside it, or the CUDA backend.  A
+** database that cannot be opened is not a failure: kernels
 ** are compiled and not stored, with a warning.  A context that failed to
 ** open answers every call but hattn_errmsg and hattn_close with HATTN_EINVAL
 ** and "the context failed to open: " and the reason.

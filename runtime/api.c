@@ -149,9 +149,20 @@ int hattn_open(const hattn_options *opt, hattn_ctx **out) {
     return open_failed(ctx, fail(ctx, HATTN_EINVAL, "threads must be >= 0, got %d", ctx->opt.threads));
   if (ctx->opt.device < 0)
     return open_failed(ctx, fail(ctx, HATTN_EINVAL, "device must be >= 0, got %d", ctx->opt.device));
+  if (ctx->opt.threadpool != NULL && ctx->be->dev_threadpool == NULL)
+    return open_failed(ctx, fail(ctx, HATTN_EINVAL, "threadpool: the %s backend runs no host threads",
+                                 ctx->be->name));
+  if (ctx->opt.threadpool != NULL && ctx->opt.threads != 0)
+    return open_failed(ctx, fail(ctx, HATTN_EINVAL, "threadpool and threads (%d): set one of them, not both",
+                                 ctx->opt.threads));
   ctx->buf[0] = 0;
-  if ((st = ctx->be->dev_open(ctx->opt.device, ctx->opt.threads, &ctx->dev, ctx->buf, sizeof ctx->buf)) != HATTN_OK)
+  /* With the caller's pool, the device starts no threads of its own. */
+  if ((st = ctx->be->dev_open(ctx->opt.device, ctx->opt.threadpool ? -1 : ctx->opt.threads, &ctx->dev, ctx->buf,
+                              sizeof ctx->buf)) != HATTN_OK ||
+      (ctx->opt.threadpool != NULL &&
+       (st = ctx->be->dev_threadpool(ctx->dev, ctx->opt.threadpool, ctx->buf, sizeof ctx->buf)) != HATTN_OK))
     return open_failed(ctx, fail_buf(ctx, st));
+  ctx->opt.threadpool = NULL;  /* not kept: the caller's struct (the pool has its copy) */
   memset(&ko, 0, sizeof ko);
   ko.backend = ctx->be->id;
   ko.db_path = opt ? opt->db : NULL;

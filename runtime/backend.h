@@ -32,11 +32,11 @@ typedef hattn_backend hattn__backend;
 #define HATTN__BACKEND_CPU HATTN_BACKEND_CPU
 #define HATTN__BACKEND_CUDA HATTN_BACKEND_CUDA
 
-#define HATTN__BACKEND_I_VERSION 8  /* 2: candidates, memory, time (the tuner); 3: the tools;
+#define HATTN__BACKEND_I_VERSION 9  /* 2: candidates, memory, time (the tuner); 3: the tools;
                                       ** 4: launch_async (hattn_run); 5: merge (hattn_merge);
                                       ** 6: launch_paged (paged K and V); 7: varlen;
                                       ** 8: launch_varlen (lengths read by the kernels), the shape
-                                      ** in config_candidates (decode tiles) */
+                                      ** in config_candidates (decode tiles); 9: dev_threadpool */
 
 /* A tile configuration of some backend: the backend reads its own member.
 ** THREADS (CPU) is how many workers run a kernel, 0: all; it is not
@@ -263,6 +263,15 @@ typedef struct hattn__backend_i {
   int (*launch_varlen)(void *dev, void *kern, void *prob, const hattn__tensor *q, const hattn__tensor *k,
                        const hattn__tensor *v, const hattn__paged *pg, const hattn__lens *lens, hattn__tensor *o,
                        hattn__tensor *lse, void *stream, int wait, char *err, size_t errlen);
+
+  /* Version 9: the caller's thread pool. */
+
+  /* Run DEV's work on the caller's pool TP (hattn_threadpool) from now on,
+  ** DEV having been opened with threads -1 (no pool of its own).  Returns
+  ** HATTN_OK, HATTN_EINVAL with the sentence for a bad TP, HATTN_ENOMEM.
+  ** Optional: NULL where the backend runs no host threads (the API then
+  ** says HATTN_EINVAL). */
+  int (*dev_threadpool)(void *dev, const hattn_threadpool *tp, char *err, size_t errlen);
 } hattn__backend_i;
 
 

@@ -166,6 +166,19 @@ static int dev_open(int ordinal, int threads, void **out, char *err, size_t errl
   return HATTN_OK;
 }
 
+static int dev_threadpool(void *dev, const hattn_threadpool *tp, char *err, size_t errlen) {
+  cpu_dev *d = dev;
+  int rc = hattn__pool_create_foreign(tp, &d->pool);
+  if (rc == HATTN_EINVAL)
+    snprintf(err, errlen, "threadpool: %s",
+             tp == NULL || tp->num_threads == NULL || tp->parallel_for == NULL
+                 ? "num_threads and parallel_for must both be set"
+                 : "num_threads must return 1 or more");
+  else if (rc != HATTN_OK)
+    snprintf(err, errlen, "out of memory");
+  return rc;
+}
+
 static void dev_close(void *dev) {
   cpu_dev *d = dev;
   cpu_kernel *k, *next;
@@ -553,4 +566,5 @@ hattn__backend_i hattn__backend_cpu = {
     .merge = merge,
     .launch_paged = launch_paged,
     .varlen = 1,
+    .dev_threadpool = dev_threadpool,
 };

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hattn.h"
 #include "cpu_abi.h"
 #include "cpu_config.h"
 #include "mask.h"
@@ -34,6 +35,11 @@ typedef struct hattn__pool hattn__pool;
 /* A pool of NTHREADS workers (0: HATTN_NUM_THREADS if set, else the number
 ** of online cores; the calling thread counts as one). */
 int hattn__pool_create(int nthreads, hattn__pool **out);
+/* A pool over the caller's TP (copied; its functions and user pointer must
+** outlive the pool): as many threads as TP says, its PARALLEL_FOR running
+** the tasks that share a job's items.  HATTN_EINVAL for a NULL function or
+** fewer than 1 thread, HATTN_ENOMEM. */
+int hattn__pool_create_foreign(const hattn_threadpool *tp, hattn__pool **out);
 void hattn__pool_destroy(hattn__pool *pool);
 int hattn__pool_threads(const hattn__pool *pool);
 

@@ -1,6 +1,7 @@
 /*
 ** pool.c: a fixed pool of worker threads that share one list of work items
-** through an atomic counter.  See cpu.h.
+** through an atomic counter, or the same list on the tasks of a caller's
+** pool (hattn_threadpool).  See cpu.h.
 */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,7 +12,9 @@
 #include "cpu.h"
 
 struct hattn__pool {
-  int nthreads;                   /* workers + the calling thread */
+  int nthreads;                   /* workers + the calling thread, or the caller's pool's */
+  const hattn_threadpool *tp;     /* the caller's pool (its copy), or NULL: ours */
+  hattn_threadpool tp_copy;
   pthread_t *threads;
   pthread_mutex_t lock;
   pthread_cond_t wake, done;
@@ -108,9 +111,33 @@ fail_threads:
   return HATTN_ENOMEM;
 }
 
+int hattn__pool_create_foreign(const hattn_threadpool *tp, hattn__pool **out) {
+  hattn__pool *p;
+  int n;
+  *out = NULL;
+  if (tp == NULL || tp->num_threads == NULL || tp->parallel_for == NULL) return HATTN_EINVAL;
+  if ((n = tp->num_threads(tp->user)) < 1) return HATTN_EINVAL;
+  if ((p = calloc(1, sizeof *p)) == NULL) return HATTN_ENOMEM;
+  p->nthreads = n;
+  p->tp_copy = *tp;
+  p->tp = &p->tp_copy;
+  *out = p;
+  return HATTN_OK;
+}
+
+/* A task of the caller's pool: drain the job as thread I. */
+static void foreign_task(void *arg, int i) {
+  hattn__pool *p = arg;
+  if (i >= 0 && i < p->nthreads) drain(p, i);
+}
+
 void hattn__pool_destroy(hattn__pool *p) {
   int i;
   if (p == NULL) return;
+  if (p->tp != NULL) {          /* the caller's threads: nothing of ours to stop */
+    free(p);
+    return;
+  }
   pthread_mutex_lock(&p->lock);
   p->quit = 1;
   pthread_cond_broadcast(&p->wake);
@@ -127,6 +154,15 @@ int hattn__pool_threads(const hattn__pool *p) { return p->nthreads; }
 
 void hattn__pool_run(hattn__pool *p, int64_t n, const int64_t *order,
                      void (*fn)(void *ctx, int64_t item, int thread), void *ctx) {
+  if (p->tp != NULL) {
+    p->n = n;
+    p->order = order;
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store(&p->next, 0);
+    p->tp->parallel_for(p->tp->user, p->nthreads, foreign_task, p);
+    return;
+  }
   pthread_mutex_lock(&p->lock);
   p->n = n;
   p->order = order;

@@ -15,6 +15,8 @@
 #include <check.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +251,97 @@ static const acase g_cases[] = {
 };
 
 START_TEST(forward_vs_reference) { run_case(&g_cases[_i], (uint64_t)_i + 1); }
+END_TEST
+
+/* ---- the caller's thread pool --------------------------------------------- */
+
+/* A caller's pool as a program would have one: NTHREADS threads a job (the
+** caller's and threads it starts), each task index on its own thread; it
+** counts the jobs and tasks it ran and the largest index it was given. */
+typedef struct user_pool {
+  int nthreads;
+  atomic_int jobs, tasks;
+} user_pool;
+
+typedef struct user_task {
+  void (*task)(void *arg, int i);
+  void *arg;
+  int i;
+  user_pool *up;
+} user_task;
+
+static int up_threads(void *user) { return ((user_pool *)user)->nthreads; }
+
+static void *up_run(void *a) {
+  user_task *t = a;
+  t->task(t->arg, t->i);
+  atomic_fetch_add(&t->up->tasks, 1);
+  return NULL;
+}
+
+static void up_parallel_for(void *user, int n, void (*task)(void *arg, int i), void *arg) {
+  user_pool *up = user;
+  pthread_t th[8];
+  user_task t[8];
+  int i;
+  ck_assert_int_le(n, 8);
+  atomic_fetch_add(&up->jobs, 1);
+  for (i = 0; i < n; i++) t[i].task = task, t[i].arg = arg, t[i].i = i, t[i].up = up;
+  for (i = 1; i < n; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, up_run, &t[i]), 0);
+  up_run(&t[0]);
+  for (i = 1; i < n; i++) pthread_join(th[i], NULL);
+}
+
+static int up_zero(void *user) { (void)user; return 0; }
+
+/* The CPU kernels on the caller's pool: the same cases as forward_vs_reference
+** (fresh inputs, float64 reference, outputs poisoned), with every job run
+** by the pool's tasks; then the refusals. */
+START_TEST(caller_threadpool) {
+  user_pool up;
+  hattn_threadpool tp = {up_threads, up_parallel_for, &up};
+  hattn_options opt;
+  hattn_ctx *mine = NULL, *saved = g_ctx, *bad = NULL;
+  int rc, i;
+  up.nthreads = 3;
+  atomic_init(&up.jobs, 0);
+  atomic_init(&up.tasks, 0);
+  hattn_options_init(&opt);
+  opt.db = "";
+  opt.quiet = 1;
+  opt.threadpool = &tp;
+  rc = hattn_open(&opt, &mine);
+  ck_assert_msg(rc == HATTN_OK, "hattn_open with a threadpool: %s", hattn_errmsg(mine));
+  g_ctx = mine;
+  for (i = 0; i < 6; i++) run_case(&g_cases[i], (uint64_t)i + 101);
+  g_ctx = saved;
+  hattn_close(mine);
+  ck_assert_int_ge(atomic_load(&up.jobs), 6);
+  ck_assert_int_eq(atomic_load(&up.tasks), 3 * atomic_load(&up.jobs));
+
+  /* Refusals, each with its sentence. */
+  tp.parallel_for = NULL;
+  ck_assert_int_eq(hattn_open(&opt, &bad), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(bad), "threadpool: num_threads and parallel_for must both be set") != NULL,
+                "%s", hattn_errmsg(bad));
+  hattn_close(bad);
+  tp.parallel_for = up_parallel_for, tp.num_threads = up_zero;
+  ck_assert_int_eq(hattn_open(&opt, &bad), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(bad), "threadpool: num_threads must return 1 or more") != NULL, "%s",
+                hattn_errmsg(bad));
+  hattn_close(bad);
+  tp.num_threads = up_threads;
+  opt.threads = 2;
+  ck_assert_int_eq(hattn_open(&opt, &bad), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(bad), "threadpool and threads (2): set one of them, not both") != NULL, "%s",
+                hattn_errmsg(bad));
+  hattn_close(bad);
+  opt.threads = 0, opt.backend = HATTN_BACKEND_CUDA;
+  ck_assert_int_eq(hattn_open(&opt, &bad), HATTN_EINVAL);
+  ck_assert_msg(strstr(hattn_errmsg(bad), "threadpool: the cuda backend runs no host threads") != NULL, "%s",
+                hattn_errmsg(bad));
+  hattn_close(bad);
+}
 END_TEST
 
 START_TEST(spec_errors) {
@@ -1414,6 +1507,7 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, host_cpu_probe);
   tcase_add_test(tc, reference_errors);
   tcase_add_test(tc, plan_run_many);
+  tcase_add_test(tc, caller_threadpool);
   tcase_add_test(tc, plan_outlives_context);
   tcase_add_test(tc, plan_errors);
   tcase_add_loop_test(tc, merge_random, 0, 15);

@@ -116,7 +116,8 @@ class DLTensor(ctypes.Structure):
 class _Options(ctypes.Structure):
     _fields_ = [("backend", ctypes.c_int), ("device", ctypes.c_int),
                 ("db", ctypes.c_char_p), ("threads", ctypes.c_int),
-                ("quiet", ctypes.c_int)]
+                ("quiet", ctypes.c_int),
+                ("threadpool", ctypes.c_void_p)]   # NULL: hattn's own threads
 
 
 class _Problem(ctypes.Structure):
