@@ -755,10 +755,21 @@ static int setup(hattn__db *db, int *sqrc, char *err, size_t errlen) {
   rc = sqlite3_create_function_v2(db->sq, "hattn__sha256", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                   sql_sha256, NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail_sql;
-  if ((rc = query_int(db->sq, "PRAGMA user_version", &v)) != SQLITE_OK) goto fail_sql;
   /* Before anything writes: a file that is neither empty nor hattn's is
-  ** left exactly as it is. */
-  if ((rc = check_owner(db, v, sqrc, err, errlen)) != HATTN_OK) return rc;
+  ** left exactly as it is.  The schema version, application id and tables
+  ** are read in one read transaction, from one snapshot: read one by one,
+  ** another process's first migration could commit between them, and the
+  ** application id of the empty file beside that migration's tables read
+  ** as another program's file (test_db's two_processes, on a loaded
+  ** machine). */
+  if ((rc = sqlite3_exec(db->sq, "BEGIN", NULL, NULL, NULL)) != SQLITE_OK) goto fail_sql;
+  if ((rc = query_int(db->sq, "PRAGMA user_version", &v)) != SQLITE_OK) {
+    sqlite3_exec(db->sq, "ROLLBACK", NULL, NULL, NULL);
+    goto fail_sql;
+  }
+  rc = check_owner(db, v, sqrc, err, errlen);
+  sqlite3_exec(db->sq, "COMMIT", NULL, NULL, NULL);   /* ends the read; nothing was written */
+  if (rc != HATTN_OK) return rc;
   if (v > HATTN__DB_SCHEMA_VERSION)
     return fail(err, errlen, HATTN_EDB,
                 "%s was written by a newer hattn (schema version %lld, this hattn knows up to %d)",
