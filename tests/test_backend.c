@@ -771,13 +771,15 @@ END_TEST
 ** version 5: every table of libhattn merges (hattn_merge); version 6: the
 ** CPU launches paged K and V, CUDA does not yet (hattn_run_paged); version
 ** 7: the CPU runs variable-length batches (a problem per pair of lengths);
-** version 8: CUDA's kernels read the lengths (launch_varlen). */
+** version 8: CUDA's kernels read the lengths (launch_varlen); version 9:
+** the CPU runs on a caller's thread pool (dev_threadpool), CUDA has no host
+** threads to give. */
 START_TEST(test_tools_entries) {
   int id;
   for (id = 0; id < MAX_BACKENDS; id++) {
     const hattn__backend_i *be = hattn__backend_get(id);
     if (be == NULL) continue;
-    ck_assert_int_eq(be->version, 8);
+    ck_assert_int_eq(be->version, 9);
     ck_assert_ptr_nonnull(be->merge);
     ck_assert_ptr_nonnull(be->config_tile);
     ck_assert_ptr_nonnull(be->config_describe);
@@ -797,6 +799,8 @@ START_TEST(test_tools_entries) {
   ck_assert_int_eq(hattn__backend_get(HATTN_BACKEND_CUDA)->varlen, 0);
   ck_assert_ptr_nonnull(hattn__backend_get(HATTN_BACKEND_CUDA)->launch_varlen);
   ck_assert_ptr_null(hattn__backend_get(HATTN_BACKEND_CPU)->launch_varlen);
+  ck_assert_ptr_nonnull(hattn__backend_get(HATTN_BACKEND_CPU)->dev_threadpool);
+  ck_assert_ptr_null(hattn__backend_get(HATTN_BACKEND_CUDA)->dev_threadpool);
 }
 END_TEST
 
