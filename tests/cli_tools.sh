@@ -121,6 +121,15 @@ expect 2 "hattn report: --backend, --batch, --db and --threads go with --measure
   "$hattn" report "$tmp/mm.hattn" --seqlen 256 --backend cpu
 expect 2 "hattn report: --backend: unknown backend 'tpu'" \
   "$hattn" report "$tmp/mm.hattn" --seqlen 256 --measure --backend tpu
+# Without a GPU driver --measure on cuda says so; with one, the fp32 model
+# is refused by the backend's dtypes.
+if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+  expect 2 "hattn report: --measure: the cuda backend does not run fp32, the dtype of model hybrid" \
+    "$hattn" report "$tmp/mm.hattn" --model hybrid --seqlen 256 --measure --backend cuda --db "$tmp/m.db"
+else
+  expect 2 "hattn report: --measure: no CUDA driver: libcuda.so.1" \
+    "$hattn" report "$tmp/mm.hattn" --model hybrid --seqlen 256 --measure --backend cuda --db "$tmp/m.db"
+fi
 expect 2 "hattn report: --measure: pattern 'routed' is routed by data (topk) at run time" \
   "$hattn" report "$tmp/mm.hattn" --model r --seqlen 256 --measure --db "$tmp/m.db"
 expect 2 "--format: expected text, json or csv, got 'xml'" "$hattn" report "$ex/gemma3_27b.hattn" --seqlen 4k --format xml

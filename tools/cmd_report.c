@@ -584,7 +584,7 @@ int hattn__cmd_report(int argc, char **argv) {
     for (li = 0; li < nlens; li++) {
       if (fmt == FMT_TEXT && printed) fputc('\n', stdout);
       reset_costs(cost, spec->npatterns);
-      if (mo.mm != NULL && tool_measure_dtype(mo.mm, m->dtype)) goto done;
+      if (mo.mm != NULL && tool_measure_dtype(mo.mm, m)) goto done;
       if (report_model(spec, m, lens[li], bm, bn, &rt, cost, fmt, li == 0, &mo)) goto done;
       printed++;
     }

@@ -64,7 +64,12 @@ const char *tool_measure_device(const tool_measure *mm) { return mm->id.name; }
 
 const char *tool_measure_backend(const tool_measure *mm) { return mm->be->name; }
 
-int tool_measure_dtype(const tool_measure *mm, hattn__dtype dtype) { return tool_backend_dtype("report", mm->be, dtype); }
+int tool_measure_dtype(const tool_measure *mm, const hattn__model *m) {
+  if (mm->be->dtypes & 1u << m->dtype) return 0;
+  fprintf(stderr, "hattn report: --measure: the %s backend does not run %s, the dtype of model %s\n", mm->be->name,
+          hattn__dtype_name(m->dtype), m->name);
+  return -1;
+}
 
 /* How many timed runs: MEASURE_REPS, fewer where a run takes seconds. */
 static int measure_reps(void *ctx, double sample_s) {

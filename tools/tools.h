@@ -113,8 +113,8 @@ int tool_measure_open(const char *backend, const char *db, int threads, tool_mea
 void tool_measure_close(tool_measure *mm);
 const char *tool_measure_backend(const tool_measure *mm);
 const char *tool_measure_device(const tool_measure *mm);
-/* Whether the backend runs DTYPE: 0, or -1 after printing why not. */
-int tool_measure_dtype(const tool_measure *mm, hattn__dtype dtype);
+/* Whether the backend runs model M's dtype: 0, or -1 after printing why not. */
+int tool_measure_dtype(const tool_measure *mm, const hattn__model *m);
 
 /* The median time in *MS of one layer of model M whose every head uses
 ** pattern P of SPEC (run-time data from RT), batch BATCH, LQ queries and LK
