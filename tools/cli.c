@@ -13,13 +13,10 @@
 #include "hattn.h"
 #include "tools.h"
 
-hattn__spec *tool_load_spec(const char *path) {
+char *tool_read_text(const char *path, size_t *len_out) {
   FILE *f = fopen(path, "rb");
   char *text = NULL;
   size_t len = 0, cap = 0, n;
-  hattn__spec *spec = NULL;
-  hattn__diags diags = {0};
-  int rc;
 
   if (f == NULL) {
     fprintf(stderr, "hattn: cannot open %s: %s\n", path, strerror(errno));
@@ -31,7 +28,7 @@ hattn__spec *tool_load_spec(const char *path) {
       cap = cap ? cap * 2 : 65536;
       if (cap > (size_t)64 << 20 || (t = realloc(text, cap)) == NULL) {
         fprintf(stderr, "hattn: %s is too large for a spec\n", path);
-        goto done;
+        goto fail;
       }
       text = t;
     }
@@ -40,18 +37,41 @@ hattn__spec *tool_load_spec(const char *path) {
   } while (n > 0);
   if (ferror(f)) {
     fprintf(stderr, "hattn: cannot read %s: %s\n", path, strerror(errno));
-    goto done;
+    goto fail;
   }
+  fclose(f);
+  *len_out = len;
+  return text;
+fail:
+  free(text);
+  fclose(f);
+  return NULL;
+}
+
+hattn__spec *tool_load_spec(const char *path) {
+  size_t len = 0;
+  char *text = tool_read_text(path, &len);
+  hattn__spec *spec = NULL;
+  hattn__diags diags = {0};
+  int rc;
+
+  if (text == NULL) return NULL;
   rc = hattn__spec_parse(text, len, path, &spec, &diags);
   if (rc != HATTN_OK) {
     if (diags.text) fputs(diags.text, stderr);
     fprintf(stderr, "hattn: %s: %s\n", path, hattn_strerror(rc));
   }
-done:
   hattn__diags_clear(&diags);
   free(text);
-  fclose(f);
   return spec;
+}
+
+void tool_kept_keys(const hattn__mask *mask, int64_t n, uint8_t *keep) {
+  int64_t period = hattn__mask_period(mask, 4096), k, t;
+  for (k = 0; k < n; k++) {
+    keep[k] = 0;
+    for (t = 0; t < period && !keep[k]; t++) keep[k] = hattn__mask_eval3(mask, n - 1 + t, k) != HATTN_TRI_FALSE;
+  }
 }
 
 int tool_parse_len(const char *opt, const char *s, int allow_zero, int64_t *out) {

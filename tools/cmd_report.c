@@ -68,19 +68,6 @@ static const char report_usage[] =
   "prefill_ms and decode_ms of the total and causal records; JSON: measured).\n"
   "topk patterns are not timed.\n";
 
-/* KEEP[k] = 1 for each key k < n that the query at n - 1, or one of the next
-** ones, may see: the tokens the KV cache must hold to decode at length n. */
-/* The most mask evaluations kept_keys may take (docs/spec.md, Limits). */
-#define REPORT_MAX_KEEP_STEPS ((int64_t)1 << 28)
-
-static void kept_keys(const hattn__mask *mask, int64_t n, uint8_t *keep) {
-  int64_t period = hattn__mask_period(mask, 4096), k, t;
-  for (k = 0; k < n; k++) {
-    keep[k] = 0;
-    for (t = 0; t < period && !keep[k]; t++) keep[k] = hattn__mask_eval3(mask, n - 1 + t, k) != HATTN_TRI_FALSE;
-  }
-}
-
 typedef struct pattern_cost {
   int used;
   int64_t visible;      /* visible pairs at n x n */
@@ -108,18 +95,18 @@ static int cost_pattern(const hattn__spec *spec, int pi, int64_t n, int64_t bm, 
             (long long)n, (long long)n, (long long)HATTN_PLAN_MAX_COUNT_STEPS);
     return -1;
   }
-  /* kept_keys evaluates up to one period of distances per key. */
-  if (hattn__mask_period(p->lowered, 4096) > REPORT_MAX_KEEP_STEPS / n) {
+  /* tool_kept_keys evaluates up to one period of distances per key. */
+  if (hattn__mask_period(p->lowered, 4096) > TOOL_MAX_KEEP_STEPS / n) {
     fprintf(stderr, "hattn report: pattern '%s': finding the keys it keeps at %lld tokens would take more "
             "than %lld (2^28) steps, the limit: use shorter sequences\n", p->name, (long long)n,
-            (long long)REPORT_MAX_KEEP_STEPS);
+            (long long)TOOL_MAX_KEEP_STEPS);
     return -1;
   }
   if ((c->keep = malloc((size_t)n)) == NULL) {
     fprintf(stderr, "hattn report: out of memory for %lld keys\n", (long long)n);
     return -1;
   }
-  kept_keys(p->lowered, n, c->keep);
+  tool_kept_keys(p->lowered, n, c->keep);
   for (c->kept = 0, k = 0; k < n; k++) c->kept += c->keep[k];
   return 0;
 }

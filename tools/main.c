@@ -33,6 +33,8 @@ static const char usage[] =
   "                 BLAS path, as a fraction of the CPU's FMA peak\n"
   "  db ACTION      the kernel database: list, show KEY, export FILE, import FILE,\n"
   "                 prune, verify\n"
+  "  loadgen FILE   serve a stream of requests with a model's attention layers and\n"
+  "                 with causal ones: throughput, latency and KV-pool use under load\n"
   "  tune FILE      tune a pattern's (or a model's) kernels for problem shapes on\n"
   "                 the CPU or GPU 0 and store the winners in the database\n"
   "\n"
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "verify")) return hattn__cmd_verify(argc - 1, argv + 1);
   if (!strcmp(argv[1], "gen")) return hattn__cmd_gen(argc - 1, argv + 1);
   if (!strcmp(argv[1], "db")) return hattn__cmd_db(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "loadgen")) return hattn__cmd_loadgen(argc - 1, argv + 1);
   if (!strcmp(argv[1], "tune")) return hattn__cmd_tune(argc - 1, argv + 1);
   fprintf(stderr, "hattn: unknown command '%s'\n\n%s", argv[1], usage);
   return TOOL_USAGE;

@@ -26,6 +26,7 @@ int hattn__cmd_gen(int argc, char **argv);     /* cmd_gen.c */
 int hattn__cmd_bench(int argc, char **argv);   /* cmd_bench.c */
 int hattn__cmd_db(int argc, char **argv);      /* cmd_db.c */
 int hattn__cmd_tune(int argc, char **argv);    /* cmd_tune.c */
+int hattn__cmd_loadgen(int argc, char **argv); /* cmd_loadgen.c */
 
 /* The helpers below are shared by several subcommands and live in cli.c,
 ** except tool_svg_write (svg.c). */
@@ -45,6 +46,10 @@ int tool_backend_dtype(const char *cmd, const hattn__backend_i *be, hattn__dtype
 /* Create the directory DIR and its missing parents.  Returns 0, or prints
 ** "hattn CMD: ..." and returns -1. */
 int tool_make_dir(const char *cmd, const char *dir);
+
+/* The contents of the file PATH (malloc'd, not NUL-terminated) and its
+** length in *LEN, or NULL after printing why it could not be read. */
+char *tool_read_text(const char *path, size_t *len);
 
 /* Read and parse the spec file PATH.  Prints the spec's diagnostics (or why
 ** the file could not be read) to stderr and returns NULL on failure. */
@@ -66,6 +71,13 @@ int64_t tool_causal_pairs(int64_t lq, int64_t lk);
 
 /* Write N with thousands separators into BUF ("268,435,456"). */
 const char *tool_commas(int64_t n, char buf[32]);
+
+/* KEEP[k] = 1 for each key k < N that the query at N - 1, or one of the
+** next ones, may see under MASK: the tokens a KV cache must hold to decode
+** at length N.  Takes up to N times the mask's period evaluations; the
+** most a command lets it take: */
+void tool_kept_keys(const hattn__mask *mask, int64_t n, uint8_t *keep);
+#define TOOL_MAX_KEEP_STEPS ((int64_t)1 << 28)
 
 /* The most documents --docs may make (docs/spec.md, Limits). */
 #define TOOL_MAX_DOCS (1 << 20)
@@ -100,6 +112,9 @@ void tool_print_layers(FILE *out, const int *set, int n);
 /* Print the patterns of one layer of M: "local", or
 ** "heads 0-3 global, heads 4-15 local". */
 void tool_print_layer_heads(FILE *out, const hattn__spec *spec, const hattn__model *m, int layer);
+
+/* XML-escape S into OUT (of N bytes), cut short to fit (svg.c). */
+void tool_xml_escape(const char *s, char *out, size_t n);
 
 /* Draw the plan's block classes as an SVG file at PATH; returns 0 or -1. */
 int tool_svg_write(const char *path, const hattn__plan *plan, const char *title);

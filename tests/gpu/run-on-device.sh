@@ -5,7 +5,7 @@
 #   ../shared/device/make-deps.sh            # .device-deps/: headers and static libs
 #   tests/gpu/run-on-device.sh --pack         # .device-dist/: the distribution tarball
 # There, in one call (carry .device-deps and .device-dist):
-#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench decode-tune prefill-bench varlen-cli ab-bench ab-commits gpu-bench sanitize
+#   tests/gpu/run-on-device.sh [PHASE ...]    # phases: check cpu-bench gpu-check cuda-tools host-cost decode-bench decode-tune prefill-bench varlen-cli loadgen ab-bench ab-commits gpu-bench sanitize
 # For ab-commits, put an earlier commit's tarball (make dist there) in
 # .device-dist/base/.
 # Logs and tables go to $OUT (default ./device-out).  The GPU machine has no
@@ -162,6 +162,21 @@ for phase in $phases; do
       } >"$out/cuda_tools.log" 2>&1
       echo "cuda-tools: exit $? (last command)"; grep -E "^\+ |max abs|error|PASS|FAIL|hattn [a-z]*:" "$out/cuda_tools.log" | cut -c1-200 | head -60
       HATTN_LIBRARY=$b/.libs/libhattn.so PYTHONPATH=$b/python python3 "$root/tests/gpu/python_cuda.py" 2>&1 | tee "$out/python_cuda.log" | tail -15
+      ;;
+    loadgen)
+      # hattn loadgen on CUDA: a model's attention (HATTN_LG_MODEL, default
+      # Gemma 3 27B) beside causal everywhere, at the offered loads
+      # HATTN_LG_RATES, prompts HATTN_LG_PROMPT, outputs HATTN_LG_OUTPUT, a
+      # KV pool of HATTN_LG_KV, more options in HATTN_LG_ARGS; the table,
+      # JSON and SVG go to $OUT as HATTN_LG_TAG.*.
+      export HATTN_CONFIG_DIR=$b/cfg
+      tag=${HATTN_LG_TAG:-loadgen}
+      ./tools/hattn loadgen "${HATTN_LG_MODEL:-examples/gemma3_27b.hattn}" --backend cuda \
+        --rate "${HATTN_LG_RATES:-0.5,1,2}" --duration "${HATTN_LG_DURATION:-30}" \
+        --prompt-len "${HATTN_LG_PROMPT:-32k}" --output-len "${HATTN_LG_OUTPUT:-256}" \
+        --kv-memory "${HATTN_LG_KV:-100g}" ${HATTN_LG_ARGS:-} \
+        --json "$out/$tag.json" --svg "$out/$tag.svg" >"$out/$tag.txt" 2>&1
+      echo "loadgen: exit $?"; cat "$out/$tag.txt"
       ;;
     varlen-cli)
       # hattn verify on CUDA with a variable-length batch (the lengths go to
