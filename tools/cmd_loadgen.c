@@ -34,8 +34,10 @@ static const char usage_text[] =
   "need (no request is preempted); the others queue.  Each step, every admitted\n"
   "request past its prompt decodes one token and the others get chunks of\n"
   "their prompts (continuous batching, chunked prefill), and each attention\n"
-  "layer runs: one launch for the decodes (all slots, paged K and V, each at\n"
-  "its own length) and one per prompt chunk, through hattn_run_varlen.  A layer\n"
+  "layer runs: one launch for the decodes (paged K and V, each at its own\n"
+  "length; on a plan for the next power of two of the slots in use, since the\n"
+  "decode kernels split the keys to fill the GPU for their plan's batch) and\n"
+  "one per prompt chunk, through hattn_run_varlen.  A layer\n"
   "keeps only the pages of the keys later queries can see: window(W) about W\n"
   "tokens, sink(G) | window(W) G + W, other patterns every token; a layer whose\n"
   "heads differ keeps the union.\n"
@@ -258,13 +260,20 @@ typedef struct lg_group {
   int h0, kh0;                 /* first query head, first KV head */
 } lg_group;
 
-/* A kernel pair of one pattern for a number of heads: decode (every slot,
-** one query) and prefill (one request, a chunk of queries). */
+/* Decode plans for the first 1, 2, 4, .. slots, up to every slot: the
+** decode kernels split the keys to fill the GPU for the batch of their
+** plan, so that a plan for 64 slots run with one request would leave most
+** SMs idle. */
+#define LG_NBUCKETS 13
+
+/* The kernels of one pattern for a number of heads: decode (the first
+** slots, one query each; a plan a bucket) and prefill (one request, a
+** chunk of queries). */
 typedef struct lg_kind {
   int pattern;                 /* index in the spec */
   int heads, kv_heads;
-  hattn_kernel *kdecode, *kprefill;
-  hattn_plan *pdecode, *pprefill;
+  hattn_kernel *kdecode[LG_NBUCKETS], *kprefill;
+  hattn_plan *pdecode[LG_NBUCKETS], *pprefill;
 } lg_kind;
 
 /* One model to serve: the spec's, or causal in every layer. */
@@ -370,14 +379,16 @@ static int arm_layers(lg_arm *a, const hattn__model *m, int64_t n) {
 }
 
 static void arm_free_kernels(lg_arm *a) {
-  int k;
+  int k, b;
   for (k = 0; k < a->nkinds; k++) {
-    hattn_plan_destroy(a->kinds[k].pdecode);
+    for (b = 0; b < LG_NBUCKETS; b++) {
+      hattn_plan_destroy(a->kinds[k].pdecode[b]);
+      hattn_kernel_destroy(a->kinds[k].kdecode[b]);
+      a->kinds[k].pdecode[b] = NULL, a->kinds[k].kdecode[b] = NULL;
+    }
     hattn_plan_destroy(a->kinds[k].pprefill);
-    hattn_kernel_destroy(a->kinds[k].kdecode);
     hattn_kernel_destroy(a->kinds[k].kprefill);
-    a->kinds[k].pdecode = a->kinds[k].pprefill = NULL;
-    a->kinds[k].kdecode = a->kinds[k].kprefill = NULL;
+    a->kinds[k].pprefill = NULL, a->kinds[k].kprefill = NULL;
   }
 }
 
@@ -440,28 +451,38 @@ static DLTensor tensor(const lg_exec *x, void *data, uint64_t byte_offset, int n
   return t;
 }
 
+/* The slots of decode bucket B: 2^B, at most every slot. */
+static int64_t bucket_slots(const lg_options *o, int b) {
+  return b < LG_NBUCKETS - 1 && (INT64_C(1) << b) < o->max_batch ? INT64_C(1) << b : o->max_batch;
+}
+
 /* The kernels and plans of ARM for requests up to MAX_LEN keys. */
 static int arm_kernels(lg_exec *x, lg_arm *a, int64_t max_len) {
   const hattn__model *m = x->m;
   hattn_paged_kv paged = {x->o->page_size, HATTN_PAGED_NHD, NULL};
   hattn_inputs in;
-  int k;
+  int k, b;
   memset(&in, 0, sizeof in);
   in.paged = &paged;
   for (k = 0; k < a->nkinds; k++) {
     lg_kind *kd = &a->kinds[k];
     const char *name = a->ispec->patterns[kd->pattern].name;
-    hattn_problem dec = {x->o->max_batch, kd->heads, kd->kv_heads, 1, max_len, m->head_dim, (int)m->dtype};
     hattn_problem pre = {1, kd->heads, kd->kv_heads, x->o->chunk, max_len, m->head_dim, (int)m->dtype};
-    if (hattn_kernel_get(x->ctx, a->spec, name, &dec, &kd->kdecode) != HATTN_OK ||
-        hattn_kernel_get(x->ctx, a->spec, name, &pre, &kd->kprefill) != HATTN_OK ||
-        hattn_plan_create(kd->kdecode, &in, &kd->pdecode) != HATTN_OK ||
-        hattn_plan_create(kd->kprefill, &in, &kd->pprefill) != HATTN_OK) {
-      fprintf(stderr, "hattn loadgen: the kernels of '%s' for %d heads: %s\n", name, kd->heads, hattn_errmsg(x->ctx));
-      return -1;
+    if (hattn_kernel_get(x->ctx, a->spec, name, &pre, &kd->kprefill) != HATTN_OK ||
+        hattn_plan_create(kd->kprefill, &in, &kd->pprefill) != HATTN_OK)
+      goto fail;
+    for (b = 0; b < LG_NBUCKETS && (b == 0 || bucket_slots(x->o, b - 1) < x->o->max_batch); b++) {
+      hattn_problem dec = {bucket_slots(x->o, b), kd->heads, kd->kv_heads, 1, max_len, m->head_dim, (int)m->dtype};
+      if (hattn_kernel_get(x->ctx, a->spec, name, &dec, &kd->kdecode[b]) != HATTN_OK ||
+          hattn_plan_create(kd->kdecode[b], &in, &kd->pdecode[b]) != HATTN_OK)
+        goto fail;
     }
   }
   return 0;
+fail:
+  fprintf(stderr, "hattn loadgen: the kernels of '%s' for %d heads: %s\n", a->ispec->patterns[a->kinds[k].pattern].name,
+          a->kinds[k].heads, hattn_errmsg(x->ctx));
+  return -1;
 }
 
 /* Run STEP's batch through every layer of ARM: uploads, then launches, then
@@ -473,7 +494,8 @@ static int exec_step(lg_exec *x, const lg_arm *a, loadgen_sched *s, const loadge
   int64_t B = o->max_batch, H = m->heads, HK = m->kv_heads, D = m->head_dim, P = o->page_size, C = x->cols;
   size_t tbytes = (size_t)B * (size_t)C * sizeof(int32_t);
   double t0 = now_s(), t1;
-  int l, g, i, lo, hi;
+  int l, g, i, lo, hi, bucket = 0;
+  int64_t used = 0;
   char one[4];
   for (l = 0; l < a->nlayers; l++) {
     loadgen_sched_take_dirty(s, l, &lo, &hi);
@@ -484,7 +506,12 @@ static int exec_step(lg_exec *x, const lg_arm *a, loadgen_sched *s, const loadge
       goto fail;
   }
   memset(x->host_lens, 0, 3 * (size_t)B * sizeof(int32_t));
-  for (i = 0; i < st->ndecode; i++) x->host_lens[st->decode[i].slot] = (int32_t)st->decode[i].k_len;
+  for (i = 0; i < st->ndecode; i++) {
+    x->host_lens[st->decode[i].slot] = (int32_t)st->decode[i].k_len;
+    if (st->decode[i].slot + 1 > used) used = st->decode[i].slot + 1;
+  }
+  /* The decodes run on the plan of the fewest slots that covers them. */
+  while (bucket_slots(o, bucket) < used) bucket++;
   for (i = 0; i < st->nprefill; i++) {
     x->host_lens[B + i] = (int32_t)st->prefill[i].q_len;
     x->host_lens[2 * B + i] = (int32_t)st->prefill[i].k_len;
@@ -503,15 +530,16 @@ static int exec_step(lg_exec *x, const lg_arm *a, loadgen_sched *s, const loadge
       DLTensor kp = tensor(x, x->kpool, poff, 4, pshape, pstr, (int)m->dtype);
       DLTensor vp = tensor(x, x->vpool, poff, 4, pshape, pstr, (int)m->dtype);
       if (st->ndecode > 0) {
-        int64_t qshape[4] = {B, Hg, 1, D}, qstr[4] = {H * D, D, D, 1}, tshape[2] = {B, C}, lshape[1] = {B};
+        int64_t Bb = bucket_slots(o, bucket);
+        int64_t qshape[4] = {Bb, Hg, 1, D}, qstr[4] = {H * D, D, D, 1}, tshape[2] = {Bb, C}, lshape[1] = {Bb};
         uint64_t qoff = (uint64_t)gr->h0 * (uint64_t)D * x->esz;
         DLTensor q = tensor(x, x->q, qoff, 4, qshape, qstr, (int)m->dtype);
         DLTensor out = tensor(x, x->out, qoff, 4, qshape, qstr, (int)m->dtype);
         DLTensor table = tensor(x, x->tables, (uint64_t)l * tbytes, 2, tshape, NULL, -1);
         DLTensor klens = tensor(x, x->lens, 0, 1, lshape, NULL, -1);
         hattn_varlen lens = {NULL, &klens, NULL, NULL};
-        if (hattn_run_varlen(kd->pdecode, &q, &kp, &vp, &table, &lens, &out, NULL, NULL) != HATTN_OK) {
-          snprintf(x->err, sizeof x->err, "layer %d, decode: %s", l, hattn_plan_errmsg(kd->pdecode));
+        if (hattn_run_varlen(kd->pdecode[bucket], &q, &kp, &vp, &table, &lens, &out, NULL, NULL) != HATTN_OK) {
+          snprintf(x->err, sizeof x->err, "layer %d, decode: %s", l, hattn_plan_errmsg(kd->pdecode[bucket]));
           goto fail;
         }
       }
