@@ -87,6 +87,17 @@ awk -F, 'NR > 1 && ($4 != $3 || $5 != 0 || $8 <= 0 || $10 <= 0 || $13 <= 0 || $2
   sed 's/^/  | /' "$tmp/out"
   fails=$((fails + 1))
 }
+# --other-ms-per-token charges each step its tokens' time for the rest of the
+# model: a decode step of one request takes 5 ms more, so every time per
+# output token is at least 5 ms.
+expect 0 ',causal,' $lg --rate 20 --duration 0.3 --kv-memory 4m --prompt-len 100 --output-len 4 \
+  --other-ms-per-token 5 --format csv
+awk -F, 'NR > 1 && !($13 >= 5) { bad = 1 } END { exit bad }' "$tmp/out" || {
+  echo "FAIL: --other-ms-per-token 5 left a time per output token below 5 ms:"
+  sed 's/^/  | /' "$tmp/out"
+  fails=$((fails + 1))
+}
+expect 2 "--other-ms-per-token: expected milliseconds from 0 to 1000, got '-1'" $lg --other-ms-per-token -1
 expect 0 "Poisson" "$hattn" loadgen --help
 
 # Refusals.
