@@ -119,9 +119,10 @@ size_t hattn__cuda_smem_bytes(const hattn__kernel_desc *desc, const hattn__cuda_
 ** more. */
 static int check_wgmma(const hattn__kernel_desc *desc, const hattn__cuda_config *cfg, char *err,
                        size_t errlen) {
-  if (desc->head_dim == 256 && (cfg->block_m != 64 || cfg->block_n != 64)) {
+  if (desc->head_dim == 256 && (cfg->block_n != 64 || (cfg->block_m != 64 && !(cfg->wgmma == 2 && cfg->block_m == 128)))) {
     snprintf(err, errlen,
-             "the wgmma kernel at head dim 256 needs 64 x 64 tiles (registers), not %d x %d",
+             "the wgmma kernel at head dim 256 needs 64 x 64 tiles, or 128 x 64 when warp-specialised (registers), "
+             "not %d x %d",
              cfg->block_m, cfg->block_n);
     return HATTN_EINVAL;
   }
