@@ -26,8 +26,13 @@ void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__c
     ** with two consumer warpgroups of 64 query rows and 128-key blocks
     ** where the mask is dense or a band (causal, window: closed-form key
     ** blocks), else one consumer warpgroup and 64-key blocks, two CTAs an
-    ** SM; head dim 256 always 64 x 64 (O alone takes 128 registers a
-    ** thread).  Measured on an H200 (hattn bench, bf16, 4k and 16k, TFLOP/s),
+    ** SM; head dim 256 two consumer warpgroups and 64-key blocks for every
+    ** mask (O alone takes 128 registers a thread: 128 x 64 tiles).
+    ** Head dim 256 at 8k, B x H 32, TFLOP/s, ws 128 x 64 against ws 64 x 64
+    ** (H200, one call, 2026-12-04): dense 673 / 462, causal 653 / 479,
+    ** causal & window(1k) 493 / 367, causal & (window(1k) | sink(64)) 446 /
+    ** 335, document & causal (1k docs) 336 / 249.
+    ** Measured on an H200 (hattn bench, bf16, 4k and 16k, TFLOP/s),
     ** against the warpgroup kernel that loads with every thread (wgmma 1,
     ** the former default: 128 x 128 dense, 64 x 64 masks):
     **   d128 dense 629 / 660 against 447 / 469; causal at 128 x 128 561 /
@@ -54,6 +59,7 @@ void hattn__cuda_config_default(const hattn__kernel_desc *desc, int sm, hattn__c
     } else {
       out->wgmma = ws != NULL && strcmp(ws, "1") == 0 ? 2 : head_dim == 64 && (!wide || window) ? 1 : 2;
       out->block_m = out->block_n = wide && out->wgmma == 2 ? 128 : 64;
+      if (head_dim == 256) out->block_m = 128;
     }
     out->warps = out->block_m / 16 + (out->wgmma == 2 ? 4 : 0);
     out->stages = 2;

@@ -157,7 +157,7 @@ START_TEST(test_configs) {
     {128, 128, 12, 2, 2, 0, 0, 0}, {64, 64, 8, 2, 2, 0, 0, 0}, {128, 64, 12, 3, 2, 0, 0, 0},
     {64, 128, 8, 2, 2, 0, 0, 0},
   };
-  static const hattn__cuda_config ws256 = {64, 64, 8, 2, 2, 0, 0, 0};
+  static const hattn__cuda_config ws256[] = {{64, 64, 8, 2, 2, 0, 0, 0}, {128, 64, 12, 2, 2, 0, 0, 0}};
   size_t i;
   emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 64, NULL, "sm_90a");
   emit_compile(&spec->patterns[0], HATTN_DTYPE_FP16, 128, NULL, "sm_90a");
@@ -168,32 +168,38 @@ START_TEST(test_configs) {
   for (i = 0; i < sizeof ws / sizeof ws[0]; i++)
     emit_compile(&spec->patterns[0], i % 2 ? HATTN_DTYPE_FP16 : HATTN_DTYPE_BF16, i == 3 ? 64 : 128, &ws[i],
                  "sm_90a");
-  emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 256, &ws256, "sm_90a");
+  for (i = 0; i < sizeof ws256 / sizeof ws256[0]; i++)
+    emit_compile(&spec->patterns[0], HATTN_DTYPE_BF16, 256, &ws256[i], "sm_90a");
   hattn__spec_destroy(spec);
 }
 END_TEST
 
 /* The sm_90 defaults: the warp-specialised kernel at 128 x 128 for dense
 ** and band masks, at 64 x 64 for other masks (but the warpgroup kernel for
-** them and for windows at head dim 64) and at head dim 256; HATTN_CUDA_WS=0 the former
-** warpgroup kernel everywhere, =1 the warp-specialised one everywhere. */
+** them and for windows at head dim 64), at 128 x 64 for every mask at head
+** dim 256; HATTN_CUDA_WS=0 the former warpgroup kernel everywhere (64 x 64
+** at head dim 256), =1 the warp-specialised one everywhere. */
 START_TEST(test_defaults) {
   static const struct {
     const char *spec;
     int head_dim, ws;            /* HATTN_CUDA_WS: -1 unset */
-    int wgmma, block;
+    int wgmma, block_m, block_n;
   } cases[] = {
-    {"pattern p = full", 128, -1, 2, 128},
-    {"pattern p = causal & window(1k)", 128, -1, 2, 128},
-    {"pattern p = causal & document", 128, -1, 2, 64},
-    {"pattern p = causal & document", 64, -1, 1, 64},
-    {"pattern p = causal", 64, -1, 2, 128},
-    {"pattern p = causal & window(1k)", 64, -1, 1, 64},
-    {"pattern p = window(1k)", 128, -1, 2, 128},
-    {"pattern p = causal", 256, -1, 2, 64},
-    {"pattern p = causal", 128, 0, 1, 64},
-    {"pattern p = full", 128, 0, 1, 128},
-    {"pattern p = causal & document", 64, 1, 2, 64},
+    {"pattern p = full", 128, -1, 2, 128, 128},
+    {"pattern p = causal & window(1k)", 128, -1, 2, 128, 128},
+    {"pattern p = causal & document", 128, -1, 2, 64, 64},
+    {"pattern p = causal & document", 64, -1, 1, 64, 64},
+    {"pattern p = causal", 64, -1, 2, 128, 128},
+    {"pattern p = causal & window(1k)", 64, -1, 1, 64, 64},
+    {"pattern p = window(1k)", 128, -1, 2, 128, 128},
+    {"pattern p = causal", 256, -1, 2, 128, 64},
+    {"pattern p = full", 256, -1, 2, 128, 64},
+    {"pattern p = causal & document", 256, -1, 2, 128, 64},
+    {"pattern p = causal", 256, 0, 1, 64, 64},
+    {"pattern p = causal", 256, 1, 2, 128, 64},
+    {"pattern p = causal", 128, 0, 1, 64, 64},
+    {"pattern p = full", 128, 0, 1, 128, 128},
+    {"pattern p = causal & document", 64, 1, 2, 64, 64},
   };
   size_t i;
   for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -204,7 +210,7 @@ START_TEST(test_defaults) {
     if (cases[i].ws < 0) unsetenv("HATTN_CUDA_WS");
     else setenv("HATTN_CUDA_WS", cases[i].ws ? "1" : "0", 1);
     hattn__cuda_config_default(&desc, 90, &cfg);
-    ck_assert_msg(cfg.wgmma == cases[i].wgmma && cfg.block_m == cases[i].block && cfg.block_n == cases[i].block,
+    ck_assert_msg(cfg.wgmma == cases[i].wgmma && cfg.block_m == cases[i].block_m && cfg.block_n == cases[i].block_n,
                   "case %zu: wgmma %d, %d x %d", i, cfg.wgmma, cfg.block_m, cfg.block_n);
     ck_assert_int_eq(cfg.warps, cfg.block_m / 16 + (cfg.wgmma == 2 ? 4 : 0));
     ck_assert_msg(hattn__cuda_config_check(&desc, &cfg, err, sizeof err) == HATTN_OK, "case %zu: %s", i, err);
@@ -250,6 +256,13 @@ START_TEST(test_failures) {
   ck_assert_msg(strstr(err, "wgmma") && strstr(err, "256") && strstr(err, "64 x 64"), "message: %s", err);
   cfg.block_m = 64, cfg.warps = 4, cfg.block_n = 64;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_OK);
+  /* Warp-specialised, 128 x 64 (two consumer warpgroups) but not 128 x 128. */
+  cfg.wgmma = 2, cfg.block_m = 128, cfg.warps = 12;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_OK);
+  cfg.block_n = 128;
+  ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
+  ck_assert_msg(strstr(err, "or 128 x 64 when warp-specialised") && strstr(err, "not 128 x 128"), "message: %s", err);
+  cfg.wgmma = 1, cfg.block_m = 64, cfg.warps = 4, cfg.block_n = 64;
   desc.head_dim = 128;
   cfg.warps = cfg.block_m / 16 + 1;
   ck_assert_int_eq(hattn__cuda_config_check(&desc, &cfg, err, sizeof err), HATTN_EINVAL);
